@@ -1,0 +1,225 @@
+"""The scorer loop: poll -> process_batch -> deliver (ack all) -> commit. At-least-once.
+
+The loop owns the Kafka clients; everything it decides comes from the pure
+``triage.handlers``. A new model offered from another thread (the registry watcher)
+is swapped in between batches, so the batch in flight finishes on the old model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Callable, Optional
+
+import numpy as np
+
+from triage.errors import TransportError
+from triage.handlers import BatchResult, dlq_record, process_batch
+from triage.metrics import ScorerMetrics, observe_many
+from triage.records import OutRecord, RecordBatch
+from triage.routing import RoutingPolicy, ThresholdPolicy
+from triage.serving import ServingModel
+from triage.settings import Settings
+from triage.transport import Consumer, Producer, make_consumer, make_producer
+
+log = logging.getLogger("triage.scorer")
+
+MAX_BACKOFF_S = 5.0
+ACK_TIMEOUT_S = 60.0
+
+
+def policy_from_settings(settings: Settings) -> RoutingPolicy:
+    return ThresholdPolicy(settings.uncertainty_threshold, audit_rate=settings.audit_rate, seed=settings.seed)
+
+
+class Scorer:
+    def __init__(
+        self,
+        settings: Settings,
+        model: ServingModel,
+        *,
+        metrics: Optional[ScorerMetrics] = None,
+        policy: Optional[RoutingPolicy] = None,
+        consumer: Optional[Consumer] = None,
+        producer: Optional[Producer] = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or ScorerMetrics()
+        self.policy = policy or policy_from_settings(settings)
+        self.model = model
+        self._pending: Optional[ServingModel] = None
+        self._lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.consumer = consumer or make_consumer(settings, [settings.samples_topic], group_id=settings.group_id)
+        self.producer = producer or make_producer(settings)
+        self._route = {
+            settings.predictions_topic: "predictions",
+            settings.review_topic: "review",
+            settings.dlq_topic: "dlq",
+        }
+        self._broker_ok = True
+        self._assigned = False
+        self._connected = False
+        self.metrics.set_model(model.version, model.sha256, model.outlier is not None)
+        self.on_swap: list[Callable[[ServingModel, ServingModel], None]] = []
+
+    # --- model swaps (called from other threads) -----------------------------------------
+    def offer_model(self, model: ServingModel) -> None:
+        """Queue an already loaded and warmed model; it is swapped in between batches."""
+        with self._lock:
+            self._pending = model
+
+    def _swap_if_pending(self) -> None:
+        with self._lock:
+            new, self._pending = self._pending, None
+        if new is None:
+            return
+        old, self.model = self.model, new
+        self.metrics.set_model(new.version, new.sha256, new.outlier is not None)
+        self.metrics.swaps.labels(result="success").inc()
+        log.info("swapped model %s -> %s", old.version, new.version)
+        for hook in self.on_swap:
+            hook(old, new)
+
+    # --- health --------------------------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        """Named readiness checks, from state the loop thread refreshes after every poll
+        (the HTTP thread never touches the Kafka client)."""
+        checks = {
+            "model_loaded": self.model is not None,
+            "partitions_assigned": self._assigned,
+            "broker_reachable": self._broker_ok and self._connected,
+        }
+        return checks
+
+    def _refresh_health(self) -> None:
+        self._assigned = bool(self.consumer.assigned())
+        self._connected = self.consumer.connected()
+        self.metrics.ready.set(1 if all(self.readiness().values()) else 0)
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self, *, max_batches: Optional[int] = None, idle_exit_s: Optional[float] = None) -> None:
+        """Run until ``stop_event`` is set (or the optional bounds are reached), then close."""
+        done = 0
+        idle_since = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                self._swap_if_pending()
+                batch = self._poll()
+                self._refresh_health()
+                if batch is None or not len(batch):
+                    if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                self.process(batch)
+                done += 1
+                if max_batches is not None and done >= max_batches:
+                    break
+        finally:
+            self.close()
+
+    def _poll(self) -> Optional[RecordBatch]:
+        try:
+            batch = self.consumer.poll_batch(self.settings.batch_size, self.settings.poll_timeout_ms)
+            self._broker_ok = True
+            return batch
+        except TransportError as exc:
+            self._broker_ok = False
+            self.metrics.ready.set(0)
+            self.metrics.broker_errors.labels(operation="poll").inc()
+            log.warning("poll failed (%s); retrying", exc.message)
+            time.sleep(0.5)
+            return None
+
+    def process(self, batch: RecordBatch) -> BatchResult:
+        model = self.model  # one model for the whole batch, whatever is offered meanwhile
+        result = process_batch(batch, model, self.policy, self.settings)
+        delivered = self._deliver(result.outputs, batch, model.version)
+        acked = time.time()
+        self._commit(batch)
+        self._observe(batch, result, delivered, acked)
+        return result
+
+    def _deliver(self, outputs: list[OutRecord], batch: RecordBatch, version: str) -> list[OutRecord]:
+        """Send until every output is acknowledged. Unwritable records go to the DLQ
+        (stage ``produce``); retriable failures are retried with backoff, never dropped."""
+        delivered: list[OutRecord] = []
+        pending = outputs
+        attempt = 0
+        while pending:
+            errors = self.producer.send_all(pending, ACK_TIMEOUT_S)
+            retry: list[OutRecord] = []
+            for rec, err in zip(pending, errors):
+                if err is None:
+                    delivered.append(rec)
+                elif err.retriable or rec.topic == self.settings.dlq_topic:
+                    retry.append(rec)
+                else:
+                    log.warning("output for offset %s cannot be written (%s): dead-lettering",
+                                batch.offsets[rec.source], err.message)
+                    retry.append(dlq_record(batch, rec.source, err, "produce", self.settings, version))
+            if retry:
+                attempt += 1
+                self._broker_ok = False
+                self.metrics.ready.set(0)
+                self.metrics.produce_retries.inc()
+                self.metrics.broker_errors.labels(operation="produce").inc()
+                time.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+            else:
+                self._broker_ok = True
+            pending = retry
+        return delivered
+
+    def _commit(self, batch: RecordBatch) -> None:
+        offsets = batch.next_offsets()
+        for attempt in range(10):
+            try:
+                self.consumer.commit(offsets)
+                return
+            except TransportError as exc:
+                self.metrics.broker_errors.labels(operation="commit").inc()
+                if not exc.retriable:
+                    # Typically a rebalance took the partitions: the new owner re-reads
+                    # from the last commit, so the outputs above become duplicates, not losses.
+                    log.warning("commit refused (%s); records will be re-delivered", exc.message)
+                    return
+                time.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+        log.error("commit kept failing; records after the last commit will be re-delivered")
+
+    def _observe(self, batch: RecordBatch, result: BatchResult, delivered: list[OutRecord], acked: float) -> None:
+        m = self.metrics
+        for (topic, reason), n in Counter((r.topic, r.reason) for r in delivered).items():
+            route = self._route.get(topic, "other")
+            m.samples.labels(route=route, reason=reason).inc(n)
+            if route == "dlq":
+                m.dlq.labels(stage=reason).inc(n)
+        m.batch_size.observe(len(batch))
+        m.batches.inc()
+        m.last_batch.set(acked)
+        if result.scores is not None:
+            s = result.scores
+            m.inference.observe(result.inference_seconds)
+            observe_many(m.confidence, s.confidence)
+            observe_many(m.margin, s.margin)
+            observe_many(m.entropy, s.entropy)
+            if not np.isnan(s.outlier).all():
+                observe_many(m.outlier, s.outlier)
+            observe_many(m.end_to_end, np.maximum(acked - result.event_ms / 1000.0, 0.0))
+        newest: dict[int, int] = {}
+        for p, ts in zip(batch.partitions, batch.timestamps_ms):
+            if ts > newest.get(p, -1):
+                newest[p] = ts
+        for p, ts in newest.items():
+            m.lag_seconds.labels(partition=str(p)).set(max(acked - ts / 1000.0, 0.0))
+        for p, lag in self.consumer.lag().items():
+            m.lag.labels(partition=str(p)).set(lag)
+
+    def close(self) -> None:
+        try:
+            self.producer.close()
+        finally:
+            self.consumer.close()
+

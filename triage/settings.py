@@ -1,0 +1,177 @@
+"""The one settings object. Entry points build it; library code receives it.
+
+Every field reads ``TRIAGE_<NAME>`` from the environment; CLI flags override the
+environment. Each field's docstring is its help text (``triage serve --help``).
+Secrets are ``SecretStr``: they print as ``**********`` and are never logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Acquisition = Literal["least-confidence", "margin", "entropy"]
+KafkaClient = Literal["auto", "kafka-python", "confluent"]
+
+
+def _group(name: str) -> dict[str, str]:
+    return {"group": name}
+
+
+class Settings(BaseSettings):
+    """All of triage's configuration. Field groups map to CLI sections."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRIAGE_",
+        use_attribute_docstrings=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    bootstrap_servers: str = Field("127.0.0.1:9092", json_schema_extra=_group("kafka"))
+    """Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]."""
+    kafka_client: KafkaClient = Field("auto", json_schema_extra=_group("kafka"))
+    """Kafka client library: auto (confluent-kafka when installed), kafka-python or confluent."""
+    group_id: str = Field("triage-scorer", json_schema_extra=_group("kafka"))
+    """Consumer group of the scorer replicas on the samples topic."""
+    session_timeout_ms: int = Field(10_000, ge=1000, json_schema_extra=_group("kafka"))
+    """Consumer-group session timeout; a dead replica's partitions move after this long."""
+    max_poll_interval_ms: int = Field(300_000, ge=1000, json_schema_extra=_group("kafka"))
+    """Longest allowed gap between polls before the group evicts this replica."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", json_schema_extra=_group("kafka")
+    )
+    """Kafka security protocol."""
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = Field(
+        None, json_schema_extra=_group("kafka")
+    )
+    """SASL mechanism when security_protocol is SASL_*."""
+    sasl_username: Optional[str] = Field(None, json_schema_extra=_group("kafka"))
+    """SASL user name."""
+    sasl_password: Optional[SecretStr] = Field(None, json_schema_extra=_group("kafka"))
+    """SASL password (secret; never logged)."""
+    ssl_cafile: Optional[Path] = Field(None, json_schema_extra=_group("kafka"))
+    """PEM file of CA certificates used to verify the brokers."""
+    ssl_certfile: Optional[Path] = Field(None, json_schema_extra=_group("kafka"))
+    """PEM client certificate for mutual TLS."""
+    ssl_keyfile: Optional[Path] = Field(None, json_schema_extra=_group("kafka"))
+    """PEM private key of the client certificate."""
+    ssl_key_password: Optional[SecretStr] = Field(None, json_schema_extra=_group("kafka"))
+    """Password of the client private key (secret; never logged)."""
+    create_topics: bool = Field(True, json_schema_extra=_group("kafka"))
+    """Create missing triage topics at start-up (explicitly, with topic_partitions)."""
+    topic_partitions: int = Field(4, ge=1, json_schema_extra=_group("kafka"))
+    """Partition count for topics triage creates; keep it >= the number of scorer replicas."""
+
+    # --- topics ------------------------------------------------------------------------------
+    samples_topic: str = Field("triage.samples", json_schema_extra=_group("topics"))
+    """Input topic of samples to score."""
+    predictions_topic: str = Field("triage.predictions", json_schema_extra=_group("topics"))
+    """Output topic of auto-accepted predictions."""
+    review_topic: str = Field("triage.review", json_schema_extra=_group("topics"))
+    """Output topic of review requests for annotators."""
+    labels_topic: str = Field("triage.labels", json_schema_extra=_group("topics"))
+    """Topic of human labels consumed by the retrain job."""
+    models_topic: str = Field("triage.models", json_schema_extra=_group("topics"))
+    """Topic of model promote/rollback events read by every scorer replica."""
+    dlq_topic: str = Field("triage.dlq", json_schema_extra=_group("topics"))
+    """Dead-letter topic: original bytes plus failure headers."""
+
+    # --- model -------------------------------------------------------------------------------
+    model: Optional[Path] = Field(None, json_schema_extra=_group("model"))
+    """ONNX classifier to serve (a plain file; use registry for hot-swap)."""
+    registry: Optional[Path] = Field(None, json_schema_extra=_group("model"))
+    """Model registry directory; the scorer serves its CURRENT version and hot-swaps."""
+    reference: Optional[Path] = Field(None, json_schema_extra=_group("model"))
+    """Reference data (npz with X[,y], or CSV) to fit the outlier detector at start-up."""
+    classes: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    """Comma-separated class names, in output order, when the model does not carry them."""
+    input_name: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    """Name of the model's feature input, when the graph has several inputs."""
+    output_name: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    """Name of the probability (or logit) output, when it cannot be told from the graph."""
+    feature_count: Optional[int] = Field(None, ge=1, json_schema_extra=_group("model"))
+    """Feature count, when the model's input shape leaves it open and no reference is given."""
+    output_kind: Literal["probabilities", "logits"] = Field(
+        "probabilities", json_schema_extra=_group("model")
+    )
+    """What the chosen output holds; logits get a softmax."""
+    model_version: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    """Version stamped on outputs when serving a plain --model file (default: file-<sha256[:12]>)."""
+    ort_threads: int = Field(1, ge=0, json_schema_extra=_group("model"))
+    """onnxruntime intra-op threads (0 = onnxruntime's choice). One is best for small models."""
+
+    # --- routing -----------------------------------------------------------------------------
+    acquisition: Acquisition = Field("margin", json_schema_extra=_group("routing"))
+    """Uncertainty measure: least-confidence (1-p1), margin (1-(p1-p2)) or entropy (normalized)."""
+    uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
+    """Samples whose uncertainty (0..1, higher = less sure) exceeds this go to review."""
+    outlier_quantile: float = Field(0.995, gt=0.5, lt=1.0, json_schema_extra=_group("routing"))
+    """Quantile of reference outlier distances used as the outlier threshold."""
+    audit_rate: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
+    """Random fraction of auto-accepted samples also sent to review with reason audit."""
+    seed: int = Field(0, json_schema_extra=_group("routing"))
+    """Seed of every random routing decision (audit sampling)."""
+
+    # --- processing --------------------------------------------------------------------------
+    batch_size: int = Field(1000, ge=1, le=100_000, json_schema_extra=_group("processing"))
+    """Most records taken per poll and scored in one ONNX run."""
+    poll_timeout_ms: int = Field(200, ge=1, json_schema_extra=_group("processing"))
+    """How long one poll waits for records."""
+    max_message_bytes: int = Field(1_000_000, ge=64, json_schema_extra=_group("processing"))
+    """Records larger than this are dead-lettered as oversized (bounds memory)."""
+    produce_retries: int = Field(5, ge=0, json_schema_extra=_group("processing"))
+    """Retries of a retriable produce failure before the loop backs off and retries the batch."""
+    linger_ms: int = Field(5, ge=0, json_schema_extra=_group("processing"))
+    """Producer linger: how long the producer waits to fill a batch."""
+
+    # --- operations --------------------------------------------------------------------------
+    metrics_host: str = Field("0.0.0.0", json_schema_extra=_group("operations"))
+    """Bind address of the /metrics, /healthz and /readyz server."""
+    metrics_port: int = Field(8000, ge=0, le=65535, json_schema_extra=_group("operations"))
+    """Port of the /metrics, /healthz and /readyz server (0 = pick a free port)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", json_schema_extra=_group("operations")
+    )
+    """Log level."""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not [c for c in value.split(",") if c.strip()]:
+            raise ValueError("classes must name at least one class, e.g. --classes cat,dog")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> "Settings":
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password "
+                "(TRIAGE_SASL_MECHANISM, TRIAGE_SASL_USERNAME, TRIAGE_SASL_PASSWORD)"
+            )
+        return self
+
+    @property
+    def class_names(self) -> Optional[list[str]]:
+        if self.classes is None:
+            return None
+        return [c.strip() for c in self.classes.split(",") if c.strip()]
+
+    def output_topics(self) -> list[str]:
+        return [self.predictions_topic, self.review_topic, self.dlq_topic]
+
+    def all_topics(self) -> list[str]:
+        return [
+            self.samples_topic,
+            self.predictions_topic,
+            self.review_topic,
+            self.labels_topic,
+            self.models_topic,
+            self.dlq_topic,
+        ]

@@ -1,0 +1,203 @@
+"""kafka-python backend of the transport interface."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from triage.errors import TransportError
+from triage.records import OutRecord, RecordBatch
+from triage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        cfg["sasl_mechanism"] = settings.sasl_mechanism
+        cfg["sasl_plain_username"] = settings.sasl_username
+        cfg["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    for ours, theirs in (("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"), ("ssl_keyfile", "ssl_keyfile")):
+        value = getattr(settings, ours)
+        if value is not None:
+            cfg[theirs] = str(value)
+    if settings.ssl_key_password is not None:
+        cfg["ssl_password"] = settings.ssl_key_password.get_secret_value()
+    return cfg
+
+
+def _transport_error(exc: BaseException) -> TransportError:
+    retriable = bool(getattr(exc, "retriable", False)) or type(exc).__name__ in (
+        "KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError", "RequestTimedOutError",
+    )
+    return TransportError(f"{type(exc).__name__}: {exc}", retriable=retriable)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, on_revoke: Optional[Callable[[], None]]) -> None:
+        self.on_revoke = on_revoke
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.on_revoke and revoked:
+            self.on_revoke()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("assigned partitions: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class KafkaPythonConsumer:
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._c = consumer
+        self._next: dict[TopicPartition, int] = {}
+
+    def poll_batch(self, max_records: int, timeout_ms: int) -> RecordBatch:
+        batch = RecordBatch()
+        try:
+            polled = self._c.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise _transport_error(exc) from exc
+        for tp, records in polled.items():
+            topic, partition = tp.topic, tp.partition
+            for rec in records:
+                batch.append(topic, partition, rec.offset, rec.timestamp, rec.key, rec.value)
+            if records:
+                self._next[tp] = records[-1].offset + 1
+        return batch
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        try:
+            self._c.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+        except KafkaError as exc:
+            raise _transport_error(exc) from exc
+
+    def assigned(self) -> list[tuple[str, int]]:
+        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+
+    def lag(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for tp in self._c.assignment():
+            high = self._c.highwater(tp)
+            pos = self._next.get(tp)
+            if high is not None and pos is not None:
+                out[tp.partition] = max(high - pos, 0)
+        return out
+
+    def connected(self) -> bool:
+        client = self._c._client  # kafka-python keeps connection state on its client
+        for b in client.cluster.brokers():
+            node = getattr(b, "node_id", None)
+            if client.connected(node if node is not None else getattr(b, "nodeId", None)):
+                return True
+        return False
+
+    def close(self) -> None:
+        self._c.close(autocommit=False)
+
+
+def make_consumer(
+    settings: Settings,
+    topics: list[str],
+    *,
+    group_id: Optional[str],
+    from_beginning: bool = True,
+    on_revoke: Optional[Callable[[], None]] = None,
+) -> KafkaPythonConsumer:
+    consumer = KafkaConsumer(
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        max_poll_records=settings.batch_size,
+        fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 2),
+        max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes + 1024),
+        **client_config(settings),
+    )
+    if group_id is None:
+        partitions = []
+        for topic in topics:
+            for p in sorted(consumer.partitions_for_topic(topic) or []):
+                partitions.append(TopicPartition(topic, p))
+        consumer.assign(partitions)
+        if from_beginning:
+            consumer.seek_to_beginning()
+        else:
+            consumer.seek_to_end()
+    else:
+        consumer.subscribe(topics, listener=_Listener(on_revoke))
+    return KafkaPythonConsumer(consumer)
+
+
+class KafkaPythonProducer:
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._p = producer
+
+    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+        futures: list[Any] = []
+        results: list[Optional[TransportError]] = [None] * len(records)
+        for i, rec in enumerate(records):
+            try:
+                futures.append(self._p.send(rec.topic, value=rec.value, key=rec.key, headers=rec.headers or []))
+            except Exception as exc:  # raised synchronously, e.g. record too large
+                futures.append(None)
+                results[i] = _transport_error(exc)
+        try:
+            self._p.flush(timeout=timeout_s)
+        except Exception as exc:
+            err = _transport_error(exc)
+            return [results[i] or (err if f is None or not f.succeeded() else None) for i, f in enumerate(futures)]
+        for i, f in enumerate(futures):
+            if f is None:
+                continue
+            if not f.is_done:
+                results[i] = TransportError("no acknowledgement before timeout", retriable=True)
+            elif f.failed():
+                results[i] = _transport_error(f.exception)
+        return results
+
+    def close(self) -> None:
+        self._p.close(timeout=10)
+
+
+def make_producer(settings: Settings) -> KafkaPythonProducer:
+    producer = KafkaProducer(
+        acks="all",
+        linger_ms=settings.linger_ms,
+        batch_size=256 * 1024,
+        max_request_size=max(1_048_576, settings.max_message_bytes + 64 * 1024),
+        retries=5,
+        max_in_flight_requests_per_connection=5,
+        request_timeout_ms=15_000,
+        **client_config(settings),
+    )
+    return KafkaPythonProducer(producer)
+
+
+def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
+    admin = KafkaAdminClient(**client_config(settings))
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s with %d partitions", missing, partitions)
+    except KafkaError as exc:
+        raise _transport_error(exc) from exc
+    finally:
+        admin.close()
