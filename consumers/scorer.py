@@ -79,6 +79,7 @@ class Scorer:
         old, self.model = self.model, new
         self.metrics.set_model(new.version, new.sha256, new.outlier is not None)
         self.metrics.swaps.labels(result="success").inc()
+        self.metrics.last_swap.set(time.time())
         log.info("swapped model %s -> %s", old.version, new.version)
         for hook in self.on_swap:
             hook(old, new)

@@ -35,7 +35,9 @@ class ScorerMetrics:
         self.outlier_enabled = Gauge("triage_outlier_detection_enabled", "1 when outlier routing is on (reference data given).", registry=r)
         self.lag = Gauge("triage_consumer_lag_records", "Records behind the high watermark, per input partition.", ["partition"], registry=r)
         self.lag_seconds = Gauge("triage_consumer_lag_seconds", "Age of the newest processed record, per input partition.", ["partition"], registry=r)
-        self.swaps = Counter("triage_model_swaps", "Model swap attempts by result.", ["result"], registry=r)
+        self.swaps = Counter("triage_model_swaps", "Model swap attempts by result (success|refused).", ["result"], registry=r)
+        self.refusals = Counter("triage_model_refusals", "Refused models by reason.", ["reason"], registry=r)
+        self.last_swap = Gauge("triage_last_model_swap_timestamp_seconds", "Unix time of the last successful swap.", registry=r)
         self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
         self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
         self.ready = Gauge("triage_ready", "1 when the scorer is ready (model loaded, partitions assigned, broker reachable).", registry=r)
@@ -67,3 +69,17 @@ def observe_many(hist: Histogram, values: np.ndarray) -> None:
         if c:
             buckets[i].inc(c)
     hist._sum.inc(float(values.sum()))
+
+
+class RetrainMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs = Counter("triage_retrain_runs", "Retrain runs by outcome (promoted|rejected|skipped|failed).", ["outcome"], registry=r)
+        self.duration = Histogram("triage_retrain_duration_seconds", "Wall time of a retrain run.",
+                                  buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r)
+        self.folded = Counter("triage_labels_folded", "Labels folded into the persisted training set.", registry=r)
+        self.rejected = Counter("triage_labels_rejected", "Labels not folded, by reason.", ["reason"], registry=r)
+        self.pending = Gauge("triage_labels_pending", "Labels folded but not yet in the current model.", registry=r)
+        self.eval_accuracy = Gauge("triage_eval_accuracy", "Held-out accuracy at the last evaluation.", ["model"], registry=r)
+        self.last_run = Gauge("triage_last_retrain_timestamp_seconds", "Unix time of the last finished retrain run.", registry=r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from triage.errors import ConfigError, ModelLoadError
 from triage.model import OnnxClassifier, sha256_of
 from triage.outlier import OutlierDetector
 from triage.settings import Settings
+
+if TYPE_CHECKING:
+    from triage.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -85,4 +88,41 @@ def serving_model_from_file(settings: Settings) -> ServingModel:
         outlier=outlier,
     )
     model.warm_up(reference[:64] if reference is not None else None)
+    return model
+
+
+def serving_model_from_registry(
+    registry: "Registry", version: str, settings: Settings, *, running: Optional[ServingModel] = None
+) -> ServingModel:
+    """Load a registry version: verify sha256 first, then load, check it fits the running
+    model (feature count), and warm it up on the bundle's canary rows."""
+    from triage.errors import IncompatibleModelError
+    from triage.outlier import OutlierDetector
+
+    manifest = registry.verify(version)
+    classifier = OnnxClassifier(
+        registry.model_path(version),
+        classes=manifest.get("classes") or settings.class_names,
+        input_name=manifest.get("input_name") if manifest.get("input_name") else settings.input_name,
+        output_name=None,
+        feature_count=manifest.get("feature_count") or settings.feature_count,
+        output_kind=manifest.get("output_kind", settings.output_kind),
+        threads=settings.ort_threads,
+    )
+    if running is not None and classifier.spec.feature_count != running.feature_count:
+        raise IncompatibleModelError(
+            version, f"it takes {classifier.spec.feature_count} features; the stream carries {running.feature_count}"
+        )
+    outlier = OutlierDetector.from_dict(manifest["outlier"]) if manifest.get("outlier") else None
+    if outlier is not None and outlier.feature_count != classifier.spec.feature_count:
+        raise IncompatibleModelError(version, "its outlier detector and model disagree on the feature count")
+    model = ServingModel(
+        classifier=classifier,
+        version=version,
+        sha256=manifest["sha256"],
+        outlier=outlier,
+        temperature=float((manifest.get("calibration") or {}).get("temperature", 1.0)),
+        manifest=manifest,
+    )
+    model.warm_up(registry.canary(version))
     return model

@@ -139,6 +139,24 @@ class Settings(BaseSettings):
     )
     """Log level."""
 
+    # --- retrain -----------------------------------------------------------------------------
+    retrain_group_id: str = Field("triage-retrain", json_schema_extra=_group("retrain"))
+    """Consumer group of the retrain job on the labels topic."""
+    model_family: Literal["logreg", "mlp"] = Field("logreg", json_schema_extra=_group("retrain"))
+    """scikit-learn model family trained by `triage train` and `triage retrain`."""
+    min_new_labels: int = Field(20, ge=1, json_schema_extra=_group("retrain"))
+    """Retrain only when at least this many new labels were folded since the current model."""
+    retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
+    """Promote a candidate unless its held-out accuracy is worse than the current model's by more than this."""
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9, json_schema_extra=_group("retrain"))
+    """Share of `triage train` data kept as the fixed evaluation holdout."""
+    eval_label_share: int = Field(5, ge=2, json_schema_extra=_group("retrain"))
+    """One in this many new labels (chosen by a hash of the sample id) is reserved for evaluation."""
+    accept_new_classes: bool = Field(False, json_schema_extra=_group("retrain"))
+    """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
+    registry_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("model"))
+    """Scorers re-check the registry's CURRENT this often, in case a model event was missed."""
+
     @field_validator("classes")
     @classmethod
     def _classes_not_blank(cls, value: Optional[str]) -> Optional[str]:

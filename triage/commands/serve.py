@@ -9,7 +9,10 @@ import threading
 from consumers.scorer import Scorer
 from triage.cli import install_stop_handlers, subcommand
 from triage.http import OpsServer
-from triage.serving import serving_model_from_file
+from consumers.model_watcher import ModelWatcher
+from triage.errors import ConfigError
+from triage.registry import Registry
+from triage.serving import ServingModel, serving_model_from_file, serving_model_from_registry
 from triage.settings import Settings
 from triage.transport import backend_name, ensure_topics
 
@@ -18,11 +21,24 @@ log = logging.getLogger("triage.serve")
 GROUPS = ("kafka", "topics", "model", "routing", "processing", "operations")
 
 
+def initial_model(settings: Settings) -> ServingModel:
+    if settings.registry is not None:
+        if settings.model is not None:
+            raise ConfigError("give either --model PATH or --registry DIR, not both")
+        registry = Registry(settings.registry)
+        registry.check_readable()
+        version = registry.current()
+        if version is None:
+            raise ConfigError(f"registry {settings.registry} has no CURRENT version; run `triage train` "
+                              "or `triage models import` first")
+        return serving_model_from_registry(registry, version, settings)
+    return serving_model_from_file(settings)
+
+
 def build_scorer(settings: Settings) -> Scorer:
     if settings.create_topics:
         ensure_topics(settings, settings.all_topics())
-    model = serving_model_from_file(settings)
-    return Scorer(settings, model)
+    return Scorer(settings, initial_model(settings))
 
 
 @subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", GROUPS)
@@ -35,9 +51,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         scorer.model.version, scorer.model.feature_count, ",".join(scorer.model.classes[:10]),
         settings.samples_topic, backend_name(settings), settings.metrics_host, ops.port,
     )
+    watcher = ModelWatcher(settings, Registry(settings.registry), scorer).start() if settings.registry else None
     try:
         scorer.run()
     finally:
+        if watcher is not None:
+            watcher.stop()
         ops.stop()
     log.info("scorer stopped cleanly")
     return 0

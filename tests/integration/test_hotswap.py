@@ -1,0 +1,248 @@
+"""Registry, retrain and hot-swap against the real embedded broker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from consumers.model_watcher import ModelWatcher
+from consumers.scorer import Scorer
+from consumers.trainer import Trainer
+from tests.fixtures import DEADLINE_S, REPO, ScorerProcess, produce, read_all
+from triage.codec import encode
+from triage.commands.train import train_initial
+from triage.registry import Registry
+from triage.serving import serving_model_from_registry
+from triage.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    return X[order], y[order]
+
+
+@pytest.fixture
+def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
+    """v1 trained on a small, weak start: 60 labelled samples (+ a holdout)."""
+    X, y = digits
+    reg = Registry(tmp_path / "registry")
+    train_initial(X[:300], y[:300], reg, Settings(holdout_fraction=0.8), progress=lambda m: None)
+    return reg
+
+
+def samples(X: np.ndarray, start: int, stop: int) -> list[tuple[bytes, bytes]]:
+    return [(f"d{i}".encode(), encode({"id": f"d{i}", "features": X[i].tolist()})) for i in range(start, stop)]
+
+
+def labels_for(review: list[dict[str, Any]], y: np.ndarray, wrong: bool = False) -> list[tuple[bytes, bytes]]:
+    out = []
+    for doc in review:
+        i = int(doc["id"][1:])
+        label = (int(y[i]) + 3) % 10 if wrong else int(y[i])
+        out.append((doc["id"].encode(), encode({"id": doc["id"], "label": str(label), "annotator": "test"})))
+    return out
+
+
+def start_inprocess(s: Settings, reg: Registry) -> tuple[Scorer, ModelWatcher, threading.Thread]:
+    scorer = Scorer(s, serving_model_from_registry(reg, reg.current() or "", s))
+    watcher = ModelWatcher(s, reg, scorer).start()
+    worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 60.0})
+    worker.start()
+    return scorer, watcher, worker
+
+
+def stop_inprocess(scorer: Scorer, watcher: ModelWatcher, worker: threading.Thread) -> None:
+    scorer.stop_event.set()
+    worker.join(60)
+    watcher.stop()
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_retrain_promotes_and_both_replicas_swap_without_loss(
+    settings_factory: Callable[..., Settings], registry: Registry, digits: tuple[np.ndarray, np.ndarray],
+    scorer_process: Callable[..., ScorerProcess],
+) -> None:
+    X, y = digits
+    s = settings_factory(registry=registry.root, min_new_labels=20, registry_poll_s=5.0)
+    replicas = [scorer_process(s, "--registry", str(registry.root)) for _ in range(2)]
+    first = samples(X, 300, 1000)
+    produce(s, s.samples_topic, first)
+    out1 = read_all(s, s.output_topics(), expect=len(first))
+    review = [json.loads(r["value"]) for r in out1 if r["topic"] == s.review_topic]
+    assert len(review) >= 20
+    produce(s, s.labels_topic, labels_for(review, y))
+
+    trainer = Trainer(s, registry, progress=lambda m: None)
+    try:
+        outcome = trainer.run_once()
+    finally:
+        trainer.close()
+    assert outcome.outcome == "promoted", outcome
+    assert outcome.candidate["holdout"]["accuracy"] > outcome.current["holdout"]["accuracy"]
+    assert registry.current() == "v2" and registry.manifest("v2")["data"]["labels_upto"] == len(review)
+    assert registry.manifest("v2")["parent"] == "v1"
+
+    for proc in replicas:
+        wait_for(lambda: 'version="v2"' in proc.metrics(), "both replicas to serve v2")
+    second = samples(X, 1000, 1400)
+    produce(s, s.samples_topic, second)
+    out = read_all(s, s.output_topics(), expect=len(first) + len(second))
+    docs = [json.loads(r["value"]) for r in out if r["topic"] != s.dlq_topic]
+    ids = {d["id"] for d in docs}
+    assert ids == {k.decode() for k, _ in first + second}, "a sample was lost"
+    late = [d for d in docs if int(d["id"][1:]) >= 1000]
+    assert late and all(d["model_version"] == "v2" for d in late)
+    for proc in replicas:
+        assert 'triage_model_swaps_total{result="success"} 1.0' in proc.metrics()
+
+
+def test_wrong_labels_are_refused(settings_factory: Callable[..., Settings], registry: Registry,
+                                  digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    s = settings_factory(registry=registry.root, min_new_labels=20)
+    review = [{"id": f"d{i}"} for i in range(300, 700)]
+    produce(s, s.review_topic, [(d["id"].encode(), encode({"id": d["id"], "features": X[int(d["id"][1:])].tolist()})) for d in review])
+    produce(s, s.labels_topic, labels_for(review, y, wrong=True))
+    trainer = Trainer(s, registry, progress=lambda m: None)
+    try:
+        outcome = trainer.run_once()
+    finally:
+        trainer.close()
+    assert outcome.outcome == "rejected", outcome
+    assert registry.current() == "v1"
+    m = registry.manifest(outcome.version or "")
+    assert m["status"] == "rejected" and "worse than current" in m["status_reason"]
+
+
+def test_unjoinable_and_unknown_labels_go_to_the_dlq(settings_factory: Callable[..., Settings], registry: Registry) -> None:
+    s = settings_factory(registry=registry.root)
+    bad = [(b"nobody", encode({"id": "nobody", "label": "3"})),
+           (b"x1", encode({"id": "x1", "label": "cat", "features": [0.0] * 64})),
+           (b"x2", b"not json")]
+    produce(s, s.labels_topic, bad)
+    trainer = Trainer(s, registry, progress=lambda m: None)
+    try:
+        outcome = trainer.run_once()
+    finally:
+        trainer.close()
+    assert outcome.outcome == "skipped" and outcome.rejected == 3
+    from tests.fixtures import read_headers
+
+    dlq = read_headers(s, s.dlq_topic, 3)
+    assert sorted(d["key"] for d in dlq) == [b"nobody", b"x1", b"x2"]
+    messages = " ".join(d["headers"]["triage.error.message"] for d in dlq)
+    assert "no review record" in messages and "unknown class 'cat'" in messages
+    assert all(d["headers"]["triage.error.stage"] == "label" for d in dlq)
+
+
+def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Settings], registry: Registry,
+                                             digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    s = settings_factory(registry=registry.root, batch_size=50)
+    scorer, watcher, worker = start_inprocess(s, registry)
+    try:
+        produce(s, s.samples_topic, samples(X, 300, 900))
+        wait_for(lambda: scorer.metrics.batches._value.get() >= 2, "the first batches")
+        # v2: the same bytes under a new version, promoted while the stream flows
+        manifest = {k: v for k, v in registry.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
+        v2 = registry.add_bundle(registry.model_path("v1").read_bytes(), manifest, registry.canary("v1"))
+        registry.promote(v2)
+        from consumers.trainer import announce
+        from triage.transport import make_producer
+
+        producer = make_producer(s)
+        announce(s, producer, registry.model_event(v2, "promote"))
+        produce(s, s.samples_topic, samples(X, 900, 1500))
+        out = read_all(s, s.output_topics(), expect=1200,
+                       stop_when=lambda rs: any(json.loads(r["value"]).get("model_version") == "v2" for r in rs[-50:] if r["topic"] != s.dlq_topic))
+        producer.close()
+    finally:
+        stop_inprocess(scorer, watcher, worker)
+    docs = [(r["partition"], r["offset"], r["topic"], json.loads(r["value"])) for r in out]
+    assert {d["id"] for *_, d in docs} == {f"d{i}" for i in range(300, 1500)}
+    versions = {d["model_version"] for *_, d in docs}
+    assert versions == {"v1", "v2"}
+    # per output partition, once v2 appears no v1 output follows (swaps happen between batches)
+    for topic in (s.predictions_topic, s.review_topic):
+        for p in {p for p, _, t, _ in docs if t == topic}:
+            seq = [d["model_version"] for pp, o, t, d in sorted(docs, key=lambda x: x[1]) if t == topic and pp == p]
+            if "v2" in seq:
+                assert "v1" not in seq[seq.index("v2"):]
+
+
+def test_corrupt_bundle_and_bad_events_are_refused(settings_factory: Callable[..., Settings], registry: Registry,
+                                                   digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    s = settings_factory(registry=registry.root)
+    scorer, watcher, worker = start_inprocess(s, registry)
+    try:
+        manifest = {k: v for k, v in registry.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
+        v2 = registry.add_bundle(registry.model_path("v1").read_bytes(), manifest)
+        registry.promote(v2)
+        registry.model_path(v2).write_bytes(b"\x08corrupt onnx")
+        from triage.transport import make_producer
+        from consumers.trainer import announce
+
+        producer = make_producer(s)
+        announce(s, producer, {"version": v2, "sha256": "x", "path": f"models/{v2}/model.onnx", "action": "promote"})
+        announce(s, producer, {"version": "v9", "sha256": "x", "path": "../../etc/passwd", "action": "promote"})
+        producer.close()
+        wait_for(lambda: scorer.metrics.refusals.labels(reason="sha256")._value.get() >= 1
+                 and scorer.metrics.refusals.labels(reason="path")._value.get() >= 1, "both refusals")
+        produce(s, s.samples_topic, samples(X, 300, 500))
+        out = read_all(s, s.output_topics(), expect=200)
+    finally:
+        stop_inprocess(scorer, watcher, worker)
+    assert scorer.model.version == "v1"
+    assert {json.loads(r["value"])["model_version"] for r in out} == {"v1"}
+    assert len({json.loads(r["value"])["id"] for r in out}) == 200
+
+
+def test_rollback_cli_announces_and_scorer_follows(settings_factory: Callable[..., Settings], registry: Registry,
+                                                   digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    s = settings_factory(registry=registry.root)
+    manifest = {k: v for k, v in registry.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
+    v2 = registry.add_bundle(registry.model_path("v1").read_bytes(), manifest, registry.canary("v1"))
+    registry.promote(v2)
+    scorer, watcher, worker = start_inprocess(s, registry)
+    try:
+        assert scorer.model.version == "v2"
+        env_args = ["--bootstrap-servers", s.bootstrap_servers, "--models-topic", s.models_topic,
+                    "--kafka-client", s.kafka_client]
+        done = subprocess.run([sys.executable, "-m", "triage", "models", "--registry", str(registry.root), *env_args, "rollback"],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "CURRENT = v1" in done.stdout
+        wait_for(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap back to v1")
+        produce(s, s.samples_topic, samples(X, 300, 400))
+        out = read_all(s, s.output_topics(), expect=100)
+    finally:
+        stop_inprocess(scorer, watcher, worker)
+    assert registry.current() == "v1" and registry.manifest("v2")["status"] == "rejected"
+    assert {json.loads(r["value"])["model_version"] for r in out} == {"v1"}
+    listing = subprocess.run([sys.executable, "-m", "triage", "models", "--registry", str(registry.root), "list"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert "* " in listing.stdout and "v2" in listing.stdout and "rolled back" in listing.stdout

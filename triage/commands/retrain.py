@@ -1,0 +1,55 @@
+"""``triage retrain``: fold labels in, train and check a candidate, promote or reject."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+from consumers.trainer import Trainer
+from triage.cli import install_stop_handlers, subcommand
+from triage.commands.train import registry_arg
+from triage.errors import ConfigError
+from triage.http import OpsServer
+from triage.registry import Registry
+from triage.settings import Settings
+from triage.transport import ensure_topics
+
+log = logging.getLogger("triage.retrain")
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    registry_arg(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one run, then exit (non-zero if it failed)")
+    mode.add_argument("--every", type=float, metavar="SECONDS", help="run periodically until stopped")
+
+
+@subcommand("retrain", "Consume labels, train a candidate, promote it if it is not worse.",
+            ("kafka", "topics", "retrain", "operations"), _args)
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    assert settings.registry is not None
+    if args.every is not None and args.every <= 0:
+        raise ConfigError("--every must be a positive number of seconds")
+    if settings.create_topics:
+        ensure_topics(settings, settings.all_topics())
+    trainer = Trainer(settings, Registry(settings.registry),
+                      progress=lambda m: print(f"[retrain] {m}", file=sys.stderr, flush=True))
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    ops = None if args.once or args.every is None else OpsServer(
+        settings.metrics_host, settings.metrics_port, trainer.metrics.registry, lambda: {"running": True}).start()
+    try:
+        while True:
+            outcome = trainer.run_once()
+            print(f"[retrain] outcome: {outcome.outcome}" + (f" {outcome.version}" if outcome.version else "")
+                  + (f" ({outcome.reason})" if outcome.reason else ""), file=sys.stderr, flush=True)
+            if args.every is None:
+                return 1 if outcome.outcome == "failed" else 0
+            if stop.wait(args.every):
+                return 0
+    finally:
+        trainer.close()
+        if ops is not None:
+            ops.stop()
