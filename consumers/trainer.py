@@ -29,8 +29,9 @@ from triage.training import class_counts, evaluate, manifest_for, register, trai
 from triage.transport import Consumer, Producer, make_consumer, make_producer
 
 log = logging.getLogger("triage.retrain")
-IDLE_POLLS = 3
+IDLE_POLLS = 2
 JOIN_WAIT_S = 30.0
+DRAIN_S = 10.0
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Trainer:
         self.metrics = metrics or RetrainMetrics()
         self.progress = progress
         self.store = LabelStore(registry.data_dir)
+        self.drain_s = DRAIN_S
         self._review: dict[str, list[float]] = {}
         self._review_reader: Optional[Consumer] = None
         self._labels: Optional[Consumer] = None
@@ -86,17 +88,23 @@ class Trainer:
 
     # --- ingest ----------------------------------------------------------------------------
     def _drain(self, consumer: Consumer, handle: Callable[[RecordBatch], None], wait_for_assignment: bool) -> None:
-        deadline = time.monotonic() + JOIN_WAIT_S
+        """Read until the topic is quiet (a few empty polls) or DRAIN_S of reading has passed,
+        so a steady label stream cannot keep a run from ever training."""
+        join_deadline = time.monotonic() + JOIN_WAIT_S
+        deadline: Optional[float] = None
         idle = 0
-        while idle < IDLE_POLLS and time.monotonic() < deadline + 300:
-            batch = consumer.poll_batch(self.settings.batch_size, 500)
+        while idle < IDLE_POLLS:
+            batch = consumer.poll_batch(self.settings.batch_size, 300)
             if not len(batch):
-                if wait_for_assignment and not consumer.assigned() and time.monotonic() < deadline:
+                if wait_for_assignment and not consumer.assigned() and time.monotonic() < join_deadline:
                     continue
                 idle += 1
-                continue
-            idle = 0
-            handle(batch)
+            else:
+                idle = 0
+                handle(batch)
+            deadline = deadline or time.monotonic() + self.drain_s
+            if time.monotonic() > deadline:
+                break
 
     def _read_review(self, batch: RecordBatch) -> None:
         import json

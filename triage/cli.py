@@ -88,6 +88,7 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("rdkafka").setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:

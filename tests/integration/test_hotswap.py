@@ -162,9 +162,24 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
     X, _ = digits
     s = settings_factory(registry=registry.root, batch_size=50)
     scorer, watcher, worker = start_inprocess(s, registry)
+    sent: list[int] = []
+    swapped = threading.Event()
+
+    def feed() -> None:  # a steady stream: 25 samples every 50 ms, 20 chunks past the swap
+        n, after = 0, 0
+        deadline = time.monotonic() + DEADLINE_S
+        while after < 20 and time.monotonic() < deadline:
+            chunk = [(f"d{i}".encode(), encode({"id": f"d{i}", "features": X[i % len(X)].tolist()})) for i in range(n, n + 25)]
+            produce(s, s.samples_topic, chunk)
+            sent.extend(range(n, n + 25))
+            n += 25
+            after += swapped.is_set()
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed)
     try:
-        produce(s, s.samples_topic, samples(X, 300, 900))
-        wait_for(lambda: scorer.metrics.batches._value.get() >= 2, "the first batches")
+        feeder.start()
+        wait_for(lambda: scorer.metrics.batches._value.get() >= 3, "the first batches")
         # v2: the same bytes under a new version, promoted while the stream flows
         manifest = {k: v for k, v in registry.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
         v2 = registry.add_bundle(registry.model_path("v1").read_bytes(), manifest, registry.canary("v1"))
@@ -174,14 +189,17 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
 
         producer = make_producer(s)
         announce(s, producer, registry.model_event(v2, "promote"))
-        produce(s, s.samples_topic, samples(X, 900, 1500))
-        out = read_all(s, s.output_topics(), expect=1200,
-                       stop_when=lambda rs: any(json.loads(r["value"]).get("model_version") == "v2" for r in rs[-50:] if r["topic"] != s.dlq_topic))
         producer.close()
+        wait_for(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap")
+        swapped.set()
+        feeder.join(DEADLINE_S)
+        out = read_all(s, s.output_topics(), expect=len(sent))
     finally:
+        swapped.set()
+        feeder.join(DEADLINE_S)
         stop_inprocess(scorer, watcher, worker)
     docs = [(r["partition"], r["offset"], r["topic"], json.loads(r["value"])) for r in out]
-    assert {d["id"] for *_, d in docs} == {f"d{i}" for i in range(300, 1500)}
+    assert {d["id"] for *_, d in docs} == {f"d{i}" for i in sent}, "a sample was lost"
     versions = {d["model_version"] for *_, d in docs}
     assert versions == {"v1", "v2"}
     # per output partition, once v2 appears no v1 output follows (swaps happen between batches)

@@ -55,7 +55,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     with EmbeddedBroker() as broker:
         s = settings.model_copy(update={
             "bootstrap_servers": broker.bootstrap_servers, "model": model_path,
-            "reference": ref_path, "session_timeout_ms": 6000, "kafka_client": "kafka-python",
+            "reference": ref_path, "session_timeout_ms": 6000,
         })
         print(f"embedded broker on {broker.bootstrap_servers}; model {model_path.name}")
         ensure_topics(s, s.all_topics())

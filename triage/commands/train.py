@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -27,15 +28,21 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Settings,
-                  progress=print) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    """Split a fixed holdout, train, calibrate, evaluate, register as v1 and make it current."""
+                  progress: Callable[[str], None] = print,
+                  holdout: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict[str, Any]:
+    """Split a fixed holdout (or take the given one), train, calibrate, evaluate, register
+    as v1 and make it current."""
     from sklearn.model_selection import train_test_split
 
     y = np.asarray(y).astype(str)
-    counts = np.unique(y, return_counts=True)[1]
-    stratify = y if counts.min() >= 2 else None
-    X_base, X_hold, y_base, y_hold = train_test_split(
-        X, y, test_size=settings.holdout_fraction, random_state=settings.seed, stratify=stratify)
+    if holdout is not None:
+        X_base, y_base = X, y
+        X_hold, y_hold = holdout[0], np.asarray(holdout[1]).astype(str)
+    else:
+        counts = np.unique(y, return_counts=True)[1]
+        stratify = y if counts.min() >= 2 else None
+        X_base, X_hold, y_base, y_hold = train_test_split(
+            X, y, test_size=settings.holdout_fraction, random_state=settings.seed, stratify=stratify)
     registry.data_dir.mkdir(parents=True, exist_ok=True)
     if registry.current() is not None:
         raise ConfigError(f"registry {registry.root} already has a current model ({registry.current()}); "

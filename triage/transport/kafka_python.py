@@ -135,7 +135,10 @@ def make_consumer(
         if from_beginning:
             consumer.seek_to_beginning()
         else:
-            consumer.seek_to_end()
+            # Resolve "end" now, not lazily at the first fetch, so nothing produced after
+            # this call is skipped (the model watcher relies on it).
+            for tp, end in consumer.end_offsets(partitions).items():
+                consumer.seek(tp, end)
     else:
         consumer.subscribe(topics, listener=_Listener(on_revoke))
     return KafkaPythonConsumer(consumer)

@@ -1,0 +1,296 @@
+"""``triage demo``: the whole active-learning loop on the embedded broker, watched live.
+
+digits -> held-out eval set + pool -> static selection of the initial labels -> v1 ->
+stream the rest (with outliers and corrupt records) -> scorer routes -> simulated annotator
+labels review requests within a budget -> periodic retrain promotes and hot-swaps.
+Then the same stream and label budget with random selection, as a baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+import numpy as np
+
+from consumers.model_watcher import ModelWatcher
+from consumers.scorer import Scorer
+from consumers.simulated import SimulatedAnnotator, Streamer
+from consumers.trainer import Trainer
+from triage.broker import EmbeddedBroker
+from triage.calibration import apply_temperature
+from triage.codec import encode
+from triage.commands.train import train_initial
+from triage.registry import Registry
+from triage.selection import select
+from triage.serving import serving_model_from_registry
+from triage.settings import Settings
+from triage.training import evaluate, train_model
+from triage.transport import ensure_topics, make_consumer
+
+
+@dataclass
+class DemoConfig:
+    samples: int = 1200
+    duration_s: Optional[float] = None
+    rate: float = 40.0
+    initial_labels: int = 30
+    strategy: str = "stratified-kmeans"
+    labels_per_minute: float = 360.0
+    annotator_delay_s: float = 0.5
+    retrain_every_s: float = 3.0
+    drain_grace_s: float = 10.0
+    outliers: int = 12
+    corrupt: int = 8
+    eval_fraction: float = 0.25
+    seed: int = 0
+    report_dir: Path = Path("demo-report")
+
+
+class Tally(threading.Thread):
+    """Reads every output topic (no group) and keeps the live numbers."""
+
+    def __init__(self, settings: Settings, truth: dict[str, str], stop: threading.Event) -> None:
+        super().__init__(name="demo-tally", daemon=True)
+        self.settings, self.truth, self.stop = settings, truth, stop
+        self.routes: dict[str, int] = {"predictions": 0, "review": 0, "dlq": 0}
+        self.reasons: dict[str, int] = {}
+        self.accepted = self.accepted_correct = 0
+        self.ids: set[str] = set()
+        self.dlq = 0
+
+    def run(self) -> None:
+        s = self.settings
+        names = {s.predictions_topic: "predictions", s.review_topic: "review", s.dlq_topic: "dlq"}
+        reader = make_consumer(s, list(names), group_id=None)
+        try:
+            while not self.stop.is_set():
+                batch = reader.poll_batch(2000, 200)
+                for topic, value in zip(batch.topics, batch.values):
+                    route = names[topic]
+                    if route == "dlq":
+                        self.dlq += 1
+                        continue
+                    doc = json.loads(value)
+                    if route == "review" and doc.get("reason") == "audit":
+                        continue
+                    if doc["id"] in self.ids:
+                        continue  # at-least-once duplicates
+                    self.ids.add(doc["id"])
+                    self.routes[route] += 1
+                    reason = doc.get("reason", "confident")
+                    self.reasons[reason] = self.reasons.get(reason, 0) + 1
+                    if route == "predictions" and doc["id"] in self.truth:
+                        self.accepted += 1
+                        self.accepted_correct += doc["label"] == self.truth[doc["id"]]
+        finally:
+            reader.close()
+
+    @property
+    def accounted(self) -> int:
+        return len(self.ids) + self.dlq
+
+
+class LiveView:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.lines = 0
+        self.last_plain = 0.0
+
+    def show(self, lines: list[str], final: bool = False) -> None:
+        if self.tty:
+            if self.lines:
+                self.out.write(f"\x1b[{self.lines}F")
+            for line in lines:
+                self.out.write("\x1b[2K" + line + "\n")
+            self.lines = len(lines)
+        elif final or time.monotonic() - self.last_plain > 5:
+            self.last_plain = time.monotonic()
+            self.out.write(" | ".join(lines[1:4]) + "\n")
+        self.out.flush()
+
+
+def _dataset(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_pool, X_eval, y_pool, y_eval = train_test_split(X, y.astype(str), test_size=cfg.eval_fraction,
+                                                      random_state=cfg.seed, stratify=y)
+    return X_pool, y_pool.astype(str), X_eval, y_eval.astype(str)
+
+
+def _stream(cfg: DemoConfig, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[list[tuple[bytes, Optional[bytes]]], dict[str, str]]:
+    truth: dict[str, str] = {}
+    records: list[tuple[bytes, Optional[bytes]]] = []
+    for i in range(len(X)):
+        sid = f"s{i}"
+        truth[sid] = str(y[i])
+        records.append((sid.encode(), encode({"id": sid, "features": X[i].tolist(), "ts": int(time.time() * 1000)})))
+    for i in range(cfg.outliers):
+        sid = f"outlier{i}"
+        records.append((sid.encode(), encode({"id": sid, "features": (rng.random(X.shape[1]) * 16).round().tolist()})))
+    corrupt = [b"\xff\xfe binary", b"{not json", b"[1,2,3]", b'{"id": "", "features": []}',
+               b'{"id": "short", "features": [1, 2]}', b'{"id": "nan", "features": "NaN"}', None,
+               b'{"id": "bool", "features": [true]}']
+    for i in range(cfg.corrupt):
+        records.append((f"corrupt{i}".encode(), corrupt[i % len(corrupt)]))
+    order = rng.permutation(len(records))
+    return [records[i] for i in order], truth
+
+
+def _version_rows(registry: Registry, initial: int) -> list[dict[str, Any]]:
+    rows = []
+    for v in registry.versions():
+        m = registry.manifest(v)
+        data = m.get("data", {})
+        rows.append({"version": v, "status": m.get("status"), "accuracy": m.get("metrics", {}).get("accuracy"),
+                     "labels_used": initial + int(data.get("labels_trained", 0)),
+                     "human_labels": int(data.get("labels_trained", 0))})
+    return rows
+
+
+def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray, y_init: np.ndarray,
+              X_stream: np.ndarray, y_stream: np.ndarray, X_eval: np.ndarray, y_eval: np.ndarray,
+              family: str) -> list[dict[str, Any]]:
+    """Same stream, same label counts per version, same trainer — but which samples get a
+    label is chosen uniformly at random from the stream instead of by uncertainty."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    order = rng.permutation(len(X_stream))
+    rows = []
+    for row in active:
+        n = min(row["human_labels"], len(order))
+        pick = order[:n]
+        X = np.vstack([X_init, X_stream[pick]]) if n else X_init
+        y = np.concatenate([y_init, y_stream[pick]])
+        trained = train_model(X, y, family=family, seed=cfg.seed)
+        probs = apply_temperature(trained.estimator.predict_proba(X_eval.astype(np.float32)), trained.temperature)
+        rows.append({"version": f"random-{row['version']}", "labels_used": int(len(X)),
+                     "accuracy": evaluate(probs, trained.classes, y_eval)["accuracy"]})
+    return rows
+
+
+def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
+    if base.log_level == "INFO":  # the live view is the output; keep routine logs out of it
+        logging.getLogger("triage").setLevel(logging.WARNING)
+    rng = np.random.default_rng(cfg.seed)
+    X_pool, y_pool, X_eval, y_eval = _dataset(cfg)
+    init_idx = select(X_pool, cfg.initial_labels, cfg.strategy, seed=cfg.seed)  # unlabelled pool: no y
+    rest = np.setdiff1d(np.arange(len(X_pool)), init_idx)[: cfg.samples]
+    X_stream, y_stream = X_pool[rest], y_pool[rest]
+    cfg.report_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(cfg.report_dir / "registry")
+    stop = threading.Event()
+    view = LiveView(out)
+    with EmbeddedBroker(log_file=cfg.report_dir / "broker.log") as broker:
+        s = base.model_copy(update={
+            "bootstrap_servers": broker.bootstrap_servers, "registry": registry.root, "session_timeout_ms": 6000,
+            "min_new_labels": 10, "registry_poll_s": 2.0, "model": None,
+        })
+        ensure_topics(s, s.all_topics())
+        out.write(f"embedded broker on {broker.bootstrap_servers}; report in {cfg.report_dir}\n")
+        out.write(f"static bootstrap: {cfg.initial_labels} of {len(X_pool)} pool samples by {cfg.strategy}; "
+                  f"held-out eval set: {len(X_eval)}\n")
+        train_initial(X_pool[init_idx], y_pool[init_idx], registry, s, progress=lambda m: out.write(m + "\n"),
+                      holdout=(X_eval, y_eval))
+        records, truth = _stream(cfg, X_stream, y_stream, rng)
+        scorer = Scorer(s, serving_model_from_registry(registry, registry.current() or "", s))
+        watcher = ModelWatcher(s, registry, scorer).start()
+        tally = Tally(s, truth, stop)
+        annotator = SimulatedAnnotator(s, truth, delay_s=cfg.annotator_delay_s,
+                                       labels_per_minute=cfg.labels_per_minute, stop=stop)
+        streamer = Streamer(s, records, cfg.rate, stop)
+        trainer = Trainer(s, registry, progress=lambda m: None)
+        trainer.drain_s = 1.0  # retrain often on what has arrived, rather than wait for quiet
+        outcomes: list[str] = []
+        retrain_stop = threading.Event()
+
+        def retrain_loop() -> None:
+            while not retrain_stop.wait(cfg.retrain_every_s):
+                o = trainer.run_once()
+                outcomes.append(o.outcome)
+
+        scorer_thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
+        retrainer = threading.Thread(target=retrain_loop, name="retrain", daemon=True)
+        for t in (scorer_thread, tally, annotator, streamer, retrainer):
+            t.start()
+        started = time.monotonic()
+        interrupted = False
+        drained_at: Optional[float] = None
+        try:
+            while True:
+                elapsed = time.monotonic() - started
+                view.show(_lines(registry, scorer, tally, annotator, streamer, outcomes, cfg, elapsed))
+                if drained_at is None and not streamer.is_alive() and tally.accounted >= streamer.sent:
+                    drained_at = time.monotonic()  # every record is routed; give the annotator a grace period
+                if drained_at is not None and (annotator.backlog == 0 or time.monotonic() - drained_at > cfg.drain_grace_s):
+                    break
+                if cfg.duration_s and elapsed > cfg.duration_s:
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            interrupted = True
+            out.write("\ninterrupted: stopping cleanly (flushing and committing)...\n")
+        stop.set()
+        retrain_stop.set()
+        retrainer.join(120)
+        if not interrupted:
+            time.sleep(1.0)  # let the last labels land
+            final = trainer.run_once()
+            outcomes.append(final.outcome)
+        streamer.join(30)
+        annotator.join(30)
+        scorer.stop_event.set()
+        scorer_thread.join(60)
+        watcher.stop()
+        trainer.close()
+        tally.join(10)
+        view.show(_lines(registry, scorer, tally, annotator, streamer, outcomes, cfg, time.monotonic() - started), final=True)
+    active = _version_rows(registry, cfg.initial_labels)
+    promoted = [r for r in active if r["status"] in ("current", "previous")]
+    baseline = _baseline(cfg, promoted, X_pool[init_idx], y_pool[init_idx], X_stream, y_stream, X_eval, y_eval,
+                         s.model_family)
+    summary = {
+        "dataset": "scikit-learn digits (8x8, 10 classes)",
+        "initial_labels": cfg.initial_labels, "initial_strategy": cfg.strategy,
+        "eval_samples": int(len(X_eval)), "streamed": streamer.sent,
+        "model_versions": active,
+        "baseline": {"selection": "random (same stream, same label counts, same trainer)", "model_versions": baseline},
+        "routes": dict(tally.routes), "reasons": dict(tally.reasons), "dlq": tally.dlq,
+        "labels_used": annotator.labelled, "review_requests": annotator.requests,
+        "accepted_accuracy": tally.accepted_correct / tally.accepted if tally.accepted else None,
+        "retrain_outcomes": outcomes, "interrupted": interrupted,
+    }
+    from triage.report import write_report
+
+    summary_path, plot_path = write_report(cfg.report_dir, summary)
+    best = max((r["accuracy"] for r in promoted if r["accuracy"] is not None), default=None)
+    out.write(f"\nv1 held-out accuracy {active[0]['accuracy']:.4f} -> best {best:.4f} "
+              f"with {max(r['labels_used'] for r in promoted)} labels; random baseline at the same labels: "
+              f"{baseline[-1]['accuracy']:.4f}\n")
+    out.write(f"report: {summary_path} and {plot_path}\n")
+    return summary
+
+
+def _lines(registry: Registry, scorer: Scorer, tally: Tally, annotator: SimulatedAnnotator, streamer: Streamer,
+           outcomes: list[str], cfg: DemoConfig, elapsed: float) -> list[str]:
+    versions = _version_rows(registry, cfg.initial_labels)
+    history = "  ".join(f"{r['version']}={r['accuracy']:.3f}" + ("" if r["status"] != "rejected" else "(rej)")
+                        for r in versions[-6:] if r["accuracy"] is not None)
+    scored = tally.routes["predictions"] + tally.routes["review"]
+    acc = f"{tally.accepted_correct / tally.accepted:.3f}" if tally.accepted else "  -  "
+    rate = f"{tally.routes['review'] / scored:.1%}" if scored else "-"
+    return [
+        f"triage demo  {elapsed:5.1f}s   streamed {streamer.sent}/{len(streamer.records)}",
+        f"model {scorer.model.version}   held-out accuracy by version: {history}",
+        f"auto-accepted {tally.routes['predictions']} (accuracy {acc})   review {tally.routes['review']} ({rate})",
+        f"labels used {annotator.labelled}   review backlog {annotator.backlog}   DLQ {tally.dlq}   "
+        f"retrains {len(outcomes)} ({outcomes.count('promoted')} promoted)",
+    ]
