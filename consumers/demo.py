@@ -198,8 +198,9 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
         out.write(f"embedded broker on {broker.bootstrap_servers}; report in {cfg.report_dir}\n")
         out.write(f"static bootstrap: {cfg.initial_labels} of {len(X_pool)} pool samples by {cfg.strategy}; "
                   f"held-out eval set: {len(X_eval)}\n")
+        # The pool is unlabelled production data: it describes the inliers for the outlier detector.
         train_initial(X_pool[init_idx], y_pool[init_idx], registry, s, progress=lambda m: out.write(m + "\n"),
-                      holdout=(X_eval, y_eval))
+                      holdout=(X_eval, y_eval), reference=X_pool)
         records, truth = _stream(cfg, X_stream, y_stream, rng)
         scorer = Scorer(s, serving_model_from_registry(registry, registry.current() or "", s))
         watcher = ModelWatcher(s, registry, scorer).start()
@@ -207,7 +208,8 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
         annotator = SimulatedAnnotator(s, truth, delay_s=cfg.annotator_delay_s,
                                        labels_per_minute=cfg.labels_per_minute, stop=stop)
         streamer = Streamer(s, records, cfg.rate, stop)
-        trainer = Trainer(s, registry, progress=lambda m: None)
+        retrain_log = open(cfg.report_dir / "retrain.log", "a")
+        trainer = Trainer(s, registry, progress=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", file=retrain_log, flush=True))
         trainer.drain_s = 1.0  # retrain often on what has arrived, rather than wait for quiet
         outcomes: list[str] = []
         retrain_stop = threading.Event()
@@ -263,7 +265,7 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
         "eval_samples": int(len(X_eval)), "streamed": streamer.sent,
         "model_versions": active,
         "baseline": {"selection": "random (same stream, same label counts, same trainer)", "model_versions": baseline},
-        "routes": dict(tally.routes), "reasons": dict(tally.reasons), "dlq": tally.dlq,
+        "routes": {**tally.routes, "dlq": tally.dlq}, "reasons": dict(tally.reasons), "dlq": tally.dlq,
         "labels_used": annotator.labelled, "review_requests": annotator.requests,
         "accepted_accuracy": tally.accepted_correct / tally.accepted if tally.accepted else None,
         "retrain_outcomes": outcomes, "interrupted": interrupted,
@@ -289,7 +291,7 @@ def _lines(registry: Registry, scorer: Scorer, tally: Tally, annotator: Simulate
     rate = f"{tally.routes['review'] / scored:.1%}" if scored else "-"
     return [
         f"triage demo  {elapsed:5.1f}s   streamed {streamer.sent}/{len(streamer.records)}",
-        f"model {scorer.model.version}   held-out accuracy by version: {history}",
+        f"serving {scorer.model.version} (registry current {registry.current()})   held-out accuracy: {history}",
         f"auto-accepted {tally.routes['predictions']} (accuracy {acc})   review {tally.routes['review']} ({rate})",
         f"labels used {annotator.labelled}   review backlog {annotator.backlog}   DLQ {tally.dlq}   "
         f"retrains {len(outcomes)} ({outcomes.count('promoted')} promoted)",

@@ -45,9 +45,10 @@ class RetrainOutcome:
     rejected: int = 0
 
 
-def load_npz(path: Any) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: Any, labelled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path, allow_pickle=False) as d:
-        return np.asarray(d["X"], dtype=np.float64), np.asarray(d["y"]).astype(str)
+        X = np.asarray(d["X"], dtype=np.float64)
+        return X, (np.asarray(d["y"]).astype(str) if labelled else np.zeros(0, dtype=str))
 
 
 def announce(settings: Settings, producer: Producer, event: dict[str, Any]) -> None:
@@ -213,7 +214,10 @@ class Trainer:
         y = np.concatenate([base_y, lab_y])
         self.progress(f"training candidate ({s.model_family}) on {len(X)} samples "
                       f"({len(base_X)} base + {len(lab_X)} labelled)")
-        trained = train_model(X, y, family=s.model_family, seed=s.seed, outlier_quantile=s.outlier_quantile)
+        ref_path = reg.data_dir / "reference.npz"
+        reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
+        trained = train_model(X, y, family=s.model_family, seed=s.seed, outlier_quantile=s.outlier_quantile,
+                              reference=reference)
         self.progress("evaluating candidate and current on the holdout and reserved labels")
         both_X = np.vstack([hold_X, ev_X]) if len(ev_X) else hold_X
         both_y = np.concatenate([hold_y, ev_y])

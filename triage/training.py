@@ -49,8 +49,10 @@ def _split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, seed: int = 0,
-                outlier_quantile: float = 0.995) -> TrainedModel:
-    """Fit on 80%, calibrate temperature on the other 20%, export to ONNX (no ZipMap)."""
+                outlier_quantile: float = 0.995, reference: Optional[np.ndarray] = None) -> TrainedModel:
+    """Fit on 80%, calibrate temperature on the other 20%, export to ONNX (no ZipMap).
+    The outlier detector is fitted on the training rows plus ``reference`` (unlabelled data
+    from the same distribution), since a few hundred labels describe the inliers poorly."""
     from skl2onnx import to_onnx
 
     if family not in FAMILIES:
@@ -74,7 +76,8 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
         "ece_after": expected_calibration_error(apply_temperature(raw[known], temperature), y_cal_idx) if known.any() else float("nan"),
     }
     onx = to_onnx(estimator, X_fit[:1].astype(np.float32), options={id(estimator): {"zipmap": False}}, target_opset=17)
-    outlier = OutlierDetector.fit(X, quantile=outlier_quantile, seed=seed)
+    inliers = X if reference is None or not len(reference) else np.vstack([X, np.asarray(reference, dtype=np.float64)])
+    outlier = OutlierDetector.fit(inliers, quantile=outlier_quantile, seed=seed)
     canary = X[np.random.default_rng(seed).choice(len(X), size=min(32, len(X)), replace=False)]
     return TrainedModel(onx.SerializeToString(), classes, temperature, outlier, calibration, canary, estimator)
 

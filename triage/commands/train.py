@@ -24,12 +24,16 @@ def registry_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="labelled data: npz with X and y, or CSV with a y/label column")
+    p.add_argument("--unlabelled", type=Path,
+                   help="optional unlabelled data from the same distribution (npz X or CSV), kept in the registry "
+                        "and used to fit the outlier detector")
     registry_arg(p)
 
 
 def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Settings,
                   progress: Callable[[str], None] = print,
-                  holdout: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict[str, Any]:
+                  holdout: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                  reference: Optional[np.ndarray] = None) -> dict[str, Any]:
     """Split a fixed holdout (or take the given one), train, calibrate, evaluate, register
     as v1 and make it current."""
     from sklearn.model_selection import train_test_split
@@ -49,9 +53,11 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
                           "use `triage retrain` to improve it, or a new --registry directory")
     np.savez_compressed(registry.data_dir / "base.npz", X=X_base, y=y_base)
     np.savez_compressed(registry.data_dir / "holdout.npz", X=X_hold, y=y_hold)
+    if reference is not None:
+        np.savez_compressed(registry.data_dir / "reference.npz", X=reference)
     progress(f"training {settings.model_family} on {len(X_base)} samples, holding out {len(X_hold)}")
     trained = train_model(X_base, y_base, family=settings.model_family, seed=settings.seed,
-                          outlier_quantile=settings.outlier_quantile)
+                          outlier_quantile=settings.outlier_quantile, reference=reference)
     from triage.calibration import apply_temperature
 
     probs = apply_temperature(trained.estimator.predict_proba(X_hold.astype(np.float32)), trained.temperature)
@@ -75,5 +81,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if y is None:
         raise ConfigError(f"{args.data} has no labels: an npz needs `y`, a CSV a y/label/target column")
     assert settings.registry is not None
-    train_initial(X, y, Registry(settings.registry), settings, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    reference = load_dataset(args.unlabelled)[0] if args.unlabelled else None
+    if reference is not None and reference.shape[1] != X.shape[1]:
+        raise ConfigError(f"--unlabelled has {reference.shape[1]} features; --data has {X.shape[1]}")
+    train_initial(X, y, Registry(settings.registry), settings, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                  reference=reference)
     return 0
