@@ -18,7 +18,7 @@ import numpy as np
 from triage.codec import decode_label, encode
 from triage.errors import InputError, LabelError, TriageError
 from triage.handlers import dlq_record
-from triage.labelstore import EDGE_CASE, LabelStore
+from triage.labelstore import EDGE_CASE, UNDO, LabelStore
 from triage.metrics import RetrainMetrics
 from triage.model import OnnxClassifier
 from triage.calibration import apply_temperature
@@ -136,11 +136,13 @@ class Trainer:
                 try:
                     label = decode_label(value, s.max_message_bytes)
                     features = label.features if label.features is not None else self._review.get(label.id)
-                    if features is None:
+                    if features is None and label.label == UNDO:
+                        features = []
+                    elif features is None:
                         raise LabelError(f"no review record with id {label.id!r} and no `features` in the label")
-                    if len(features) != feature_count:
+                    if label.label != UNDO and len(features) != feature_count:
                         raise LabelError(f"`features` has {len(features)} values; the model takes {feature_count}")
-                    if label.label != EDGE_CASE and label.label not in known and not s.accept_new_classes:
+                    if label.label not in (EDGE_CASE, UNDO) and label.label not in known and not s.accept_new_classes:
                         raise LabelError(f"unknown class {label.label!r} (known: {', '.join(sorted(known))}); "
                                          "set TRIAGE_ACCEPT_NEW_CLASSES=true to learn new classes")
                 except InputError as exc:
@@ -156,7 +158,7 @@ class Trainer:
                              "partition": batch.partitions[i], "offset": batch.offsets[i]})
             # Persist first, then dead-letter, then commit: a crash re-reads, never loses.
             folded += self.store.append(rows)
-            self.metrics.folded.inc(sum(r["label"] != EDGE_CASE for r in rows))
+            self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO) for r in rows))
             if dead:
                 errors = self.producer.send_all(dead, 60)
                 if any(errors):

@@ -2,7 +2,8 @@
 
 Duplicate labels for one sample id resolve by **latest wins**: labels are keyed by sample
 id, so all labels of one id sit in one partition in arrival order, and the last one read
-is the annotator's final answer (an undo or correction is simply a newer label).
+is the annotator's final answer. A correction is simply a newer label; an undo is a newer
+``__undo__`` label, which removes the id until it is labelled again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 EDGE_CASE = "__edge_case__"
+UNDO = "__undo__"  # retracts the id's earlier label (the annotator console's undo)
 
 
 def is_eval_id(sample_id: str, share: int) -> bool:
@@ -56,7 +58,8 @@ class LabelStore:
                     break
                 row = json.loads(line)
                 out.pop(row["id"], None)  # keep arrival order of the final answers
-                out[row["id"]] = row
+                if row["label"] != UNDO:
+                    out[row["id"]] = row
         return out
 
     def arrays(self, upto: int | None, eval_share: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,151 @@
+"""The annotator console loop: review requests in (highest priority first among those
+fetched), one keystroke per label, label events out.
+
+Offsets: a review request's offset is committed once it is answered or skipped and every
+earlier request of its partition is too, so a crash re-shows, never loses, a request.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from typing import Any, Optional, TextIO
+
+from triage.annotation import keymap, render_request
+from triage.codec import encode
+from triage.labelstore import EDGE_CASE, UNDO
+from triage.records import OutRecord
+from triage.settings import Settings
+from triage.transport import Consumer, Producer, make_consumer, make_producer
+
+CLEAR = "\x1b[2J\x1b[H"
+
+
+class Console:
+    def __init__(self, settings: Settings, classes: list[str], annotator: str, *, group_id: str,
+                 stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+        self.settings = settings
+        self.keys = keymap(classes)
+        self.annotator = annotator
+        self.stdin, self.stdout = stdin, stdout
+        self.consumer: Consumer = make_consumer(settings, [settings.review_topic], group_id=group_id)
+        self.producer: Producer = make_producer(settings)
+        self.heap: list[tuple[float, int, dict[str, Any]]] = []
+        self.pending: dict[tuple[str, int], set[int]] = {}  # fetched, not yet handled
+        self.high: dict[tuple[str, int], int] = {}  # highest handled offset
+        self.seen: set[str] = set()
+        self.history: list[dict[str, Any]] = []  # answered requests, for undo
+        self.labelled = 0
+        self._tick = 0
+
+    # --- Kafka side ------------------------------------------------------------------------
+    def fetch(self) -> None:
+        batch = self.consumer.poll_batch(200, 100)
+        for t, p, o, v in zip(batch.topics, batch.partitions, batch.offsets, batch.values):
+            try:
+                doc = json.loads(v) if v else None
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict) or doc.get("id") in self.seen:
+                self._done(t, p, o)
+                continue
+            self.seen.add(doc["id"])
+            doc["_pos"] = (t, p, o)
+            self.pending.setdefault((t, p), set()).add(o)
+            self._tick += 1
+            heapq.heappush(self.heap, (-float(doc.get("priority", 0)), self._tick, doc))
+
+    def _done(self, topic: str, partition: int, offset: int) -> None:
+        """Mark a request handled; commit the partition up to its oldest unhandled request."""
+        key = (topic, partition)
+        pending = self.pending.setdefault(key, set())
+        pending.discard(offset)
+        self.high[key] = max(self.high.get(key, -1), offset)
+        self.consumer.commit({key: min(pending) if pending else self.high[key] + 1})
+
+    def publish(self, doc: dict[str, Any], label: str) -> None:
+        event = {"id": doc["id"], "label": label, "annotator": self.annotator,
+                 "features": doc.get("features"), "ts": int(time.time() * 1000)}
+        errors = self.producer.send_all([OutRecord(self.settings.labels_topic, doc["id"].encode(), encode(event))], 30)
+        if errors[0] is not None:
+            raise RuntimeError(f"could not publish the label: {errors[0].message}")
+
+    # --- terminal side ---------------------------------------------------------------------
+    def read_key(self, timeout: float) -> Optional[str]:
+        ready, _, _ = select.select([self.stdin], [], [], timeout)
+        return os.read(self.stdin.fileno(), 1).decode(errors="replace") if ready else None
+
+    def show(self, doc: Optional[dict[str, Any]]) -> None:
+        if doc is None:
+            text = f"waiting for review requests on {self.settings.review_topic}...   [q] quit"
+        else:
+            text = render_request(doc, self.keys, queued=len(self.heap), labelled=self.labelled)
+        self.stdout.write(CLEAR + text.replace("\n", "\r\n") + "\r\n")
+        self.stdout.flush()
+
+    def run(self) -> int:
+        current: Optional[dict[str, Any]] = None
+        shown: Any = False
+        try:
+            while True:
+                if current is None:
+                    self.fetch()
+                    if self.heap:
+                        current = heapq.heappop(self.heap)[2]
+                if shown is not current:
+                    self.show(current)
+                    shown = current
+                key = self.read_key(0.2)
+                if key is None:
+                    continue
+                if key == "q" or key == "\x03":
+                    return 0
+                if key == "u" and self.history:
+                    last = self.history.pop()
+                    self.publish(last, UNDO)
+                    self.labelled -= 1
+                    if current is not None:
+                        heapq.heappush(self.heap, (-float(current.get("priority", 0)), -1, current))
+                    current = last  # show it again, to label anew
+                    shown = False
+                    continue
+                if current is None:
+                    continue
+                label = self.keys.get(key) or (EDGE_CASE if key == "e" else None)
+                if label is not None:
+                    self.publish(current, label)
+                    self.labelled += 1
+                    self.history.append(current)
+                elif key != "s":
+                    continue  # an unmapped key: ignore it, keep showing the sample
+                self._done(*current["_pos"])
+                current = None
+        finally:
+            self.producer.close()
+            self.consumer.close()
+
+
+def raw_terminal(stream: TextIO) -> Any:
+    """Context manager: single keystrokes without Enter (a no-op when not a terminal)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def manager():  # type: ignore[no-untyped-def]
+        if not stream.isatty():
+            yield
+            return
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+        try:
+            tty.setcbreak(fd)
+            yield
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    return manager()

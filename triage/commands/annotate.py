@@ -1,0 +1,42 @@
+"""``triage annotate``: the annotator console."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from triage.cli import subcommand
+from triage.errors import ConfigError
+from triage.registry import Registry
+from triage.settings import Settings
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--annotator", help="your name, recorded on every label (default: $USER)")
+    p.add_argument("--registry", dest="registry", default=argparse.SUPPRESS, metavar="DIR",
+                   help="read the class names from the registry's current model")
+    p.add_argument("--classes", dest="classes", default=argparse.SUPPRESS, help="comma-separated class names")
+    p.add_argument("--annotator-group", default="triage-annotators",
+                   help="consumer group shared by annotators (each request goes to one of them)")
+
+
+@subcommand("annotate", "Label review requests in the terminal, most informative first, one keystroke each.",
+            ("kafka", "topics"), _args)
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.annotator import Console, raw_terminal
+
+    classes = settings.class_names
+    if classes is None and settings.registry is not None:
+        registry = Registry(settings.registry)
+        current = registry.current()
+        if current is None:
+            raise ConfigError(f"registry {settings.registry} has no current model to take class names from")
+        classes = list(registry.manifest(current)["classes"])
+    if not classes:
+        raise ConfigError("the console needs the class names: pass --registry DIR or --classes a,b,c")
+    if not sys.stdin.isatty():
+        raise ConfigError("triage annotate needs an interactive terminal on stdin")
+    console = Console(settings, classes, args.annotator or getpass.getuser(), group_id=args.annotator_group)
+    with raw_terminal(sys.stdin):
+        return console.run()
