@@ -133,7 +133,7 @@ def _stream(cfg: DemoConfig, X: np.ndarray, y: np.ndarray, rng: np.random.Genera
     for i in range(len(X)):
         sid = f"s{i}"
         truth[sid] = str(y[i])
-        records.append((sid.encode(), encode({"id": sid, "features": X[i].tolist(), "ts": int(time.time() * 1000)})))
+        records.append((sid.encode(), encode({"id": sid, "features": X[i].tolist()})))  # Kafka stamps the time
     for i in range(cfg.outliers):
         sid = f"outlier{i}"
         records.append((sid.encode(), encode({"id": sid, "features": (rng.random(X.shape[1]) * 16).round().tolist()})))

@@ -10,9 +10,18 @@ import numpy as np
 from triage.errors import ConfigError
 
 
-def load_dataset(path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+BUILTIN = {"sklearn:digits": "load_digits", "sklearn:iris": "load_iris", "sklearn:wine": "load_wine"}
+
+
+def load_dataset(path: Path | str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """npz with ``X`` (and optionally ``y``), or CSV whose last column is ``y`` when its
-    header names it ``y``/``label``/``target``; otherwise every column is a feature."""
+    header names it ``y``/``label``/``target``; otherwise every column is a feature.
+    ``sklearn:digits`` (also iris, wine) names a dataset bundled with scikit-learn."""
+    if str(path) in BUILTIN:
+        import sklearn.datasets
+
+        X, y = getattr(sklearn.datasets, BUILTIN[str(path)])(return_X_y=True)
+        return np.asarray(X, dtype=np.float64), np.asarray(y)
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data file {path} does not exist")

@@ -23,7 +23,10 @@ def registry_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, help="labelled data: npz with X and y, or CSV with a y/label column")
+    p.add_argument("--data", required=True, type=Path,
+                   help="labelled data: npz with X and y, CSV with a y/label column, or sklearn:digits")
+    p.add_argument("--if-empty", action="store_true",
+                   help="do nothing (exit 0) when the registry already has a current model (for init jobs)")
     p.add_argument("--unlabelled", type=Path,
                    help="optional unlabelled data from the same distribution (npz X or CSV), kept in the registry "
                         "and used to fit the outlier detector")
@@ -77,10 +80,14 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
 
 @subcommand("train", "Train the first model from labelled data and register it as current.", ("retrain",), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    assert settings.registry is not None
+    if args.if_empty and Registry(settings.registry).current() is not None:
+        print(f"registry {settings.registry} already serves {Registry(settings.registry).current()}; nothing to do",
+              file=sys.stderr)
+        return 0
     X, y = load_dataset(args.data)
     if y is None:
         raise ConfigError(f"{args.data} has no labels: an npz needs `y`, a CSV a y/label/target column")
-    assert settings.registry is not None
     reference = load_dataset(args.unlabelled)[0] if args.unlabelled else None
     if reference is not None and reference.shape[1] != X.shape[1]:
         raise ConfigError(f"--unlabelled has {reference.shape[1]} features; --data has {X.shape[1]}")
