@@ -1,3 +1,14 @@
 """CLI subcommands; importing this package registers them with ``triage.cli``."""
 
-from triage.commands import annotate, broker, demo, models, quickstart, retrain, select, serve, train  # noqa: F401
+from triage.commands import (  # noqa: F401
+    annotate,
+    broker,
+    demo,
+    models,
+    quickstart,
+    replay,
+    retrain,
+    select,
+    serve,
+    train,
+)

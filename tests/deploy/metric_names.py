@@ -1,0 +1,52 @@
+"""Metric names: those the rules and the dashboard query, and those a /metrics page exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+METRIC = re.compile(r"\btriage_[a-zA-Z0-9_]*[a-zA-Z0-9]")
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+            "summary": ("_sum", "_count"), "gauge": ("",), "info": ("_info",),
+            "unknown": ("",), "stateset": ("",), "gaugehistogram": ("_bucket", "_gsum", "_gcount")}
+
+
+def rule_exprs(rules_path: Path) -> list[str]:
+    doc = yaml.safe_load(rules_path.read_text())
+    return [r["expr"] for g in doc["groups"] for r in g["rules"]]
+
+
+def dashboard_exprs(dashboard_path: Path) -> list[str]:
+    """Every ``expr`` in the dashboard: panel targets and annotation queries."""
+    return list(_find_exprs(json.loads(dashboard_path.read_text())))
+
+
+def _find_exprs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "expr" and isinstance(value, str):
+                yield value
+            else:
+                yield from _find_exprs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _find_exprs(item)
+
+
+def referenced(exprs: list[str]) -> set[str]:
+    return {m.group(0) for e in exprs for m in METRIC.finditer(e)}
+
+
+def exported(metrics_text: str) -> set[str]:
+    """Series names a /metrics page can produce, from its declared families — a labelled
+    metric with no children yet still counts (its TYPE line proves the process exports it)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(metrics_text):
+        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names

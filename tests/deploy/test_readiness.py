@@ -1,0 +1,60 @@
+"""/healthz and /readyz of a running scorer: ready once it serves, unready (503, naming the
+failed check) while its broker is unreachable, alive throughout."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from tests.deploy.processes import http_get, ready_state, wait_until
+from tests.fixtures import ScorerProcess
+from triage.broker import EmbeddedBroker
+from triage.settings import Settings
+from triage.transport import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_readyz_turns_503_when_the_broker_goes_away(
+    scorer_process: Callable[..., ScorerProcess], example_model: tuple[Path, Path], tmp_path: Path,
+) -> None:
+    model, ref = example_model
+    # A dedicated broker this test may stop (memory-only: losing it is fine here).
+    broker = EmbeddedBroker(log_file=tmp_path / "tansu.log").start()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        s = Settings(bootstrap_servers=broker.bootstrap_servers, kafka_client="kafka-python",
+                     session_timeout_ms=6000, group_id=f"g-{tag}", samples_topic=f"samples-{tag}",
+                     predictions_topic=f"predictions-{tag}", review_topic=f"review-{tag}",
+                     labels_topic=f"labels-{tag}", models_topic=f"models-{tag}", dlq_topic=f"dlq-{tag}",
+                     metrics_host="127.0.0.1", model=model, reference=ref)
+        ensure_topics(s, s.all_topics())
+        scorer = scorer_process(s)
+        dead = lambda: None if scorer.proc.poll() is None else scorer.log()  # noqa: E731
+        url = f"http://127.0.0.1:{scorer.metrics_port}"
+
+        def ready() -> Optional[dict[str, object]]:
+            code, doc = ready_state(scorer.metrics_port)
+            return doc if code == 200 else None
+
+        doc = wait_until(ready, "/readyz to turn 200", dead)
+        assert doc == {"ready": True, "checks": {"model_loaded": True, "partitions_assigned": True, "broker_reachable": True}}
+        assert "triage_ready 1.0" in scorer.metrics()
+
+        broker.stop()
+
+        def unready() -> Optional[dict[str, object]]:
+            code, doc = ready_state(scorer.metrics_port)
+            return doc if code == 503 else None
+
+        doc = wait_until(unready, "/readyz to turn 503 after the broker stopped", dead)
+        assert doc["ready"] is False
+        assert doc["checks"]["broker_reachable"] is False  # type: ignore[index]
+        assert doc["checks"]["model_loaded"] is True  # type: ignore[index]
+        assert http_get(url + "/healthz") == (200, "ok\n"), "the process is alive even when not ready"
+        assert "triage_ready 0.0" in scorer.metrics()
+    finally:
+        broker.stop()
