@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+DLQ_STAGES = ("decode", "validate", "score", "produce", "label")
+REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error")
 UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
 OUTLIER_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -43,6 +45,14 @@ class ScorerMetrics:
         self.ready = Gauge("triage_ready", "1 when the scorer is ready (model loaded, partitions assigned, broker reachable).", registry=r)
         self.batches = Counter("triage_batches", "Batches fully processed and committed.", registry=r)
         self.last_batch = Gauge("triage_last_batch_timestamp_seconds", "Unix time of the last committed batch.", registry=r)
+
+        # Export every label value from the start, so rates and alerts see zeros, not gaps.
+        for result in ("success", "refused"):
+            self.swaps.labels(result=result)
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason=reason)
+        for stage in DLQ_STAGES:
+            self.dlq.labels(stage=stage)
 
     def set_model(self, version: str, sha256: str, outlier_enabled: bool) -> None:
         self.model_info.clear()
@@ -83,3 +93,9 @@ class RetrainMetrics:
         self.pending = Gauge("triage_labels_pending", "Labels folded but not yet in the current model.", registry=r)
         self.eval_accuracy = Gauge("triage_eval_accuracy", "Held-out accuracy at the last evaluation.", ["model"], registry=r)
         self.last_run = Gauge("triage_last_retrain_timestamp_seconds", "Unix time of the last finished retrain run.", registry=r)
+        for outcome in ("promoted", "rejected", "skipped", "failed"):
+            self.runs.labels(outcome=outcome)
+        for reason in ("unjoinable", "unknown_class", "invalid", "edge_case"):
+            self.rejected.labels(reason=reason)
+        for model in ("candidate", "current"):
+            self.eval_accuracy.labels(model=model).set(float("nan"))
