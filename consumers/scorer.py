@@ -34,6 +34,14 @@ def policy_from_settings(settings: Settings) -> RoutingPolicy:
     return ThresholdPolicy(settings.uncertainty_threshold, audit_rate=settings.audit_rate, seed=settings.seed)
 
 
+def _without_payload(rec: OutRecord, err: TransportError) -> OutRecord:
+    if rec.value == b"" and rec.key is None:
+        return rec  # already stripped: only a broker-side problem remains; keep retrying
+    dropped = f"key {len(rec.key or b'')} bytes, value {len(rec.value or b'')} bytes: {err.message}"
+    headers = [*(rec.headers or []), ("triage.dlq.payload_dropped", dropped[:1000].encode())]
+    return OutRecord(rec.topic, None, b"", headers, rec.source, rec.reason)
+
+
 class Scorer:
     def __init__(
         self,
@@ -155,8 +163,13 @@ class Scorer:
             for rec, err in zip(pending, errors):
                 if err is None:
                     delivered.append(rec)
-                elif err.retriable or rec.topic == self.settings.dlq_topic:
+                elif err.retriable:
                     retry.append(rec)
+                elif rec.topic == self.settings.dlq_topic:
+                    # The dead letter itself cannot be written (e.g. original bytes over the
+                    # producer's size limit, or a tombstone with no key): write it without
+                    # the payload rather than retry forever or drop it.
+                    retry.append(_without_payload(rec, err))
                 else:
                     log.warning("output for offset %s cannot be written (%s): dead-lettering",
                                 batch.offsets[rec.source], err.message)
