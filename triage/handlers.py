@@ -101,7 +101,8 @@ def process_batch(
             return BatchResult(outputs, version)
 
     started = time.perf_counter()
-    scores = score_batch(model, X, settings.acquisition)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled just below
+        scores = score_batch(model, X, settings.acquisition)
     inference_seconds = time.perf_counter() - started
     scorable = _scorable(scores, model.outlier is not None)
     if not scorable.all():
