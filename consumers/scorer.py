@@ -28,10 +28,19 @@ log = logging.getLogger("triage.scorer")
 
 MAX_BACKOFF_S = 5.0
 ACK_TIMEOUT_S = 60.0
+STALL_S = 10.0  # a loop step (poll, send, commit) blocked longer than this = not ready
 
 
 def policy_from_settings(settings: Settings) -> RoutingPolicy:
     return ThresholdPolicy(settings.uncertainty_threshold, audit_rate=settings.audit_rate, seed=settings.seed)
+
+
+def _without_payload(rec: OutRecord, err: TransportError) -> OutRecord:
+    if rec.value == b"" and rec.key is None:
+        return rec  # already stripped: only a broker-side problem remains; keep retrying
+    dropped = f"key {len(rec.key or b'')} bytes, value {len(rec.value or b'')} bytes: {err.message}"
+    headers = [*(rec.headers or []), ("triage.dlq.payload_dropped", dropped[:1000].encode())]
+    return OutRecord(rec.topic, None, b"", headers, rec.source, rec.reason)
 
 
 class Scorer:
@@ -62,7 +71,11 @@ class Scorer:
         self._broker_ok = True
         self._assigned = False
         self._connected = False
+        self._progress_at = time.monotonic()
         self.metrics.set_model(model.version, model.sha256, model.outlier is not None)
+        # triage_ready is computed at scrape time from the same checks as /readyz, so a
+        # loop stuck waiting on an unreachable broker shows up in both.
+        self.metrics.ready.set_function(lambda: 1.0 if all(self.readiness().values()) else 0.0)
         self.on_swap: list[Callable[[ServingModel, ServingModel], None]] = []
 
     # --- model swaps (called from other threads) -----------------------------------------
@@ -92,13 +105,16 @@ class Scorer:
             "model_loaded": self.model is not None,
             "partitions_assigned": self._assigned,
             "broker_reachable": self._broker_ok and self._connected,
+            # kafka clients block (flush, group rejoin) while the broker is unreachable,
+            # so the flags above go stale; a loop that stopped moving is not ready either.
+            "loop_responsive": time.monotonic() - self._progress_at < STALL_S,
         }
         return checks
 
     def _refresh_health(self) -> None:
+        self._progress_at = time.monotonic()
         self._assigned = bool(self.consumer.assigned())
         self._connected = self.consumer.connected()
-        self.metrics.ready.set(1 if all(self.readiness().values()) else 0)
 
     # --- the loop ------------------------------------------------------------------------
     def run(self, *, max_batches: Optional[int] = None, idle_exit_s: Optional[float] = None) -> None:
@@ -129,7 +145,6 @@ class Scorer:
             return batch
         except TransportError as exc:
             self._broker_ok = False
-            self.metrics.ready.set(0)
             self.metrics.broker_errors.labels(operation="poll").inc()
             log.warning("poll failed (%s); retrying", exc.message)
             time.sleep(0.5)
@@ -152,12 +167,18 @@ class Scorer:
         attempt = 0
         while pending:
             errors = self.producer.send_all(pending, ACK_TIMEOUT_S)
+            self._progress_at = time.monotonic()
             retry: list[OutRecord] = []
             for rec, err in zip(pending, errors):
                 if err is None:
                     delivered.append(rec)
-                elif err.retriable or rec.topic == self.settings.dlq_topic:
+                elif err.retriable:
                     retry.append(rec)
+                elif rec.topic == self.settings.dlq_topic:
+                    # The dead letter itself cannot be written (e.g. original bytes over the
+                    # producer's size limit, or a tombstone with no key): write it without
+                    # the payload rather than retry forever or drop it.
+                    retry.append(_without_payload(rec, err))
                 else:
                     log.warning("output for offset %s cannot be written (%s): dead-lettering",
                                 batch.offsets[rec.source], err.message)
@@ -165,7 +186,6 @@ class Scorer:
             if retry:
                 attempt += 1
                 self._broker_ok = False
-                self.metrics.ready.set(0)
                 self.metrics.produce_retries.inc()
                 self.metrics.broker_errors.labels(operation="produce").inc()
                 time.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
@@ -179,6 +199,7 @@ class Scorer:
         for attempt in range(10):
             try:
                 self.consumer.commit(offsets)
+                self._progress_at = time.monotonic()
                 return
             except TransportError as exc:
                 self.metrics.broker_errors.labels(operation="commit").inc()

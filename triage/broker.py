@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from triage.errors import BrokerNotFoundError, TriageError
 
@@ -56,10 +56,19 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
 class EmbeddedBroker:
     """Start/stop a Tansu broker on loopback. Use as a context manager."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", log_file: Optional[Path] = None) -> None:
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", log_file: Optional[Path] = None,
+        advertised: Optional[str] = None, extra_args: Sequence[str] = (), scheme: str = "tcp",
+    ) -> None:
+        """``advertised`` (HOST:PORT) is the address put in metadata, where clients connect
+        after bootstrap (e.g. a fault-injecting proxy); default: the listener itself.
+        ``extra_args`` go to ``tansu broker`` as is (e.g. ``--cert``/``--key``)."""
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
+        self.advertised = advertised or f"{self.host}:{self.port}"
+        self.extra_args = list(extra_args)
+        self.scheme = scheme
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     @property
@@ -67,11 +76,12 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
-        url = f"tcp://{self.host}:{self.port}"
+        url = f"{self.scheme}://{self.host}:{self.port}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [broker_binary(), "broker", "--listener-url", url,
+             "--advertised-listener-url", f"{self.scheme}://{self.advertised}",
+             "--storage-engine", "memory://tansu/", *self.extra_args],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if not wait_for_port(self.host, self.port, timeout):

@@ -52,6 +52,8 @@ def _check_duplicates(value: bytes, keys: tuple[bytes, ...]) -> None:
             json.loads(value, object_pairs_hook=_reject_duplicate_keys)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
+        except RecursionError:
+            raise DecodeError("JSON nested too deeply") from None
 
 
 def _decode(value: Optional[bytes], decoder: msgspec.json.Decoder, max_bytes: int) -> Any:
@@ -67,6 +69,10 @@ def _decode(value: Optional[bytes], decoder: msgspec.json.Decoder, max_bytes: in
         raise DecodeError(str(exc)) from None
     except UnicodeDecodeError as exc:
         raise DecodeError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        # msgspec bounds nesting by the interpreter's recursion limit: a deeply nested
+        # document is bad input, not a reason to crash the loop.
+        raise DecodeError("JSON nested too deeply") from None
 
 
 def decode_sample(value: Optional[bytes], feature_count: int, max_bytes: int) -> Sample:

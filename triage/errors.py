@@ -41,6 +41,15 @@ class ValidationError(InputError):
         super().__init__(f"invalid sample: {reason}")
 
 
+class ScoreError(InputError):
+    """A valid-looking sample the model cannot score (e.g. values that overflow float32)."""
+
+    stage = "score"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot score sample: {reason}")
+
+
 class LabelError(InputError):
     stage = "label"
 

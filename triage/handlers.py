@@ -8,13 +8,13 @@ review request or DLQ record); audited predictions add a review copy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
 
 from triage.codec import Sample, decode_sample, dlq_headers, encode
-from triage.errors import InputError, ValidationError
+from triage.errors import InputError, ScoreError, ValidationError
 from triage.records import OutRecord, RecordBatch
 from triage.routing import AUDIT, CONFIDENT, REASONS, Decisions, RoutingPolicy
 from triage.scoring import Scores, score_batch
@@ -101,8 +101,22 @@ def process_batch(
             return BatchResult(outputs, version)
 
     started = time.perf_counter()
-    scores = score_batch(model, X, settings.acquisition)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled just below
+        scores = score_batch(model, X, settings.acquisition)
     inference_seconds = time.perf_counter() - started
+    scorable = _scorable(scores, model.outlier is not None)
+    if not scorable.all():
+        # Finite float64 features can still overflow the model's float32 math; a NaN
+        # probability must never become an auto-accepted prediction.
+        for j in np.flatnonzero(~scorable):
+            exc = ScoreError("the model's output is NaN or infinite (features out of its numeric range?)")
+            outputs.append(dlq_record(batch, rows[j], exc, exc.stage, settings, version))
+        keep = np.flatnonzero(scorable)
+        samples = [samples[j] for j in keep]
+        rows = [rows[j] for j in keep]
+        scores = Scores(**{f.name: getattr(scores, f.name)[keep] for f in fields(scores)})
+        if not samples:
+            return BatchResult(outputs, version)
     decisions = policy.decide(scores)
     outputs.extend(_encode_outputs(batch, samples, rows, scores, decisions, model, settings))
     event_ms = np.array(
@@ -111,6 +125,13 @@ def process_batch(
     return BatchResult(
         outputs, version, scores, decisions, event_ms, inference_seconds
     )
+
+
+def _scorable(scores: Scores, outlier_enabled: bool) -> np.ndarray:
+    ok = np.isfinite(scores.probs).all(axis=1)
+    if outlier_enabled:
+        ok &= ~np.isnan(scores.outlier)
+    return ok
 
 
 def _encode_outputs(

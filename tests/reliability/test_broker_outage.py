@@ -1,0 +1,95 @@
+"""Broker outage: a proxy between the scorer and the broker is cut for 15 s under load.
+
+The broker advertises the proxy's address, so every connection (the scorer's, the load
+generator's, the readers') goes through it. The memory-only broker itself keeps running,
+so nothing written before the cut is lost with it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.fixtures import ScorerProcess, read_all
+from tests.reliability.helpers import Load, metric, readyz, scrape, tally, wait_serving, wait_until
+from tests.reliability.proxy import TcpProxy
+from triage.broker import EmbeddedBroker, free_port
+from triage.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 15.0
+
+
+class ProxiedBroker:
+    def __init__(self, broker: EmbeddedBroker, proxy: TcpProxy) -> None:
+        self.broker = broker
+        self.proxy = proxy
+        self.bootstrap_servers = proxy.address
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxiedBroker]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("proxied") / "tansu.log"
+    with EmbeddedBroker(log_file=log, advertised=f"127.0.0.1:{port}") as b:
+        proxy = TcpProxy("127.0.0.1", b.port, port).start()
+        try:
+            yield ProxiedBroker(b, proxy)
+        finally:
+            proxy.stop()
+
+
+@pytest.fixture
+def broker(proxied: ProxiedBroker) -> ProxiedBroker:
+    """Overrides the session broker: settings_factory now points at the proxy."""
+    return proxied
+
+
+def test_scorer_rides_out_a_broker_outage(
+    proxied: ProxiedBroker, settings_factory: Callable[..., Settings],
+    example_model: tuple[Path, Path], scorer_process: Callable[..., ScorerProcess],
+) -> None:
+    model_path, ref = example_model
+    s = settings_factory(batch_size=100)
+    load = Load(s, n=12_000, rate_per_s=400).start()
+    proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
+    wait_serving(proc)
+    wait_until(lambda: metric(scrape(proc) or "", "triage_batches_total") >= 3, "the scorer to process batches")
+    wait_until(lambda: readyz(proc.metrics_port) == 200, "readiness before the outage")
+    pid = proc.proc.pid
+
+    proxy = proxied.proxy
+    proxy.cut()
+    cut_at = time.monotonic()
+    statuses: list[int] = []
+    ready_gauge: list[float] = []
+    while time.monotonic() - cut_at < OUTAGE_S:
+        statuses.append(readyz(proc.metrics_port))
+        ready_gauge.append(metric(scrape(proc) or "", "triage_ready"))
+        time.sleep(0.5)
+    during = scrape(proc) or ""
+    proxy.restore()
+    restored_at = time.monotonic()
+
+    assert proc.proc.poll() is None, "the scorer exited during the outage:\n" + proc.log()
+    assert 503 in statuses, f"/readyz never reported the outage: {statuses}"
+    assert 0.0 in ready_gauge, "triage_ready never dropped to 0"
+    wait_until(lambda: readyz(proc.metrics_port) == 200, "readiness after the outage", timeout_s=120)
+    recovered_s = time.monotonic() - restored_at
+
+    load.join()
+    out = read_all(s, s.output_topics(), expect=load.sent, timeout_s=180,
+                   stop_when=lambda got: len({r["key"] for r in got}) >= load.sent)
+    after = scrape(proc) or ""
+    assert proc.proc.pid == pid and proc.proc.poll() is None, "the scorer was restarted or died"
+    t = tally(f"broker outage {OUTAGE_S:.0f}s under load (proxy cut)", s, load.acked, out).record()
+    errors = metric(after, "triage_broker_errors_total")
+    print(f"outage: /readyz 503 for {statuses.count(503)}/{len(statuses)} probes; ready again "
+          f"{recovered_s:.1f}s after restore; broker errors {errors:.0f} (during: "
+          f"{metric(during, 'triage_broker_errors_total'):.0f}); load re-sends {load.failures}")
+    assert t.lost == 0, t
+    assert errors > 0, "the outage left no trace in triage_broker_errors_total"

@@ -1,0 +1,140 @@
+"""Bad input and unwritable outputs through a running scorer on the real embedded broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from tests.fixtures import ScorerProcess, read_all, read_headers
+from tests.reliability.corpus import corpus
+from tests.reliability.helpers import count, metric, readyz, sample_values, scrape, wait_serving, wait_until
+from triage.records import OutRecord
+from triage.settings import Settings
+from triage.transport import make_producer
+
+pytestmark = pytest.mark.integration
+
+N_FEATURES = 64
+VALID_BETWEEN = 5
+
+
+def _send(settings: Settings, records: list[OutRecord]) -> None:
+    producer = make_producer(settings)
+    try:
+        for rec in records:
+            if rec.key is None and rec.value is None:
+                _send_keyless_tombstone(settings, rec.topic)  # kafka-python refuses to
+            else:
+                errors = producer.send_all([rec], 60)
+                assert not any(errors), [e for e in errors if e]
+    finally:
+        producer.close()
+
+
+def _send_keyless_tombstone(settings: Settings, topic: str) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    failures: list[object] = []
+    p.produce(topic, value=None, key=None, on_delivery=lambda err, _msg: failures.append(err) if err else None)
+    assert p.flush(30) == 0 and not failures, failures
+
+
+def _doc_id(value: Optional[bytes]) -> str:
+    return str(json.loads(value or b"{}")["id"])
+
+
+def test_corpus_interleaved_with_valid_records_one_outcome_each(
+    settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
+    scorer_process: Callable[..., ScorerProcess],
+) -> None:
+    model_path, ref = example_model
+    s = settings_factory(batch_size=16)
+    cases = corpus(N_FEATURES, s.max_message_bytes)
+    valid = sample_values(len(cases) * VALID_BETWEEN, "v")
+    records: list[OutRecord] = []
+    for i, case in enumerate(cases):
+        for sid, value in valid[i * VALID_BETWEEN:(i + 1) * VALID_BETWEEN]:
+            records.append(OutRecord(s.samples_topic, sid.encode(), value))
+        records.append(OutRecord(s.samples_topic, case.key, case.value, case.headers))
+    _send(s, records)
+
+    proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
+    wait_serving(proc)
+    out = read_all(s, s.output_topics(), expect=len(records))
+    assert proc.proc.poll() is None, "the scorer died:\n" + proc.log()
+
+    # valid records, and the odd-but-valid cases, are scored exactly once
+    scored = [_doc_id(r["value"]) for r in out if r["topic"] != s.dlq_topic]
+    valid_ids = {sid for sid, _ in valid} | {_doc_id(c.value) for c in cases if c.stage is None}
+    assert sorted(scored) == sorted(valid_ids)
+
+    # every broken record is dead-lettered exactly once, at its stage, with the DLQ headers
+    inputs = {(r["partition"], r["offset"]): (r["key"], r["value"])
+              for r in read_all(s, [s.samples_topic], expect=len(records))}
+    by_bytes = {(c.key, c.value): c for c in cases}
+    broken = [c for c in cases if c.stage is not None]
+    dlq = read_headers(s, s.dlq_topic, len(broken))
+    seen: dict[str, int] = {}
+    for rec in dlq:
+        h = rec["headers"]
+        assert h["triage.source.topic"] == s.samples_topic
+        assert set(h) >= {"triage.error.class", "triage.error.message", "triage.source.timestamp", "triage.model_version"}
+        source = inputs[(int(h["triage.source.partition"]), int(h["triage.source.offset"]))]
+        case = by_bytes[source]
+        seen[case.name] = seen.get(case.name, 0) + 1
+        assert h["triage.error.stage"] == case.stage, (case.name, h)
+        if "triage.dlq.payload_dropped" in h:  # only a keyless tombstone cannot be stored as is
+            assert case.name == "tombstone_without_key" and rec["value"] == b""
+        else:
+            assert (rec["key"], rec["value"]) == source, case.name
+    assert seen == {c.name: 1 for c in broken}
+
+    # the service is up and ready, and counted what it did
+    wait_until(lambda: metric(scrape(proc) or "", "triage_samples_total") >= len(records), "counters to settle")
+    text = scrape(proc) or ""
+    for stage in ("decode", "validate", "score"):
+        assert metric(text, "triage_dlq_records_total", stage=stage) == sum(c.stage == stage for c in broken)
+    assert readyz(proc.metrics_port) == 200
+    dlq_ids = [f"dlq:{name}" for name, n in seen.items() for _ in range(n)]
+    count(f"bad input: {len(broken)} kinds of broken records + {len(valid_ids)} valid",
+          valid_ids | {f"dlq:{c.name}" for c in broken}, scored + dlq_ids).record()
+
+
+def test_output_too_large_goes_to_dlq_stage_produce(
+    settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
+    scorer_process: Callable[..., ScorerProcess],
+) -> None:
+    """Outputs are keyed by sample id: a ~540 kB id makes a ~1.1 MB output record, over the
+    producer's request limit, although the input itself is under max_message_bytes."""
+    model_path, ref = example_model
+    s = settings_factory(batch_size=8)
+    valid = sample_values(40, "ok")
+    big_id = "i" * 540_000
+    feats = json.loads(valid[0][1])["features"]
+    too_big = json.dumps({"id": big_id, "features": feats}).encode()
+    records = [OutRecord(s.samples_topic, sid.encode(), v) for sid, v in valid[:20]]
+    records.append(OutRecord(s.samples_topic, None, too_big))  # DLQ keeps the original bytes
+    records.append(OutRecord(s.samples_topic, big_id.encode(), too_big))  # even the dead letter is too big
+    records += [OutRecord(s.samples_topic, sid.encode(), v) for sid, v in valid[20:]]
+    _send(s.model_copy(update={"max_message_bytes": 4_000_000}), records)  # an upstream with larger limits
+    proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
+    wait_serving(proc)
+    out = read_all(s, s.output_topics(), expect=len(records))
+    assert proc.proc.poll() is None, proc.log()
+    scored = sorted(_doc_id(r["value"]) for r in out if r["topic"] != s.dlq_topic)
+    assert scored == sorted(sid for sid, _ in valid)
+    dlq = read_headers(s, s.dlq_topic, 2)
+    assert len(dlq) == 2
+    assert all(r["headers"]["triage.error.stage"] == "produce" for r in dlq)
+    assert all("MessageSizeTooLarge" in r["headers"]["triage.error.message"] for r in dlq)
+    whole = [r for r in dlq if "triage.dlq.payload_dropped" not in r["headers"]]
+    stripped = [r for r in dlq if "triage.dlq.payload_dropped" in r["headers"]]
+    assert len(whole) == 1 and whole[0]["value"] == too_big and whole[0]["key"] is None
+    assert len(stripped) == 1 and stripped[0]["value"] == b""
+    wait_until(lambda: metric(scrape(proc) or "", "triage_dlq_records_total", stage="produce") == 2, "dlq counter")
+    ids = [_doc_id(r["value"]) for r in out if r["topic"] != s.dlq_topic] + ["big-a", "big-b"]
+    count("output record too large (DLQ stage produce)", {sid for sid, _ in valid} | {"big-a", "big-b"}, ids).record()
