@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/triage quickstart "$@"
+exec .venv/bin/triage demo "$@"
