@@ -41,7 +41,8 @@ def test_readyz_turns_503_when_the_broker_goes_away(
             return doc if code == 200 else None
 
         doc = wait_until(ready, "/readyz to turn 200", dead)
-        assert doc == {"ready": True, "checks": {"model_loaded": True, "partitions_assigned": True, "broker_reachable": True}}
+        assert doc == {"ready": True, "checks": {"model_loaded": True, "partitions_assigned": True,
+                                                 "broker_reachable": True, "loop_responsive": True}}
         assert "triage_ready 1.0" in scorer.metrics()
 
         broker.stop()
@@ -52,7 +53,9 @@ def test_readyz_turns_503_when_the_broker_goes_away(
 
         doc = wait_until(unready, "/readyz to turn 503 after the broker stopped", dead)
         assert doc["ready"] is False
-        assert doc["checks"]["broker_reachable"] is False  # type: ignore[index]
+        checks = doc["checks"]
+        # the broker check fails, or the loop is blocked inside the client waiting for it
+        assert checks["broker_reachable"] is False or checks["loop_responsive"] is False  # type: ignore[index]
         assert doc["checks"]["model_loaded"] is True  # type: ignore[index]
         assert http_get(url + "/healthz") == (200, "ok\n"), "the process is alive even when not ready"
         assert "triage_ready 0.0" in scorer.metrics()
