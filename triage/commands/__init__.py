@@ -1,3 +1,3 @@
 """CLI subcommands; importing this package registers them with ``triage.cli``."""
 
-from triage.commands import broker, quickstart, serve  # noqa: F401
+from triage.commands import audit, broker, quickstart, serve  # noqa: F401
