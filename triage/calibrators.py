@@ -47,7 +47,7 @@ def _redistribute(probs: np.ndarray, top: np.ndarray) -> np.ndarray:
     p2 = part[:, -2]
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(rest > 0, p2 / rest, 1.0)
-    top = np.clip(np.maximum(top, r / (1.0 + r)), 1.0 / c, 1.0)  # never below the runner-up
+    top = np.clip(np.maximum(top, r / (1.0 + r) + 1e-9), 1.0 / c, 1.0)  # stays above the runner-up
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(rest > 0, (1.0 - top) / rest, 0.0)
     out = probs * scale[:, None]
@@ -190,9 +190,10 @@ def fit_calibrator(
                 continue
             total += top_label_log_loss(_fit(kind, probs[train], y[train])(probs[test]), y[test]) * test.sum()
         losses[kind] = total / n
-    best = "temperature"
-    for kind in kinds:  # ordered simplest first; a richer one must win by MARGIN
-        if kind in losses and losses[kind] < losses[best] * (1 - MARGIN):
+    tried = [k for k in kinds if k in losses]
+    best = tried[0] if tried else "temperature"  # too few rows for the asked family: fall back
+    for kind in tried[1:]:  # ordered simplest first; a richer one must win by MARGIN
+        if losses[kind] < losses[best] * (1 - MARGIN):
             best = kind
     calibrator = _fit(best, probs, y)
     report = {

@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     publish them to predictions marked provisional: true."""
     dedupe_window: int = Field(0, ge=0, le=1_000_000, json_schema_extra=_group("policy"))
     """Recent review requests remembered for near-duplicate suppression (0 = off)."""
-    dedupe_radius: float = Field(0.25, gt=0.0, json_schema_extra=_group("policy"))
+    dedupe_radius: float = Field(0.5, gt=0.0, json_schema_extra=_group("policy"))
     """Near-duplicate cell width, in reference standard deviations along random projections."""
     review_class_quota: Optional[float] = Field(None, gt=0.0, le=1.0, json_schema_extra=_group("policy"))
     """Largest share of recent review requests one predicted class may take (None = no quota)."""

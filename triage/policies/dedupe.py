@@ -18,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-DIMS = 16
-TABLES = 3
+DIMS = 12
+TABLES = 6
 
 
 class NearDuplicateFilter:
@@ -38,7 +38,9 @@ class NearDuplicateFilter:
         self.radius = radius
         self.mean = np.zeros(n_features) if mean is None else np.asarray(mean, dtype=np.float64)
         scale = np.ones(n_features) if scale is None else np.asarray(scale, dtype=np.float64)
-        self.inv_scale = 1.0 / np.where(scale > 1e-9, scale, 1.0)
+        # Floor at the median scale: a near-constant feature must not turn jitter into distance.
+        floor = float(np.median(scale[scale > 1e-9])) if (scale > 1e-9).any() else 1.0
+        self.inv_scale = 1.0 / np.maximum(scale, floor)
         proj = rng.normal(size=(n_features, DIMS))
         self.proj = proj / np.linalg.norm(proj, axis=0, keepdims=True)
         self.offsets = rng.random((TABLES, DIMS)) * radius
@@ -80,28 +82,38 @@ class NearDuplicateFilter:
 
 
 class ClassMix:
-    """Predicted-class shares of the last ``window`` review requests (quota and diversity)."""
+    """Predicted classes of the last ``window`` review candidates (quota and diversity).
+
+    The window holds every review-bound candidate, admitted or held back (held ones as -1),
+    so a quota q means "a class gets at most q of recent review slots": it can never freeze
+    the window, and a stream of a single class still gets a share q reviewed."""
 
     def __init__(self, n_classes: int, window: int) -> None:
         self.n_classes = n_classes
         self.window = window
         self._recent: deque[int] = deque()
         self._counts = np.zeros(n_classes, dtype=np.int64)
-
-    def share(self, c: int) -> float:
-        return self._counts[c] / len(self._recent) if self._recent else 0.0
+        self._admitted = 0
 
     def over_quota(self, c: int, quota: float) -> bool:
-        # Needs a few requests in the window before a share means anything.
-        return len(self._recent) >= 2 * self.n_classes and self.share(c) >= quota
+        # Needs a few candidates in the window before a share means anything.
+        n = len(self._recent)
+        return n >= 2 * self.n_classes and self._counts[c] / n > quota
 
-    def add(self, c: int) -> None:
-        self._recent.append(c)
-        self._counts[c] += 1
+    def add(self, c: int, admitted: bool = True) -> None:
+        self._recent.append(c if admitted else -1)
+        if admitted:
+            self._counts[c] += 1
+            self._admitted += 1
         if len(self._recent) > self.window:
-            self._counts[self._recent.popleft()] -= 1
+            old = self._recent.popleft()
+            if old >= 0:
+                self._counts[old] -= 1
+                self._admitted -= 1
 
     def diversity(self, c: int) -> float:
         """1 when the class is at most its fair share of recent requests, less above it."""
+        if not self._admitted:
+            return 1.0
         fair = 1.0 / self.n_classes
-        return min(1.0, fair / max(self.share(c), 1e-12))
+        return min(1.0, fair / max(self._counts[c] / self._admitted, 1e-12))

@@ -51,7 +51,8 @@ class RateController:
         self._filled = min(self._filled + n, self.window)
         u_w, f_w = self._u[: self._filled], self._forced[: self._filled]
         free = u_w[~f_w]
-        if not len(free):
+        if not len(free):  # everything must be reviewed anyway: nothing optional to add
+            self.threshold = np.inf
             return self.threshold
         # Share of the optional (non-forced) samples to send so the total lands on target.
         need = (target * len(u_w) - f_w.sum()) / len(free)

@@ -44,20 +44,29 @@ def clopper_pearson_interval(successes: int, n: int, confidence: float = 0.95) -
     return lo, hi
 
 
-def min_accepted(alpha: float, delta: float) -> int:
-    """Fewest accepted rows with which even zero errors certify alpha at level delta."""
-    return int(np.ceil(np.log(delta) / np.log1p(-alpha)))
+def min_accepted(alpha: float, delta: float, errors: int = 0) -> int:
+    """Fewest accepted rows with which ``errors`` errors still certify alpha at level delta."""
+    lo = int(np.ceil(np.log(delta) / np.log1p(-alpha)))  # the zero-error answer
+    if errors == 0:
+        return lo
+    hi = lo
+    while clopper_pearson_upper(errors, hi, delta) > alpha:
+        hi *= 2
+    while lo < hi:  # the bound falls as n grows: binary search the first n that certifies
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if clopper_pearson_upper(errors, mid, delta) > alpha else (lo, mid)
+    return lo
 
 
 def _candidates(u: np.ndarray, alpha: float, delta: float) -> np.ndarray:
     """Label-free grid, increasing: distinct uncertainty quantiles, starting where enough rows
-    are accepted for a bound to be possible (testing hopeless tiny sets first would end the
-    fixed sequence before it began). Depends on the scores only, never on the labels."""
+    are accepted that one unlucky error still certifies (testing hopeless tiny sets first
+    would end the fixed sequence before it began). Depends on the scores, never the labels."""
     if not len(u):
         return np.zeros(0)
     qs = np.unique(np.quantile(u, np.linspace(0, 1, min(MAX_CANDIDATES, len(u)) + 1)[1:]))
     counts = np.searchsorted(np.sort(u), qs, side="right")
-    return qs[counts >= min_accepted(alpha, delta)]
+    return qs[counts >= min_accepted(alpha, delta, errors=1)]
 
 
 def certify(u: np.ndarray, wrong: np.ndarray, alpha: float, delta: float) -> dict[str, Any]:

@@ -171,7 +171,7 @@ class PolicyStack:
 
     def _check_conflict(self, max_rate: Optional[float]) -> None:
         forced_rate = self.rate.forced_rate
-        self.budget_conflict = max_rate is not None and forced_rate > max_rate
+        self.budget_conflict = bool(max_rate is not None and forced_rate > max_rate)
         if self.budget_conflict:
             now = self.clock()
             if now - self._last_warn >= WARN_EVERY_S:
@@ -216,6 +216,7 @@ class PolicyStack:
             c = predicted[k]
             if quota and not outlier[k] and mix.over_quota(c, quota):
                 hold[j] = HELD_QUOTA
+                mix.add(c, admitted=False)
                 continue
             diversity = mix.diversity(c) / (1.0 + crowd)
             mix.add(c)
