@@ -27,6 +27,7 @@ from triage.broker import EmbeddedBroker
 from triage.calibration import apply_temperature
 from triage.codec import encode
 from triage.commands.train import train_initial
+from triage.policies import prepare_model
 from triage.registry import Registry
 from triage.selection import select
 from triage.serving import serving_model_from_registry
@@ -202,7 +203,7 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
         train_initial(X_pool[init_idx], y_pool[init_idx], registry, s, progress=lambda m: out.write(m + "\n"),
                       holdout=(X_eval, y_eval), reference=X_pool)
         records, truth = _stream(cfg, X_stream, y_stream, rng)
-        scorer = Scorer(s, serving_model_from_registry(registry, registry.current() or "", s))
+        scorer = Scorer(s, prepare_model(s, serving_model_from_registry(registry, registry.current() or "", s)))
         watcher = ModelWatcher(s, registry, scorer).start()
         tally = Tally(s, truth, stop)
         annotator = SimulatedAnnotator(s, truth, delay_s=cfg.annotator_delay_s,

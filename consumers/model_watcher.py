@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from consumers.scorer import Scorer
 from triage.errors import IncompatibleModelError, IntegrityError, ModelError, RegistryError, TriageError
+from triage.policies import prepare_model
 from triage.registry import Registry
 from triage.serving import ServingModel, serving_model_from_registry
 from triage.settings import Settings
@@ -114,7 +115,7 @@ class ModelWatcher:
         if (version, sha) in self._refused:
             return None
         try:
-            model = serving_model_from_registry(self.registry, version, self.settings, running=running)
+            model = prepare_model(self.settings, serving_model_from_registry(self.registry, version, self.settings, running=running))
         except (TriageError, OSError, ValueError) as exc:
             self._refused.add((version, sha))
             self._refuse(refusal_reason(exc), version, exc)

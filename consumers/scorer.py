@@ -17,7 +17,8 @@ import numpy as np
 
 from triage.errors import TransportError
 from triage.handlers import BatchResult, dlq_record, process_batch
-from triage.metrics import ScorerMetrics, observe_many
+from triage.metrics import PolicyMetrics, ScorerMetrics, observe_many
+from triage.policies import make_policy
 from triage.records import OutRecord, RecordBatch
 from triage.routing import RoutingPolicy, ThresholdPolicy
 from triage.serving import ServingModel
@@ -31,8 +32,10 @@ ACK_TIMEOUT_S = 60.0
 STALL_S = 10.0  # a loop step (poll, send, commit) blocked longer than this = not ready
 
 
-def policy_from_settings(settings: Settings) -> RoutingPolicy:
-    return ThresholdPolicy(settings.uncertainty_threshold, audit_rate=settings.audit_rate, seed=settings.seed)
+def policy_from_settings(settings: Settings, model: Optional[ServingModel] = None) -> RoutingPolicy:
+    if model is None:
+        return ThresholdPolicy(settings.uncertainty_threshold, audit_rate=settings.audit_rate, seed=settings.seed)
+    return make_policy(settings, model)
 
 
 def _without_payload(rec: OutRecord, err: TransportError) -> OutRecord:
@@ -56,7 +59,8 @@ class Scorer:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ScorerMetrics()
-        self.policy = policy or policy_from_settings(settings)
+        self.policy = policy or policy_from_settings(settings, model)
+        self.policy_metrics = PolicyMetrics(self.metrics.registry)
         self.model = model
         self._pending: Optional[ServingModel] = None
         self._lock = threading.Lock()
@@ -94,8 +98,17 @@ class Scorer:
         self.metrics.swaps.labels(result="success").inc()
         self.metrics.last_swap.set(time.time())
         log.info("swapped model %s -> %s", old.version, new.version)
+        on_model = getattr(self.policy, "on_model", None)
+        if on_model is not None:  # per-version risk thresholds and gate
+            on_model(new)
         for hook in self.on_swap:
             hook(old, new)
+
+    def feed_backlog(self, backlog: int) -> None:
+        """Review requests produced minus labels received (from the backlog watcher thread)."""
+        feed = getattr(self.policy, "feed_backlog", None)
+        if feed is not None:
+            feed(backlog)
 
     # --- health --------------------------------------------------------------------------
     def readiness(self) -> dict[str, bool]:
@@ -219,6 +232,9 @@ class Scorer:
             if route == "dlq":
                 m.dlq.labels(stage=reason).inc(n)
         m.batch_size.observe(len(batch))
+        snapshot = getattr(self.policy, "snapshot", None)
+        if snapshot is not None and result.decisions is not None:
+            self.policy_metrics.update(snapshot(), self.policy.drain_suppressed())  # type: ignore[attr-defined]
         m.batches.inc()
         m.last_batch.set(acked)
         if result.scores is not None:

@@ -25,7 +25,7 @@ from triage.calibration import apply_temperature
 from triage.records import OutRecord, RecordBatch
 from triage.registry import Registry
 from triage.settings import Settings
-from triage.training import class_counts, evaluate, manifest_for, register, train_model
+from triage.training import class_counts, evaluate, fit_bundle_routing, manifest_for, register, train_model
 from triage.transport import Consumer, Producer, make_consumer, make_producer
 
 log = logging.getLogger("triage.retrain")
@@ -246,7 +246,7 @@ class Trainer:
         metrics = {**cand["holdout"], "eval_labels": cand["eval_labels"], "combined": cand["combined"],
                    "current_at_evaluation": {"version": current, **cur["holdout"]}}
         manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=current,
-                                family=s.model_family, routing=cur_manifest.get("routing"))
+                                family=s.model_family, routing=fit_bundle_routing(trained, hold_X, hold_y, s))
         version = register(reg, trained, manifest)
         summary = (f"candidate {version}: holdout accuracy {cand['holdout']['accuracy']:.4f} vs "
                    f"{current} {cur['holdout']['accuracy']:.4f}")

@@ -16,7 +16,7 @@ import numpy as np
 from triage.codec import Sample, decode_sample, dlq_headers, encode
 from triage.errors import InputError, ScoreError, ValidationError
 from triage.records import OutRecord, RecordBatch
-from triage.routing import AUDIT, CONFIDENT, REASONS, Decisions, RoutingPolicy
+from triage.routing import AUDIT, CONFIDENT, HOLDS, REASONS, Decisions, RoutingPolicy
 from triage.scoring import Scores, score_batch
 from triage.serving import ServingModel
 from triage.settings import Settings
@@ -154,6 +154,7 @@ def _encode_outputs(
     reason = decisions.reason.tolist()
     priority = decisions.priority.tolist()
     audit = decisions.audit.tolist()
+    hold = decisions.hold.tolist() if decisions.hold is not None and decisions.hold.any() else None
     k = min(TOP_K, len(classes))
     top_idx = np.argsort(-scores.probs, axis=1)[:, :k]
     top_p = np.take_along_axis(scores.probs, top_idx, axis=1).tolist()
@@ -167,6 +168,15 @@ def _encode_outputs(
         score_obj = {"margin": margin[j], "entropy": entropy[j], "outlier": outlier[j]}
         label = classes[predicted[j]]
         r = reason[j]
+        h = hold[j] if hold is not None else 0
+        if h:  # not auto-accepted, but published (marked) instead of reviewed: gate / hygiene
+            out.append(OutRecord(pred_topic, key, encode({
+                "id": sample.id, "label": label, "confidence": confidence[j],
+                "scores": score_obj, "model_version": version, "meta": sample.meta,
+                "provisional": True, "provisional_reason": HOLDS[h],
+                "review_reason": None if r == CONFIDENT else REASONS[r],
+            }), None, i, HOLDS[h]))
+            continue
         if r == CONFIDENT:
             out.append(OutRecord(pred_topic, key, encode({
                 "id": sample.id, "label": label, "confidence": confidence[j],

@@ -99,3 +99,59 @@ class RetrainMetrics:
             self.rejected.labels(reason=reason)
         for model in ("candidate", "current"):
             self.eval_accuracy.labels(model=model).set(float("nan"))
+class PolicyMetrics:
+    """Routing-policy state (issue 8) in the scorer's registry. ``update`` takes the policy's
+    ``snapshot()`` dict and its drained suppression counts after every batch."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (risk policy).", registry=r)
+        self.risk_threshold = Gauge("triage_risk_threshold", "Certified auto-accept uncertainty threshold (-1 = accept nothing); class=all or per class (Mondrian).", ["class"], registry=r)
+        self.coverage = Gauge("triage_coverage_ratio", "Share auto-accepted: certified on held-out rows, or observed on the recent stream.", ["source"], registry=r)
+        self.rate_target = Gauge("triage_review_rate_target", "Review-rate controller target (after the budget cap).", registry=r)
+        self.rate_observed = Gauge("triage_review_rate_observed", "Share of recent samples sent to review (window of review_rate_window).", registry=r)
+        self.suppressed = Counter("triage_review_suppressed", "Review requests published as provisional predictions instead, by reason.", ["reason"], registry=r)
+        self.gate_open = Gauge("triage_gate_open", "1 when the acceptable-performance gate lets predictions be auto-accepted.", registry=r)
+        self.ece = Gauge("triage_calibration_ece", "Expected calibration error on held-out rows, before/after calibration.", ["stage"], registry=r)
+        self.budget_conflict = Gauge("triage_budget_conflict", "1 when the reviews the risk/outlier rules require exceed the annotation budget.", registry=r)
+        self.budget_rate = Gauge("triage_budget_max_review_rate", "Largest review rate the annotation budget allows (-1 = unconstrained/unknown).", registry=r)
+        self.backlog = Gauge("triage_review_backlog", "Review requests produced minus labels received (-1 = not measured).", registry=r)
+        for reason in ("near_duplicate", "class_quota"):
+            self.suppressed.labels(reason=reason)
+
+    def update(self, snap: dict, suppressed: dict[str, int]) -> None:  # type: ignore[type-arg]
+        def put(g: Gauge, v: object, default: float) -> None:
+            g.set(default if v is None else float(v))  # type: ignore[arg-type]
+
+        put(self.risk_alpha, snap.get("risk_alpha"), 0.0)
+        if snap.get("policy") == "risk":
+            put(self.risk_threshold.labels(**{"class": "all"}), snap.get("risk_threshold"), -1.0)
+            for c, t in enumerate(snap.get("risk_thresholds") or []):
+                self.risk_threshold.labels(**{"class": str(c)}).set(t)
+        if snap.get("coverage_holdout") is not None:
+            self.coverage.labels(source="holdout").set(snap["coverage_holdout"])
+        self.coverage.labels(source="stream").set(snap.get("coverage_stream") or 0.0)
+        put(self.rate_target, snap.get("review_rate_target"), 0.0)
+        put(self.rate_observed, snap.get("review_rate_observed"), 0.0)
+        self.gate_open.set(1 if snap.get("gate_open", True) else 0)
+        for stage in ("before", "after"):
+            if snap.get(f"ece_{stage}") is not None:
+                self.ece.labels(stage=stage).set(snap[f"ece_{stage}"])
+        self.budget_conflict.set(1 if snap.get("budget_conflict") else 0)
+        put(self.budget_rate, snap.get("budget_max_rate"), -1.0)
+        put(self.backlog, snap.get("backlog"), -1.0)
+        for reason, n in suppressed.items():
+            self.suppressed.labels(reason=reason).inc(n)
+
+
+class AuditMetrics:
+    """Realized accuracy of auto-accepted predictions per model version (audit consumer)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.estimate = Gauge("triage_accepted_accuracy_estimate", "Accuracy of auto-accepted predictions, from labelled audit samples.", ["model_version"], registry=r)
+        self.lower = Gauge("triage_accepted_accuracy_lower", "Lower end of the accuracy confidence interval.", ["model_version"], registry=r)
+        self.upper = Gauge("triage_accepted_accuracy_upper", "Upper end of the accuracy confidence interval.", ["model_version"], registry=r)
+        self.samples = Gauge("triage_accepted_accuracy_samples", "Labelled audit samples behind the estimate.", ["model_version"], registry=r)
+        self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (for alert rules next to the estimate).", registry=r)
+        self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other).", ["kind"], registry=r)

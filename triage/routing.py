@@ -7,14 +7,18 @@ Its only randomness (audit sampling) comes from a seeded generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
 from triage.scoring import Scores
 
-REASONS = ("confident", "uncertain", "outlier", "audit")
-CONFIDENT, UNCERTAIN, OUTLIER, AUDIT = range(4)
+REASONS = ("confident", "uncertain", "outlier", "audit", "gate")
+CONFIDENT, UNCERTAIN, OUTLIER, AUDIT, GATE = range(5)
+# Why a sample that is not auto-accepted is published to predictions marked
+# ``provisional: true`` instead of going to review (0 = it is not).
+HOLDS = ("", "gate", "near_duplicate", "class_quota")
+NOT_HELD, HELD_GATE, HELD_DUPLICATE, HELD_QUOTA = range(4)
 
 
 @dataclass(frozen=True)
@@ -22,10 +26,20 @@ class Decisions:
     reason: np.ndarray  # (N,) int8 index into REASONS; CONFIDENT means auto-accepted
     priority: np.ndarray  # (N,) float, higher = review sooner
     audit: np.ndarray  # (N,) bool: auto-accepted AND copied to review as an audit sample
+    hold: Optional[np.ndarray] = None  # (N,) int8 into HOLDS; nonzero = provisional prediction
 
     @property
     def review(self) -> np.ndarray:
-        return self.reason != CONFIDENT
+        if self.hold is None:
+            return self.reason != CONFIDENT
+        return (self.reason != CONFIDENT) & (self.hold == NOT_HELD)
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """Auto-accepted: published as a plain (not provisional) prediction."""
+        if self.hold is None:
+            return self.reason == CONFIDENT
+        return (self.reason == CONFIDENT) & (self.hold == NOT_HELD)
 
 
 class RoutingPolicy(Protocol):

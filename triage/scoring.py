@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -21,17 +22,27 @@ class Scores:
     entropy: np.ndarray  # normalized to [0, 1]
     uncertainty: np.ndarray  # the configured acquisition function, [0, 1]
     outlier: np.ndarray  # distance / threshold (> 1 = outlier); NaN when detection is off
+    X: Optional[np.ndarray] = None  # the scored features (for near-duplicate hashing)
 
     def __len__(self) -> int:
         return len(self.predicted)
 
 
 def score_batch(model: ServingModel, X: np.ndarray, acquisition: Acquisition) -> Scores:
-    probs = apply_temperature(model.classifier.predict_proba(X), model.temperature)
-    p1, p2 = top2(probs)
+    raw = model.classifier.predict_proba(X)
+    calibrator = model.calibrator
+    probs = calibrator(raw) if calibrator is not None else apply_temperature(raw, model.temperature)
     outlier = (
         model.outlier.score(X) if model.outlier is not None else np.full(len(X), np.nan)
     )
+    return scores_from_probs(probs, acquisition, outlier, X)
+
+
+def scores_from_probs(
+    probs: np.ndarray, acquisition: Acquisition, outlier: Optional[np.ndarray] = None, X: Optional[np.ndarray] = None
+) -> Scores:
+    """Scores of already calibrated probabilities (outlier NaN = detection off)."""
+    p1, p2 = top2(probs)
     return Scores(
         probs=probs,
         predicted=probs.argmax(axis=1),
@@ -39,5 +50,6 @@ def score_batch(model: ServingModel, X: np.ndarray, acquisition: Acquisition) ->
         margin=p1 - p2,
         entropy=normalized_entropy(probs),
         uncertainty=uncertainty(probs, acquisition),
-        outlier=outlier,
+        outlier=np.full(len(probs), np.nan) if outlier is None else outlier,
+        X=X,
     )

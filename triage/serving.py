@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from triage.calibrators import Calibrator
 from triage.data import load_dataset
 from triage.errors import ConfigError, ModelLoadError
 from triage.model import OnnxClassifier, sha256_of
@@ -28,6 +29,7 @@ class ServingModel:
     outlier: Optional[OutlierDetector] = None
     temperature: float = 1.0
     manifest: dict[str, Any] = field(default_factory=dict)
+    calibrator: Optional[Calibrator] = None  # when set, used instead of temperature (policies)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -156,6 +156,48 @@ class Settings(BaseSettings):
     """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
     registry_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("model"))
     """Scorers re-check the registry's CURRENT this often, in case a model event was missed."""
+    # --- policy (issue 8: calibrated, risk-controlled routing; see README "Policies") --------
+    policy: Literal["threshold", "review-rate", "risk"] = Field("threshold", json_schema_extra=_group("policy"))
+    """threshold: fixed --uncertainty-threshold. review-rate: keep the review share near
+    --review-rate. risk: auto-accept only what held-out labels certify (error <= --risk-alpha
+    with probability >= 1 - --risk-delta); needs held-out labels (--reference with y)."""
+    review_rate: float = Field(0.05, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    """Target share of samples sent to review under --policy review-rate."""
+    review_rate_window: int = Field(2000, ge=50, le=1_000_000, json_schema_extra=_group("policy"))
+    """Samples in the review-rate controller's sliding window: after a drift the rate is back
+    on target within about this many samples."""
+    risk_alpha: float = Field(0.05, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    """Largest tolerated error rate among auto-accepted predictions (--policy risk)."""
+    risk_delta: float = Field(0.1, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    """Allowed probability that the risk bound fails (held-out sample was unlucky)."""
+    risk_mondrian: bool = Field(False, json_schema_extra=_group("policy"))
+    """Certify a separate threshold per predicted class (each class's error <= alpha)."""
+    calibration: Literal["auto", "temperature", "platt", "isotonic", "none"] = Field(
+        "auto", json_schema_extra=_group("policy")
+    )
+    """Calibration fitted on held-out labels at start-up: auto picks by cross-validated log loss."""
+    calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    """Share of held-out labelled rows used to fit calibration; the rest certify the risk
+    threshold, the gate metrics and the after-calibration ECE (kept apart so the bound is honest)."""
+    gate_min_accuracy: Optional[float] = Field(None, ge=0.0, le=1.0, json_schema_extra=_group("policy"))
+    """Gate: a model version auto-accepts nothing until its held-out accuracy reaches this."""
+    gate_min_coverage: Optional[float] = Field(None, ge=0.0, le=1.0, json_schema_extra=_group("policy"))
+    """Gate: ... until the risk bound holds at a held-out coverage of at least this."""
+    gate_mode: Literal["review", "provisional"] = Field("review", json_schema_extra=_group("policy"))
+    """While the gate is closed: send would-be-accepted samples to review (reason gate), or
+    publish them to predictions marked provisional: true."""
+    dedupe_window: int = Field(0, ge=0, le=1_000_000, json_schema_extra=_group("policy"))
+    """Recent review requests remembered for near-duplicate suppression (0 = off)."""
+    dedupe_radius: float = Field(0.5, gt=0.0, json_schema_extra=_group("policy"))
+    """Near-duplicate cell width, in reference standard deviations along random projections."""
+    review_class_quota: Optional[float] = Field(None, gt=0.0, le=1.0, json_schema_extra=_group("policy"))
+    """Largest share of recent review requests one predicted class may take (None = no quota)."""
+    annotation_capacity: Optional[float] = Field(None, gt=0.0, json_schema_extra=_group("policy"))
+    """Labels per hour the annotators can produce; turns on the review-budget controller."""
+    budget_backlog_hours: float = Field(1.0, gt=0.0, json_schema_extra=_group("policy"))
+    """Review backlog (in hours of annotation capacity) the budget controller aims for."""
+    backlog_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("policy"))
+    """How often the scorer re-reads the review/labels topics to measure the backlog."""
 
     @field_validator("classes")
     @classmethod

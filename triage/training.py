@@ -125,3 +125,18 @@ def register(registry: Registry, trained: TrainedModel, manifest: dict[str, Any]
 def class_counts(y: np.ndarray) -> dict[str, int]:
     values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}
+
+
+def fit_bundle_routing(trained: TrainedModel, X_hold: np.ndarray, y_hold: np.ndarray, settings: Any) -> dict[str, Any]:
+    """Calibration and risk thresholds for the bundle, fitted on held-out labelled rows
+    (stored as ``manifest["routing"]``; scorers attach it with ``policies.prepare_model``)."""
+    from triage.policies import fit_routing, label_indices
+
+    known = np.isin(np.asarray(y_hold).astype(str), trained.classes)
+    X_hold, y_hold = X_hold[known], np.asarray(y_hold).astype(str)[known]
+    try:
+        raw = trained.estimator.predict_proba(np.asarray(X_hold, dtype=np.float32))
+        return fit_routing(raw, label_indices(y_hold, trained.classes), settings,
+                           outlier=trained.outlier.score(X_hold), X=X_hold)
+    except ConfigError as exc:  # too few held-out rows: serve with temperature only
+        return {"skipped": exc.message}

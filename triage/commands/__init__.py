@@ -2,6 +2,7 @@
 
 from triage.commands import (  # noqa: F401
     annotate,
+    audit,
     broker,
     demo,
     models,

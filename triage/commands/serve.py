@@ -6,11 +6,14 @@ import argparse
 import logging
 import threading
 
+from consumers.backlog import BacklogWatcher
 from consumers.scorer import Scorer
 from triage.cli import install_stop_handlers, subcommand
+from triage.data import load_dataset
 from triage.http import OpsServer
 from consumers.model_watcher import ModelWatcher
 from triage.errors import ConfigError
+from triage.policies import prepare_model
 from triage.registry import Registry
 from triage.serving import ServingModel, serving_model_from_file, serving_model_from_registry
 from triage.settings import Settings
@@ -18,7 +21,7 @@ from triage.transport import backend_name, ensure_topics
 
 log = logging.getLogger("triage.serve")
 
-GROUPS = ("kafka", "topics", "model", "routing", "processing", "operations")
+GROUPS = ("kafka", "topics", "model", "routing", "policy", "processing", "operations")
 
 
 def initial_model(settings: Settings) -> ServingModel:
@@ -31,8 +34,13 @@ def initial_model(settings: Settings) -> ServingModel:
         if version is None:
             raise ConfigError(f"registry {settings.registry} has no CURRENT version; run `triage train` "
                               "or `triage models import` first")
-        return serving_model_from_registry(registry, version, settings)
-    return serving_model_from_file(settings)
+        # Calibration and routing come from the bundle's manifest (fitted at train time).
+        return prepare_model(settings, serving_model_from_registry(registry, version, settings))
+    model = serving_model_from_file(settings)
+    X = y = None
+    if settings.reference is not None:
+        X, y = load_dataset(settings.reference)  # held-out labels (y) fit calibration + risk
+    return prepare_model(settings, model, X, y)
 
 
 def build_scorer(settings: Settings) -> Scorer:
@@ -52,11 +60,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         settings.samples_topic, backend_name(settings), settings.metrics_host, ops.port,
     )
     watcher = ModelWatcher(settings, Registry(settings.registry), scorer).start() if settings.registry else None
+    backlog = BacklogWatcher(settings, scorer.feed_backlog).start() if settings.annotation_capacity else None
     try:
         scorer.run()
     finally:
-        if watcher is not None:
-            watcher.stop()
+        for helper in (watcher, backlog):
+            if helper is not None:
+                helper.stop()
         ops.stop()
     log.info("scorer stopped cleanly")
     return 0

@@ -14,7 +14,7 @@ from triage.data import load_dataset
 from triage.errors import ConfigError
 from triage.registry import Registry
 from triage.settings import Settings
-from triage.training import class_counts, evaluate, manifest_for, register, train_model
+from triage.training import class_counts, evaluate, fit_bundle_routing, manifest_for, register, train_model
 
 
 def registry_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -69,7 +69,7 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
             "labels": "data/labels.jsonl", "labels_upto": 0, "labels_trained": 0, "labels_eval": 0,
             "class_counts": class_counts(y_base), "label_offsets": {}}
     manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=None,
-                            family=settings.model_family)
+                            family=settings.model_family, routing=fit_bundle_routing(trained, X_hold, y_hold, settings))
     version = register(registry, trained, manifest)
     registry.promote(version)
     progress(f"registered {version}: holdout accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "

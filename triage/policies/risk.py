@@ -1,0 +1,138 @@
+"""Risk control: pick the auto-accept threshold so that the error rate among accepted
+predictions is <= alpha with probability >= 1 - delta (Learn-then-Test, fixed sequence).
+
+Accept a sample when its uncertainty u <= lambda. For each candidate lambda (in increasing
+order, i.e. from the most to the least conservative, fixed before looking at labels) we test
+H(lambda): "error rate among accepted > alpha" with an exact Clopper-Pearson upper bound at
+level delta. Fixed-sequence testing stops at the first lambda whose bound exceeds alpha; every
+lambda before it is certified simultaneously with family-wise error <= delta, and we take the
+largest. The grid (uncertainty quantiles, from the first one accepting enough rows for zero
+errors to certify alpha) depends on the scores only, never on the labels.
+
+Mondrian (per predicted class): the same procedure on each class's rows at level delta / C
+(Bonferroni), so every class's accepted error is <= alpha at once; hence the overall one too.
+A class without enough held-out rows gets lambda = -1: nothing of it is auto-accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from scipy.special import betaincinv
+
+MAX_CANDIDATES = 200
+NEVER = -1.0  # a threshold no uncertainty (>= 0) is below: accept nothing
+
+
+def clopper_pearson_upper(errors: np.ndarray | int, n: np.ndarray | int, delta: float) -> np.ndarray:
+    """One-sided (1 - delta) upper confidence bound of a binomial proportion; 1 when n = 0."""
+    errors = np.asarray(errors, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ub = betaincinv(errors + 1, np.maximum(n - errors, 1e-12), 1 - delta)
+    return np.where(errors >= n, 1.0, ub)
+
+
+def clopper_pearson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided exact interval of a proportion (NaNs when n = 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    a = (1 - confidence) / 2
+    lo = 0.0 if successes == 0 else float(betaincinv(successes, n - successes + 1, a))
+    hi = 1.0 if successes == n else float(betaincinv(successes + 1, n - successes, 1 - a))
+    return lo, hi
+
+
+def min_accepted(alpha: float, delta: float, errors: int = 0) -> int:
+    """Fewest accepted rows with which ``errors`` errors still certify alpha at level delta."""
+    lo = int(np.ceil(np.log(delta) / np.log1p(-alpha)))  # the zero-error answer
+    if errors == 0:
+        return lo
+    hi = lo
+    while clopper_pearson_upper(errors, hi, delta) > alpha:
+        hi *= 2
+    while lo < hi:  # the bound falls as n grows: binary search the first n that certifies
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if clopper_pearson_upper(errors, mid, delta) > alpha else (lo, mid)
+    return lo
+
+
+def _candidates(u: np.ndarray, alpha: float, delta: float) -> np.ndarray:
+    """Label-free grid, increasing: distinct uncertainty quantiles, starting where enough rows
+    are accepted that one unlucky error still certifies (testing hopeless tiny sets first
+    would end the fixed sequence before it began). Depends on the scores, never the labels."""
+    if not len(u):
+        return np.zeros(0)
+    qs = np.unique(np.quantile(u, np.linspace(0, 1, min(MAX_CANDIDATES, len(u)) + 1)[1:]))
+    counts = np.searchsorted(np.sort(u), qs, side="right")
+    return qs[counts >= min_accepted(alpha, delta, errors=1)]
+
+
+def certify(u: np.ndarray, wrong: np.ndarray, alpha: float, delta: float) -> dict[str, Any]:
+    """Fixed-sequence LTT on one group. Returns threshold, certified bound and coverage."""
+    n = len(u)
+    lam, bound, accepted, errors = NEVER, 0.0, 0, 0
+    for cand in _candidates(u, alpha, delta):
+        acc = u <= cand
+        k, e = int(acc.sum()), int(wrong[acc].sum())
+        ub = float(clopper_pearson_upper(e, k, delta)) if k else 0.0
+        if ub > alpha:
+            break
+        lam, bound, accepted, errors = float(cand), ub, k, e
+    return {
+        "threshold": lam,
+        "upper_bound": bound,
+        "coverage": accepted / n if n else 0.0,
+        "accepted": accepted,
+        "errors": errors,
+        "n": n,
+    }
+
+
+def fit_risk(
+    u: np.ndarray,
+    predicted: np.ndarray,
+    y: np.ndarray,
+    *,
+    alpha: float,
+    delta: float,
+    mondrian: bool,
+    n_classes: int,
+    outlier: Optional[np.ndarray] = None,
+) -> dict[str, Any]:
+    """Thresholds on held-out rows (outliers, which serving never accepts, left out)."""
+    keep = np.ones(len(u), bool) if outlier is None else ~(outlier > 1.0)
+    u, predicted, y = np.asarray(u)[keep], np.asarray(predicted)[keep], np.asarray(y)[keep]
+    wrong = predicted != y
+    out: dict[str, Any] = {"alpha": alpha, "delta": delta, "mondrian": mondrian, "n": int(len(u))}
+    if not mondrian:
+        res = certify(u, wrong, alpha, delta)
+        out.update(threshold=res["threshold"], coverage=res["coverage"], upper_bound=res["upper_bound"],
+                   accepted_errors=res["errors"], accepted=res["accepted"])
+        return out
+    per_class = []
+    accepted = errors = 0
+    for c in range(n_classes):
+        rows = predicted == c
+        res = certify(u[rows], wrong[rows], alpha, delta / n_classes)
+        per_class.append(res["threshold"])
+        accepted += res["accepted"]
+        errors += res["errors"]
+    out.update(
+        thresholds=per_class,
+        threshold=float(min(per_class)) if per_class else NEVER,
+        coverage=accepted / len(u) if len(u) else 0.0,
+        upper_bound=float(clopper_pearson_upper(errors, accepted, delta)) if accepted else 0.0,
+        accepted_errors=errors,
+        accepted=accepted,
+    )
+    return out
+
+
+def accept_mask(params: dict[str, Any], u: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Which rows the fitted risk parameters allow to be auto-accepted (vectorized)."""
+    if params.get("mondrian") and "thresholds" in params:
+        lam = np.asarray(params["thresholds"], dtype=np.float64)[predicted]
+        return u <= lam
+    return u <= float(params["threshold"])
