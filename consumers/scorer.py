@@ -151,9 +151,18 @@ class Scorer:
         finally:
             self.close()
 
+    def _note_stall(self, operation: str, started: float) -> None:
+        """A client call that blocked past STALL_S waited on an unreachable broker (the
+        clients retry internally and may then succeed): count it as a broker error."""
+        self._progress_at = time.monotonic()
+        if self._progress_at - started > STALL_S:
+            self.metrics.broker_errors.labels(operation=operation).inc()
+
     def _poll(self) -> Optional[RecordBatch]:
+        started = time.monotonic()
         try:
             batch = self.consumer.poll_batch(self.settings.batch_size, self.settings.poll_timeout_ms)
+            self._note_stall("poll", started)
             self._broker_ok = True
             return batch
         except TransportError as exc:
@@ -179,8 +188,9 @@ class Scorer:
         pending = outputs
         attempt = 0
         while pending:
+            sent_at = time.monotonic()
             errors = self.producer.send_all(pending, ACK_TIMEOUT_S)
-            self._progress_at = time.monotonic()
+            self._note_stall("produce", sent_at)
             retry: list[OutRecord] = []
             for rec, err in zip(pending, errors):
                 if err is None:

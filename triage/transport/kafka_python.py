@@ -190,7 +190,14 @@ def make_producer(settings: Settings) -> KafkaPythonProducer:
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
-    admin = KafkaAdminClient(**client_config(settings))
+    try:
+        admin = KafkaAdminClient(**client_config(settings))
+    except KafkaError as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
+        raise TransportError(
+            f"cannot connect to {settings.bootstrap_servers} ({type(exc).__name__}: {exc}); check "
+            "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
+            retriable=True,
+        ) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
