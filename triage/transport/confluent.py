@@ -225,8 +225,13 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
     admin = AdminClient(client_config(settings))
     try:
         existing = set(admin.list_topics(timeout=10).topics)
-    except KafkaException as exc:
-        raise _transport_error(exc.args[0]) from exc
+    except KafkaException as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
+        err = exc.args[0]
+        raise TransportError(
+            f"cannot connect to {settings.bootstrap_servers} ({err.name()}: {err.str()}); check "
+            "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
+            retriable=True,
+        ) from None
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
