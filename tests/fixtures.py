@@ -32,7 +32,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield b
 
 
-@pytest.fixture(params=["kafka-python"])
+@pytest.fixture(params=["kafka-python", "confluent"])
 def kafka_client(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -1,0 +1,340 @@
+"""confluent-kafka (librdkafka) backend of the transport interface.
+
+Same contract as ``kafka_python``: poll_batch returns a RecordBatch of real records only
+(librdkafka error events such as partition EOF never become records), commit is
+synchronous, send_all waits for every delivery report and classifies each failure as
+retriable or not. librdkafka's own ``retriable()`` flag is only set on errors it raised
+itself, so a fixed table of transient codes backs it up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from triage.errors import TransportError
+from triage.records import OutRecord, RecordBatch
+from triage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Transient by nature: the broker or network will recover; the record itself is fine.
+_TRANSIENT = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "_MSG_TIMED_OUT", "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_QUEUE_FULL",
+        "_WAIT_COORD", "_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC", "_RESOLVE", "_DESTROY",
+        "REQUEST_TIMED_OUT", "NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE",
+        "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "UNKNOWN_TOPIC_OR_PART",
+        "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS",
+        "NETWORK_EXCEPTION", "BROKER_NOT_AVAILABLE", "KAFKA_STORAGE_ERROR",
+        "THROTTLING_QUOTA_EXCEEDED",
+    )
+    if hasattr(KafkaError, name)
+)
+# A commit refused because the group moved on: the new owner re-reads from the last
+# commit. Never retriable (same as kafka-python's CommitFailedError).
+_GROUP_MOVED = frozenset(
+    getattr(KafkaError, name)
+    for name in ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS",
+                 "_ASSIGNMENT_LOST", "FENCED_INSTANCE_ID", "STALE_MEMBER_EPOCH")
+    if hasattr(KafkaError, name)
+)
+_NO_RECORDS = frozenset((KafkaError._PARTITION_EOF,))
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol.lower(),
+        "logger": log,
+    }
+    if settings.sasl_mechanism:
+        cfg["sasl.mechanism"] = settings.sasl_mechanism
+        cfg["sasl.username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            cfg["sasl.password"] = settings.sasl_password.get_secret_value()
+    for ours, theirs in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                         ("ssl_keyfile", "ssl.key.location")):
+        value = getattr(settings, ours)
+        if value is not None:
+            cfg[theirs] = str(value)
+    if settings.ssl_key_password is not None:
+        cfg["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
+    return cfg
+
+
+def _classify(err: KafkaError) -> TransportError:
+    code = err.code()
+    retriable = (err.retriable() or code in _TRANSIENT) and not err.fatal() and code not in _GROUP_MOVED
+    return TransportError(f"{err.name()}: {err.str()}", retriable=retriable)
+
+
+def _from_exception(exc: BaseException) -> TransportError:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return _classify(exc.args[0])
+    return TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+
+
+class _Health:
+    """Broker reachability from librdkafka's statistics and error callbacks (no broker calls)."""
+
+    def __init__(self) -> None:
+        self.up: Optional[bool] = None  # unknown until the first statistics report
+        self.down_since: Optional[float] = None
+
+    def on_stats(self, raw: str) -> None:
+        try:
+            brokers = json.loads(raw).get("brokers", {})
+        except ValueError:
+            return
+        # nodeid -1 is the bootstrap placeholder; real brokers have ids >= 0.
+        states = [b.get("state") for b in brokers.values() if b.get("nodeid", -1) >= 0]
+        self.up = any(s == "UP" for s in states) if states else self.up
+        if self.up:
+            self.down_since = None
+
+    def on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
+            self.up = False
+            self.down_since = self.down_since or time.monotonic()
+        log.warning("kafka client error: %s", err.str())
+
+    def connected(self) -> bool:
+        return self.up is not False
+
+
+class ConfluentConsumer:
+    def __init__(self, consumer: Consumer, health: _Health, grouped: bool) -> None:
+        self._c = consumer
+        self._health = health
+        self._grouped = grouped
+        self._next: dict[tuple[str, int], int] = {}
+        self._deferred: Optional[TransportError] = None
+
+    def poll_batch(self, max_records: int, timeout_ms: int) -> RecordBatch:
+        if self._deferred is not None:  # an error seen after records were returned last time
+            err, self._deferred = self._deferred, None
+            raise err
+        try:
+            messages: list[Message] = self._c.consume(max_records, timeout_ms / 1000.0)
+        except KafkaException as exc:
+            raise _from_exception(exc) from exc
+        batch = RecordBatch()
+        topics, partitions, offsets = batch.topics, batch.partitions, batch.offsets
+        stamps, keys, values = batch.timestamps_ms, batch.keys, batch.values
+        error: Optional[KafkaError] = None
+        for m in messages:
+            e = m.error()
+            if e is not None:
+                if e.code() not in _NO_RECORDS:
+                    error = e
+                continue
+            topics.append(m.topic())
+            partitions.append(m.partition())
+            offsets.append(m.offset())
+            stamps.append(m.timestamp()[1])
+            keys.append(m.key())
+            values.append(m.value())
+        if topics:
+            nxt = self._next
+            for t, p, o in zip(topics, partitions, offsets):
+                nxt[(t, p)] = o + 1
+        if error is not None:
+            # Never drop records already taken from librdkafka: return them, raise next time.
+            if topics:
+                self._deferred = _classify(error)
+            else:
+                raise _classify(error)
+        return batch
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            result = self._c.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise _from_exception(exc) from exc
+        for tp in result or []:
+            if tp.error is not None:
+                raise _classify(tp.error)
+
+    def assigned(self) -> list[tuple[str, int]]:
+        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+
+    def lag(self) -> dict[int, int]:
+        """High watermark (cached from the last fetch response, no broker call) minus position."""
+        out: dict[int, int] = {}
+        for tp in self._c.assignment():
+            pos = self._next.get((tp.topic, tp.partition))
+            if pos is None:
+                continue
+            try:
+                _, high = self._c.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                out[tp.partition] = max(high - pos, 0)
+        return out
+
+    def connected(self) -> bool:
+        return self._health.connected()
+
+    def close(self) -> None:
+        # close() leaves the group (LeaveGroup), so partitions move without a session timeout.
+        self._c.close()
+
+
+def make_consumer(
+    settings: Settings,
+    topics: list[str],
+    *,
+    group_id: Optional[str],
+    from_beginning: bool = True,
+    on_revoke: Optional[Callable[[], None]] = None,
+) -> ConfluentConsumer:
+    health = _Health()
+    cfg = client_config(settings)
+    cfg.update({
+        # librdkafka insists on a group id; a private one is never joined when we assign().
+        "group.id": group_id or f"triage-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 500),
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
+        "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2),
+        "max.partition.fetch.bytes": max(1_048_576, settings.max_message_bytes + 1024),
+        "receive.message.max.bytes": max(52_428_800, settings.max_message_bytes * 2) + 1_048_576,
+        "fetch.wait.max.ms": 100,
+        "queued.min.messages": max(10_000, settings.batch_size * 4),
+        "partition.assignment.strategy": "range",
+        "statistics.interval.ms": 2000,
+        "stats_cb": health.on_stats,
+        "error_cb": health.on_error,
+    })
+    consumer = Consumer(cfg)
+    if group_id is None:
+        tps: list[TopicPartition] = []
+        offset = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
+        try:
+            meta = consumer.list_topics(timeout=30)
+        except KafkaException as exc:
+            consumer.close()
+            raise _from_exception(exc) from exc
+        for topic in topics:
+            t = meta.topics.get(topic)
+            for p in sorted(t.partitions) if t is not None and t.error is None else []:
+                tps.append(TopicPartition(topic, p, offset))
+        consumer.assign(tps)
+    else:
+        def revoked(_c: Any, partitions: list[TopicPartition]) -> None:
+            if on_revoke is not None and partitions:
+                on_revoke()
+
+        def assigned(_c: Any, partitions: list[TopicPartition]) -> None:
+            log.info("assigned partitions: %s", sorted((tp.topic, tp.partition) for tp in partitions))
+
+        consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+    return ConfluentConsumer(consumer, health, group_id is not None)
+
+
+class ConfluentProducer:
+    def __init__(self, producer: Producer) -> None:
+        self._p = producer
+
+    @staticmethod
+    def _report(results: list[Any], i: int, err: Optional[KafkaError], _msg: Message) -> None:
+        results[i] = _classify(err) if err is not None else None
+
+    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+        # results[i] stays _PENDING until record i's delivery report arrives.
+        results: list[Any] = [_PENDING] * len(records)
+        produce, poll = self._p.produce, self._p.poll
+        report = functools.partial(self._report, results)
+        deadline = time.monotonic() + timeout_s
+        for i, rec in enumerate(records):
+            while True:
+                try:
+                    produce(rec.topic, rec.value, rec.key, headers=rec.headers,
+                            on_delivery=functools.partial(report, i))
+                    break
+                except BufferError:  # local queue full: serve delivery reports, then retry
+                    if time.monotonic() > deadline:
+                        results[i] = TransportError("local producer queue full until timeout", retriable=True)
+                        break
+                    poll(0.05)
+                except KafkaException as exc:  # raised synchronously, e.g. record too large
+                    results[i] = _from_exception(exc)
+                    break
+                except (TypeError, ValueError) as exc:
+                    results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+                    break
+        remaining = self._p.flush(max(deadline - time.monotonic(), 0.0))
+        if remaining:
+            self._p.poll(0)
+        return [
+            TransportError("no acknowledgement before timeout", retriable=True) if r is _PENDING else r
+            for r in results
+        ]
+
+    def close(self) -> None:
+        self._p.flush(10)
+
+
+_PENDING = object()
+
+
+def make_producer(settings: Settings) -> ConfluentProducer:
+    health = _Health()
+    cfg = client_config(settings)
+    cfg.update({
+        "acks": "all",
+        "linger.ms": settings.linger_ms,
+        "batch.size": 1_048_576,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "message.max.bytes": max(1_048_576, settings.max_message_bytes + 64 * 1024),
+        "message.send.max.retries": 5,
+        "retry.backoff.ms": 100,
+        "request.timeout.ms": 15_000,
+        "message.timeout.ms": 60_000,
+        "max.in.flight.requests.per.connection": 5,
+        "partitioner": "murmur2_random",  # same key -> same partition as kafka-python / Java
+        "error_cb": health.on_error,
+    })
+    return ConfluentProducer(Producer(cfg))
+
+
+def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
+    cfg = client_config(settings)
+    cfg.pop("logger", None)
+    admin = AdminClient(cfg)
+    try:
+        existing = set(admin.list_topics(timeout=30).topics)
+    except KafkaException as exc:
+        raise _from_exception(exc) from exc
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
+                                  operation_timeout=30, request_timeout=30)
+    for topic, fut in futures.items():
+        try:
+            fut.result(timeout=60)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise _from_exception(exc) from exc
+    log.info("created topics %s with %d partitions", missing, partitions)
