@@ -123,8 +123,15 @@ class ConfluentConsumer:
         if self._deferred is not None:  # an error seen after records were returned last time
             err, self._deferred = self._deferred, None
             raise err
+        consume = self._c.consume
         try:
-            messages: list[Message] = self._c.consume(max_records, timeout_ms / 1000.0)
+            # consume(n, t) waits for n records or t; take what is queued now, and block
+            # only when nothing is, so a half-loaded scorer is not held back by batch_size.
+            messages: list[Message] = consume(max_records, 0)
+            if not messages:
+                messages = consume(1, timeout_ms / 1000.0)
+                if messages and max_records > 1:
+                    messages += consume(max_records - 1, 0)
         except KafkaException as exc:
             raise _from_exception(exc) from exc
         batch = RecordBatch()
@@ -216,6 +223,7 @@ def make_consumer(
         "max.partition.fetch.bytes": max(1_048_576, settings.max_message_bytes + 1024),
         "receive.message.max.bytes": max(52_428_800, settings.max_message_bytes * 2) + 1_048_576,
         "fetch.wait.max.ms": 100,
+        "fetch.queue.backoff.ms": 10,
         "queued.min.messages": max(10_000, settings.batch_size * 4),
         "partition.assignment.strategy": "range",
         "statistics.interval.ms": 2000,
