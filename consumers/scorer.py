@@ -22,6 +22,7 @@ from triage.records import OutRecord, RecordBatch
 from triage.routing import RoutingPolicy, ThresholdPolicy
 from triage.serving import ServingModel
 from triage.settings import Settings
+from triage.threads import limit_blas_threads
 from triage.transport import Consumer, Producer, make_consumer, make_producer
 
 log = logging.getLogger("triage.scorer")
@@ -46,6 +47,7 @@ class Scorer:
         producer: Optional[Producer] = None,
     ) -> None:
         self.settings = settings
+        limit_blas_threads(settings.blas_threads)
         self.metrics = metrics or ScorerMetrics()
         self.policy = policy or policy_from_settings(settings)
         self.model = model

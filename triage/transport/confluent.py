@@ -9,7 +9,6 @@ itself, so a fixed table of transient codes backs it up.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -222,7 +221,7 @@ def make_consumer(
         "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2),
         "max.partition.fetch.bytes": max(1_048_576, settings.max_message_bytes + 1024),
         "receive.message.max.bytes": max(52_428_800, settings.max_message_bytes * 2) + 1_048_576,
-        "fetch.wait.max.ms": 100,
+        "fetch.wait.max.ms": 10,
         "fetch.queue.backoff.ms": 10,
         "queued.min.messages": max(10_000, settings.batch_size * 4),
         "partition.assignment.strategy": "range",
@@ -256,50 +255,77 @@ def make_consumer(
     return ConfluentConsumer(consumer, health, group_id is not None)
 
 
+class _Delivery:
+    """Delivery reports of one send_all call. One shared callback (not one closure per
+    record): successes are counted; a failure is matched back to its record by content,
+    and records with identical topic, key and value are interchangeable anyway."""
+
+    __slots__ = ("acked", "failed")
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.failed: list[tuple[KafkaError, str, Optional[bytes], Optional[bytes]]] = []
+
+    def __call__(self, err: Optional[KafkaError], msg: Message) -> None:
+        if err is None:
+            self.acked += 1
+        else:
+            self.failed.append((err, msg.topic(), msg.key(), msg.value()))
+
+
 class ConfluentProducer:
     def __init__(self, producer: Producer) -> None:
         self._p = producer
 
-    @staticmethod
-    def _report(results: list[Any], i: int, err: Optional[KafkaError], _msg: Message) -> None:
-        results[i] = _classify(err) if err is not None else None
-
     def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
-        # results[i] stays _PENDING until record i's delivery report arrives.
-        results: list[Any] = [_PENDING] * len(records)
+        results: list[Optional[TransportError]] = [None] * len(records)
+        report = _Delivery()
         produce, poll = self._p.produce, self._p.poll
-        report = functools.partial(self._report, results)
         deadline = time.monotonic() + timeout_s
-        for i, rec in enumerate(records):
-            while True:
-                try:
-                    produce(rec.topic, rec.value, rec.key, headers=rec.headers,
-                            on_delivery=functools.partial(report, i))
-                    break
-                except BufferError:  # local queue full: serve delivery reports, then retry
-                    if time.monotonic() > deadline:
-                        results[i] = TransportError("local producer queue full until timeout", retriable=True)
-                        break
+        i, n = 0, len(records)
+        while i < n:
+            try:
+                for rec in records[i:] if i else records:  # the fast path: no per-record try
+                    produce(rec.topic, rec.value, rec.key, headers=rec.headers, on_delivery=report)
+                    i += 1
+            except BufferError:  # local queue full: serve delivery reports, then retry record i
+                if time.monotonic() > deadline:
+                    results[i] = TransportError("local producer queue full until timeout", retriable=True)
+                    i += 1
+                else:
                     poll(0.05)
-                except KafkaException as exc:  # raised synchronously, e.g. record too large
-                    results[i] = _from_exception(exc)
-                    break
-                except (TypeError, ValueError) as exc:
-                    results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
-                    break
-        remaining = self._p.flush(max(deadline - time.monotonic(), 0.0))
-        if remaining:
-            self._p.poll(0)
-        return [
-            TransportError("no acknowledgement before timeout", retriable=True) if r is _PENDING else r
-            for r in results
-        ]
+            except KafkaException as exc:  # raised synchronously, e.g. record too large
+                results[i] = _from_exception(exc)
+                i += 1
+            except (TypeError, ValueError) as exc:
+                results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+                i += 1
+        self._p.flush(max(deadline - time.monotonic(), 0.0))
+        queued = n - sum(r is not None for r in results)  # the rest failed synchronously
+        if report.acked + len(report.failed) < queued:
+            # Some reports are missing: we cannot tell which records were acknowledged, so
+            # every queued record is re-sent (duplicates, never losses).
+            timeout = TransportError("no acknowledgement before timeout", retriable=True)
+            return [r if r is not None else timeout for r in results]
+        if report.failed:
+            index: dict[tuple[str, Optional[bytes], Optional[bytes]], list[int]] = {}
+            for i, rec in enumerate(records):
+                if results[i] is None:
+                    index.setdefault((rec.topic, rec.key, rec.value), []).append(i)
+            unmatched: Optional[TransportError] = None
+            for err, topic, key, value in report.failed:
+                slots = index.get((topic, key, value))
+                if slots:
+                    results[slots.pop()] = _classify(err)
+                else:
+                    unmatched = _classify(err)
+            if unmatched is not None:  # cannot tell which record failed: re-send, never lose
+                retry = TransportError(unmatched.message, retriable=True)
+                return [r if r is not None else retry for r in results]
+        return results
 
     def close(self) -> None:
         self._p.flush(10)
-
-
-_PENDING = object()
 
 
 def make_producer(settings: Settings) -> ConfluentProducer:
