@@ -215,7 +215,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 values = [v for _, v in trace[1:]]
                 res["rss_run"] = {"samples": rss["samples"], "samples_per_s": rss["samples_per_s"],
                                   "rss_mb_trace": [(n, round(v / 2**20, 1)) for n, v in trace],
-                                  "drift_pct": 100 * (max(values) - base) / base, "end_vs_base_pct": 100 * (values[-1] - base) / base}
+                                  "drift_pct": 100 * (max(values) - base) / base,
+                                  "min_vs_base_pct": 100 * (min(values) - base) / base,
+                                  "end_vs_base_pct": 100 * (values[-1] - base) / base}
                 print(f"[{backend}] rss-run     {rss['samples']} samples, drift {res['rss_run']['drift_pct']:+.1f}%", flush=True)
             results["backends"][backend] = res
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -226,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def ratios(b: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for backend, r in b.items():
-        sc, pt, nv = (r.get(k, {}).get("samples_per_s") for k in KINDS)
+        pt, sc, nv = (r.get(k, {}).get("samples_per_s") for k in KINDS)
         out[backend] = {
             "e2e_over_passthrough": ratio(sc, pt), "target_e2e_over_passthrough": 0.8,
             "e2e_over_naive": ratio(sc, nv), "target_e2e_over_naive": 10.0,
@@ -238,6 +240,8 @@ def ratios(b: dict[str, Any]) -> dict[str, Any]:
             out[backend]["swap_lost"] = r["hot_swap"]["lost"]
         if "rss_run" in r:
             out[backend]["rss_drift_pct"] = r["rss_run"]["drift_pct"]
+            out[backend]["rss_min_vs_base_pct"] = r["rss_run"]["min_vs_base_pct"]
+            out[backend]["target_rss_abs_pct"] = 10.0
     if "confluent" in b and "kafka-python" in b:
         out["confluent_e2e_over_kafka_python_e2e"] = ratio(
             b["confluent"].get("scorer", {}).get("samples_per_s"), b["kafka-python"].get("scorer", {}).get("samples_per_s"))

@@ -30,6 +30,7 @@ from triage.handlers import BatchResult
 from triage.records import OutRecord, RecordBatch
 from triage.serving import ServingModel, serving_model_from_file
 from triage.settings import Settings
+from triage.threads import limit_blas_threads
 from triage.transport import make_consumer, make_producer
 
 
@@ -59,8 +60,9 @@ class Recorder:
             self.cpu0 = time.process_time()
 
     def record(self, acked: float, event_ms: np.ndarray, keys: list[Optional[bytes]], n_inputs: int) -> bool:
-        self.latencies.append(np.maximum(acked - event_ms / 1000.0, 0.0))
-        self.batches.append((acked, n_inputs))
+        if not self.rss_every:  # an RSS run keeps nothing per batch, so it measures the scorer only
+            self.latencies.append(np.maximum(acked - event_ms / 1000.0, 0.0))
+            self.batches.append((acked, n_inputs))
         self.done += n_inputs
         if self.ids is not None:
             for k in keys:
@@ -212,6 +214,7 @@ def run_passthrough(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
 def run_naive(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     """What people write by hand: a loop over messages, one model call and one produce each."""
     s = _settings(args)
+    limit_blas_threads(s.blas_threads)  # same native-thread setup as the scorer: a fair baseline
     model: ServingModel = serving_model_from_file(s)
     session = model.classifier.session
     spec = model.classifier.spec
