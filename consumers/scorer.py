@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from operator import attrgetter
 from typing import Callable, Optional
 
 import numpy as np
@@ -28,6 +29,7 @@ from triage.transport import Consumer, Producer, make_consumer, make_producer
 log = logging.getLogger("triage.scorer")
 
 MAX_BACKOFF_S = 5.0
+_topic_reason = attrgetter("topic", "reason")  # C-level key for the outcome counts
 ACK_TIMEOUT_S = 60.0
 
 
@@ -193,7 +195,7 @@ class Scorer:
 
     def _observe(self, batch: RecordBatch, result: BatchResult, delivered: list[OutRecord], acked: float) -> None:
         m = self.metrics
-        for (topic, reason), n in Counter((r.topic, r.reason) for r in delivered).items():
+        for (topic, reason), n in Counter(map(_topic_reason, delivered)).items():
             route = self._route.get(topic, "other")
             m.samples.labels(route=route, reason=reason).inc(n)
             if route == "dlq":
