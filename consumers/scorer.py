@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from operator import attrgetter
 from typing import Callable, Optional
 
 import numpy as np
@@ -23,11 +24,13 @@ from triage.records import OutRecord, RecordBatch
 from triage.routing import RoutingPolicy, ThresholdPolicy
 from triage.serving import ServingModel
 from triage.settings import Settings
+from triage.threads import limit_blas_threads
 from triage.transport import Consumer, Producer, make_consumer, make_producer
 
 log = logging.getLogger("triage.scorer")
 
 MAX_BACKOFF_S = 5.0
+_topic_reason = attrgetter("topic", "reason")  # C-level key for the outcome counts
 ACK_TIMEOUT_S = 60.0
 STALL_S = 10.0  # a loop step (poll, send, commit) blocked longer than this = not ready
 
@@ -58,6 +61,7 @@ class Scorer:
         producer: Optional[Producer] = None,
     ) -> None:
         self.settings = settings
+        limit_blas_threads(settings.blas_threads)
         self.metrics = metrics or ScorerMetrics()
         self.policy = policy or policy_from_settings(settings, model)
         self.policy_metrics = PolicyMetrics(self.metrics.registry)
@@ -236,7 +240,7 @@ class Scorer:
 
     def _observe(self, batch: RecordBatch, result: BatchResult, delivered: list[OutRecord], acked: float) -> None:
         m = self.metrics
-        for (topic, reason), n in Counter((r.topic, r.reason) for r in delivered).items():
+        for (topic, reason), n in Counter(map(_topic_reason, delivered)).items():
             route = self._route.get(topic, "other")
             m.samples.labels(route=route, reason=reason).inc(n)
             if route == "dlq":

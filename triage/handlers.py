@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
+from itertools import chain
 from typing import Optional
 
 import numpy as np
 
-from triage.codec import Sample, decode_sample, dlq_headers, encode
-from triage.errors import InputError, ScoreError, ValidationError
+from triage.codec import Prediction, ReviewRequest, Sample, ScoreFields, TopClass, decode_samples, dlq_headers, encode
+from triage.errors import ScoreError, ValidationError
 from triage.records import OutRecord, RecordBatch
 from triage.routing import AUDIT, CONFIDENT, HOLDS, REASONS, Decisions, RoutingPolicy
 from triage.scoring import Scores, score_batch
@@ -48,6 +49,18 @@ def _event_ms(sample: Sample, fallback: int) -> int:
     return fallback
 
 
+def _event_ms_column(samples: list[Sample], rows: list[int], fallback: list[int]) -> list[int]:
+    out: list[int] = []
+    append = out.append
+    for sample, r in zip(samples, rows):
+        ts = sample.ts
+        if ts.__class__ is int and ts > 0:  # the common case, without a call
+            append(ts)  # type: ignore[arg-type]
+        else:
+            append(_event_ms(sample, fallback[r]))
+    return out
+
+
 def dlq_record(
     batch: RecordBatch, i: int, error: Exception, stage: str, settings: Settings, version: str
 ) -> OutRecord:
@@ -75,24 +88,19 @@ def process_batch(
     version = model.version
     features = model.feature_count
     max_bytes = settings.max_message_bytes
-    outputs: list[OutRecord] = []
-    samples: list[Sample] = []
-    rows: list[int] = []
-    for i, value in enumerate(batch.values):
-        try:
-            samples.append(decode_sample(value, features, max_bytes))
-            rows.append(i)
-        except InputError as exc:
-            outputs.append(dlq_record(batch, i, exc, exc.stage, settings, version))
+    samples, rows, errors = decode_samples(batch.values, features, max_bytes)
+    outputs: list[OutRecord] = [dlq_record(batch, i, exc, exc.stage, settings, version) for i, exc in errors]
     if not samples:
         return BatchResult(outputs, version)
 
-    X = np.array([s.features for s in samples], dtype=np.float64)
+    # Every row has exactly `features` values (validated), so one flat fromiter fills X
+    # without numpy's nested-sequence shape discovery.
+    X = np.fromiter(chain.from_iterable([s.features for s in samples]), np.float64,
+                    count=len(samples) * features).reshape(len(samples), features)
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
-        for j in np.flatnonzero(~finite):
-            exc = ValidationError("`features` contains NaN or infinite values")
-            outputs.append(dlq_record(batch, rows[j], exc, exc.stage, settings, version))
+        exc = ValidationError("`features` contains NaN or infinite values")
+        outputs.extend(dlq_record(batch, rows[j], exc, exc.stage, settings, version) for j in np.flatnonzero(~finite))
         keep = np.flatnonzero(finite)
         samples = [samples[j] for j in keep]
         rows = [rows[j] for j in keep]
@@ -108,30 +116,21 @@ def process_batch(
     if not scorable.all():
         # Finite float64 features can still overflow the model's float32 math; a NaN
         # probability must never become an auto-accepted prediction.
-        for j in np.flatnonzero(~scorable):
-            exc = ScoreError("the model's output is NaN or infinite (features out of its numeric range?)")
-            outputs.append(dlq_record(batch, rows[j], exc, exc.stage, settings, version))
+        exc = ScoreError("the model's output is NaN or infinite (features out of its numeric range?)")
+        outputs.extend(dlq_record(batch, rows[j], exc, exc.stage, settings, version) for j in np.flatnonzero(~scorable))
         keep = np.flatnonzero(scorable)
         samples = [samples[j] for j in keep]
         rows = [rows[j] for j in keep]
-        scores = Scores(**{f.name: getattr(scores, f.name)[keep] for f in fields(scores)})
+        scores = Scores(**{f.name: None if getattr(scores, f.name) is None else getattr(scores, f.name)[keep]
+                           for f in fields(scores)})
         if not samples:
             return BatchResult(outputs, version)
     decisions = policy.decide(scores)
     outputs.extend(_encode_outputs(batch, samples, rows, scores, decisions, model, settings))
-    event_ms = np.array(
-        [_event_ms(s, batch.timestamps_ms[r]) for s, r in zip(samples, rows)], dtype=np.int64
-    )
+    event_ms = np.array(_event_ms_column(samples, rows, batch.timestamps_ms), dtype=np.int64)
     return BatchResult(
         outputs, version, scores, decisions, event_ms, inference_seconds
     )
-
-
-def _scorable(scores: Scores, outlier_enabled: bool) -> np.ndarray:
-    ok = np.isfinite(scores.probs).all(axis=1)
-    if outlier_enabled:
-        ok &= ~np.isnan(scores.outlier)
-    return ok
 
 
 def _encode_outputs(
@@ -162,33 +161,38 @@ def _encode_outputs(
     pred_topic, review_topic = settings.predictions_topic, settings.review_topic
 
     out: list[OutRecord] = []
+    append = out.append
     for j, sample in enumerate(samples):
         i = rows[j]
-        key = sample.id.encode()
-        score_obj = {"margin": margin[j], "entropy": entropy[j], "outlier": outlier[j]}
+        sid = sample.id
+        key = sid.encode()
+        score_obj = ScoreFields(margin[j], entropy[j], outlier[j])
         label = classes[predicted[j]]
         r = reason[j]
-        h = hold[j] if hold is not None else 0
-        if h:  # not auto-accepted, but published (marked) instead of reviewed: gate / hygiene
-            out.append(OutRecord(pred_topic, key, encode({
-                "id": sample.id, "label": label, "confidence": confidence[j],
-                "scores": score_obj, "model_version": version, "meta": sample.meta,
-                "provisional": True, "provisional_reason": HOLDS[h],
-                "review_reason": None if r == CONFIDENT else REASONS[r],
+        if hold is not None and hold[j]:  # not auto-accepted, but published marked: gate / hygiene
+            h = hold[j]
+            append(OutRecord(pred_topic, key, encode({
+                "id": sid, "label": label, "confidence": confidence[j], "scores": score_obj,
+                "model_version": version, "meta": sample.meta, "provisional": True,
+                "provisional_reason": HOLDS[h], "review_reason": None if r == CONFIDENT else REASONS[r],
             }), None, i, HOLDS[h]))
             continue
         if r == CONFIDENT:
-            out.append(OutRecord(pred_topic, key, encode({
-                "id": sample.id, "label": label, "confidence": confidence[j],
-                "scores": score_obj, "model_version": version, "meta": sample.meta,
-            }), None, i, "confident"))
+            append(OutRecord(pred_topic, key, encode(Prediction(
+                sid, label, confidence[j], score_obj, version, sample.meta,
+            )), None, i, "confident"))
             if not audit[j]:
                 continue
             r = AUDIT
-        out.append(OutRecord(review_topic, key, encode({
-            "id": sample.id, "features": sample.features, "reason": REASONS[r],
-            "predicted": label, "confidence": confidence[j], "scores": score_obj,
-            "priority": priority[j], "model_version": version, "meta": sample.meta,
-            "top": [{"label": classes[c], "p": p} for c, p in zip(top_idx[j], top_p[j])],
-        }), None, i, REASONS[r]))
+        append(OutRecord(review_topic, key, encode(ReviewRequest(
+            sid, sample.features, REASONS[r], label, confidence[j], score_obj, priority[j], version,
+            sample.meta, [TopClass(classes[c], p) for c, p in zip(top_idx[j], top_p[j])],
+        )), None, i, REASONS[r]))
     return out
+
+
+def _scorable(scores: Scores, outlier_enabled: bool) -> np.ndarray:
+    ok = np.isfinite(scores.probs).all(axis=1)
+    if outlier_enabled:
+        ok &= ~np.isnan(scores.outlier)
+    return ok

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     """Retries of a retriable produce failure before the loop backs off and retries the batch."""
     linger_ms: int = Field(5, ge=0, json_schema_extra=_group("processing"))
     """Producer linger: how long the producer waits to fill a batch."""
+    blas_threads: int = Field(1, ge=0, json_schema_extra=_group("processing"))
+    """BLAS threads for numpy (outlier scoring); 0 = leave the library default. One is
+    fastest for per-batch matrices this small, and spinning BLAS threads steal the cores
+    the Kafka client needs."""
 
     # --- operations --------------------------------------------------------------------------
     metrics_host: str = Field("0.0.0.0", json_schema_extra=_group("operations"))

@@ -1,13 +1,21 @@
-"""confluent-kafka (librdkafka) backend of the transport interface."""
+"""confluent-kafka (librdkafka) backend of the transport interface.
+
+Same contract as ``kafka_python``: poll_batch returns a RecordBatch of real records only
+(librdkafka error events such as partition EOF never become records), commit is
+synchronous, send_all waits for every delivery report and classifies each failure as
+retriable or not. librdkafka's own ``retriable()`` flag is only set on errors it raised
+itself, so a fixed table of transient codes backs it up.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from typing import Any, Callable, Optional
 
-from confluent_kafka import Consumer as CKConsumer
-from confluent_kafka import KafkaError, KafkaException, Producer as CKProducer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from triage.errors import TransportError
@@ -16,106 +24,178 @@ from triage.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Failures that no retry can fix: the record goes to the DLQ (stage ``produce``).
-_NOT_RETRIABLE = {
-    getattr(KafkaError, name) for name in (
-        "MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE",
-        "TOPIC_AUTHORIZATION_FAILED", "INVALID_RECORD", "_INVALID_ARG",
-    ) if hasattr(KafkaError, name)
-}
+# Transient by nature: the broker or network will recover; the record itself is fine.
+_TRANSIENT = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "_MSG_TIMED_OUT", "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_QUEUE_FULL",
+        "_WAIT_COORD", "_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC", "_RESOLVE", "_DESTROY",
+        "REQUEST_TIMED_OUT", "NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE",
+        "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "UNKNOWN_TOPIC_OR_PART",
+        "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS",
+        "NETWORK_EXCEPTION", "BROKER_NOT_AVAILABLE", "KAFKA_STORAGE_ERROR",
+        "THROTTLING_QUOTA_EXCEEDED",
+    )
+    if hasattr(KafkaError, name)
+)
+# A commit refused because the group moved on: the new owner re-reads from the last
+# commit. Never retriable (same as kafka-python's CommitFailedError).
+_GROUP_MOVED = frozenset(
+    getattr(KafkaError, name)
+    for name in ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS",
+                 "_ASSIGNMENT_LOST", "FENCED_INSTANCE_ID", "STALE_MEMBER_EPOCH")
+    if hasattr(KafkaError, name)
+)
+_NO_RECORDS = frozenset((KafkaError._PARTITION_EOF,))
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol,
-        "log_level": 3,
-        # librdkafka logs through Python logging (quiet unless configured), not raw stderr.
-        "logger": logging.getLogger("rdkafka"),
+        "security.protocol": settings.security_protocol.lower(),
+        "logger": log,
     }
     if settings.sasl_mechanism:
         cfg["sasl.mechanism"] = settings.sasl_mechanism
         cfg["sasl.username"] = settings.sasl_username
-        cfg["sasl.password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    if settings.ssl_cafile is not None:
-        cfg["ssl.ca.location"] = str(settings.ssl_cafile)
-    if settings.ssl_certfile is not None:
-        cfg["ssl.certificate.location"] = str(settings.ssl_certfile)
-    if settings.ssl_keyfile is not None:
-        cfg["ssl.key.location"] = str(settings.ssl_keyfile)
+        if settings.sasl_password is not None:
+            cfg["sasl.password"] = settings.sasl_password.get_secret_value()
+    for ours, theirs in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                         ("ssl_keyfile", "ssl.key.location")):
+        value = getattr(settings, ours)
+        if value is not None:
+            cfg[theirs] = str(value)
     if settings.ssl_key_password is not None:
         cfg["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
     return cfg
 
 
-def _transport_error(err: KafkaError) -> TransportError:
-    retriable = err.code() not in _NOT_RETRIABLE and not err.fatal()
+def _classify(err: KafkaError) -> TransportError:
+    code = err.code()
+    retriable = (err.retriable() or code in _TRANSIENT) and not err.fatal() and code not in _GROUP_MOVED
     return TransportError(f"{err.name()}: {err.str()}", retriable=retriable)
 
 
+def _from_exception(exc: BaseException) -> TransportError:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return _classify(exc.args[0])
+    return TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+
+
+class _Health:
+    """Broker reachability from librdkafka's statistics and error callbacks (no broker calls)."""
+
+    def __init__(self) -> None:
+        self.up: Optional[bool] = None  # unknown until the first statistics report
+        self.down_since: Optional[float] = None
+
+    def on_stats(self, raw: str) -> None:
+        try:
+            brokers = json.loads(raw).get("brokers", {})
+        except ValueError:
+            return
+        # nodeid -1 is the bootstrap placeholder; real brokers have ids >= 0.
+        states = [b.get("state") for b in brokers.values() if b.get("nodeid", -1) >= 0]
+        self.up = any(s == "UP" for s in states) if states else self.up
+        if self.up:
+            self.down_since = None
+
+    def on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
+            self.up = False
+            self.down_since = self.down_since or time.monotonic()
+        log.warning("kafka client error: %s", err.str())
+
+    def connected(self) -> bool:
+        return self.up is not False
+
+
 class ConfluentConsumer:
-    def __init__(self, consumer: CKConsumer, grouped: bool) -> None:
+    def __init__(self, consumer: Consumer, health: _Health, grouped: bool) -> None:
         self._c = consumer
+        self._health = health
         self._grouped = grouped
         self._next: dict[tuple[str, int], int] = {}
-        self._assigned: list[tuple[str, int]] = []
-        self._connected = True
-
-    def _on_assign(self, _c: Any, partitions: list[TopicPartition]) -> None:
-        self._assigned = sorted((tp.topic, tp.partition) for tp in partitions)
-        log.info("assigned partitions: %s", self._assigned)
+        self._deferred: Optional[TransportError] = None
 
     def poll_batch(self, max_records: int, timeout_ms: int) -> RecordBatch:
+        if self._deferred is not None:  # an error seen after records were returned last time
+            err, self._deferred = self._deferred, None
+            raise err
+        consume = self._c.consume
         try:
-            messages = self._c.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
+            # consume(n, t) waits for n records or t; take what is queued now, and block
+            # only when nothing is, so a half-loaded scorer is not held back by batch_size.
+            messages: list[Message] = consume(max_records, 0)
+            if not messages:
+                messages = consume(1, timeout_ms / 1000.0)
+                if messages and max_records > 1:
+                    messages += consume(max_records - 1, 0)
         except KafkaException as exc:
-            raise _transport_error(exc.args[0]) from exc
+            raise _from_exception(exc) from exc
         batch = RecordBatch()
-        append = batch.append
+        topics, partitions, offsets = batch.topics, batch.partitions, batch.offsets
+        stamps, keys, values = batch.timestamps_ms, batch.keys, batch.values
+        error: Optional[KafkaError] = None
         for m in messages:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err)
-                    if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-                        self._connected = False
+            e = m.error()
+            if e is not None:
+                if e.code() not in _NO_RECORDS:
+                    error = e
                 continue
-            ts = m.timestamp()[1]
-            append(m.topic(), m.partition(), m.offset(), ts, m.key(), m.value())
-        if batch.offsets:
-            self._connected = True
-            for t, p, o in zip(batch.topics, batch.partitions, batch.offsets):
-                self._next[(t, p)] = o + 1
+            topics.append(m.topic())
+            partitions.append(m.partition())
+            offsets.append(m.offset())
+            stamps.append(m.timestamp()[1])
+            keys.append(m.key())
+            values.append(m.value())
+        if topics:
+            nxt = self._next
+            for t, p, o in zip(topics, partitions, offsets):
+                nxt[(t, p)] = o + 1
+        if error is not None:
+            # Never drop records already taken from librdkafka: return them, raise next time.
+            if topics:
+                self._deferred = _classify(error)
+            else:
+                raise _classify(error)
         return batch
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
             return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            self._c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+            result = self._c.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
-            raise _transport_error(exc.args[0]) from exc
+            raise _from_exception(exc) from exc
+        for tp in result or []:
+            if tp.error is not None:
+                raise _classify(tp.error)
 
     def assigned(self) -> list[tuple[str, int]]:
-        if not self._grouped:
-            return [(tp.topic, tp.partition) for tp in self._c.assignment()]
-        return list(self._assigned)
+        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
 
     def lag(self) -> dict[int, int]:
+        """High watermark (cached from the last fetch response, no broker call) minus position."""
         out: dict[int, int] = {}
-        for (topic, partition), pos in self._next.items():
+        for tp in self._c.assignment():
+            pos = self._next.get((tp.topic, tp.partition))
+            if pos is None:
+                continue
             try:
-                _low, high = self._c.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                _, high = self._c.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
             if high is not None and high >= 0:
-                out[partition] = max(high - pos, 0)
+                out[tp.partition] = max(high - pos, 0)
         return out
 
     def connected(self) -> bool:
-        return self._connected
+        return self._health.connected()
 
     def close(self) -> None:
+        # close() leaves the group (LeaveGroup), so partitions move without a session timeout.
         self._c.close()
 
 
@@ -127,79 +207,127 @@ def make_consumer(
     from_beginning: bool = True,
     on_revoke: Optional[Callable[[], None]] = None,
 ) -> ConfluentConsumer:
+    health = _Health()
     cfg = client_config(settings)
     cfg.update({
-        "group.id": group_id or f"triage-reader-{time.time_ns()}",
+        # librdkafka insists on a group id; a private one is never joined when we assign().
+        "group.id": group_id or f"triage-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 500),
         "max.poll.interval.ms": settings.max_poll_interval_ms,
-        "fetch.max.bytes": max(52_428_800, settings.max_message_bytes * 2),
+        # Bounded prefetch: librdkafka's default (64 MB queued) makes RSS swing with the
+        # backlog; 16 MB is still dozens of batches ahead.
+        "fetch.max.bytes": max(8_388_608, settings.max_message_bytes * 2),
         "max.partition.fetch.bytes": max(1_048_576, settings.max_message_bytes + 1024),
-        "statistics.interval.ms": 0,
-        "enable.partition.eof": False,
+        "receive.message.max.bytes": max(8_388_608, settings.max_message_bytes * 2) + 1_048_576,
+        "queued.max.messages.kbytes": max(16_384, settings.max_message_bytes * 4 // 1024),
+        "fetch.wait.max.ms": 10,
+        "fetch.queue.backoff.ms": 10,
+        "queued.min.messages": max(10_000, settings.batch_size * 4),
+        "partition.assignment.strategy": "range",
+        "statistics.interval.ms": 2000,
+        "stats_cb": health.on_stats,
+        "error_cb": health.on_error,
     })
-    consumer = CKConsumer(cfg)
-    wrapped = ConfluentConsumer(consumer, grouped=group_id is not None)
+    consumer = Consumer(cfg)
     if group_id is None:
-        # No group: assign every partition explicitly; nothing is ever committed.
-        meta = consumer.list_topics(timeout=10)
-        parts = []
-        for t in topics:
-            for p in sorted(meta.topics[t].partitions) if t in meta.topics else []:
+        tps: list[TopicPartition] = []
+        offset = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
+        try:
+            meta = consumer.list_topics(timeout=30)
+        except KafkaException as exc:
+            consumer.close()
+            raise _from_exception(exc) from exc
+        for topic in topics:
+            t = meta.topics.get(topic)
+            for p in sorted(t.partitions) if t is not None and t.error is None else []:
                 # Resolve "end" now, not at the first fetch, so nothing produced after this
                 # call is skipped (the model watcher relies on it).
-                offset = -2 if from_beginning else consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                parts.append(TopicPartition(t, p, offset))
-        consumer.assign(parts)
+                at = offset if from_beginning else consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                tps.append(TopicPartition(topic, p, at))
+        consumer.assign(tps)
     else:
         def revoked(_c: Any, partitions: list[TopicPartition]) -> None:
-            wrapped._assigned = []
-            if on_revoke and partitions:
+            if on_revoke is not None and partitions:
                 on_revoke()
 
-        consumer.subscribe(topics, on_assign=wrapped._on_assign, on_revoke=revoked, on_lost=revoked)
-    return wrapped
+        def assigned(_c: Any, partitions: list[TopicPartition]) -> None:
+            log.info("assigned partitions: %s", sorted((tp.topic, tp.partition) for tp in partitions))
+
+        consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+    return ConfluentConsumer(consumer, health, group_id is not None)
+
+
+class _Delivery:
+    """Delivery reports of one send_all call. One shared callback (not one closure per
+    record): successes are counted; a failure is matched back to its record by content,
+    and records with identical topic, key and value are interchangeable anyway."""
+
+    __slots__ = ("acked", "failed")
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.failed: list[tuple[KafkaError, str, Optional[bytes], Optional[bytes]]] = []
+
+    def __call__(self, err: Optional[KafkaError], msg: Message) -> None:
+        if err is None:
+            self.acked += 1
+        else:
+            self.failed.append((err, msg.topic(), msg.key(), msg.value()))
 
 
 class ConfluentProducer:
-    def __init__(self, producer: CKProducer) -> None:
+    def __init__(self, producer: Producer) -> None:
         self._p = producer
 
     def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
         results: list[Optional[TransportError]] = [None] * len(records)
-        pending = [0]
-
-        def report(i: int) -> Callable[[Optional[KafkaError], Any], None]:
-            def cb(err: Optional[KafkaError], _msg: Any) -> None:
-                pending[0] -= 1
-                if err is not None:
-                    results[i] = _transport_error(err)
-            return cb
-
-        produce = self._p.produce
-        for i, rec in enumerate(records):
-            while True:
-                try:
-                    produce(rec.topic, rec.value, rec.key, headers=rec.headers, on_delivery=report(i))
-                    pending[0] += 1
-                    break
-                except BufferError:  # local queue full: serve delivery reports, then retry
-                    self._p.poll(0.05)
-                except KafkaException as exc:
-                    results[i] = _transport_error(exc.args[0])
-                    break
+        report = _Delivery()
+        produce, poll = self._p.produce, self._p.poll
         deadline = time.monotonic() + timeout_s
-        while pending[0] > 0 and time.monotonic() < deadline:
-            self._p.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
-        if pending[0] > 0:
-            # Unacknowledged after the timeout: report retriable; librdkafka may still
-            # deliver them, which at-least-once turns into duplicates, never losses.
-            for i, r in enumerate(results):
-                if r is None:
-                    results[i] = TransportError("no acknowledgement before timeout", retriable=True)
+        i, n = 0, len(records)
+        while i < n:
+            try:
+                for rec in records[i:] if i else records:  # the fast path: no per-record try
+                    produce(rec.topic, rec.value, rec.key, headers=rec.headers, on_delivery=report)
+                    i += 1
+            except BufferError:  # local queue full: serve delivery reports, then retry record i
+                if time.monotonic() > deadline:
+                    results[i] = TransportError("local producer queue full until timeout", retriable=True)
+                    i += 1
+                else:
+                    poll(0.05)
+            except KafkaException as exc:  # raised synchronously, e.g. record too large
+                results[i] = _from_exception(exc)
+                i += 1
+            except (TypeError, ValueError) as exc:
+                results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+                i += 1
+        self._p.flush(max(deadline - time.monotonic(), 0.0))
+        queued = n - sum(r is not None for r in results)  # the rest failed synchronously
+        if report.acked + len(report.failed) < queued:
+            # Some reports are missing: we cannot tell which records were acknowledged, so
+            # every queued record is re-sent (duplicates, never losses).
+            timeout = TransportError("no acknowledgement before timeout", retriable=True)
+            return [r if r is not None else timeout for r in results]
+        if report.failed:
+            index: dict[tuple[str, Optional[bytes], Optional[bytes]], list[int]] = {}
+            for i, rec in enumerate(records):
+                if results[i] is None:
+                    index.setdefault((rec.topic, rec.key, rec.value), []).append(i)
+            unmatched: Optional[TransportError] = None
+            for err, topic, key, value in report.failed:
+                slots = index.get((topic, key, value))
+                if slots:
+                    results[slots.pop()] = _classify(err)
+                else:
+                    unmatched = _classify(err)
+            if unmatched is not None:  # cannot tell which record failed: re-send, never lose
+                retry = TransportError(unmatched.message, retriable=True)
+                return [r if r is not None else retry for r in results]
         return results
 
     def close(self) -> None:
@@ -207,40 +335,50 @@ class ConfluentProducer:
 
 
 def make_producer(settings: Settings) -> ConfluentProducer:
+    health = _Health()
     cfg = client_config(settings)
     cfg.update({
         "acks": "all",
         "linger.ms": settings.linger_ms,
-        "batch.size": 1_000_000,
+        "batch.size": 1_048_576,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
         "message.max.bytes": max(1_048_576, settings.max_message_bytes + 64 * 1024),
-        "compression.type": "none",
-        "enable.idempotence": False,
-        "message.timeout.ms": 30_000,
-        "queue.buffering.max.messages": 500_000,
+        "message.send.max.retries": 5,
+        "retry.backoff.ms": 100,
+        "request.timeout.ms": 15_000,
+        "message.timeout.ms": 60_000,
+        "max.in.flight.requests.per.connection": 5,
+        "partitioner": "murmur2_random",  # same key -> same partition as kafka-python / Java
+        "error_cb": health.on_error,
     })
-    return ConfluentProducer(CKProducer(cfg))
+    return ConfluentProducer(Producer(cfg))
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
-    admin = AdminClient(client_config(settings))
+    cfg = client_config(settings)
+    cfg.pop("logger", None)
+    admin = AdminClient(cfg)
     try:
-        existing = set(admin.list_topics(timeout=10).topics)
+        existing = set(admin.list_topics(timeout=30).topics)
     except KafkaException as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
-        err = exc.args[0]
         raise TransportError(
-            f"cannot connect to {settings.bootstrap_servers} ({err.name()}: {err.str()}); check "
+            f"cannot connect to {settings.bootstrap_servers} ({_from_exception(exc).message}); check "
             "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
             retriable=True,
         ) from None
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
-    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in missing], operation_timeout=10)
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
+                                  operation_timeout=30, request_timeout=30)
     for topic, fut in futures.items():
         try:
-            fut.result(15)
+            fut.result(timeout=60)
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise _transport_error(err) from exc
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise _from_exception(exc) from exc
     log.info("created topics %s with %d partitions", missing, partitions)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from triage.errors import TransportError
+from triage.settings import Settings
+from triage.transport.confluent import ConfluentConsumer, _classify, _from_exception, _Health, client_config
+
+
+def test_transient_broker_errors_are_retriable() -> None:
+    for code in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                 KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT):
+        assert _classify(KafkaError(code)).retriable is True, code
+
+
+def test_record_and_group_errors_are_not_retriable() -> None:
+    for code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+                 KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.ILLEGAL_GENERATION,
+                 KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS):
+        assert _classify(KafkaError(code)).retriable is False, code
+
+
+def test_fatal_errors_are_never_retriable() -> None:
+    err = KafkaError(KafkaError._TRANSPORT, "boom", fatal=True)
+    assert _classify(err).retriable is False
+
+
+def test_exception_wrapping_keeps_the_code_name() -> None:
+    exc = KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    err = _from_exception(exc)
+    assert err.retriable is False and "MSG_SIZE_TOO_LARGE" in err.message
+
+
+class _Msg:
+    def __init__(self, offset: int, error: Optional[KafkaError] = None) -> None:
+        self._offset, self._error = offset, error
+
+    def error(self) -> Optional[KafkaError]:
+        return self._error
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1000 + self._offset)
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v%d" % self._offset
+
+
+class _FakeClient:
+    """Stands in for confluent_kafka.Consumer.consume only (unit test, no broker)."""
+
+    def __init__(self, batches: list[list[_Msg]]) -> None:
+        self.batches = batches
+
+    def consume(self, n: int, timeout: float) -> list[_Msg]:
+        return self.batches.pop(0) if self.batches else []
+
+
+def test_error_events_never_become_records_and_errors_are_not_lost() -> None:
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    down = KafkaError(KafkaError._ALL_BROKERS_DOWN)
+    client = _FakeClient([[_Msg(0), _Msg(-1, eof), _Msg(1), _Msg(-1, down)]])
+    consumer = ConfluentConsumer(client, _Health(), grouped=True)  # type: ignore[arg-type]
+    batch = consumer.poll_batch(10, 10)
+    assert batch.offsets == [0, 1] and batch.values == [b"v0", b"v1"]  # EOF and error events skipped
+    with pytest.raises(TransportError) as info:  # the error is raised on the next poll, not dropped
+        consumer.poll_batch(10, 10)
+    assert info.value.retriable is True
+    assert len(consumer.poll_batch(10, 10)) == 0
+
+
+def test_security_settings_map_to_librdkafka_names() -> None:
+    s = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                 sasl_password="p", ssl_cafile="/ca.pem", ssl_certfile="/c.pem", ssl_keyfile="/k.pem",
+                 ssl_key_password="kp")
+    cfg = client_config(s)
+    assert cfg["security.protocol"] == "sasl_ssl" and cfg["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert cfg["sasl.username"] == "u" and cfg["sasl.password"] == "p"
+    assert (cfg["ssl.ca.location"], cfg["ssl.certificate.location"], cfg["ssl.key.location"]) == ("/ca.pem", "/c.pem", "/k.pem")
+    assert cfg["ssl.key.password"] == "kp"
