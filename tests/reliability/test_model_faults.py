@@ -1,0 +1,142 @@
+"""Model and registry faults: the scorer keeps serving the last good model through each."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from sklearn.datasets import load_digits
+
+from consumers.model_watcher import ModelWatcher
+from consumers.scorer import Scorer
+from consumers.trainer import announce
+from tests.fixtures import produce, read_all
+from tests.integration.test_hotswap import samples, wait_for
+from triage.commands.train import train_initial
+from triage.registry import Registry
+from triage.serving import serving_model_from_registry
+from triage.settings import Settings
+from triage.transport import make_producer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    return load_digits(return_X_y=True)
+
+
+@pytest.fixture
+def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
+    X, y = digits
+    reg = Registry(tmp_path / "registry")
+    train_initial(X[:600], y[:600], reg, Settings(), progress=lambda m: None)
+    return reg
+
+
+def _manifest(reg: Registry, **changes: Any) -> dict[str, Any]:
+    m = {k: v for k, v in reg.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
+    return {**m, **changes}
+
+
+def _nan_model() -> bytes:
+    W = helper.make_tensor("W", TensorProto.FLOAT, [64, 10], [float("nan")] * 640)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["logits"]), helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        "nan", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])], [W])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _narrow_model(reg: Registry, digits: tuple[np.ndarray, np.ndarray]) -> tuple[bytes, dict[str, Any]]:
+    from triage.training import train_model
+
+    X, y = digits
+    trained = train_model(X[:400, :32], y[:400])
+    return trained.onnx_bytes, _manifest(reg, feature_count=32, outlier=trained.outlier.to_dict())
+
+
+def _truncated(reg: Registry) -> bytes:
+    return reg.model_path("v1").read_bytes()[:500]
+
+
+FAULTS: dict[str, tuple[str, Callable[[Registry, Any], None]]] = {}
+
+
+def fault(name: str, reason: str) -> Callable[[Callable[[Registry, Any], None]], Callable[[Registry, Any], None]]:
+    def register(fn: Callable[[Registry, Any], None]) -> Callable[[Registry, Any], None]:
+        FAULTS[name] = (reason, fn)
+        return fn
+    return register
+
+
+@fault("truncated ONNX file (sha256 of the truncated bytes, so it passes the integrity check)", "load")
+def _(reg: Registry, digits: Any) -> None:
+    reg.promote(reg.add_bundle(_truncated(reg), _manifest(reg), reg.canary("v1")))
+
+
+@fault("manifest sha256 does not match the model file", "sha256")
+def _(reg: Registry, digits: Any) -> None:
+    v = reg.add_bundle(reg.model_path("v1").read_bytes(), _manifest(reg), reg.canary("v1"))
+    reg.promote(v)
+    with open(reg.model_path(v), "ab") as fh:
+        fh.write(b"\x00tampered")
+
+
+@fault("wrong feature count (32 instead of 64)", "incompatible")
+def _(reg: Registry, digits: Any) -> None:
+    onnx_bytes, manifest = _narrow_model(reg, digits)
+    reg.promote(reg.add_bundle(onnx_bytes, manifest))
+
+
+@fault("a model that outputs NaN", "load")
+def _(reg: Registry, digits: Any) -> None:
+    reg.promote(reg.add_bundle(_nan_model(), _manifest(reg, output_kind="probabilities"), reg.canary("v1")))
+
+
+@fault("unreadable registry: CURRENT names a version whose manifest is not JSON", "registry")
+def _(reg: Registry, digits: Any) -> None:
+    v = reg.add_bundle(reg.model_path("v1").read_bytes(), _manifest(reg), reg.canary("v1"))
+    reg.promote(v)
+    (reg.bundle_dir(v) / "manifest.json").write_text("{not json")
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_scorer_keeps_serving_the_last_good_model(
+    name: str, settings_factory: Callable[..., Settings], registry: Registry, digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    reason, inject = FAULTS[name]
+    X, _ = digits
+    s = settings_factory(registry=registry.root)
+    scorer = Scorer(s, serving_model_from_registry(registry, "v1", s))
+    watcher = ModelWatcher(s, registry, scorer).start()
+    worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 60.0})
+    worker.start()
+    try:
+        inject(registry, digits)
+        version = registry.current() or "v1"
+        producer = make_producer(s)
+        announce(s, producer, {"version": version, "sha256": "-", "path": f"models/{version}/model.onnx",
+                               "action": "promote"})
+        producer.close()
+        wait_for(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")
+        produce(s, s.samples_topic, samples(X, 0, 200))
+        out = read_all(s, s.output_topics(), expect=200)
+    finally:
+        scorer.stop_event.set()
+        worker.join(60)
+        watcher.stop()
+    assert scorer.model.version == "v1"
+    docs = [json.loads(r["value"]) for r in out if r["topic"] != s.dlq_topic]
+    assert {d["id"] for d in docs} == {f"d{i}" for i in range(200)}
+    assert {d["model_version"] for d in docs} == {"v1"}
+    assert scorer.metrics.swaps.labels(result="refused")._value.get() >= 1
+    assert scorer.metrics.swaps.labels(result="success")._value.get() == 0
