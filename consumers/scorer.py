@@ -131,7 +131,12 @@ class Scorer:
     def _refresh_health(self) -> None:
         self._progress_at = time.monotonic()
         self._assigned = bool(self.consumer.assigned())
-        self._connected = self.consumer.connected()
+        connected = self.consumer.connected()
+        if self._connected and not connected:
+            # librdkafka polls do not block or fail during an outage: count the lost connection.
+            self.metrics.broker_errors.labels(operation="connection").inc()
+            log.warning("lost the connection to the broker; the client keeps retrying")
+        self._connected = connected
 
     # --- the loop ------------------------------------------------------------------------
     def run(self, *, max_batches: Optional[int] = None, idle_exit_s: Optional[float] = None) -> None:

@@ -141,8 +141,8 @@ def decode_samples(
         if value is not None and len(value) <= max_bytes:
             try:
                 sample = decode(value)
-            except (msgspec.MsgspecError, UnicodeDecodeError):
-                sample = None
+            except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+                sample = None  # decode_sample below gives the verdict (and the DLQ reason)
             if (
                 sample is not None
                 and sample.id
