@@ -80,6 +80,7 @@ class Scorer:
         self._assigned = False
         self._connected = False
         self._progress_at = time.monotonic()
+        self._lag_partitions: set[str] = set()
         self.metrics.set_model(model.version, model.sha256, model.outlier is not None)
         # triage_ready is computed at scrape time from the same checks as /readyz, so a
         # loop stuck waiting on an unreachable broker shows up in both.
@@ -271,8 +272,19 @@ class Scorer:
                 newest[p] = ts
         for p, ts in newest.items():
             m.lag_seconds.labels(partition=str(p)).set(max(acked - ts / 1000.0, 0.0))
-        for p, lag in self.consumer.lag().items():
+        lags = self.consumer.lag()
+        for p, lag in lags.items():
             m.lag.labels(partition=str(p)).set(lag)
+        # After a rebalance, stop exporting lag for partitions this replica no longer owns.
+        exported = {str(p) for p in newest} | {str(p) for p in lags} | self._lag_partitions
+        owned = {str(p) for _, p in self.consumer.assigned()}
+        for p in exported - owned:
+            for gauge in (m.lag, m.lag_seconds):
+                try:
+                    gauge.remove(p)
+                except KeyError:
+                    pass
+        self._lag_partitions = exported & owned
 
     def close(self) -> None:
         try:
