@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
+from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +50,20 @@ _GROUP_MOVED = frozenset(
 _NO_RECORDS = frozenset((KafkaError._PARTITION_EOF,))
 
 
+_SECURITY_NAMES = {
+    "sasl_mechanism": "sasl.mechanism", "sasl_username": "sasl.username", "sasl_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location",
+    "ssl_key_password": "ssl.key.password",
+}
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol.lower(),
         "logger": log,
     }
-    if settings.sasl_mechanism:
-        cfg["sasl.mechanism"] = settings.sasl_mechanism
-        cfg["sasl.username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            cfg["sasl.password"] = settings.sasl_password.get_secret_value()
-    for ours, theirs in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                         ("ssl_keyfile", "ssl.key.location")):
-        value = getattr(settings, ours)
-        if value is not None:
-            cfg[theirs] = str(value)
-    if settings.ssl_key_password is not None:
-        cfg["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
+    cfg.update(security_options(settings, _SECURITY_NAMES))
     return cfg
 
 

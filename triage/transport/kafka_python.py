@@ -14,8 +14,16 @@ from kafka.structs import OffsetAndMetadata
 from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
+from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
+
+
+_SECURITY_NAMES = {
+    "sasl_mechanism": "sasl_mechanism", "sasl_username": "sasl_plain_username",
+    "sasl_password": "sasl_plain_password", "ssl_cafile": "ssl_cafile", "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile": "ssl_keyfile", "ssl_key_password": "ssl_password",
+}
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -23,16 +31,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers.split(","),
         "security_protocol": settings.security_protocol,
     }
-    if settings.sasl_mechanism:
-        cfg["sasl_mechanism"] = settings.sasl_mechanism
-        cfg["sasl_plain_username"] = settings.sasl_username
-        cfg["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    for ours, theirs in (("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"), ("ssl_keyfile", "ssl_keyfile")):
-        value = getattr(settings, ours)
-        if value is not None:
-            cfg[theirs] = str(value)
-    if settings.ssl_key_password is not None:
-        cfg["ssl_password"] = settings.ssl_key_password.get_secret_value()
+    cfg.update(security_options(settings, _SECURITY_NAMES))
     return cfg
 
 
