@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from triage.codec import Prediction, ReviewRequest, Sample, ScoreFields, TopClass, decode_samples, dlq_headers, encode
-from triage.errors import ScoreError, ValidationError
+from triage.errors import InputError, ScoreError, ValidationError
 from triage.records import OutRecord, RecordBatch
 from triage.routing import AUDIT, CONFIDENT, HOLDS, REASONS, Decisions, RoutingPolicy
 from triage.scoring import Scores, score_batch
@@ -99,12 +99,9 @@ def process_batch(
                     count=len(samples) * features).reshape(len(samples), features)
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
-        exc = ValidationError("`features` contains NaN or infinite values")
-        outputs.extend(dlq_record(batch, rows[j], exc, exc.stage, settings, version) for j in np.flatnonzero(~finite))
-        keep = np.flatnonzero(finite)
-        samples = [samples[j] for j in keep]
-        rows = [rows[j] for j in keep]
-        X = X[finite]
+        keep = _dead_letter_rows(~finite, ValidationError("`features` contains NaN or infinite values"),
+                                 batch, rows, outputs, settings, version)
+        samples, rows, X = [samples[j] for j in keep], [rows[j] for j in keep], X[keep]
         if not samples:
             return BatchResult(outputs, version)
 
@@ -116,11 +113,9 @@ def process_batch(
     if not scorable.all():
         # Finite float64 features can still overflow the model's float32 math; a NaN
         # probability must never become an auto-accepted prediction.
-        exc = ScoreError("the model's output is NaN or infinite (features out of its numeric range?)")
-        outputs.extend(dlq_record(batch, rows[j], exc, exc.stage, settings, version) for j in np.flatnonzero(~scorable))
-        keep = np.flatnonzero(scorable)
-        samples = [samples[j] for j in keep]
-        rows = [rows[j] for j in keep]
+        keep = _dead_letter_rows(~scorable, ScoreError("the model's output is NaN or infinite (features out of "
+                                                       "its numeric range?)"), batch, rows, outputs, settings, version)
+        samples, rows = [samples[j] for j in keep], [rows[j] for j in keep]
         scores = Scores(**{f.name: None if getattr(scores, f.name) is None else getattr(scores, f.name)[keep]
                            for f in fields(scores)})
         if not samples:
@@ -189,6 +184,13 @@ def _encode_outputs(
             sample.meta, [TopClass(classes[c], p) for c, p in zip(top_idx[j], top_p[j])],
         )), None, i, REASONS[r]))
     return out
+
+
+def _dead_letter_rows(bad: np.ndarray, exc: InputError, batch: RecordBatch, rows: list[int],
+                      outputs: list[OutRecord], settings: Settings, version: str) -> np.ndarray:
+    """Append a DLQ record for every ``bad`` row; return the indices of the rows kept."""
+    outputs.extend(dlq_record(batch, rows[j], exc, exc.stage, settings, version) for j in np.flatnonzero(bad))
+    return np.flatnonzero(~bad)
 
 
 def _scorable(scores: Scores, outlier_enabled: bool) -> np.ndarray:
