@@ -65,7 +65,7 @@ def produce(settings: Settings, n: int, chunk: int, errors: list[str]) -> None:
     producer = make_producer(settings)
     try:
         for lo in range(0, n, chunk):
-            recs = [OutRecord(settings.samples_topic, f"s{i}".encode(),
+            recs = [OutRecord(settings.topics.samples_topic, f"s{i}".encode(),
                               f'{{"id":"s{i}","features":[{rows[i % len(rows)]}]}}'.encode())
                     for i in range(lo, min(lo + chunk, n))]
             pending = recs
@@ -95,10 +95,10 @@ def run_soak(samples: int, *, batch_size: int = 1000, interval_s: float = 2.0,
             review_topic=f"review-{tag}", labels_topic=f"labels-{tag}", models_topic=f"models-{tag}",
             dlq_topic=f"dlq-{tag}", batch_size=batch_size,
         )
-        ensure_topics(s, s.all_topics())
+        ensure_topics(s, s.topics.all())
         port = free_port()
-        env = {**os.environ, "TRIAGE_BOOTSTRAP_SERVERS": s.bootstrap_servers, "TRIAGE_KAFKA_CLIENT": "kafka-python",
-               "TRIAGE_GROUP_ID": s.group_id, "TRIAGE_SESSION_TIMEOUT_MS": "6000",
+        env = {**os.environ, "TRIAGE_BOOTSTRAP_SERVERS": s.connection.bootstrap_servers, "TRIAGE_KAFKA_CLIENT": "kafka-python",
+               "TRIAGE_GROUP_ID": s.connection.group_id, "TRIAGE_SESSION_TIMEOUT_MS": "6000",
                "TRIAGE_METRICS_PORT": str(port), "TRIAGE_METRICS_HOST": "127.0.0.1",
                "TRIAGE_BATCH_SIZE": str(batch_size), "TRIAGE_MODEL": str(model), "TRIAGE_REFERENCE": str(ref)}
         for name in ("samples", "predictions", "review", "labels", "models", "dlq"):

@@ -171,7 +171,7 @@ def run_scorer(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
                 time.sleep(0.01)
             swap["load_start"] = time.time()
             # Load first, exactly as a registry watcher would: build, verify, warm, then offer.
-            second = serving_model_from_file(s.model_copy(update={"model_version": "bench-v2"}))
+            second = serving_model_from_file(s.replace(**{"model_version": "bench-v2"}))
             swap["offered"] = time.time()
             scorer.offer_model(second)
             scorer.on_swap.append(lambda old, new: swap.setdefault("swapped", time.time()))
@@ -188,13 +188,13 @@ def run_scorer(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
 
 def run_passthrough(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     s = _settings(args)
-    consumer = make_consumer(s, [s.samples_topic], group_id=s.group_id)
+    consumer = make_consumer(s, [s.topics.samples_topic], group_id=s.connection.group_id)
     producer = make_producer(s)
     _wait_assigned(consumer, args)
-    out_topic = s.predictions_topic
+    out_topic = s.topics.predictions_topic
     try:
         while True:
-            batch = consumer.poll_batch(s.batch_size, s.poll_timeout_ms)
+            batch = consumer.poll_batch(s.serving.batch_size, s.serving.poll_timeout_ms)
             if not len(batch):
                 continue
             rec.start()
@@ -214,20 +214,20 @@ def run_passthrough(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
 def run_naive(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     """What people write by hand: a loop over messages, one model call and one produce each."""
     s = _settings(args)
-    limit_blas_threads(s.blas_threads)  # same native-thread setup as the scorer: a fair baseline
+    limit_blas_threads(s.serving.blas_threads)  # same native-thread setup as the scorer: a fair baseline
     model: ServingModel = serving_model_from_file(s)
     session = model.classifier.session
     spec = model.classifier.spec
     outlier = model.outlier
     classes = model.classes
-    consumer = make_consumer(s, [s.samples_topic], group_id=s.group_id)
+    consumer = make_consumer(s, [s.topics.samples_topic], group_id=s.connection.group_id)
     producer = make_producer(s)
     raw = producer._p  # type: ignore[attr-defined]  # the client itself, as hand-written code uses it
     confluent = args.backend == "confluent"
     _wait_assigned(consumer, args)
     try:
         while True:
-            batch = consumer.poll_batch(s.batch_size, s.poll_timeout_ms)
+            batch = consumer.poll_batch(s.serving.batch_size, s.serving.poll_timeout_ms)
             if not len(batch):
                 continue
             rec.start()
@@ -237,11 +237,11 @@ def run_naive(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
                 p = np.asarray(session.run([spec.output_name], {spec.input_name: x})[0], dtype=np.float64)[0]
                 top = np.sort(p)[::-1]
                 dist = float(outlier.score(x.astype(np.float64))[0]) if outlier is not None else None
-                reason = "outlier" if dist and dist > 1 else ("uncertain" if 1 - (top[0] - top[1]) > s.uncertainty_threshold else "confident")
+                reason = "outlier" if dist and dist > 1 else ("uncertain" if 1 - (top[0] - top[1]) > s.policy.uncertainty_threshold else "confident")
                 body = json.dumps({"id": doc["id"], "label": classes[int(p.argmax())], "confidence": float(top[0]),
                                    "scores": {"margin": float(top[0] - top[1]), "outlier": dist},
                                    "reason": reason, "model_version": model.version, "meta": doc.get("meta")}).encode()
-                topic = s.predictions_topic if reason == "confident" else s.review_topic
+                topic = s.topics.predictions_topic if reason == "confident" else s.topics.review_topic
                 if confluent:
                     raw.produce(topic, body, key)
                     raw.poll(0)

@@ -34,7 +34,7 @@ class Console:
         self.keys = keymap(classes)
         self.annotator = annotator
         self.stdin, self.stdout = stdin, stdout
-        self.consumer: Consumer = make_consumer(settings, [settings.review_topic], group_id=group_id)
+        self.consumer: Consumer = make_consumer(settings, [settings.topics.review_topic], group_id=group_id)
         self.producer: Producer = make_producer(settings)
         self.heap: list[tuple[float, int, dict[str, Any]]] = []
         self.pending: dict[tuple[str, int], set[int]] = {}  # fetched, not yet handled
@@ -72,7 +72,7 @@ class Console:
     def publish(self, doc: dict[str, Any], label: str) -> None:
         event = {"id": doc["id"], "label": label, "annotator": self.annotator,
                  "features": doc.get("features"), "ts": int(time.time() * 1000)}
-        errors = self.producer.send_all([OutRecord(self.settings.labels_topic, doc["id"].encode(), encode(event))], 30)
+        errors = self.producer.send_all([OutRecord(self.settings.topics.labels_topic, doc["id"].encode(), encode(event))], 30)
         if errors[0] is not None:
             raise RuntimeError(f"could not publish the label: {errors[0].message}")
 
@@ -83,7 +83,7 @@ class Console:
 
     def show(self, doc: Optional[dict[str, Any]]) -> None:
         if doc is None:
-            text = f"waiting for review requests on {self.settings.review_topic}...   [q] quit"
+            text = f"waiting for review requests on {self.settings.topics.review_topic}...   [q] quit"
         else:
             text = render_request(doc, self.keys, queued=len(self.heap), labelled=self.labelled)
         self.stdout.write(CLEAR + text.replace("\n", "\r\n") + "\r\n")

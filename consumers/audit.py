@@ -31,7 +31,7 @@ class AuditConsumer:
         self.estimator = estimator or AuditEstimator()
         self._consumer = consumer
         self.stop_event = threading.Event()
-        self.metrics.risk_alpha.set(settings.risk_alpha)
+        self.metrics.risk_alpha.set(settings.policy.risk_alpha)
 
     def handle(self, batch: RecordBatch) -> None:
         """Fold one polled batch in (pure apart from the metrics)."""
@@ -44,10 +44,10 @@ class AuditConsumer:
             if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
                 self.metrics.records.labels(kind="other").inc()
                 continue
-            if topic == s.review_topic and doc.get("reason") == "audit":
+            if topic == s.topics.review_topic and doc.get("reason") == "audit":
                 est.add_audit(doc["id"], str(doc.get("model_version", "")), str(doc.get("predicted")))
                 self.metrics.records.labels(kind="audit").inc()
-            elif topic == s.labels_topic and isinstance(doc.get("label"), str):
+            elif topic == s.topics.labels_topic and isinstance(doc.get("label"), str):
                 est.add_label(doc["id"], doc["label"])
                 self.metrics.records.labels(kind="label").inc()
             else:
@@ -64,16 +64,16 @@ class AuditConsumer:
 
     def run(self, *, idle_exit_s: Optional[float] = None) -> None:
         s = self.settings
-        consumer = self._consumer or make_consumer(s, [s.review_topic, s.labels_topic], group_id=None)
+        consumer = self._consumer or make_consumer(s, [s.topics.review_topic, s.topics.labels_topic], group_id=None)
         idle = 0.0
         try:
             while not self.stop_event.is_set():
-                batch = consumer.poll_batch(s.batch_size, s.poll_timeout_ms)
+                batch = consumer.poll_batch(s.serving.batch_size, s.serving.poll_timeout_ms)
                 if len(batch):
                     idle = 0.0
                     self.handle(batch)
                 else:
-                    idle += s.poll_timeout_ms / 1000.0
+                    idle += s.serving.poll_timeout_ms / 1000.0
                     if idle_exit_s is not None and idle > idle_exit_s:
                         break
         finally:

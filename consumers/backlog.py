@@ -37,13 +37,13 @@ class BacklogWatcher:
         """Read what is new, update the counts, feed the sink; returns the backlog."""
         if self._consumer is None:
             s = self.settings
-            self._consumer = make_consumer(s, [s.review_topic, s.labels_topic], group_id=None)
+            self._consumer = make_consumer(s, [s.topics.review_topic, s.topics.labels_topic], group_id=None)
         while True:
             batch = self._consumer.poll_batch(10_000, timeout_ms)
             for topic in batch.topics:
-                if topic == self.settings.review_topic:
+                if topic == self.settings.topics.review_topic:
                     self.reviews += 1
-                elif topic == self.settings.labels_topic:
+                elif topic == self.settings.topics.labels_topic:
                     self.labels += 1
             if len(batch) < 10_000:
                 break
@@ -58,7 +58,7 @@ class BacklogWatcher:
                     self.poll_once()
                 except TransportError as exc:
                     log.warning("backlog read failed (%s); retrying", exc.message)
-                self.stop_event.wait(self.settings.backlog_poll_s)
+                self.stop_event.wait(self.settings.policy.backlog_poll_s)
         finally:
             if self._consumer is not None:
                 self._consumer.close()

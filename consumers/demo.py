@@ -68,7 +68,7 @@ class Tally(threading.Thread):
 
     def run(self) -> None:
         s = self.settings
-        names = {s.predictions_topic: "predictions", s.review_topic: "review", s.dlq_topic: "dlq"}
+        names = {s.topics.predictions_topic: "predictions", s.topics.review_topic: "review", s.topics.dlq_topic: "dlq"}
         reader = make_consumer(s, list(names), group_id=None)
         try:
             while not self.stop.is_set():
@@ -124,7 +124,7 @@ def _dataset(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
     X, y = load_digits(return_X_y=True)
     X_pool, X_eval, y_pool, y_eval = train_test_split(X, y.astype(str), test_size=cfg.eval_fraction,
-                                                      random_state=cfg.seed, stratify=y)
+                                                      random_state=cfg.policy.seed, stratify=y)
     return X_pool, y_pool.astype(str), X_eval, y_eval.astype(str)
 
 
@@ -163,7 +163,7 @@ def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray,
               family: str) -> list[dict[str, Any]]:
     """Same stream, same label counts per version, same trainer — but which samples get a
     label is chosen uniformly at random from the stream instead of by uncertainty."""
-    rng = np.random.default_rng(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.policy.seed + 1)
     order = rng.permutation(len(X_stream))
     rows = []
     for row in active:
@@ -171,7 +171,7 @@ def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray,
         pick = order[:n]
         X = np.vstack([X_init, X_stream[pick]]) if n else X_init
         y = np.concatenate([y_init, y_stream[pick]])
-        trained = train_model(X, y, family=family, seed=cfg.seed)
+        trained = train_model(X, y, family=family, seed=cfg.policy.seed)
         probs = apply_temperature(trained.estimator.predict_proba(X_eval.astype(np.float32)), trained.temperature)
         rows.append({"version": f"random-{row['version']}", "labels_used": int(len(X)),
                      "accuracy": evaluate(probs, trained.classes, y_eval)["accuracy"]})
@@ -179,11 +179,11 @@ def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray,
 
 
 def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
-    if base.log_level == "INFO":  # the live view is the output; keep routine logs out of it
+    if base.operations.log_level == "INFO":  # the live view is the output; keep routine logs out of it
         logging.getLogger("triage").setLevel(logging.WARNING)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.policy.seed)
     X_pool, y_pool, X_eval, y_eval = _dataset(cfg)
-    init_idx = select(X_pool, cfg.initial_labels, cfg.strategy, seed=cfg.seed)  # unlabelled pool: no y
+    init_idx = select(X_pool, cfg.initial_labels, cfg.strategy, seed=cfg.policy.seed)  # unlabelled pool: no y
     rest = np.setdiff1d(np.arange(len(X_pool)), init_idx)[: cfg.samples]
     X_stream, y_stream = X_pool[rest], y_pool[rest]
     cfg.report_dir.mkdir(parents=True, exist_ok=True)
@@ -191,11 +191,11 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
     stop = threading.Event()
     view = LiveView(out)
     with EmbeddedBroker(log_file=cfg.report_dir / "broker.log") as broker:
-        s = base.model_copy(update={
+        s = base.replace(**{
             "bootstrap_servers": broker.bootstrap_servers, "registry": registry.root, "session_timeout_ms": 6000,
             "min_new_labels": 10, "registry_poll_s": 2.0, "model": None,
         })
-        ensure_topics(s, s.all_topics())
+        ensure_topics(s, s.topics.all())
         out.write(f"embedded broker on {broker.bootstrap_servers}; report in {cfg.report_dir}\n")
         out.write(f"static bootstrap: {cfg.initial_labels} of {len(X_pool)} pool samples by {cfg.strategy}; "
                   f"held-out eval set: {len(X_eval)}\n")
@@ -259,7 +259,7 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
     active = _version_rows(registry, cfg.initial_labels)
     promoted = [r for r in active if r["status"] in ("current", "previous")]
     baseline = _baseline(cfg, promoted, X_pool[init_idx], y_pool[init_idx], X_stream, y_stream, X_eval, y_eval,
-                         s.model_family)
+                         s.retrain.model_family)
     summary = {
         "dataset": "scikit-learn digits (8x8, 10 classes)",
         "initial_labels": cfg.initial_labels, "initial_strategy": cfg.strategy,

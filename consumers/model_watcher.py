@@ -50,7 +50,7 @@ class ModelWatcher:
     def start(self) -> "ModelWatcher":
         # Subscribe (at the end of the topic) before returning, so no event published after
         # start-up is missed; CURRENT is re-checked on every event and every poll interval.
-        self._consumer = make_consumer(self.settings, [self.settings.models_topic], group_id=None, from_beginning=False)
+        self._consumer = make_consumer(self.settings, [self.settings.topics.models_topic], group_id=None, from_beginning=False)
         self._thread.start()
         return self
 
@@ -60,7 +60,7 @@ class ModelWatcher:
 
     def _run(self) -> None:
         assert self._consumer is not None
-        next_check = time.monotonic() + self.settings.registry_poll_s
+        next_check = time.monotonic() + self.settings.serving.registry_poll_s
         try:
             while not self.stop_event.is_set():
                 try:
@@ -72,7 +72,7 @@ class ModelWatcher:
                 for value in batch.values:
                     self.handle_event(value)
                 if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self.settings.registry_poll_s
+                    next_check = time.monotonic() + self.settings.serving.registry_poll_s
                     self.sync()
         finally:
             self._consumer.close()

@@ -37,7 +37,7 @@ STALL_S = 10.0  # a loop step (poll, send, commit) blocked longer than this = no
 
 def policy_from_settings(settings: Settings, model: Optional[ServingModel] = None) -> RoutingPolicy:
     if model is None:
-        return ThresholdPolicy(settings.uncertainty_threshold, audit_rate=settings.audit_rate, seed=settings.seed)
+        return ThresholdPolicy(settings.policy.uncertainty_threshold, audit_rate=settings.policy.audit_rate, seed=settings.policy.seed)
     return make_policy(settings, model)
 
 
@@ -61,7 +61,7 @@ class Scorer:
         producer: Optional[Producer] = None,
     ) -> None:
         self.settings = settings
-        limit_blas_threads(settings.blas_threads)
+        limit_blas_threads(settings.serving.blas_threads)
         self.metrics = metrics or ScorerMetrics()
         self.policy = policy or policy_from_settings(settings, model)
         self.policy_metrics = PolicyMetrics(self.metrics.registry)
@@ -69,12 +69,12 @@ class Scorer:
         self._pending: Optional[ServingModel] = None
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
-        self.consumer = consumer or make_consumer(settings, [settings.samples_topic], group_id=settings.group_id)
+        self.consumer = consumer or make_consumer(settings, [settings.topics.samples_topic], group_id=settings.connection.group_id)
         self.producer = producer or make_producer(settings)
         self._route = {
-            settings.predictions_topic: "predictions",
-            settings.review_topic: "review",
-            settings.dlq_topic: "dlq",
+            settings.topics.predictions_topic: "predictions",
+            settings.topics.review_topic: "review",
+            settings.topics.dlq_topic: "dlq",
         }
         self._broker_ok = True
         self._assigned = False
@@ -171,7 +171,7 @@ class Scorer:
     def _poll(self) -> Optional[RecordBatch]:
         started = time.monotonic()
         try:
-            batch = self.consumer.poll_batch(self.settings.batch_size, self.settings.poll_timeout_ms)
+            batch = self.consumer.poll_batch(self.settings.serving.batch_size, self.settings.serving.poll_timeout_ms)
             self._note_stall("poll", started)
             self._broker_ok = True
             return batch
@@ -207,7 +207,7 @@ class Scorer:
                     delivered.append(rec)
                 elif err.retriable:
                     retry.append(rec)
-                elif rec.topic == self.settings.dlq_topic:
+                elif rec.topic == self.settings.topics.dlq_topic:
                     # The dead letter itself cannot be written (e.g. original bytes over the
                     # producer's size limit, or a tombstone with no key): write it without
                     # the payload rather than retry forever or drop it.

@@ -33,7 +33,7 @@ class Streamer(threading.Thread):
                 if self.stop.is_set():
                     break
                 part = self.records[i:i + chunk]
-                errors = producer.send_all([OutRecord(self.settings.samples_topic, k, v) for k, v in part], 60)
+                errors = producer.send_all([OutRecord(self.settings.topics.samples_topic, k, v) for k, v in part], 60)
                 self.sent += sum(1 for e in errors if e is None)
                 lag = started + (i + chunk) / self.rate - time.monotonic()
                 if lag > 0:
@@ -62,7 +62,7 @@ class SimulatedAnnotator(threading.Thread):
 
     def run(self) -> None:
         s = self.settings
-        consumer = make_consumer(s, [s.review_topic], group_id="triage-demo-annotators")
+        consumer = make_consumer(s, [s.topics.review_topic], group_id="triage-demo-annotators")
         producer = make_producer(s)
         next_label = time.monotonic()
         try:
@@ -82,7 +82,7 @@ class SimulatedAnnotator(threading.Thread):
                 while self.queue and now >= next_label and now - self.queue[0][1] >= self.delay_s:
                     _, _, sid, feats = heapq.heappop(self.queue)
                     label = self.truth.get(sid, EDGE_CASE)
-                    answers.append(OutRecord(s.labels_topic, sid.encode(), encode(
+                    answers.append(OutRecord(s.topics.labels_topic, sid.encode(), encode(
                         {"id": sid, "label": label, "annotator": "simulated", "features": feats, "ts": int(time.time() * 1000)})))
                     next_label = max(next_label + self.interval, now - 1.0)
                 if answers:

@@ -52,13 +52,13 @@ def load_npz(path: Any, labelled: bool = True) -> tuple[np.ndarray, np.ndarray]:
 
 
 def announce(settings: Settings, producer: Producer, event: dict[str, Any]) -> None:
-    rec = OutRecord(settings.models_topic, event["version"].encode(), encode(event))
+    rec = OutRecord(settings.topics.models_topic, event["version"].encode(), encode(event))
     for attempt in range(10):
         errors = producer.send_all([rec], 30)
         if errors[0] is None:
             return
         time.sleep(min(0.2 * 2**attempt, 5))
-    raise TriageError(f"could not announce {event['action']} of {event['version']} on {settings.models_topic}")
+    raise TriageError(f"could not announce {event['action']} of {event['version']} on {settings.topics.models_topic}")
 
 
 class Trainer:
@@ -95,7 +95,7 @@ class Trainer:
         deadline: Optional[float] = None
         idle = 0
         while idle < IDLE_POLLS:
-            batch = consumer.poll_batch(self.settings.batch_size, 300)
+            batch = consumer.poll_batch(self.settings.serving.batch_size, 300)
             if not len(batch):
                 if wait_for_assignment and not consumer.assigned() and time.monotonic() < join_deadline:
                     continue
@@ -121,10 +121,10 @@ class Trainer:
     def ingest(self, classes: list[str], feature_count: int) -> tuple[int, int]:
         s = self.settings
         if self._review_reader is None:
-            self._review_reader = make_consumer(s, [s.review_topic], group_id=None)
+            self._review_reader = make_consumer(s, [s.topics.review_topic], group_id=None)
         self._drain(self._review_reader, self._read_review, wait_for_assignment=False)
         if self._labels is None:
-            self._labels = make_consumer(s, [s.labels_topic], group_id=s.retrain_group_id)
+            self._labels = make_consumer(s, [s.topics.labels_topic], group_id=s.retrain.retrain_group_id)
         folded = rejected = 0
         known = set(classes)
 
@@ -134,7 +134,7 @@ class Trainer:
             dead: list[OutRecord] = []
             for i, value in enumerate(batch.values):
                 try:
-                    label = decode_label(value, s.max_message_bytes)
+                    label = decode_label(value, s.serving.max_message_bytes)
                     features = label.features if label.features is not None else self._review.get(label.id)
                     if features is None and label.label == UNDO:
                         features = []
@@ -142,7 +142,7 @@ class Trainer:
                         raise LabelError(f"no review record with id {label.id!r} and no `features` in the label")
                     if label.label != UNDO and len(features) != feature_count:
                         raise LabelError(f"`features` has {len(features)} values; the model takes {feature_count}")
-                    if label.label not in (EDGE_CASE, UNDO) and label.label not in known and not s.accept_new_classes:
+                    if label.label not in (EDGE_CASE, UNDO) and label.label not in known and not s.retrain.accept_new_classes:
                         raise LabelError(f"unknown class {label.label!r} (known: {', '.join(sorted(known))}); "
                                          "set TRIAGE_ACCEPT_NEW_CLASSES=true to learn new classes")
                 except InputError as exc:
@@ -199,26 +199,26 @@ class Trainer:
         if current is None:
             raise TriageError(f"registry {reg.root} has no CURRENT version: run `triage train` first")
         cur_manifest = reg.manifest(current)
-        self.progress(f"ingesting labels from {s.labels_topic} (current model {current})")
+        self.progress(f"ingesting labels from {s.topics.labels_topic} (current model {current})")
         folded, rejected = self.ingest(cur_manifest["classes"], int(cur_manifest["feature_count"]))
         total = self.store.count()
         used = int(cur_manifest.get("data", {}).get("labels_upto", 0))
         self.metrics.pending.set(max(total - used, 0))
         self.progress(f"folded {folded} labels, rejected {rejected}; {total - used} new since {current}")
-        if total - used < s.min_new_labels:
-            return RetrainOutcome("skipped", reason=f"{total - used} new labels < min_new_labels {s.min_new_labels}",
+        if total - used < s.retrain.min_new_labels:
+            return RetrainOutcome("skipped", reason=f"{total - used} new labels < min_new_labels {s.retrain.min_new_labels}",
                                   folded=folded, rejected=rejected)
 
         base_X, base_y = load_npz(reg.data_dir / "base.npz")
         hold_X, hold_y = load_npz(reg.data_dir / "holdout.npz")
-        lab_X, lab_y, ev_X, ev_y = self.store.arrays(total, s.eval_label_share)
+        lab_X, lab_y, ev_X, ev_y = self.store.arrays(total, s.retrain.eval_label_share)
         X = np.vstack([base_X, lab_X]) if len(lab_X) else base_X
         y = np.concatenate([base_y, lab_y])
-        self.progress(f"training candidate ({s.model_family}) on {len(X)} samples "
+        self.progress(f"training candidate ({s.retrain.model_family}) on {len(X)} samples "
                       f"({len(base_X)} base + {len(lab_X)} labelled)")
         ref_path = reg.data_dir / "reference.npz"
         reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
-        trained = train_model(X, y, family=s.model_family, seed=s.seed, outlier_quantile=s.outlier_quantile,
+        trained = train_model(X, y, family=s.retrain.model_family, seed=s.policy.seed, outlier_quantile=s.serving.outlier_quantile,
                               reference=reference)
         self.progress("evaluating candidate and current on the holdout and reserved labels")
         both_X = np.vstack([hold_X, ev_X]) if len(ev_X) else hold_X
@@ -235,7 +235,7 @@ class Trainer:
                "combined": evaluate(cur_p, cur_classes, both_y)}
         self.metrics.eval_accuracy.labels(model="candidate").set(cand["holdout"]["accuracy"])
         self.metrics.eval_accuracy.labels(model="current").set(cur["holdout"]["accuracy"])
-        tol = s.retrain_tolerance
+        tol = s.retrain.retrain_tolerance
         worse = [k for k in ("holdout", "combined") if cand[k]["accuracy"] < cur[k]["accuracy"] - tol]
         data = {
             "base": "data/base.npz", "base_rows": int(len(base_X)), "holdout": "data/holdout.npz",
@@ -246,7 +246,7 @@ class Trainer:
         metrics = {**cand["holdout"], "eval_labels": cand["eval_labels"], "combined": cand["combined"],
                    "current_at_evaluation": {"version": current, **cur["holdout"]}}
         manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=current,
-                                family=s.model_family, routing=fit_bundle_routing(trained, hold_X, hold_y, s))
+                                family=s.retrain.model_family, routing=fit_bundle_routing(trained, hold_X, hold_y, s))
         version = register(reg, trained, manifest)
         summary = (f"candidate {version}: holdout accuracy {cand['holdout']['accuracy']:.4f} vs "
                    f"{current} {cur['holdout']['accuracy']:.4f}")
@@ -259,7 +259,7 @@ class Trainer:
         reg.promote(version)
         announce(s, self.producer, reg.model_event(version, "promote"))
         self.metrics.pending.set(0)
-        self.progress(f"{summary} -> promoted and announced on {s.models_topic}")
+        self.progress(f"{summary} -> promoted and announced on {s.topics.models_topic}")
         return RetrainOutcome("promoted", version, "", cand, cur, folded, rejected)
 
     def _offsets_upto(self, upto: int) -> dict[str, int]:

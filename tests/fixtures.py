@@ -59,7 +59,7 @@ def settings_factory(broker: EmbeddedBroker, kafka_client: str, tmp_path: Path) 
         )
         base.update(overrides)
         s = Settings(**base)
-        ensure_topics(s, s.all_topics())
+        ensure_topics(s, s.topics.all())
         return s
 
     return make
@@ -106,7 +106,7 @@ def read_headers(settings: Settings, topic: str, expect: int) -> list[dict[str, 
     """Read records with headers via kafka-python directly (the transport hides input headers)."""
     from kafka import KafkaConsumer
 
-    c = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
+    c = KafkaConsumer(topic, bootstrap_servers=settings.connection.bootstrap_servers, auto_offset_reset="earliest",
                       enable_auto_commit=False, group_id=None, consumer_timeout_ms=3000)
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + DEADLINE_S
@@ -156,7 +156,7 @@ class ScorerProcess:
 
 def _env(settings: Settings) -> dict[str, str]:
     env = {}
-    for name, value in settings.model_dump(exclude_none=True).items():
+    for name, value in settings.flat(exclude_none=True).items():
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
         env[f"TRIAGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

@@ -29,7 +29,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, groups: Sequence[str]) -
     flags actually given override the environment)."""
     for group in groups:
         section = parser.add_argument_group(f"{group} settings")
-        for name, field in Settings.model_fields.items():
+        for name, field in dict(Settings.fields()).items():
             extra = field.json_schema_extra or {}
             if not isinstance(extra, dict) or extra.get("group") != group:
                 continue
@@ -56,7 +56,7 @@ def _choices(annotation: Any) -> Optional[list[str]]:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    overrides = {k: v for k, v in vars(args).items() if k in dict(Settings.fields())}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -132,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
-        configure_logging(settings.log_level)
+        configure_logging(settings.operations.log_level)
         return int(args._handler(settings, args) or 0)
     except ConfigError as exc:
         print(f"triage {args.command}: {exc.message}", file=sys.stderr)

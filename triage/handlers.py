@@ -65,7 +65,7 @@ def dlq_record(
     batch: RecordBatch, i: int, error: Exception, stage: str, settings: Settings, version: str
 ) -> OutRecord:
     return OutRecord(
-        settings.dlq_topic,
+        settings.topics.dlq_topic,
         batch.keys[i],
         batch.values[i],
         dlq_headers(
@@ -87,7 +87,7 @@ def process_batch(
 ) -> BatchResult:
     version = model.version
     features = model.feature_count
-    max_bytes = settings.max_message_bytes
+    max_bytes = settings.serving.max_message_bytes
     samples, rows, errors = decode_samples(batch.values, features, max_bytes)
     outputs: list[OutRecord] = [dlq_record(batch, i, exc, exc.stage, settings, version) for i, exc in errors]
     if not samples:
@@ -107,7 +107,7 @@ def process_batch(
 
     started = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled just below
-        scores = score_batch(model, X, settings.acquisition)
+        scores = score_batch(model, X, settings.policy.acquisition)
     inference_seconds = time.perf_counter() - started
     scorable = _scorable(scores, model.outlier is not None)
     if not scorable.all():
@@ -153,7 +153,7 @@ def _encode_outputs(
     top_idx = np.argsort(-scores.probs, axis=1)[:, :k]
     top_p = np.take_along_axis(scores.probs, top_idx, axis=1).tolist()
     top_idx = top_idx.tolist()
-    pred_topic, review_topic = settings.predictions_topic, settings.review_topic
+    pred_topic, review_topic = settings.topics.predictions_topic, settings.topics.review_topic
 
     out: list[OutRecord] = []
     append = out.append

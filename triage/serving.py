@@ -57,35 +57,35 @@ class ServingModel:
 
 def serving_model_from_file(settings: Settings) -> ServingModel:
     """Build the model for ``triage serve --model PATH [--reference FILE]``."""
-    if settings.model is None:
+    if settings.serving.model is None:
         raise ConfigError("no model: pass --model PATH or --registry DIR")
     reference = None
-    if settings.reference is not None:
-        reference, _ = load_dataset(settings.reference)
-    feature_count = settings.feature_count or (reference.shape[1] if reference is not None else None)
+    if settings.serving.reference is not None:
+        reference, _ = load_dataset(settings.serving.reference)
+    feature_count = settings.serving.feature_count or (reference.shape[1] if reference is not None else None)
     classifier = OnnxClassifier(
-        settings.model,
-        classes=settings.class_names,
-        input_name=settings.input_name,
-        output_name=settings.output_name,
+        settings.serving.model,
+        classes=settings.serving.class_names,
+        input_name=settings.serving.input_name,
+        output_name=settings.serving.output_name,
         feature_count=feature_count,
-        output_kind=settings.output_kind,
-        threads=settings.ort_threads,
+        output_kind=settings.serving.output_kind,
+        threads=settings.serving.ort_threads,
     )
-    digest = sha256_of(settings.model)
+    digest = sha256_of(settings.serving.model)
     outlier = None
     if reference is not None:
         if reference.shape[1] != classifier.spec.feature_count:
             raise ConfigError(
-                f"reference {settings.reference} has {reference.shape[1]} features; "
+                f"reference {settings.serving.reference} has {reference.shape[1]} features; "
                 f"the model takes {classifier.spec.feature_count}"
             )
-        outlier = OutlierDetector.fit(reference, quantile=settings.outlier_quantile, seed=settings.seed)
+        outlier = OutlierDetector.fit(reference, quantile=settings.serving.outlier_quantile, seed=settings.policy.seed)
     else:
         log.warning("no --reference given: outlier routing is OFF (triage_outlier_detection_enabled=0)")
     model = ServingModel(
         classifier=classifier,
-        version=settings.model_version or f"file-{digest[:12]}",
+        version=settings.serving.model_version or f"file-{digest[:12]}",
         sha256=digest,
         outlier=outlier,
     )
@@ -104,12 +104,12 @@ def serving_model_from_registry(
     manifest = registry.verify(version)
     classifier = OnnxClassifier(
         registry.model_path(version),
-        classes=manifest.get("classes") or settings.class_names,
-        input_name=manifest.get("input_name") if manifest.get("input_name") else settings.input_name,
+        classes=manifest.get("classes") or settings.serving.class_names,
+        input_name=manifest.get("input_name") if manifest.get("input_name") else settings.serving.input_name,
         output_name=None,
-        feature_count=manifest.get("feature_count") or settings.feature_count,
-        output_kind=manifest.get("output_kind", settings.output_kind),
-        threads=settings.ort_threads,
+        feature_count=manifest.get("feature_count") or settings.serving.feature_count,
+        output_kind=manifest.get("output_kind", settings.serving.output_kind),
+        threads=settings.serving.ort_threads,
     )
     if running is not None and classifier.spec.feature_count != running.feature_count:
         raise IncompatibleModelError(

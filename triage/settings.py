@@ -1,37 +1,44 @@
-"""The one settings object. Entry points build it; library code receives it.
+"""triage's configuration, split by section.
 
-Every field reads ``TRIAGE_<NAME>`` from the environment; CLI flags override the
-environment. Each field's docstring is its help text (``triage serve --help``).
-Secrets are ``SecretStr``: they print as ``**********`` and are never logged.
+Each section is its own pydantic-settings model reading ``TRIAGE_<FIELD>`` (the flat names
+users already have: ``TRIAGE_BOOTSTRAP_SERVERS``, ``TRIAGE_POLICY``, ...). ``Settings`` only
+groups the sections; entry points build it from flags (which override the environment) and
+hand each library part just its own section. Each field's docstring is its help text
+(``triage serve --help``). Secrets are ``SecretStr``: they print as ``**********``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Acquisition = Literal["least-confidence", "margin", "entropy"]
 KafkaClient = Literal["auto", "kafka-python", "confluent"]
+PolicyName = Literal["threshold", "review-rate", "risk"]
 
 
 def _group(name: str) -> dict[str, str]:
+    """The CLI flag group a field belongs to (which commands offer it)."""
     return {"group": name}
 
 
-class Settings(BaseSettings):
-    """All of triage's configuration. Field groups map to CLI sections."""
-
+class Section(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRIAGE_",
         use_attribute_docstrings=True,
         extra="forbid",
         validate_default=True,
+        frozen=True,
     )
 
-    # --- Kafka -------------------------------------------------------------------------------
+
+class ConnectionSettings(Section):
+    """How to reach Kafka: brokers, client library, security, consumer-group timing, topic creation."""
+
     bootstrap_servers: str = Field("127.0.0.1:9092", json_schema_extra=_group("kafka"))
     """Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]."""
     kafka_client: KafkaClient = Field("auto", json_schema_extra=_group("kafka"))
@@ -67,7 +74,24 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, json_schema_extra=_group("kafka"))
     """Partition count for topics triage creates; keep it >= the number of scorer replicas."""
 
-    # --- topics ------------------------------------------------------------------------------
+    linger_ms: int = Field(5, ge=0, json_schema_extra=_group("processing"))
+    """Producer linger: how long the producer waits to fill a batch."""
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> "ConnectionSettings":
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password "
+                "(TRIAGE_SASL_MECHANISM, TRIAGE_SASL_USERNAME, TRIAGE_SASL_PASSWORD)"
+            )
+        return self
+
+
+class TopicSettings(Section):
+    """The names of the six triage topics."""
+
     samples_topic: str = Field("triage.samples", json_schema_extra=_group("topics"))
     """Input topic of samples to score."""
     predictions_topic: str = Field("triage.predictions", json_schema_extra=_group("topics"))
@@ -81,7 +105,26 @@ class Settings(BaseSettings):
     dlq_topic: str = Field("triage.dlq", json_schema_extra=_group("topics"))
     """Dead-letter topic: original bytes plus failure headers."""
 
-    # --- model -------------------------------------------------------------------------------
+
+    def outputs(self) -> list[str]:
+        """The scorer's output topics."""
+        return [self.predictions_topic, self.review_topic, self.dlq_topic]
+
+    def all(self) -> list[str]:
+        return [
+            self.samples_topic,
+            self.predictions_topic,
+            self.review_topic,
+            self.labels_topic,
+            self.models_topic,
+            self.dlq_topic,
+        ]
+
+
+class ServingSettings(Section):
+    """What the scorer serves (model file or registry, how to read the graph) and how it
+    works through the stream (batch size, record size limit, threads)."""
+
     model: Optional[Path] = Field(None, json_schema_extra=_group("model"))
     """ONNX classifier to serve (a plain file; use registry for hot-swap)."""
     registry: Optional[Path] = Field(None, json_schema_extra=_group("model"))
@@ -105,66 +148,53 @@ class Settings(BaseSettings):
     ort_threads: int = Field(1, ge=0, json_schema_extra=_group("model"))
     """onnxruntime intra-op threads (0 = onnxruntime's choice). One is best for small models."""
 
-    # --- routing -----------------------------------------------------------------------------
-    acquisition: Acquisition = Field("margin", json_schema_extra=_group("routing"))
-    """Uncertainty measure: least-confidence (1-p1), margin (1-(p1-p2)) or entropy (normalized)."""
-    uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
-    """Samples whose uncertainty (0..1, higher = less sure) exceeds this go to review."""
+    registry_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("model"))
+    """Scorers re-check the registry's CURRENT this often, in case a model event was missed."""
     outlier_quantile: float = Field(0.995, gt=0.5, lt=1.0, json_schema_extra=_group("routing"))
     """Quantile of reference outlier distances used as the outlier threshold."""
-    audit_rate: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
-    """Random fraction of auto-accepted samples also sent to review with reason audit."""
-    seed: int = Field(0, json_schema_extra=_group("routing"))
-    """Seed of every random routing decision (audit sampling)."""
-
-    # --- processing --------------------------------------------------------------------------
     batch_size: int = Field(1000, ge=1, le=100_000, json_schema_extra=_group("processing"))
     """Most records taken per poll and scored in one ONNX run."""
     poll_timeout_ms: int = Field(200, ge=1, json_schema_extra=_group("processing"))
     """How long one poll waits for records."""
     max_message_bytes: int = Field(1_000_000, ge=64, json_schema_extra=_group("processing"))
     """Records larger than this are dead-lettered as oversized (bounds memory)."""
-    produce_retries: int = Field(5, ge=0, json_schema_extra=_group("processing"))
-    """Retries of a retriable produce failure before the loop backs off and retries the batch."""
-    linger_ms: int = Field(5, ge=0, json_schema_extra=_group("processing"))
-    """Producer linger: how long the producer waits to fill a batch."""
     blas_threads: int = Field(1, ge=0, json_schema_extra=_group("processing"))
     """BLAS threads for numpy (outlier scoring); 0 = leave the library default. One is
     fastest for per-batch matrices this small, and spinning BLAS threads steal the cores
     the Kafka client needs."""
 
-    # --- operations --------------------------------------------------------------------------
-    metrics_host: str = Field("0.0.0.0", json_schema_extra=_group("operations"))
-    """Bind address of the /metrics, /healthz and /readyz server."""
-    metrics_port: int = Field(8000, ge=0, le=65535, json_schema_extra=_group("operations"))
-    """Port of the /metrics, /healthz and /readyz server (0 = pick a free port)."""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", json_schema_extra=_group("operations")
-    )
-    """Log level."""
 
-    # --- retrain -----------------------------------------------------------------------------
-    retrain_group_id: str = Field("triage-retrain", json_schema_extra=_group("retrain"))
-    """Consumer group of the retrain job on the labels topic."""
-    model_family: Literal["logreg", "mlp"] = Field("logreg", json_schema_extra=_group("retrain"))
-    """scikit-learn model family trained by `triage train` and `triage retrain`."""
-    min_new_labels: int = Field(20, ge=1, json_schema_extra=_group("retrain"))
-    """Retrain only when at least this many new labels were folded since the current model."""
-    retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
-    """Promote a candidate unless its held-out accuracy is worse than the current model's by more than this."""
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9, json_schema_extra=_group("retrain"))
-    """Share of `triage train` data kept as the fixed evaluation holdout."""
-    eval_label_share: int = Field(5, ge=2, json_schema_extra=_group("retrain"))
-    """One in this many new labels (chosen by a hash of the sample id) is reserved for evaluation."""
-    accept_new_classes: bool = Field(False, json_schema_extra=_group("retrain"))
-    """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
-    registry_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("model"))
-    """Scorers re-check the registry's CURRENT this often, in case a model event was missed."""
-    # --- policy (issue 8: calibrated, risk-controlled routing; see README "Policies") --------
-    policy: Literal["threshold", "review-rate", "risk"] = Field("threshold", json_schema_extra=_group("policy"))
+    @field_validator("classes")
+    @classmethod
+    def _classes_not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not [c for c in value.split(",") if c.strip()]:
+            raise ValueError("classes must name at least one class, e.g. --classes cat,dog")
+        return value
+
+    @property
+    def class_names(self) -> Optional[list[str]]:
+        if self.classes is None:
+            return None
+        return [c.strip() for c in self.classes.split(",") if c.strip()]
+
+
+class PolicySettings(Section):
+    """How scores become routing decisions: acquisition, thresholds, risk control, gate,
+    review-queue hygiene and the annotation budget."""
+
+    policy: PolicyName = Field("threshold", json_schema_extra=_group("policy"))
     """threshold: fixed --uncertainty-threshold. review-rate: keep the review share near
     --review-rate. risk: auto-accept only what held-out labels certify (error <= --risk-alpha
     with probability >= 1 - --risk-delta); needs held-out labels (--reference with y)."""
+    acquisition: Acquisition = Field("margin", json_schema_extra=_group("routing"))
+    """Uncertainty measure: least-confidence (1-p1), margin (1-(p1-p2)) or entropy (normalized)."""
+    uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
+    """Samples whose uncertainty (0..1, higher = less sure) exceeds this go to review."""
+    audit_rate: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
+    """Random fraction of auto-accepted samples also sent to review with reason audit."""
+    seed: int = Field(0, json_schema_extra=_group("routing"))
+    """Seed of every random routing decision (audit sampling)."""
+
     review_rate: float = Field(0.05, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
     """Target share of samples sent to review under --policy review-rate."""
     review_rate_window: int = Field(2000, ge=50, le=1_000_000, json_schema_extra=_group("policy"))
@@ -203,39 +233,101 @@ class Settings(BaseSettings):
     backlog_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("policy"))
     """How often the scorer re-reads the review/labels topics to measure the backlog."""
 
-    @field_validator("classes")
-    @classmethod
-    def _classes_not_blank(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not [c for c in value.split(",") if c.strip()]:
-            raise ValueError("classes must name at least one class, e.g. --classes cat,dog")
-        return value
 
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> "Settings":
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(
-                "security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password "
-                "(TRIAGE_SASL_MECHANISM, TRIAGE_SASL_USERNAME, TRIAGE_SASL_PASSWORD)"
-            )
-        return self
 
-    @property
-    def class_names(self) -> Optional[list[str]]:
-        if self.classes is None:
-            return None
-        return [c.strip() for c in self.classes.split(",") if c.strip()]
+class RetrainSettings(Section):
+    """The retrain job: its consumer group, model family and promotion rule."""
 
-    def output_topics(self) -> list[str]:
-        return [self.predictions_topic, self.review_topic, self.dlq_topic]
+    retrain_group_id: str = Field("triage-retrain", json_schema_extra=_group("retrain"))
+    """Consumer group of the retrain job on the labels topic."""
+    model_family: Literal["logreg", "mlp"] = Field("logreg", json_schema_extra=_group("retrain"))
+    """scikit-learn model family trained by `triage train` and `triage retrain`."""
+    min_new_labels: int = Field(20, ge=1, json_schema_extra=_group("retrain"))
+    """Retrain only when at least this many new labels were folded since the current model."""
+    retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
+    """Promote a candidate unless its held-out accuracy is worse than the current model's by more than this."""
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9, json_schema_extra=_group("retrain"))
+    """Share of `triage train` data kept as the fixed evaluation holdout."""
+    eval_label_share: int = Field(5, ge=2, json_schema_extra=_group("retrain"))
+    """One in this many new labels (chosen by a hash of the sample id) is reserved for evaluation."""
+    accept_new_classes: bool = Field(False, json_schema_extra=_group("retrain"))
+    """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
 
-    def all_topics(self) -> list[str]:
-        return [
-            self.samples_topic,
-            self.predictions_topic,
-            self.review_topic,
-            self.labels_topic,
-            self.models_topic,
-            self.dlq_topic,
-        ]
+
+class OperationsSettings(Section):
+    """The /metrics, /healthz and /readyz server, and logging."""
+
+    metrics_host: str = Field("0.0.0.0", json_schema_extra=_group("operations"))
+    """Bind address of the /metrics, /healthz and /readyz server."""
+    metrics_port: int = Field(8000, ge=0, le=65535, json_schema_extra=_group("operations"))
+    """Port of the /metrics, /healthz and /readyz server (0 = pick a free port)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", json_schema_extra=_group("operations")
+    )
+    """Log level."""
+
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "connection": ConnectionSettings,
+    "topics": TopicSettings,
+    "serving": ServingSettings,
+    "policy": PolicySettings,
+    "retrain": RetrainSettings,
+    "operations": OperationsSettings,
+}
+
+
+class Settings:
+    """Every section, built together. ``Settings(**flat)`` takes flat field names (as flags and
+    ``TRIAGE_*`` variables spell them); anything not given is read from the environment."""
+
+    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations")
+
+    connection: ConnectionSettings
+    topics: TopicSettings
+    serving: ServingSettings
+    policy: PolicySettings
+    retrain: RetrainSettings
+    operations: OperationsSettings
+
+    def __init__(self, **flat: Any) -> None:
+        unknown = set(flat) - set(FIELD_SECTION)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for name, cls in SECTIONS.items():
+            given = {k: v for k, v in flat.items() if FIELD_SECTION[k] == name}
+            object.__setattr__(self, name, cls(**given))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Settings are immutable; use replace(**changes)")
+
+    @staticmethod
+    def fields() -> Iterator[tuple[str, FieldInfo]]:
+        """(flat name, field) of every setting, section by section."""
+        for cls in SECTIONS.values():
+            yield from cls.model_fields.items()
+
+    def flat(self, *, exclude_none: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            out.update(getattr(self, name).model_dump(exclude_none=exclude_none))
+        return out
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some flat fields changed (validated like the original)."""
+        unknown = set(changes) - set(FIELD_SECTION)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        new = object.__new__(Settings)
+        for name in SECTIONS:
+            section = getattr(self, name)
+            mine = {k: v for k, v in changes.items() if FIELD_SECTION[k] == name}
+            object.__setattr__(new, name, type(section)(**{**section.model_dump(), **mine}) if mine else section)
+        return new
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in SECTIONS) + ")"
+
+
+FIELD_SECTION: dict[str, str] = {f: name for name, cls in SECTIONS.items() for f in cls.model_fields}

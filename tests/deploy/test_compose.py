@@ -107,7 +107,7 @@ def test_prometheus_and_grafana_mount_the_files_in_deploy(compose: dict[str, Any
 
 def test_every_triage_environment_variable_is_a_setting(compose: dict[str, Any]) -> None:
     """Unknown TRIAGE_* variables are silently ignored by pydantic-settings: catch typos here."""
-    fields = {f"TRIAGE_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"TRIAGE_{name.upper()}" for name in dict(Settings.fields())}
     for name, svc in compose["services"].items():
         for key in svc.get("environment", {}):
             if key.startswith("TRIAGE_"):

@@ -27,7 +27,7 @@ def test_scorer_deployment_probes_and_service() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     svc = docs["Service/triage-scorer"]["spec"]
     assert svc["selector"] == docs["Deployment/triage-scorer"]["spec"]["selector"]["matchLabels"]
-    fields = {f"TRIAGE_{n.upper()}" for n in Settings.model_fields}
+    fields = {f"TRIAGE_{n.upper()}" for n in dict(Settings.fields())}
     assert set(docs["ConfigMap/triage"]["data"]) <= fields
 
 

@@ -86,7 +86,7 @@ def test_prometheus_scrapes_a_running_scorer(
     model, ref = example_model
     s = settings_factory(model=model, reference=ref, batch_size=64)
     records, valid, outliers = mixed_stream(ref, 120, 5)
-    produce(s, s.samples_topic, records)
+    produce(s, s.topics.samples_topic, records)
     scorer = scorer_process(s)
     scorer_dead = lambda: None if scorer.proc.poll() is None else scorer.log()  # noqa: E731
     # everything consumed: predictions + review cover every valid sample

@@ -31,7 +31,7 @@ def test_readyz_turns_503_when_the_broker_goes_away(
                      predictions_topic=f"predictions-{tag}", review_topic=f"review-{tag}",
                      labels_topic=f"labels-{tag}", models_topic=f"models-{tag}", dlq_topic=f"dlq-{tag}",
                      metrics_host="127.0.0.1", model=model, reference=ref)
-        ensure_topics(s, s.all_topics())
+        ensure_topics(s, s.topics.all())
         scorer = scorer_process(s)
         dead = lambda: None if scorer.proc.poll() is None else scorer.log()  # noqa: E731
         url = f"http://127.0.0.1:{scorer.metrics_port}"

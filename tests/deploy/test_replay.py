@@ -83,7 +83,7 @@ def test_replay_puts_the_dataset_on_the_samples_topic(
     done = _replay(s, "--data", str(ref), "--rate", "0", "--count", "60", "--loop", "--id-prefix", "r")
     assert done.returncode == 0, done.stderr
     assert "replayed 60 samples" in done.stdout
-    out = read_all(s, [s.samples_topic], expect=60)
+    out = read_all(s, [s.topics.samples_topic], expect=60)
     docs = [json.loads(r["value"]) for r in out]
     assert sorted(d["id"] for d in docs) == sorted(f"r-{i}" for i in range(60))
     with np.load(ref) as data:

@@ -53,7 +53,7 @@ def test_console_serves_by_priority_and_publishes_labels(settings_factory: Calla
     s = settings_factory()
     X, _ = load_digits(return_X_y=True)
     requests = {"r-low": 0.2, "r-high": 0.9, "r-mid": 0.5}
-    produce(s, s.review_topic, [
+    produce(s, s.topics.review_topic, [
         (rid.encode(), encode({"id": rid, "features": X[i].tolist(), "reason": "uncertain", "predicted": "3",
                                "confidence": 0.4, "scores": {}, "priority": prio, "model_version": "v1", "meta": None,
                                "top": [{"label": "3", "p": 0.4}, {"label": "8", "p": 0.35}]}))
@@ -79,7 +79,7 @@ def test_console_serves_by_priority_and_publishes_labels(settings_factory: Calla
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
-    out = read_all(s, [s.labels_topic], expect=4)
+    out = read_all(s, [s.topics.labels_topic], expect=4)
     events = sorted((json.loads(r["value"]) for r in out), key=lambda e: e["ts"])
     assert [(e["id"], e["label"]) for e in events] == [
         ("r-high", "7"), ("r-mid", "__edge_case__"), ("r-mid", "__undo__"), ("r-mid", "3")]

@@ -88,11 +88,11 @@ def test_retrain_promotes_and_both_replicas_swap_without_loss(
     s = settings_factory(registry=registry.root, min_new_labels=20, registry_poll_s=5.0)
     replicas = [scorer_process(s, "--registry", str(registry.root)) for _ in range(2)]
     first = samples(X, 300, 1000)
-    produce(s, s.samples_topic, first)
-    out1 = read_all(s, s.output_topics(), expect=len(first))
-    review = [json.loads(r["value"]) for r in out1 if r["topic"] == s.review_topic]
+    produce(s, s.topics.samples_topic, first)
+    out1 = read_all(s, s.topics.outputs(), expect=len(first))
+    review = [json.loads(r["value"]) for r in out1 if r["topic"] == s.topics.review_topic]
     assert len(review) >= 20
-    produce(s, s.labels_topic, labels_for(review, y))
+    produce(s, s.topics.labels_topic, labels_for(review, y))
 
     trainer = Trainer(s, registry, progress=lambda m: None)
     try:
@@ -107,9 +107,9 @@ def test_retrain_promotes_and_both_replicas_swap_without_loss(
     for proc in replicas:
         wait_for(lambda: 'version="v2"' in proc.metrics(), "both replicas to serve v2")
     second = samples(X, 1000, 1400)
-    produce(s, s.samples_topic, second)
-    out = read_all(s, s.output_topics(), expect=len(first) + len(second))
-    docs = [json.loads(r["value"]) for r in out if r["topic"] != s.dlq_topic]
+    produce(s, s.topics.samples_topic, second)
+    out = read_all(s, s.topics.outputs(), expect=len(first) + len(second))
+    docs = [json.loads(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic]
     ids = {d["id"] for d in docs}
     assert ids == {k.decode() for k, _ in first + second}, "a sample was lost"
     late = [d for d in docs if int(d["id"][1:]) >= 1000]
@@ -123,8 +123,8 @@ def test_wrong_labels_are_refused(settings_factory: Callable[..., Settings], reg
     X, y = digits
     s = settings_factory(registry=registry.root, min_new_labels=20)
     review = [{"id": f"d{i}"} for i in range(300, 700)]
-    produce(s, s.review_topic, [(d["id"].encode(), encode({"id": d["id"], "features": X[int(d["id"][1:])].tolist()})) for d in review])
-    produce(s, s.labels_topic, labels_for(review, y, wrong=True))
+    produce(s, s.topics.review_topic, [(d["id"].encode(), encode({"id": d["id"], "features": X[int(d["id"][1:])].tolist()})) for d in review])
+    produce(s, s.topics.labels_topic, labels_for(review, y, wrong=True))
     trainer = Trainer(s, registry, progress=lambda m: None)
     try:
         outcome = trainer.run_once()
@@ -141,7 +141,7 @@ def test_unjoinable_and_unknown_labels_go_to_the_dlq(settings_factory: Callable[
     bad = [(b"nobody", encode({"id": "nobody", "label": "3"})),
            (b"x1", encode({"id": "x1", "label": "cat", "features": [0.0] * 64})),
            (b"x2", b"not json")]
-    produce(s, s.labels_topic, bad)
+    produce(s, s.topics.labels_topic, bad)
     trainer = Trainer(s, registry, progress=lambda m: None)
     try:
         outcome = trainer.run_once()
@@ -150,7 +150,7 @@ def test_unjoinable_and_unknown_labels_go_to_the_dlq(settings_factory: Callable[
     assert outcome.outcome == "skipped" and outcome.rejected == 3
     from tests.fixtures import read_headers
 
-    dlq = read_headers(s, s.dlq_topic, 3)
+    dlq = read_headers(s, s.topics.dlq_topic, 3)
     assert sorted(d["key"] for d in dlq) == [b"nobody", b"x1", b"x2"]
     messages = " ".join(d["headers"]["triage.error.message"] for d in dlq)
     assert "no review record" in messages and "unknown class 'cat'" in messages
@@ -170,7 +170,7 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
         deadline = time.monotonic() + DEADLINE_S
         while after < 20 and time.monotonic() < deadline:
             chunk = [(f"d{i}".encode(), encode({"id": f"d{i}", "features": X[i % len(X)].tolist()})) for i in range(n, n + 25)]
-            produce(s, s.samples_topic, chunk)
+            produce(s, s.topics.samples_topic, chunk)
             sent.extend(range(n, n + 25))
             n += 25
             after += swapped.is_set()
@@ -193,7 +193,7 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
         wait_for(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap")
         swapped.set()
         feeder.join(DEADLINE_S)
-        out = read_all(s, s.output_topics(), expect=len(sent))
+        out = read_all(s, s.topics.outputs(), expect=len(sent))
     finally:
         swapped.set()
         feeder.join(DEADLINE_S)
@@ -203,7 +203,7 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
     versions = {d["model_version"] for *_, d in docs}
     assert versions == {"v1", "v2"}
     # per output partition, once v2 appears no v1 output follows (swaps happen between batches)
-    for topic in (s.predictions_topic, s.review_topic):
+    for topic in (s.topics.predictions_topic, s.topics.review_topic):
         for p in {p for p, _, t, _ in docs if t == topic}:
             seq = [d["model_version"] for pp, o, t, d in sorted(docs, key=lambda x: x[1]) if t == topic and pp == p]
             if "v2" in seq:
@@ -229,8 +229,8 @@ def test_corrupt_bundle_and_bad_events_are_refused(settings_factory: Callable[..
         producer.close()
         wait_for(lambda: scorer.metrics.refusals.labels(reason="sha256")._value.get() >= 1
                  and scorer.metrics.refusals.labels(reason="path")._value.get() >= 1, "both refusals")
-        produce(s, s.samples_topic, samples(X, 300, 500))
-        out = read_all(s, s.output_topics(), expect=200)
+        produce(s, s.topics.samples_topic, samples(X, 300, 500))
+        out = read_all(s, s.topics.outputs(), expect=200)
     finally:
         stop_inprocess(scorer, watcher, worker)
     assert scorer.model.version == "v1"
@@ -248,15 +248,15 @@ def test_rollback_cli_announces_and_scorer_follows(settings_factory: Callable[..
     scorer, watcher, worker = start_inprocess(s, registry)
     try:
         assert scorer.model.version == "v2"
-        env_args = ["--bootstrap-servers", s.bootstrap_servers, "--models-topic", s.models_topic,
-                    "--kafka-client", s.kafka_client]
+        env_args = ["--bootstrap-servers", s.connection.bootstrap_servers, "--models-topic", s.topics.models_topic,
+                    "--kafka-client", s.connection.kafka_client]
         done = subprocess.run([sys.executable, "-m", "triage", "models", "--registry", str(registry.root), *env_args, "rollback"],
                               capture_output=True, text=True, cwd=REPO, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "CURRENT = v1" in done.stdout
         wait_for(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap back to v1")
-        produce(s, s.samples_topic, samples(X, 300, 400))
-        out = read_all(s, s.output_topics(), expect=100)
+        produce(s, s.topics.samples_topic, samples(X, 300, 400))
+        out = read_all(s, s.topics.outputs(), expect=100)
     finally:
         stop_inprocess(scorer, watcher, worker)
     assert registry.current() == "v1" and registry.manifest("v2")["status"] == "rejected"

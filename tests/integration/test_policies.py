@@ -29,17 +29,17 @@ def test_risk_policy_end_to_end(
     model_path, ref = example_model
     s = settings_factory(batch_size=64, audit_rate=0.2, seed=3)
     records, valid, outliers = mixed_stream(ref, 400, 8)
-    produce(s, s.samples_topic, records)
+    produce(s, s.topics.samples_topic, records)
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref), "--policy", "risk",
                           "--risk-alpha", str(ALPHA), "--risk-delta", "0.1")
     _wait_metrics(proc)
     want = len(valid | outliers)
 
     def complete(got: list[dict[str, Any]]) -> bool:  # audit copies make counts alone misleading
-        ids = {json.loads(r["value"])["id"] for r in got if r["topic"] != s.dlq_topic}
-        return len(ids) >= want and sum(r["topic"] == s.dlq_topic for r in got) >= len(records) - want
+        ids = {json.loads(r["value"])["id"] for r in got if r["topic"] != s.topics.dlq_topic}
+        return len(ids) >= want and sum(r["topic"] == s.topics.dlq_topic for r in got) >= len(records) - want
 
-    out = read_all(s, s.output_topics(), expect=len(records), stop_when=complete)
+    out = read_all(s, s.topics.outputs(), expect=len(records), stop_when=complete)
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:  # the counters move right after the commit
         text = proc.metrics()
@@ -47,8 +47,8 @@ def test_risk_policy_end_to_end(
             break
         time.sleep(0.2)
 
-    preds = [json.loads(r["value"]) for r in out if r["topic"] == s.predictions_topic]
-    review = [json.loads(r["value"]) for r in out if r["topic"] == s.review_topic]
+    preds = [json.loads(r["value"]) for r in out if r["topic"] == s.topics.predictions_topic]
+    review = [json.loads(r["value"]) for r in out if r["topic"] == s.topics.review_topic]
     primary_review = {d["id"] for d in review if d["reason"] != "audit"}
     accepted = {d["id"]: d for d in preds if not d.get("provisional")}
     assert not set(accepted) & primary_review
@@ -82,7 +82,7 @@ def test_risk_policy_end_to_end(
     assert audits
     labels = [(d["id"].encode(), json.dumps({"id": d["id"], "label": str(y[int(d["id"][1:]) % len(y)])}).encode())
               for d in audits]
-    produce(s, s.labels_topic, labels)
+    produce(s, s.topics.labels_topic, labels)
     consumer = AuditConsumer(s)
     worker = threading.Thread(target=consumer.run, kwargs={"idle_exit_s": 5.0})
     worker.start()

@@ -31,34 +31,34 @@ def test_mixed_stream_every_sample_ends_in_exactly_one_place(
     model_path, ref = example_model
     s = settings_factory(model=model_path, reference=ref, batch_size=64)
     records, valid, outliers = mixed_stream(ref, 400, 12)
-    produce(s, s.samples_topic, records)
+    produce(s, s.topics.samples_topic, records)
     scorer = Scorer(s, serving_model_from_file(s))
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 20.0})
     worker.start()
     try:
-        out = read_all(s, s.output_topics(), expect=len(records))
+        out = read_all(s, s.topics.outputs(), expect=len(records))
     finally:
         scorer.stop_event.set()
         worker.join(60)
     assert not worker.is_alive()
 
-    preds, review = set(_ids(out, s.predictions_topic)), set(_ids(out, s.review_topic))
-    dlq = [r for r in out if r["topic"] == s.dlq_topic]
+    preds, review = set(_ids(out, s.topics.predictions_topic)), set(_ids(out, s.topics.review_topic))
+    dlq = [r for r in out if r["topic"] == s.topics.dlq_topic]
     assert not preds & review, "a sample went to both predictions and review"
     assert preds | review == valid | outliers
     assert outliers <= review, f"outliers not in review: {outliers - review}"
     assert len(dlq) == len(MALFORMED) + 1
     assert sorted(r["value"] or b"" for r in dlq) == sorted(MALFORMED + [b""])
-    reasons = {json.loads(r["value"])["id"]: json.loads(r["value"])["reason"] for r in out if r["topic"] == s.review_topic}
+    reasons = {json.loads(r["value"])["id"]: json.loads(r["value"])["reason"] for r in out if r["topic"] == s.topics.review_topic}
     assert all(reasons[o] == "outlier" for o in outliers)
     # outputs are keyed by sample id and stamped with the serving version
     for r in out:
-        if r["topic"] != s.dlq_topic:
+        if r["topic"] != s.topics.dlq_topic:
             doc = json.loads(r["value"])
             assert r["key"] == doc["id"].encode() and doc["model_version"] == scorer.model.version
-    headers = read_headers(s, s.dlq_topic, len(dlq))
+    headers = read_headers(s, s.topics.dlq_topic, len(dlq))
     assert all(h["headers"]["triage.error.stage"] in ("decode", "validate") for h in headers)
-    assert all(h["headers"]["triage.source.topic"] == s.samples_topic for h in headers)
+    assert all(h["headers"]["triage.source.topic"] == s.topics.samples_topic for h in headers)
 
 
 def _wait_metrics(proc: ScorerProcess) -> str:
@@ -89,25 +89,25 @@ def test_metrics_match_what_was_routed(
     model_path, ref = example_model
     s = settings_factory()
     records, _, _ = mixed_stream(ref, 300, 8, seed=1)
-    produce(s, s.samples_topic, records)
+    produce(s, s.topics.samples_topic, records)
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
     _wait_metrics(proc)
-    out = read_all(s, s.output_topics(), expect=len(records))
+    out = read_all(s, s.topics.outputs(), expect=len(records))
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:  # the counters move right after the commit
         text = proc.metrics()
         if _counter(text, "triage_samples_total") >= len(records):
             break
         time.sleep(0.2)
-    by_topic = {t: sum(1 for r in out if r["topic"] == t) for t in s.output_topics()}
-    assert _counter(text, "triage_samples_total", route="predictions") == by_topic[s.predictions_topic]
-    assert _counter(text, "triage_samples_total", route="review") == by_topic[s.review_topic]
-    assert _counter(text, "triage_samples_total", route="dlq") == by_topic[s.dlq_topic]
-    assert _counter(text, "triage_dlq_records_total") == by_topic[s.dlq_topic]
-    review_docs = [json.loads(r["value"]) for r in out if r["topic"] == s.review_topic]
+    by_topic = {t: sum(1 for r in out if r["topic"] == t) for t in s.topics.outputs()}
+    assert _counter(text, "triage_samples_total", route="predictions") == by_topic[s.topics.predictions_topic]
+    assert _counter(text, "triage_samples_total", route="review") == by_topic[s.topics.review_topic]
+    assert _counter(text, "triage_samples_total", route="dlq") == by_topic[s.topics.dlq_topic]
+    assert _counter(text, "triage_dlq_records_total") == by_topic[s.topics.dlq_topic]
+    review_docs = [json.loads(r["value"]) for r in out if r["topic"] == s.topics.review_topic]
     for reason in ("uncertain", "outlier"):
         assert _counter(text, "triage_samples_total", route="review", reason=reason) == sum(d["reason"] == reason for d in review_docs)
-    valid = by_topic[s.predictions_topic] + by_topic[s.review_topic]
+    valid = by_topic[s.topics.predictions_topic] + by_topic[s.topics.review_topic]
     assert _counter(text, "triage_confidence_count") == valid
     assert _counter(text, "triage_outlier_score_count") == valid
     assert _counter(text, "triage_outlier_detection_enabled") == 1
@@ -126,19 +126,19 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     model_path, ref = example_model
     s = settings_factory(batch_size=50)
     records, valid, outliers = mixed_stream(ref, 4000, 20, seed=2)
-    produce(s, s.samples_topic, records)
+    produce(s, s.topics.samples_topic, records)
     args = ("--model", str(model_path), "--reference", str(ref))
     first = scorer_process(s, *args)
     # Kill once some, but not all, outputs are out.
-    seen = read_all(s, s.output_topics(), expect=300, timeout_s=DEADLINE_S)
+    seen = read_all(s, s.topics.outputs(), expect=300, timeout_s=DEADLINE_S)
     assert 0 < len(seen)
     first.kill()
     second = scorer_process(s, *args)
-    out = read_all(s, s.output_topics(), expect=len(records))
+    out = read_all(s, s.topics.outputs(), expect=len(records))
     second.terminate()
-    ids = set(_ids(out, s.predictions_topic)) | set(_ids(out, s.review_topic))
+    ids = set(_ids(out, s.topics.predictions_topic)) | set(_ids(out, s.topics.review_topic))
     assert ids == valid | outliers, f"lost {len((valid | outliers) - ids)} samples"
-    assert len({r["value"] for r in out if r["topic"] == s.dlq_topic}) == len(MALFORMED) + 1
+    assert len({r["value"] for r in out if r["topic"] == s.topics.dlq_topic}) == len(MALFORMED) + 1
 
 
 def test_help_lists_every_setting_with_default() -> None:

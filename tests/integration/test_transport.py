@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 def test_committed_offsets_survive_consumer_restart(settings_factory: Callable[..., Settings]) -> None:
     s = settings_factory()
-    produce(s, s.samples_topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(60)])
-    first = make_consumer(s, [s.samples_topic], group_id=s.group_id)
+    produce(s, s.topics.samples_topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(60)])
+    first = make_consumer(s, [s.topics.samples_topic], group_id=s.connection.group_id)
     seen: dict[tuple[int, int], bytes] = {}
     deadline = time.monotonic() + DEADLINE_S
     try:
@@ -39,7 +39,7 @@ def test_committed_offsets_survive_consumer_restart(settings_factory: Callable[.
     finally:
         first.close()
 
-    second = make_consumer(s, [s.samples_topic], group_id=s.group_id)
+    second = make_consumer(s, [s.topics.samples_topic], group_id=s.connection.group_id)
     rest: dict[tuple[int, int], bytes] = {}
     deadline = time.monotonic() + DEADLINE_S
     try:
@@ -53,7 +53,7 @@ def test_committed_offsets_survive_consumer_restart(settings_factory: Callable[.
     for (topic, partition), offset in committed.items():
         assert all(o >= offset for (p, o) in rest if p == partition)
     assert len(rest) == 60 - sum(committed.values())
-    assert {v for v in rest.values()} | {v for (p, o), v in seen.items() if o < committed.get((s.samples_topic, p), 0)} \
+    assert {v for v in rest.values()} | {v for (p, o), v in seen.items() if o < committed.get((s.topics.samples_topic, p), 0)} \
         == {f"v{i}".encode() for i in range(60)}
 
 
@@ -62,15 +62,15 @@ def test_delivery_failures_are_classified(settings_factory: Callable[..., Settin
     producer = make_producer(s)
     try:
         errors = producer.send_all([
-            OutRecord(s.predictions_topic, b"big", b"x" * 3_000_000),
-            OutRecord(s.predictions_topic, b"ok", b"fine", [("h", b"v")]),
+            OutRecord(s.topics.predictions_topic, b"big", b"x" * 3_000_000),
+            OutRecord(s.topics.predictions_topic, b"ok", b"fine", [("h", b"v")]),
         ], 60)
     finally:
         producer.close()
     assert errors[0] is not None and errors[0].retriable is False
     assert "too large" in errors[0].message.lower() or "toolarge" in errors[0].message.lower()
     assert errors[1] is None
-    out = read_all(s, [s.predictions_topic], expect=1)
+    out = read_all(s, [s.topics.predictions_topic], expect=1)
     assert [r["value"] for r in out] == [b"fine"]
 
 
@@ -84,25 +84,25 @@ def test_unwritable_output_is_dead_lettered_at_produce_stage(
     # is well under the input limit but its output is over the producer's request limit.
     bloated = b'{"id": "bloat", "features": ' + json.dumps(X[0].tolist()).encode() + \
         b', "meta": {"x": [' + b",".join([b"1e5"] * 150_000) + b"]}}"
-    assert len(bloated) < s.max_message_bytes
+    assert len(bloated) < s.serving.max_message_bytes
     records = [(b"a", json.dumps({"id": "a", "features": X[1].tolist()}).encode()), (b"bloat", bloated),
                (b"b", json.dumps({"id": "b", "features": X[2].tolist()}).encode())]
-    produce(s, s.samples_topic, records)
+    produce(s, s.topics.samples_topic, records)
     scorer = Scorer(s, serving_model_from_file(s))
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 20.0})
     worker.start()
     try:
-        out = read_all(s, s.output_topics(), expect=3)
+        out = read_all(s, s.topics.outputs(), expect=3)
     finally:
         scorer.stop_event.set()
         worker.join(60)
     assert not worker.is_alive()
-    dlq = [r for r in out if r["topic"] == s.dlq_topic]
+    dlq = [r for r in out if r["topic"] == s.topics.dlq_topic]
     assert [r["value"] for r in dlq] == [bloated]
-    ids = {json.loads(r["value"])["id"] for r in out if r["topic"] != s.dlq_topic}
+    ids = {json.loads(r["value"])["id"] for r in out if r["topic"] != s.topics.dlq_topic}
     assert ids == {"a", "b"}
-    headers = read_headers(s, s.dlq_topic, 1)[0]["headers"]
+    headers = read_headers(s, s.topics.dlq_topic, 1)[0]["headers"]
     assert headers["triage.error.stage"] == "produce"
     assert headers["triage.error.class"] == "TransportError"
-    assert headers["triage.source.topic"] == s.samples_topic
+    assert headers["triage.source.topic"] == s.topics.samples_topic
     assert scorer.metrics.dlq.labels(stage="produce")._value.get() == 1

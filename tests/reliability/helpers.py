@@ -60,7 +60,7 @@ class Load:
 
     def _run(self) -> None:
         producer = make_producer(self.settings)
-        topic = self.settings.samples_topic
+        topic = self.settings.topics.samples_topic
         started = time.monotonic()
         deadline = started + DEADLINE_S * 4
         try:
@@ -106,7 +106,7 @@ def output_ids(settings: Settings, out: list[dict[str, Any]]) -> list[str]:
     """Sample id of every primary output (audit copies excluded; DLQ records by key)."""
     ids: list[str] = []
     for r in out:
-        if r["topic"] == settings.dlq_topic:
+        if r["topic"] == settings.topics.dlq_topic:
             ids.append((r["key"] or b"").decode("utf-8", "replace"))
             continue
         doc = json.loads(r["value"])

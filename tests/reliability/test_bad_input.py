@@ -73,7 +73,7 @@ def test_corpus_through_process_batch_gives_one_outcome_each() -> None:
     s, model = _model()
     batch = RecordBatch()
     for i, c in enumerate(CASES):
-        batch.append(s.samples_topic, 0, i, 1_700_000_000_000, c.key, c.value)
+        batch.append(s.topics.samples_topic, 0, i, 1_700_000_000_000, c.key, c.value)
     result = process_batch(batch, model, policy_from_settings(s), s)
     by_source: dict[int, list[Any]] = {}
     for out in result.outputs:
@@ -83,9 +83,9 @@ def test_corpus_through_process_batch_gives_one_outcome_each() -> None:
         outs = by_source[i]
         assert len(outs) == 1, (c.name, outs)
         if c.stage is None:
-            assert outs[0].topic in (s.predictions_topic, s.review_topic), c.name
+            assert outs[0].topic in (s.topics.predictions_topic, s.topics.review_topic), c.name
         else:
-            assert outs[0].topic == s.dlq_topic and outs[0].reason == c.stage, (c.name, outs[0].reason)
+            assert outs[0].topic == s.topics.dlq_topic and outs[0].reason == c.stage, (c.name, outs[0].reason)
             headers = dict(outs[0].headers or [])
             assert headers["triage.error.stage"].decode() == c.stage
             assert outs[0].value == c.value and outs[0].key == c.key  # original bytes
@@ -162,12 +162,12 @@ def test_fuzz_process_batch_one_primary_outcome_per_input(values: list[Optional[
     s, model = _model()
     batch = RecordBatch()
     for i, v in enumerate(values):
-        batch.append(s.samples_topic, 0, i, 0, b"k", v)
+        batch.append(s.topics.samples_topic, 0, i, 0, b"k", v)
     result = process_batch(batch, model, policy_from_settings(s), s)
     primary = [o for o in result.outputs if o.reason != "audit"]
     assert sorted(o.source for o in primary) == list(range(len(values)))
     for o in primary:
-        if o.topic == s.dlq_topic:
+        if o.topic == s.topics.dlq_topic:
             assert dict(o.headers or [])["triage.error.stage"].decode() in {"decode", "validate", "score"}
 
 

@@ -82,7 +82,7 @@ def test_scorer_rides_out_a_broker_outage(
     recovered_s = time.monotonic() - restored_at
 
     load.join()
-    out = read_all(s, s.output_topics(), expect=load.sent, timeout_s=180,
+    out = read_all(s, s.topics.outputs(), expect=load.sent, timeout_s=180,
                    stop_when=lambda got: len({r["key"] for r in got}) >= load.sent)
     after = scrape(proc) or ""
     assert proc.proc.pid == pid and proc.proc.poll() is None, "the scorer was restarted or died"

@@ -38,7 +38,7 @@ def _send(settings: Settings, records: list[OutRecord]) -> None:
 def _send_keyless_tombstone(settings: Settings, topic: str) -> None:
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    p = Producer({"bootstrap.servers": settings.connection.bootstrap_servers})
     failures: list[object] = []
     p.produce(topic, value=None, key=None, on_delivery=lambda err, _msg: failures.append(err) if err else None)
     assert p.flush(30) == 0 and not failures, failures
@@ -54,35 +54,35 @@ def test_corpus_interleaved_with_valid_records_one_outcome_each(
 ) -> None:
     model_path, ref = example_model
     s = settings_factory(batch_size=16)
-    cases = corpus(N_FEATURES, s.max_message_bytes)
+    cases = corpus(N_FEATURES, s.serving.max_message_bytes)
     valid = sample_values(len(cases) * VALID_BETWEEN, "v")
     records: list[OutRecord] = []
     for i, case in enumerate(cases):
         for sid, value in valid[i * VALID_BETWEEN:(i + 1) * VALID_BETWEEN]:
-            records.append(OutRecord(s.samples_topic, sid.encode(), value))
-        records.append(OutRecord(s.samples_topic, case.key, case.value, case.headers))
+            records.append(OutRecord(s.topics.samples_topic, sid.encode(), value))
+        records.append(OutRecord(s.topics.samples_topic, case.key, case.value, case.headers))
     _send(s, records)
 
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
     wait_serving(proc)
-    out = read_all(s, s.output_topics(), expect=len(records))
+    out = read_all(s, s.topics.outputs(), expect=len(records))
     assert proc.proc.poll() is None, "the scorer died:\n" + proc.log()
 
     # valid records, and the odd-but-valid cases, are scored exactly once
-    scored = [_doc_id(r["value"]) for r in out if r["topic"] != s.dlq_topic]
+    scored = [_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic]
     valid_ids = {sid for sid, _ in valid} | {_doc_id(c.value) for c in cases if c.stage is None}
     assert sorted(scored) == sorted(valid_ids)
 
     # every broken record is dead-lettered exactly once, at its stage, with the DLQ headers
     inputs = {(r["partition"], r["offset"]): (r["key"], r["value"])
-              for r in read_all(s, [s.samples_topic], expect=len(records))}
+              for r in read_all(s, [s.topics.samples_topic], expect=len(records))}
     by_bytes = {(c.key, c.value): c for c in cases}
     broken = [c for c in cases if c.stage is not None]
-    dlq = read_headers(s, s.dlq_topic, len(broken))
+    dlq = read_headers(s, s.topics.dlq_topic, len(broken))
     seen: dict[str, int] = {}
     for rec in dlq:
         h = rec["headers"]
-        assert h["triage.source.topic"] == s.samples_topic
+        assert h["triage.source.topic"] == s.topics.samples_topic
         assert set(h) >= {"triage.error.class", "triage.error.message", "triage.source.timestamp", "triage.model_version"}
         source = inputs[(int(h["triage.source.partition"]), int(h["triage.source.offset"]))]
         case = by_bytes[source]
@@ -117,18 +117,18 @@ def test_output_too_large_goes_to_dlq_stage_produce(
     big_id = "i" * 540_000
     feats = json.loads(valid[0][1])["features"]
     too_big = json.dumps({"id": big_id, "features": feats}).encode()
-    records = [OutRecord(s.samples_topic, sid.encode(), v) for sid, v in valid[:20]]
-    records.append(OutRecord(s.samples_topic, None, too_big))  # DLQ keeps the original bytes
-    records.append(OutRecord(s.samples_topic, big_id.encode(), too_big))  # even the dead letter is too big
-    records += [OutRecord(s.samples_topic, sid.encode(), v) for sid, v in valid[20:]]
-    _send(s.model_copy(update={"max_message_bytes": 4_000_000}), records)  # an upstream with larger limits
+    records = [OutRecord(s.topics.samples_topic, sid.encode(), v) for sid, v in valid[:20]]
+    records.append(OutRecord(s.topics.samples_topic, None, too_big))  # DLQ keeps the original bytes
+    records.append(OutRecord(s.topics.samples_topic, big_id.encode(), too_big))  # even the dead letter is too big
+    records += [OutRecord(s.topics.samples_topic, sid.encode(), v) for sid, v in valid[20:]]
+    _send(s.replace(**{"max_message_bytes": 4_000_000}), records)  # an upstream with larger limits
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
     wait_serving(proc)
-    out = read_all(s, s.output_topics(), expect=len(records))
+    out = read_all(s, s.topics.outputs(), expect=len(records))
     assert proc.proc.poll() is None, proc.log()
-    scored = sorted(_doc_id(r["value"]) for r in out if r["topic"] != s.dlq_topic)
+    scored = sorted(_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic)
     assert scored == sorted(sid for sid, _ in valid)
-    dlq = read_headers(s, s.dlq_topic, 2)
+    dlq = read_headers(s, s.topics.dlq_topic, 2)
     assert len(dlq) == 2
     assert all(r["headers"]["triage.error.stage"] == "produce" for r in dlq)
     # kafka-python says MessageSizeTooLargeError, librdkafka MSG_SIZE_TOO_LARGE
@@ -138,5 +138,5 @@ def test_output_too_large_goes_to_dlq_stage_produce(
     assert len(whole) == 1 and whole[0]["value"] == too_big and whole[0]["key"] is None
     assert len(stripped) == 1 and stripped[0]["value"] == b""
     wait_until(lambda: metric(scrape(proc) or "", "triage_dlq_records_total", stage="produce") == 2, "dlq counter")
-    ids = [_doc_id(r["value"]) for r in out if r["topic"] != s.dlq_topic] + ["big-a", "big-b"]
+    ids = [_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic] + ["big-a", "big-b"]
     count("output record too large (DLQ stage produce)", {sid for sid, _ in valid} | {"big-a", "big-b"}, ids).record()

@@ -128,14 +128,14 @@ def test_scorer_keeps_serving_the_last_good_model(
                                "action": "promote"})
         producer.close()
         wait_for(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")
-        produce(s, s.samples_topic, samples(X, 0, 200))
-        out = read_all(s, s.output_topics(), expect=200)
+        produce(s, s.topics.samples_topic, samples(X, 0, 200))
+        out = read_all(s, s.topics.outputs(), expect=200)
     finally:
         scorer.stop_event.set()
         worker.join(60)
         watcher.stop()
     assert scorer.model.version == "v1"
-    docs = [json.loads(r["value"]) for r in out if r["topic"] != s.dlq_topic]
+    docs = [json.loads(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic]
     assert {d["id"] for d in docs} == {f"d{i}" for i in range(200)}
     assert {d["model_version"] for d in docs} == {"v1"}
     assert scorer.metrics.swaps.labels(result="refused")._value.get() >= 1

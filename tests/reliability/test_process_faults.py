@@ -28,7 +28,7 @@ def _batches(proc: ScorerProcess) -> float:
 
 
 def _read_every_id(s: Settings, load: Load) -> list[dict[str, object]]:
-    return read_all(s, s.output_topics(), expect=load.sent, timeout_s=180,
+    return read_all(s, s.topics.outputs(), expect=load.sent, timeout_s=180,
                     stop_when=lambda got: len({r["key"] for r in got}) >= load.sent)
 
 

@@ -46,12 +46,12 @@ def test_every_record_gets_exactly_one_primary_output(served) -> None:  # type: 
     assert sorted(o.source for o in primary) == list(range(len(values)))
     by_source = {o.source: o for o in primary}
     far = json.loads(by_source[50].value)
-    assert by_source[50].topic == s.review_topic and far["reason"] == "outlier" and far["scores"]["outlier"] > 1
-    assert [by_source[i].topic for i in (51, 52, 53)] == [s.dlq_topic] * 3
+    assert by_source[50].topic == s.topics.review_topic and far["reason"] == "outlier" and far["scores"]["outlier"] > 1
+    assert [by_source[i].topic for i in (51, 52, 53)] == [s.topics.dlq_topic] * 3
     assert dict(by_source[53].headers)["triage.error.stage"] == b"decode"  # json.dumps writes NaN, not JSON
-    preds = [json.loads(o.value) for o in primary if o.topic == s.predictions_topic]
+    preds = [json.loads(o.value) for o in primary if o.topic == s.topics.predictions_topic]
     assert preds and all(p["model_version"] == model.version for p in preds)
-    assert all(o.key == json.loads(o.value)["id"].encode() for o in result.outputs if o.topic != s.dlq_topic)
+    assert all(o.key == json.loads(o.value)["id"].encode() for o in result.outputs if o.topic != s.topics.dlq_topic)
 
 
 def test_dlq_keeps_original_bytes_and_headers(served) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from triage.settings import Settings
 
 
 def _settings(**kw: Any) -> Settings:
-    return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
+    return Settings(**kw)  # type: ignore[call-arg]
 
 
 def _scores(n: int = 100, uncertain: int = 10, outliers: int = 5) -> Any:

@@ -25,7 +25,7 @@ def _uncertain_scores(X: np.ndarray, predicted: np.ndarray) -> Any:
 
 
 def _settings(**kw: Any) -> Settings:
-    return Settings(_env_file=None, uncertainty_threshold=0.3, **kw)  # type: ignore[call-arg]
+    return Settings(uncertainty_threshold=0.3, **kw)  # type: ignore[call-arg]
 
 
 def _routing(X: np.ndarray) -> dict[str, Any]:

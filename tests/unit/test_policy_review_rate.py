@@ -31,9 +31,9 @@ def test_rate_returns_to_target_after_drift(seed: int) -> None:
     before = pool[rng.integers(len(pool), size=3000)]
     # Drift: sensor noise makes the model much less sure (fixed thresholds would flood review).
     after = np.clip(pool[rng.integers(len(pool), size=4000)] + rng.normal(0, 4.0, (4000, 64)), 0, 16)
-    s = Settings(_env_file=None, policy="review-rate", review_rate=TARGET, review_rate_window=WINDOW, seed=seed)  # type: ignore[call-arg]
+    s = Settings(policy="review-rate", review_rate=TARGET, review_rate_window=WINDOW, seed=seed)  # type: ignore[call-arg]
     policy = policy_from_manifest(None, s)
-    fixed = policy_from_manifest(None, Settings(_env_file=None, policy="threshold", uncertainty_threshold=0.5))  # type: ignore[call-arg]
+    fixed = policy_from_manifest(None, Settings(policy="threshold", uncertainty_threshold=0.5))  # type: ignore[call-arg]
     r = _run(policy, clf, np.vstack([before, after]))
     r_fixed = _run(fixed, clf, np.vstack([before, after]))
     pre = r[WINDOW:3000].mean()

@@ -26,12 +26,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.annotator import Console, raw_terminal
 
-    classes = settings.class_names
-    if classes is None and settings.registry is not None:
-        registry = Registry(settings.registry)
+    classes = settings.serving.class_names
+    if classes is None and settings.serving.registry is not None:
+        registry = Registry(settings.serving.registry)
         current = registry.current()
         if current is None:
-            raise ConfigError(f"registry {settings.registry} has no current model to take class names from")
+            raise ConfigError(f"registry {settings.serving.registry} has no current model to take class names from")
         classes = list(registry.manifest(current)["classes"])
     if not classes:
         raise ConfigError("the console needs the class names: pass --registry DIR or --classes a,b,c")

@@ -20,9 +20,9 @@ GROUPS = ("kafka", "topics", "policy", "processing", "operations")
 def run(settings: Settings, args: argparse.Namespace) -> int:
     consumer = AuditConsumer(settings)
     install_stop_handlers(consumer.stop_event)
-    ops = OpsServer(settings.metrics_host, settings.metrics_port, consumer.metrics.registry, lambda: {"running": True}).start()
-    log.info("auditing %s + %s; metrics on %s:%d", settings.review_topic, settings.labels_topic,
-             settings.metrics_host, ops.port)
+    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, consumer.metrics.registry, lambda: {"running": True}).start()
+    log.info("auditing %s + %s; metrics on %s:%d", settings.topics.review_topic, settings.topics.labels_topic,
+             settings.operations.metrics_host, ops.port)
     try:
         consumer.run()
     finally:

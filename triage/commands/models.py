@@ -58,8 +58,8 @@ def _announce(settings: Settings, registry: Registry, version: str, action: str)
 
 @subcommand("models", "Inspect and manage the model registry.", ("kafka", "topics"), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    assert settings.registry is not None
-    registry = Registry(settings.registry)
+    assert settings.serving.registry is not None
+    registry = Registry(settings.serving.registry)
     if args.action != "import":
         registry.check_readable()
     if args.action == "list":
@@ -76,11 +76,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "promote":
         registry.promote(args.version, force=args.force)
         _announce(settings, registry, args.version, "promote")
-        print(f"CURRENT = {args.version} (announced on {settings.models_topic})")
+        print(f"CURRENT = {args.version} (announced on {settings.topics.models_topic})")
     elif args.action == "rollback":
         m = registry.rollback()
         _announce(settings, registry, m["version"], "rollback")
-        print(f"rolled back: CURRENT = {m['version']} (announced on {settings.models_topic})")
+        print(f"rolled back: CURRENT = {m['version']} (announced on {settings.topics.models_topic})")
     elif args.action == "import":
         version = import_model(registry, args.import_model, args.import_reference, settings,
                                classes=args.import_classes.split(",") if args.import_classes else None)
@@ -105,7 +105,7 @@ def import_model(registry: Registry, model: Path, reference: Path, settings: Set
         from triage.training import evaluate
 
         metrics = evaluate(clf.predict_proba(X), list(clf.spec.classes), np.asarray(y).astype(str))
-    detector = OutlierDetector.fit(X, quantile=settings.outlier_quantile, seed=settings.seed)
+    detector = OutlierDetector.fit(X, quantile=settings.serving.outlier_quantile, seed=settings.policy.seed)
     manifest = {
         "classes": list(clf.spec.classes), "feature_count": clf.spec.feature_count,
         "input_name": clf.spec.input_name, "output_name": clf.spec.output_name, "output_kind": clf.spec.output_kind,
@@ -113,5 +113,5 @@ def import_model(registry: Registry, model: Path, reference: Path, settings: Set
         "routing": {}, "data": {"imported_from": str(model), "reference_rows": int(len(X))},
         "metrics": metrics, "parent": registry.current(), "family": "imported",
     }
-    canary = X[np.random.default_rng(settings.seed).choice(len(X), size=min(32, len(X)), replace=False)]
+    canary = X[np.random.default_rng(settings.policy.seed).choice(len(X), size=min(32, len(X)), replace=False)]
     return registry.add_bundle(model.read_bytes(), manifest, canary)

@@ -53,22 +53,22 @@ def sample_stream(n: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     model_path, ref_path = example_paths()
     with EmbeddedBroker() as broker:
-        s = settings.model_copy(update={
+        s = settings.replace(**{
             "bootstrap_servers": broker.bootstrap_servers, "model": model_path,
             "reference": ref_path, "session_timeout_ms": 6000,
         })
         print(f"embedded broker on {broker.bootstrap_servers}; model {model_path.name}")
-        ensure_topics(s, s.all_topics())
+        ensure_topics(s, s.topics.all())
         scorer = Scorer(s, serving_model_from_file(s))
         worker = threading.Thread(target=scorer.run, name="scorer", daemon=True)
         worker.start()
         records = sample_stream(args.samples)
         producer = make_producer(s)
-        producer.send_all([OutRecord(s.samples_topic, k, v) for k, v in records], 30)
+        producer.send_all([OutRecord(s.topics.samples_topic, k, v) for k, v in records], 30)
         producer.close()
-        print(f"sent {len(records)} records to {s.samples_topic}")
-        reader = make_consumer(s, s.output_topics(), group_id=None)
-        seen: dict[str, Counter[str]] = {t: Counter() for t in s.output_topics()}
+        print(f"sent {len(records)} records to {s.topics.samples_topic}")
+        reader = make_consumer(s, s.topics.outputs(), group_id=None)
+        seen: dict[str, Counter[str]] = {t: Counter() for t in s.topics.outputs()}
         deadline = time.monotonic() + 60
         while sum(sum(c.values()) for c in seen.values()) < len(records) and time.monotonic() < deadline:
             batch = reader.poll_batch(1000, 500)
@@ -87,7 +87,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 def _reason(topic: str, value: bytes, s: Settings) -> str:
     import json
 
-    if topic == s.dlq_topic:
+    if topic == s.topics.dlq_topic:
         return "dlq"
     doc = json.loads(value)
     return doc.get("reason", "confident")

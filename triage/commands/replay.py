@@ -76,15 +76,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     validate(args.rate, args.count, X, args.data)
     stop = threading.Event()
     install_stop_handlers(stop)
-    if settings.create_topics:
-        ensure_topics(settings, [settings.samples_topic])
+    if settings.connection.create_topics:
+        ensure_topics(settings, [settings.topics.samples_topic])
     producer = make_producer(settings)
     sent = send_paced(producer, sample_records(X, prefix=args.id_prefix, loop=args.loop,
-                                               count=args.count, topic=settings.samples_topic),
+                                               count=args.count, topic=settings.topics.samples_topic),
                       args.rate, stop, heartbeat=args.heartbeat)
     producer.close()
-    log.info("replayed %d samples from %s to %s", sent, args.data, settings.samples_topic)
-    print(f"replayed {sent} samples to {settings.samples_topic}", flush=True)
+    log.info("replayed %d samples from %s to %s", sent, args.data, settings.topics.samples_topic)
+    print(f"replayed {sent} samples to {settings.topics.samples_topic}", flush=True)
     return 0
 
 

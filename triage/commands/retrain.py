@@ -29,17 +29,17 @@ def _args(p: argparse.ArgumentParser) -> None:
 @subcommand("retrain", "Consume labels, train a candidate, promote it if it is not worse.",
             ("kafka", "topics", "retrain", "operations"), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    assert settings.registry is not None
+    assert settings.serving.registry is not None
     if args.every is not None and args.every <= 0:
         raise ConfigError("--every must be a positive number of seconds")
-    if settings.create_topics:
-        ensure_topics(settings, settings.all_topics())
-    trainer = Trainer(settings, Registry(settings.registry),
+    if settings.connection.create_topics:
+        ensure_topics(settings, settings.topics.all())
+    trainer = Trainer(settings, Registry(settings.serving.registry),
                       progress=lambda m: print(f"[retrain] {m}", file=sys.stderr, flush=True))
     stop = threading.Event()
     install_stop_handlers(stop)
     ops = None if args.once or args.every is None else OpsServer(
-        settings.metrics_host, settings.metrics_port, trainer.metrics.registry, lambda: {"running": True}).start()
+        settings.operations.metrics_host, settings.operations.metrics_port, trainer.metrics.registry, lambda: {"running": True}).start()
     try:
         while True:
             outcome = trainer.run_once()

@@ -25,27 +25,27 @@ GROUPS = ("kafka", "topics", "model", "routing", "policy", "processing", "operat
 
 
 def initial_model(settings: Settings) -> ServingModel:
-    if settings.registry is not None:
-        if settings.model is not None:
+    if settings.serving.registry is not None:
+        if settings.serving.model is not None:
             raise ConfigError("give either --model PATH or --registry DIR, not both")
-        registry = Registry(settings.registry)
+        registry = Registry(settings.serving.registry)
         registry.check_readable()
         version = registry.current()
         if version is None:
-            raise ConfigError(f"registry {settings.registry} has no CURRENT version; run `triage train` "
+            raise ConfigError(f"registry {settings.serving.registry} has no CURRENT version; run `triage train` "
                               "or `triage models import` first")
         # Calibration and routing come from the bundle's manifest (fitted at train time).
         return prepare_model(settings, serving_model_from_registry(registry, version, settings))
     model = serving_model_from_file(settings)
     X = y = None
-    if settings.reference is not None:
-        X, y = load_dataset(settings.reference)  # held-out labels (y) fit calibration + risk
+    if settings.serving.reference is not None:
+        X, y = load_dataset(settings.serving.reference)  # held-out labels (y) fit calibration + risk
     return prepare_model(settings, model, X, y)
 
 
 def build_scorer(settings: Settings) -> Scorer:
-    if settings.create_topics:
-        ensure_topics(settings, settings.all_topics())
+    if settings.connection.create_topics:
+        ensure_topics(settings, settings.topics.all())
     return Scorer(settings, initial_model(settings))
 
 
@@ -53,14 +53,14 @@ def build_scorer(settings: Settings) -> Scorer:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     scorer = build_scorer(settings)
     install_stop_handlers(scorer.stop_event)
-    ops = OpsServer(settings.metrics_host, settings.metrics_port, scorer.metrics.registry, scorer.readiness).start()
+    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, scorer.metrics.registry, scorer.readiness).start()
     log.info(
         "serving model %s (%d features, classes %s) from %s via %s; metrics on %s:%d",
         scorer.model.version, scorer.model.feature_count, ",".join(scorer.model.classes[:10]),
-        settings.samples_topic, backend_name(settings), settings.metrics_host, ops.port,
+        settings.topics.samples_topic, backend_name(settings), settings.operations.metrics_host, ops.port,
     )
-    watcher = ModelWatcher(settings, Registry(settings.registry), scorer).start() if settings.registry else None
-    backlog = BacklogWatcher(settings, scorer.feed_backlog).start() if settings.annotation_capacity else None
+    watcher = ModelWatcher(settings, Registry(settings.serving.registry), scorer).start() if settings.serving.registry else None
+    backlog = BacklogWatcher(settings, scorer.feed_backlog).start() if settings.policy.annotation_capacity else None
     try:
         scorer.run()
     finally:

@@ -49,7 +49,7 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
         counts = np.unique(y, return_counts=True)[1]
         stratify = y if counts.min() >= 2 else None
         X_base, X_hold, y_base, y_hold = train_test_split(
-            X, y, test_size=settings.holdout_fraction, random_state=settings.seed, stratify=stratify)
+            X, y, test_size=settings.retrain.holdout_fraction, random_state=settings.policy.seed, stratify=stratify)
     registry.data_dir.mkdir(parents=True, exist_ok=True)
     if registry.current() is not None:
         raise ConfigError(f"registry {registry.root} already has a current model ({registry.current()}); "
@@ -58,9 +58,9 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
     np.savez_compressed(registry.data_dir / "holdout.npz", X=X_hold, y=y_hold)
     if reference is not None:
         np.savez_compressed(registry.data_dir / "reference.npz", X=reference)
-    progress(f"training {settings.model_family} on {len(X_base)} samples, holding out {len(X_hold)}")
-    trained = train_model(X_base, y_base, family=settings.model_family, seed=settings.seed,
-                          outlier_quantile=settings.outlier_quantile, reference=reference)
+    progress(f"training {settings.retrain.model_family} on {len(X_base)} samples, holding out {len(X_hold)}")
+    trained = train_model(X_base, y_base, family=settings.retrain.model_family, seed=settings.policy.seed,
+                          outlier_quantile=settings.serving.outlier_quantile, reference=reference)
     from triage.calibration import apply_temperature
 
     probs = apply_temperature(trained.estimator.predict_proba(X_hold.astype(np.float32)), trained.temperature)
@@ -69,7 +69,7 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
             "labels": "data/labels.jsonl", "labels_upto": 0, "labels_trained": 0, "labels_eval": 0,
             "class_counts": class_counts(y_base), "label_offsets": {}}
     manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=None,
-                            family=settings.model_family, routing=fit_bundle_routing(trained, X_hold, y_hold, settings))
+                            family=settings.retrain.model_family, routing=fit_bundle_routing(trained, X_hold, y_hold, settings))
     version = register(registry, trained, manifest)
     registry.promote(version)
     progress(f"registered {version}: holdout accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
@@ -80,9 +80,9 @@ def train_initial(X: np.ndarray, y: np.ndarray, registry: Registry, settings: Se
 
 @subcommand("train", "Train the first model from labelled data and register it as current.", ("retrain",), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    assert settings.registry is not None
-    if args.if_empty and Registry(settings.registry).current() is not None:
-        print(f"registry {settings.registry} already serves {Registry(settings.registry).current()}; nothing to do",
+    assert settings.serving.registry is not None
+    if args.if_empty and Registry(settings.serving.registry).current() is not None:
+        print(f"registry {settings.serving.registry} already serves {Registry(settings.serving.registry).current()}; nothing to do",
               file=sys.stderr)
         return 0
     X, y = load_dataset(args.data)
@@ -91,6 +91,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     reference = load_dataset(args.unlabelled)[0] if args.unlabelled else None
     if reference is not None and reference.shape[1] != X.shape[1]:
         raise ConfigError(f"--unlabelled has {reference.shape[1]} features; --data has {X.shape[1]}")
-    train_initial(X, y, Registry(settings.registry), settings, progress=lambda m: print(m, file=sys.stderr, flush=True),
+    train_initial(X, y, Registry(settings.serving.registry), settings, progress=lambda m: print(m, file=sys.stderr, flush=True),
                   reference=reference)
     return 0

@@ -56,27 +56,27 @@ def fit_routing(
     n, n_classes = probs.shape
     if n < MIN_LABELLED:
         raise ConfigError(f"{n} held-out labelled rows are too few to fit routing (need >= {MIN_LABELLED})")
-    order = np.random.default_rng(settings.seed).permutation(n)
-    cut = int(round(n * settings.calibration_fraction))
+    order = np.random.default_rng(settings.policy.seed).permutation(n)
+    cut = int(round(n * settings.policy.calibration_fraction))
     fit_rows, cert_rows = order[:cut], order[cut:]
-    if settings.calibration == "none":
+    if settings.policy.calibration == "none":
         calibrator: Calibrator = TemperatureCalibrator(1.0)
         report: dict[str, Any] = {"kind": "none"}
     else:
-        kinds = ("temperature", "platt", "isotonic") if settings.calibration == "auto" else (settings.calibration,)
-        calibrator, report = fit_calibrator(probs[fit_rows], y[fit_rows], kinds=kinds, seed=settings.seed)
+        kinds = ("temperature", "platt", "isotonic") if settings.policy.calibration == "auto" else (settings.policy.calibration,)
+        calibrator, report = fit_calibrator(probs[fit_rows], y[fit_rows], kinds=kinds, seed=settings.policy.seed)
     cal = calibrator(probs[cert_rows])
     y_cert = y[cert_rows]
     predicted = cal.argmax(axis=1)
-    u = uncertainty(cal, settings.acquisition)
+    u = uncertainty(cal, settings.policy.acquisition)
     risk = fit_risk(
-        u, predicted, y_cert, alpha=settings.risk_alpha, delta=settings.risk_delta,
-        mondrian=settings.risk_mondrian, n_classes=n_classes,
+        u, predicted, y_cert, alpha=settings.policy.risk_alpha, delta=settings.policy.risk_delta,
+        mondrian=settings.policy.risk_mondrian, n_classes=n_classes,
         outlier=None if outlier is None else np.asarray(outlier)[cert_rows],
     )
     routing: dict[str, Any] = {
         "format": ROUTING_FORMAT,
-        "acquisition": settings.acquisition,
+        "acquisition": settings.policy.acquisition,
         "calibration": calibrator.to_dict(),
         "calibration_report": report,
         "ece": {
@@ -89,7 +89,7 @@ def fit_routing(
             "n_certification": int(len(cert_rows)),
             "accuracy": float((predicted == y_cert).mean()),
         },
-        "seed": settings.seed,
+        "seed": settings.policy.seed,
     }
     if X is not None:
         X = np.asarray(X, dtype=np.float64)
@@ -105,7 +105,7 @@ def policy_from_manifest(routing: Optional[dict[str, Any]], settings: Settings, 
 def make_policy(settings: Settings, model: ServingModel) -> PolicyStack:
     """The scorer's policy factory (``consumers.scorer.policy_from_settings``)."""
     routing = (model.manifest or {}).get("routing")
-    if settings.policy == "risk" and not routing:
+    if settings.policy.policy == "risk" and not routing:
         raise ConfigError(
             "--policy risk needs held-out labels to certify its threshold: pass --reference FILE "
             "whose data has y (npz with X and y, or CSV with a y/label column), or serve a registry "
@@ -135,7 +135,7 @@ def prepare_model(
     Otherwise use the manifest's ``routing`` section when present (registry bundles), else
     leave the model as is (temperature only).
     """
-    if X is not None and y is not None and settings.calibration_fraction:
+    if X is not None and y is not None and settings.policy.calibration_fraction:
         y_idx = label_indices(y, model.classes)
         raw = model.classifier.predict_proba(X)
         out = model.outlier.score(X) if model.outlier is not None else None

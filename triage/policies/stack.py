@@ -47,12 +47,12 @@ def risk_params_usable(routing: Optional[dict[str, Any]], settings: Settings) ->
     risk = (routing or {}).get("risk")
     if not risk:
         return None, "no certified risk threshold for this model version (needs held-out labels: --reference with y)"
-    wanted = {"alpha": settings.risk_alpha, "delta": settings.risk_delta, "mondrian": settings.risk_mondrian}
+    wanted = {"alpha": settings.policy.risk_alpha, "delta": settings.policy.risk_delta, "mondrian": settings.policy.risk_mondrian}
     got = {k: risk.get(k) for k in wanted}
     acq = (routing or {}).get("acquisition")
-    if got != wanted or acq != settings.acquisition:
+    if got != wanted or acq != settings.policy.acquisition:
         return None, (f"risk threshold was certified for {got} acquisition={acq}, "
-                      f"but serving asks {wanted} acquisition={settings.acquisition}")
+                      f"but serving asks {wanted} acquisition={settings.policy.acquisition}")
     return risk, ""
 
 
@@ -67,11 +67,11 @@ class PolicyStack:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._rng = np.random.default_rng(settings.seed)
-        self.rate = RateController(settings.review_rate, settings.review_rate_window)
+        self._rng = np.random.default_rng(settings.policy.seed)
+        self.rate = RateController(settings.policy.review_rate, settings.policy.review_rate_window)
         self.budget = (
-            BudgetController(settings.annotation_capacity, settings.budget_backlog_hours)
-            if settings.annotation_capacity else None
+            BudgetController(settings.policy.annotation_capacity, settings.policy.budget_backlog_hours)
+            if settings.policy.annotation_capacity else None
         )
         self.budget_conflict = False
         self.budget_max_rate: Optional[float] = None
@@ -79,7 +79,7 @@ class PolicyStack:
         self._dedupe: Optional[NearDuplicateFilter] = None
         self._mix: Optional[ClassMix] = None
         self.suppressed: Counter[str] = Counter()  # drained by the metrics after each batch
-        self.tau = float(settings.uncertainty_threshold)
+        self.tau = float(settings.policy.uncertainty_threshold)
         self.gate = GateState(True, "")
         self.routing: dict[str, Any] = {}
         self.risk: Optional[dict[str, Any]] = None
@@ -96,17 +96,17 @@ class PolicyStack:
         self.routing = routing or {}
         self.version = version
         self.risk = None
-        if s.policy == "risk":
+        if s.policy.policy == "risk":
             self.risk, why = risk_params_usable(routing, s)
             if self.risk is None:
                 log.error("risk policy for model %s: %s -> nothing is auto-accepted (all to review)", version, why)
         old = self.gate
-        self.gate = evaluate_gate(routing, min_accuracy=s.gate_min_accuracy, min_coverage=s.gate_min_coverage)
+        self.gate = evaluate_gate(routing, min_accuracy=s.policy.gate_min_accuracy, min_coverage=s.policy.gate_min_coverage)
         if self.gate.open != old.open or not old.why:
             if self.gate.open:
                 log.info("gate OPEN for model %s: %s", version, self.gate.why)
             else:
-                log.warning("gate CLOSED for model %s: %s -> nothing auto-accepted (%s)", version, self.gate.why, s.gate_mode)
+                log.warning("gate CLOSED for model %s: %s -> nothing auto-accepted (%s)", version, self.gate.why, s.policy.gate_mode)
 
     def feed_backlog(self, backlog: float) -> None:
         """Hook for the backlog watcher: review requests produced minus labels received."""
@@ -120,18 +120,18 @@ class PolicyStack:
         u = scores.uncertainty
         is_out = scores.outlier > 1.0  # NaN (detection off) compares False
         forced = is_out.copy()
-        if s.policy == "risk":
+        if s.policy.policy == "risk":
             if self.risk is None:
                 forced[:] = True
             else:
                 forced |= ~accept_mask(self.risk, u, scores.predicted)
 
         max_rate = self._budget_rate(n)
-        if s.policy == "review-rate":
-            target = s.review_rate if max_rate is None else min(s.review_rate, max_rate)
+        if s.policy.policy == "review-rate":
+            target = s.policy.review_rate if max_rate is None else min(s.policy.review_rate, max_rate)
             tau = self.rate.update(u, forced, target)
         else:
-            tau = s.uncertainty_threshold if s.policy == "threshold" else np.inf
+            tau = s.policy.uncertainty_threshold if s.policy.policy == "threshold" else np.inf
             if max_rate is not None:
                 tau = max(tau, self.rate.update(u, forced, max_rate))
             else:
@@ -145,14 +145,14 @@ class PolicyStack:
         hold = np.zeros(n, dtype=np.int8)
         if not self.gate.open:
             accepted = reason == CONFIDENT
-            if s.gate_mode == "review":
+            if s.policy.gate_mode == "review":
                 reason[accepted] = GATE
             else:
                 hold[accepted] = HELD_GATE
         accepted = (reason == CONFIDENT) & (hold == NOT_HELD)
-        audit = accepted & (self._rng.random(n) < s.audit_rate) if s.audit_rate else np.zeros(n, bool)
+        audit = accepted & (self._rng.random(n) < s.policy.audit_rate) if s.policy.audit_rate else np.zeros(n, bool)
         priority = np.where(is_out, np.minimum(np.nan_to_num(scores.outlier), 2.0) / 2.0, u).astype(np.float64)
-        if s.dedupe_window or s.review_class_quota:
+        if s.policy.dedupe_window or s.policy.review_class_quota:
             self._hygiene(scores, reason, hold, priority, is_out)
         for code in (HELD_DUPLICATE, HELD_QUOTA):  # review requests withheld (gate holds are not)
             k = int((hold == code).sum())
@@ -180,8 +180,8 @@ class PolicyStack:
                     "BUDGET CONFLICT: the %s policy must send %.1f%% of samples to review but "
                     "annotators can absorb only %.1f%% (capacity %.0f labels/h, backlog %s); "
                     "the risk/outlier requirement wins and the backlog will grow",
-                    self.settings.policy, 100 * forced_rate, 100 * max_rate,
-                    self.settings.annotation_capacity, self.budget.backlog if self.budget else None,
+                    self.settings.policy.policy, 100 * forced_rate, 100 * max_rate,
+                    self.settings.policy.annotation_capacity, self.budget.backlog if self.budget else None,
                 )
 
     def _hygiene(self, scores: Scores, reason: np.ndarray, hold: np.ndarray, priority: np.ndarray,
@@ -191,20 +191,20 @@ class PolicyStack:
         if not len(rows):
             return
         if self._mix is None:
-            self._mix = ClassMix(scores.probs.shape[1], max(s.dedupe_window, 500))
+            self._mix = ClassMix(scores.probs.shape[1], max(s.policy.dedupe_window, 500))
         fine = coarse = None
-        if s.dedupe_window and scores.X is not None:
+        if s.policy.dedupe_window and scores.X is not None:
             if self._dedupe is None:
                 feats = self.routing.get("features") or {}
                 self._dedupe = NearDuplicateFilter(
-                    scores.X.shape[1], window=s.dedupe_window, radius=s.dedupe_radius, seed=s.seed,
+                    scores.X.shape[1], window=s.policy.dedupe_window, radius=s.policy.dedupe_radius, seed=s.policy.seed,
                     mean=feats.get("mean"), scale=feats.get("scale"),
                 )
             fine_a, coarse_a = self._dedupe.keys(scores.X[rows])
             fine, coarse = fine_a.tolist(), coarse_a.tolist()
         predicted = scores.predicted[rows].tolist()
         outlier = is_out[rows].tolist()
-        quota = s.review_class_quota
+        quota = s.policy.review_class_quota
         mix = self._mix
         for k, j in enumerate(rows.tolist()):
             crowd = 0
@@ -227,18 +227,18 @@ class PolicyStack:
         risk = self.risk or {}
         routing = self.routing
         ece = routing.get("ece") or {}
-        target = self.settings.review_rate if self.settings.policy == "review-rate" else None
-        if self.settings.policy == "review-rate" and self.budget_max_rate is not None:
+        target = self.settings.policy.review_rate if self.settings.policy.policy == "review-rate" else None
+        if self.settings.policy.policy == "review-rate" and self.budget_max_rate is not None:
             target = min(target or 1.0, self.budget_max_rate)
         thresholds = risk.get("thresholds") if risk.get("mondrian") else None
         return {
-            "policy": self.settings.policy,
+            "policy": self.settings.policy.policy,
             "review_rate_target": target,
             "review_rate_observed": self.rate.observed,
             "coverage_stream": self.rate.coverage,
             "coverage_holdout": risk.get("coverage") if risk else None,
-            "risk_alpha": self.settings.risk_alpha if self.settings.policy == "risk" else None,
-            "risk_threshold": (risk.get("threshold") if risk else (NEVER if self.settings.policy == "risk" else None)),
+            "risk_alpha": self.settings.policy.risk_alpha if self.settings.policy.policy == "risk" else None,
+            "risk_threshold": (risk.get("threshold") if risk else (NEVER if self.settings.policy.policy == "risk" else None)),
             "risk_thresholds": thresholds,
             "gate_open": self.gate.open,
             "ece_before": ece.get("before"),

@@ -34,8 +34,8 @@ class Producer(Protocol):
 
 
 def backend_name(settings: Settings) -> str:
-    if settings.kafka_client != "auto":
-        return settings.kafka_client
+    if settings.connection.kafka_client != "auto":
+        return settings.connection.kafka_client
     return "confluent" if importlib.util.find_spec("confluent_kafka") else "kafka-python"
 
 
@@ -70,4 +70,4 @@ def make_producer(settings: Settings, *, transactional_id: Optional[str] = None)
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: Optional[int] = None) -> None:
-    _backend(settings).ensure_topics(settings, topics, partitions or settings.topic_partitions)
+    _backend(settings).ensure_topics(settings, topics, partitions or settings.connection.topic_partitions)

@@ -59,8 +59,8 @@ _SECURITY_NAMES = {
 
 def client_config(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol.lower(),
+        "bootstrap.servers": settings.connection.bootstrap_servers,
+        "security.protocol": settings.connection.security_protocol.lower(),
         "logger": log,
     }
     cfg.update(security_options(settings, _SECURITY_NAMES))
@@ -212,18 +212,18 @@ def make_consumer(
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 500),
-        "max.poll.interval.ms": settings.max_poll_interval_ms,
+        "session.timeout.ms": settings.connection.session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.connection.session_timeout_ms // 3, 500),
+        "max.poll.interval.ms": settings.connection.max_poll_interval_ms,
         # Bounded prefetch: librdkafka's default (64 MB queued) makes RSS swing with the
         # backlog; 16 MB is still dozens of batches ahead.
-        "fetch.max.bytes": max(8_388_608, settings.max_message_bytes * 2),
-        "max.partition.fetch.bytes": max(1_048_576, settings.max_message_bytes + 1024),
-        "receive.message.max.bytes": max(8_388_608, settings.max_message_bytes * 2) + 1_048_576,
-        "queued.max.messages.kbytes": max(16_384, settings.max_message_bytes * 4 // 1024),
+        "fetch.max.bytes": max(8_388_608, settings.serving.max_message_bytes * 2),
+        "max.partition.fetch.bytes": max(1_048_576, settings.serving.max_message_bytes + 1024),
+        "receive.message.max.bytes": max(8_388_608, settings.serving.max_message_bytes * 2) + 1_048_576,
+        "queued.max.messages.kbytes": max(16_384, settings.serving.max_message_bytes * 4 // 1024),
         "fetch.wait.max.ms": 10,
         "fetch.queue.backoff.ms": 10,
-        "queued.min.messages": max(10_000, settings.batch_size * 4),
+        "queued.min.messages": max(10_000, settings.serving.batch_size * 4),
         "partition.assignment.strategy": "range",
         "statistics.interval.ms": 2000,
         "stats_cb": health.on_stats,
@@ -336,12 +336,12 @@ def make_producer(settings: Settings) -> ConfluentProducer:
     cfg = client_config(settings)
     cfg.update({
         "acks": "all",
-        "linger.ms": settings.linger_ms,
+        "linger.ms": settings.connection.linger_ms,
         "batch.size": 1_048_576,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        "message.max.bytes": max(1_048_576, settings.max_message_bytes + 64 * 1024),
+        "message.max.bytes": max(1_048_576, settings.serving.max_message_bytes + 64 * 1024),
         "message.send.max.retries": 5,
         "retry.backoff.ms": 100,
         "request.timeout.ms": 15_000,
@@ -361,7 +361,7 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
         existing = set(admin.list_topics(timeout=30).topics)
     except KafkaException as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
         raise TransportError(
-            f"cannot connect to {settings.bootstrap_servers} ({_from_exception(exc).message}); check "
+            f"cannot connect to {settings.connection.bootstrap_servers} ({_from_exception(exc).message}); check "
             "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
             retriable=True,
         ) from None

@@ -28,8 +28,8 @@ _SECURITY_NAMES = {
 
 def client_config(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers.split(","),
-        "security_protocol": settings.security_protocol,
+        "bootstrap_servers": settings.connection.bootstrap_servers.split(","),
+        "security_protocol": settings.connection.security_protocol,
     }
     cfg.update(security_options(settings, _SECURITY_NAMES))
     return cfg
@@ -117,12 +117,12 @@ def make_consumer(
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        max_poll_records=settings.batch_size,
-        fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 2),
-        max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes + 1024),
+        session_timeout_ms=settings.connection.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.connection.session_timeout_ms // 3, 500),
+        max_poll_interval_ms=settings.connection.max_poll_interval_ms,
+        max_poll_records=settings.serving.batch_size,
+        fetch_max_bytes=max(52_428_800, settings.serving.max_message_bytes * 2),
+        max_partition_fetch_bytes=max(1_048_576, settings.serving.max_message_bytes + 1024),
         **client_config(settings),
     )
     if group_id is None:
@@ -177,9 +177,9 @@ class KafkaPythonProducer:
 def make_producer(settings: Settings) -> KafkaPythonProducer:
     producer = KafkaProducer(
         acks="all",
-        linger_ms=settings.linger_ms,
+        linger_ms=settings.connection.linger_ms,
         batch_size=256 * 1024,
-        max_request_size=max(1_048_576, settings.max_message_bytes + 64 * 1024),
+        max_request_size=max(1_048_576, settings.serving.max_message_bytes + 64 * 1024),
         retries=5,
         max_in_flight_requests_per_connection=5,
         request_timeout_ms=15_000,
@@ -193,7 +193,7 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
         admin = KafkaAdminClient(**client_config(settings))
     except KafkaError as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
         raise TransportError(
-            f"cannot connect to {settings.bootstrap_servers} ({type(exc).__name__}: {exc}); check "
+            f"cannot connect to {settings.connection.bootstrap_servers} ({type(exc).__name__}: {exc}); check "
             "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
             retriable=True,
         ) from None
