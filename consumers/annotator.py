@@ -8,7 +8,6 @@ earlier request of its partition is too, so a crash re-shows, never loses, a req
 from __future__ import annotations
 
 import heapq
-import json
 import os
 import select
 import sys
@@ -17,12 +16,16 @@ import time
 import tty
 from typing import Any, Optional, TextIO
 
+import msgspec
+
+from consumers.loop import GuardedLoop
 from triage.annotation import keymap, render_request
-from triage.codec import encode
+from triage.contracts import Label, dead_letter_from_batch, decode_review, encode
+from triage.errors import InputError
 from triage.labelstore import EDGE_CASE, UNDO
-from triage.records import OutRecord
+from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
-from triage.transport import Consumer, Producer, make_consumer, make_producer
+from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 
 CLEAR = "\x1b[2J\x1b[H"
 
@@ -36,6 +39,10 @@ class Console:
         self.stdin, self.stdout = stdin, stdout
         self.consumer: Consumer = make_consumer(settings, [settings.topics.review_topic], group_id=group_id)
         self.producer: Producer = make_producer(settings)
+        # Offsets are committed per answered request (see _done), not per batch.
+        self.loop: GuardedLoop[list[OutRecord]] = GuardedLoop(
+            "annotator", self.consumer, self._enqueue, producer=self.producer,
+            dlq_topic=settings.topics.dlq_topic, commit=False, max_records=200, poll_timeout_ms=100)
         self.heap: list[tuple[float, int, dict[str, Any]]] = []
         self.pending: dict[tuple[str, int], set[int]] = {}  # fetched, not yet handled
         self.high: dict[tuple[str, int], int] = {}  # highest handled offset
@@ -46,20 +53,30 @@ class Console:
 
     # --- Kafka side ------------------------------------------------------------------------
     def fetch(self) -> None:
-        batch = self.consumer.poll_batch(200, 100)
-        for t, p, o, v in zip(batch.topics, batch.partitions, batch.offsets, batch.values):
+        batch = self.loop.poll()
+        if batch is not None and len(batch):
+            self.loop.process(batch)
+
+    def _enqueue(self, batch: RecordBatch) -> list[OutRecord]:
+        """Queue valid, unseen requests by priority; dead-letter what is not a review request."""
+        dead: list[OutRecord] = []
+        for i, (t, p, o, v) in enumerate(zip(batch.topics, batch.partitions, batch.offsets, batch.values)):
             try:
-                doc = json.loads(v) if v else None
-            except ValueError:
-                doc = None
-            if not isinstance(doc, dict) or doc.get("id") in self.seen:
+                review = decode_review(v, self.settings.serving.max_message_bytes)
+            except InputError as exc:
+                dead.append(dead_letter_from_batch(batch, i, exc, exc.stage, self.settings.topics.dlq_topic, ""))
                 self._done(t, p, o)
                 continue
-            self.seen.add(doc["id"])
+            if review.id in self.seen:
+                self._done(t, p, o)
+                continue
+            self.seen.add(review.id)
+            doc = msgspec.to_builtins(review)
             doc["_pos"] = (t, p, o)
             self.pending.setdefault((t, p), set()).add(o)
             self._tick += 1
-            heapq.heappush(self.heap, (-float(doc.get("priority", 0)), self._tick, doc))
+            heapq.heappush(self.heap, (-review.priority, self._tick, doc))
+        return dead
 
     def _done(self, topic: str, partition: int, offset: int) -> None:
         """Mark a request handled; commit the partition up to its oldest unhandled request."""
@@ -70,11 +87,9 @@ class Console:
         self.consumer.commit({key: min(pending) if pending else self.high[key] + 1})
 
     def publish(self, doc: dict[str, Any], label: str) -> None:
-        event = {"id": doc["id"], "label": label, "annotator": self.annotator,
-                 "features": doc.get("features"), "ts": int(time.time() * 1000)}
-        errors = self.producer.send_all([OutRecord(self.settings.topics.labels_topic, doc["id"].encode(), encode(event))], 30)
-        if errors[0] is not None:
-            raise RuntimeError(f"could not publish the label: {errors[0].message}")
+        event = Label(doc["id"], label, self.annotator, doc.get("features"), int(time.time() * 1000))
+        record = OutRecord(self.settings.topics.labels_topic, doc["id"].encode(), encode(event))
+        send_until_acked(self.producer, [record], deadline_s=30.0)
 
     # --- terminal side ---------------------------------------------------------------------
     def read_key(self, timeout: float) -> Optional[str]:

@@ -9,14 +9,16 @@ independent of the retrain job and commits nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Optional
 
-from triage.metrics import AuditMetrics
+from consumers.loop import GuardedLoop
+from triage.contracts import decode_label, decode_review
+from triage.errors import InputError
+from triage.metrics import AuditMetrics, LoopMetrics
 from triage.policies.audit import AuditEstimator
-from triage.records import RecordBatch
+from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport import Consumer, make_consumer
 
@@ -28,31 +30,35 @@ class AuditConsumer:
                  consumer: Optional[Consumer] = None, estimator: Optional[AuditEstimator] = None) -> None:
         self.settings = settings
         self.metrics = metrics or AuditMetrics()
+        self.loop_metrics = LoopMetrics(self.metrics.registry)
         self.estimator = estimator or AuditEstimator()
         self._consumer = consumer
         self.stop_event = threading.Event()
         self.metrics.risk_alpha.set(settings.policy.risk_alpha)
 
-    def handle(self, batch: RecordBatch) -> None:
+    def handle(self, batch: RecordBatch) -> list[OutRecord]:
         """Fold one polled batch in (pure apart from the metrics)."""
-        s, est = self.settings, self.estimator
+        t, est, max_bytes = self.settings.topics, self.estimator, self.settings.serving.max_message_bytes
+        kinds = self.metrics.records
         for topic, value in zip(batch.topics, batch.values):
             try:
-                doc = json.loads(value) if value else None
-            except ValueError:
-                doc = None
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
-                self.metrics.records.labels(kind="other").inc()
-                continue
-            if topic == s.topics.review_topic and doc.get("reason") == "audit":
-                est.add_audit(doc["id"], str(doc.get("model_version", "")), str(doc.get("predicted")))
-                self.metrics.records.labels(kind="audit").inc()
-            elif topic == s.topics.labels_topic and isinstance(doc.get("label"), str):
-                est.add_label(doc["id"], doc["label"])
-                self.metrics.records.labels(kind="label").inc()
-            else:
-                self.metrics.records.labels(kind="other").inc()
+                if topic == t.review_topic:
+                    review = decode_review(value, max_bytes)
+                    if review.reason != "audit":
+                        kinds.labels(kind="other").inc()
+                        continue
+                    est.add_audit(review.id, review.model_version, review.predicted)
+                    kinds.labels(kind="audit").inc()
+                elif topic == t.labels_topic:
+                    label = decode_label(value, max_bytes)
+                    est.add_label(label.id, label.label)
+                    kinds.labels(kind="label").inc()
+                else:
+                    kinds.labels(kind="other").inc()
+            except InputError:
+                kinds.labels(kind="invalid").inc()
         self.export()
+        return []
 
     def export(self) -> None:
         m = self.metrics
@@ -65,16 +71,9 @@ class AuditConsumer:
     def run(self, *, idle_exit_s: Optional[float] = None) -> None:
         s = self.settings
         consumer = self._consumer or make_consumer(s, [s.topics.review_topic, s.topics.labels_topic], group_id=None)
-        idle = 0.0
         try:
-            while not self.stop_event.is_set():
-                batch = consumer.poll_batch(s.serving.batch_size, s.serving.poll_timeout_ms)
-                if len(batch):
-                    idle = 0.0
-                    self.handle(batch)
-                else:
-                    idle += s.serving.poll_timeout_ms / 1000.0
-                    if idle_exit_s is not None and idle > idle_exit_s:
-                        break
+            GuardedLoop("audit", consumer, self.handle, commit=False, max_records=s.serving.batch_size,
+                        poll_timeout_ms=s.serving.poll_timeout_ms, metrics=self.loop_metrics,
+                        stop=self.stop_event).run(idle_exit_s=idle_exit_s)
         finally:
             consumer.close()

@@ -9,60 +9,78 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable, Optional
 
-from triage.errors import TransportError
+from consumers.loop import GuardedLoop
+from triage.metrics import LoopMetrics
+from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
+from triage.threads import Supervised
 from triage.transport import Consumer, make_consumer
 
 log = logging.getLogger("triage.backlog")
+CHUNK = 10_000
 
 
 class BacklogWatcher:
-    def __init__(self, settings: Settings, sink: Callable[[int], None], *, consumer: Optional[Consumer] = None) -> None:
+    def __init__(self, settings: Settings, sink: Callable[[int], None], *, consumer: Optional[Consumer] = None,
+                 metrics: Optional[LoopMetrics] = None,
+                 on_fatal: Optional[Callable[[BaseException], None]] = None) -> None:
         self.settings = settings
         self.sink = sink
         self._consumer = consumer
+        self.metrics = metrics or LoopMetrics()
         self.reviews = 0
         self.labels = 0
-        self.stop_event = threading.Event()
-        self._thread = threading.Thread(target=self.run, name="backlog-watcher", daemon=True)
+        self._loop: Optional[GuardedLoop[list[OutRecord]]] = None
+        restarts = self.metrics.helper_restarts.labels(thread="backlog-watcher")
+        self._helper = Supervised("backlog-watcher", self.run, on_fatal=on_fatal or (lambda exc: None),
+                                  on_restart=lambda exc: restarts.inc())
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._helper.stop_event
 
     def start(self) -> "BacklogWatcher":
-        self._thread.start()
+        self._helper.start()
         return self
+
+    def _count(self, batch: RecordBatch) -> list[OutRecord]:
+        t = self.settings.topics
+        for topic in batch.topics:
+            if topic == t.review_topic:
+                self.reviews += 1
+            elif topic == t.labels_topic:
+                self.labels += 1
+        return []
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Read what is new, update the counts, feed the sink; returns the backlog."""
-        if self._consumer is None:
-            s = self.settings
-            self._consumer = make_consumer(s, [s.topics.review_topic, s.topics.labels_topic], group_id=None)
+        if self._loop is None:
+            t = self.settings.topics
+            consumer = self._consumer or make_consumer(self.settings, [t.review_topic, t.labels_topic], group_id=None)
+            self._consumer = consumer
+            self._loop = GuardedLoop("backlog", consumer, self._count, commit=False, max_records=CHUNK,
+                                     poll_timeout_ms=timeout_ms, metrics=self.metrics, stop=self.stop_event)
         while True:
-            batch = self._consumer.poll_batch(10_000, timeout_ms)
-            for topic in batch.topics:
-                if topic == self.settings.topics.review_topic:
-                    self.reviews += 1
-                elif topic == self.settings.topics.labels_topic:
-                    self.labels += 1
-            if len(batch) < 10_000:
+            batch = self._loop.poll()
+            if batch is None:  # broker trouble: the loop counted and logged it
+                break
+            if len(batch):
+                self._loop.process(batch)
+            if len(batch) < CHUNK:
                 break
         backlog = max(self.reviews - self.labels, 0)
         self.sink(backlog)
         return backlog
 
-    def run(self) -> None:
-        try:
-            while not self.stop_event.is_set():
-                try:
-                    self.poll_once()
-                except TransportError as exc:
-                    log.warning("backlog read failed (%s); retrying", exc.message)
-                self.stop_event.wait(self.settings.policy.backlog_poll_s)
-        finally:
-            if self._consumer is not None:
-                self._consumer.close()
+    def run(self, stop: Optional[threading.Event] = None) -> None:
+        stop = stop or self.stop_event
+        while not stop.is_set():
+            self.poll_once()
+            stop.wait(self.settings.policy.backlog_poll_s)
 
     def stop(self) -> None:
-        self.stop_event.set()
-        self._thread.join(10)
+        self._helper.stop(10)
+        if self._consumer is not None:
+            self._consumer.close()

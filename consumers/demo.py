@@ -8,7 +8,6 @@ Then the same stream and label budget with random selection, as a baseline.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -19,15 +18,17 @@ from typing import Any, Optional, TextIO
 
 import numpy as np
 
+from consumers.loop import GuardedLoop
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.simulated import SimulatedAnnotator, Streamer
 from consumers.trainer import Trainer
 from triage.broker import EmbeddedBroker
+from triage.bundles import train_initial
 from triage.calibration import apply_temperature
-from triage.codec import encode
-from triage.commands.train import train_initial
+from triage.contracts import Sample, decode_prediction, decode_review, encode
 from triage.policies import prepare_model
+from triage.records import OutRecord, RecordBatch
 from triage.registry import Registry
 from triage.selection import select
 from triage.serving import serving_model_from_registry
@@ -66,30 +67,36 @@ class Tally(threading.Thread):
         self.ids: set[str] = set()
         self.dlq = 0
 
+    def _count(self, batch: RecordBatch) -> list[OutRecord]:
+        t, max_bytes = self.settings.topics, self.settings.serving.max_message_bytes
+        for topic, value in zip(batch.topics, batch.values):
+            if topic == t.dlq_topic:
+                self.dlq += 1
+                continue
+            if topic == t.predictions_topic:
+                prediction = decode_prediction(value, max_bytes)
+                sid, route, reason = prediction.id, "predictions", "confident"
+            else:
+                review = decode_review(value, max_bytes)
+                if review.reason == "audit":
+                    continue  # a copy of an accepted prediction, already counted
+                sid, route, reason = review.id, "review", review.reason
+            if sid in self.ids:
+                continue  # at-least-once duplicates
+            self.ids.add(sid)
+            self.routes[route] += 1
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+            if route == "predictions" and sid in self.truth:
+                self.accepted += 1
+                self.accepted_correct += prediction.label == self.truth[sid]
+        return []
+
     def run(self) -> None:
-        s = self.settings
-        names = {s.topics.predictions_topic: "predictions", s.topics.review_topic: "review", s.topics.dlq_topic: "dlq"}
-        reader = make_consumer(s, list(names), group_id=None)
+        t = self.settings.topics
+        reader = make_consumer(self.settings, [t.predictions_topic, t.review_topic, t.dlq_topic], group_id=None)
         try:
-            while not self.stop.is_set():
-                batch = reader.poll_batch(2000, 200)
-                for topic, value in zip(batch.topics, batch.values):
-                    route = names[topic]
-                    if route == "dlq":
-                        self.dlq += 1
-                        continue
-                    doc = json.loads(value)
-                    if route == "review" and doc.get("reason") == "audit":
-                        continue
-                    if doc["id"] in self.ids:
-                        continue  # at-least-once duplicates
-                    self.ids.add(doc["id"])
-                    self.routes[route] += 1
-                    reason = doc.get("reason", "confident")
-                    self.reasons[reason] = self.reasons.get(reason, 0) + 1
-                    if route == "predictions" and doc["id"] in self.truth:
-                        self.accepted += 1
-                        self.accepted_correct += doc["label"] == self.truth[doc["id"]]
+            GuardedLoop("demo-tally", reader, self._count, commit=False, max_records=2000, poll_timeout_ms=200,
+                        stop=self.stop).run()
         finally:
             reader.close()
 
@@ -124,7 +131,7 @@ def _dataset(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
     X, y = load_digits(return_X_y=True)
     X_pool, X_eval, y_pool, y_eval = train_test_split(X, y.astype(str), test_size=cfg.eval_fraction,
-                                                      random_state=cfg.policy.seed, stratify=y)
+                                                      random_state=cfg.seed, stratify=y)
     return X_pool, y_pool.astype(str), X_eval, y_eval.astype(str)
 
 
@@ -134,10 +141,10 @@ def _stream(cfg: DemoConfig, X: np.ndarray, y: np.ndarray, rng: np.random.Genera
     for i in range(len(X)):
         sid = f"s{i}"
         truth[sid] = str(y[i])
-        records.append((sid.encode(), encode({"id": sid, "features": X[i].tolist()})))  # Kafka stamps the time
+        records.append((sid.encode(), encode(Sample(sid, X[i].tolist()))))  # Kafka stamps the time
     for i in range(cfg.outliers):
         sid = f"outlier{i}"
-        records.append((sid.encode(), encode({"id": sid, "features": (rng.random(X.shape[1]) * 16).round().tolist()})))
+        records.append((sid.encode(), encode(Sample(sid, (rng.random(X.shape[1]) * 16).round().tolist()))))
     corrupt = [b"\xff\xfe binary", b"{not json", b"[1,2,3]", b'{"id": "", "features": []}',
                b'{"id": "short", "features": [1, 2]}', b'{"id": "nan", "features": "NaN"}', None,
                b'{"id": "bool", "features": [true]}']
@@ -163,7 +170,7 @@ def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray,
               family: str) -> list[dict[str, Any]]:
     """Same stream, same label counts per version, same trainer — but which samples get a
     label is chosen uniformly at random from the stream instead of by uncertainty."""
-    rng = np.random.default_rng(cfg.policy.seed + 1)
+    rng = np.random.default_rng(cfg.seed + 1)
     order = rng.permutation(len(X_stream))
     rows = []
     for row in active:
@@ -171,7 +178,7 @@ def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray,
         pick = order[:n]
         X = np.vstack([X_init, X_stream[pick]]) if n else X_init
         y = np.concatenate([y_init, y_stream[pick]])
-        trained = train_model(X, y, family=family, seed=cfg.policy.seed)
+        trained = train_model(X, y, family=family, seed=cfg.seed)
         probs = apply_temperature(trained.estimator.predict_proba(X_eval.astype(np.float32)), trained.temperature)
         rows.append({"version": f"random-{row['version']}", "labels_used": int(len(X)),
                      "accuracy": evaluate(probs, trained.classes, y_eval)["accuracy"]})
@@ -181,9 +188,9 @@ def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray,
 def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
     if base.operations.log_level == "INFO":  # the live view is the output; keep routine logs out of it
         logging.getLogger("triage").setLevel(logging.WARNING)
-    rng = np.random.default_rng(cfg.policy.seed)
+    rng = np.random.default_rng(cfg.seed)
     X_pool, y_pool, X_eval, y_eval = _dataset(cfg)
-    init_idx = select(X_pool, cfg.initial_labels, cfg.strategy, seed=cfg.policy.seed)  # unlabelled pool: no y
+    init_idx = select(X_pool, cfg.initial_labels, cfg.strategy, seed=cfg.seed)  # unlabelled pool: no y
     rest = np.setdiff1d(np.arange(len(X_pool)), init_idx)[: cfg.samples]
     X_stream, y_stream = X_pool[rest], y_pool[rest]
     cfg.report_dir.mkdir(parents=True, exist_ok=True)
@@ -200,10 +207,11 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
         out.write(f"static bootstrap: {cfg.initial_labels} of {len(X_pool)} pool samples by {cfg.strategy}; "
                   f"held-out eval set: {len(X_eval)}\n")
         # The pool is unlabelled production data: it describes the inliers for the outlier detector.
-        train_initial(X_pool[init_idx], y_pool[init_idx], registry, s, progress=lambda m: out.write(m + "\n"),
+        train_initial(X_pool[init_idx], y_pool[init_idx], registry, retrain=s.retrain, policy=s.policy,
+                      outlier_quantile=s.serving.outlier_quantile, progress=lambda m: out.write(m + "\n"),
                       holdout=(X_eval, y_eval), reference=X_pool)
         records, truth = _stream(cfg, X_stream, y_stream, rng)
-        scorer = Scorer(s, prepare_model(s, serving_model_from_registry(registry, registry.current() or "", s)))
+        scorer = Scorer(s, prepare_model(s.policy, serving_model_from_registry(registry, registry.current() or "", s.serving)))
         watcher = ModelWatcher(s, registry, scorer).start()
         tally = Tally(s, truth, stop)
         annotator = SimulatedAnnotator(s, truth, delay_s=cfg.annotator_delay_s,

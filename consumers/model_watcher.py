@@ -3,23 +3,28 @@ replica sees every event), loads the registry's CURRENT in the background, and h
 verified, warmed model to the scorer, which swaps it in between batches.
 
 The event is a hint; the registry is the source of truth. A bad bundle or event is refused,
-logged and counted, and the old model keeps serving.
+logged and counted, and the old model keeps serving. The watcher runs the guarded loop in a
+supervised thread: any record is survivable, and a crash of the thread itself restarts it,
+or ends the process non-zero when restarting does not help.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Callable, Optional
 
+from consumers.loop import GuardedLoop
 from consumers.scorer import Scorer
-from triage.errors import IncompatibleModelError, IntegrityError, ModelError, RegistryError, TriageError
+from triage.contracts import ModelEvent, decode_model_event
+from triage.errors import IncompatibleModelError, InputError, IntegrityError, ModelError, RegistryError, TriageError
 from triage.policies import prepare_model
+from triage.records import RecordBatch
 from triage.registry import Registry
 from triage.serving import ServingModel, serving_model_from_registry
 from triage.settings import Settings
+from triage.threads import Supervised
 from triage.transport import Consumer, make_consumer
 
 log = logging.getLogger("triage.watcher")
@@ -38,84 +43,113 @@ def refusal_reason(exc: Exception) -> str:
 
 
 class ModelWatcher:
-    def __init__(self, settings: Settings, registry: Registry, scorer: Scorer) -> None:
+    def __init__(self, settings: Settings, registry: Registry, scorer: Scorer, *,
+                 on_fatal: Optional[Callable[[BaseException], None]] = None) -> None:
         self.settings = settings
         self.registry = registry
         self.scorer = scorer
-        self.stop_event = threading.Event()
         self._refused: set[tuple[str, str]] = set()
         self._consumer: Optional[Consumer] = None
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._next_check = 0.0
+        self._lock = threading.Lock()  # sync() runs from the loop and from tests
+        restarts = scorer.metrics.loop.helper_restarts.labels(thread="model-watcher")
+        self._helper = Supervised("model-watcher", self._run, on_fatal=on_fatal or scorer.fail,
+                                  on_restart=lambda exc: restarts.inc())
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._helper.stop_event
 
     def start(self) -> "ModelWatcher":
         # Subscribe (at the end of the topic) before returning, so no event published after
         # start-up is missed; CURRENT is re-checked on every event and every poll interval.
-        self._consumer = make_consumer(self.settings, [self.settings.topics.models_topic], group_id=None, from_beginning=False)
-        self._thread.start()
+        self._consumer = make_consumer(self.settings, [self.settings.topics.models_topic], group_id=None,
+                                       from_beginning=False)
+        self.scorer.still_current = self._still_current
+        self._helper.start()
         return self
 
     def stop(self) -> None:
-        self.stop_event.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        assert self._consumer is not None
-        next_check = time.monotonic() + self.settings.serving.registry_poll_s
-        try:
-            while not self.stop_event.is_set():
-                try:
-                    batch = self._consumer.poll_batch(100, 500)
-                except TriageError as exc:
-                    log.warning("models topic poll failed: %s", exc.message)
-                    self.stop_event.wait(1.0)
-                    continue
-                for value in batch.values:
-                    self.handle_event(value)
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self.settings.serving.registry_poll_s
-                    self.sync()
-        finally:
+        self._helper.stop()
+        if self._consumer is not None:
             self._consumer.close()
+
+    def is_alive(self) -> bool:
+        return self._helper.is_alive()
+
+    def _run(self, stop: threading.Event) -> None:
+        assert self._consumer is not None
+        self._next_check = time.monotonic() + self.settings.serving.registry_poll_s
+        GuardedLoop(
+            "model-watcher", self._consumer, self.handle, commit=False, max_records=100, poll_timeout_ms=500,
+            after_poll=self._periodic_sync, metrics=self.scorer.metrics.loop, stop=stop,
+        ).run()
+
+    def _periodic_sync(self, _batch: Optional[RecordBatch]) -> None:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.settings.serving.registry_poll_s
+            self.sync()
+
+    def handle(self, batch: RecordBatch) -> list[object]:
+        """Each event is checked, then triggers a sync; a bad one is refused and counted."""
+        for value in batch.values:
+            self.handle_event(value)
+        return []
 
     def handle_event(self, value: Optional[bytes]) -> None:
         try:
             event = self._validate(value)
-        except (ValueError, TriageError) as exc:
-            self._refuse("bad_event" if not isinstance(exc, RegistryError) else "path", None, exc)
+        except (InputError, RegistryError) as exc:
+            self._refuse("path" if isinstance(exc, RegistryError) else "bad_event", None, exc)
             return
-        log.info("model event: %s %s", event["action"], event["version"])
+        log.info("model event: %s %s", event.action, event.version)
         self.sync()
 
-    def _validate(self, value: Optional[bytes]) -> dict[str, Any]:
-        event = json.loads(value) if value else None
-        if not isinstance(event, dict) or not all(isinstance(event.get(k), str) for k in ("version", "sha256", "path", "action")):
-            raise ValueError(f"not a model event (needs version, sha256, path, action): {value[:200]!r}")
-        if event["action"] not in ("promote", "rollback"):
-            raise ValueError(f"unknown action {event['action']!r}")
-        target = self.registry.resolve(event["path"])
-        if target != self.registry.model_path(event["version"]).resolve():
-            raise RegistryError(f"event path {event['path']!r} is not the bundle of {event['version']}")
+    def _validate(self, value: Optional[bytes]) -> ModelEvent:
+        event = decode_model_event(value, self.settings.serving.max_message_bytes)
+        target = self.registry.resolve(event.path)
+        if target != self.registry.model_path(event.version).resolve():
+            raise RegistryError(f"event path {event.path!r} is not the bundle of {event.version}")
         return event
 
+    def _still_current(self, version: str) -> bool:
+        try:
+            return self.registry.current() == version
+        except OSError:
+            return True  # cannot tell now; the next sync re-checks CURRENT anyway
+
     def sync(self) -> Optional[ServingModel]:
-        """Load CURRENT if it differs from what is served. Returns the offered model."""
+        """Load CURRENT if it differs from what is served (or queued). Returns the offered model."""
+        with self._lock:
+            return self._sync()
+
+    def _sync(self) -> Optional[ServingModel]:
         try:
             version = self.registry.current()
         except OSError as exc:
             self._refuse("registry", None, exc)
             return None
         running = self.scorer.model
-        if version is None or version == running.version:
+        pending = self.scorer.pending_version
+        if version is None:
+            return None
+        if version == running.version:
+            if pending is not None:  # a rollback overtook the queued offer
+                self.scorer.withdraw_offer()
+                log.info("withdrew queued model %s: CURRENT is back to %s", pending, version)
+            return None
+        if version == pending:
             return None
         try:
-            sha = self.registry.manifest(version).get("sha256", "")
+            sha = str(self.registry.manifest(version).get("sha256", ""))
         except TriageError as exc:
             self._refuse("registry", version, exc)
             return None
         if (version, sha) in self._refused:
             return None
         try:
-            model = prepare_model(self.settings, serving_model_from_registry(self.registry, version, self.settings, running=running))
+            model = prepare_model(self.settings.policy, serving_model_from_registry(
+                self.registry, version, self.settings.serving, running=running))
         except (TriageError, OSError, ValueError) as exc:
             self._refused.add((version, sha))
             self._refuse(refusal_reason(exc), version, exc)
@@ -125,7 +159,8 @@ class ModelWatcher:
         return model
 
     def _refuse(self, reason: str, version: Optional[str], exc: Exception) -> None:
-        message = getattr(exc, "message", str(exc))
-        log.error("refused model %s (%s): %s; still serving %s", version or "?", reason, message, self.scorer.model.version)
+        message = exc.message if isinstance(exc, TriageError) else str(exc)
+        log.error("refused model %s (%s): %s; still serving %s", version or "?", reason, message,
+                  self.scorer.model.version)
         self.scorer.metrics.swaps.labels(result="refused").inc()
         self.scorer.metrics.refusals.labels(reason=reason).inc()

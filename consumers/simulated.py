@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import heapq
-import json
 import threading
 import time
 from typing import Optional
 
-from triage.codec import encode
+from consumers.loop import GuardedLoop
+from triage.contracts import Label, decode_review, encode
+from triage.errors import InputError, TransportError
 from triage.labelstore import EDGE_CASE
-from triage.records import OutRecord
+from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
-from triage.transport import make_consumer, make_producer
+from triage.transport import Producer, make_consumer, make_producer, send_until_acked
 
 
 class Streamer(threading.Thread):
@@ -33,8 +34,12 @@ class Streamer(threading.Thread):
                 if self.stop.is_set():
                     break
                 part = self.records[i:i + chunk]
-                errors = producer.send_all([OutRecord(self.settings.topics.samples_topic, k, v) for k, v in part], 60)
-                self.sent += sum(1 for e in errors if e is None)
+                try:
+                    send_until_acked(producer, [OutRecord(self.settings.topics.samples_topic, k, v) for k, v in part],
+                                     stop=self.stop)
+                except TransportError:
+                    break  # only raised once stopped
+                self.sent += len(part)
                 lag = started + (i + chunk) / self.rate - time.monotonic()
                 if lag > 0:
                     self.stop.wait(lag)
@@ -53,41 +58,52 @@ class SimulatedAnnotator(threading.Thread):
         self.interval = 60.0 / labels_per_minute
         self.requests = 0
         self.labelled = 0
+        self.invalid = 0
         self.queue: list[tuple[float, float, str, list[float]]] = []  # (-priority, arrival, id, features)
         self._seen: set[str] = set()
+        self._next_label = time.monotonic()
+        self._producer: Optional[Producer] = None
 
     @property
     def backlog(self) -> int:
         return len(self.queue)
 
+    def _enqueue(self, batch: RecordBatch) -> list[OutRecord]:
+        now = time.monotonic()
+        for value in batch.values:
+            try:
+                review = decode_review(value, self.settings.serving.max_message_bytes)
+            except InputError:
+                self.invalid += 1
+                continue
+            if review.id in self._seen:
+                continue  # at-least-once duplicates
+            self._seen.add(review.id)
+            self.requests += 1
+            heapq.heappush(self.queue, (-review.priority, now, review.id, review.features))
+        return []
+
+    def _answer(self) -> None:
+        now = time.monotonic()
+        answers = []
+        while self.queue and now >= self._next_label and now - self.queue[0][1] >= self.delay_s:
+            _, _, sid, feats = heapq.heappop(self.queue)
+            label = Label(sid, self.truth.get(sid, EDGE_CASE), "simulated", feats, int(time.time() * 1000))
+            answers.append(OutRecord(self.settings.topics.labels_topic, sid.encode(), encode(label)))
+            self._next_label = max(self._next_label + self.interval, now - 1.0)
+        if answers and self._producer is not None:
+            send_until_acked(self._producer, answers, stop=self.stop)
+            self.labelled += len(answers)
+
     def run(self) -> None:
         s = self.settings
         consumer = make_consumer(s, [s.topics.review_topic], group_id="triage-demo-annotators")
-        producer = make_producer(s)
-        next_label = time.monotonic()
+        self._producer = make_producer(s)
         try:
-            while not self.stop.is_set():
-                batch = consumer.poll_batch(500, 100)
-                now = time.monotonic()
-                for value in batch.values:
-                    doc = json.loads(value) if value else {}
-                    if doc.get("id") in self._seen:
-                        continue  # at-least-once duplicates
-                    self._seen.add(doc["id"])
-                    self.requests += 1
-                    heapq.heappush(self.queue, (-float(doc.get("priority", 0)), now, doc["id"], doc["features"]))
-                if batch.offsets:
-                    consumer.commit(batch.next_offsets())
-                answers = []
-                while self.queue and now >= next_label and now - self.queue[0][1] >= self.delay_s:
-                    _, _, sid, feats = heapq.heappop(self.queue)
-                    label = self.truth.get(sid, EDGE_CASE)
-                    answers.append(OutRecord(s.topics.labels_topic, sid.encode(), encode(
-                        {"id": sid, "label": label, "annotator": "simulated", "features": feats, "ts": int(time.time() * 1000)})))
-                    next_label = max(next_label + self.interval, now - 1.0)
-                if answers:
-                    producer.send_all(answers, 60)
-                    self.labelled += len(answers)
+            GuardedLoop("simulated-annotator", consumer, self._enqueue, max_records=500, poll_timeout_ms=100,
+                        before_poll=self._answer, stop=self.stop).run()
+        except TransportError:
+            pass  # stopped while the broker was unreachable: nothing left to do
         finally:
-            producer.close()
+            self._producer.close()
             consumer.close()

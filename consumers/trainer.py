@@ -1,64 +1,46 @@
 """The retrain job: labels in, a checked candidate out, promotions announced.
 
-ingest: read review records (the join index), consume labels as a group, join by sample id,
-persist the good ones, dead-letter the rest, then commit (at-least-once).
-run_once: fold -> train candidate -> evaluate candidate and current on the same held-out
-data -> promote (and announce on the models topic) or register as rejected.
+ingest: read review records (the join index, no group), consume labels as a group, join by
+sample id, persist the good ones, dead-letter the rest, then commit (at-least-once); both
+reads run the guarded loop. run_once: ingest, then ``triage.retraining.retrain_once`` (train,
+evaluate against current, promote or reject), then announce a promotion on the models topic.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
-import numpy as np
-
-from triage.codec import decode_label, encode
+from consumers.loop import GuardedLoop, drain
+from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
 from triage.errors import InputError, LabelError, TriageError
-from triage.handlers import dlq_record
 from triage.labelstore import EDGE_CASE, UNDO, LabelStore
 from triage.metrics import RetrainMetrics
-from triage.model import OnnxClassifier
-from triage.calibration import apply_temperature
 from triage.records import OutRecord, RecordBatch
 from triage.registry import Registry
+from triage.retraining import RetrainOutcome, retrain_once
 from triage.settings import Settings
-from triage.training import class_counts, evaluate, fit_bundle_routing, manifest_for, register, train_model
-from triage.transport import Consumer, Producer, make_consumer, make_producer
+from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 
 log = logging.getLogger("triage.retrain")
 IDLE_POLLS = 2
 JOIN_WAIT_S = 30.0
 DRAIN_S = 10.0
+ANNOUNCE_DEADLINE_S = 60.0
 
 
-@dataclass
-class RetrainOutcome:
-    outcome: str  # promoted | rejected | skipped | failed
-    version: Optional[str] = None
-    reason: str = ""
-    candidate: dict[str, Any] = field(default_factory=dict)
-    current: dict[str, Any] = field(default_factory=dict)
-    folded: int = 0
-    rejected: int = 0
+def announce(settings: Settings, producer: Producer, event: Mapping[str, Any], *,
+             deadline_s: float = ANNOUNCE_DEADLINE_S) -> None:
+    """Publish a promote/rollback event; a broker that stays unreachable fails in bounded time."""
+    rec = OutRecord(settings.topics.models_topic, str(event["version"]).encode(), encode_model_event(event))
+    send_until_acked(producer, [rec], deadline_s=deadline_s)
 
 
-def load_npz(path: Any, labelled: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as d:
-        X = np.asarray(d["X"], dtype=np.float64)
-        return X, (np.asarray(d["y"]).astype(str) if labelled else np.zeros(0, dtype=str))
-
-
-def announce(settings: Settings, producer: Producer, event: dict[str, Any]) -> None:
-    rec = OutRecord(settings.topics.models_topic, event["version"].encode(), encode(event))
-    for attempt in range(10):
-        errors = producer.send_all([rec], 30)
-        if errors[0] is None:
-            return
-        time.sleep(min(0.2 * 2**attempt, 5))
-    raise TriageError(f"could not announce {event['action']} of {event['version']} on {settings.topics.models_topic}")
+def _rejection_reason(exc: InputError) -> str:
+    if isinstance(exc, LabelError):
+        return exc.reason_code
+    return "invalid"
 
 
 class Trainer:
@@ -68,12 +50,16 @@ class Trainer:
         self.registry = registry
         self.metrics = metrics or RetrainMetrics()
         self.progress = progress
-        self.store = LabelStore(registry.data_dir)
+        repairs = self.metrics.store_repairs
+        self.store = LabelStore(registry.data_dir, on_repair=lambda reason, n: repairs.labels(reason=reason).inc())
         self.drain_s = DRAIN_S
         self._review: dict[str, list[float]] = {}
         self._review_reader: Optional[Consumer] = None
         self._labels: Optional[Consumer] = None
         self._producer: Optional[Producer] = None
+        self._classes: frozenset[str] = frozenset()
+        self._feature_count = 0
+        self.folded = self.rejected = 0
 
     # --- clients (created lazily so `--once` without Kafka work still fails clearly) ------
     @property
@@ -88,95 +74,79 @@ class Trainer:
                 client.close()
 
     # --- ingest ----------------------------------------------------------------------------
-    def _drain(self, consumer: Consumer, handle: Callable[[RecordBatch], None], wait_for_assignment: bool) -> None:
-        """Read until the topic is quiet (a few empty polls) or DRAIN_S of reading has passed,
-        so a steady label stream cannot keep a run from ever training."""
-        join_deadline = time.monotonic() + JOIN_WAIT_S
-        deadline: Optional[float] = None
-        idle = 0
-        while idle < IDLE_POLLS:
-            batch = consumer.poll_batch(self.settings.serving.batch_size, 300)
-            if not len(batch):
-                if wait_for_assignment and not consumer.assigned() and time.monotonic() < join_deadline:
-                    continue
-                idle += 1
-            else:
-                idle = 0
-                handle(batch)
-            deadline = deadline or time.monotonic() + self.drain_s
-            if time.monotonic() > deadline:
-                break
-
-    def _read_review(self, batch: RecordBatch) -> None:
-        import json
-
+    def _read_review(self, batch: RecordBatch) -> list[OutRecord]:
+        """Index review requests by sample id (the features a label joins to)."""
+        max_bytes = self.settings.serving.max_message_bytes
         for value in batch.values:
             try:
-                doc = json.loads(value) if value else None
-                if isinstance(doc, dict) and isinstance(doc.get("id"), str) and isinstance(doc.get("features"), list):
-                    self._review[doc["id"]] = doc["features"]
-            except ValueError:
+                review = decode_review(value, max_bytes)
+            except InputError:
+                self.metrics.review_records.labels(kind="invalid").inc()
+                continue  # the scorer wrote it; whatever it is, labels cannot join to it
+            self._review[review.id] = review.features
+            self.metrics.review_records.labels(kind="indexed").inc()
+        return []
+
+    def _fold_labels(self, batch: RecordBatch) -> list[OutRecord]:
+        """Validate and join each label; persist the good ones (before the commit), return
+        dead letters for the rest."""
+        s = self.settings
+        rows: list[dict[str, Any]] = []
+        dead: list[OutRecord] = []
+        reasons: list[str] = []
+        version = self.registry.current() or ""
+        for i, value in enumerate(batch.values):
+            try:
+                row = self._join(decode_label(value, s.serving.max_message_bytes), batch.partitions[i], batch.offsets[i])
+            except InputError as exc:
+                reasons.append(_rejection_reason(exc))
+                dead.append(dead_letter_from_batch(batch, i, exc, "label", s.topics.dlq_topic, version))
                 continue
+            if row["label"] == EDGE_CASE:
+                reasons.append("edge_case")
+            rows.append(row)
+        self.folded += self.store.append(rows)
+        self.rejected += len(dead)
+        self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO) for r in rows))
+        for reason in reasons:
+            self.metrics.rejected.labels(reason=reason).inc()
+        return dead
+
+    def _join(self, label: Label, partition: int, offset: int) -> dict[str, Any]:
+        """The label-store row of a valid label, or a LabelError saying why there is none."""
+        features = label.features if label.features is not None else self._review.get(label.id)
+        if features is None and label.label == UNDO:
+            features = []
+        elif features is None:
+            raise LabelError(f"no review record with id {label.id!r} and no `features` in the label",
+                             code="unjoinable")
+        if label.label != UNDO and len(features) != self._feature_count:
+            raise LabelError(f"`features` has {len(features)} values; the model takes {self._feature_count}")
+        if (label.label not in (EDGE_CASE, UNDO) and label.label not in self._classes
+                and not self.settings.retrain.accept_new_classes):
+            raise LabelError(f"unknown class {label.label!r} (known: {', '.join(sorted(self._classes))}); "
+                             "set TRIAGE_ACCEPT_NEW_CLASSES=true to learn new classes", code="unknown_class")
+        return {"id": label.id, "label": label.label, "features": features, "annotator": label.annotator,
+                "partition": partition, "offset": offset}
 
     def ingest(self, classes: list[str], feature_count: int) -> tuple[int, int]:
         s = self.settings
+        self._classes, self._feature_count = frozenset(classes), feature_count
         if self._review_reader is None:
             self._review_reader = make_consumer(s, [s.topics.review_topic], group_id=None)
-        self._drain(self._review_reader, self._read_review, wait_for_assignment=False)
+        drain(GuardedLoop("retrain-review-index", self._review_reader, self._read_review, commit=False,
+                          max_records=s.serving.batch_size, poll_timeout_ms=300, metrics=self.metrics.loop),
+              idle_polls=IDLE_POLLS, max_s=self.drain_s)
         if self._labels is None:
             self._labels = make_consumer(s, [s.topics.labels_topic], group_id=s.retrain.retrain_group_id)
-        folded = rejected = 0
-        known = set(classes)
+        before = (self.folded, self.rejected)
+        drain(GuardedLoop("retrain", self._labels, self._fold_labels, producer=self.producer,
+                          dlq_topic=s.topics.dlq_topic, max_records=s.serving.batch_size, poll_timeout_ms=300,
+                          version=lambda: self.registry.current() or "", metrics=self.metrics.loop),
+              idle_polls=IDLE_POLLS, max_s=self.drain_s, join_wait_s=JOIN_WAIT_S)
+        return self.folded - before[0], self.rejected - before[1]
 
-        def handle(batch: RecordBatch) -> None:
-            nonlocal folded, rejected
-            rows: list[dict[str, Any]] = []
-            dead: list[OutRecord] = []
-            for i, value in enumerate(batch.values):
-                try:
-                    label = decode_label(value, s.serving.max_message_bytes)
-                    features = label.features if label.features is not None else self._review.get(label.id)
-                    if features is None and label.label == UNDO:
-                        features = []
-                    elif features is None:
-                        raise LabelError(f"no review record with id {label.id!r} and no `features` in the label")
-                    if label.label != UNDO and len(features) != feature_count:
-                        raise LabelError(f"`features` has {len(features)} values; the model takes {feature_count}")
-                    if label.label not in (EDGE_CASE, UNDO) and label.label not in known and not s.retrain.accept_new_classes:
-                        raise LabelError(f"unknown class {label.label!r} (known: {', '.join(sorted(known))}); "
-                                         "set TRIAGE_ACCEPT_NEW_CLASSES=true to learn new classes")
-                except InputError as exc:
-                    reason = "unknown_class" if "unknown class" in exc.message else (
-                        "unjoinable" if "no review record" in exc.message else "invalid")
-                    self.metrics.rejected.labels(reason=reason).inc()
-                    dead.append(dlq_record(batch, i, exc, "label", s, self.registry.current() or ""))
-                    rejected += 1
-                    continue
-                if label.label == EDGE_CASE:
-                    self.metrics.rejected.labels(reason="edge_case").inc()
-                rows.append({"id": label.id, "label": label.label, "features": features, "annotator": label.annotator,
-                             "partition": batch.partitions[i], "offset": batch.offsets[i]})
-            # Persist first, then dead-letter, then commit: a crash re-reads, never loses.
-            folded += self.store.append(rows)
-            self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO) for r in rows))
-            if dead:
-                errors = self.producer.send_all(dead, 60)
-                if any(errors):
-                    raise TriageError(f"could not dead-letter {sum(1 for e in errors if e)} labels: {next(e for e in errors if e).message}")
-            assert self._labels is not None
-            self._labels.commit(batch.next_offsets())
-
-        self._drain(self._labels, handle, wait_for_assignment=True)
-        return folded, rejected
-
-    # --- evaluation and promotion ----------------------------------------------------------
-    def _current_probs(self, version: str, X: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        manifest = self.registry.verify(version)
-        clf = OnnxClassifier(self.registry.model_path(version), classes=manifest.get("classes"),
-                             feature_count=manifest.get("feature_count"))
-        temperature = float((manifest.get("calibration") or {}).get("temperature", 1.0))
-        return apply_temperature(clf.predict_proba(X), temperature), list(clf.spec.classes)
-
+    # --- one run -------------------------------------------------------------------------------
     def run_once(self) -> RetrainOutcome:
         started = time.monotonic()
         try:
@@ -198,74 +168,19 @@ class Trainer:
         current = reg.current()
         if current is None:
             raise TriageError(f"registry {reg.root} has no CURRENT version: run `triage train` first")
-        cur_manifest = reg.manifest(current)
+        manifest = reg.manifest(current)
         self.progress(f"ingesting labels from {s.topics.labels_topic} (current model {current})")
-        folded, rejected = self.ingest(cur_manifest["classes"], int(cur_manifest["feature_count"]))
-        total = self.store.count()
-        used = int(cur_manifest.get("data", {}).get("labels_upto", 0))
-        self.metrics.pending.set(max(total - used, 0))
-        self.progress(f"folded {folded} labels, rejected {rejected}; {total - used} new since {current}")
-        if total - used < s.retrain.min_new_labels:
-            return RetrainOutcome("skipped", reason=f"{total - used} new labels < min_new_labels {s.retrain.min_new_labels}",
-                                  folded=folded, rejected=rejected)
-
-        base_X, base_y = load_npz(reg.data_dir / "base.npz")
-        hold_X, hold_y = load_npz(reg.data_dir / "holdout.npz")
-        lab_X, lab_y, ev_X, ev_y = self.store.arrays(total, s.retrain.eval_label_share)
-        X = np.vstack([base_X, lab_X]) if len(lab_X) else base_X
-        y = np.concatenate([base_y, lab_y])
-        self.progress(f"training candidate ({s.retrain.model_family}) on {len(X)} samples "
-                      f"({len(base_X)} base + {len(lab_X)} labelled)")
-        ref_path = reg.data_dir / "reference.npz"
-        reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
-        trained = train_model(X, y, family=s.retrain.model_family, seed=s.policy.seed, outlier_quantile=s.serving.outlier_quantile,
-                              reference=reference)
-        self.progress("evaluating candidate and current on the holdout and reserved labels")
-        both_X = np.vstack([hold_X, ev_X]) if len(ev_X) else hold_X
-        both_y = np.concatenate([hold_y, ev_y])
-        cand_p = trained.estimator.predict_proba(both_X.astype(np.float32))
-        cand_p = apply_temperature(cand_p, trained.temperature)
-        cur_p, cur_classes = self._current_probs(current, both_X)
-        n = len(hold_X)
-        cand = {"holdout": evaluate(cand_p[:n], trained.classes, hold_y),
-                "eval_labels": evaluate(cand_p[n:], trained.classes, ev_y),
-                "combined": evaluate(cand_p, trained.classes, both_y)}
-        cur = {"holdout": evaluate(cur_p[:n], cur_classes, hold_y),
-               "eval_labels": evaluate(cur_p[n:], cur_classes, ev_y),
-               "combined": evaluate(cur_p, cur_classes, both_y)}
-        self.metrics.eval_accuracy.labels(model="candidate").set(cand["holdout"]["accuracy"])
-        self.metrics.eval_accuracy.labels(model="current").set(cur["holdout"]["accuracy"])
-        tol = s.retrain.retrain_tolerance
-        worse = [k for k in ("holdout", "combined") if cand[k]["accuracy"] < cur[k]["accuracy"] - tol]
-        data = {
-            "base": "data/base.npz", "base_rows": int(len(base_X)), "holdout": "data/holdout.npz",
-            "labels": "data/labels.jsonl", "labels_upto": total, "labels_trained": int(len(lab_X)),
-            "labels_eval": int(len(ev_X)), "class_counts": class_counts(y),
-            "label_offsets": self._offsets_upto(total),
-        }
-        metrics = {**cand["holdout"], "eval_labels": cand["eval_labels"], "combined": cand["combined"],
-                   "current_at_evaluation": {"version": current, **cur["holdout"]}}
-        manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=current,
-                                family=s.retrain.model_family, routing=fit_bundle_routing(trained, hold_X, hold_y, s))
-        version = register(reg, trained, manifest)
-        summary = (f"candidate {version}: holdout accuracy {cand['holdout']['accuracy']:.4f} vs "
-                   f"{current} {cur['holdout']['accuracy']:.4f}")
-        if worse:
-            reason = "worse than current on " + ", ".join(
-                f"{k} ({cand[k]['accuracy']:.4f} < {cur[k]['accuracy']:.4f} - tolerance {tol})" for k in worse)
-            reg.set_status(version, "rejected", reason)
-            self.progress(f"{summary} -> rejected: {reason}")
-            return RetrainOutcome("rejected", version, reason, cand, cur, folded, rejected)
-        reg.promote(version)
-        announce(s, self.producer, reg.model_event(version, "promote"))
-        self.metrics.pending.set(0)
-        self.progress(f"{summary} -> promoted and announced on {s.topics.models_topic}")
-        return RetrainOutcome("promoted", version, "", cand, cur, folded, rejected)
-
-    def _offsets_upto(self, upto: int) -> dict[str, int]:
-        """Highest label offset per partition folded into this version (for the manifest)."""
-        out: dict[str, int] = {}
-        for row in self.store.latest(upto).values():
-            key = str(row.get("partition"))
-            out[key] = max(out.get(key, -1), int(row.get("offset", -1)))
-        return out
+        folded, rejected = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))
+        self.progress(f"folded {folded} labels, rejected {rejected}")
+        outcome = retrain_once(reg, self.store, retrain=s.retrain, policy=s.policy,
+                               outlier_quantile=s.serving.outlier_quantile, progress=self.progress,
+                               pending=self.metrics.pending.set)
+        outcome.folded, outcome.rejected = folded, rejected
+        if outcome.candidate:
+            self.metrics.eval_accuracy.labels(model="candidate").set(outcome.candidate["holdout"]["accuracy"])
+            self.metrics.eval_accuracy.labels(model="current").set(outcome.current["holdout"]["accuracy"])
+        if outcome.outcome == "promoted" and outcome.version is not None:
+            announce(s, self.producer, reg.model_event(outcome.version, "promote"))
+            self.metrics.pending.set(0)
+            self.progress(f"promoted {outcome.version} and announced it on {s.topics.models_topic}")
+        return outcome

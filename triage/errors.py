@@ -51,10 +51,13 @@ class ScoreError(InputError):
 
 
 class LabelError(InputError):
+    """A label the retrain job cannot fold; ``reason_code`` is its metric label."""
+
     stage = "label"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, code: str = "invalid") -> None:
         super().__init__(f"label rejected: {reason}")
+        self.reason_code = code
 
 
 # --- models --------------------------------------------------------------------------------

@@ -14,15 +14,34 @@ from typing import Optional
 
 import numpy as np
 
-from triage.codec import Prediction, ReviewRequest, Sample, ScoreFields, TopClass, decode_samples, dlq_headers, encode
-from triage.errors import InputError, ScoreError, ValidationError
+from triage.contracts import (
+    Prediction, ProvisionalPrediction, ReviewRequest, Sample, ScoreFields, TopClass, check_features,
+    dead_letter_from_batch, decode_samples, encode, event_ms_column,
+)
+from triage.errors import InputError, ScoreError
 from triage.records import OutRecord, RecordBatch
 from triage.routing import AUDIT, CONFIDENT, HOLDS, REASONS, Decisions, RoutingPolicy
 from triage.scoring import Scores, score_batch
 from triage.serving import ServingModel
-from triage.settings import Settings
+from triage.settings import Acquisition, PolicySettings, ServingSettings, TopicSettings
 
 TOP_K = 3
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The settings one batch needs, and no others."""
+
+    acquisition: Acquisition
+    max_message_bytes: int
+    predictions_topic: str
+    review_topic: str
+    dlq_topic: str
+
+    @classmethod
+    def of(cls, serving: ServingSettings, policy: PolicySettings, topics: TopicSettings) -> "BatchConfig":
+        return cls(policy.acquisition, serving.max_message_bytes, topics.predictions_topic,
+                   topics.review_topic, topics.dlq_topic)
 
 
 @dataclass
@@ -35,61 +54,15 @@ class BatchResult:
     inference_seconds: float = 0.0
 
 
-def _event_ms(sample: Sample, fallback: int) -> int:
-    ts = sample.ts
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
-        return int(ts)
-    if isinstance(ts, str):
-        try:
-            from datetime import datetime
-
-            return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
-        except ValueError:
-            return fallback
-    return fallback
-
-
-def _event_ms_column(samples: list[Sample], rows: list[int], fallback: list[int]) -> list[int]:
-    out: list[int] = []
-    append = out.append
-    for sample, r in zip(samples, rows):
-        ts = sample.ts
-        if ts.__class__ is int and ts > 0:  # the common case, without a call
-            append(ts)  # type: ignore[arg-type]
-        else:
-            append(_event_ms(sample, fallback[r]))
-    return out
-
-
-def dlq_record(
-    batch: RecordBatch, i: int, error: Exception, stage: str, settings: Settings, version: str
-) -> OutRecord:
-    return OutRecord(
-        settings.topics.dlq_topic,
-        batch.keys[i],
-        batch.values[i],
-        dlq_headers(
-            error,
-            stage=stage,
-            topic=batch.topics[i],
-            partition=batch.partitions[i],
-            offset=batch.offsets[i],
-            timestamp_ms=batch.timestamps_ms[i],
-            model_version=version,
-        ),
-        i,
-        stage,
-    )
-
-
 def process_batch(
-    batch: RecordBatch, model: ServingModel, policy: RoutingPolicy, settings: Settings
+    batch: RecordBatch, model: ServingModel, policy: RoutingPolicy, config: BatchConfig
 ) -> BatchResult:
     version = model.version
     features = model.feature_count
-    max_bytes = settings.serving.max_message_bytes
-    samples, rows, errors = decode_samples(batch.values, features, max_bytes)
-    outputs: list[OutRecord] = [dlq_record(batch, i, exc, exc.stage, settings, version) for i, exc in errors]
+    samples, rows, errors = decode_samples(batch.values, features, config.max_message_bytes)
+    outputs: list[OutRecord] = [
+        dead_letter_from_batch(batch, i, exc, exc.stage, config.dlq_topic, version) for i, exc in errors
+    ]
     if not samples:
         return BatchResult(outputs, version)
 
@@ -97,45 +70,43 @@ def process_batch(
     # without numpy's nested-sequence shape discovery.
     X = np.fromiter(chain.from_iterable([s.features for s in samples]), np.float64,
                     count=len(samples) * features).reshape(len(samples), features)
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        keep = _dead_letter_rows(~finite, ValidationError("`features` contains NaN or infinite values"),
-                                 batch, rows, outputs, settings, version)
+    bad, problem = check_features(X)
+    if problem is not None:
+        keep = _dead_letter_rows(bad, problem, batch, rows, outputs, config.dlq_topic, version)
         samples, rows, X = [samples[j] for j in keep], [rows[j] for j in keep], X[keep]
         if not samples:
             return BatchResult(outputs, version)
 
     started = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled just below
-        scores = score_batch(model, X, settings.policy.acquisition)
+        scores = score_batch(model, X, config.acquisition)
     inference_seconds = time.perf_counter() - started
     scorable = _scorable(scores, model.outlier is not None)
     if not scorable.all():
         # Finite float64 features can still overflow the model's float32 math; a NaN
         # probability must never become an auto-accepted prediction.
         keep = _dead_letter_rows(~scorable, ScoreError("the model's output is NaN or infinite (features out of "
-                                                       "its numeric range?)"), batch, rows, outputs, settings, version)
+                                                       "its numeric range?)"), batch, rows, outputs, config.dlq_topic, version)
         samples, rows = [samples[j] for j in keep], [rows[j] for j in keep]
         scores = Scores(**{f.name: None if getattr(scores, f.name) is None else getattr(scores, f.name)[keep]
                            for f in fields(scores)})
         if not samples:
             return BatchResult(outputs, version)
     decisions = policy.decide(scores)
-    outputs.extend(_encode_outputs(batch, samples, rows, scores, decisions, model, settings))
-    event_ms = np.array(_event_ms_column(samples, rows, batch.timestamps_ms), dtype=np.int64)
+    outputs.extend(_encode_outputs(samples, rows, scores, decisions, model, config))
+    event_ms = np.array(event_ms_column(samples, batch.timestamps_ms, rows), dtype=np.int64)
     return BatchResult(
         outputs, version, scores, decisions, event_ms, inference_seconds
     )
 
 
 def _encode_outputs(
-    batch: RecordBatch,
     samples: list[Sample],
     rows: list[int],
     scores: Scores,
     decisions: Decisions,
     model: ServingModel,
-    settings: Settings,
+    config: BatchConfig,
 ) -> list[OutRecord]:
     classes = model.classes
     version = model.version
@@ -153,7 +124,7 @@ def _encode_outputs(
     top_idx = np.argsort(-scores.probs, axis=1)[:, :k]
     top_p = np.take_along_axis(scores.probs, top_idx, axis=1).tolist()
     top_idx = top_idx.tolist()
-    pred_topic, review_topic = settings.topics.predictions_topic, settings.topics.review_topic
+    pred_topic, review_topic = config.predictions_topic, config.review_topic
 
     out: list[OutRecord] = []
     append = out.append
@@ -166,11 +137,10 @@ def _encode_outputs(
         r = reason[j]
         if hold is not None and hold[j]:  # not auto-accepted, but published marked: gate / hygiene
             h = hold[j]
-            append(OutRecord(pred_topic, key, encode({
-                "id": sid, "label": label, "confidence": confidence[j], "scores": score_obj,
-                "model_version": version, "meta": sample.meta, "provisional": True,
-                "provisional_reason": HOLDS[h], "review_reason": None if r == CONFIDENT else REASONS[r],
-            }), None, i, HOLDS[h]))
+            append(OutRecord(pred_topic, key, encode(ProvisionalPrediction(
+                sid, label, confidence[j], score_obj, version, sample.meta, True,
+                HOLDS[h], None if r == CONFIDENT else REASONS[r],
+            )), None, i, HOLDS[h]))
             continue
         if r == CONFIDENT:
             append(OutRecord(pred_topic, key, encode(Prediction(
@@ -187,9 +157,10 @@ def _encode_outputs(
 
 
 def _dead_letter_rows(bad: np.ndarray, exc: InputError, batch: RecordBatch, rows: list[int],
-                      outputs: list[OutRecord], settings: Settings, version: str) -> np.ndarray:
+                      outputs: list[OutRecord], dlq_topic: str, version: str) -> np.ndarray:
     """Append a DLQ record for every ``bad`` row; return the indices of the rows kept."""
-    outputs.extend(dlq_record(batch, rows[j], exc, exc.stage, settings, version) for j in np.flatnonzero(bad))
+    outputs.extend(dead_letter_from_batch(batch, rows[j], exc, exc.stage, dlq_topic, version)
+                   for j in np.flatnonzero(bad))
     return np.flatnonzero(~bad)
 
 

@@ -4,20 +4,86 @@ Duplicate labels for one sample id resolve by **latest wins**: labels are keyed 
 id, so all labels of one id sit in one partition in arrival order, and the last one read
 is the annotator's final answer. A correction is simply a newer label; an undo is a newer
 ``__undo__`` label, which removes the id until it is labelled again.
+
+File format
+-----------
+One row per line. A row is a JSON object with ``id`` (str), ``label`` (str), ``features``
+(list of float), ``annotator`` (str or null), ``partition`` (int) and ``offset`` (int),
+encoded with ``json.dumps(row, separators=(",", ":"))`` (ASCII only, so it never contains a
+raw tab or newline; floats are written with ``repr`` and parsed with msgspec's correctly
+rounded decoder, so they read back bit for bit). Each line carries a checksum of the JSON
+bytes::
+
+    <json>\\t<crc32 of the json bytes, 8 lowercase hex digits>\\n
+
+Lines without the ``\\t<crc>`` suffix are plain JSON, as written before checksums were added;
+they are still read (existing registries keep working), but damage to them is caught only
+when it breaks the JSON. A line whose checksum does not match, that is not JSON, or that is
+not a row object is *corrupt*.
+
+Row numbers and ``upto``
+------------------------
+A row's number is the number of newline-terminated lines before it, corrupt ones included.
+``count()`` is the number of newline-terminated lines, and ``latest(upto)`` / ``arrays(upto)``
+read the first ``upto`` of them. Manifests record ``labels_upto`` as such a line count, so a
+corrupt line keeps its slot: it is skipped (never fails a retrain), but the rows after it keep
+their numbers and every recorded version still names exactly the rows it was trained on.
+
+Repairs
+-------
+* **Torn tail.** Every append ends with a newline and is acknowledged (Kafka offsets committed)
+  only after fsync, so bytes after the last newline are an interrupted, unacknowledged write
+  whose labels will be delivered again. They are truncated when the store is opened and before
+  every append (under an exclusive ``flock``, which appends hold too), logged at WARNING with the
+  file and the bytes dropped, and counted as ``torn_tail``. Readers ignore such a tail and never
+  truncate it (it may be an append still in flight in another process).
+* **Corrupt line.** A newline-terminated line that does not decode -- in the middle or last --
+  is kept in place and skipped, logged once per store and counted once as ``corrupt_line``. It
+  is not truncated even when it is the last line, since its slot may already be counted by a
+  manifest. Older versions appended after a torn tail without repairing it, gluing the torn
+  bytes onto the next row (``<torn bytes>{"id":...}``); the complete row at the end of such a
+  line is recovered (its offset was committed, so Kafka would not deliver it again) and only
+  the torn prefix is dropped.
+
+A caller can count repairs with ``on_repair(reason, nbytes)``; ``reason`` is ``"torn_tail"`` or
+``"corrupt_line"`` and ``nbytes`` the bytes dropped. The store also keeps the totals itself
+(``repairs``, ``torn_tail_bytes``, ``corrupt_bytes``, ``corrupt_lines``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zlib
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
+import msgspec
 import numpy as np
+
+try:  # advisory locking between appenders/repairers; not available on every platform
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX
+    fcntl = None  # type: ignore[assignment]
 
 EDGE_CASE = "__edge_case__"
 UNDO = "__undo__"  # retracts the id's earlier label (the annotator console's undo)
+TORN_TAIL = "torn_tail"
+CORRUPT_LINE = "corrupt_line"
+
+log = logging.getLogger("triage.labelstore")
+
+Row = dict[str, Any]
+RepairCallback = Callable[[str, int], None]
+
+_CRC_SUFFIX = 10  # b"\t" + 8 hex digits + b"\n"
+_TAB = 0x09
+_ROW_START = b'{"id":'
+_CHUNK = 1 << 16
+_fast_decode = msgspec.json.Decoder().decode  # ~5x json.loads on float lists
+_MAX_LOGGED = 20  # corrupt lines logged one by one per store; the rest are summarised
 
 
 def is_eval_id(sample_id: str, share: int) -> bool:
@@ -25,44 +91,209 @@ def is_eval_id(sample_id: str, share: int) -> bool:
     return zlib.crc32(sample_id.encode()) % share == 0
 
 
-class LabelStore:
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / "labels.jsonl"
+def encode_row(row: Row) -> bytes:
+    """One stored line: ``<json>\\t<crc32 hex>\\n`` (deterministic for a given dict)."""
+    body = json.dumps(row, separators=(",", ":")).encode("ascii")
+    return b"%s\t%08x\n" % (body, zlib.crc32(body))
 
-    def append(self, rows: Iterable[dict[str, Any]]) -> int:
-        rows = list(rows)
-        if not rows:
+
+def decode_line(line: bytes) -> Optional[Row]:
+    """The row stored in one newline-terminated line (checksummed or plain), or None if corrupt."""
+    if len(line) > _CRC_SUFFIX and line[-_CRC_SUFFIX] == _TAB:
+        body = line[:-_CRC_SUFFIX]
+        if b"%08x" % zlib.crc32(body) != line[-9:-1]:
+            return None
+    else:
+        body = line[:-1]
+        if b"\t" in body:  # a damaged checksum suffix; plain JSON lines never hold a raw tab
+            return None
+    try:
+        row = _fast_decode(body)  # correctly rounded, so floats read back bit for bit
+    except msgspec.DecodeError:  # NaN/Infinity or lone surrogates that json.dumps can write, or junk
+        try:
+            row = json.loads(body)
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None
+    except RecursionError:  # deeply nested junk; no row nests
+        return None
+    if (type(row) is not dict or type(row.get("id")) is not str or type(row.get("label")) is not str
+            or type(row.get("features")) is not list):
+        return None
+    return row
+
+
+def _salvage(line: bytes) -> Optional[tuple[Row, int]]:
+    """A complete row at the end of a corrupt line, and the bytes before it (see module doc)."""
+    start = line.rfind(_ROW_START)
+    if start <= 0:
+        return None
+    row = decode_line(line[start:])
+    return (row, start) if row is not None else None
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """Offset just past the last newline of the file (0 if it has none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
+def _lock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class LabelStore:
+    """Append-only label rows in ``<data_dir>/labels.jsonl`` (format and repairs: module doc)."""
+
+    def __init__(self, data_dir: Path, *, on_repair: Optional[RepairCallback] = None) -> None:
+        self.path = Path(data_dir) / "labels.jsonl"
+        self.on_repair = on_repair
+        self.repairs: Counter[str] = Counter()  # repair events by reason (torn_tail | corrupt_line)
+        self.torn_tail_bytes = 0  # bytes truncated from torn tails
+        self.corrupt_bytes = 0  # bytes of corrupt lines skipped (torn prefixes of recovered rows)
+        self.salvaged_rows = 0  # rows recovered from the end of a corrupt line
+        self._corrupt: dict[int, int] = {}  # row number -> bytes dropped, each reported once
+        try:
+            self.repair()
+        except OSError as exc:  # e.g. a read-only registry: readers still ignore the tail
+            log.warning("%s: could not repair the label store: %s", self.path, exc)
+
+    @property
+    def corrupt_lines(self) -> list[int]:
+        """Row numbers (0-based) of the corrupt lines found so far."""
+        return sorted(self._corrupt)
+
+    # --- writing ---------------------------------------------------------------------------
+    def repair(self) -> int:
+        """Truncate a torn tail (bytes after the last newline); returns the bytes dropped."""
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size == 0 or _last_line_end(fh.fileno(), size) == size:
+                    return 0  # the common case needs no write access and no lock
+        except FileNotFoundError:
+            return 0
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            _lock(fd)  # released by close
+            return self._truncate_torn_tail(fd)
+        finally:
+            os.close(fd)
+
+    def _truncate_torn_tail(self, fd: int) -> int:
+        size = os.fstat(fd).st_size
+        keep = _last_line_end(fd, size)
+        dropped = size - keep
+        if dropped:
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+            log.warning("%s: truncated a torn last line (%d bytes after byte %d) left by an interrupted "
+                        "write; its labels were never acknowledged and will be delivered again",
+                        self.path, dropped, keep)
+            self.torn_tail_bytes += dropped
+            self._report(TORN_TAIL, dropped)
+        return dropped
+
+    def append(self, rows: Iterable[Row]) -> int:
+        """Persist ``rows`` (one write, then fsync) and return how many were written.
+
+        A torn tail is truncated first, so a new row never lands on the end of a torn one."""
+        data = []
+        for row in rows:
+            if type(row.get("id")) is not str or type(row.get("label")) is not str:
+                raise ValueError(f"a label row needs a str `id` and `label`: {row!r:.200}")
+            if type(row.get("features")) is not list:
+                raise ValueError(f"`features` of label row {row['id']!r} must be a list")
+            data.append(encode_row(row))
+        if not data:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        return len(rows)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            _lock(fd)  # released by close
+            self._truncate_torn_tail(fd)
+            payload = memoryview(b"".join(data))
+            while payload:  # one write(2) in practice; loop in case it is short
+                payload = payload[os.write(fd, payload):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(self.path.parent)
+        return len(data)
 
+    # --- reading ---------------------------------------------------------------------------
     def count(self) -> int:
-        if not self.path.exists():
+        """Rows in the store: newline-terminated lines, corrupt ones included (the ``upto`` unit)."""
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
             return 0
-        with open(self.path, "rb") as fh:
-            return sum(1 for _ in fh)
+        with fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
-    def latest(self, upto: int | None = None) -> dict[str, dict[str, Any]]:
-        """id -> the last label row among the first ``upto`` rows (latest wins)."""
-        out: dict[str, dict[str, Any]] = {}
-        if not self.path.exists():
-            return out
-        with open(self.path) as fh:
+    def rows(self, upto: Optional[int] = None) -> Iterator[tuple[int, Row]]:
+        """(row number, row) for the good rows among the first ``upto``; corrupt lines skipped."""
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            yield from self._scan(fh, upto)
+
+    def _scan(self, fh: BinaryIO, upto: Optional[int]) -> Iterator[tuple[int, Row]]:
+        new_corrupt: list[tuple[int, int, bool]] = []
+        try:
             for n, line in enumerate(fh):
                 if upto is not None and n >= upto:
                     break
-                row = json.loads(line)
-                out.pop(row["id"], None)  # keep arrival order of the final answers
-                if row["label"] != UNDO:
-                    out[row["id"]] = row
+                if line[-1:] != b"\n":
+                    break  # torn tail (or an append in flight): not a row yet
+                row = decode_line(line)
+                if row is None:
+                    salvaged = _salvage(line)
+                    if n not in self._corrupt:
+                        dropped = salvaged[1] if salvaged else len(line)
+                        self._corrupt[n] = dropped
+                        new_corrupt.append((n, dropped, salvaged is not None))
+                    if salvaged is None:
+                        continue
+                    row = salvaged[0]
+                yield n, row
+        finally:
+            self._report_corrupt(new_corrupt)
+
+    def latest(self, upto: Optional[int] = None) -> dict[str, Row]:
+        """id -> the last label row among the first ``upto`` rows (latest wins; undo removes)."""
+        out: dict[str, Row] = {}
+        for _, row in self.rows(upto):
+            out.pop(row["id"], None)  # keep arrival order of the final answers
+            if row["label"] != UNDO:
+                out[row["id"]] = row
         return out
 
-    def arrays(self, upto: int | None, eval_share: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self, upto: Optional[int], eval_share: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(X_train, y_train, X_eval, y_eval) from the latest label per id, edge cases left out."""
         train_X: list[list[float]] = []
         train_y: list[str] = []
@@ -77,5 +308,33 @@ class LabelStore:
             else:
                 train_X.append(row["features"])
                 train_y.append(row["label"])
-        return (np.asarray(train_X, dtype=np.float64).reshape(len(train_X), -1), np.asarray(train_y, dtype=str),
-                np.asarray(eval_X, dtype=np.float64).reshape(len(eval_X), -1), np.asarray(eval_y, dtype=str))
+        # reshape(0, -1) is an error in numpy, so an empty side gets the other side's width
+        width = len((train_X or eval_X or [[]])[0])
+        return (np.asarray(train_X, dtype=np.float64).reshape(len(train_X), width), np.asarray(train_y, dtype=str),
+                np.asarray(eval_X, dtype=np.float64).reshape(len(eval_X), width), np.asarray(eval_y, dtype=str))
+
+    # --- accounting ------------------------------------------------------------------------
+    def _report_corrupt(self, found: list[tuple[int, int, bool]]) -> None:
+        for i, (n, dropped, salvaged) in enumerate(found):
+            self.corrupt_bytes += dropped
+            if salvaged:
+                self.salvaged_rows += 1
+            if i < _MAX_LOGGED:
+                if salvaged:
+                    log.warning("%s: row %d: dropped %d torn bytes glued before a complete row (an append after "
+                                "an unrepaired torn write); the row is kept", self.path, n, dropped)
+                else:
+                    log.warning("%s: row %d is corrupt (%d bytes dropped: bad checksum or not a label row); "
+                                "skipped, later rows keep their numbers", self.path, n, dropped)
+            self._report(CORRUPT_LINE, dropped)
+        if len(found) > _MAX_LOGGED:
+            log.warning("%s: %d more corrupt rows skipped (%d in all so far)",
+                        self.path, len(found) - _MAX_LOGGED, len(self._corrupt))
+
+    def _report(self, reason: str, nbytes: int) -> None:
+        self.repairs[reason] += 1
+        if self.on_repair is not None:
+            try:
+                self.on_repair(reason, nbytes)
+            except Exception:  # a metrics hook must never break the store
+                log.exception("label store repair callback failed")

@@ -6,10 +6,15 @@ values from closed sets (routes, reasons, stages, results, partitions).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Mapping, Optional
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-DLQ_STAGES = ("decode", "validate", "score", "produce", "label")
+if TYPE_CHECKING:
+    from triage.routing import PolicySnapshot  # PolicyMetrics.update
+
+DLQ_STAGES = ("decode", "validate", "score", "produce", "label", "internal")
 REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error")
 UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
 OUTLIER_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -17,10 +22,27 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10000)
 
 
+class LoopMetrics:
+    """What every guarded consumer loop exports (each process has its own registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.records = Counter("triage_records_consumed", "Records polled and given an outcome, by loop.", ["loop"], registry=r)
+        self.internal_errors = Counter(
+            "triage_internal_errors", "Records whose handling raised unexpectedly (dead-lettered with stage "
+            "internal, or skipped by readers without a consumer group), by loop.", ["loop"], registry=r)
+        self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
+        self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
+        self.helper_restarts = Counter("triage_helper_restarts", "Helper threads restarted after a crash, by thread.", ["thread"], registry=r)
+        for operation in ("poll", "produce", "commit", "connection"):
+            self.broker_errors.labels(operation=operation)
+
+
 class ScorerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.loop = LoopMetrics(r)
         self.samples = Counter(
             "triage_samples", "Samples by route (predictions|review|dlq) and reason.",
             ["route", "reason"], registry=r,
@@ -40,8 +62,8 @@ class ScorerMetrics:
         self.swaps = Counter("triage_model_swaps", "Model swap attempts by result (success|refused).", ["result"], registry=r)
         self.refusals = Counter("triage_model_refusals", "Refused models by reason.", ["reason"], registry=r)
         self.last_swap = Gauge("triage_last_model_swap_timestamp_seconds", "Unix time of the last successful swap.", registry=r)
-        self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
-        self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
+        self.produce_retries = self.loop.produce_retries
+        self.broker_errors = self.loop.broker_errors
         self.ready = Gauge("triage_ready", "1 when the scorer is ready (model loaded, partitions assigned, broker reachable).", registry=r)
         self.batches = Counter("triage_batches", "Batches fully processed and committed.", registry=r)
         self.last_batch = Gauge("triage_last_batch_timestamp_seconds", "Unix time of the last committed batch.", registry=r)
@@ -85,6 +107,11 @@ class RetrainMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.loop = LoopMetrics(r)
+        self.store_repairs = Counter("triage_label_store_repairs", "Label-store lines dropped on read or repaired "
+                                     "(torn tail after a crash, corrupt line), by reason.", ["reason"], registry=r)
+        self.review_records = Counter("triage_retrain_review_records", "Review records read as the label join "
+                                      "index, by kind (indexed|invalid).", ["kind"], registry=r)
         self.runs = Counter("triage_retrain_runs", "Retrain runs by outcome (promoted|rejected|skipped|failed).", ["outcome"], registry=r)
         self.duration = Histogram("triage_retrain_duration_seconds", "Wall time of a retrain run.",
                                   buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r)
@@ -97,11 +124,13 @@ class RetrainMetrics:
             self.runs.labels(outcome=outcome)
         for reason in ("unjoinable", "unknown_class", "invalid", "edge_case"):
             self.rejected.labels(reason=reason)
+        for reason in ("torn_tail", "corrupt_line"):
+            self.store_repairs.labels(reason=reason)
         for model in ("candidate", "current"):
             self.eval_accuracy.labels(model=model).set(float("nan"))
 class PolicyMetrics:
     """Routing-policy state (issue 8) in the scorer's registry. ``update`` takes the policy's
-    ``snapshot()`` dict and its drained suppression counts after every batch."""
+    ``snapshot()`` and its drained suppression counts after every batch."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
@@ -118,28 +147,33 @@ class PolicyMetrics:
         self.backlog = Gauge("triage_review_backlog", "Review requests produced minus labels received (-1 = not measured).", registry=r)
         for reason in ("near_duplicate", "class_quota"):
             self.suppressed.labels(reason=reason)
+        self._per_class = 0  # per-class risk threshold labels currently exported
 
-    def update(self, snap: dict, suppressed: dict[str, int]) -> None:  # type: ignore[type-arg]
-        def put(g: Gauge, v: object, default: float) -> None:
-            g.set(default if v is None else float(v))  # type: ignore[arg-type]
+    def update(self, snap: PolicySnapshot, suppressed: Mapping[str, int]) -> None:
+        def put(g: Gauge, v: Optional[float], default: float) -> None:
+            g.set(default if v is None else float(v))
 
-        put(self.risk_alpha, snap.get("risk_alpha"), 0.0)
-        if snap.get("policy") == "risk":
-            put(self.risk_threshold.labels(**{"class": "all"}), snap.get("risk_threshold"), -1.0)
-            for c, t in enumerate(snap.get("risk_thresholds") or []):
+        put(self.risk_alpha, snap.risk_alpha, 0.0)
+        if snap.risk_threshold is not None:  # set only by a rule that certifies thresholds
+            per_class = snap.risk_thresholds or ()
+            if len(per_class) != self._per_class:  # another class set: drop stale class labels
+                self.risk_threshold.clear()
+                self._per_class = len(per_class)
+            self.risk_threshold.labels(**{"class": "all"}).set(snap.risk_threshold)
+            for c, t in enumerate(per_class):
                 self.risk_threshold.labels(**{"class": str(c)}).set(t)
-        if snap.get("coverage_holdout") is not None:
-            self.coverage.labels(source="holdout").set(snap["coverage_holdout"])
-        self.coverage.labels(source="stream").set(snap.get("coverage_stream") or 0.0)
-        put(self.rate_target, snap.get("review_rate_target"), 0.0)
-        put(self.rate_observed, snap.get("review_rate_observed"), 0.0)
-        self.gate_open.set(1 if snap.get("gate_open", True) else 0)
-        for stage in ("before", "after"):
-            if snap.get(f"ece_{stage}") is not None:
-                self.ece.labels(stage=stage).set(snap[f"ece_{stage}"])
-        self.budget_conflict.set(1 if snap.get("budget_conflict") else 0)
-        put(self.budget_rate, snap.get("budget_max_rate"), -1.0)
-        put(self.backlog, snap.get("backlog"), -1.0)
+        if snap.coverage_holdout is not None:
+            self.coverage.labels(source="holdout").set(snap.coverage_holdout)
+        self.coverage.labels(source="stream").set(snap.coverage_stream)
+        put(self.rate_target, snap.review_rate_target, 0.0)
+        self.rate_observed.set(snap.review_rate_observed)
+        self.gate_open.set(1 if snap.gate_open else 0)
+        for stage, ece in (("before", snap.ece_before), ("after", snap.ece_after)):
+            if ece is not None:
+                self.ece.labels(stage=stage).set(ece)
+        self.budget_conflict.set(1 if snap.budget_conflict else 0)
+        put(self.budget_rate, snap.budget_max_rate, -1.0)
+        put(self.backlog, snap.backlog, -1.0)
         for reason, n in suppressed.items():
             self.suppressed.labels(reason=reason).inc(n)
 
@@ -154,4 +188,4 @@ class AuditMetrics:
         self.upper = Gauge("triage_accepted_accuracy_upper", "Upper end of the accuracy confidence interval.", ["model_version"], registry=r)
         self.samples = Gauge("triage_accepted_accuracy_samples", "Labelled audit samples behind the estimate.", ["model_version"], registry=r)
         self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (for alert rules next to the estimate).", registry=r)
-        self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other).", ["kind"], registry=r)
+        self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other|invalid).", ["kind"], registry=r)

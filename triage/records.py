@@ -33,6 +33,17 @@ class RecordBatch:
         self.keys.append(key)
         self.values.append(value)
 
+    def take(self, rows: list[int]) -> "RecordBatch":
+        """The records at ``rows``, in that order (a sub-batch for isolating a failure)."""
+        return RecordBatch(
+            [self.topics[i] for i in rows],
+            [self.partitions[i] for i in rows],
+            [self.offsets[i] for i in rows],
+            [self.timestamps_ms[i] for i in rows],
+            [self.keys[i] for i in rows],
+            [self.values[i] for i in rows],
+        )
+
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """Offsets to commit once every output of this batch is acknowledged."""
         out: dict[tuple[str, int], int] = {}

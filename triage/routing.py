@@ -1,17 +1,20 @@
-"""Routing decisions as values: which samples go to review, why, and how urgently.
+"""Routing decisions as values, and the one protocol every routing policy implements.
 
 A policy looks at a batch of scores and returns ``Decisions``; it sends nothing.
-Its only randomness (audit sampling) comes from a seeded generator.
+Its only randomness (audit sampling) comes from a seeded generator. This module is a leaf
+(numpy only) so the scorer, the handlers and the metrics can all name these types without
+pulling in the policy implementations (``triage.policies``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
 
 import numpy as np
 
-from triage.scoring import Scores
+if TYPE_CHECKING:
+    from triage.scoring import Scores
 
 REASONS = ("confident", "uncertain", "outlier", "audit", "gate")
 CONFIDENT, UNCERTAIN, OUTLIER, AUDIT, GATE = range(5)
@@ -42,27 +45,62 @@ class Decisions:
         return (self.reason == CONFIDENT) & (self.hold == NOT_HELD)
 
 
+class ModelInfo(Protocol):
+    """What a policy needs of a model version (``triage.serving.ServingModel`` fits)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    @property
+    def manifest(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """Policy state after a batch, for the metrics (``triage.metrics.PolicyMetrics``).
+
+    None means "not applicable to this policy / not known yet"; the metrics choose defaults.
+    """
+
+    policy: str  # the base rule's name (informational: nothing branches on it)
+    tau: float  # the optional-review uncertainty threshold used for the last batch
+    review_rate_observed: float  # share of the recent window sent to review
+    coverage_stream: float  # share of the recent window auto-accepted
+    gate_open: bool
+    budget_conflict: bool  # forced reviews alone exceed what annotators can absorb
+    review_rate_target: Optional[float] = None  # review-rate rule, after the budget cap
+    coverage_holdout: Optional[float] = None  # risk rule: certified on held-out rows
+    risk_alpha: Optional[float] = None
+    risk_threshold: Optional[float] = None  # risk rule: -1 = accept nothing
+    risk_thresholds: Optional[tuple[float, ...]] = None  # risk rule, Mondrian: per class index
+    ece_before: Optional[float] = None
+    ece_after: Optional[float] = None
+    budget_max_rate: Optional[float] = None
+    backlog: Optional[float] = None
+
+
 class RoutingPolicy(Protocol):
-    def decide(self, scores: Scores) -> Decisions: ...
-
-
-class ThresholdPolicy:
-    """Outliers first, then uncertainty above a fixed threshold; the rest is accepted."""
-
-    def __init__(self, threshold: float, *, audit_rate: float = 0.0, seed: int = 0) -> None:
-        self.threshold = threshold
-        self.audit_rate = audit_rate
-        self._rng = np.random.default_rng(seed)
+    """Everything the scorer calls on its policy; every policy implements all of it."""
 
     def decide(self, scores: Scores) -> Decisions:
-        n = len(scores)
-        reason = np.full(n, CONFIDENT, dtype=np.int8)
-        reason[scores.uncertainty > self.threshold] = UNCERTAIN
-        is_outlier = scores.outlier > 1.0  # NaN (detection off) compares False
-        reason[is_outlier] = OUTLIER
-        accepted = reason == CONFIDENT
-        audit = accepted & (self._rng.random(n) < self.audit_rate) if self.audit_rate else np.zeros(n, bool)
-        # Informativeness: uncertainty; outliers rank by how far out they are, capped so a
-        # wildly corrupt point does not starve the uncertain queue.
-        priority = np.where(is_outlier, np.minimum(scores.outlier, 2.0) / 2.0, scores.uncertainty)
-        return Decisions(reason=reason, priority=priority.astype(np.float64), audit=audit)
+        """Route one batch."""
+        ...
+
+    def on_model(self, model: ModelInfo) -> None:
+        """A new model version is being served from the next batch on."""
+        ...
+
+    def feed_backlog(self, backlog: float) -> None:
+        """Review requests produced minus labels received (backlog watcher thread)."""
+        ...
+
+    def snapshot(self) -> PolicySnapshot:
+        """State to export after a batch."""
+        ...
+
+    def drain_suppressed(self) -> dict[str, int]:
+        """Review requests withheld since the last call, by reason (then forgotten)."""
+        ...

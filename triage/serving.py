@@ -13,7 +13,7 @@ from triage.data import load_dataset
 from triage.errors import ConfigError, ModelLoadError
 from triage.model import OnnxClassifier, sha256_of
 from triage.outlier import OutlierDetector
-from triage.settings import Settings
+from triage.settings import ServingSettings
 
 if TYPE_CHECKING:
     from triage.registry import Registry
@@ -55,37 +55,37 @@ class ServingModel:
             )
 
 
-def serving_model_from_file(settings: Settings) -> ServingModel:
+def serving_model_from_file(serving: ServingSettings, *, seed: int = 0) -> ServingModel:
     """Build the model for ``triage serve --model PATH [--reference FILE]``."""
-    if settings.serving.model is None:
+    if serving.model is None:
         raise ConfigError("no model: pass --model PATH or --registry DIR")
     reference = None
-    if settings.serving.reference is not None:
-        reference, _ = load_dataset(settings.serving.reference)
-    feature_count = settings.serving.feature_count or (reference.shape[1] if reference is not None else None)
+    if serving.reference is not None:
+        reference, _ = load_dataset(serving.reference)
+    feature_count = serving.feature_count or (reference.shape[1] if reference is not None else None)
     classifier = OnnxClassifier(
-        settings.serving.model,
-        classes=settings.serving.class_names,
-        input_name=settings.serving.input_name,
-        output_name=settings.serving.output_name,
+        serving.model,
+        classes=serving.class_names,
+        input_name=serving.input_name,
+        output_name=serving.output_name,
         feature_count=feature_count,
-        output_kind=settings.serving.output_kind,
-        threads=settings.serving.ort_threads,
+        output_kind=serving.output_kind,
+        threads=serving.ort_threads,
     )
-    digest = sha256_of(settings.serving.model)
+    digest = sha256_of(serving.model)
     outlier = None
     if reference is not None:
         if reference.shape[1] != classifier.spec.feature_count:
             raise ConfigError(
-                f"reference {settings.serving.reference} has {reference.shape[1]} features; "
+                f"reference {serving.reference} has {reference.shape[1]} features; "
                 f"the model takes {classifier.spec.feature_count}"
             )
-        outlier = OutlierDetector.fit(reference, quantile=settings.serving.outlier_quantile, seed=settings.policy.seed)
+        outlier = OutlierDetector.fit(reference, quantile=serving.outlier_quantile, seed=seed)
     else:
         log.warning("no --reference given: outlier routing is OFF (triage_outlier_detection_enabled=0)")
     model = ServingModel(
         classifier=classifier,
-        version=settings.serving.model_version or f"file-{digest[:12]}",
+        version=serving.model_version or f"file-{digest[:12]}",
         sha256=digest,
         outlier=outlier,
     )
@@ -94,7 +94,7 @@ def serving_model_from_file(settings: Settings) -> ServingModel:
 
 
 def serving_model_from_registry(
-    registry: "Registry", version: str, settings: Settings, *, running: Optional[ServingModel] = None
+    registry: "Registry", version: str, serving: ServingSettings, *, running: Optional[ServingModel] = None
 ) -> ServingModel:
     """Load a registry version: verify sha256 first, then load, check it fits the running
     model (feature count), and warm it up on the bundle's canary rows."""
@@ -104,12 +104,12 @@ def serving_model_from_registry(
     manifest = registry.verify(version)
     classifier = OnnxClassifier(
         registry.model_path(version),
-        classes=manifest.get("classes") or settings.serving.class_names,
-        input_name=manifest.get("input_name") if manifest.get("input_name") else settings.serving.input_name,
+        classes=manifest.get("classes") or serving.class_names,
+        input_name=manifest.get("input_name") if manifest.get("input_name") else serving.input_name,
         output_name=None,
-        feature_count=manifest.get("feature_count") or settings.serving.feature_count,
-        output_kind=manifest.get("output_kind", settings.serving.output_kind),
-        threads=settings.serving.ort_threads,
+        feature_count=manifest.get("feature_count") or serving.feature_count,
+        output_kind=manifest.get("output_kind", serving.output_kind),
+        threads=serving.ort_threads,
     )
     if running is not None and classifier.spec.feature_count != running.feature_count:
         raise IncompatibleModelError(

@@ -21,6 +21,7 @@ from triage.calibration import apply_temperature, expected_calibration_error, fi
 from triage.errors import ConfigError
 from triage.outlier import OutlierDetector
 from triage.registry import Registry
+from triage.settings import PolicySettings
 
 FAMILIES: dict[str, Callable[[int], ClassifierMixin]] = {
     "logreg": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)),
@@ -37,7 +38,7 @@ class TrainedModel:
     classes: list[str]
     temperature: float
     outlier: OutlierDetector
-    calibration: dict[str, float]
+    calibration: dict[str, Any]
     canary: np.ndarray
     estimator: Any = field(repr=False, default=None)
 
@@ -102,6 +103,7 @@ def evaluate(probs: np.ndarray, classes: list[str], y: np.ndarray) -> dict[str, 
 def manifest_for(trained: TrainedModel, *, feature_count: int, data: dict[str, Any],
                  metrics: dict[str, Any], parent: Optional[str], family: str,
                  routing: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The bundle manifest of a trained model (the registry adds version, sha256, path, status)."""
     return {
         "classes": trained.classes,
         "feature_count": feature_count,
@@ -119,15 +121,18 @@ def manifest_for(trained: TrainedModel, *, feature_count: int, data: dict[str, A
 
 
 def register(registry: Registry, trained: TrainedModel, manifest: dict[str, Any]) -> str:
+    """Add ``trained`` to ``registry`` as a candidate; returns its version."""
     return registry.add_bundle(trained.onnx_bytes, manifest, trained.canary)
 
 
 def class_counts(y: np.ndarray) -> dict[str, int]:
+    """Rows per class, for the manifest's ``data.class_counts``."""
     values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}
 
 
-def fit_bundle_routing(trained: TrainedModel, X_hold: np.ndarray, y_hold: np.ndarray, settings: Any) -> dict[str, Any]:
+def fit_bundle_routing(trained: TrainedModel, X_hold: np.ndarray, y_hold: np.ndarray,
+                       policy: PolicySettings) -> dict[str, Any]:
     """Calibration and risk thresholds for the bundle, fitted on held-out labelled rows
     (stored as ``manifest["routing"]``; scorers attach it with ``policies.prepare_model``)."""
     from triage.policies import fit_routing, label_indices
@@ -136,7 +141,7 @@ def fit_bundle_routing(trained: TrainedModel, X_hold: np.ndarray, y_hold: np.nda
     X_hold, y_hold = X_hold[known], np.asarray(y_hold).astype(str)[known]
     try:
         raw = trained.estimator.predict_proba(np.asarray(X_hold, dtype=np.float32))
-        return fit_routing(raw, label_indices(y_hold, trained.classes), settings,
+        return fit_routing(raw, label_indices(y_hold, tuple(trained.classes)), policy,
                            outlier=trained.outlier.score(X_hold), X=X_hold)
     except ConfigError as exc:  # too few held-out rows: serve with temperature only
         return {"skipped": exc.message}

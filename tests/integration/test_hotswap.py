@@ -20,7 +20,7 @@ from consumers.scorer import Scorer
 from consumers.trainer import Trainer
 from tests.fixtures import DEADLINE_S, REPO, ScorerProcess, produce, read_all
 from triage.codec import encode
-from triage.commands.train import train_initial
+from triage.bundles import train_initial
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
 from triage.settings import Settings
@@ -40,7 +40,9 @@ def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
     """v1 trained on a small, weak start: 60 labelled samples (+ a holdout)."""
     X, y = digits
     reg = Registry(tmp_path / "registry")
-    train_initial(X[:300], y[:300], reg, Settings(holdout_fraction=0.8), progress=lambda m: None)
+    s0 = Settings(holdout_fraction=0.8)
+    train_initial(X[:300], y[:300], reg, retrain=s0.retrain, policy=s0.policy, outlier_quantile=s0.serving.outlier_quantile,
+                  progress=lambda m: None)
     return reg
 
 
@@ -58,7 +60,7 @@ def labels_for(review: list[dict[str, Any]], y: np.ndarray, wrong: bool = False)
 
 
 def start_inprocess(s: Settings, reg: Registry) -> tuple[Scorer, ModelWatcher, threading.Thread]:
-    scorer = Scorer(s, serving_model_from_registry(reg, reg.current() or "", s))
+    scorer = Scorer(s, serving_model_from_registry(reg, reg.current() or "", s.serving))
     watcher = ModelWatcher(s, reg, scorer).start()
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 60.0})
     worker.start()

@@ -1,5 +1,6 @@
 """Transport semantics both backends must share: commits survive restarts, delivery failures
-are classified (retriable or not), and an unwritable output is dead-lettered at stage produce."""
+are classified (retriable or not), send_until_acked reroutes what the client refuses, and an
+unwritable output is dead-lettered at stage produce."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import pytest
 
 from consumers.scorer import Scorer
 from tests.fixtures import DEADLINE_S, produce, read_all, read_headers
+from triage.errors import TransportError
 from triage.records import OutRecord
 from triage.serving import serving_model_from_file
 from triage.settings import Settings
-from triage.transport import make_consumer, make_producer
+from triage.transport import Producer, make_consumer, make_producer, send_until_acked
 
 pytestmark = pytest.mark.integration
 
@@ -74,21 +76,61 @@ def test_delivery_failures_are_classified(settings_factory: Callable[..., Settin
     assert [r["value"] for r in out] == [b"fine"]
 
 
+class RefusingProducer:
+    """The real producer, except that every output ``refuse`` picks is refused for good, as a
+    broker refuses a record over its size limit. Input validation now bounds every output
+    (``meta`` <= 64 KiB, short ids) far below the producer's request limit, so a real
+    oversize output can no longer be provoked through the scorer."""
+
+    def __init__(self, inner: Producer, refuse: Callable[[OutRecord], bool]) -> None:
+        self.inner, self.refuse = inner, refuse
+
+    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+        keep = [i for i, r in enumerate(records) if not self.refuse(r)]
+        out: list[Optional[TransportError]] = [
+            TransportError("MSG_SIZE_TOO_LARGE: Broker: Message size too large", retriable=False)] * len(records)
+        for i, err in zip(keep, self.inner.send_all([records[i] for i in keep], timeout_s) if keep else []):
+            out[i] = err
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_send_until_acked_reroutes_what_the_client_refuses(settings_factory: Callable[..., Settings]) -> None:
+    s = settings_factory()
+    out, dlq = s.topics.predictions_topic, s.topics.dlq_topic
+    refused: list[TransportError] = []
+
+    def reroute(rec: OutRecord, err: TransportError) -> OutRecord:
+        refused.append(err)
+        return OutRecord(dlq, rec.key, b"dead letter")
+
+    producer = make_producer(s)
+    try:
+        delivered = send_until_acked(producer, [
+            OutRecord(out, b"a", b"1"), OutRecord(out, b"big", b"x" * 3_000_000), OutRecord(out, b"b", b"2"),
+        ], reroute=reroute, deadline_s=DEADLINE_S)
+    finally:
+        producer.close()
+    assert [(r.topic, r.key) for r in delivered] == [(out, b"a"), (dlq, b"big"), (out, b"b")]
+    assert len(refused) == 1 and refused[0].retriable is False
+    got = read_all(s, [out, dlq], expect=3)
+    assert sorted((r["topic"], r["value"]) for r in got) == sorted([(out, b"1"), (out, b"2"), (dlq, b"dead letter")])
+
+
 def test_unwritable_output_is_dead_lettered_at_produce_stage(
     settings_factory: Callable[..., Settings], example_model: tuple[Path, Path]
 ) -> None:
     model_path, ref = example_model
     s = settings_factory(model=model_path, reference=ref, batch_size=16)
     X = np.load(ref)["X"]
-    # `1e5` is 3 bytes in; the output re-encodes it as `100000.0` (8 bytes), so this sample
-    # is well under the input limit but its output is over the producer's request limit.
-    bloated = b'{"id": "bloat", "features": ' + json.dumps(X[0].tolist()).encode() + \
-        b', "meta": {"x": [' + b",".join([b"1e5"] * 150_000) + b"]}}"
-    assert len(bloated) < s.serving.max_message_bytes
-    records = [(b"a", json.dumps({"id": "a", "features": X[1].tolist()}).encode()), (b"bloat", bloated),
+    unwritable = json.dumps({"id": "unwritable", "features": X[0].tolist()}).encode()
+    records = [(b"a", json.dumps({"id": "a", "features": X[1].tolist()}).encode()), (b"unwritable", unwritable),
                (b"b", json.dumps({"id": "b", "features": X[2].tolist()}).encode())]
     produce(s, s.topics.samples_topic, records)
-    scorer = Scorer(s, serving_model_from_file(s))
+    producer = RefusingProducer(make_producer(s), lambda r: r.topic != s.topics.dlq_topic and b'"unwritable"' in (r.value or b""))
+    scorer = Scorer(s, serving_model_from_file(s.serving, seed=s.policy.seed), producer=producer)
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 20.0})
     worker.start()
     try:
@@ -98,7 +140,7 @@ def test_unwritable_output_is_dead_lettered_at_produce_stage(
         worker.join(60)
     assert not worker.is_alive()
     dlq = [r for r in out if r["topic"] == s.topics.dlq_topic]
-    assert [r["value"] for r in dlq] == [bloated]
+    assert [r["value"] for r in dlq] == [unwritable]
     ids = {json.loads(r["value"])["id"] for r in out if r["topic"] != s.topics.dlq_topic}
     assert ids == {"a", "b"}
     headers = read_headers(s, s.topics.dlq_topic, 1)[0]["headers"]

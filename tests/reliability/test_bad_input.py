@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.scorer import policy_from_settings
+from triage.handlers import BatchConfig
+from triage.policies import make_policy
 from tests.reliability.corpus import Case, corpus, kinds_broken
 from triage.codec import Sample, decode_label, decode_sample
 from triage.commands.quickstart import example_paths
@@ -32,7 +33,7 @@ CASES = corpus(N, MAX)
 def _model() -> tuple[Settings, ServingModel]:
     model, ref = example_paths()
     s = Settings(model=model, reference=ref, max_message_bytes=MAX)
-    return s, serving_model_from_file(s)
+    return s, serving_model_from_file(s.serving, seed=s.policy.seed)
 
 
 def _check(value: Optional[bytes]) -> Optional[Sample]:
@@ -74,7 +75,7 @@ def test_corpus_through_process_batch_gives_one_outcome_each() -> None:
     batch = RecordBatch()
     for i, c in enumerate(CASES):
         batch.append(s.topics.samples_topic, 0, i, 1_700_000_000_000, c.key, c.value)
-    result = process_batch(batch, model, policy_from_settings(s), s)
+    result = process_batch(batch, model, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics))
     by_source: dict[int, list[Any]] = {}
     for out in result.outputs:
         by_source.setdefault(out.source, []).append(out)
@@ -163,7 +164,7 @@ def test_fuzz_process_batch_one_primary_outcome_per_input(values: list[Optional[
     batch = RecordBatch()
     for i, v in enumerate(values):
         batch.append(s.topics.samples_topic, 0, i, 0, b"k", v)
-    result = process_batch(batch, model, policy_from_settings(s), s)
+    result = process_batch(batch, model, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics))
     primary = [o for o in result.outputs if o.reason != "audit"]
     assert sorted(o.source for o in primary) == list(range(len(values)))
     for o in primary:

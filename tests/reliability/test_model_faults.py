@@ -18,7 +18,7 @@ from consumers.scorer import Scorer
 from consumers.trainer import announce
 from tests.fixtures import produce, read_all
 from tests.integration.test_hotswap import samples, wait_for
-from triage.commands.train import train_initial
+from triage.bundles import train_initial
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
 from triage.settings import Settings
@@ -36,7 +36,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
     X, y = digits
     reg = Registry(tmp_path / "registry")
-    train_initial(X[:600], y[:600], reg, Settings(), progress=lambda m: None)
+    s0 = Settings()
+    train_initial(X[:600], y[:600], reg, retrain=s0.retrain, policy=s0.policy, outlier_quantile=s0.serving.outlier_quantile,
+                  progress=lambda m: None)
     return reg
 
 
@@ -116,7 +118,7 @@ def test_scorer_keeps_serving_the_last_good_model(
     reason, inject = FAULTS[name]
     X, _ = digits
     s = settings_factory(registry=registry.root)
-    scorer = Scorer(s, serving_model_from_registry(registry, "v1", s))
+    scorer = Scorer(s, serving_model_from_registry(registry, "v1", s.serving))
     watcher = ModelWatcher(s, registry, scorer).start()
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 60.0})
     worker.start()

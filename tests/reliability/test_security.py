@@ -26,6 +26,7 @@ from triage.broker import EmbeddedBroker
 from triage.cli import build_parser
 from triage.http import OpsServer
 from triage.settings import Settings
+from triage.transport.base import Subscription, client_sizes
 from triage.transport.kafka_python import client_config
 
 SECRET = "hunter2-do-not-print"
@@ -142,9 +143,10 @@ def test_sizes_are_bounded() -> None:
     original = kafka_python.KafkaConsumer
     kafka_python.KafkaConsumer = Recorder  # type: ignore[misc,assignment]
     try:
-        kafka_python.make_consumer(s, ["t"], group_id="g")
+        kafka_python.make_consumer(s, Subscription(("t",), group_id="g"))
     finally:
         kafka_python.KafkaConsumer = original  # type: ignore[misc]
     assert consumer_kwargs["max_poll_records"] == 500
     assert consumer_kwargs["max_partition_fetch_bytes"] == 2_000_000 + 1024
-    assert consumer_kwargs["fetch_max_bytes"] == 52_428_800
+    assert consumer_kwargs["fetch_max_bytes"] == 8 * 1024 * 1024  # the one floor both clients use (base.FETCH_FLOOR)
+    assert consumer_kwargs["fetch_max_bytes"] == client_sizes(2_000_000, 500).fetch_bytes

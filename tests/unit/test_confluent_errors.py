@@ -92,3 +92,28 @@ def test_security_settings_map_to_librdkafka_names() -> None:
     assert cfg["sasl.username"] == "u" and cfg["sasl.password"] == "p"
     assert (cfg["ssl.ca.location"], cfg["ssl.certificate.location"], cfg["ssl.key.location"]) == ("/ca.pem", "/c.pem", "/k.pem")
     assert cfg["ssl.key.password"] == "kp"
+
+
+def test_consumer_sizes_come_from_the_shared_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both clients size fetches from base.client_sizes (one floor, not two that drift)."""
+    from triage.transport import confluent
+    from triage.transport.base import Subscription, client_sizes
+
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, cfg: dict[str, object]) -> None:
+            seen.update(cfg)
+
+        def subscribe(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    monkeypatch.setattr(confluent, "Consumer", Recorder)
+    s = Settings(max_message_bytes=2_000_000, batch_size=500)
+    confluent.make_consumer(s, Subscription(("t",), group_id="g"))
+    sizes = client_sizes(2_000_000, 500)
+    assert seen["fetch.max.bytes"] == sizes.fetch_bytes == 8 * 1024 * 1024
+    assert seen["max.partition.fetch.bytes"] == 2_000_000 + 1024
+    assert seen["receive.message.max.bytes"] == sizes.receive_bytes
+    assert seen["queued.max.messages.kbytes"] == sizes.queue_kbytes
+    assert seen["queued.min.messages"] == 10_000

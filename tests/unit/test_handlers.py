@@ -8,7 +8,8 @@ import pytest
 
 from triage.handlers import process_batch
 from triage.records import RecordBatch
-from triage.routing import ThresholdPolicy
+from triage.handlers import BatchConfig
+from triage.policies import make_policy
 from triage.serving import ServingModel, serving_model_from_file
 from triage.settings import Settings
 
@@ -19,7 +20,7 @@ def served(example_model: tuple[Path, Path]) -> tuple[ServingModel, np.ndarray, 
     s = Settings(model=model_path, reference=ref)
     with np.load(ref) as d:
         X = d["X"]
-    return serving_model_from_file(s), X, s
+    return serving_model_from_file(s.serving, seed=s.policy.seed), X, s
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_every_record_gets_exactly_one_primary_output(served) -> None:  # type: 
     values: list[bytes | None] = [json.dumps({"id": f"v{i}", "features": X[i].tolist()}).encode() for i in range(50)]
     values += [json.dumps({"id": "far", "features": [80.0] * 64}).encode(), b"junk", None,
                json.dumps({"id": "nan", "features": [float("nan")] + [0.0] * 63}).encode()]
-    result = process_batch(_batch(values), model, ThresholdPolicy(0.5), s)
+    result = process_batch(_batch(values), model, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics))
     primary = [o for o in result.outputs if o.reason != "audit"]
     assert sorted(o.source for o in primary) == list(range(len(values)))
     by_source = {o.source: o for o in primary}
@@ -57,7 +58,7 @@ def test_every_record_gets_exactly_one_primary_output(served) -> None:  # type: 
 def test_dlq_keeps_original_bytes_and_headers(served) -> None:  # type: ignore[no-untyped-def]
     model, _, s = served
     raw = b'{"id": "x", "features": [1, 2]}'
-    out = process_batch(_batch([raw]), model, ThresholdPolicy(0.5), s).outputs[0]
+    out = process_batch(_batch([raw]), model, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics)).outputs[0]
     headers = dict(out.headers)
     assert out.value == raw and out.key == b"k0"
     assert headers["triage.error.stage"] == b"validate"
@@ -70,7 +71,7 @@ def test_dlq_keeps_original_bytes_and_headers(served) -> None:  # type: ignore[n
 def test_review_record_carries_contract_fields(served) -> None:  # type: ignore[no-untyped-def]
     model, _, s = served
     raw = json.dumps({"id": "far", "features": [50.0] * 64, "meta": {"m": 1}}).encode()
-    rec = json.loads(process_batch(_batch([raw]), model, ThresholdPolicy(0.5), s).outputs[0].value)
+    rec = json.loads(process_batch(_batch([raw]), model, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics)).outputs[0].value)
     for field in ("id", "features", "reason", "predicted", "confidence", "scores", "priority", "model_version", "meta"):
         assert field in rec
     assert rec["meta"] == {"m": 1} and len(rec["top"]) == 3

@@ -19,27 +19,27 @@ from triage.settings import Settings
 def _model(**kw: object) -> tuple[Settings, ServingModel]:
     model_path, ref = example_paths()
     s = Settings(model=model_path, reference=ref, **kw)  # type: ignore[call-arg, arg-type]
-    return s, serving_model_from_file(s)
+    return s, serving_model_from_file(s.serving, seed=s.policy.seed)
 
 
 def test_risk_without_labels_is_a_config_error() -> None:
     s, model = _model(policy="risk")
     with pytest.raises(ConfigError, match="--reference FILE whose data has y"):
-        make_policy(s, model)
+        make_policy(s.policy, model)
 
 
 def test_reference_labels_fit_routing_that_round_trips_through_a_manifest() -> None:
     s, model = _model(policy="risk", risk_alpha=0.02)
     X, y = load_dataset(s.serving.reference)  # type: ignore[arg-type]
-    fitted = prepare_model(s, model, X, y)
+    fitted = prepare_model(s.policy, model, X, y)
     routing = fitted.manifest["routing"]
     assert fitted.calibrator is not None and 0 < routing["risk"]["threshold"] < 1
     stored = json.loads(json.dumps(routing))  # what a registry manifest would hold
-    reloaded = prepare_model(s, ServingModel(model.classifier, "v2", model.sha256, model.outlier,
+    reloaded = prepare_model(s.policy, ServingModel(model.classifier, "v2", model.sha256, model.outlier,
                                              manifest={"routing": stored}))
     a, b = score_batch(fitted, X[:50], s.policy.acquisition), score_batch(reloaded, X[:50], s.policy.acquisition)
     assert np.allclose(a.probs, b.probs)
-    da, db = make_policy(s, fitted).decide(a), make_policy(s, reloaded).decide(b)
+    da, db = make_policy(s.policy, fitted).decide(a), make_policy(s.policy, reloaded).decide(b)
     assert (da.reason == db.reason).all()
 
 
@@ -47,4 +47,4 @@ def test_labels_that_are_not_classes_are_named() -> None:
     s, model = _model()
     X, _ = load_dataset(s.serving.reference)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="'cat' is not one of the model's classes"):
-        prepare_model(s, model, X[:30], np.array(["cat"] * 30))
+        prepare_model(s.policy, model, X[:30], np.array(["cat"] * 30))

@@ -13,11 +13,11 @@ from triage.policies.budget import BudgetController
 from triage.policies.gate import evaluate_gate
 from triage.routing import CONFIDENT, GATE, HELD_GATE, OUTLIER, UNCERTAIN
 from triage.scoring import scores_from_probs
-from triage.settings import Settings
+from triage.settings import PolicySettings
 
 
-def _settings(**kw: Any) -> Settings:
-    return Settings(**kw)  # type: ignore[call-arg]
+def _settings(**kw: Any) -> PolicySettings:
+    return PolicySettings(**kw)
 
 
 def _scores(n: int = 100, uncertain: int = 10, outliers: int = 5) -> Any:
@@ -45,7 +45,7 @@ def test_closed_gate_sends_everything_to_review() -> None:
     d = p.decide(_scores())
     assert not d.accepted.any() and not d.audit.any()
     assert (d.reason[15:] == GATE).all() and (d.reason[:10] == UNCERTAIN).all() and (d.reason[10:15] == OUTLIER).all()
-    assert p.snapshot()["gate_open"] is False
+    assert p.snapshot().gate_open is False
 
 
 def test_closed_gate_provisional_mode_publishes_marked_predictions() -> None:
@@ -62,6 +62,7 @@ def test_gate_opens_per_version_and_logs(caplog: pytest.LogCaptureFixture) -> No
 
     class _Model:
         version = "v2"
+        classes = ("a", "b", "c")
         manifest = {"routing": GOOD}
 
     with caplog.at_level(logging.INFO, logger="triage.policy"):
@@ -87,8 +88,9 @@ def test_budget_caps_threshold_policy_but_never_forced_reviews(caplog: pytest.Lo
     clock = iter(np.arange(0, 10_000, 1.0)).__next__
     s = _settings(annotation_capacity=360, uncertainty_threshold=0.5, review_rate_window=500)
     from triage.policies.stack import PolicyStack
+    from triage.policies.threshold import ThresholdRule
 
-    p = PolicyStack(s, None, clock=clock)
+    p = PolicyStack(s, ThresholdRule(s), clock=clock)
     p.feed_backlog(5000)  # far behind: allowed inflow 0
     rng = np.random.default_rng(0)
     with caplog.at_level(logging.WARNING, logger="triage.policy"):
@@ -98,6 +100,6 @@ def test_budget_caps_threshold_policy_but_never_forced_reviews(caplog: pytest.Lo
             d = p.decide(scores_from_probs(probs, "margin", outlier=out))
     assert d.review[out > 1].all(), "outliers are never capped by the budget"
     assert d.review.mean() <= 0.15  # the budget removed the optional uncertain reviews
-    assert p.snapshot()["budget_conflict"] is True
+    assert p.snapshot().budget_conflict is True
     conflicts = [r for r in caplog.records if "BUDGET CONFLICT" in r.message]
     assert len(conflicts) == 1  # rate-limited

@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import load_digits
 
-from triage.codec import Sample
-from triage.handlers import _encode_outputs
+from triage.contracts import Sample
+from triage.handlers import BatchConfig, _encode_outputs
 from triage.policies import policy_from_manifest
-from triage.records import RecordBatch
 from triage.routing import HELD_DUPLICATE, HELD_QUOTA, NOT_HELD
 from triage.scoring import scores_from_probs
-from triage.settings import Settings
+from triage.settings import PolicySettings, Settings
 
 
 def _uncertain_scores(X: np.ndarray, predicted: np.ndarray) -> Any:
@@ -24,8 +23,8 @@ def _uncertain_scores(X: np.ndarray, predicted: np.ndarray) -> Any:
     return scores_from_probs(probs, "margin", X=X)
 
 
-def _settings(**kw: Any) -> Settings:
-    return Settings(uncertainty_threshold=0.3, **kw)  # type: ignore[call-arg]
+def _settings(**kw: Any) -> PolicySettings:
+    return PolicySettings(uncertainty_threshold=0.3, **kw)
 
 
 def _routing(X: np.ndarray) -> dict[str, Any]:
@@ -48,16 +47,14 @@ def test_duplicates_suppressed_counted_and_published_once() -> None:
     assert policy.drain_suppressed() == {}
     # Exactly one primary output per sample: suppressed ones become provisional predictions.
     samples = [Sample(id=f"s{i}", features=stream[i].tolist()) for i in range(len(stream))]
-    batch = RecordBatch()
-    for i in range(len(stream)):
-        batch.append("samples", 0, i, 0, f"s{i}".encode(), b"{}")
 
     class _Model:
         classes = tuple(str(c) for c in range(10))
         version = "v1"
 
-    outs = _encode_outputs(batch, samples, list(range(len(stream))), _uncertain_scores(stream, predicted), d,
-                           _Model(), _settings())  # type: ignore[arg-type]
+    s = Settings(uncertainty_threshold=0.3)  # type: ignore[call-arg]
+    outs = _encode_outputs(samples, list(range(len(stream))), _uncertain_scores(stream, predicted), d,
+                           _Model(), BatchConfig.of(s.serving, s.policy, s.topics))  # type: ignore[arg-type]
     assert len(outs) == len(stream)
     preds = [json.loads(o.value) for o in outs if o.topic == "triage.predictions"]
     assert len(preds) == dup.sum()

@@ -9,7 +9,7 @@ from tests.unit.digits import digits_split
 from triage.policies import policy_from_manifest
 from triage.policies.review_rate import RateController
 from triage.scoring import scores_from_probs
-from triage.settings import Settings
+from triage.settings import PolicySettings
 
 TARGET = 0.05
 WINDOW = 1000
@@ -31,9 +31,9 @@ def test_rate_returns_to_target_after_drift(seed: int) -> None:
     before = pool[rng.integers(len(pool), size=3000)]
     # Drift: sensor noise makes the model much less sure (fixed thresholds would flood review).
     after = np.clip(pool[rng.integers(len(pool), size=4000)] + rng.normal(0, 4.0, (4000, 64)), 0, 16)
-    s = Settings(policy="review-rate", review_rate=TARGET, review_rate_window=WINDOW, seed=seed)  # type: ignore[call-arg]
+    s = PolicySettings(policy="review-rate", review_rate=TARGET, review_rate_window=WINDOW, seed=seed)
     policy = policy_from_manifest(None, s)
-    fixed = policy_from_manifest(None, Settings(policy="threshold", uncertainty_threshold=0.5))  # type: ignore[call-arg]
+    fixed = policy_from_manifest(None, PolicySettings(policy="threshold", uncertainty_threshold=0.5))
     r = _run(policy, clf, np.vstack([before, after]))
     r_fixed = _run(fixed, clf, np.vstack([before, after]))
     pre = r[WINDOW:3000].mean()
@@ -44,7 +44,7 @@ def test_rate_returns_to_target_after_drift(seed: int) -> None:
     assert abs(pre - TARGET) <= 0.2 * TARGET
     assert abs(post - TARGET) <= 0.2 * TARGET
     assert drift_fixed > 2, "the injected drift must actually move the uncertainty distribution"
-    assert policy.snapshot()["review_rate_observed"] == pytest.approx(r[-WINDOW:].mean())
+    assert policy.snapshot().review_rate_observed == pytest.approx(r[-WINDOW:].mean())
 
 
 def test_forced_reviews_count_toward_the_target() -> None:

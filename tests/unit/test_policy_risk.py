@@ -14,14 +14,14 @@ from triage.policies import fit_routing, policy_from_manifest
 from triage.policies.risk import certify, clopper_pearson_upper, min_accepted
 from triage.routing import CONFIDENT, OUTLIER, UNCERTAIN
 from triage.scoring import scores_from_probs
-from triage.settings import Settings
+from triage.settings import PolicySettings
 
 ALPHA = 0.03
 TOLERANCE = 0.01  # finite-stream noise on ~600 accepted predictions
 
 
-def _settings(**kw: Any) -> Settings:
-    return Settings(**kw)  # type: ignore[call-arg]
+def _settings(**kw: Any) -> PolicySettings:
+    return PolicySettings(**kw)
 
 
 def _stream(seed: int, **kw: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -32,7 +32,7 @@ def _stream(seed: int, **kw: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any
     policy = policy_from_manifest(routing, s)
     accepted, wrong = [], []
     for i in range(0, len(X_s), 64):  # the stream, batch by batch, through the pure policy
-        scores = scores_from_probs(calibrate(clf.predict_proba(X_s[i:i + 64])), s.policy.acquisition)
+        scores = scores_from_probs(calibrate(clf.predict_proba(X_s[i:i + 64])), s.acquisition)
         accepted.append(policy.decide(scores).accepted)
         wrong.append(scores.predicted != y_s[i:i + 64])
     return np.concatenate(accepted), np.concatenate(wrong), routing
@@ -98,14 +98,14 @@ def test_certify_refuses_when_errors_are_everywhere() -> None:
 def test_risk_without_or_with_mismatched_params_reviews_everything() -> None:
     s = _settings(policy="risk", risk_alpha=0.01)
     probs = np.tile([[0.99, 0.01]], (10, 1))
-    scores = scores_from_probs(probs, s.policy.acquisition, outlier=np.r_[np.zeros(9), 5.0])
+    scores = scores_from_probs(probs, s.acquisition, outlier=np.r_[np.zeros(9), 5.0])
     d = policy_from_manifest(None, s).decide(scores)
     assert not d.accepted.any() and d.reason.tolist() == [UNCERTAIN] * 9 + [OUTLIER]
-    fitted_for_other_alpha = {"acquisition": s.policy.acquisition,
+    fitted_for_other_alpha = {"acquisition": s.acquisition,
                               "risk": {"alpha": 0.2, "delta": 0.1, "mondrian": False, "threshold": 1.0}}
     d = policy_from_manifest(fitted_for_other_alpha, s).decide(scores)
     assert not d.accepted.any()
-    fitted = {"acquisition": s.policy.acquisition,
+    fitted = {"acquisition": s.acquisition,
               "risk": {"alpha": 0.01, "delta": 0.1, "mondrian": False, "threshold": 0.5}}
     d = policy_from_manifest(fitted, s).decide(scores)
     assert d.reason.tolist() == [CONFIDENT] * 9 + [OUTLIER]

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from triage.bundles import train_initial
 from triage.errors import IntegrityError, RegistryError
 from triage.labelstore import LabelStore, is_eval_id
 from triage.registry import Registry
-from triage.settings import Settings
-from triage.commands.train import train_initial
+from triage.settings import PolicySettings, RetrainSettings
 
 
 @pytest.fixture(scope="module")
 def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     X, y = load_digits(return_X_y=True)
     reg = Registry(tmp_path_factory.mktemp("reg"))
-    train_initial(X[:400], y[:400], reg, Settings(), progress=lambda m: None)
+    train_initial(X[:400], y[:400], reg, retrain=RetrainSettings(), policy=PolicySettings(), outlier_quantile=0.995,
+                  progress=lambda m: None)
     return reg
 
 

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from triage.bundles import import_model
 from triage.cli import subcommand
 from triage.commands.train import registry_arg
 from triage.data import load_dataset
-from triage.errors import ConfigError
-from triage.model import OnnxClassifier
-from triage.outlier import OutlierDetector
 from triage.registry import Registry
 from triage.settings import Settings
 from triage.transport import make_producer
@@ -82,7 +80,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         _announce(settings, registry, m["version"], "rollback")
         print(f"rolled back: CURRENT = {m['version']} (announced on {settings.topics.models_topic})")
     elif args.action == "import":
-        version = import_model(registry, args.import_model, args.import_reference, settings,
+        X, y = load_dataset(args.import_reference)
+        version = import_model(registry, args.import_model, X, y, seed=settings.policy.seed,
+                               outlier_quantile=settings.serving.outlier_quantile,
                                classes=args.import_classes.split(",") if args.import_classes else None)
         if args.promote:
             registry.promote(version)
@@ -90,28 +90,3 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"imported {args.import_model} as {version}" + (" (current)" if args.promote else ""))
     return 0
 
-
-def import_model(registry: Registry, model: Path, reference: Path, settings: Settings,
-                 classes: list[str] | None = None) -> str:
-    """Register an external ONNX classifier with an outlier detector fitted on reference data."""
-    import numpy as np
-
-    X, y = load_dataset(reference)
-    clf = OnnxClassifier(model, classes=classes, feature_count=X.shape[1], threads=1)
-    if X.shape[1] != clf.spec.feature_count:
-        raise ConfigError(f"reference has {X.shape[1]} features; the model takes {clf.spec.feature_count}")
-    metrics: dict[str, Any] = {}
-    if y is not None:
-        from triage.training import evaluate
-
-        metrics = evaluate(clf.predict_proba(X), list(clf.spec.classes), np.asarray(y).astype(str))
-    detector = OutlierDetector.fit(X, quantile=settings.serving.outlier_quantile, seed=settings.policy.seed)
-    manifest = {
-        "classes": list(clf.spec.classes), "feature_count": clf.spec.feature_count,
-        "input_name": clf.spec.input_name, "output_name": clf.spec.output_name, "output_kind": clf.spec.output_kind,
-        "outlier": detector.to_dict(), "calibration": {"method": "none", "temperature": 1.0},
-        "routing": {}, "data": {"imported_from": str(model), "reference_rows": int(len(X))},
-        "metrics": metrics, "parent": registry.current(), "family": "imported",
-    }
-    canary = X[np.random.default_rng(settings.policy.seed).choice(len(X), size=min(32, len(X)), replace=False)]
-    return registry.add_bundle(model.read_bytes(), manifest, canary)

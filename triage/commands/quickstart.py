@@ -14,12 +14,12 @@ import numpy as np
 
 from consumers.scorer import Scorer
 from triage.broker import EmbeddedBroker
-from triage.codec import encode
+from triage.contracts import Sample, decode_review, encode
 from triage.records import OutRecord
 from triage.serving import serving_model_from_file
 from triage.cli import subcommand
 from triage.settings import Settings
-from triage.transport import ensure_topics, make_consumer, make_producer
+from triage.transport import ensure_topics, make_consumer, make_producer, send_until_acked
 
 
 def example_paths() -> tuple[Path, Path]:
@@ -40,9 +40,9 @@ def sample_stream(n: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         row = X[rng.integers(len(X))]
-        out.append((f"s{i}".encode(), encode({"id": f"s{i}", "features": row.tolist(), "ts": int(time.time() * 1000)})))
+        out.append((f"s{i}".encode(), encode(Sample(f"s{i}", row.tolist(), int(time.time() * 1000)))))
     for i in range(max(n // 50, 3)):
-        out.append((f"o{i}".encode(), encode({"id": f"o{i}", "features": (rng.random(64) * 60).tolist()})))
+        out.append((f"o{i}".encode(), encode(Sample(f"o{i}", (rng.random(64) * 60).tolist()))))
     for i, bad in enumerate([b"\xff\xfenot json", b'{"id": "", "features": []}', b'{"id": "x", "features": [1, 2]}', b"[1,2,3]"]):
         out.append((f"bad{i}".encode(), bad))
     return out
@@ -59,12 +59,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         })
         print(f"embedded broker on {broker.bootstrap_servers}; model {model_path.name}")
         ensure_topics(s, s.topics.all())
-        scorer = Scorer(s, serving_model_from_file(s))
+        scorer = Scorer(s, serving_model_from_file(s.serving, seed=s.policy.seed))
         worker = threading.Thread(target=scorer.run, name="scorer", daemon=True)
         worker.start()
         records = sample_stream(args.samples)
         producer = make_producer(s)
-        producer.send_all([OutRecord(s.topics.samples_topic, k, v) for k, v in records], 30)
+        send_until_acked(producer, [OutRecord(s.topics.samples_topic, k, v) for k, v in records], deadline_s=30.0)
         producer.close()
         print(f"sent {len(records)} records to {s.topics.samples_topic}")
         reader = make_consumer(s, s.topics.outputs(), group_id=None)
@@ -85,9 +85,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reason(topic: str, value: bytes, s: Settings) -> str:
-    import json
-
     if topic == s.topics.dlq_topic:
         return "dlq"
-    doc = json.loads(value)
-    return doc.get("reason", "confident")
+    if topic == s.topics.review_topic:
+        return decode_review(value, s.serving.max_message_bytes).reason
+    return "confident"

@@ -18,17 +18,16 @@ from typing import Iterator, Optional
 import numpy as np
 
 from triage.cli import install_stop_handlers, subcommand
-from triage.codec import encode
+from triage.contracts import Sample, encode
 from triage.data import load_dataset
-from triage.errors import ConfigError
+from triage.errors import ConfigError, TransportError
 from triage.records import OutRecord
 from triage.settings import Settings
-from triage.transport import Producer, ensure_topics, make_producer
+from triage.transport import Producer, ensure_topics, make_producer, send_until_acked
 
 log = logging.getLogger("triage.replay")
 
 TICKS_PER_SECOND = 10
-SEND_TIMEOUT_S = 60.0
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +48,7 @@ def sample_records(X: np.ndarray, *, prefix: str, loop: bool, count: int, topic:
     limit = count if count > 0 else None
     for i in itertools.islice(rows, limit):
         sid = f"{prefix}-{next(n)}"
-        value = encode({"id": sid, "features": X[i].tolist(), "ts": int(time.time() * 1000)})
+        value = encode(Sample(sid, X[i].tolist(), int(time.time() * 1000)))
         yield OutRecord(topic, sid.encode(), value)
 
 
@@ -99,19 +98,15 @@ def send_paced(producer: Producer, records: Iterator[OutRecord], rate: float, st
         chunk = list(itertools.islice(records, size))
         if not chunk:
             break
-        pending = chunk
-        backoff = 0.1
-        while pending and not stop.is_set():
-            errors = producer.send_all(pending, SEND_TIMEOUT_S)
-            failed = [r for r, e in zip(pending, errors) if e is not None]
-            sent += len(pending) - len(failed)
-            if failed:
-                log.warning("%d samples not acknowledged (%s); retrying", len(failed),
-                            next(e for e in errors if e is not None).message)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            pending = failed
-        if heartbeat is not None and not pending:
+        try:
+            send_until_acked(producer, chunk, stop=stop, on_retry=lambda attempt, errors: log.warning(
+                "%d samples not acknowledged (%s); retrying", len(errors), errors[0].message))
+        except TransportError:
+            if stop.is_set():
+                break  # stopped while the broker was unreachable
+            raise
+        sent += len(chunk)
+        if heartbeat is not None:
             heartbeat.touch()
         if rate > 0:
             due = started + sent / rate

@@ -35,12 +35,12 @@ def initial_model(settings: Settings) -> ServingModel:
             raise ConfigError(f"registry {settings.serving.registry} has no CURRENT version; run `triage train` "
                               "or `triage models import` first")
         # Calibration and routing come from the bundle's manifest (fitted at train time).
-        return prepare_model(settings, serving_model_from_registry(registry, version, settings))
-    model = serving_model_from_file(settings)
+        return prepare_model(settings.policy, serving_model_from_registry(registry, version, settings.serving))
+    model = serving_model_from_file(settings.serving, seed=settings.policy.seed)
     X = y = None
     if settings.serving.reference is not None:
         X, y = load_dataset(settings.serving.reference)  # held-out labels (y) fit calibration + risk
-    return prepare_model(settings, model, X, y)
+    return prepare_model(settings.policy, model, X, y)
 
 
 def build_scorer(settings: Settings) -> Scorer:
@@ -59,8 +59,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         scorer.model.version, scorer.model.feature_count, ",".join(scorer.model.classes[:10]),
         settings.topics.samples_topic, backend_name(settings), settings.operations.metrics_host, ops.port,
     )
-    watcher = ModelWatcher(settings, Registry(settings.serving.registry), scorer).start() if settings.serving.registry else None
-    backlog = BacklogWatcher(settings, scorer.feed_backlog).start() if settings.policy.annotation_capacity else None
+    # A helper thread that keeps crashing stops the scorer: the process exits non-zero and
+    # the orchestrator restarts it, instead of serving on without hot-swaps or budgets.
+    watcher = ModelWatcher(settings, Registry(settings.serving.registry), scorer,
+                           on_fatal=scorer.fail).start() if settings.serving.registry else None
+    backlog = BacklogWatcher(settings, scorer.feed_backlog, metrics=scorer.metrics.loop,
+                             on_fatal=scorer.fail).start() if settings.policy.annotation_capacity else None
     try:
         scorer.run()
     finally:
@@ -68,5 +72,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             if helper is not None:
                 helper.stop()
         ops.stop()
+    if scorer.fatal is not None:
+        log.critical("stopped because a helper thread kept failing: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
+        return 1
     log.info("scorer stopped cleanly")
     return 0

@@ -1,161 +1,26 @@
-"""Routing policies: calibration, threshold / review-rate / risk control, audit, hygiene,
+"""Routing policies: calibration, threshold / review-rate / risk rules, audit, hygiene,
 budget and the acceptable-performance gate. Pure: no Kafka, no I/O.
 
-The fitted, per-model-version part is a plain JSON-able dict (``fit_routing``), meant for the
-bundle manifest's ``routing`` section; ``policy_from_manifest`` / ``make_policy`` build the
-scorer's policy from it plus the deployment's Settings.
+Every policy implements ``triage.routing.RoutingPolicy``; ``PolicyStack`` composes one base
+rule (``RULES``, chosen once by ``make_rule``) with the budget cap, gate, audit and hygiene.
+Everything here takes ``PolicySettings`` (``Settings.policy``), never the whole Settings.
+``fit_routing`` fits a model version's parameters (the manifest's ``routing`` section);
+``make_policy`` / ``policy_from_manifest`` build the scorer's policy from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from typing import Any, Optional
-
-import numpy as np
-
-from triage.acquisition import uncertainty
-from triage.calibrators import Calibrator, TemperatureCalibrator, calibrator_from_dict, fit_calibrator
-from triage.calibration import expected_calibration_error
-from triage.errors import ConfigError
 from triage.policies.audit import AccuracyEstimate, AuditEstimator, wilson_interval
-from triage.policies.risk import clopper_pearson_interval, clopper_pearson_upper, fit_risk
+from triage.policies.base import BaseRule, RuleSnapshot
+from triage.policies.factory import RULES, make_policy, make_rule, policy_from_manifest
+from triage.policies.fit import fit_routing, label_indices, prepare_model
+from triage.policies.review_rate import ReviewRateRule
+from triage.policies.risk import RiskRule, clopper_pearson_interval, clopper_pearson_upper
 from triage.policies.stack import PolicyStack
-from triage.serving import ServingModel
-from triage.settings import Settings
+from triage.policies.threshold import ThresholdRule
 
 __all__ = [
-    "AccuracyEstimate", "AuditEstimator", "PolicyStack", "clopper_pearson_interval", "clopper_pearson_upper",
-    "fit_routing", "label_indices", "make_policy", "policy_from_manifest", "prepare_model", "wilson_interval",
+    "RULES", "AccuracyEstimate", "AuditEstimator", "BaseRule", "PolicyStack", "ReviewRateRule", "RiskRule",
+    "RuleSnapshot", "ThresholdRule", "clopper_pearson_interval", "clopper_pearson_upper", "fit_routing",
+    "label_indices", "make_policy", "make_rule", "policy_from_manifest", "prepare_model", "wilson_interval",
 ]
-
-log = logging.getLogger("triage.policy")
-
-ROUTING_FORMAT = 1
-MIN_LABELLED = 20
-
-
-def fit_routing(
-    probs: np.ndarray,
-    y: np.ndarray,
-    settings: Settings,
-    *,
-    outlier: Optional[np.ndarray] = None,
-    X: Optional[np.ndarray] = None,
-) -> dict[str, Any]:
-    """Fit calibration and the risk threshold(s) on held-out rows.
-
-    ``probs``: the model's raw (uncalibrated) class probabilities, (N, C); ``y``: class
-    indices; ``outlier``: outlier scores of the same rows (outliers are never accepted);
-    ``X``: the features (their mean/std scale near-duplicate hashing). Rows are split once
-    (seeded): ``calibration_fraction`` fits the calibrator, the rest certifies the threshold
-    and measures ECE after calibration and the gate metrics, so the bound stays honest.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    n, n_classes = probs.shape
-    if n < MIN_LABELLED:
-        raise ConfigError(f"{n} held-out labelled rows are too few to fit routing (need >= {MIN_LABELLED})")
-    order = np.random.default_rng(settings.policy.seed).permutation(n)
-    cut = int(round(n * settings.policy.calibration_fraction))
-    fit_rows, cert_rows = order[:cut], order[cut:]
-    if settings.policy.calibration == "none":
-        calibrator: Calibrator = TemperatureCalibrator(1.0)
-        report: dict[str, Any] = {"kind": "none"}
-    else:
-        kinds = ("temperature", "platt", "isotonic") if settings.policy.calibration == "auto" else (settings.policy.calibration,)
-        calibrator, report = fit_calibrator(probs[fit_rows], y[fit_rows], kinds=kinds, seed=settings.policy.seed)
-    cal = calibrator(probs[cert_rows])
-    y_cert = y[cert_rows]
-    predicted = cal.argmax(axis=1)
-    u = uncertainty(cal, settings.policy.acquisition)
-    risk = fit_risk(
-        u, predicted, y_cert, alpha=settings.policy.risk_alpha, delta=settings.policy.risk_delta,
-        mondrian=settings.policy.risk_mondrian, n_classes=n_classes,
-        outlier=None if outlier is None else np.asarray(outlier)[cert_rows],
-    )
-    routing: dict[str, Any] = {
-        "format": ROUTING_FORMAT,
-        "acquisition": settings.policy.acquisition,
-        "calibration": calibrator.to_dict(),
-        "calibration_report": report,
-        "ece": {
-            "before": expected_calibration_error(probs[cert_rows], y_cert),
-            "after": expected_calibration_error(cal, y_cert),
-        },
-        "risk": risk,
-        "holdout": {
-            "n_calibration": int(len(fit_rows)),
-            "n_certification": int(len(cert_rows)),
-            "accuracy": float((predicted == y_cert).mean()),
-        },
-        "seed": settings.policy.seed,
-    }
-    if X is not None:
-        X = np.asarray(X, dtype=np.float64)
-        routing["features"] = {"mean": X.mean(axis=0).tolist(), "scale": X.std(axis=0).tolist()}
-    return routing
-
-
-def policy_from_manifest(routing: Optional[dict[str, Any]], settings: Settings, *, version: str = "") -> PolicyStack:
-    """The scorer policy for a model version whose manifest holds ``routing`` (or None)."""
-    return PolicyStack(settings, routing, version=version)
-
-
-def make_policy(settings: Settings, model: ServingModel) -> PolicyStack:
-    """The scorer's policy factory (``consumers.scorer.policy_from_settings``)."""
-    routing = (model.manifest or {}).get("routing")
-    if settings.policy.policy == "risk" and not routing:
-        raise ConfigError(
-            "--policy risk needs held-out labels to certify its threshold: pass --reference FILE "
-            "whose data has y (npz with X and y, or CSV with a y/label column), or serve a registry "
-            "bundle whose manifest has a routing section"
-        )
-    return policy_from_manifest(routing, settings, version=model.version)
-
-
-def label_indices(y: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
-    """Map held-out labels (class names, or ints/floats naming them) to class indices."""
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.empty(len(y), dtype=np.int64)
-    for k, v in enumerate(np.asarray(y).tolist()):
-        key = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-        if key not in index:
-            raise ConfigError(f"reference label {v!r} is not one of the model's classes {list(classes)[:20]}")
-        out[k] = index[key]
-    return out
-
-
-def prepare_model(
-    settings: Settings, model: ServingModel, X: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None
-) -> ServingModel:
-    """Attach calibration and routing parameters to ``model``.
-
-    With held-out labels (X, y): fit them now and store them in ``manifest["routing"]``.
-    Otherwise use the manifest's ``routing`` section when present (registry bundles), else
-    leave the model as is (temperature only).
-    """
-    if X is not None and y is not None and settings.policy.calibration_fraction:
-        y_idx = label_indices(y, model.classes)
-        raw = model.classifier.predict_proba(X)
-        out = model.outlier.score(X) if model.outlier is not None else None
-        routing = fit_routing(raw, y_idx, settings, outlier=out, X=X)
-        report = routing["calibration_report"]
-        log.info(
-            "calibration %s fitted on %d held-out rows: ECE %.4f -> %.4f (on %d other rows); "
-            "held-out accuracy %.4f", report.get("kind"), routing["holdout"]["n_calibration"],
-            routing["ece"]["before"], routing["ece"]["after"], routing["holdout"]["n_certification"],
-            routing["holdout"]["accuracy"],
-        )
-        risk = routing["risk"]
-        log.info(
-            "risk control (alpha=%s, delta=%s, mondrian=%s): accept uncertainty <= %.4f, held-out "
-            "coverage %.3f, certified error bound %.4f", risk["alpha"], risk["delta"], risk["mondrian"],
-            risk["threshold"], risk["coverage"], risk["upper_bound"],
-        )
-        manifest = {**(model.manifest or {}), "routing": routing}
-        return dataclasses.replace(model, calibrator=calibrator_from_dict(routing["calibration"]), manifest=manifest)
-    routing = (model.manifest or {}).get("routing")
-    if routing and routing.get("calibration"):
-        return dataclasses.replace(model, calibrator=calibrator_from_dict(routing["calibration"]))
-    return model

@@ -1,5 +1,7 @@
 """Realized accuracy of auto-accepted predictions, from the random audit slice.
 
+``AuditSampler`` draws the slice in the scorer; ``AuditEstimator`` reads it back.
+
 Audit samples are a uniformly random share of the *accepted* predictions, copied to review
 with reason ``audit``. Joining their human labels to the audited prediction gives an
 unbiased estimate of the accuracy of what went downstream, per model version, with an exact
@@ -14,9 +16,24 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+import numpy as np
+
 from triage.policies.risk import clopper_pearson_interval
 
 Interval = Literal["clopper-pearson", "wilson"]
+
+
+class AuditSampler:
+    """The scorer side: a seeded uniformly random share of the auto-accepted rows."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate = float(rate)
+        self._rng = np.random.default_rng(seed)
+
+    def draw(self, accepted: np.ndarray) -> np.ndarray:
+        if not self.rate:
+            return np.zeros(len(accepted), dtype=bool)
+        return accepted & (self._rng.random(len(accepted)) < self.rate)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -12,11 +12,17 @@ The allowed review *rate* is that inflow over the samples per hour seen. Pure: t
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Optional
+from typing import Callable, Optional
+
+from triage.settings import PolicySettings
+
+log = logging.getLogger("triage.policy")
 
 DRAIN_HOURS = 1.0
 RATE_HALF_LIFE_S = 300.0  # throughput estimate forgets with a 5-minute half-life
+WARN_EVERY_S = 60.0
 
 
 class BudgetController:
@@ -58,3 +64,53 @@ class BudgetController:
         if inflow is None or not self._rate_per_s:
             return None
         return min(inflow / (self._rate_per_s * 3600.0), 1.0)
+
+
+class BudgetCap:
+    """The budget as the policy stack uses it: the review rate allowed for each batch, and
+    the conflict when forced reviews alone exceed it (reported, at most one WARNING a minute).
+    Without ``annotation_capacity`` it allows everything."""
+
+    def __init__(self, policy: PolicySettings, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.capacity = policy.annotation_capacity
+        self.controller = (
+            BudgetController(policy.annotation_capacity, policy.budget_backlog_hours)
+            if policy.annotation_capacity else None
+        )
+        self.max_rate: Optional[float] = None
+        self.conflict = False
+        self._last_warn = -math.inf
+
+    @property
+    def backlog(self) -> Optional[float]:
+        return self.controller.backlog if self.controller is not None else None
+
+    def feed_backlog(self, backlog: float) -> None:
+        if self.controller is not None:
+            self.controller.feed_backlog(backlog)
+
+    def observe(self, n: int) -> Optional[float]:
+        """Count a batch of ``n`` samples; the largest review rate allowed now (None = no cap)."""
+        if self.controller is None:
+            return None
+        self.controller.observe_samples(n, self.clock())
+        self.max_rate = self.controller.max_rate()
+        return self.max_rate
+
+    def check(self, forced_rate: float, rule: str) -> None:
+        """Forced reviews (outliers, risk rejections) are never capped: flag when they alone
+        exceed the budget."""
+        cap = self.max_rate
+        self.conflict = bool(cap is not None and forced_rate > cap)
+        if not self.conflict:
+            return
+        now = self.clock()
+        if now - self._last_warn >= WARN_EVERY_S:
+            self._last_warn = now
+            log.warning(
+                "BUDGET CONFLICT: the %s policy must send %.1f%% of samples to review but "
+                "annotators can absorb only %.1f%% (capacity %.0f labels/h, backlog %s); "
+                "the risk/outlier requirement wins and the backlog will grow",
+                rule, 100 * forced_rate, 100 * (cap or 0.0), self.capacity, self.backlog,
+            )

@@ -34,6 +34,7 @@ class NearDuplicateFilter:
         scale: Optional[np.ndarray] = None,
     ) -> None:
         rng = np.random.default_rng(seed)
+        self.n_features = n_features
         self.window = window
         self.radius = radius
         self.mean = np.zeros(n_features) if mean is None else np.asarray(mean, dtype=np.float64)

@@ -13,7 +13,15 @@ larger than the window is handled with its own quantile immediately.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
+
+from triage.policies.base import RuleSnapshot, Routing
+from triage.settings import PolicySettings
+
+if TYPE_CHECKING:
+    from triage.scoring import Scores
 
 
 class RateController:
@@ -41,14 +49,17 @@ class RateController:
             buf[self._pos:] = values[:cut]
             buf[: n - cut] = values[cut:]
 
-    def update(self, u: np.ndarray, forced: np.ndarray, target: float | None = None) -> float:
-        """Add a batch (uncertainty, must-review mask) and return the threshold for it."""
-        target = self.target if target is None else target
+    def push(self, u: np.ndarray, forced: np.ndarray) -> None:
+        """Add a batch: its uncertainties and which of its rows must be reviewed anyway."""
         n = min(len(u), self.window)
         self._push(self._u, np.asarray(u, dtype=np.float64))
         self._push(self._forced, np.asarray(forced, dtype=bool))
         self._pos = (self._pos + n) % self.window
         self._filled = min(self._filled + n, self.window)
+
+    def quantile(self, target: float) -> float:
+        """The threshold that sends ``target`` of the window to review, forced rows included.
+        Non-increasing in ``target``, so a cap is ``max(quantile(a), quantile(b))``."""
         u_w, f_w = self._u[: self._filled], self._forced[: self._filled]
         free = u_w[~f_w]
         if not len(free):  # everything must be reviewed anyway: nothing optional to add
@@ -63,6 +74,11 @@ class RateController:
         else:
             self.threshold = float(np.quantile(free, 1.0 - need, method="higher"))
         return self.threshold
+
+    def update(self, u: np.ndarray, forced: np.ndarray, target: float | None = None) -> float:
+        """Add a batch (uncertainty, must-review mask) and return the threshold for it."""
+        self.push(u, forced)
+        return self.quantile(self.target if target is None else target)
 
     def record(self, reviewed: np.ndarray, accepted: np.ndarray) -> None:
         """Record where the batch given to ``update`` actually went (observed rates)."""
@@ -85,3 +101,27 @@ class RateController:
     @property
     def forced_rate(self) -> float:
         return float(self._forced[: self._filled].mean()) if self._filled else 0.0
+
+
+class ReviewRateRule:
+    """Base rule ``review-rate``: the threshold that keeps the review share near the target
+    (the stack's budget cap may lower the share further)."""
+
+    name = "review-rate"
+    requires_routing = False
+
+    def __init__(self, policy: PolicySettings) -> None:
+        self.target = float(policy.review_rate)
+
+    def on_routing(self, routing: Routing, version: str) -> None:
+        pass  # the window is about the stream, not the model
+
+    def forced(self, scores: Scores) -> np.ndarray:
+        return np.zeros(len(scores), dtype=bool)
+
+    def threshold(self, window: RateController) -> float:
+        return window.quantile(self.target)
+
+    def snapshot(self, budget_rate: Optional[float]) -> RuleSnapshot:
+        target = self.target if budget_rate is None else min(self.target, budget_rate)
+        return RuleSnapshot(review_rate_target=target)

@@ -16,10 +16,20 @@ A class without enough held-out rows gets lambda = -1: nothing of it is auto-acc
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import logging
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from scipy.special import betaincinv
+
+from triage.policies.base import RuleSnapshot, Routing
+from triage.settings import PolicySettings
+
+if TYPE_CHECKING:
+    from triage.policies.review_rate import RateController
+    from triage.scoring import Scores
+
+log = logging.getLogger("triage.policy")
 
 MAX_CANDIDATES = 200
 NEVER = -1.0  # a threshold no uncertainty (>= 0) is below: accept nothing
@@ -136,3 +146,68 @@ def accept_mask(params: dict[str, Any], u: np.ndarray, predicted: np.ndarray) ->
         lam = np.asarray(params["thresholds"], dtype=np.float64)[predicted]
         return u <= lam
     return u <= float(params["threshold"])
+
+
+def risk_params_usable(routing: Optional[Routing], policy: PolicySettings) -> tuple[Optional[dict[str, Any]], str]:
+    """The fitted risk parameters if they were certified for these settings, else why not."""
+    risk = (routing or {}).get("risk")
+    if not risk or "threshold" not in risk:
+        return None, "no certified risk threshold for this model version (needs held-out labels: --reference with y)"
+    wanted = {"alpha": policy.risk_alpha, "delta": policy.risk_delta, "mondrian": policy.risk_mondrian}
+    got = {k: risk.get(k) for k in wanted}
+    acq = (routing or {}).get("acquisition")
+    if got != wanted or acq != policy.acquisition:
+        return None, (f"risk threshold was certified for {got} acquisition={acq}, "
+                      f"but serving asks {wanted} acquisition={policy.acquisition}")
+    return dict(risk), ""
+
+
+class RiskRule:
+    """Base rule ``risk``: auto-accept only what the version's certified threshold(s) allow,
+    and all of that (no optional review). Without usable parameters nothing is accepted."""
+
+    name = "risk"
+    requires_routing = True
+
+    def __init__(self, policy: PolicySettings) -> None:
+        self.policy = policy
+        self.params: Optional[dict[str, Any]] = None
+        self.version = ""
+
+    def on_routing(self, routing: Routing, version: str) -> None:
+        self.version = version
+        self.params, why = risk_params_usable(routing, self.policy)
+        if self.params is None:
+            self._refuse(why)
+
+    def _refuse(self, why: str) -> None:
+        self.params = None
+        log.error("risk policy for model %s: %s -> nothing is auto-accepted (all to review)", self.version, why)
+
+    def forced(self, scores: Scores) -> np.ndarray:
+        per_class = self._per_class()
+        if per_class is not None and len(per_class) != scores.probs.shape[1]:
+            # Certified for another class set: no bound on this one (and would index past it).
+            self._refuse(f"Mondrian thresholds certified for {len(per_class)} classes, "
+                         f"scores have {scores.probs.shape[1]}")
+        if self.params is None:
+            return np.ones(len(scores), dtype=bool)
+        return ~accept_mask(self.params, scores.uncertainty, scores.predicted)
+
+    def _per_class(self) -> Optional[list[float]]:
+        p = self.params
+        return p.get("thresholds") if p is not None and p.get("mondrian") else None
+
+    def threshold(self, window: RateController) -> float:
+        return np.inf  # everything certified is accepted: no optional review
+
+    def snapshot(self, budget_rate: Optional[float]) -> RuleSnapshot:
+        if self.params is None:
+            return RuleSnapshot(risk_alpha=self.policy.risk_alpha, risk_threshold=NEVER)
+        per_class = self._per_class()
+        return RuleSnapshot(
+            coverage_holdout=self.params.get("coverage"),
+            risk_alpha=self.policy.risk_alpha,
+            risk_threshold=float(self.params["threshold"]),
+            risk_thresholds=None if per_class is None else tuple(float(t) for t in per_class),
+        )

@@ -1,56 +1,62 @@
 """A small transport interface over the Kafka clients; the pure logic never sees a client.
 
 ``make_consumer`` / ``make_producer`` / ``ensure_topics`` pick the backend from
-``Settings.kafka_client`` (auto = confluent-kafka when installed, else kafka-python).
+``settings.connection.kafka_client`` (auto = confluent-kafka when it imports, else
+kafka-python). What both backends share lives in ``base``; ``send_until_acked`` is the one
+way to get records acknowledged.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Callable, Optional, Protocol
+import functools
+import importlib
+import logging
+from types import ModuleType
+from typing import Callable, Optional
 
-from triage.errors import ConfigError, TransportError
-from triage.records import OutRecord, RecordBatch
+from triage.errors import ConfigError
 from triage.settings import Settings
+from triage.transport.base import Consumer, Offsets, Producer, Subscription, send_until_acked
 
-Offsets = dict[tuple[str, int], int]
+__all__ = [
+    "Consumer", "Offsets", "Producer", "backend_name", "ensure_topics", "make_consumer", "make_producer",
+    "send_until_acked",
+]
+
+log = logging.getLogger(__name__)
+
+_MODULES = {"confluent": "triage.transport.confluent", "kafka-python": "triage.transport.kafka_python"}
+_PACKAGES = {"confluent": "confluent-kafka", "kafka-python": "kafka-python"}
 
 
-class Consumer(Protocol):
-    def poll_batch(self, max_records: int, timeout_ms: int) -> RecordBatch: ...
-    def commit(self, offsets: Offsets) -> None: ...
-    def assigned(self) -> list[tuple[str, int]]: ...
-    def lag(self) -> dict[int, int]: ...
-    def connected(self) -> bool: ...
-    def close(self) -> None: ...
-
-
-class Producer(Protocol):
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
-        """Send and wait for every ack. Returns, per record, None or the failure."""
-        ...
-
-    def close(self) -> None: ...
+@functools.lru_cache(maxsize=None)
+def _load(choice: str) -> tuple[str, ModuleType]:
+    """(client name, backend module) for a kafka_client setting; cached, so auto logs its pick once."""
+    if choice in _MODULES:
+        try:
+            return choice, importlib.import_module(_MODULES[choice])
+        except ImportError as exc:  # an explicit choice never falls back silently
+            raise ConfigError(
+                f"kafka_client is {choice} (--kafka-client / TRIAGE_KAFKA_CLIENT) but that backend cannot be "
+                f"imported ({type(exc).__name__}: {exc}). Fix: pip install {_PACKAGES[choice]}, or choose "
+                "another client: --kafka-client auto|kafka-python|confluent"
+            ) from exc
+    try:
+        name, module = "confluent", importlib.import_module(_MODULES["confluent"])
+        why = "confluent-kafka is installed"
+    except ImportError as exc:
+        name, module = _load("kafka-python")
+        why = f"confluent-kafka unavailable: {type(exc).__name__}: {exc}"
+    log.info("kafka client: %s (kafka_client=auto; %s)", name, why)
+    return name, module
 
 
 def backend_name(settings: Settings) -> str:
-    if settings.connection.kafka_client != "auto":
-        return settings.connection.kafka_client
-    return "confluent" if importlib.util.find_spec("confluent_kafka") else "kafka-python"
+    return _load(settings.connection.kafka_client)[0]
 
 
-def _backend(settings: Settings):  # type: ignore[no-untyped-def]
-    name = backend_name(settings)
-    if name == "confluent":
-        if importlib.util.find_spec("confluent_kafka") is None:
-            raise ConfigError("TRIAGE_KAFKA_CLIENT=confluent but confluent-kafka is not installed: pip install confluent-kafka")
-        try:
-            from triage.transport import confluent as backend
-        except ImportError:  # backend module not available in this build
-            from triage.transport import kafka_python as backend
-    else:
-        from triage.transport import kafka_python as backend
-    return backend
+def _backend(settings: Settings) -> ModuleType:
+    return _load(settings.connection.kafka_client)[1]
 
 
 def make_consumer(
@@ -61,12 +67,14 @@ def make_consumer(
     from_beginning: bool = True,
     on_revoke: Optional[Callable[[], None]] = None,
 ) -> Consumer:
-    return _backend(settings).make_consumer(settings, topics, group_id=group_id,
-                                             from_beginning=from_beginning, on_revoke=on_revoke)
+    sub = Subscription(tuple(topics), group_id, from_beginning, on_revoke)
+    consumer: Consumer = _backend(settings).make_consumer(settings, sub)
+    return consumer
 
 
-def make_producer(settings: Settings, *, transactional_id: Optional[str] = None) -> Producer:
-    return _backend(settings).make_producer(settings)
+def make_producer(settings: Settings) -> Producer:
+    producer: Producer = _backend(settings).make_producer(settings)
+    return producer
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: Optional[int] = None) -> None:

@@ -13,14 +13,18 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
+from triage.transport.base import (
+    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
+    topic_partitions,
+)
 from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
@@ -73,10 +77,13 @@ def _classify(err: KafkaError) -> TransportError:
     return TransportError(f"{err.name()}: {err.str()}", retriable=retriable)
 
 
+def _kafka_error(exc: BaseException) -> Optional[KafkaError]:
+    return exc.args[0] if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError) else None
+
+
 def _from_exception(exc: BaseException) -> TransportError:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return _classify(exc.args[0])
-    return TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+    err = _kafka_error(exc)
+    return _classify(err) if err is not None else TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
 
 
 class _Health:
@@ -171,7 +178,7 @@ class ConfluentConsumer:
                 raise _classify(tp.error)
 
     def assigned(self) -> list[tuple[str, int]]:
-        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+        return topic_partitions(self._c.assignment())
 
     def lag(self) -> dict[int, int]:
         """High watermark (cached from the last fetch response, no broker call) minus position."""
@@ -196,66 +203,55 @@ class ConfluentConsumer:
         self._c.close()
 
 
-def make_consumer(
-    settings: Settings,
-    topics: list[str],
-    *,
-    group_id: Optional[str],
-    from_beginning: bool = True,
-    on_revoke: Optional[Callable[[], None]] = None,
-) -> ConfluentConsumer:
+def make_consumer(settings: Settings, sub: Subscription) -> ConfluentConsumer:
     health = _Health()
+    sizes = settings_sizes(settings)
     cfg = client_config(settings)
     cfg.update({
         # librdkafka insists on a group id; a private one is never joined when we assign().
-        "group.id": group_id or f"triage-reader-{uuid.uuid4().hex}",
+        "group.id": sub.group_id or f"triage-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "auto.offset.reset": "earliest" if sub.from_beginning else "latest",
         "session.timeout.ms": settings.connection.session_timeout_ms,
-        "heartbeat.interval.ms": max(settings.connection.session_timeout_ms // 3, 500),
+        "heartbeat.interval.ms": heartbeat_interval_ms(settings),
         "max.poll.interval.ms": settings.connection.max_poll_interval_ms,
-        # Bounded prefetch: librdkafka's default (64 MB queued) makes RSS swing with the
-        # backlog; 16 MB is still dozens of batches ahead.
-        "fetch.max.bytes": max(8_388_608, settings.serving.max_message_bytes * 2),
-        "max.partition.fetch.bytes": max(1_048_576, settings.serving.max_message_bytes + 1024),
-        "receive.message.max.bytes": max(8_388_608, settings.serving.max_message_bytes * 2) + 1_048_576,
-        "queued.max.messages.kbytes": max(16_384, settings.serving.max_message_bytes * 4 // 1024),
+        # Bounded prefetch: librdkafka's defaults (64 MB / 100k records queued) make RSS
+        # swing with the backlog; base.client_sizes keeps a few fetches ahead instead.
+        "fetch.max.bytes": sizes.fetch_bytes,
+        "max.partition.fetch.bytes": sizes.partition_fetch_bytes,
+        "receive.message.max.bytes": sizes.receive_bytes,
+        "queued.max.messages.kbytes": sizes.queue_kbytes,
+        "queued.min.messages": sizes.queue_messages,
         "fetch.wait.max.ms": 10,
         "fetch.queue.backoff.ms": 10,
-        "queued.min.messages": max(10_000, settings.serving.batch_size * 4),
         "partition.assignment.strategy": "range",
         "statistics.interval.ms": 2000,
         "stats_cb": health.on_stats,
         "error_cb": health.on_error,
     })
     consumer = Consumer(cfg)
-    if group_id is None:
-        tps: list[TopicPartition] = []
-        offset = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
+    if sub.group_id is None:
+        def start(topic: str, partition: int) -> TopicPartition:  # resolve "end" now (see Subscription)
+            at = OFFSET_BEGINNING if sub.from_beginning else \
+                consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+            return TopicPartition(topic, partition, at)
+
         try:
-            meta = consumer.list_topics(timeout=30)
+            meta = consumer.list_topics(timeout=30).topics
+            known = {t: list(m.partitions) for t, m in meta.items() if m.error is None}
+            consumer.assign([start(t, p) for t, p in reader_partitions(sub.topics, known.get)])
         except KafkaException as exc:
             consumer.close()
             raise _from_exception(exc) from exc
-        for topic in topics:
-            t = meta.topics.get(topic)
-            for p in sorted(t.partitions) if t is not None and t.error is None else []:
-                # Resolve "end" now, not at the first fetch, so nothing produced after this
-                # call is skipped (the model watcher relies on it).
-                at = offset if from_beginning else consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                tps.append(TopicPartition(topic, p, at))
-        consumer.assign(tps)
     else:
         def revoked(_c: Any, partitions: list[TopicPartition]) -> None:
-            if on_revoke is not None and partitions:
-                on_revoke()
+            if sub.on_revoke is not None and partitions:
+                sub.on_revoke()
 
-        def assigned(_c: Any, partitions: list[TopicPartition]) -> None:
-            log.info("assigned partitions: %s", sorted((tp.topic, tp.partition) for tp in partitions))
-
-        consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
-    return ConfluentConsumer(consumer, health, group_id is not None)
+        consumer.subscribe(list(sub.topics), on_assign=lambda _c, tps: log_assigned(tps), on_revoke=revoked,
+                           on_lost=revoked)
+    return ConfluentConsumer(consumer, health, sub.group_id is not None)
 
 
 class _Delivery:
@@ -341,7 +337,7 @@ def make_producer(settings: Settings) -> ConfluentProducer:
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        "message.max.bytes": max(1_048_576, settings.serving.max_message_bytes + 64 * 1024),
+        "message.max.bytes": settings_sizes(settings).request_bytes,
         "message.send.max.retries": 5,
         "retry.backoff.ms": 100,
         "request.timeout.ms": 15_000,
@@ -360,11 +356,8 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
     try:
         existing = set(admin.list_topics(timeout=30).topics)
     except KafkaException as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
-        raise TransportError(
-            f"cannot connect to {settings.connection.bootstrap_servers} ({_from_exception(exc).message}); check "
-            "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
-            retriable=True,
-        ) from None
+        err = _kafka_error(exc)
+        raise connect_error(settings, f"{err.name()}: {err.str()}" if err is not None else str(exc)) from None
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
@@ -374,8 +367,8 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
         try:
             fut.result(timeout=60)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            err = _kafka_error(exc)
+            if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise _from_exception(exc) from exc
     log.info("created topics %s with %d partitions", missing, partitions)

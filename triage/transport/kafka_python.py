@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -14,9 +14,14 @@ from kafka.structs import OffsetAndMetadata
 from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
+from triage.transport.base import (
+    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
+    topic_partitions,
+)
 from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 _SECURITY_NAMES = {
@@ -35,11 +40,25 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return cfg
 
 
+def _describe(exc: BaseException) -> str:
+    text, name = str(exc), type(exc).__name__
+    return text if name in text.split(":", 1)[0] else f"{name}: {text}"  # many already name their class
+
+
+def _connect(settings: Settings, client: Callable[..., T], **options: Any) -> T:
+    """A kafka-python client; its constructor bootstraps (up to ~30 s), so an unreachable or
+    refusing cluster fails here, with the one connect-error text."""
+    try:
+        return client(**options, **client_config(settings))
+    except KafkaError as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
+        raise connect_error(settings, _describe(exc)) from None
+
+
 def _transport_error(exc: BaseException) -> TransportError:
     retriable = bool(getattr(exc, "retriable", False)) or type(exc).__name__ in (
         "KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError", "RequestTimedOutError",
     )
-    return TransportError(f"{type(exc).__name__}: {exc}", retriable=retriable)
+    return TransportError(_describe(exc), retriable=retriable)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -51,7 +70,7 @@ class _Listener(ConsumerRebalanceListener):
             self.on_revoke()
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("assigned partitions: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        log_assigned(assigned)
 
 
 class KafkaPythonConsumer:
@@ -82,7 +101,7 @@ class KafkaPythonConsumer:
             raise _transport_error(exc) from exc
 
     def assigned(self) -> list[tuple[str, int]]:
-        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+        return topic_partitions(self._c.assignment())
 
     def lag(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -105,41 +124,34 @@ class KafkaPythonConsumer:
         self._c.close(autocommit=False)
 
 
-def make_consumer(
-    settings: Settings,
-    topics: list[str],
-    *,
-    group_id: Optional[str],
-    from_beginning: bool = True,
-    on_revoke: Optional[Callable[[], None]] = None,
-) -> KafkaPythonConsumer:
-    consumer = KafkaConsumer(
-        group_id=group_id,
+def make_consumer(settings: Settings, sub: Subscription) -> KafkaPythonConsumer:
+    sizes = settings_sizes(settings)
+    consumer = _connect(
+        settings, KafkaConsumer,
+        group_id=sub.group_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
+        auto_offset_reset="earliest" if sub.from_beginning else "latest",
         session_timeout_ms=settings.connection.session_timeout_ms,
-        heartbeat_interval_ms=max(settings.connection.session_timeout_ms // 3, 500),
+        heartbeat_interval_ms=heartbeat_interval_ms(settings),
         max_poll_interval_ms=settings.connection.max_poll_interval_ms,
         max_poll_records=settings.serving.batch_size,
-        fetch_max_bytes=max(52_428_800, settings.serving.max_message_bytes * 2),
-        max_partition_fetch_bytes=max(1_048_576, settings.serving.max_message_bytes + 1024),
-        **client_config(settings),
+        fetch_max_bytes=sizes.fetch_bytes,
+        max_partition_fetch_bytes=sizes.partition_fetch_bytes,
     )
-    if group_id is None:
-        partitions = []
-        for topic in topics:
-            for p in sorted(consumer.partitions_for_topic(topic) or []):
-                partitions.append(TopicPartition(topic, p))
-        consumer.assign(partitions)
-        if from_beginning:
-            consumer.seek_to_beginning()
-        else:
-            # Resolve "end" now, not lazily at the first fetch, so nothing produced after
-            # this call is skipped (the model watcher relies on it).
-            for tp, end in consumer.end_offsets(partitions).items():
-                consumer.seek(tp, end)
+    if sub.group_id is None:
+        try:
+            partitions = [TopicPartition(t, p) for t, p in reader_partitions(sub.topics, consumer.partitions_for_topic)]
+            consumer.assign(partitions)
+            if sub.from_beginning:
+                consumer.seek_to_beginning()
+            else:  # resolve "end" now (see Subscription)
+                for tp, end in consumer.end_offsets(partitions).items():
+                    consumer.seek(tp, end)
+        except KafkaError as exc:
+            consumer.close(autocommit=False)
+            raise _transport_error(exc) from exc
     else:
-        consumer.subscribe(topics, listener=_Listener(on_revoke))
+        consumer.subscribe(list(sub.topics), listener=_Listener(sub.on_revoke))
     return KafkaPythonConsumer(consumer)
 
 
@@ -175,28 +187,21 @@ class KafkaPythonProducer:
 
 
 def make_producer(settings: Settings) -> KafkaPythonProducer:
-    producer = KafkaProducer(
+    producer = _connect(
+        settings, KafkaProducer,
         acks="all",
         linger_ms=settings.connection.linger_ms,
         batch_size=256 * 1024,
-        max_request_size=max(1_048_576, settings.serving.max_message_bytes + 64 * 1024),
+        max_request_size=settings_sizes(settings).request_bytes,
         retries=5,
         max_in_flight_requests_per_connection=5,
         request_timeout_ms=15_000,
-        **client_config(settings),
     )
     return KafkaPythonProducer(producer)
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
-    try:
-        admin = KafkaAdminClient(**client_config(settings))
-    except KafkaError as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
-        raise TransportError(
-            f"cannot connect to {settings.connection.bootstrap_servers} ({type(exc).__name__}: {exc}); check "
-            "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
-            retriable=True,
-        ) from None
+    admin = _connect(settings, KafkaAdminClient)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]

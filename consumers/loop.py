@@ -1,0 +1,243 @@
+"""The one guarded consumer loop every long-running triage process runs.
+
+poll -> handle (records that raise are isolated by bisection) -> send every output until
+acknowledged -> commit -> after. No record can stop the stream: a record whose handling
+raises is dead-lettered with stage ``internal`` (group consumers with a DLQ) or counted and
+logged (readers without a group, where every replica sees every record), and the loop
+commits past it. Broker errors keep their retry path: polls and commits back off and
+retry, sends retry until acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Optional, Sequence, TypeVar
+
+from triage.contracts import dead_letter_from_batch, without_payload
+from triage.errors import TransportError
+from triage.isolation import Failure, Part, isolate
+from triage.metrics import LoopMetrics
+from triage.records import OutRecord, RecordBatch
+from triage.transport import Consumer, Producer, send_until_acked
+
+log = logging.getLogger("triage.loop")
+
+R = TypeVar("R")
+MAX_BACKOFF_S = 5.0
+COMMIT_ATTEMPTS = 10
+STALL_S = 10.0  # a client call blocked longer than this waited on an unreachable broker
+
+
+@dataclass
+class Step(Generic[R]):
+    """What one polled batch became."""
+
+    batch: RecordBatch
+    parts: list[Part[R]]
+    failures: list[Failure]
+    delivered: list[OutRecord] = field(default_factory=list)
+    acked_at: float = 0.0
+
+
+class GuardedLoop(Generic[R]):
+    """Drive ``handle`` over ``consumer`` until ``stop`` is set.
+
+    ``handle(batch)`` returns a result whose outputs ``outputs_of(result)`` gives (by default
+    the result is the list of outputs); ``OutRecord.source`` is the row of the input it came
+    from. ``after`` sees every step once its outputs are acknowledged and its offsets
+    committed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        consumer: Consumer,
+        handle: Callable[[RecordBatch], R],
+        *,
+        outputs_of: Callable[[R], Sequence[OutRecord]] = lambda r: r,  # type: ignore[assignment,return-value]
+        producer: Optional[Producer] = None,
+        dlq_topic: Optional[str] = None,
+        commit: bool = True,
+        max_records: int = 1000,
+        poll_timeout_ms: int = 200,
+        version: Callable[[], str] = lambda: "",
+        after: Optional[Callable[[Step[R]], None]] = None,
+        before_poll: Optional[Callable[[], None]] = None,
+        after_poll: Optional[Callable[[Optional[RecordBatch]], None]] = None,
+        metrics: Optional[LoopMetrics] = None,
+        stop: Optional[threading.Event] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if dlq_topic is not None and producer is None:
+            raise ValueError("a loop that dead-letters needs a producer")
+        self.name = name
+        self.consumer = consumer
+        self.handle = handle
+        self.outputs_of = outputs_of
+        self.producer = producer
+        self.dlq_topic = dlq_topic
+        self.commit = commit
+        self.max_records = max_records
+        self.poll_timeout_ms = poll_timeout_ms
+        self.version = version
+        self.after = after
+        self.before_poll = before_poll
+        self.after_poll = after_poll
+        self.metrics = metrics or LoopMetrics()
+        self.stop = stop or threading.Event()
+        self.sleep = sleep
+        self.broker_ok = True
+        self.progress_at = time.monotonic()
+        self._poll_failures = 0
+
+    # --- one step ------------------------------------------------------------------------
+    def poll(self) -> Optional[RecordBatch]:
+        started = time.monotonic()
+        try:
+            batch = self.consumer.poll_batch(self.max_records, self.poll_timeout_ms)
+        except TransportError as exc:
+            self.broker_ok = False
+            self._poll_failures += 1
+            self.metrics.broker_errors.labels(operation="poll").inc()
+            if self._poll_failures == 1 or self._poll_failures % 20 == 0:  # say it once, then rarely
+                log.warning("%s: poll failed (%s); retrying", self.name, exc.message)
+            self.stop.wait(min(0.25 * self._poll_failures, MAX_BACKOFF_S))
+            return None
+        self._note_stall("poll", started)
+        self._poll_failures = 0
+        self.broker_ok = True
+        return batch
+
+    def process(self, batch: RecordBatch) -> Step[R]:
+        """Handle, deliver and commit one batch (the batch is never given up)."""
+        parts, failures = isolate(batch, self.handle)
+        outputs = [rec for part in parts for rec in _remapped(part, self.outputs_of(part.result))]
+        outputs.extend(self._failed(batch, failures))
+        step: Step[R] = Step(batch, parts, failures)
+        if outputs:
+            step.delivered = self.deliver(outputs, batch)
+        step.acked_at = time.time()
+        if self.commit:
+            self.commit_offsets(batch)
+        self.metrics.records.labels(loop=self.name).inc(len(batch))
+        if self.after is not None:
+            self.after(step)
+        return step
+
+    def _failed(self, batch: RecordBatch, failures: list[Failure]) -> list[OutRecord]:
+        out: list[OutRecord] = []
+        for f in failures:
+            self.metrics.internal_errors.labels(loop=self.name).inc()
+            log.error("%s: handling raised %s: %s at %s[%d]@%d; %s", self.name, type(f.error).__name__,
+                      str(f.error)[:200], batch.topics[f.row],
+                      batch.partitions[f.row], batch.offsets[f.row],
+                      "dead-lettered (stage internal)" if self.dlq_topic else "skipped", exc_info=f.error)
+            if self.dlq_topic is not None:
+                out.append(dead_letter_from_batch(batch, f.row, f.error, "internal", self.dlq_topic, self.version()))
+        return out
+
+    def deliver(self, outputs: list[OutRecord], batch: RecordBatch) -> list[OutRecord]:
+        """Send until every output is acknowledged; a record the broker refuses for good is
+        dead-lettered (stage ``produce``), and a dead letter that cannot be written is
+        written without its payload."""
+        assert self.producer is not None, f"{self.name}: outputs but no producer"
+
+        def reroute(rec: OutRecord, err: TransportError) -> Optional[OutRecord]:
+            if self.dlq_topic is None:
+                return None
+            if rec.topic == self.dlq_topic:
+                return without_payload(rec, err.message)
+            log.warning("%s: output for offset %s cannot be written (%s): dead-lettering",
+                        self.name, batch.offsets[rec.source], err.message)
+            return dead_letter_from_batch(batch, rec.source, err, "produce", self.dlq_topic, self.version())
+
+        def on_retry(attempt: int, errors: list[TransportError]) -> None:
+            self.broker_ok = False
+            self.metrics.broker_errors.labels(operation="produce").inc()
+            self.metrics.produce_retries.inc()
+
+        started = time.monotonic()
+        delivered = send_until_acked(self.producer, outputs, reroute=reroute, stop=None, on_retry=on_retry)
+        self._note_stall("produce", started)
+        self.broker_ok = True
+        return delivered
+
+    def commit_offsets(self, batch: RecordBatch) -> None:
+        offsets = batch.next_offsets()
+        for attempt in range(COMMIT_ATTEMPTS):
+            started = time.monotonic()
+            try:
+                self.consumer.commit(offsets)
+                self._note_stall("commit", started)
+                return
+            except TransportError as exc:
+                self.metrics.broker_errors.labels(operation="commit").inc()
+                if not exc.retriable:
+                    # Typically a rebalance took the partitions: the new owner re-reads from
+                    # the last commit, so these outputs become duplicates, not losses.
+                    log.warning("%s: commit refused (%s); records will be re-delivered", self.name, exc.message)
+                    return
+                self.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+        log.error("%s: commit kept failing; records after the last commit will be re-delivered", self.name)
+
+    def _note_stall(self, operation: str, started: float) -> None:
+        """Client calls retry internally and may block on an unreachable broker: a call that
+        blocked past STALL_S counts as a broker error even when it then succeeded."""
+        self.progress_at = time.monotonic()
+        if self.progress_at - started > STALL_S:
+            self.metrics.broker_errors.labels(operation=operation).inc()
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self, *, max_batches: Optional[int] = None, idle_exit_s: Optional[float] = None) -> None:
+        """Until ``stop`` is set (or a bound is reached). The caller closes the clients."""
+        done = 0
+        idle_since = time.monotonic()
+        while not self.stop.is_set():
+            if self.before_poll is not None:
+                self.before_poll()
+            batch = self.poll()
+            if self.after_poll is not None:
+                self.after_poll(batch)
+            if batch is None or not len(batch):
+                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    return
+                continue
+            idle_since = time.monotonic()
+            self.process(batch)
+            done += 1
+            if max_batches is not None and done >= max_batches:
+                return
+
+
+def drain(loop: GuardedLoop[R], *, idle_polls: int = 2, max_s: float = 10.0, join_wait_s: float = 0.0) -> None:
+    """Read until the topic is quiet (``idle_polls`` empty polls in a row) or ``max_s`` of
+    reading has passed, so a steady stream cannot keep a batch job from ever finishing.
+    ``join_wait_s``: empty polls do not count while a group member waits for its partitions."""
+    join_deadline = time.monotonic() + join_wait_s
+    deadline: Optional[float] = None
+    idle = 0
+    while idle < idle_polls and not loop.stop.is_set():
+        batch = loop.poll()
+        if batch is None or not len(batch):
+            if not loop.consumer.assigned() and time.monotonic() < join_deadline:
+                continue
+            idle += 1
+        else:
+            idle = 0
+            loop.process(batch)
+        deadline = deadline or time.monotonic() + max_s
+        if time.monotonic() > deadline:
+            return
+
+
+def _remapped(part: Part[R], outputs: Sequence[OutRecord]) -> Sequence[OutRecord]:
+    """Outputs of a sub-batch point at its own rows; point them at the original batch."""
+    rows = part.rows
+    if rows and (rows[0] != 0 or rows[-1] != len(rows) - 1):  # not the whole batch
+        for rec in outputs:
+            if rec.source >= 0:
+                rec.source = rows[rec.source]
+    return outputs

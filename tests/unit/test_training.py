@@ -1,0 +1,189 @@
+"""The retrain decision (``promotion_verdict``), one retrain step (``retrain_once``) on a real
+registry, and the bundle entry points (``train_initial``, ``import_model``). No Kafka."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from triage.bundles import import_model, train_initial
+from triage.errors import ConfigError, ModelLoadError, TriageError
+from triage.labelstore import LabelStore
+from triage.registry import Registry
+from triage.retraining import RetrainOutcome, Verdict, promotion_verdict, retrain_once
+from triage.settings import PolicySettings, RetrainSettings
+
+NAN = float("nan")
+QUANTILE = 0.995
+
+
+# --- promotion_verdict -------------------------------------------------------------------
+
+
+def splits(holdout: float, combined: float, eval_labels: float = NAN) -> dict[str, dict[str, Any]]:
+    """``training.evaluate``-shaped metrics per split (only accuracy matters to the verdict)."""
+    return {name: {"accuracy": acc, "macro_f1": acc, "ece": 0.0, "n": 0 if acc != acc else 100}
+            for name, acc in (("holdout", holdout), ("combined", combined), ("eval_labels", eval_labels))}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "tolerance", "promote", "worse"),
+    [
+        pytest.param(splits(0.95, 0.94, 0.9), splits(0.90, 0.90, 0.9), 0.0, True, (), id="better"),
+        pytest.param(splits(0.90, 0.90, 0.9), splits(0.90, 0.90, 0.9), 0.0, True, (), id="equal"),
+        pytest.param(splits(0.89, 0.88, 0.9), splits(0.90, 0.90, 0.9), 0.02, True, (), id="worse-within-tolerance"),
+        pytest.param(splits(0.85, 0.85, 0.9), splits(0.90, 0.90, 0.9), 0.02, False, ("holdout", "combined"),
+                     id="worse-beyond-tolerance"),
+        pytest.param(splits(0.85, 0.92, 0.9), splits(0.90, 0.90, 0.9), 0.0, False, ("holdout",), id="worse-on-holdout-only"),
+        pytest.param(splits(0.92, 0.85, 0.9), splits(0.90, 0.90, 0.9), 0.0, False, ("combined",), id="worse-on-combined-only"),
+        pytest.param(splits(0.92, 0.92), splits(0.90, 0.90), 0.0, True, (), id="nan-eval-labels-no-reserved-labels"),
+        pytest.param(splits(0.92, 0.92, 0.10), splits(0.90, 0.90, 0.95), 0.0, True, (),
+                     id="eval-labels-alone-do-not-decide"),
+    ],
+)
+def test_promotion_verdict(candidate: dict[str, Any], current: dict[str, Any], tolerance: float,
+                           promote: bool, worse: tuple[str, ...]) -> None:
+    verdict = promotion_verdict(candidate, current, tolerance)
+    assert verdict == Verdict(promote, worse, verdict.reason)
+    if promote:
+        assert verdict.reason == ""
+    else:
+        assert verdict.reason.startswith("worse than current on ")
+        for split in worse:
+            assert (f"{split} ({candidate[split]['accuracy']:.4f} < {current[split]['accuracy']:.4f} "
+                    f"- tolerance {tolerance})") in verdict.reason
+
+
+def test_verdict_is_immutable() -> None:
+    verdict = promotion_verdict(splits(0.9, 0.9), splits(0.9, 0.9), 0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.promote = False  # type: ignore[misc]
+
+
+# --- retrain_once on a real registry -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    return X[order], y[order]
+
+
+@pytest.fixture(scope="module")
+def v1_registry(tmp_path_factory: pytest.TempPathFactory, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
+    """v1 from a weak start (60 base rows, 240 held out), built once and copied per test."""
+    X, y = digits
+    reg = Registry(tmp_path_factory.mktemp("v1") / "registry")
+    train_initial(X[:300], y[:300], reg, retrain=RetrainSettings(holdout_fraction=0.8), policy=PolicySettings(),
+                  outlier_quantile=QUANTILE, progress=lambda m: None)
+    return reg
+
+
+@pytest.fixture
+def registry(tmp_path: Path, v1_registry: Registry) -> Registry:
+    shutil.copytree(v1_registry.root, tmp_path / "registry")
+    return Registry(tmp_path / "registry")
+
+
+def add_labels(reg: Registry, digits: tuple[np.ndarray, np.ndarray], start: int, stop: int,
+               wrong: bool = False) -> LabelStore:
+    """Human labels for rows start..stop (``wrong``: every one names another class), as ingest stores them."""
+    X, y = digits
+    store = LabelStore(reg.data_dir)
+    store.append({"id": f"d{i}", "label": str((int(y[i]) + 3) % 10 if wrong else int(y[i])),
+                  "features": X[i].tolist(), "annotator": "test", "partition": i % 2, "offset": i}
+                 for i in range(start, stop))
+    return store
+
+
+def run(reg: Registry, store: LabelStore, messages: list[str] | None = None, pending: list[int] | None = None,
+        **retrain: Any) -> RetrainOutcome:
+    sink = messages if messages is not None else []
+    counts = pending if pending is not None else []
+    return retrain_once(reg, store, retrain=RetrainSettings(**retrain), policy=PolicySettings(),
+                        outlier_quantile=QUANTILE, progress=sink.append, pending=counts.append)
+
+
+def test_too_few_new_labels_is_skipped_and_registers_nothing(
+        registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    store = add_labels(registry, digits, 300, 305)
+    pending: list[int] = []
+    outcome = run(registry, store, pending=pending, min_new_labels=20)
+    assert outcome == RetrainOutcome("skipped", reason="5 new labels < min_new_labels 20")
+    assert pending == [5]
+    assert registry.versions() == ["v1"] and registry.current() == "v1"
+
+
+def test_good_labels_promote_the_candidate(registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    store = add_labels(registry, digits, 300, 700)
+    messages: list[str] = []
+    pending: list[int] = []
+    outcome = run(registry, store, messages, pending, min_new_labels=20)
+    assert (outcome.outcome, outcome.version, outcome.reason) == ("promoted", "v2", "")
+    assert pending == [400] and messages[0] == "400 new labels since v1"
+    assert outcome.candidate["holdout"]["accuracy"] > outcome.current["holdout"]["accuracy"]
+    assert outcome.candidate["eval_labels"]["n"] > 0  # some labels were reserved, not trained on
+    assert registry.current() == "v2" and registry.history() == ["v1", "v2"]
+    v2 = registry.verify("v2")
+    assert v2["status"] == "current" and "status_reason" not in v2 and v2["parent"] == "v1"
+    assert registry.manifest("v1")["status"] == "previous"
+    data = v2["data"]
+    assert data["labels_upto"] == 400 and data["labels_trained"] + data["labels_eval"] == 400
+    assert data["label_offsets"] == {"0": 698, "1": 699}
+    assert v2["metrics"]["current_at_evaluation"]["version"] == "v1"
+    assert v2["routing"].get("risk") or v2["routing"].get("skipped")
+    assert messages[-1].endswith("-> promoted")
+    # v2 was trained on every stored label: nothing new, so the next run is skipped.
+    assert run(registry, store).reason == "0 new labels < min_new_labels 20"
+
+
+def test_poisoned_labels_are_rejected_and_current_stays(
+        registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    store = add_labels(registry, digits, 300, 700, wrong=True)
+    outcome = run(registry, store, min_new_labels=20)
+    assert (outcome.outcome, outcome.version) == ("rejected", "v2")
+    assert outcome.candidate["holdout"]["accuracy"] < outcome.current["holdout"]["accuracy"]
+    assert registry.current() == "v1" and registry.history() == ["v1"]
+    v2 = registry.manifest("v2")
+    assert v2["status"] == "rejected" and v2["status_reason"] == outcome.reason
+    assert outcome.reason.startswith("worse than current on holdout")
+    assert registry.manifest("v1")["status"] == "current"
+
+
+def test_a_registry_without_current_fails_clearly(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    with pytest.raises(TriageError, match="no CURRENT version"):
+        run(reg, LabelStore(reg.data_dir))
+
+
+# --- bundle entry points -----------------------------------------------------------------
+
+
+def test_train_initial_refuses_a_registry_that_already_serves(
+        registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    with pytest.raises(ConfigError, match="already has a current model"):
+        train_initial(X[:300], y[:300], registry, retrain=RetrainSettings(), policy=PolicySettings(),
+                      outlier_quantile=QUANTILE)
+
+
+def test_import_model_registers_a_candidate(
+        tmp_path: Path, registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    external = tmp_path / "external.onnx"
+    shutil.copyfile(registry.model_path("v1"), external)
+    version = import_model(registry, external, X[1000:1300], y[1000:1300], seed=0, outlier_quantile=QUANTILE)
+    m = registry.verify(version)
+    assert (version, m["status"], m["parent"], m["family"]) == ("v2", "candidate", "v1", "imported")
+    assert m["data"] == {"imported_from": str(external), "reference_rows": 300}
+    assert m["metrics"]["accuracy"] > 0.7 and registry.current() == "v1"
+    with pytest.raises(ModelLoadError, match="feature count 32 given"):
+        import_model(registry, external, X[1000:1300, :32], seed=0, outlier_quantile=QUANTILE)
+    assert registry.versions() == ["v1", "v2"]

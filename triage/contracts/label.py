@@ -1,0 +1,102 @@
+"""Labels (format 1) on the labels topic, and rows of the label store (labels.jsonl, format 1).
+
+Label: written by the annotator console and the simulated annotator, read by the retrain job
+and the audit consumer. ``label`` may be a reserved value (``__edge_case__``, ``__undo__``,
+see triage.labelstore); here it is just a string.
+
+Label-store row: one JSON object per line, ``json.dumps(row, separators=(",", ":"))`` (ASCII,
+floats by repr), keys in the order id, label, features, annotator, partition, offset; rows
+written before annotator/partition/offset existed are still read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, ClassVar, Mapping, Optional, Union
+
+import msgspec
+
+from triage.contracts._base import (
+    TEXT_MAX_CHARS, Finite, Float32, Id, Text, Ts, as_bytes, check_duplicates, check_fields, check_float32_list,
+    check_struct, check_ts, decode_with, describe, encode,
+)
+from triage.errors import ValidationError
+
+Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
+
+
+class Label(msgspec.Struct):
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    id: Id  # the sample's id
+    label: Text  # a class name, or a reserved value
+    annotator: Optional[Name] = None
+    features: Optional[list[Float32]] = None  # lets a label stand alone, without the review record
+    ts: Ts = None  # when it was labelled
+
+
+_label_decoder = msgspec.json.Decoder(Label)
+
+
+def decode_label(value: Optional[bytes], max_bytes: int) -> Label:
+    """Bytes from the labels topic -> Label, or an InputError."""
+    raw, label = decode_with(_label_decoder, value, max_bytes, "label")
+    check_struct(raw, label)
+    return label  # type: ignore[no-any-return]
+
+
+def encode_label(sample_id: str, label: str, *, annotator: Optional[str] = None,
+                 features: Optional[list[float]] = None, ts: Union[int, float, str, None] = None) -> bytes:
+    """The bytes of a valid label (ValidationError otherwise): what the annotators publish."""
+    built = Label(sample_id, label, annotator, features, ts)
+    if features is not None:
+        check_float32_list("features", features)
+    check_ts(ts)  # numbers too: msgspec checks their range only when decoding
+    check_fields(built, 0)  # text fields and ISO time, exactly as decode_label
+    return encode(built)
+
+
+# --- label-store rows ------------------------------------------------------------------------
+
+
+class LabelRow(msgspec.Struct):
+    """Schema of a labels.jsonl row (for validation; rows travel as dicts)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    id: str
+    label: str
+    features: list[Finite]  # [] for an undo
+    annotator: Union[str, None, msgspec.UnsetType] = msgspec.UNSET
+    partition: Union[int, msgspec.UnsetType] = msgspec.UNSET
+    offset: Union[int, msgspec.UnsetType] = msgspec.UNSET
+
+
+_row_decoder = msgspec.json.Decoder(LabelRow)
+
+
+def _validate_row(row: Any) -> None:
+    try:
+        msgspec.convert(row, LabelRow)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(describe(str(exc), b"")) from None
+
+
+def encode_label_row(row: Mapping[str, Any]) -> bytes:
+    """One label-store row as JSON bytes (no newline), byte-identical to today's writer."""
+    if not isinstance(row, Mapping):
+        raise ValidationError(f"record: a label-store row must be a mapping, got {type(row).__name__}")
+    _validate_row(dict(row))
+    try:
+        return json.dumps(dict(row), separators=(",", ":")).encode("ascii")
+    except (TypeError, ValueError) as exc:  # an extra key that is not JSON
+        raise ValidationError(f"record: not JSON-serialisable: {exc}") from None
+
+
+def decode_label_row(line: bytes) -> dict[str, Any]:
+    """One label-store row (JSON bytes; surrounding whitespace allowed) -> its dict, checked.
+    The dict has the schema's keys that the row has, in schema order."""
+    raw = as_bytes(line, "label-store row")
+    raw, row = decode_with(_row_decoder, raw, len(raw), "label-store row")
+    check_duplicates(raw, row)
+    return {k: v for k, v in msgspec.structs.asdict(row).items() if v is not msgspec.UNSET}

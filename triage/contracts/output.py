@@ -1,0 +1,92 @@
+"""What the scorer writes (format 1): predictions and review requests.
+
+Each Struct encodes byte for byte like the dict it replaced (same keys, same order; Structs
+encode about twice as fast). Review requests are also *read* (retrain join index, audit
+consumer, annotator console), and predictions by downstream readers: the decoders accept
+everything the scorer writes, check types, and validate ``id`` and ``meta`` like a sample's.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import msgspec
+
+from triage.contracts._base import Float32, Id, MetaDict, check_struct, decode_with
+
+
+class ScoreFields(msgspec.Struct, gc=False):
+    margin: float
+    entropy: float
+    outlier: Optional[float]  # null when outlier detection is off
+
+
+class TopClass(msgspec.Struct, gc=False):
+    label: str
+    p: float
+
+
+class Prediction(msgspec.Struct, gc=False):
+    """An auto-accepted prediction on the predictions topic."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    id: Id
+    label: str
+    confidence: float
+    scores: ScoreFields
+    model_version: str
+    meta: Optional[MetaDict]
+
+
+class ProvisionalPrediction(Prediction, gc=False):
+    """A prediction published but not auto-accepted (a gate or hygiene hold): the same keys
+    as a Prediction, then these three."""
+
+    provisional: bool
+    provisional_reason: str  # the hold, e.g. "gate"
+    review_reason: Optional[str]  # why it would go to review; null when it was confident
+
+
+class PredictionRecord(Prediction, gc=False):
+    """What ``decode_prediction`` returns: either kind of prediction (the provisional fields
+    take their defaults on a plain one)."""
+
+    provisional: bool = False
+    provisional_reason: Optional[str] = None
+    review_reason: Optional[str] = None
+
+
+class ReviewRequest(msgspec.Struct, gc=False):
+    """A sample for a human: uncertain, outlier, or an audit copy of an accepted prediction."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    id: Id
+    features: list[Float32]
+    reason: str  # uncertain | outlier | audit (routing.REASONS)
+    predicted: str
+    confidence: float
+    scores: ScoreFields
+    priority: float  # higher = review sooner
+    model_version: str
+    meta: Optional[MetaDict] = None
+    top: list[TopClass] = []  # the model's top guesses, best first
+
+
+_review_decoder = msgspec.json.Decoder(ReviewRequest)
+_prediction_decoder = msgspec.json.Decoder(PredictionRecord)
+
+
+def decode_review(value: Optional[bytes], max_bytes: int) -> ReviewRequest:
+    """Bytes from the review topic -> ReviewRequest, or an InputError."""
+    raw, review = decode_with(_review_decoder, value, max_bytes, "review request")
+    check_struct(raw, review)
+    return review  # type: ignore[no-any-return]
+
+
+def decode_prediction(value: Optional[bytes], max_bytes: int) -> PredictionRecord:
+    """Bytes from the predictions topic (plain or provisional) -> PredictionRecord."""
+    raw, prediction = decode_with(_prediction_decoder, value, max_bytes, "prediction")
+    check_struct(raw, prediction)
+    return prediction  # type: ignore[no-any-return]

@@ -1,0 +1,135 @@
+"""Fitting a model version's routing parameters on held-out labels, and attaching them.
+
+The fitted part is a plain JSON-able dict (``fit_routing``), meant for the bundle manifest's
+``routing`` section; ``prepare_model`` attaches it (fitting it first when labels are given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from triage.acquisition import uncertainty
+from triage.calibrators import Calibrator, TemperatureCalibrator, calibrator_from_dict, fit_calibrator
+from triage.calibration import expected_calibration_error
+from triage.errors import ConfigError
+from triage.policies.risk import fit_risk
+from triage.serving import ServingModel
+from triage.settings import PolicySettings
+
+log = logging.getLogger("triage.policy")
+
+ROUTING_FORMAT = 1
+MIN_LABELLED = 20
+
+
+def fit_routing(
+    probs: np.ndarray,
+    y: np.ndarray,
+    policy: PolicySettings,
+    *,
+    outlier: Optional[np.ndarray] = None,
+    X: Optional[np.ndarray] = None,
+) -> dict[str, Any]:
+    """Fit calibration and the risk threshold(s) on held-out rows.
+
+    ``probs``: the model's raw (uncalibrated) class probabilities, (N, C); ``y``: class
+    indices; ``outlier``: outlier scores of the same rows (outliers are never accepted);
+    ``X``: the features (their mean/std scale near-duplicate hashing). Rows are split once
+    (seeded): ``calibration_fraction`` fits the calibrator, the rest certifies the threshold
+    and measures ECE after calibration and the gate metrics, so the bound stays honest.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    n, n_classes = probs.shape
+    if n < MIN_LABELLED:
+        raise ConfigError(f"{n} held-out labelled rows are too few to fit routing (need >= {MIN_LABELLED})")
+    order = np.random.default_rng(policy.seed).permutation(n)
+    cut = int(round(n * policy.calibration_fraction))
+    fit_rows, cert_rows = order[:cut], order[cut:]
+    if policy.calibration == "none":
+        calibrator: Calibrator = TemperatureCalibrator(1.0)
+        report: dict[str, Any] = {"kind": "none"}
+    else:
+        kinds = ("temperature", "platt", "isotonic") if policy.calibration == "auto" else (policy.calibration,)
+        calibrator, report = fit_calibrator(probs[fit_rows], y[fit_rows], kinds=kinds, seed=policy.seed)
+    cal = calibrator(probs[cert_rows])
+    y_cert = y[cert_rows]
+    predicted = cal.argmax(axis=1)
+    u = uncertainty(cal, policy.acquisition)
+    risk = fit_risk(
+        u, predicted, y_cert, alpha=policy.risk_alpha, delta=policy.risk_delta,
+        mondrian=policy.risk_mondrian, n_classes=n_classes,
+        outlier=None if outlier is None else np.asarray(outlier)[cert_rows],
+    )
+    routing: dict[str, Any] = {
+        "format": ROUTING_FORMAT,
+        "acquisition": policy.acquisition,
+        "calibration": calibrator.to_dict(),
+        "calibration_report": report,
+        "ece": {
+            "before": expected_calibration_error(probs[cert_rows], y_cert),
+            "after": expected_calibration_error(cal, y_cert),
+        },
+        "risk": risk,
+        "holdout": {
+            "n_calibration": int(len(fit_rows)),
+            "n_certification": int(len(cert_rows)),
+            "accuracy": float((predicted == y_cert).mean()),
+        },
+        "seed": policy.seed,
+    }
+    if X is not None:
+        X = np.asarray(X, dtype=np.float64)
+        routing["features"] = {"mean": X.mean(axis=0).tolist(), "scale": X.std(axis=0).tolist()}
+    return routing
+
+
+def label_indices(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Map held-out labels (class names, or ints/floats naming them) to class indices."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.empty(len(y), dtype=np.int64)
+    for k, v in enumerate(np.asarray(y).tolist()):
+        key = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+        if key not in index:
+            raise ConfigError(f"reference label {v!r} is not one of the model's classes {list(classes)[:20]}")
+        out[k] = index[key]
+    return out
+
+
+def prepare_model(
+    policy: PolicySettings, model: ServingModel, X: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None
+) -> ServingModel:
+    """Attach calibration and routing parameters to ``model``.
+
+    With held-out labels (X, y): fit them now and store them in ``manifest["routing"]``.
+    Otherwise use the manifest's ``routing`` section when present (registry bundles), else
+    leave the model as is (temperature only).
+    """
+    if X is not None and y is not None and policy.calibration_fraction:
+        y_idx = label_indices(y, model.classes)
+        raw = model.classifier.predict_proba(X)
+        out = model.outlier.score(X) if model.outlier is not None else None
+        routing = fit_routing(raw, y_idx, policy, outlier=out, X=X)
+        report = routing["calibration_report"]
+        log.info(
+            "calibration %s fitted on %d held-out rows: ECE %.4f -> %.4f (on %d other rows); "
+            "held-out accuracy %.4f", report.get("kind"), routing["holdout"]["n_calibration"],
+            routing["ece"]["before"], routing["ece"]["after"], routing["holdout"]["n_certification"],
+            routing["holdout"]["accuracy"],
+        )
+        risk = routing["risk"]
+        log.info(
+            "risk control (alpha=%s, delta=%s, mondrian=%s): accept uncertainty <= %.4f, held-out "
+            "coverage %.3f, certified error bound %.4f", risk["alpha"], risk["delta"], risk["mondrian"],
+            risk["threshold"], risk["coverage"], risk["upper_bound"],
+        )
+        manifest = {**(model.manifest or {}), "routing": routing}
+        return dataclasses.replace(model, calibrator=calibrator_from_dict(routing["calibration"]), manifest=manifest)
+    stored = (model.manifest or {}).get("routing")
+    if stored and stored.get("calibration"):
+        return dataclasses.replace(model, calibrator=calibrator_from_dict(stored["calibration"]))
+    return model

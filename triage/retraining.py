@@ -1,0 +1,202 @@
+"""One retrain step after label ingest: train a candidate, judge it against CURRENT, decide.
+
+``retrain_once`` trains on base + folded labels, evaluates candidate and current on the same
+held-out rows (the fixed holdout plus the labels reserved for evaluation), registers the
+candidate and promotes it or marks it rejected, as ``promotion_verdict`` says. It does not
+announce on Kafka: the caller announces ``registry.model_event(version, "promote")``.
+No Kafka, no argparse; messages go to ``progress``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from triage.calibration import apply_temperature
+from triage.errors import TriageError
+from triage.labelstore import LabelStore
+from triage.model import OnnxClassifier
+from triage.registry import Registry
+from triage.settings import PolicySettings, RetrainSettings
+from triage.training import class_counts, evaluate, fit_bundle_routing, manifest_for, register, train_model
+
+log = logging.getLogger("triage.retrain")
+
+# Splits a candidate must not be worse on. The reserved labels alone are too few (and absent
+# on the first runs) to decide; they count through "combined".
+JUDGED = ("holdout", "combined")
+
+
+@dataclass
+class RetrainOutcome:
+    """What one retrain run did. ``folded``/``rejected`` count ingested labels; ``retrain_once``
+    runs after ingest and leaves them 0 for the caller (the ingest step) to fill in."""
+
+    outcome: str  # promoted | rejected | skipped | failed
+    version: Optional[str] = None
+    reason: str = ""
+    candidate: dict[str, Any] = field(default_factory=dict)
+    current: dict[str, Any] = field(default_factory=dict)
+    folded: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether to promote a candidate; ``worse`` names the judged splits it lost on and
+    ``reason`` says why it is rejected (empty when promoted)."""
+
+    promote: bool
+    worse: tuple[str, ...]
+    reason: str
+
+
+def _log_progress(message: str) -> None:
+    log.info("%s", message)
+
+
+def _ignore(count: int) -> None:
+    pass
+
+
+def promotion_verdict(candidate: dict[str, Any], current: dict[str, Any], tolerance: float) -> Verdict:
+    """Promote unless the candidate's accuracy is below current's by more than ``tolerance``
+    on the holdout or on holdout + reserved labels.
+
+    ``candidate``/``current``: split name -> ``training.evaluate`` metrics; only ``holdout`` and
+    ``combined`` are read. A NaN accuracy (an empty split) never counts as worse.
+    """
+    worse = tuple(k for k in JUDGED if candidate[k]["accuracy"] < current[k]["accuracy"] - tolerance)
+    if not worse:
+        return Verdict(True, (), "")
+    reason = "worse than current on " + ", ".join(
+        f"{k} ({candidate[k]['accuracy']:.4f} < {current[k]['accuracy']:.4f} - tolerance {tolerance})" for k in worse)
+    return Verdict(False, worse, reason)
+
+
+def load_npz(path: Path, labelled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of a registry data file; y is empty when ``labelled`` is False."""
+    with np.load(path, allow_pickle=False) as d:
+        X = np.asarray(d["X"], dtype=np.float64)
+        return X, (np.asarray(d["y"]).astype(str) if labelled else np.zeros(0, dtype=str))
+
+
+def current_version(registry: Registry) -> str:
+    """The registry's CURRENT version; TriageError when unreadable or when there is none."""
+    registry.check_readable()
+    current = registry.current()
+    if current is None:
+        raise TriageError(f"registry {registry.root} has no CURRENT version: run `triage train` first")
+    return current
+
+
+def _labels_upto(registry: Registry, version: str) -> int:
+    """How many stored labels ``version`` was trained with (a prefix of the label store)."""
+    return int(registry.manifest(version).get("data", {}).get("labels_upto", 0))
+
+
+def new_label_count(registry: Registry, store: LabelStore, version: str) -> int:
+    """Labels in ``store`` that ``version`` was not trained on."""
+    return store.count() - _labels_upto(registry, version)
+
+
+def version_probs(registry: Registry, version: str, X: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Calibrated (temperature) probabilities of a registered version on ``X``, and its classes.
+    The bytes are verified first: a tampered CURRENT must not judge a candidate."""
+    manifest = registry.verify(version)
+    clf = OnnxClassifier(registry.model_path(version), classes=manifest.get("classes"),
+                         feature_count=manifest.get("feature_count"))
+    temperature = float((manifest.get("calibration") or {}).get("temperature", 1.0))
+    return apply_temperature(clf.predict_proba(X), temperature), list(clf.spec.classes)
+
+
+def label_offsets(store: LabelStore, upto: int) -> dict[str, int]:
+    """Highest label offset per partition among the first ``upto`` labels (for the manifest)."""
+    out: dict[str, int] = {}
+    for row in store.latest(upto).values():
+        key = str(row.get("partition"))
+        out[key] = max(out.get(key, -1), int(row.get("offset", -1)))
+    return out
+
+
+def _evaluate_splits(probs: np.ndarray, classes: list[str], n_holdout: int,
+                     hold_y: np.ndarray, ev_y: np.ndarray, both_y: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Metrics on the holdout rows (first ``n_holdout``), the reserved labels, and both."""
+    return {"holdout": evaluate(probs[:n_holdout], classes, hold_y),
+            "eval_labels": evaluate(probs[n_holdout:], classes, ev_y),
+            "combined": evaluate(probs, classes, both_y)}
+
+
+def retrain_once(
+    registry: Registry,
+    store: LabelStore,
+    *,
+    retrain: RetrainSettings,
+    policy: PolicySettings,
+    outlier_quantile: float,
+    progress: Callable[[str], None] = _log_progress,
+    pending: Callable[[int], None] = _ignore,
+) -> RetrainOutcome:
+    """Train, evaluate and promote or reject one candidate from the labels already in ``store``.
+
+    Skipped (nothing registered) when fewer than ``retrain.min_new_labels`` labels arrived
+    since CURRENT. Otherwise the candidate is registered, then promoted (CURRENT moves) or
+    marked ``rejected`` with the reason. Errors propagate (the caller counts failed runs).
+    ``pending`` receives the number of labels not yet in CURRENT (e.g. a gauge's ``set``),
+    before anything is trained, so a failing run still reports its backlog.
+    """
+    current = current_version(registry)
+    total = store.count()  # read once: the candidate is trained on exactly this prefix
+    new = total - _labels_upto(registry, current)
+    pending(max(new, 0))
+    progress(f"{new} new labels since {current}")
+    if new < retrain.min_new_labels:
+        return RetrainOutcome("skipped", reason=f"{new} new labels < min_new_labels {retrain.min_new_labels}")
+
+    base_X, base_y = load_npz(registry.data_dir / "base.npz")
+    hold_X, hold_y = load_npz(registry.data_dir / "holdout.npz")
+    lab_X, lab_y, ev_X, ev_y = store.arrays(total, retrain.eval_label_share)
+    X = np.vstack([base_X, lab_X]) if len(lab_X) else base_X
+    y = np.concatenate([base_y, lab_y])
+    progress(f"training candidate ({retrain.model_family}) on {len(X)} samples "
+             f"({len(base_X)} base + {len(lab_X)} labelled)")
+    ref_path = registry.data_dir / "reference.npz"
+    reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
+    trained = train_model(X, y, family=retrain.model_family, seed=policy.seed, outlier_quantile=outlier_quantile,
+                          reference=reference)
+
+    # Both models see exactly the same rows, so the comparison is fair.
+    progress("evaluating candidate and current on the holdout and reserved labels")
+    both_X = np.vstack([hold_X, ev_X]) if len(ev_X) else hold_X
+    both_y = np.concatenate([hold_y, ev_y])
+    cand_p = apply_temperature(trained.estimator.predict_proba(both_X.astype(np.float32)), trained.temperature)
+    cur_p, cur_classes = version_probs(registry, current, both_X)
+    cand = _evaluate_splits(cand_p, trained.classes, len(hold_X), hold_y, ev_y, both_y)
+    cur = _evaluate_splits(cur_p, cur_classes, len(hold_X), hold_y, ev_y, both_y)
+    verdict = promotion_verdict(cand, cur, retrain.retrain_tolerance)
+
+    data = {
+        "base": "data/base.npz", "base_rows": int(len(base_X)), "holdout": "data/holdout.npz",
+        "labels": "data/labels.jsonl", "labels_upto": total, "labels_trained": int(len(lab_X)),
+        "labels_eval": int(len(ev_X)), "class_counts": class_counts(y),
+        "label_offsets": label_offsets(store, total),
+    }
+    metrics = {**cand["holdout"], "eval_labels": cand["eval_labels"], "combined": cand["combined"],
+               "current_at_evaluation": {"version": current, **cur["holdout"]}}
+    manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=current,
+                            family=retrain.model_family, routing=fit_bundle_routing(trained, hold_X, hold_y, policy))
+    # Rejected candidates are registered too, so `triage models list` shows why they lost.
+    version = register(registry, trained, manifest)
+    summary = (f"candidate {version}: holdout accuracy {cand['holdout']['accuracy']:.4f} vs "
+               f"{current} {cur['holdout']['accuracy']:.4f}")
+    if not verdict.promote:
+        registry.set_status(version, "rejected", verdict.reason)
+        progress(f"{summary} -> rejected: {verdict.reason}")
+        return RetrainOutcome("rejected", version, verdict.reason, cand, cur)
+    registry.promote(version)
+    progress(f"{summary} -> promoted")
+    return RetrainOutcome("promoted", version, "", cand, cur)
