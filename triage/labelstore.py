@@ -9,7 +9,7 @@ File format
 -----------
 One row per line. A row is a JSON object with ``id`` (str), ``label`` (str), ``features``
 (list of float), ``annotator`` (str or null), ``partition`` (int) and ``offset`` (int),
-encoded with ``json.dumps(row, separators=(",", ":"))`` (ASCII only, so it never contains a
+encoded by the contract layer (``triage.contracts.encode_label_row``: ``json.dumps(row, separators=(",", ":"))`` (ASCII only, so it never contains a
 raw tab or newline; floats are written with ``repr`` and parsed with msgspec's correctly
 rounded decoder, so they read back bit for bit). Each line carries a checksum of the JSON
 bytes::
@@ -52,7 +52,6 @@ A caller can count repairs with ``on_repair(reason, nbytes)``; ``reason`` is ``"
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import zlib
@@ -60,8 +59,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
-import msgspec
 import numpy as np
+
+from triage.contracts import decode_label_row, encode_label_row
+from triage.errors import InputError
 
 try:  # advisory locking between appenders/repairers; not available on every platform
     import fcntl
@@ -82,7 +83,6 @@ _CRC_SUFFIX = 10  # b"\t" + 8 hex digits + b"\n"
 _TAB = 0x09
 _ROW_START = b'{"id":'
 _CHUNK = 1 << 16
-_fast_decode = msgspec.json.Decoder().decode  # ~5x json.loads on float lists
 _MAX_LOGGED = 20  # corrupt lines logged one by one per store; the rest are summarised
 
 
@@ -93,7 +93,7 @@ def is_eval_id(sample_id: str, share: int) -> bool:
 
 def encode_row(row: Row) -> bytes:
     """One stored line: ``<json>\\t<crc32 hex>\\n`` (deterministic for a given dict)."""
-    body = json.dumps(row, separators=(",", ":")).encode("ascii")
+    body = encode_label_row(row)
     return b"%s\t%08x\n" % (body, zlib.crc32(body))
 
 
@@ -108,18 +108,9 @@ def decode_line(line: bytes) -> Optional[Row]:
         if b"\t" in body:  # a damaged checksum suffix; plain JSON lines never hold a raw tab
             return None
     try:
-        row = _fast_decode(body)  # correctly rounded, so floats read back bit for bit
-    except msgspec.DecodeError:  # NaN/Infinity or lone surrogates that json.dumps can write, or junk
-        try:
-            row = json.loads(body)
-        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            return None
-    except RecursionError:  # deeply nested junk; no row nests
+        return decode_label_row(body)
+    except InputError:
         return None
-    if (type(row) is not dict or type(row.get("id")) is not str or type(row.get("label")) is not str
-            or type(row.get("features")) is not list):
-        return None
-    return row
 
 
 def _salvage(line: bytes) -> Optional[tuple[Row, int]]:

@@ -1,6 +1,6 @@
 """Prometheus metrics in a private CollectorRegistry (tests build a fresh one each).
 
-Names follow DESIGN.md: prefix ``triage_``, base units, ``_total`` counters, and label
+Names follow the project conventions (docs/contracts.md): prefix ``triage_``, base units, ``_total`` counters, and label
 values from closed sets (routes, reasons, stages, results, partitions).
 """
 

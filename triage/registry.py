@@ -3,7 +3,7 @@
     <root>/CURRENT                  the served version (one line), replaced with os.replace
     <root>/HISTORY                  promoted versions, oldest first (for rollback)
     <root>/models/<v>/model.onnx    the model bytes
-    <root>/models/<v>/manifest.json see DESIGN.md "Model bundle"
+    <root>/models/<v>/manifest.json see docs/contracts.md "Manifest"
     <root>/models/<v>/canary.npy    reference rows used to warm up and sanity-check
     <root>/data/                    training data: base.npz, holdout.npz, labels.jsonl
 
@@ -12,7 +12,6 @@ The registry, not a Kafka event, is the source of truth for model bytes. No Kafk
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from triage.contracts import decode_manifest, encode_manifest
 from triage.errors import IntegrityError, RegistryError
 from triage.model import sha256_of
 
@@ -93,14 +93,18 @@ class Registry:
     def manifest(self, version: str) -> dict[str, Any]:
         path = self.bundle_dir(version) / "manifest.json"
         try:
-            return json.loads(path.read_text())
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise RegistryError(f"no version {version} (have {', '.join(self.versions()) or 'none'})") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise RegistryError(f"cannot read manifest of {version}: {exc}") from None
+        try:
+            return decode_manifest(raw)
+        except RegistryError as exc:
+            raise RegistryError(f"manifest of {version}: {exc.message}") from None
 
     def write_manifest(self, version: str, manifest: dict[str, Any]) -> None:
-        _atomic_write(self.bundle_dir(version) / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _atomic_write(self.bundle_dir(version) / "manifest.json", encode_manifest(manifest))
 
     def canary(self, version: str) -> Optional[np.ndarray]:
         path = self.bundle_dir(version) / "canary.npy"
@@ -124,7 +128,7 @@ class Registry:
                 "created": manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "status": manifest.get("status", "candidate"),
             }
-            (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+            (staging / "manifest.json").write_bytes(encode_manifest(full))
             try:
                 os.rename(staging, self.models_dir / version)
                 return version

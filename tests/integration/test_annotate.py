@@ -16,7 +16,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_all
-from triage.codec import encode
+from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -54,9 +54,8 @@ def test_console_serves_by_priority_and_publishes_labels(settings_factory: Calla
     X, _ = load_digits(return_X_y=True)
     requests = {"r-low": 0.2, "r-high": 0.9, "r-mid": 0.5}
     produce(s, s.topics.review_topic, [
-        (rid.encode(), encode({"id": rid, "features": X[i].tolist(), "reason": "uncertain", "predicted": "3",
-                               "confidence": 0.4, "scores": {}, "priority": prio, "model_version": "v1", "meta": None,
-                               "top": [{"label": "3", "p": 0.4}, {"label": "8", "p": 0.35}]}))
+        (rid.encode(), encode(ReviewRequest(rid, X[i].tolist(), "uncertain", "3", 0.4, ScoreFields(0.05, 0.6, None),
+                                            prio, "v1", None, [TopClass("3", 0.4), TopClass("8", 0.35)])))
         for i, (rid, prio) in enumerate(requests.items())])
     env = {**os.environ, **_env(s)}
     term = Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),

@@ -19,7 +19,7 @@ from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.trainer import Trainer
 from tests.fixtures import DEADLINE_S, REPO, ScorerProcess, produce, read_all
-from triage.codec import encode
+from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.bundles import train_initial
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
@@ -48,6 +48,12 @@ def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
 
 def samples(X: np.ndarray, start: int, stop: int) -> list[tuple[bytes, bytes]]:
     return [(f"d{i}".encode(), encode({"id": f"d{i}", "features": X[i].tolist()})) for i in range(start, stop)]
+
+
+def review_request(sid: str, features: list[float]) -> bytes:
+    """A review request as the scorer writes it (the retrain job joins labels to these)."""
+    return encode(ReviewRequest(sid, features, "uncertain", "0", 0.5, ScoreFields(0.1, 0.5, None), 0.5, "v1",
+                                None, [TopClass("0", 0.5)]))
 
 
 def labels_for(review: list[dict[str, Any]], y: np.ndarray, wrong: bool = False) -> list[tuple[bytes, bytes]]:
@@ -125,7 +131,8 @@ def test_wrong_labels_are_refused(settings_factory: Callable[..., Settings], reg
     X, y = digits
     s = settings_factory(registry=registry.root, min_new_labels=20)
     review = [{"id": f"d{i}"} for i in range(300, 700)]
-    produce(s, s.topics.review_topic, [(d["id"].encode(), encode({"id": d["id"], "features": X[int(d["id"][1:])].tolist()})) for d in review])
+    produce(s, s.topics.review_topic, [(d["id"].encode(), review_request(d["id"], X[int(d["id"][1:])].tolist()))
+                                       for d in review])
     produce(s, s.topics.labels_topic, labels_for(review, y, wrong=True))
     trainer = Trainer(s, registry, progress=lambda m: None)
     try:
@@ -226,8 +233,8 @@ def test_corrupt_bundle_and_bad_events_are_refused(settings_factory: Callable[..
         from consumers.trainer import announce
 
         producer = make_producer(s)
-        announce(s, producer, {"version": v2, "sha256": "x", "path": f"models/{v2}/model.onnx", "action": "promote"})
-        announce(s, producer, {"version": "v9", "sha256": "x", "path": "../../etc/passwd", "action": "promote"})
+        announce(s, producer, registry.model_event(v2, "promote"))  # its bundle no longer matches sha256
+        announce(s, producer, {"version": "v9", "sha256": "0" * 64, "path": "../../etc/passwd", "action": "promote"})
         producer.close()
         wait_for(lambda: scorer.metrics.refusals.labels(reason="sha256")._value.get() >= 1
                  and scorer.metrics.refusals.labels(reason="path")._value.get() >= 1, "both refusals")

@@ -101,8 +101,10 @@ def corpus(n_features: int, max_bytes: int, seed: int = 0) -> list[Case]:
         Case("ts_object", _j({**_good(n_features), "ts": {}}), "validate"),
         Case("ts_bool", _j({**_good(n_features), "ts": True}), "validate"),
         Case("oversized", _j({**_good(n_features), "pad": "x" * (max_bytes + 1)}), "validate"),
-        # --- decodes, but the model's float32 math overflows -------------------------------
-        Case("feature_overflows_float32", _j({"id": "a", "features": [1e308] * n_features}), "score"),
+        # --- does not fit float32, the model's input type ----------------------------------
+        Case("feature_overflows_float32", _j({"id": "a", "features": [1e308] * n_features}), "validate"),
+        # --- fits float32, but the model's float32 math overflows --------------------------
+        Case("features_overflow_model_math", _j({"id": "a", "features": [3e38] * n_features}), "score"),
         # --- odd keys and headers: the body decides ---------------------------------------
         Case("garbage_headers_bad_body", b"\x00garbage", "decode",
              headers=[("\u2603", b"\xff\xfe"), ("", b""), ("x" * 300, bytes(range(256)))]),
@@ -111,9 +113,11 @@ def corpus(n_features: int, max_bytes: int, seed: int = 0) -> list[Case]:
         Case("garbage_headers_valid_body", good.replace(b'"ok"', b'"hdr"'), None,
              headers=[("\u2603", b"\xff\xfe"), ("", b""), ("triage.error.stage", b"decode")]),
         Case("null_key_valid_body", good.replace(b'"ok"', b'"nokey"'), None, key=None),
-        Case("huge_string_under_limit", _j({**_good(n_features, "big"), "meta": {"s": "y" * (max_bytes // 2)}}), None),
+        Case("big_meta_under_limit", _j({**_good(n_features, "big"), "meta": {"s": "y" * 60_000}}), None),
+        Case("meta_over_64kib", _j({**_good(n_features, "bigger"), "meta": {"s": "y" * (max_bytes // 2)}}), "validate"),
         Case("unknown_fields", _j({**_good(n_features, "extra"), "zzz": [1, {"a": None}]}), None),
-        Case("deep_meta_allowed", _j({**_good(n_features, "deep50"), "meta": _nest(50)}), None),
+        Case("deep_meta_allowed", _j({**_good(n_features, "deep6"), "meta": _nest(6)}), None),
+        Case("meta_too_deep", _j({**_good(n_features, "deep50"), "meta": _nest(50)}), "validate"),
         Case("tiny_subnormal_features", _j({"id": "subnormal", "features": [5e-324] * n_features}), None),
     ]
     return cases

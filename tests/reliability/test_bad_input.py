@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from triage.handlers import BatchConfig
 from triage.policies import make_policy
 from tests.reliability.corpus import Case, corpus, kinds_broken
-from triage.codec import Sample, decode_label, decode_sample
+from triage.contracts import Sample, decode_label, decode_sample
 from triage.commands.quickstart import example_paths
 from triage.errors import InputError
 from triage.handlers import process_batch

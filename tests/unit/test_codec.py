@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from triage.codec import decode_label, decode_sample
+from triage.contracts import decode_label, decode_sample
 from triage.errors import DecodeError, InputError, ValidationError
 
 GOOD = b'{"id": "a1", "features": [1, 2.5, -3], "meta": {"src": "x"}, "ts": 1700000000000}'

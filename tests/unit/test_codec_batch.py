@@ -7,7 +7,7 @@ from typing import Optional
 
 from hypothesis import given, settings, strategies as st
 
-from triage.codec import Prediction, ScoreFields, decode_sample, decode_samples, encode
+from triage.contracts import Prediction, ScoreFields, decode_sample, decode_samples, encode
 from triage.errors import InputError
 
 GOOD = b'{"id": "a1", "features": [1, 2.5, -3], "meta": {"src": "x"}, "ts": 1700000000000}'

@@ -671,3 +671,61 @@ def test_without_payload_and_header_decoding() -> None:
     assert decode_dlq_headers([("a", None), (b"b", b"\xff"), ("a", b"2")]) == {"a": "2", "b": "\ufffd"}
     assert decode_dlq_headers(None) == {}
     assert isinstance(without_payload(OutRecord("dlq", b"k", b"v"), RuntimeError("boom")).headers, list)
+
+
+# --- the duplicate-key screen against an exact oracle ---------------------------------------
+
+
+def _oracle_has_duplicate(raw: bytes) -> bool:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise KeyError("dup")
+        return dict(pairs)
+
+    try:
+        json.loads(raw, object_pairs_hook=hook)
+    except KeyError:
+        return True
+    return False
+
+
+@st.composite
+def _tricky_samples(draw: st.DrawFn) -> bytes:
+    """Valid samples except, maybe, for repeated keys: colons in strings, explicit nulls,
+    escaped keys, flat and nested meta, unknown fields -- everything the screen counts."""
+    from tests.contract_strategies import Obj, _enc, _escaped_key
+
+    key = st.sampled_from(["a", "b", "a:b", "id", "\u00e9"])
+    leaf = st.sampled_from([1, "u:v", None, "x", 2.5, True])
+    value = leaf | st.lists(leaf, max_size=2) | st.builds(lambda k, v: Obj([(k, v)]), key, leaf)
+    pairs: list[tuple[Any, Any]] = [("id", draw(st.sampled_from(["a", "a:b", "x::y", "\u00e9:", "\\u003a"]))),
+                                    ("features", [1.0, 2.0, 3.0])]
+    if draw(st.booleans()):
+        pairs.append(("ts", draw(st.sampled_from([None, 5, 1.5, "2024-01-01T00:00:00Z", "2024-01-01T00:00"]))))
+    if draw(st.booleans()):
+        pairs.append(("meta", None if draw(st.booleans()) else Obj(draw(st.lists(st.tuples(key, value), max_size=4)))))
+    if draw(st.booleans()):
+        pairs.append(("zz", draw(value)))
+    if draw(st.booleans()):
+        pairs.append(pairs[draw(st.integers(0, len(pairs) - 1))])
+    escape = draw(st.lists(st.booleans(), min_size=len(pairs), max_size=len(pairs)))
+    pairs = [(_escaped_key(k) if e else k, v) for (k, v), e in zip(pairs, escape)]
+    return _enc(Obj(pairs), draw(st.booleans()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_tricky_samples(), min_size=1, max_size=6))
+def test_duplicate_screen_agrees_with_an_exact_parser(values: list[bytes]) -> None:
+    samples, rows, errors = decode_samples(values, 3, MAX)
+    verdicts = {r: None for r in rows}
+    verdicts.update({i: e.message for i, e in errors})
+    for i, raw in enumerate(values):
+        duplicated = _oracle_has_duplicate(raw)
+        try:
+            dec(raw)
+            single = None
+        except ValidationError as exc:
+            single = exc.message
+        assert verdicts[i] == single
+        assert (single is not None and "duplicate key" in single) == duplicated, (raw, single)
+        assert duplicated or single is None, (raw, single)

@@ -271,23 +271,35 @@ def check_fields(obj: Any, raw_len: int) -> None:
 #     raw ':' count  >=  raw key count  >=  distinct keys per object, summed
 # and a document is free of duplicates at every level when the raw ':' count equals the keys
 # we can see in the decoded value (plus the ':' inside its decoded strings, when no string
-# holds an escape that could hide one). Escaped keys ("\u0069d") decode to the same name, so
-# they are caught too. Only a mismatch (unknown fields, explicit nulls, escapes) pays for the
-# exact check with the stdlib parser.
+# holds an escape that could hide one; plus fields written as explicit nulls). Escaped keys
+# ("\u0069d") decode to the same name, so they are caught too. Only a mismatch (unknown
+# fields, escapes next to ':' in strings, a real duplicate) pays for the exact check with the
+# stdlib parser.
 
 _NODEFAULT = object()
-_plans: dict[type, tuple[tuple[str, Any], ...]] = {}
+_plans: dict[type, tuple[tuple[str, Any, bool], ...]] = {}
+_NUMBERS = (mi.IntType, mi.FloatType, mi.BoolType, mi.NoneType)
 
 
-def _plan(cls: type) -> tuple[tuple[str, Any], ...]:
-    """(field name, default or _NODEFAULT) per Struct field; a field holding its default may
-    have been absent from the JSON, so it is not counted as a key."""
+def _numbers_only(t: Any) -> bool:
+    """True for a field type whose values hold no keys and no strings (numbers, lists of them)."""
+    members = [inner for inner, _ in _extras(t)]
+    return all(isinstance(m, _NUMBERS) or (isinstance(m, mi.ListType) and _numbers_only(m.item_type))
+               for m in members)
+
+
+def _plan(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(field name, default or _NODEFAULT, numbers only) per Struct field. A field holding its
+    default may have been absent from the JSON, so it is not counted as a key; a numbers-only
+    field (``features``) has nothing inside to count, so it is not walked."""
     plan = _plans.get(cls)
     if plan is None:
         plan = tuple(
-            (f.name, f.default if f.default is not msgspec.NODEFAULT
-             else f.default_factory() if f.default_factory is not msgspec.NODEFAULT else _NODEFAULT)
-            for f in msgspec.structs.fields(cls)
+            (f.name,
+             f.default if f.default is not msgspec.NODEFAULT
+             else f.default_factory() if f.default_factory is not msgspec.NODEFAULT else _NODEFAULT,
+             _numbers_only(f.type))
+            for f in mi.type_info(cls).fields  # type: ignore[attr-defined]
         )
         _plans[cls] = plan
     return plan
@@ -321,21 +333,54 @@ def shape(obj: Any) -> tuple[int, int, int]:
                     push((v, d + 1))
         elif isinstance(o, msgspec.Struct):
             depth = max(depth, d)
-            for name, default in _plan(cls):
+            for name, default, numbers_only in _plan(cls):
                 v = getattr(o, name)
                 if default is _NODEFAULT or (v is not None and v != default):
                     keys += 1
-                    if v.__class__ not in _LEAVES:
+                    if numbers_only:
+                        depth = max(depth, d + 1) if v.__class__ is list else depth
+                    elif v.__class__ not in _LEAVES:
                         push((v, d + 1))
     return keys, colons, depth
+
+
+def _balanced(found: int, keys: int, colons: int, raw: bytes) -> bool:
+    return found == keys or (found == keys + colons and b"\\" not in raw)
+
+
+_presence: dict[type, tuple[msgspec.json.Decoder[Any], tuple[str, ...]]] = {}
+
+
+def _explicit_nulls(obj: msgspec.Struct, raw: bytes) -> int:
+    """How many top-level fields that default to None were written as an explicit null
+    (``"meta": null``): invisible in the decoded Struct, so found by a second, cheap decode
+    that skips everything else."""
+    cls = type(obj)
+    if cls not in _presence:
+        names = tuple(name for name, default, _ in _plan(cls) if default is None)
+        shell = msgspec.defstruct(f"{cls.__name__}Nulls", [(n, Any, msgspec.UNSET) for n in names])
+        _presence[cls] = (msgspec.json.Decoder(shell), names)
+    decoder, names = _presence[cls]
+    nulls = [n for n in names if getattr(obj, n) is None]
+    if not nulls:
+        return 0
+    try:
+        shell = decoder.decode(raw)
+    except (msgspec.MsgspecError, RecursionError):
+        return 0
+    return sum(getattr(shell, n) is not msgspec.UNSET for n in nulls)
 
 
 def check_duplicates(raw: bytes, decoded: Any) -> None:
     """ValidationError naming the first duplicated key, at any level, escaped or not."""
     found = raw.count(b":")
     keys, colons, _ = shape(decoded)
-    if found == keys or (found == keys + colons and b"\\" not in raw):
+    if _balanced(found, keys, colons, raw):
         return
+    if isinstance(decoded, msgspec.Struct):
+        nulls = _explicit_nulls(decoded, raw)
+        if nulls and _balanced(found, keys + nulls, colons, raw):
+            return
     duplicate = find_duplicate(raw)
     if duplicate is not None:
         raise ValidationError(f"duplicate key `{duplicate}`")
@@ -360,18 +405,18 @@ def find_duplicate(raw: bytes) -> Optional[str]:
     except ValueError as exc:
         raise DecodeError(f"JSON is malformed: {exc}") from None
     stack: list[tuple[Any, str]] = [(doc, "")]
-    while stack:
+    while stack:  # depth first, in document order; only containers are pushed
         o, path = stack.pop()
-        if isinstance(o, _Pairs):
+        children: list[tuple[Any, str]] = []
+        if o.__class__ is _Pairs:
             seen: set[str] = set()
-            children = []
             for k, v in o:
-                p = f"{path}.{k}" if path else k
                 if k in seen:
-                    return p
+                    return f"{path}.{k}" if path else k
                 seen.add(k)
-                children.append((v, p))
-            stack.extend(reversed(children))
-        elif isinstance(o, list):
-            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(o)]))
+                if v.__class__ is _Pairs or v.__class__ is list:
+                    children.append((v, f"{path}.{k}" if path else k))
+        else:
+            children = [(v, f"{path}[{i}]") for i, v in enumerate(o) if v.__class__ is _Pairs or v.__class__ is list]
+        stack.extend(reversed(children))
     return None

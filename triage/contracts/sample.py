@@ -52,9 +52,9 @@ def decode_samples(
     """A batch of values -> (samples, their row indices, (row, error) for the rest).
 
     Exactly as strict as ``decode_sample``: the loop takes a record outright only when cheap
-    tests prove every check of ``_check`` passes (feature count, printable id, numeric ts,
-    flat meta in a small record, ':' count equal to the keys seen so no key repeats: see
-    _base.check_duplicates). Anything else gets the full checks; a record msgspec refuses is
+    tests prove every check of ``_check`` passes (feature count, printable id, valid ts, flat
+    meta in a small record, ':' count equal to the keys seen -- plus the ':' in its strings
+    when there are no escapes -- so no key repeats: see _base.check_duplicates). Anything else gets the full checks; a record msgspec refuses is
     re-decoded by ``decode_sample`` for its message.
     """
     decode = _decoder.decode
@@ -69,19 +69,24 @@ def decode_samples(
             except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
                 sample = None
             if sample is not None:
-                ts, meta = sample.ts, sample.meta
-                fast = (len(sample.features) == feature_count and sample.id.isprintable()
-                        and ts.__class__ is not str)
+                sid, ts, meta = sample.id, sample.ts, sample.meta
+                fast = len(sample.features) == feature_count and sid.isprintable()
                 if fast:
                     keys = 2 if ts is None else 3
+                    if ts.__class__ is str and iso_ms(ts) is None:
+                        fast = False
                     if meta is not None:
                         keys += 1 + len(meta)
-                        fast = len(value) <= META_SIZE_SCREEN
+                        if len(value) > META_SIZE_SCREEN:
+                            fast = False
                         for v in meta.values():
                             if v.__class__ is dict or v.__class__ is list:
                                 fast = False
                                 break
-                    fast = fast and value.count(b":") == keys
+                    if fast:
+                        found = value.count(b":")
+                        if found != keys:  # ':' inside strings (ISO ts, URLs), or a repeated key
+                            fast = b"\\" not in value and found == keys + _colons(sid, ts, meta)
                 if not fast:
                     try:
                         _check(value, sample, feature_count)
@@ -99,11 +104,21 @@ def decode_samples(
     return samples, rows, errors
 
 
+def _colons(sid: str, ts: Any, meta: Optional[dict[str, Any]]) -> int:
+    """':' inside the strings of a sample whose meta is flat (see decode_samples)."""
+    n = sid.count(":") + (ts.count(":") if ts.__class__ is str else 0)
+    if meta:
+        for k, v in meta.items():
+            n += k.count(":") + (v.count(":") if v.__class__ is str else 0)
+    return n
+
+
 def check_features(X: np.ndarray) -> tuple[np.ndarray, Optional[ValidationError]]:
     """(bad-row mask, error naming the first bad value) for a feature matrix built outside
     the decoders: every value must be finite and fit float32 (the model's input type)."""
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    if X.size == 0 or np.abs(X).max() <= F32_MAX:  # one reduction for the common case; NaN fails it
+    # Common case: two reductions and no temporary array (NaN propagates and fails them).
+    if X.size == 0 or (-F32_MAX <= X.min() and X.max() <= F32_MAX):
         return np.zeros(len(X), dtype=bool), None
     with np.errstate(invalid="ignore"):
         ok = np.abs(X) <= F32_MAX  # False for NaN and +-inf too
