@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from consumers.loop import Step
 from consumers.scorer import Scorer
 from triage.commands.quickstart import example_paths
 from triage.handlers import BatchResult
@@ -122,15 +123,15 @@ class BenchScorer(Scorer):
 
     recorder: Recorder
 
-    def process(self, batch: RecordBatch) -> BatchResult:
+    def _handle(self, batch: RecordBatch) -> BatchResult:
         self.recorder.start()
-        return super().process(batch)
+        return super()._handle(batch)
 
-    def _observe(self, batch: RecordBatch, result: BatchResult, delivered: list[OutRecord], acked: float) -> None:
-        super()._observe(batch, result, delivered, acked)
-        event_ms = np.asarray(batch.timestamps_ms, dtype=np.float64)
-        keys = [r.key for r in delivered if r.reason in ("confident", "uncertain", "outlier")]
-        if self.recorder.record(acked, event_ms, keys, len(batch)):
+    def _observe(self, step: Step[BatchResult]) -> None:
+        super()._observe(step)
+        event_ms = np.asarray(step.batch.timestamps_ms, dtype=np.float64)
+        keys = [r.key for r in step.delivered if r.reason in ("confident", "uncertain", "outlier")]
+        if self.recorder.record(step.acked_at, event_ms, keys, len(step.batch)):
             self.stop_event.set()
 
 

@@ -42,56 +42,48 @@ class Step(Generic[R]):
     acked_at: float = 0.0
 
 
+def _no_version() -> str:
+    return ""
+
+
+def _as_outputs(result: object) -> Sequence[OutRecord]:
+    return result  # type: ignore[return-value]  # the default: handle returns the outputs
+
+
+@dataclass(eq=False)
 class GuardedLoop(Generic[R]):
     """Drive ``handle`` over ``consumer`` until ``stop`` is set.
 
     ``handle(batch)`` returns a result whose outputs ``outputs_of(result)`` gives (by default
     the result is the list of outputs); ``OutRecord.source`` is the row of the input it came
     from. ``after`` sees every step once its outputs are acknowledged and its offsets
-    committed.
+    committed. Without ``dlq_topic`` (readers without a consumer group: every replica sees
+    every record) a record whose handling raised is counted and logged, not dead-lettered.
     """
 
-    def __init__(
-        self,
-        name: str,
-        consumer: Consumer,
-        handle: Callable[[RecordBatch], R],
-        *,
-        outputs_of: Callable[[R], Sequence[OutRecord]] = lambda r: r,  # type: ignore[assignment,return-value]
-        producer: Optional[Producer] = None,
-        dlq_topic: Optional[str] = None,
-        commit: bool = True,
-        max_records: int = 1000,
-        poll_timeout_ms: int = 200,
-        version: Callable[[], str] = lambda: "",
-        after: Optional[Callable[[Step[R]], None]] = None,
-        before_poll: Optional[Callable[[], None]] = None,
-        after_poll: Optional[Callable[[Optional[RecordBatch]], None]] = None,
-        metrics: Optional[LoopMetrics] = None,
-        stop: Optional[threading.Event] = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if dlq_topic is not None and producer is None:
+    name: str
+    consumer: Consumer
+    handle: Callable[[RecordBatch], R]
+    outputs_of: Callable[[R], Sequence[OutRecord]] = _as_outputs
+    producer: Optional[Producer] = None
+    dlq_topic: Optional[str] = None
+    commit: bool = True
+    max_records: int = 1000
+    poll_timeout_ms: int = 200
+    version: Callable[[], str] = _no_version  # model version stamped on dead letters
+    after: Optional[Callable[[Step[R]], None]] = None
+    before_poll: Optional[Callable[[], None]] = None
+    after_poll: Optional[Callable[[Optional[RecordBatch]], None]] = None
+    metrics: LoopMetrics = field(default_factory=LoopMetrics)
+    stop: threading.Event = field(default_factory=threading.Event)
+    sleep: Callable[[float], None] = time.sleep
+    broker_ok: bool = field(default=True, init=False)
+    progress_at: float = field(default_factory=time.monotonic, init=False)
+    _poll_failures: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.dlq_topic is not None and self.producer is None:
             raise ValueError("a loop that dead-letters needs a producer")
-        self.name = name
-        self.consumer = consumer
-        self.handle = handle
-        self.outputs_of = outputs_of
-        self.producer = producer
-        self.dlq_topic = dlq_topic
-        self.commit = commit
-        self.max_records = max_records
-        self.poll_timeout_ms = poll_timeout_ms
-        self.version = version
-        self.after = after
-        self.before_poll = before_poll
-        self.after_poll = after_poll
-        self.metrics = metrics or LoopMetrics()
-        self.stop = stop or threading.Event()
-        self.sleep = sleep
-        self.broker_ok = True
-        self.progress_at = time.monotonic()
-        self._poll_failures = 0
 
     # --- one step ------------------------------------------------------------------------
     def poll(self) -> Optional[RecordBatch]:
@@ -160,7 +152,8 @@ class GuardedLoop(Generic[R]):
             self.metrics.produce_retries.inc()
 
         started = time.monotonic()
-        delivered = send_until_acked(self.producer, outputs, reroute=reroute, stop=None, on_retry=on_retry)
+        # Stopping mid-outage abandons the batch uncommitted: re-read after a restart, never lost.
+        delivered = send_until_acked(self.producer, outputs, reroute=reroute, stop=self.stop, on_retry=on_retry)
         self._note_stall("produce", started)
         self.broker_ok = True
         return delivered
@@ -206,7 +199,12 @@ class GuardedLoop(Generic[R]):
                     return
                 continue
             idle_since = time.monotonic()
-            self.process(batch)
+            try:
+                self.process(batch)
+            except TransportError:
+                if self.stop.is_set():
+                    return  # stopped while the broker was unreachable: nothing was committed
+                raise
             done += 1
             if max_batches is not None and done >= max_batches:
                 return

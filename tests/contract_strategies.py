@@ -324,7 +324,7 @@ STRINGS = ("", "x" * 300, "\u00e9" * 257, "\U0001F600" * 300, "a\x00b", "\x7f", 
            "tab\there", "\uff29\uff24-\u00e9-\U0001F600-\u200b", "a:b:c", "\\u0069d")
 DOC_MUTATIONS = ("tombstone", "empty", "whitespace", "non_object", "truncated", "trailing_garbage", "bom", "utf16",
                  "non_utf8_key", "unknown_fields", "deep_unknown", "oversized", "escaped_keys")
-# Hypothesis favours the first entry of sampled_from: lead with the richest mutation.
+# Hypothesis draws (and shrinks towards) the first entry of sampled_from most: lead with a rich one.
 FIELD_MUTATIONS = ("extreme_number", "string", "wrong_type", "null", "missing", "lone_surrogate", "non_utf8_string",
                    "escaped_key", "duplicate_key", "escaped_duplicate_key", "deep_nesting", "very_deep",
                    "wrong_length", "too_big", "inner_duplicate")

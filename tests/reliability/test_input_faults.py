@@ -105,21 +105,23 @@ def test_corpus_interleaved_with_valid_records_one_outcome_each(
           valid_ids | {f"dlq:{c.name}" for c in broken}, scored + dlq_ids).record()
 
 
-def test_output_too_large_goes_to_dlq_stage_produce(
+def test_dead_letter_too_large_to_write_goes_without_its_payload(
     settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
     scorer_process: Callable[..., ScorerProcess],
 ) -> None:
-    """Outputs are keyed by sample id: a ~540 kB id makes a ~1.1 MB output record, over the
-    producer's request limit, although the input itself is under max_message_bytes."""
+    """An upstream with larger limits sends a 2 MB record: it is dead-lettered as oversized
+    (stage validate), but its original bytes are over the producer's request limit, so the
+    dead letter is written without the payload (header triage.dlq.payload_dropped), never
+    retried forever and never lost. (Since ids, meta and features are bounded, no valid input
+    can make an output over the limit; the produce stage itself is tested in
+    tests/integration/test_transport.py.)"""
     model_path, ref = example_model
     s = settings_factory(batch_size=8)
     valid = sample_values(40, "ok")
-    big_id = "i" * 540_000
     feats = json.loads(valid[0][1])["features"]
-    too_big = json.dumps({"id": big_id, "features": feats}).encode()
+    too_big = json.dumps({"id": "big", "features": feats, "meta": {"blob": "x" * 2_000_000}}).encode()
     records = [OutRecord(s.topics.samples_topic, sid.encode(), v) for sid, v in valid[:20]]
-    records.append(OutRecord(s.topics.samples_topic, None, too_big))  # DLQ keeps the original bytes
-    records.append(OutRecord(s.topics.samples_topic, big_id.encode(), too_big))  # even the dead letter is too big
+    records.append(OutRecord(s.topics.samples_topic, b"big", too_big))
     records += [OutRecord(s.topics.samples_topic, sid.encode(), v) for sid, v in valid[20:]]
     _send(s.replace(**{"max_message_bytes": 4_000_000}), records)  # an upstream with larger limits
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
@@ -128,15 +130,13 @@ def test_output_too_large_goes_to_dlq_stage_produce(
     assert proc.proc.poll() is None, proc.log()
     scored = sorted(_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic)
     assert scored == sorted(sid for sid, _ in valid)
-    dlq = read_headers(s, s.topics.dlq_topic, 2)
-    assert len(dlq) == 2
-    assert all(r["headers"]["triage.error.stage"] == "produce" for r in dlq)
+    dlq = read_headers(s, s.topics.dlq_topic, 1)
+    assert len(dlq) == 1
+    headers = dlq[0]["headers"]
+    assert headers["triage.error.stage"] == "validate" and "oversized" in headers["triage.error.message"]
     # kafka-python says MessageSizeTooLargeError, librdkafka MSG_SIZE_TOO_LARGE
-    assert all(re.search("MessageSizeTooLarge|MSG_SIZE_TOO_LARGE", r["headers"]["triage.error.message"]) for r in dlq)
-    whole = [r for r in dlq if "triage.dlq.payload_dropped" not in r["headers"]]
-    stripped = [r for r in dlq if "triage.dlq.payload_dropped" in r["headers"]]
-    assert len(whole) == 1 and whole[0]["value"] == too_big and whole[0]["key"] is None
-    assert len(stripped) == 1 and stripped[0]["value"] == b""
-    wait_until(lambda: metric(scrape(proc) or "", "triage_dlq_records_total", stage="produce") == 2, "dlq counter")
-    ids = [_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic] + ["big-a", "big-b"]
-    count("output record too large (DLQ stage produce)", {sid for sid, _ in valid} | {"big-a", "big-b"}, ids).record()
+    assert re.search("MessageSizeTooLarge|MSG_SIZE_TOO_LARGE", headers["triage.dlq.payload_dropped"])
+    assert dlq[0]["value"] == b"" and headers["triage.source.topic"] == s.topics.samples_topic
+    wait_until(lambda: metric(scrape(proc) or "", "triage_dlq_records_total", stage="validate") == 1, "dlq counter")
+    ids = [_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic] + ["big"]
+    count("dead letter too large to write (payload dropped)", {sid for sid, _ in valid} | {"big"}, ids).record()
