@@ -19,7 +19,7 @@ from triage.labelstore import EDGE_CASE, UNDO, LabelStore
 from triage.metrics import RetrainMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.registry import Registry
-from triage.retraining import RetrainOutcome, retrain_once
+from triage.retraining import RetrainOutcome, current_version, retrain_once
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 
@@ -164,10 +164,7 @@ class Trainer:
 
     def _run(self) -> RetrainOutcome:
         s, reg = self.settings, self.registry
-        reg.check_readable()
-        current = reg.current()
-        if current is None:
-            raise TriageError(f"registry {reg.root} has no CURRENT version: run `triage train` first")
+        current = current_version(reg)
         manifest = reg.manifest(current)
         self.progress(f"ingesting labels from {s.topics.labels_topic} (current model {current})")
         folded, rejected = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))

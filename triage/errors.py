@@ -38,7 +38,7 @@ class ValidationError(InputError):
     stage = "validate"
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"invalid sample: {reason}")
+        super().__init__(f"invalid record: {reason}")
 
 
 class ScoreError(InputError):

@@ -47,6 +47,7 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
     feeder, tail, offsets = Feeder(s), Tail(s, [s.topics.dlq_topic]), Offsets(s, s.retrain.retrain_group_id)
     tag, n = uuid.uuid4().hex[:6], itertools.count()
     review_features: dict[str, list[float]] = {}
+    ran: list[int] = []
 
     def review(i: int) -> In:
         rid = f"rv-{tag}-{i}"
@@ -71,10 +72,11 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
 
     try:
         @FUZZ
-        @given(reviews=records("review"), labels=records("label"),
+        @given(reviews=records("review", 15, 25), labels=records("label", 25, 40),
                at=st.lists(st.integers(0, 60), min_size=6, max_size=6))
         def run(reviews: list[In], labels: list[In], at: list[int]) -> None:
             i = next(n)
+            ran.append(i)
             feeder.send(s.topics.review_topic, interleave(reviews, [review(i)], at))
             batch = feeder.send(s.topics.labels_topic, interleave(labels, sentinels(i), at))
             folded = rejected = 0
@@ -96,6 +98,7 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
                 assert pos not in dead, f"label {pos} dead-lettered twice: {show(positions[pos].value)}"
                 dead[pos] = o
             assert (folded, rejected) == (len(rows), len(dead)), (folded, rejected, len(rows), len(dead))
+            print(f"retrain batch of {len(batch)} labels: folded {folded}, dead-lettered {rejected}")
             problems = []
             for pos, rec in positions.items():
                 decoded = verdict("label", rec.value)
@@ -133,6 +136,7 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
             assert value(trainer.metrics.loop.internal_errors, loop="retrain-review-index") == 0
 
         run()
+        assert len(ran) >= min(2, FUZZ.max_examples), f"hypothesis ran only {len(ran)} examples"
     finally:
         trainer.close()
         for client in (feeder, tail, offsets):

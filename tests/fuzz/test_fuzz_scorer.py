@@ -59,6 +59,7 @@ def test_scorer_gives_every_generated_sample_exactly_one_outcome(
     feeder, tail, offsets = Feeder(s), Tail(s, s.topics.outputs()), Offsets(s, s.connection.group_id)
     sentinel = sentinel_maker(X)
     internal = scorer.metrics.loop.internal_errors
+    ran: list[int] = []
 
     def dead() -> Optional[str]:
         if not worker.is_alive():
@@ -82,9 +83,11 @@ def test_scorer_gives_every_generated_sample_exactly_one_outcome(
         @FUZZ
         @given(batch=records("sample"), at=st.lists(st.integers(0, 60), min_size=2, max_size=5))
         def run(batch: list[In], at: list[int]) -> None:
+            ran.append(len(batch))
             score(interleave(batch, [sentinel() for _ in at], at))
 
         run()
+        assert len(ran) >= min(2, FUZZ.max_examples), f"hypothesis ran only {len(ran)} examples"
 
         # A promotion after all that garbage is still swapped in, and the new version scores.
         before = scorer.model.version

@@ -126,7 +126,7 @@ def test_scorer_keeps_serving_the_last_good_model(
         inject(registry, digits)
         version = registry.current() or "v1"
         producer = make_producer(s)
-        announce(s, producer, {"version": version, "sha256": "-", "path": f"models/{version}/model.onnx",
+        announce(s, producer, {"version": version, "sha256": "0" * 64, "path": f"models/{version}/model.onnx",
                                "action": "promote"})
         producer.close()
         wait_for(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")

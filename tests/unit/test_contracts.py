@@ -632,7 +632,7 @@ def test_dead_letter_headers_are_exactly_todays() -> None:
     assert (rec.topic, rec.key, rec.value, rec.source, rec.reason) == ("triage.dlq", None, None, 1, "validate")
     assert rec.headers == [
         ("triage.error.stage", b"validate"), ("triage.error.class", b"ValidationError"),
-        ("triage.error.message", b"invalid sample: `id` must be a non-empty string"),
+        ("triage.error.message", b"invalid record: `id` must be a non-empty string"),
         ("triage.source.topic", b"in"), ("triage.source.partition", b"3"), ("triage.source.offset", b"42"),
         ("triage.source.timestamp", b"1700000000123"), ("triage.model_version", b"v7"),
     ]
