@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from consumers.loop import GuardedLoop, Step
+from consumers.loop import STALL_S, GuardedLoop, Step
 from triage.handlers import BatchConfig, BatchResult, process_batch
 from triage.metrics import PolicyMetrics, ScorerMetrics, observe_many
 from triage.policies import make_policy
@@ -31,7 +31,6 @@ from triage.transport import Consumer, Producer, make_consumer, make_producer
 log = logging.getLogger("triage.scorer")
 
 _topic_reason = attrgetter("topic", "reason")  # C-level key for the outcome counts
-STALL_S = 10.0  # a loop step (poll, send, commit) blocked longer than this = not ready
 
 
 class Scorer:
@@ -103,12 +102,24 @@ class Scorer:
         if not self.still_current(new.version):
             log.info("dropped the queued model %s: it is no longer the registry's CURRENT", new.version)
             return
+        try:
+            # Per-version thresholds and gate; per-class state when the class set changed.
+            self.policy.on_model(new)
+        except Exception as exc:  # noqa: BLE001 - a bundle the policy cannot take is refused, not fatal
+            log.error("refused model %s: the routing policy cannot take it (%s: %s); still serving %s",
+                      new.version, type(exc).__name__, exc, self.model.version, exc_info=exc)
+            self.metrics.swaps.labels(result="refused").inc()
+            self.metrics.refusals.labels(reason="error").inc()
+            try:
+                self.policy.on_model(self.model)  # undo a half-applied update
+            except Exception:  # noqa: BLE001
+                log.exception("could not restore the policy state of %s", self.model.version)
+            return
         old, self.model = self.model, new
         self.metrics.set_model(new.version, new.sha256, new.outlier is not None)
         self.metrics.swaps.labels(result="success").inc()
         self.metrics.last_swap.set(time.time())
         log.info("swapped model %s -> %s", old.version, new.version)
-        self.policy.on_model(new)  # per-version thresholds and gate; per-class state if classes changed
         for hook in self.on_swap:
             hook(old, new)
 
