@@ -65,3 +65,21 @@ def test_offer_still_current_is_swapped_in(two_versions: Registry) -> None:
     watcher.sync()  # already offered: not loaded twice
     scorer._swap_if_pending()
     assert scorer.model.version == "v2"
+
+
+def test_a_model_the_policy_cannot_take_is_refused_not_fatal(two_versions: Registry) -> None:
+    reg = two_versions
+    scorer, watcher = _scorer_and_watcher(reg)
+    real = scorer.policy.on_model
+
+    def picky(model: object) -> None:
+        if getattr(model, "version", "") == "v2":
+            raise IndexError("per-class arrays sized for another model")
+        real(model)  # type: ignore[arg-type]
+
+    scorer.policy.on_model = picky  # type: ignore[method-assign]
+    reg.promote("v2")
+    watcher.sync()
+    scorer._swap_if_pending()
+    assert scorer.model.version == "v1"
+    assert scorer.metrics.swaps.labels(result="refused")._value.get() == 1
