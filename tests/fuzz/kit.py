@@ -11,6 +11,7 @@ Every wait is bounded by tests.fixtures.DEADLINE_S.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -331,3 +332,22 @@ def check_scorer_outputs(s: Settings, inputs: list[In], out: list[Out], *, versi
             problems.append(f"audit copy of {sid!r} without its prediction")
     assert not problems, "\n".join(problems)
     return dict(routes)
+
+
+def sticky(fn: Callable[..., None]) -> Callable[..., None]:
+    """For stateful inner tests (one process across examples): once an example failed, every
+    later call (hypothesis replays the failing example to report it) raises that first
+    failure again instead of running against state the failure left behind."""
+    first: list[BaseException] = []
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        if first:
+            raise first[0]
+        try:
+            fn(*args, **kwargs)
+        except BaseException as exc:
+            first.append(exc)
+            raise
+
+    return wrapper

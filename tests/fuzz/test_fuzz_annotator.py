@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from consumers.annotator import Console
 from tests.fuzz.kit import (
-    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, value, verdict, wait_until,
+    sticky, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, value, verdict, wait_until,
 )
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
@@ -62,6 +62,7 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
     try:
         @FUZZ
         @given(reviews=records("review"), at=st.lists(st.integers(0, 60), min_size=2, max_size=5))
+        @sticky
         def run(reviews: list[In], at: list[int]) -> None:
             nonlocal sent
             ran.append(len(reviews))

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from consumers.audit import AuditConsumer
 from tests.fixtures import DEADLINE_S
-from tests.fuzz.kit import FUZZ, MAX_BYTES, Feeder, In, counts, interleave, records, value, verdict, wait_until
+from tests.fuzz.kit import sticky, FUZZ, MAX_BYTES, Feeder, In, counts, interleave, records, value, verdict, wait_until
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
 from triage.settings import Settings
@@ -57,6 +57,7 @@ def test_audit_consumer_counts_every_record_once_by_kind(settings_factory: Calla
         @FUZZ
         @given(reviews=records("review", 20, 30), labels=records("label", 20, 35),
                at=st.lists(st.integers(0, 40), min_size=1, max_size=4))
+        @sticky
         def run(reviews: list[In], labels: list[In], at: list[int]) -> None:
             nonlocal pairs, correct
             ran.append(len(reviews) + len(labels))

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from consumers.trainer import Trainer
 from tests.fuzz.kit import (
-    FC, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, value, verdict, wait_until,
+    sticky, FC, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, value, verdict, wait_until,
 )
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
@@ -74,6 +74,7 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
         @FUZZ
         @given(reviews=records("review", 15, 25), labels=records("label", 25, 40),
                at=st.lists(st.integers(0, 60), min_size=6, max_size=6))
+        @sticky
         def run(reviews: list[In], labels: list[In], at: list[int]) -> None:
             i = next(n)
             ran.append(i)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.fuzz.kit import (
-    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, interleave, promote_next, records, value,
+    sticky, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, interleave, promote_next, records, value,
     wait_until,
 )
 from triage.contracts import encode_model_event
@@ -82,6 +82,7 @@ def test_scorer_gives_every_generated_sample_exactly_one_outcome(
     try:
         @FUZZ
         @given(batch=records("sample"), at=st.lists(st.integers(0, 60), min_size=2, max_size=5))
+        @sticky
         def run(batch: list[In], at: list[int]) -> None:
             ran.append(len(batch))
             score(interleave(batch, [sentinel() for _ in at], at))

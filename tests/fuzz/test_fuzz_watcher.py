@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.fuzz.kit import (
-    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, counts, event_verdict, interleave,
+    sticky, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, counts, event_verdict, interleave,
     promote_next, records, value, wait_until,
 )
 from triage.contracts import encode_model_event
@@ -66,6 +66,7 @@ def test_model_watcher_survives_generated_events_and_still_swaps(
     try:
         @FUZZ
         @given(events=records("model_event", 20, 40), at=st.integers(0, 40))
+        @sticky
         def run(events: list[In], at: int) -> None:
             ran.append(len(events))
             current = registry.current() or ""
