@@ -84,6 +84,9 @@ class GuardedLoop(Generic[R]):
     def __post_init__(self) -> None:
         if self.dlq_topic is not None and self.producer is None:
             raise ValueError("a loop that dead-letters needs a producer")
+        # Export zeros from the start, so rates and alerts see values, not gaps.
+        self.metrics.records.labels(loop=self.name)
+        self.metrics.internal_errors.labels(loop=self.name)
 
     # --- one step ------------------------------------------------------------------------
     def poll(self) -> Optional[RecordBatch]:
