@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
 import string
 from typing import Any, Sequence
 
 SHADES = " ░▒▓█"
 RESERVED = {"s": "skip", "e": "edge case / none of these", "u": "undo last", "q": "quit"}
+# Every control character but the newline: text from a record must never drive the terminal.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN`` (escape sequences in a review
+    request could otherwise retitle, clear or hide parts of the annotator's screen)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def keymap(classes: Sequence[str]) -> dict[str, str]:
@@ -59,4 +68,4 @@ def render_request(doc: dict[str, Any], keys: dict[str, str], *, queued: int, la
         "       " + "  ".join(f"[{k}] {v}" for k, v in RESERVED.items()),
         f"queue {queued}   labelled this session {labelled}",
     ]
-    return "\n".join(lines)
+    return visible("\n".join(lines))

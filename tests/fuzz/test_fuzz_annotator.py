@@ -8,12 +8,18 @@ refuses is dead-lettered exactly once with the contract's stage (decode / valida
 class, keeping its key and value; valid ones are never dead-lettered; exactly the new
 distinct valid ids are queued; the committed offset of each partition stops at its oldest
 queued (unanswered) request and is past every invalid one before it. Then every queued
-request is answered in priority order as the run loop does (publish a label, mark it
-done): each published label decodes under the contract and the group commits to the end.
+request is shown and answered in priority order as the run loop does (render it, publish
+a label, mark it done): each published label decodes under the contract and the group
+commits to the end.
+
+A second test pins a bug the fuzzer found: the console wrote a valid review request's
+free-text fields (``reason``, ``predicted``, ``model_version``, ``top[].label``) to the
+terminal verbatim, control characters included; they are now shown as ``\\xNN``.
 """
 
 from __future__ import annotations
 
+import heapq
 import io
 import itertools
 import json
@@ -24,9 +30,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.annotator import Console
+from consumers.annotator import CLEAR, Console
 from tests.fuzz.kit import (
-    sticky, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, value, verdict, wait_until,
+    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, sticky, value, verdict, wait_until,
 )
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
@@ -42,7 +48,8 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
     s = settings_factory(max_message_bytes=MAX_BYTES)
     group = f"annotators-{uuid.uuid4().hex[:8]}"
     console = Console(s, CLASSES, "fuzz", group_id=group, stdin=io.StringIO(), stdout=io.StringIO())
-    feeder, dlq, labels, offsets = Feeder(s), Tail(s, [s.topics.dlq_topic]), Tail(s, [s.topics.labels_topic]), Offsets(s, group)
+    feeder, offsets = Feeder(s), Offsets(s, group)
+    dlq, labels = Tail(s, [s.topics.dlq_topic]), Tail(s, [s.topics.labels_topic])
     tag, n = uuid.uuid4().hex[:6], itertools.count()
     consumed = console.loop.metrics.records
     seen_ids: set[str] = set()
@@ -55,9 +62,6 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
         return In(rid.encode(), encode(ReviewRequest(rid, [float(i)] * 64, "uncertain", "3", 0.4,
                                                      ScoreFields(0.1, 0.5, None), (i % 7) / 7, "v1", None,
                                                      [TopClass("3", 0.4)])))
-
-    def committed_ok(expect: dict[int, int]) -> bool:
-        return offsets.committed(s.topics.review_topic) == expect
 
     try:
         @FUZZ
@@ -98,16 +102,17 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
                     valid_ids.add(decoded.id)
             assert not problems, "\n".join(problems)
             queued = [doc for _, _, doc in console.heap]
-            assert {d["_pos"][1:] for d in queued} <= set(positions), ("queued a request of another batch", [d["_pos"] for d in queued], sorted(positions))
+            assert {d["_pos"][1:] for d in queued} <= set(positions), "queued a request of another batch"
             assert sorted(d["id"] for d in queued) == sorted(valid_ids - seen_ids), "queued != new valid ids"
             seen_ids.update(valid_ids)
 
             # committed: up to the oldest unanswered request of each partition, else to the end
-            end = offsets.end(s.topics.review_topic)
+            end = feeder.ends[s.topics.review_topic]
             oldest = {p: min(o for (_, pp, o) in (d["_pos"] for d in queued) if pp == p)
                       for p in {d["_pos"][1] for d in queued}}
-            expect = {p: oldest.get(p, e) for p, e in end.items()}
-            wait_until(lambda: committed_ok(expect), f"committed offsets {expect}")
+            expect = {p: oldest.get(p, end.get(p, 0)) for p in offsets.committed(s.topics.review_topic)}
+            wait_until(lambda: offsets.committed(s.topics.review_topic) == expect,
+                       f"committed offsets {expect} (queued at {[d['_pos'] for d in queued]})")
 
             # answer everything, best first, as the run loop does
             answered, last = [], float("inf")
@@ -115,11 +120,12 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
                 prio, _, doc = console.heap[0]
                 assert -prio <= last, "requests not served highest priority first"
                 last = -prio
-                doc = __import__("heapq").heappop(console.heap)[2]
+                doc = heapq.heappop(console.heap)[2]
+                console.show(doc)  # renders whatever valid request it is
                 console.publish(doc, CLASSES[len(answered) % len(CLASSES)])
                 console._done(*doc["_pos"])
                 answered.append(doc["id"])
-            wait_until(lambda: offsets.caught_up(s.topics.review_topic), "the console to commit to the end")
+            wait_until(lambda: offsets.caught_up(s.topics.review_topic, feeder), "the console to commit to the end")
             out = labels.read()
             assert sorted(json.loads(o.value or b"{}").get("id") for o in out) == sorted(answered)
             for o in out:
@@ -134,3 +140,31 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
         console.consumer.close()
         for client in (feeder, dlq, labels, offsets):
             client.close()
+
+
+# Valid under the review-request contract (those fields are plain strings), yet they carry
+# terminal control sequences: set the window title (OSC ... BEL), clear the screen, move the
+# cursor up, carriage return, start blinking.
+HOSTILE = (b'{"id":"req-esc","features":[0.0,1.0],"reason":"\\u001b]0;pwned\\u0007\\u001b[2J",'
+           b'"predicted":"\\u001b[1A\\r3","confidence":0.5,"scores":{"margin":0.1,"entropy":0.2,"outlier":null},'
+           b'"priority":0.5,"model_version":"v1\\u001b[5m","top":[{"label":"\\u001b[8m7","p":0.5}]}')
+
+
+def test_console_never_writes_control_characters_of_a_review_request(settings_factory: Callable[..., Settings]) -> None:
+    s = settings_factory(max_message_bytes=MAX_BYTES)
+    assert not isinstance(verdict("review", HOSTILE), InputError), "the contract accepts it"
+    screen = io.StringIO()
+    console = Console(s, CLASSES, "fuzz", group_id=f"annotators-{uuid.uuid4().hex[:8]}", stdin=io.StringIO(),
+                      stdout=screen)
+    feeder = Feeder(s)
+    try:
+        feeder.send(s.topics.review_topic, [In(b"req-esc", HOSTILE)])
+        wait_until(lambda: (console.fetch(), bool(console.heap))[1], "the console to queue the request")
+        console.show(heapq.heappop(console.heap)[2])
+    finally:
+        console.producer.close()
+        console.consumer.close()
+        feeder.close()
+    text = screen.getvalue().replace(CLEAR, "", 1).replace("\r\n", "\n")
+    foreign = sorted({f"U+{ord(c):04X}" for c in text if c != "\n" and (ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F)})
+    assert not foreign, f"control characters from the record reached the terminal: {foreign}: {text[:200]!r}"

@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 
 from consumers.audit import AuditConsumer
 from tests.fixtures import DEADLINE_S
-from tests.fuzz.kit import sticky, FUZZ, MAX_BYTES, Feeder, In, counts, interleave, records, value, verdict, wait_until
+from tests.fuzz.kit import (
+    FUZZ, MAX_BYTES, Feeder, In, counts, interleave, records, sticky, value, verdict, wait_until,
+)
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
 from triage.settings import Settings
@@ -62,7 +64,8 @@ def test_audit_consumer_counts_every_record_once_by_kind(settings_factory: Calla
             nonlocal pairs, correct
             ran.append(len(reviews) + len(labels))
             made = [sentinel_pair(next(n)) for _ in at]
-            reviews, labels = interleave(reviews, [r for r, _ in made], at), interleave(labels, [lb for _, lb in made], at)
+            reviews = interleave(reviews, [r for r, _ in made], at)
+            labels = interleave(labels, [lb for _, lb in made], at)
             for rec in reviews:
                 decoded = verdict("review", rec.value)
                 expected["invalid" if isinstance(decoded, InputError) else

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from consumers.trainer import Trainer
 from tests.fuzz.kit import (
-    sticky, FC, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, value, verdict, wait_until,
+    FC, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, sticky, value, verdict,
 )
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
@@ -79,14 +79,15 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
             i = next(n)
             ran.append(i)
             feeder.send(s.topics.review_topic, interleave(reviews, [review(i)], at))
-            batch = feeder.send(s.topics.labels_topic, interleave(labels, sentinels(i), at))
+            made = sentinels(i)
+            batch = feeder.send(s.topics.labels_topic, interleave(labels, made, at))
             folded = rejected = 0
             for _ in range(20):  # each ingest drains until the topic is quiet; bounded re-runs
                 f, r = trainer.ingest(classes, FC)
                 folded, rejected = folded + f, rejected + r
-                if offsets.caught_up(s.topics.labels_topic):
+                if offsets.caught_up(s.topics.labels_topic, feeder):
                     break
-            assert offsets.caught_up(s.topics.labels_topic), "ingest did not commit past every label"
+            assert offsets.caught_up(s.topics.labels_topic, feeder), "ingest did not commit past every label"
 
             positions = {rec.pos: rec for rec in batch}
             rows = {(row.get("partition"), row.get("offset")): row for _, row in trainer.store.rows()
@@ -121,7 +122,8 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
                                     f"{show(rec.value)}")
                     continue
                 if (row["id"], row["label"]) != (decoded.id, decoded.label):
-                    problems.append(f"label {pos}: row {row['id']!r}/{row['label']!r} != {decoded.id!r}/{decoded.label!r}")
+                    problems.append(f"label {pos}: row {row['id']!r}/{row['label']!r} != "
+                                    f"{decoded.id!r}/{decoded.label!r}")
                 if row["label"] != UNDO and len(row["features"]) != FC:
                     problems.append(f"label {pos}: row with {len(row['features'])} features")
                 if decoded.features is None and row["id"] in review_features and row["label"] != UNDO:
@@ -129,8 +131,7 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
                         problems.append(f"label {pos}: joined features differ from the review record's")
             assert not problems, "\n".join(problems)
             # the sentinels: joined, standalone, edge case and undo folded; unjoinable and unknown class dead
-            sent = {rec.pos: rec for rec in batch if rec.key and rec.key.decode(errors="replace").endswith(f"{tag}-{i}")}
-            fates = sorted((json.loads(rec.value or b"{}")["label"], p in rows) for p, rec in sent.items())
+            fates = sorted((json.loads(rec.value or b"{}")["label"], rec.pos in rows) for rec in made)
             assert fates == sorted([(classes[i % len(classes)], True), (classes[0], True), (classes[1], False),
                                     ("not-a-class", False), (EDGE_CASE, True), (UNDO, True)]), fates
             assert value(trainer.metrics.loop.internal_errors, loop="retrain") == 0

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.fuzz.kit import (
-    sticky, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, interleave, promote_next, records, value,
-    wait_until,
+    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, interleave, promote_next, records, sticky,
+    value, wait_until,
 )
 from triage.contracts import encode_model_event
 from triage.registry import Registry
@@ -70,7 +70,7 @@ def test_scorer_gives_every_generated_sample_exactly_one_outcome(
 
     def score(batch: list[In]) -> dict[str, int]:
         feeder.send(s.topics.samples_topic, batch)
-        wait_until(lambda: offsets.caught_up(s.topics.samples_topic), "the scorer to commit past every record",
+        wait_until(lambda: offsets.caught_up(s.topics.samples_topic, feeder), "the scorer to commit past every record",
                    alive=dead)
         routes = check_scorer_outputs(s, batch, tail.read(), version=scorer.model.version)
         print(f"scorer batch of {len(batch)}: {routes}")
@@ -91,12 +91,15 @@ def test_scorer_gives_every_generated_sample_exactly_one_outcome(
         assert len(ran) >= min(2, FUZZ.max_examples), f"hypothesis ran only {len(ran)} examples"
 
         # A promotion after all that garbage is still swapped in, and the new version scores.
+        # Among its records one the broker accepted but no dead letter of it can carry (over the
+        # producer's request size): it is dead-lettered without its payload, the rest go on.
         before = scorer.model.version
         v = promote_next(registry)
         feeder.send(s.topics.models_topic, [In(v.encode(), encode_model_event(registry.model_event(v, "promote")))])
         wait_until(lambda: scorer.model.version == v, f"the swap {before} -> {v}", alive=dead)
-        routes = score([sentinel() for _ in range(10)])
-        assert sum(routes.values()) >= 10 and "dlq" not in routes, routes
+        huge = In(b"huge", json.dumps({"id": "huge", "features": X[0].tolist(), "pad": "x" * 1_200_000}).encode())
+        routes = score([sentinel() for _ in range(5)] + [huge] + [sentinel() for _ in range(5)])
+        assert routes.get("dlq") == 1 and sum(routes.values()) >= 11, routes
         assert value(scorer.metrics.swaps, result="success") == 1
     finally:
         scorer.stop_event.set()

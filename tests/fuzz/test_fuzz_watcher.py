@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.fuzz.kit import (
-    sticky, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, counts, event_verdict, interleave,
-    promote_next, records, value, wait_until,
+    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, counts, event_verdict, interleave, promote_next,
+    records, sticky, value, wait_until,
 )
 from triage.contracts import encode_model_event
 from triage.metrics import REFUSAL_REASONS
@@ -100,9 +100,9 @@ def test_model_watcher_survives_generated_events_and_still_swaps(
         # the version swapped in last is the one that scores
         tail, offsets = Tail(s, s.topics.outputs()), Offsets(s, s.connection.group_id)
         try:
-            batch = feeder.send(s.topics.samples_topic, [
-                In(f"w{i}".encode(), json.dumps({"id": f"w{i}", "features": X[i].tolist()}).encode()) for i in range(5)])
-            wait_until(lambda: offsets.caught_up(s.topics.samples_topic), "the scorer to commit", alive=dead)
+            batch = feeder.send(s.topics.samples_topic, [In(f"w{i}".encode(), json.dumps(
+                {"id": f"w{i}", "features": X[i].tolist()}).encode()) for i in range(5)])
+            wait_until(lambda: offsets.caught_up(s.topics.samples_topic, feeder), "the scorer to commit", alive=dead)
             routes = check_scorer_outputs(s, batch, tail.read(), version=registry.current() or "")
             assert "dlq" not in routes
         finally:
