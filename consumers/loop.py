@@ -119,7 +119,11 @@ class GuardedLoop(Generic[R]):
             self.commit_offsets(batch)
         self.metrics.records.labels(loop=self.name).inc(len(batch))
         if self.after is not None:
-            self.after(step)
+            try:
+                self.after(step)
+            except Exception:  # noqa: BLE001 - bookkeeping after the commit must not stop the stream
+                self.metrics.internal_errors.labels(loop=self.name).inc()
+                log.exception("%s: bookkeeping after a committed batch failed", self.name)
         return step
 
     def _failed(self, batch: RecordBatch, failures: list[Failure]) -> list[OutRecord]:

@@ -170,3 +170,15 @@ def test_supervised_thread_recovers_after_a_crash() -> None:
     assert len(runs) == 2 and helper.is_alive() and helper.fatal is None
     helper.stop()
     assert not helper.is_alive()
+
+
+def test_a_failing_after_hook_is_counted_and_does_not_stop_the_loop() -> None:
+    consumer = FakeConsumer([_batch(2), _batch(2)])
+
+    def broken_bookkeeping(step: object) -> None:
+        raise ZeroDivisionError("metrics bug")
+
+    loop = GuardedLoop("t", consumer, _echo(set()), producer=FakeProducer(), after=broken_bookkeeping)
+    loop.run(max_batches=2)
+    assert len(consumer.commits) == 2
+    assert loop.metrics.internal_errors.labels(loop="t")._value.get() == 2
