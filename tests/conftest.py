@@ -1,1 +1,3 @@
-from tests.fixtures import broker, example_model, kafka_client, scorer_process, settings_factory  # noqa: F401
+from tests.fixtures import (  # noqa: F401
+    broker, digits, example_model, kafka_client, registry, scorer_process, settings_factory,
+)

@@ -13,11 +13,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from triage.broker import EmbeddedBroker, free_port
+from triage.bundles import train_initial
 from triage.commands.quickstart import example_paths
 from triage.records import OutRecord
+from triage.registry import Registry
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer
 
@@ -63,6 +67,30 @@ def settings_factory(broker: EmbeddedBroker, kafka_client: str, tmp_path: Path) 
         return s
 
     return make
+
+
+def registry_v1(root: Path, X: np.ndarray, y: np.ndarray, **settings: Any) -> Registry:
+    """A registry whose CURRENT is v1, trained by ``train_initial`` on (X, y)."""
+    reg = Registry(root)
+    s = Settings(**settings)
+    train_initial(X, y, reg, retrain=s.retrain, policy=s.policy, outlier_quantile=s.serving.outlier_quantile,
+                  progress=lambda m: None)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits in a fixed shuffled order."""
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    return X[order], y[order]
+
+
+@pytest.fixture
+def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
+    """v1 from a small, weak start: 300 digits, 80% of them held out."""
+    X, y = digits
+    return registry_v1(tmp_path / "registry", X[:300], y[:300], holdout_fraction=0.8)
 
 
 @pytest.fixture

@@ -3,47 +3,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.trainer import Trainer
 from tests.fixtures import DEADLINE_S, REPO, ScorerProcess, produce, read_all
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
-from triage.bundles import train_initial
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    X, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(0).permutation(len(X))
-    return X[order], y[order]
-
-
-@pytest.fixture
-def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
-    """v1 trained on a small, weak start: 60 labelled samples (+ a holdout)."""
-    X, y = digits
-    reg = Registry(tmp_path / "registry")
-    s0 = Settings(holdout_fraction=0.8)
-    train_initial(X[:300], y[:300], reg, retrain=s0.retrain, policy=s0.policy, outlier_quantile=s0.serving.outlier_quantile,
-                  progress=lambda m: None)
-    return reg
 
 
 def samples(X: np.ndarray, start: int, stop: int) -> list[tuple[bytes, bytes]]:

@@ -16,9 +16,8 @@ from sklearn.datasets import load_digits
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.trainer import announce
-from tests.fixtures import produce, read_all
+from tests.fixtures import produce, read_all, registry_v1
 from tests.integration.test_hotswap import samples, wait_for
-from triage.bundles import train_initial
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
 from triage.settings import Settings
@@ -35,11 +34,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
     X, y = digits
-    reg = Registry(tmp_path / "registry")
-    s0 = Settings()
-    train_initial(X[:600], y[:600], reg, retrain=s0.retrain, policy=s0.policy, outlier_quantile=s0.serving.outlier_quantile,
-                  progress=lambda m: None)
-    return reg
+    return registry_v1(tmp_path / "registry", X[:600], y[:600])
 
 
 def _manifest(reg: Registry, **changes: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 
 from consumers.backlog import BacklogWatcher
 from consumers.scorer import Scorer
