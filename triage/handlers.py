@@ -70,6 +70,8 @@ def process_batch(
     # without numpy's nested-sequence shape discovery.
     X = np.fromiter(chain.from_iterable([s.features for s in samples]), np.float64,
                     count=len(samples) * features).reshape(len(samples), features)
+    # The decoders already refuse values outside float32; this one reduction (~30 us per batch)
+    # keeps that guarantee on the matrix the model sees, whatever path built it.
     bad, problem = check_features(X)
     if problem is not None:
         keep = _dead_letter_rows(bad, problem, batch, rows, outputs, config.dlq_topic, version)
