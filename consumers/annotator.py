@@ -20,7 +20,7 @@ import msgspec
 
 from consumers.loop import GuardedLoop
 from triage.annotation import keymap, render_request
-from triage.contracts import Label, dead_letter_from_batch, decode_review, encode
+from triage.contracts import dead_letter_from_batch, decode_review, encode_label
 from triage.errors import InputError
 from triage.labelstore import EDGE_CASE, UNDO
 from triage.records import OutRecord, RecordBatch
@@ -87,8 +87,9 @@ class Console:
         self.consumer.commit({key: min(pending) if pending else self.high[key] + 1})
 
     def publish(self, doc: dict[str, Any], label: str) -> None:
-        event = Label(doc["id"], label, self.annotator, doc.get("features"), int(time.time() * 1000))
-        record = OutRecord(self.settings.topics.labels_topic, doc["id"].encode(), encode(event))
+        value = encode_label(doc["id"], label, annotator=self.annotator, features=doc.get("features"),
+                             ts=int(time.time() * 1000))
+        record = OutRecord(self.settings.topics.labels_topic, doc["id"].encode(), value)
         send_until_acked(self.producer, [record], deadline_s=30.0)
 
     # --- terminal side ---------------------------------------------------------------------

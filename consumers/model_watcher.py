@@ -20,7 +20,7 @@ from consumers.scorer import Scorer
 from triage.contracts import ModelEvent, decode_model_event
 from triage.errors import IncompatibleModelError, InputError, IntegrityError, ModelError, RegistryError, TriageError
 from triage.policies import prepare_model
-from triage.records import RecordBatch
+from triage.records import OutRecord, RecordBatch
 from triage.registry import Registry
 from triage.serving import ServingModel, serving_model_from_registry
 from triage.settings import Settings
@@ -90,7 +90,7 @@ class ModelWatcher:
             self._next_check = time.monotonic() + self.settings.serving.registry_poll_s
             self.sync()
 
-    def handle(self, batch: RecordBatch) -> list[object]:
+    def handle(self, batch: RecordBatch) -> list[OutRecord]:
         """Each event is checked, then triggers a sync; a bad one is refused and counted."""
         for value in batch.values:
             self.handle_event(value)

@@ -166,10 +166,6 @@ class Scorer:
     def _handle(self, batch: RecordBatch) -> BatchResult:
         return process_batch(batch, self.model, self.policy, self._config)
 
-    def process(self, batch: RecordBatch) -> list[BatchResult]:
-        """Handle, deliver and commit one batch (tests and benchmarks drive this directly)."""
-        return [part.result for part in self.loop.process(batch).parts]
-
     def _observe(self, step: Step[BatchResult]) -> None:
         m = self.metrics
         batch, acked = step.batch, step.acked_at

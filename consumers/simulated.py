@@ -8,7 +8,7 @@ import time
 from typing import Optional
 
 from consumers.loop import GuardedLoop
-from triage.contracts import Label, decode_review, encode
+from triage.contracts import decode_review, encode_label
 from triage.errors import InputError, TransportError
 from triage.labelstore import EDGE_CASE
 from triage.records import OutRecord, RecordBatch
@@ -88,8 +88,9 @@ class SimulatedAnnotator(threading.Thread):
         answers = []
         while self.queue and now >= self._next_label and now - self.queue[0][1] >= self.delay_s:
             _, _, sid, feats = heapq.heappop(self.queue)
-            label = Label(sid, self.truth.get(sid, EDGE_CASE), "simulated", feats, int(time.time() * 1000))
-            answers.append(OutRecord(self.settings.topics.labels_topic, sid.encode(), encode(label)))
+            value = encode_label(sid, self.truth.get(sid, EDGE_CASE), annotator="simulated", features=feats,
+                                 ts=int(time.time() * 1000))
+            answers.append(OutRecord(self.settings.topics.labels_topic, sid.encode(), value))
             self._next_label = max(self._next_label + self.interval, now - 1.0)
         if answers and self._producer is not None:
             send_until_acked(self._producer, answers, stop=self.stop)

@@ -59,6 +59,7 @@ class Trainer:
         self._producer: Optional[Producer] = None
         self._classes: frozenset[str] = frozenset()
         self._feature_count = 0
+        self._version = ""
         self.folded = self.rejected = 0
 
     # --- clients (created lazily so `--once` without Kafka work still fails clearly) ------
@@ -94,13 +95,12 @@ class Trainer:
         rows: list[dict[str, Any]] = []
         dead: list[OutRecord] = []
         reasons: list[str] = []
-        version = self.registry.current() or ""
         for i, value in enumerate(batch.values):
             try:
                 row = self._join(decode_label(value, s.serving.max_message_bytes), batch.partitions[i], batch.offsets[i])
             except InputError as exc:
                 reasons.append(_rejection_reason(exc))
-                dead.append(dead_letter_from_batch(batch, i, exc, "label", s.topics.dlq_topic, version))
+                dead.append(dead_letter_from_batch(batch, i, exc, "label", s.topics.dlq_topic, self._version))
                 continue
             if row["label"] == EDGE_CASE:
                 reasons.append("edge_case")
@@ -132,6 +132,7 @@ class Trainer:
     def ingest(self, classes: list[str], feature_count: int) -> tuple[int, int]:
         s = self.settings
         self._classes, self._feature_count = frozenset(classes), feature_count
+        self._version = self.registry.current() or ""  # stamped on this ingest's dead letters
         if self._review_reader is None:
             self._review_reader = make_consumer(s, [s.topics.review_topic], group_id=None)
         drain(GuardedLoop("retrain-review-index", self._review_reader, self._read_review, commit=False,
@@ -142,7 +143,7 @@ class Trainer:
         before = (self.folded, self.rejected)
         drain(GuardedLoop("retrain", self._labels, self._fold_labels, producer=self.producer,
                           dlq_topic=s.topics.dlq_topic, max_records=s.serving.batch_size, poll_timeout_ms=300,
-                          version=lambda: self.registry.current() or "", metrics=self.metrics.loop),
+                          version=lambda: self._version, metrics=self.metrics.loop),
               idle_polls=IDLE_POLLS, max_s=self.drain_s, join_wait_s=JOIN_WAIT_S)
         return self.folded - before[0], self.rejected - before[1]
 

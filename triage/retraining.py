@@ -99,11 +99,6 @@ def _labels_upto(registry: Registry, version: str) -> int:
     return int(registry.manifest(version).get("data", {}).get("labels_upto", 0))
 
 
-def new_label_count(registry: Registry, store: LabelStore, version: str) -> int:
-    """Labels in ``store`` that ``version`` was not trained on."""
-    return store.count() - _labels_upto(registry, version)
-
-
 def version_probs(registry: Registry, version: str, X: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Calibrated (temperature) probabilities of a registered version on ``X``, and its classes.
     The bytes are verified first: a tampered CURRENT must not judge a candidate."""
