@@ -162,7 +162,7 @@ def _swap_window(rec: Recorder, start: float, end: float, warmup: float) -> dict
 
 def run_scorer(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     s = _settings(args)
-    scorer = BenchScorer(s, serving_model_from_file(s.serving, seed=s.policy.seed))
+    scorer = BenchScorer(s, serving_model_from_file(s.serving, s.policy))
     scorer.recorder = rec
     _wait_assigned(scorer.consumer, args)
     swap: dict[str, Any] = {}
@@ -172,7 +172,7 @@ def run_scorer(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
                 time.sleep(0.01)
             swap["load_start"] = time.time()
             # Load first, exactly as a registry watcher would: build, verify, warm, then offer.
-            second = serving_model_from_file(s.replace(**{"model_version": "bench-v2"}).serving, seed=s.policy.seed)
+            second = serving_model_from_file(s.replace(**{"model_version": "bench-v2"}).serving, s.policy)
             swap["offered"] = time.time()
             scorer.offer_model(second)
             scorer.on_swap.append(lambda old, new: swap.setdefault("swapped", time.time()))
@@ -216,7 +216,7 @@ def run_naive(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     """What people write by hand: a loop over messages, one model call and one produce each."""
     s = _settings(args)
     limit_blas_threads(s.serving.blas_threads)  # same native-thread setup as the scorer: a fair baseline
-    model: ServingModel = serving_model_from_file(s.serving, seed=s.policy.seed)
+    model: ServingModel = serving_model_from_file(s.serving, s.policy)
     session = model.classifier.session
     spec = model.classifier.spec
     outlier = model.outlier

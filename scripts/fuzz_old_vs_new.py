@@ -87,7 +87,7 @@ def worker(old: str, records_path: str, start: int, out_path: str, registry_root
     settings = Settings(model=model_path, reference=ref, max_message_bytes=MAX_BYTES, samples_topic="samples",
                         review_topic="review", labels_topic="labels", predictions_topic="predictions",
                         dlq_topic="dlq")
-    model = serving_model_from_file(settings)
+    model = serving_model_from_file(settings.serving, settings.policy)
     policy = make_policy(settings, model)
     registry = Registry(Path(registry_root))
     audit = AuditConsumer(settings)

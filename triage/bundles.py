@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from triage.calibration import apply_temperature
-from triage.errors import ConfigError
-from triage.model import OnnxClassifier
-from triage.outlier import OutlierDetector
+from triage.errors import ConfigError, TriageError
+from triage.preparation import ModelFlags, prepare_bundle
 from triage.registry import Registry
-from triage.settings import PolicySettings, RetrainSettings
-from triage.training import class_counts, evaluate, fit_bundle_routing, manifest_for, register, train_model
+from triage.serving import serving_model_from_registry
+from triage.settings import PolicySettings, RetrainSettings, ServingSettings
+from triage.training import class_counts, train_model
 
 log = logging.getLogger("triage.train")
-CANARY_ROWS = 32
 
 
 def _log_progress(message: str) -> None:
@@ -69,17 +67,17 @@ def train_initial(
     if reference is not None:
         np.savez_compressed(registry.data_dir / "reference.npz", X=reference)
     progress(f"training {retrain.model_family} on {len(X_base)} samples, holding out {len(X_hold)}")
-    trained = train_model(X_base, y_base, family=retrain.model_family, seed=policy.seed,
-                          outlier_quantile=outlier_quantile, reference=reference)
-    probs = apply_temperature(trained.estimator.predict_proba(X_hold.astype(np.float32)), trained.temperature)
-    metrics = evaluate(probs, trained.classes, y_hold)
+    trained = train_model(X_base, y_base, family=retrain.model_family, seed=policy.seed)
+    inliers = X_base if reference is None or not len(reference) else np.vstack([X_base, reference])
+    bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{retrain.model_family} (trained)",
+                            outlier_quantile=outlier_quantile, inliers=inliers, labelled=(X_hold, y_hold),
+                            calibration=trained.calibration)
     data = {"base": "data/base.npz", "base_rows": int(len(X_base)), "holdout": "data/holdout.npz",
             "labels": "data/labels.jsonl", "labels_upto": 0, "labels_trained": 0, "labels_eval": 0,
             "class_counts": class_counts(y_base), "label_offsets": {}}
-    manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=None,
-                            family=retrain.model_family,
-                            routing=fit_bundle_routing(trained, X_hold, y_hold, policy))
-    version = register(registry, trained, manifest)
+    metrics = bundle.manifest["metrics"]
+    version = registry.add_bundle(bundle.onnx_bytes, {**bundle.manifest, "data": data, "parent": None,
+                                                      "family": retrain.model_family}, bundle.canary)
     registry.promote(version)
     progress(f"registered {version}: holdout accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
              f"ECE {trained.calibration['ece_before']:.4f} -> {trained.calibration['ece_after']:.4f} "
@@ -90,34 +88,31 @@ def train_initial(
 def import_model(
     registry: Registry,
     model: Path,
+    *,
+    serving: ServingSettings,
+    policy: PolicySettings,
     reference: np.ndarray,
     labels: Optional[np.ndarray] = None,
-    *,
-    seed: int,
-    outlier_quantile: float,
-    classes: Optional[Sequence[str]] = None,
 ) -> str:
     """Register the ONNX classifier at ``model`` as a candidate; returns its version.
 
-    ``reference``: rows of the model's training distribution; they fit the outlier detector
-    and supply the canary rows. ``labels`` (optional, one per row) give the manifest metrics.
-    ``classes`` names the outputs when the graph does not. Not promoted here.
+    The same preparation as ``triage serve --model``: the model flags in ``serving``, the
+    outlier detector on ``reference`` (rows of the model's training distribution, also the
+    canary), calibration, metrics and routing when ``labels`` (one per row) are given.
+    A model that cannot be served raises before anything is written. The version is then
+    loaded back from the registry as a scorer will load it; if that fails it is marked
+    rejected and the error raised. Not promoted here.
     """
-    X = np.asarray(reference, dtype=np.float64)
-    clf = OnnxClassifier(model, classes=classes, feature_count=X.shape[1], threads=1)
-    if X.shape[1] != clf.spec.feature_count:
-        raise ConfigError(f"reference has {X.shape[1]} features; the model takes {clf.spec.feature_count}")
-    metrics: dict[str, Any] = {}
-    if labels is not None:
-        metrics = evaluate(clf.predict_proba(X), list(clf.spec.classes), np.asarray(labels).astype(str))
-    detector = OutlierDetector.fit(X, quantile=outlier_quantile, seed=seed)
-    manifest = {
-        "classes": list(clf.spec.classes), "feature_count": clf.spec.feature_count,
-        "input_name": clf.spec.input_name, "output_name": clf.spec.output_name, "output_kind": clf.spec.output_kind,
-        # An imported model brings no held-out split: no temperature and no fitted routing.
-        "outlier": detector.to_dict(), "calibration": {"method": "none", "temperature": 1.0},
-        "routing": {}, "data": {"imported_from": str(model), "reference_rows": int(len(X))},
-        "metrics": metrics, "parent": registry.current(), "family": "imported",
-    }
-    canary = X[np.random.default_rng(seed).choice(len(X), size=min(CANARY_ROWS, len(X)), replace=False)]
-    return registry.add_bundle(Path(model).read_bytes(), manifest, canary)
+    bundle = prepare_bundle(Path(model).read_bytes(), ModelFlags.from_serving(serving), policy, source=str(model),
+                            outlier_quantile=serving.outlier_quantile, inliers=reference,
+                            labelled=(reference, labels) if labels is not None else None)
+    data = {"imported_from": str(model), "reference_rows": int(len(reference)),
+            "labelled_rows": int(len(labels)) if labels is not None else 0}
+    version = registry.add_bundle(bundle.onnx_bytes, {**bundle.manifest, "data": data, "parent": registry.current(),
+                                                      "family": "imported"}, bundle.canary)
+    try:
+        serving_model_from_registry(registry, version, serving)
+    except TriageError as exc:
+        registry.set_status(version, "rejected", f"does not load from the registry: {exc.message}")
+        raise
+    return version

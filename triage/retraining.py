@@ -22,7 +22,8 @@ from triage.labelstore import LabelStore
 from triage.model import OnnxClassifier
 from triage.registry import Registry
 from triage.settings import PolicySettings, RetrainSettings
-from triage.training import class_counts, evaluate, fit_bundle_routing, manifest_for, register, train_model
+from triage.preparation import ModelFlags, prepare_bundle
+from triage.training import class_counts, evaluate, train_model
 
 log = logging.getLogger("triage.retrain")
 
@@ -161,14 +162,17 @@ def retrain_once(
              f"({len(base_X)} base + {len(lab_X)} labelled)")
     ref_path = registry.data_dir / "reference.npz"
     reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
-    trained = train_model(X, y, family=retrain.model_family, seed=policy.seed, outlier_quantile=outlier_quantile,
-                          reference=reference)
+    trained = train_model(X, y, family=retrain.model_family, seed=policy.seed)
+    inliers = X if reference is None or not len(reference) else np.vstack([X, reference])
+    bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{retrain.model_family} candidate",
+                            outlier_quantile=outlier_quantile, inliers=inliers, labelled=(hold_X, hold_y),
+                            calibration=trained.calibration)
 
     # Both models see exactly the same rows, so the comparison is fair.
     progress("evaluating candidate and current on the holdout and reserved labels")
     both_X = np.vstack([hold_X, ev_X]) if len(ev_X) else hold_X
     both_y = np.concatenate([hold_y, ev_y])
-    cand_p = apply_temperature(trained.estimator.predict_proba(both_X.astype(np.float32)), trained.temperature)
+    cand_p = apply_temperature(bundle.model.classifier.predict_proba(both_X), trained.temperature)
     cur_p, cur_classes = version_probs(registry, current, both_X)
     cand = _evaluate_splits(cand_p, trained.classes, len(hold_X), hold_y, ev_y, both_y)
     cur = _evaluate_splits(cur_p, cur_classes, len(hold_X), hold_y, ev_y, both_y)
@@ -182,10 +186,9 @@ def retrain_once(
     }
     metrics = {**cand["holdout"], "eval_labels": cand["eval_labels"], "combined": cand["combined"],
                "current_at_evaluation": {"version": current, **cur["holdout"]}}
-    manifest = manifest_for(trained, feature_count=X.shape[1], data=data, metrics=metrics, parent=current,
-                            family=retrain.model_family, routing=fit_bundle_routing(trained, hold_X, hold_y, policy))
     # Rejected candidates are registered too, so `triage models list` shows why they lost.
-    version = register(registry, trained, manifest)
+    version = registry.add_bundle(bundle.onnx_bytes, {**bundle.manifest, "data": data, "metrics": metrics,
+                                                      "parent": current, "family": retrain.model_family}, bundle.canary)
     summary = (f"candidate {version}: holdout accuracy {cand['holdout']['accuracy']:.4f} vs "
                f"{current} {cur['holdout']['accuracy']:.4f}")
     if not verdict.promote:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from triage.calibrators import Calibrator
 from triage.data import load_dataset
-from triage.errors import ConfigError, ModelLoadError
-from triage.model import OnnxClassifier, sha256_of
+from triage.errors import ConfigError, IncompatibleModelError, ModelLoadError
+from triage.model import OnnxClassifier
 from triage.outlier import OutlierDetector
 from triage.settings import ServingSettings
 
 if TYPE_CHECKING:
     from triage.registry import Registry
+    from triage.settings import PolicySettings
 
 log = logging.getLogger(__name__)
 
@@ -43,54 +46,35 @@ class ServingModel:
         """Run a canary batch; refuse a model whose output is not a probability table."""
         X = canary if canary is not None else np.zeros((8, self.feature_count))
         probs = self.classifier.predict_proba(X)
+        who = f"{self.version} ({self.classifier.path})"
         if probs.shape != (len(X), len(self.classes)):
-            raise ModelLoadError(self.version, f"canary output has shape {probs.shape}")
+            raise ModelLoadError(who, f"canary output has shape {probs.shape}, expected {(len(X), len(self.classes))}")
         if not np.isfinite(probs).all():
-            raise ModelLoadError(self.version, "canary output contains NaN or infinity")
+            raise ModelLoadError(who, "its output on the canary rows (from the reference data) contains NaN or "
+                                 "infinity; no flag changes this: check the model against that data")
         if (probs < -1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-            raise ModelLoadError(
-                self.version,
-                "canary output rows are not probabilities (negative or not summing to 1); "
-                "if the model outputs logits, set --output-kind logits",
-            )
+            hint = ("it is set to logits, so check --output-name" if self.classifier.spec.output_kind == "logits"
+                    else "if the model outputs logits, set --output-kind logits")
+            raise ModelLoadError(who, f"its output on the canary rows is not probabilities (negative or rows not "
+                                 f"summing to 1); {hint}")
 
 
-def serving_model_from_file(serving: ServingSettings, *, seed: int = 0) -> ServingModel:
-    """Build the model for ``triage serve --model PATH [--reference FILE]``."""
+def serving_model_from_file(serving: ServingSettings, policy: "PolicySettings") -> ServingModel:
+    """The model for ``triage serve --model PATH [--reference FILE]``: the same preparation as
+    ``triage models import`` (``preparation.prepare_bundle``), so both route alike. A labelled
+    reference (``y``) also fits calibration and routing."""
+    from triage.preparation import ModelFlags, prepare_bundle
+
     if serving.model is None:
         raise ConfigError("no model: pass --model PATH or --registry DIR")
-    reference = None
+    X = y = None
     if serving.reference is not None:
-        reference, _ = load_dataset(serving.reference)
-    feature_count = serving.feature_count or (reference.shape[1] if reference is not None else None)
-    classifier = OnnxClassifier(
-        serving.model,
-        classes=serving.class_names,
-        input_name=serving.input_name,
-        output_name=serving.output_name,
-        feature_count=feature_count,
-        output_kind=serving.output_kind,
-        threads=serving.ort_threads,
-    )
-    digest = sha256_of(serving.model)
-    outlier = None
-    if reference is not None:
-        if reference.shape[1] != classifier.spec.feature_count:
-            raise ConfigError(
-                f"reference {serving.reference} has {reference.shape[1]} features; "
-                f"the model takes {classifier.spec.feature_count}"
-            )
-        outlier = OutlierDetector.fit(reference, quantile=serving.outlier_quantile, seed=seed)
-    else:
-        log.warning("no --reference given: outlier routing is OFF (triage_outlier_detection_enabled=0)")
-    model = ServingModel(
-        classifier=classifier,
-        version=serving.model_version or f"file-{digest[:12]}",
-        sha256=digest,
-        outlier=outlier,
-    )
-    model.warm_up(reference[:64] if reference is not None else None)
-    return model
+        X, y = load_dataset(serving.reference)
+    bundle = prepare_bundle(Path(serving.model).read_bytes(), ModelFlags.from_serving(serving), policy,
+                            source=str(serving.model), outlier_quantile=serving.outlier_quantile, inliers=X,
+                            labelled=(X, y) if X is not None and y is not None else None)
+    model = bundle.model
+    return dataclasses.replace(model, version=serving.model_version or model.version)
 
 
 def serving_model_from_registry(
@@ -98,15 +82,12 @@ def serving_model_from_registry(
 ) -> ServingModel:
     """Load a registry version: verify sha256 first, then load, check it fits the running
     model (feature count), and warm it up on the bundle's canary rows."""
-    from triage.errors import IncompatibleModelError
-    from triage.outlier import OutlierDetector
-
     manifest = registry.verify(version)
     classifier = OnnxClassifier(
         registry.model_path(version),
         classes=manifest.get("classes") or serving.class_names,
         input_name=manifest.get("input_name") if manifest.get("input_name") else serving.input_name,
-        output_name=None,
+        output_name=manifest.get("output_name"),
         feature_count=manifest.get("feature_count") or serving.feature_count,
         output_kind=manifest.get("output_kind", serving.output_kind),
         threads=serving.ort_threads,

@@ -6,7 +6,7 @@ Pure computation plus registry writes; no Kafka. Class names are strings everywh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.base import ClassifierMixin
@@ -19,9 +19,6 @@ from sklearn.preprocessing import StandardScaler
 
 from triage.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from triage.errors import ConfigError
-from triage.outlier import OutlierDetector
-from triage.registry import Registry
-from triage.settings import PolicySettings
 
 FAMILIES: dict[str, Callable[[int], ClassifierMixin]] = {
     "logreg": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)),
@@ -37,9 +34,7 @@ class TrainedModel:
     onnx_bytes: bytes
     classes: list[str]
     temperature: float
-    outlier: OutlierDetector
     calibration: dict[str, Any]
-    canary: np.ndarray
     estimator: Any = field(repr=False, default=None)
 
 
@@ -49,11 +44,9 @@ def _split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np
     return tuple(train_test_split(X, y, test_size=fraction, random_state=seed, stratify=stratify))
 
 
-def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, seed: int = 0,
-                outlier_quantile: float = 0.995, reference: Optional[np.ndarray] = None) -> TrainedModel:
+def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, seed: int = 0) -> TrainedModel:
     """Fit on 80%, calibrate temperature on the other 20%, export to ONNX (no ZipMap).
-    The outlier detector is fitted on the training rows plus ``reference`` (unlabelled data
-    from the same distribution), since a few hundred labels describe the inliers poorly."""
+    The rest of the bundle (outlier detector, routing, canary) is ``preparation.prepare_bundle``'s."""
     from skl2onnx import to_onnx
 
     if family not in FAMILIES:
@@ -77,10 +70,7 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
         "ece_after": expected_calibration_error(apply_temperature(raw[known], temperature), y_cal_idx) if known.any() else float("nan"),
     }
     onx = to_onnx(estimator, X_fit[:1].astype(np.float32), options={id(estimator): {"zipmap": False}}, target_opset=17)
-    inliers = X if reference is None or not len(reference) else np.vstack([X, np.asarray(reference, dtype=np.float64)])
-    outlier = OutlierDetector.fit(inliers, quantile=outlier_quantile, seed=seed)
-    canary = X[np.random.default_rng(seed).choice(len(X), size=min(32, len(X)), replace=False)]
-    return TrainedModel(onx.SerializeToString(), classes, temperature, outlier, calibration, canary, estimator)
+    return TrainedModel(onx.SerializeToString(), classes, temperature, calibration, estimator)
 
 
 def evaluate(probs: np.ndarray, classes: list[str], y: np.ndarray) -> dict[str, float]:
@@ -100,48 +90,7 @@ def evaluate(probs: np.ndarray, classes: list[str], y: np.ndarray) -> dict[str, 
     }
 
 
-def manifest_for(trained: TrainedModel, *, feature_count: int, data: dict[str, Any],
-                 metrics: dict[str, Any], parent: Optional[str], family: str,
-                 routing: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The bundle manifest of a trained model (the registry adds version, sha256, path, status)."""
-    return {
-        "classes": trained.classes,
-        "feature_count": feature_count,
-        "input_name": "X",
-        "output_name": "probabilities",
-        "output_kind": "probabilities",
-        "outlier": trained.outlier.to_dict(),
-        "calibration": trained.calibration,
-        "routing": routing or {},
-        "data": data,
-        "metrics": metrics,
-        "parent": parent,
-        "family": family,
-    }
-
-
-def register(registry: Registry, trained: TrainedModel, manifest: dict[str, Any]) -> str:
-    """Add ``trained`` to ``registry`` as a candidate; returns its version."""
-    return registry.add_bundle(trained.onnx_bytes, manifest, trained.canary)
-
-
 def class_counts(y: np.ndarray) -> dict[str, int]:
     """Rows per class, for the manifest's ``data.class_counts``."""
     values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}
-
-
-def fit_bundle_routing(trained: TrainedModel, X_hold: np.ndarray, y_hold: np.ndarray,
-                       policy: PolicySettings) -> dict[str, Any]:
-    """Calibration and risk thresholds for the bundle, fitted on held-out labelled rows
-    (stored as ``manifest["routing"]``; scorers attach it with ``policies.prepare_model``)."""
-    from triage.policies import fit_routing, label_indices
-
-    known = np.isin(np.asarray(y_hold).astype(str), trained.classes)
-    X_hold, y_hold = X_hold[known], np.asarray(y_hold).astype(str)[known]
-    try:
-        raw = trained.estimator.predict_proba(np.asarray(X_hold, dtype=np.float32))
-        return fit_routing(raw, label_indices(y_hold, tuple(trained.classes)), policy,
-                           outlier=trained.outlier.score(X_hold), X=X_hold)
-    except ConfigError as exc:  # too few held-out rows: serve with temperature only
-        return {"skipped": exc.message}

@@ -32,7 +32,7 @@ def test_mixed_stream_every_sample_ends_in_exactly_one_place(
     s = settings_factory(model=model_path, reference=ref, batch_size=64)
     records, valid, outliers = mixed_stream(ref, 400, 12)
     produce(s, s.topics.samples_topic, records)
-    scorer = Scorer(s, serving_model_from_file(s.serving, seed=s.policy.seed))
+    scorer = Scorer(s, serving_model_from_file(s.serving, s.policy))
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 20.0})
     worker.start()
     try:

@@ -130,7 +130,7 @@ def test_unwritable_output_is_dead_lettered_at_produce_stage(
                (b"b", json.dumps({"id": "b", "features": X[2].tolist()}).encode())]
     produce(s, s.topics.samples_topic, records)
     producer = RefusingProducer(make_producer(s), lambda r: r.topic != s.topics.dlq_topic and b'"unwritable"' in (r.value or b""))
-    scorer = Scorer(s, serving_model_from_file(s.serving, seed=s.policy.seed), producer=producer)
+    scorer = Scorer(s, serving_model_from_file(s.serving, s.policy), producer=producer)
     worker = threading.Thread(target=scorer.run, kwargs={"idle_exit_s": 20.0})
     worker.start()
     try:

@@ -33,7 +33,7 @@ CASES = corpus(N, MAX)
 def _model() -> tuple[Settings, ServingModel]:
     model, ref = example_paths()
     s = Settings(model=model, reference=ref, max_message_bytes=MAX)
-    return s, serving_model_from_file(s.serving, seed=s.policy.seed)
+    return s, serving_model_from_file(s.serving, s.policy)
 
 
 def _check(value: Optional[bytes]) -> Optional[Sample]:

@@ -20,7 +20,7 @@ def served(example_model: tuple[Path, Path]) -> tuple[ServingModel, np.ndarray, 
     s = Settings(model=model_path, reference=ref)
     with np.load(ref) as d:
         X = d["X"]
-    return serving_model_from_file(s.serving, seed=s.policy.seed), X, s
+    return serving_model_from_file(s.serving, s.policy), X, s
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_dynamic_feature_count_needs_a_flag(tmp_path: Path) -> None:
 def test_wrong_class_count_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
     _logit_model(path, with_classes=True)
-    with pytest.raises(ModelLoadError, match="2 columns but 3 classes"):
+    with pytest.raises(ModelLoadError, match="2 columns but 3 class names"):
         OnnxClassifier(path, classes=["a", "b", "c"])
 
 

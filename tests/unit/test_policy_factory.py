@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -19,13 +20,20 @@ from triage.settings import Settings
 def _model(**kw: object) -> tuple[Settings, ServingModel]:
     model_path, ref = example_paths()
     s = Settings(model=model_path, reference=ref, **kw)  # type: ignore[call-arg, arg-type]
-    return s, serving_model_from_file(s.serving, seed=s.policy.seed)
+    return s, serving_model_from_file(s.serving, s.policy)
 
 
 def test_risk_without_labels_is_a_config_error() -> None:
     s, model = _model(policy="risk")
+    unfitted = dataclasses.replace(model, manifest={}, calibrator=None)  # as if the reference had no y
     with pytest.raises(ConfigError, match="--reference FILE whose data has y"):
-        make_policy(s.policy, model)
+        make_policy(s.policy, unfitted)
+
+
+def test_serve_model_fits_routing_from_a_labelled_reference() -> None:
+    s, model = _model(policy="risk")
+    assert model.calibrator is not None and model.manifest["routing"]["risk"]["threshold"] > 0
+    make_policy(s.policy, model)
 
 
 def test_reference_labels_fit_routing_that_round_trips_through_a_manifest() -> None:

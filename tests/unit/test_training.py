@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from sklearn.datasets import load_digits
 
@@ -17,7 +18,7 @@ from triage.errors import ConfigError, ModelLoadError, TriageError
 from triage.labelstore import LabelStore
 from triage.registry import Registry
 from triage.retraining import RetrainOutcome, Verdict, promotion_verdict, retrain_once
-from triage.settings import PolicySettings, RetrainSettings
+from triage.settings import PolicySettings, RetrainSettings, ServingSettings
 
 NAN = float("nan")
 QUANTILE = 0.995
@@ -179,11 +180,58 @@ def test_import_model_registers_a_candidate(
     X, y = digits
     external = tmp_path / "external.onnx"
     shutil.copyfile(registry.model_path("v1"), external)
-    version = import_model(registry, external, X[1000:1300], y[1000:1300], seed=0, outlier_quantile=QUANTILE)
+    version = import_model(registry, external, serving=ServingSettings(outlier_quantile=QUANTILE),
+                           policy=PolicySettings(), reference=X[1000:1300], labels=y[1000:1300])
     m = registry.verify(version)
     assert (version, m["status"], m["parent"], m["family"]) == ("v2", "candidate", "v1", "imported")
-    assert m["data"] == {"imported_from": str(external), "reference_rows": 300}
+    assert m["data"] == {"imported_from": str(external), "reference_rows": 300, "labelled_rows": 300}
     assert m["metrics"]["accuracy"] > 0.7 and registry.current() == "v1"
-    with pytest.raises(ModelLoadError, match="feature count 32 given"):
-        import_model(registry, external, X[1000:1300, :32], seed=0, outlier_quantile=QUANTILE)
+    # labelled reference -> calibration and routing, as `serve --model` fits them
+    assert m["routing"]["calibration"] and m["routing"]["risk"]["threshold"] > 0
+    with pytest.raises(ModelLoadError, match="--feature-count 32 given"):
+        import_model(registry, external, serving=ServingSettings(feature_count=32), policy=PolicySettings(),
+                     reference=X[1000:1300, :32])
     assert registry.versions() == ["v1", "v2"]
+
+
+def test_import_refuses_a_failing_canary_before_writing(
+        tmp_path: Path, registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """A logits model imported as probabilities fails its canary: nothing is registered."""
+    X, _ = digits
+    path = tmp_path / "logits.onnx"
+    W = onnx.helper.make_tensor("W", onnx.TensorProto.FLOAT, [64, 10], np.random.default_rng(0).normal(size=640).tolist())
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W"], ["logits"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, 10])], [W])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), str(path))
+    serving = ServingSettings(classes=",".join(str(i) for i in range(10)))
+    with pytest.raises(ModelLoadError, match="--output-kind logits"):
+        import_model(registry, path, serving=serving, policy=PolicySettings(), reference=X[:300])
+    assert registry.versions() == ["v1"] and registry.current() == "v1"
+    ok = import_model(registry, path, serving=serving.model_copy(update={"output_kind": "logits"}),
+                      policy=PolicySettings(), reference=X[:300])
+    assert registry.manifest(ok)["output_kind"] == "logits"
+
+
+def test_serve_model_and_import_route_alike(
+        tmp_path: Path, registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """One preparation path: the same model and labelled reference give the same calibrated
+    scores and routing parameters from a file as from the registry."""
+    from triage.policies import prepare_model
+    from triage.scoring import score_batch
+    from triage.serving import serving_model_from_file, serving_model_from_registry
+
+    X, y = digits
+    external, ref = tmp_path / "external.onnx", tmp_path / "ref.npz"
+    shutil.copyfile(registry.model_path("v1"), external)
+    np.savez(ref, X=X[1000:1400], y=y[1000:1400])
+    policy = PolicySettings()
+    from_file = serving_model_from_file(ServingSettings(model=external, reference=ref), policy)
+    version = import_model(registry, external, serving=ServingSettings(), policy=policy,
+                           reference=X[1000:1400], labels=y[1000:1400])
+    from_registry = prepare_model(policy, serving_model_from_registry(registry, version, ServingSettings()))
+    assert from_file.manifest["routing"] == registry.manifest(version)["routing"]
+    a, b = score_batch(from_file, X[:300], policy.acquisition), score_batch(from_registry, X[:300], policy.acquisition)
+    np.testing.assert_allclose(a.probs, b.probs)
+    np.testing.assert_allclose(a.outlier, b.outlier)

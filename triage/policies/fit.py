@@ -88,15 +88,19 @@ def fit_routing(
     return routing
 
 
-def label_indices(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    """Map held-out labels (class names, or ints/floats naming them) to class indices."""
+def label_positions(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Class index of each label (class names, or ints/floats naming them); -1 when unknown."""
     index = {c: i for i, c in enumerate(classes)}
-    out = np.empty(len(y), dtype=np.int64)
-    for k, v in enumerate(np.asarray(y).tolist()):
-        key = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-        if key not in index:
-            raise ConfigError(f"reference label {v!r} is not one of the model's classes {list(classes)[:20]}")
-        out[k] = index[key]
+    keys = (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in np.asarray(y).tolist())
+    return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(y))
+
+
+def label_indices(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Map held-out labels to class indices; refuses a label the model does not know."""
+    out = label_positions(y, classes)
+    if (out < 0).any():
+        v = np.asarray(y).tolist()[int(np.argmax(out < 0))]
+        raise ConfigError(f"reference label {v!r} is not one of the model's classes {list(classes)[:20]}")
     return out
 
 
