@@ -86,3 +86,87 @@ def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelLoadError, match="cannot load model"):
         OnnxClassifier(path)
+
+
+# --- refusals say what the graph has and the one flag that fixes it (or that none will) ------
+
+
+def _graph(path: Path, inputs: list, outputs: list, nodes: list, inits: list = (), meta: dict = None) -> Path:  # type: ignore[assignment]
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    for k, v in (meta or {}).items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(path))
+    return path
+
+
+def _softmax_net(path: Path, in_type: int = TensorProto.FLOAT, batch: object = None, meta: dict = None) -> Path:  # type: ignore[assignment]
+    W = helper.make_tensor("W", TensorProto.FLOAT, [3, 2], [1, 0, 0, 1, 1, 1])
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["xf", "W"], ["z"]), helper.make_node("Softmax", ["z"], ["probs"])]
+    return _graph(path, [helper.make_tensor_value_info("x", in_type, [batch, 3])],
+                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 2])], nodes, [W], meta)
+
+
+def test_missing_classes_says_where_it_looked_and_how_many(tmp_path: Path) -> None:
+    with pytest.raises(ModelInspectionError) as err:
+        OnnxClassifier(_softmax_net(tmp_path / "m.onnx"))
+    text = err.value.message
+    assert "x float[?,3]" in text and "probs float[?,2]" in text  # the graph's own signature
+    assert "metadata keys" in text and "ArrayFeatureExtractor" in text and "--classes with 2" in text
+
+
+def test_integer_input_is_refused_saying_no_flag_helps(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no flag changes this"):
+        OnnxClassifier(_softmax_net(tmp_path / "m.onnx", TensorProto.INT64), classes=["a", "b"])
+
+
+def test_two_inputs_need_input_name_then_are_refused(tmp_path: Path) -> None:
+    path = _graph(tmp_path / "m.onnx",
+                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 2]),
+                   helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 2])],
+                  [helper.make_tensor_value_info("s", TensorProto.FLOAT, [None, 2])],
+                  [helper.make_node("Add", ["a", "b"], ["s"])])
+    with pytest.raises(ModelInspectionError, match="--input-name") as err:
+        OnnxClassifier(path, classes=["x", "y"])
+    assert "a float[?,2], b float[?,2]" in err.value.message
+    with pytest.raises(ModelLoadError, match="more than one input"):
+        OnnxClassifier(path, classes=["x", "y"], input_name="a")
+
+
+def test_float16_and_float64_inputs_and_fixed_batches(tmp_path: Path) -> None:
+    X = np.random.default_rng(0).normal(size=(11, 3))
+    reference = OnnxClassifier(_softmax_net(tmp_path / "f32.onnx"), classes=["a", "b"]).predict_proba(X)
+    for in_type, batch in ((TensorProto.FLOAT16, None), (TensorProto.DOUBLE, None), (TensorProto.FLOAT, 4),
+                           (TensorProto.FLOAT, 1)):
+        model = OnnxClassifier(_softmax_net(tmp_path / f"m{in_type}-{batch}.onnx", in_type, batch), classes=["a", "b"])
+        assert model.spec.batch == batch
+        np.testing.assert_allclose(model.predict_proba(X), reference, atol=2e-3 if in_type == TensorProto.FLOAT16 else 1e-6)
+
+
+def test_class_names_from_a_yolo_style_metadata_dict(tmp_path: Path) -> None:
+    model = OnnxClassifier(_softmax_net(tmp_path / "m.onnx", meta={"names": "{0: 'cat', 1: 'dog'}"}))
+    assert model.spec.classes == ("cat", "dog") and model.spec.class_source == "metadata 'names'"
+
+
+def test_binary_single_column_output(tmp_path: Path) -> None:
+    W = helper.make_tensor("W", TensorProto.FLOAT, [3, 1], [1, -1, 0])
+    path = _graph(tmp_path / "m.onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+                  [helper.make_tensor_value_info("logit", TensorProto.FLOAT, [None, 1])],
+                  [helper.make_node("MatMul", ["x", "W"], ["logit"])], [W])
+    model = OnnxClassifier(path, classes=["no", "yes"], output_kind="logits")
+    p = model.predict_proba(np.array([[0.0, 0, 0], [5, 0, 0]]))
+    np.testing.assert_allclose(p[0], [0.5, 0.5])
+    assert p[1, 1] > 0.99
+
+
+def test_skl2onnx_float64_zipmap_graph_loads(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
+    """skl2onnx writes a float64 graph whose ZipMap takes doubles, which onnxruntime itself
+    refuses; triage drops the ZipMap it never reads."""
+    X, _, clf = iris
+    path = tmp_path / "m64.onnx"
+    path.write_bytes(to_onnx(clf, X[:1].astype(np.float64)).SerializeToString())
+    model = OnnxClassifier(path)
+    assert model.spec.classes == ("setosa", "versicolor", "virginica")
+    np.testing.assert_allclose(model.predict_proba(X[:20].astype(np.float64)), clf.predict_proba(X[:20]), atol=1e-5)
