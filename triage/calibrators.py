@@ -128,7 +128,7 @@ def _fit_platt(p1: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
     t = np.where(t > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     a, b = 1.0, 0.0
     for _ in range(50):
-        s = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        s = 1.0 / (1.0 + np.exp(-np.clip(a * z + b, -500.0, 500.0)))  # clipped: exp overflows past ~709
         g = np.array([((s - t) * z).sum(), (s - t).sum()])
         w = s * (1 - s) + 1e-9
         h = np.array([[(w * z * z).sum(), (w * z).sum()], [(w * z).sum(), w.sum()]]) + 1e-9 * np.eye(2)

@@ -54,11 +54,12 @@ def _nan_model() -> bytes:
 
 
 def _narrow_model(reg: Registry, digits: tuple[np.ndarray, np.ndarray]) -> tuple[bytes, dict[str, Any]]:
+    from triage.outlier import OutlierDetector
     from triage.training import train_model
 
     X, y = digits
     trained = train_model(X[:400, :32], y[:400])
-    return trained.onnx_bytes, _manifest(reg, feature_count=32, outlier=trained.outlier.to_dict())
+    return trained.onnx_bytes, _manifest(reg, feature_count=32, outlier=OutlierDetector.fit(X[:400, :32]).to_dict())
 
 
 def _truncated(reg: Registry) -> bytes:
