@@ -72,7 +72,7 @@ class Scorer:
         self._assigned = False
         self._connected = False
         self._lag_partitions: set[str] = set()
-        self.metrics.set_model(model.version, model.sha256, model.outlier is not None)
+        self.metrics.set_model(model.version, model.sha256, model.outlier is not None, model.outlier)
         # triage_ready is computed at scrape time from the same checks as /readyz, so a
         # loop stuck waiting on an unreachable broker shows up in both.
         self.metrics.ready.set_function(lambda: 1.0 if all(self.readiness().values()) else 0.0)
@@ -116,7 +116,7 @@ class Scorer:
                 log.exception("could not restore the policy state of %s", self.model.version)
             return
         old, self.model = self.model, new
-        self.metrics.set_model(new.version, new.sha256, new.outlier is not None)
+        self.metrics.set_model(new.version, new.sha256, new.outlier is not None, new.outlier)
         self.metrics.swaps.labels(result="success").inc()
         self.metrics.last_swap.set(time.time())
         log.info("swapped model %s -> %s", old.version, new.version)

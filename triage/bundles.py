@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from triage.errors import ConfigError, TriageError
+from triage.model import model_bytes
 from triage.preparation import ModelFlags, prepare_bundle
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
@@ -103,7 +104,7 @@ def import_model(
     loaded back from the registry as a scorer will load it; if that fails it is marked
     rejected and the error raised. Not promoted here.
     """
-    bundle = prepare_bundle(Path(model).read_bytes(), ModelFlags.from_serving(serving), policy, source=str(model),
+    bundle = prepare_bundle(model_bytes(Path(model)), ModelFlags.from_serving(serving), policy, source=str(model),
                             outlier_quantile=serving.outlier_quantile, inliers=reference,
                             labelled=(reference, labels) if labels is not None else None)
     data = {"imported_from": str(model), "reference_rows": int(len(reference)),

@@ -12,6 +12,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
+    from triage.outlier import OutlierDetector  # ScorerMetrics.set_model
     from triage.routing import PolicySnapshot  # PolicyMetrics.update
 
 DLQ_STAGES = ("decode", "validate", "score", "produce", "label", "internal")
@@ -57,6 +58,10 @@ class ScorerMetrics:
         self.end_to_end = Histogram("triage_end_to_end_seconds", "Sample timestamp to output acknowledgement.", buckets=SECONDS_BUCKETS, registry=r)
         self.model_info = Gauge("triage_model_info", "The model being served (value 1).", ["version", "sha256"], registry=r)
         self.outlier_enabled = Gauge("triage_outlier_detection_enabled", "1 when outlier routing is on (reference data given).", registry=r)
+        self.outlier_rows = Gauge("triage_outlier_reference_rows", "Reference rows whose out-of-fold distances set the serving "
+                                  "model's outlier threshold (0 = detection off, -1 = unknown: detector from an older manifest).", registry=r)
+        self.outlier_certified = Gauge("triage_outlier_threshold_certified", "1 when the outlier reference is big enough to certify "
+                                       "the outlier quantile (rows >= q/(1-q)), 0 when it is not, -1 = detection off or unknown.", registry=r)
         self.lag = Gauge("triage_consumer_lag_records", "Records behind the high watermark, per input partition.", ["partition"], registry=r)
         self.lag_seconds = Gauge("triage_consumer_lag_seconds", "Age of the newest processed record, per input partition.", ["partition"], registry=r)
         self.swaps = Counter("triage_model_swaps", "Model swap attempts by result (success|refused).", ["result"], registry=r)
@@ -75,11 +80,19 @@ class ScorerMetrics:
             self.refusals.labels(reason=reason)
         for stage in DLQ_STAGES:
             self.dlq.labels(stage=stage)
+        self.outlier_certified.set(-1)  # not 0 before the first model is set: 0 raises an alert
 
-    def set_model(self, version: str, sha256: str, outlier_enabled: bool) -> None:
+    def set_model(self, version: str, sha256: str, outlier_enabled: bool,
+                  outlier: Optional["OutlierDetector"] = None) -> None:
+        """The serving model's info and outlier gauges; ``outlier`` is its detector (None with
+        ``outlier_enabled`` = enabled, detector unknown: reference rows and certified -1)."""
         self.model_info.clear()
         self.model_info.labels(version=version, sha256=sha256).set(1)
         self.outlier_enabled.set(1 if outlier_enabled else 0)
+        rows = outlier.calibration_rows if outlier is not None else None
+        sufficient = outlier.sufficient if outlier is not None else None
+        self.outlier_rows.set(0 if not outlier_enabled else -1 if rows is None else rows)
+        self.outlier_certified.set(-1 if sufficient is None else 1 if sufficient else 0)
 
 
 def observe_many(hist: Histogram, values: np.ndarray) -> None:

@@ -63,6 +63,7 @@ def serving_model_from_file(serving: ServingSettings, policy: "PolicySettings") 
     """The model for ``triage serve --model PATH [--reference FILE]``: the same preparation as
     ``triage models import`` (``preparation.prepare_bundle``), so both route alike. A labelled
     reference (``y``) also fits calibration and routing."""
+    from triage.model import model_bytes
     from triage.preparation import ModelFlags, prepare_bundle
 
     if serving.model is None:
@@ -70,7 +71,7 @@ def serving_model_from_file(serving: ServingSettings, policy: "PolicySettings") 
     X = y = None
     if serving.reference is not None:
         X, y = load_dataset(serving.reference)
-    bundle = prepare_bundle(Path(serving.model).read_bytes(), ModelFlags.from_serving(serving), policy,
+    bundle = prepare_bundle(model_bytes(Path(serving.model)), ModelFlags.from_serving(serving), policy,
                             source=str(serving.model), outlier_quantile=serving.outlier_quantile, inliers=X,
                             labelled=(X, y) if X is not None and y is not None else None)
     model = bundle.model

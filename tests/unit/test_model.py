@@ -170,3 +170,21 @@ def test_skl2onnx_float64_zipmap_graph_loads(tmp_path: Path, iris) -> None:  # t
     model = OnnxClassifier(path)
     assert model.spec.classes == ("setosa", "versicolor", "virginica")
     np.testing.assert_allclose(model.predict_proba(X[:20].astype(np.float64)), clf.predict_proba(X[:20]), atol=1e-5)
+
+
+def test_external_weights_are_read_into_one_buffer(tmp_path: Path) -> None:
+    """PyTorch's exporter keeps weights in ``model.onnx.data``; bundles must be self-contained."""
+    from triage.model import model_bytes
+
+    path = _softmax_net(tmp_path / "src.onnx", meta={"classes": '["a", "b"]'})
+    proto = onnx.load(str(path))
+    for t in proto.graph.initializer:  # raw_data, which is what gets moved out
+        t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t), t.name))
+    ext = tmp_path / "ext" / "m.onnx"
+    ext.parent.mkdir()
+    onnx.save(proto, str(ext), save_as_external_data=True, all_tensors_to_one_file=True, location="m.onnx.data",
+              size_threshold=0)
+    assert (ext.parent / "m.onnx.data").exists()
+    blob = model_bytes(ext)
+    X = np.ones((2, 3))
+    np.testing.assert_allclose(OnnxClassifier(blob, source="m").predict_proba(X), OnnxClassifier(path).predict_proba(X))

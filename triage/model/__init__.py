@@ -5,6 +5,6 @@
 ``classifier``: the onnxruntime session, batching and output reading.
 """
 
-from triage.model.classifier import ModelSpec, OnnxClassifier, sha256_of
+from triage.model.classifier import ModelSpec, OnnxClassifier, model_bytes, sha256_of
 
-__all__ = ["ModelSpec", "OnnxClassifier", "sha256_of"]
+__all__ = ["ModelSpec", "OnnxClassifier", "model_bytes", "sha256_of"]

@@ -51,6 +51,21 @@ class ModelSpec:
     class_source: str = "--classes"
 
 
+def model_bytes(path: Path) -> bytes:
+    """The model as one self-contained buffer: weights kept in external data files (PyTorch's
+    exporter writes ``model.onnx.data`` next to the graph) are read in, so the bytes can be
+    hashed, registered and loaded anywhere."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            return Path(path).read_bytes()
+        onnx.external_data_helper.load_external_data_for_model(proto, str(Path(path).parent))
+    except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError, ...
+        raise ModelLoadError(str(path), f"{type(exc).__name__}: {str(exc)[:300]}; no flag changes this: is it an "
+                             "ONNX file, with its external data file (if any) beside it?") from exc
+    return proto.SerializeToString()
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

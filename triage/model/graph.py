@@ -123,7 +123,8 @@ def _from_metadata(raw: str) -> Optional[tuple[str, ...]]:
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    found = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    found = {t.name: numpy_helper.to_array(t) for t in graph.initializer
+             if t.data_location != TensorProto.EXTERNAL}  # weights elsewhere are never class names
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
