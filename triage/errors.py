@@ -106,6 +106,34 @@ class TransportError(TriageError):
         self.retriable = retriable
 
 
+class BrokerUnavailableError(TriageError):
+    """No Kafka broker answered the start-up check (``transport.check_broker``) in time.
+    Retriable: the broker may come up; the CLI still stops with this one line."""
+
+    retriable = True
+
+    def __init__(self, address: str, timeout_s: float, tried: str, fix: str, *, detail: str = "",
+                 note: str = "") -> None:
+        last = f"; last error: {detail}" if detail else ""
+        then = f"; {note}" if note else ""
+        super().__init__(f"no Kafka broker answered at {address} within {timeout_s:g} s ({tried}{last}){then}; {fix}")
+        self.address = address
+
+
+class AnnouncementPendingError(TriageError):
+    """The registry changed but the promote/rollback event could not be published."""
+
+    retriable = True
+
+    def __init__(self, version: str, action: str, topic: str, reason: str) -> None:
+        super().__init__(
+            f"CURRENT = {version} in the registry, but the {action} announcement on {topic} is pending "
+            f"({reason}); scorers pick {version} up at their next registry poll (--registry-poll-s, "
+            f"default 30 s). To announce it now, run `triage models promote {version}` once the broker answers"
+        )
+        self.version = version
+
+
 class BrokerNotFoundError(TriageError):
     def __init__(self, detail: str) -> None:
         super().__init__(

@@ -21,7 +21,7 @@ from triage.calibration import apply_temperature
 from triage.errors import ConfigError
 from triage.model import OnnxClassifier
 from triage.outlier import OutlierDetector
-from triage.policies.fit import fit_routing, label_positions, prepare_model
+from triage.policies.fit import fit_routing, label_positions, log_routing, prepare_model
 from triage.serving import ServingModel
 from triage.settings import PolicySettings, ServingSettings
 from triage.training import evaluate
@@ -139,6 +139,7 @@ def prepare_bundle(
             try:
                 routing = fit_routing(raw, y_idx, policy, X=X_lab,
                                       outlier=outlier.score(X_lab) if outlier is not None else None)
+                log_routing(routing)
             except ConfigError as exc:  # too few labelled rows: serve with the temperature only
                 routing = {"skipped": exc.message}
                 log.warning("%s: routing not fitted: %s", source, exc.message)

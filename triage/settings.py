@@ -73,6 +73,12 @@ class ConnectionSettings(Section):
     """Create missing triage topics at start-up (explicitly, with topic_partitions)."""
     topic_partitions: int = Field(4, ge=1, json_schema_extra=_group("kafka"))
     """Partition count for topics triage creates; keep it >= the number of scorer replicas."""
+    connect_timeout_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("kafka"))
+    """How long a command waits at start-up for a Kafka broker to answer before it gives up
+    with one clear error (also bounds announcing a promotion or rollback)."""
+    client_logs: bool = Field(False, json_schema_extra=_group("kafka"))
+    """Show the Kafka client library's own log lines (librdkafka / kafka-python) at WARNING
+    and above, rate-limited; without it they appear only with --log-level DEBUG."""
 
     linger_ms: int = Field(5, ge=0, json_schema_extra=_group("processing"))
     """Producer linger: how long the producer waits to fill a batch."""

@@ -10,6 +10,7 @@ from triage.cli import subcommand
 from triage.errors import ConfigError
 from triage.registry import Registry
 from triage.settings import Settings
+from triage.transport import check_broker
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         classes = list(registry.manifest(current)["classes"])
     if not classes:
         raise ConfigError("the console needs the class names: pass --registry DIR or --classes a,b,c")
+    check_broker(settings)
     if not sys.stdin.isatty():
         raise ConfigError("triage annotate needs an interactive terminal on stdin")
     console = Console(settings, classes, args.annotator or getpass.getuser(), group_id=args.annotator_group)

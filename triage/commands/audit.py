@@ -9,6 +9,7 @@ from consumers.audit import AuditConsumer
 from triage.cli import install_stop_handlers, subcommand
 from triage.http import OpsServer
 from triage.settings import Settings
+from triage.transport import check_broker
 
 log = logging.getLogger("triage.audit")
 
@@ -18,6 +19,7 @@ GROUPS = ("kafka", "topics", "policy", "processing", "operations")
 @subcommand("audit", "Join labels to audit samples; export the accepted-prediction accuracy per model "
             "version (triage_accepted_accuracy_estimate/_lower/_upper) on /metrics.", GROUPS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    check_broker(settings)
     consumer = AuditConsumer(settings)
     install_stop_handlers(consumer.stop_event)
     ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, consumer.metrics.registry, lambda: {"running": True}).start()

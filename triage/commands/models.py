@@ -1,37 +1,66 @@
-"""``triage models list|show|promote|rollback|import``."""
+"""``triage models list|show|promote|rollback|import``.
+
+The group options (--registry, the kafka and topics flags) go before or after the action.
+Actions that announce on the models topic check the broker first: with no broker they stop
+with the registry unchanged. If the broker disappears between that check and the
+announcement, the registry has changed already: the command says the announcement is
+pending (scorers find the version at their next registry poll) and exits non-zero.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from triage.bundles import import_model
-from triage.cli import subcommand
+from triage.cli import Action, add_setting_flag, subcommand
 from triage.commands.train import registry_arg
 from triage.data import load_dataset
+from triage.errors import AnnouncementPendingError, ConfigError, TransportError
 from triage.registry import Registry
 from triage.settings import Settings
-from triage.transport import make_producer
+from triage.transport import check_broker, make_producer
+
+log = logging.getLogger("triage.models")
 
 
-def _args(p: argparse.ArgumentParser) -> None:
-    registry_arg(p)
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("list", help="every version with status, metrics, data and parent")
-    show = sub.add_parser("show", help="one version's full manifest")
-    show.add_argument("version")
-    promote = sub.add_parser("promote", help="make VERSION current and announce it")
-    promote.add_argument("version")
-    promote.add_argument("--force", action="store_true", help="promote even a rejected version")
-    sub.add_parser("rollback", help="go back to the previously promoted version and announce it")
-    imp = sub.add_parser("import", help="register an ONNX classifier trained elsewhere")
-    imp.add_argument("--model", dest="import_model", required=True, type=Path)
-    imp.add_argument("--reference", dest="import_reference", required=True, type=Path,
-                     help="data from the model's training distribution (npz X[,y] or CSV)")
-    imp.add_argument("--promote", action="store_true", help="also make it current")
-    imp.add_argument("--classes", dest="import_classes", help="comma-separated class names, if the model lacks them")
+def _group_args(p: argparse.ArgumentParser) -> None:
+    registry_arg(p, required=False)
+
+
+def _version(p: argparse.ArgumentParser) -> None:
+    p.add_argument("version")
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("version")
+    p.add_argument("--force", action="store_true", help="promote even a rejected version")
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    # Parsed into settings.serving (dest = the Settings field), like `triage serve --model`.
+    p.add_argument("--model", dest="model", required=True, type=Path, default=argparse.SUPPRESS,
+                   metavar="PATH", help="the ONNX classifier to register [env TRIAGE_MODEL]")
+    p.add_argument("--reference", dest="reference", required=True, type=Path, default=argparse.SUPPRESS,
+                   metavar="DATA", help="data from the model's training distribution (npz X[,y] or CSV); "
+                   "fits the outlier detector, labels (y) give the manifest metrics")
+    p.add_argument("--promote", action="store_true", help="also make it current and announce it")
+    add_setting_flag(p, "outlier_quantile")
+    add_setting_flag(p, "seed")
+
+
+ACTIONS = (
+    Action("list", "every version with status, metrics, data and parent"),
+    Action("show", "one version's full manifest", _version),
+    Action("promote", "make VERSION current and announce it", _promote_args),
+    Action("rollback", "go back to the previously promoted version and announce it"),
+    # The model flags of `triage serve` (--classes, --input-name, --output-name, ...) read the
+    # graph the same way here, so what is imported is what a scorer can serve.
+    Action("import", "register an ONNX classifier trained elsewhere", _import_args, ("model",)),
+)
 
 
 def _row(m: dict[str, Any]) -> str:
@@ -45,18 +74,33 @@ def _row(m: dict[str, Any]) -> str:
 
 
 def _announce(settings: Settings, registry: Registry, version: str, action: str) -> None:
+    """Publish the event, bounded by --connect-timeout-s. The registry has changed already:
+    on failure say that the announcement is pending, not that nothing happened."""
     from consumers.trainer import announce
 
-    producer = make_producer(settings)
+    timeout = settings.connection.connect_timeout_s
     try:
-        announce(settings, producer, registry.model_event(version, action))
-    finally:
+        producer = make_producer(settings)
+        try:
+            announce(settings, producer, registry.model_event(version, action), deadline_s=timeout)
+        except BaseException:
+            producer.close(timeout_s=0)  # the event was not acknowledged: do not wait on it again
+            raise
         producer.close()
+    except TransportError as exc:
+        raise AnnouncementPendingError(version, action, settings.topics.models_topic,
+                                       exc.message.removeprefix("kafka: ")) from None
 
 
-@subcommand("models", "Inspect and manage the model registry.", ("kafka", "topics"), _args)
+def _preflight(settings: Settings, registry: Registry) -> None:
+    current = registry.current()
+    check_broker(settings, note=f"registry unchanged (CURRENT is still {current or 'unset'})")
+
+
+@subcommand("models", "Inspect and manage the model registry.", ("kafka", "topics"), _group_args, ACTIONS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    assert settings.serving.registry is not None
+    if settings.serving.registry is None:
+        raise ConfigError("needs the registry: --registry DIR (before or after the action) or TRIAGE_REGISTRY")
     registry = Registry(settings.serving.registry)
     if args.action != "import":
         registry.check_readable()
@@ -72,21 +116,27 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         m = {k: v for k, v in m.items() if k != "outlier"} | {"outlier": {"kind": m.get("outlier", {}).get("kind"), "threshold": m.get("outlier", {}).get("threshold")}}
         print(json.dumps(m, indent=2, sort_keys=True))
     elif args.action == "promote":
+        registry.verify(args.version)  # an unknown or corrupt version fails before the broker check
+        _preflight(settings, registry)
         registry.promote(args.version, force=args.force)
         _announce(settings, registry, args.version, "promote")
         print(f"CURRENT = {args.version} (announced on {settings.topics.models_topic})")
     elif args.action == "rollback":
+        _preflight(settings, registry)
         m = registry.rollback()
         _announce(settings, registry, m["version"], "rollback")
         print(f"rolled back: CURRENT = {m['version']} (announced on {settings.topics.models_topic})")
     elif args.action == "import":
-        X, y = load_dataset(args.import_reference)
-        version = import_model(registry, args.import_model, X, y, seed=settings.policy.seed,
-                               outlier_quantile=settings.serving.outlier_quantile,
-                               classes=args.import_classes.split(",") if args.import_classes else None)
+        model, reference = settings.serving.model, settings.serving.reference
+        if model is None or reference is None:
+            raise ConfigError("models import needs --model PATH and --reference DATA")
+        X, y = load_dataset(reference)
+        if args.promote:
+            _preflight(settings, registry)
+        version = import_model(registry, model, serving=settings.serving, policy=settings.policy,
+                               reference=X, labels=y)
         if args.promote:
             registry.promote(version)
             _announce(settings, registry, version, "promote")
-        print(f"imported {args.import_model} as {version}" + (" (current)" if args.promote else ""))
+        print(f"imported {model} as {version}" + (" (current)" if args.promote else ""))
     return 0
-

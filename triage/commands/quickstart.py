@@ -59,7 +59,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         })
         print(f"embedded broker on {broker.bootstrap_servers}; model {model_path.name}")
         ensure_topics(s, s.topics.all())
-        scorer = Scorer(s, serving_model_from_file(s.serving, seed=s.policy.seed))
+        scorer = Scorer(s, serving_model_from_file(s.serving, s.policy))
         worker = threading.Thread(target=scorer.run, name="scorer", daemon=True)
         worker.start()
         records = sample_stream(args.samples)

@@ -23,7 +23,7 @@ from triage.data import load_dataset
 from triage.errors import ConfigError, TransportError
 from triage.records import OutRecord
 from triage.settings import Settings
-from triage.transport import Producer, ensure_topics, make_producer, send_until_acked
+from triage.transport import Producer, check_broker, ensure_topics, make_producer, send_until_acked
 
 log = logging.getLogger("triage.replay")
 
@@ -73,6 +73,7 @@ def validate(rate: float, count: int, X: np.ndarray, data: Path) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     X, _ = load_dataset(args.data)
     validate(args.rate, args.count, X, args.data)
+    check_broker(settings)
     stop = threading.Event()
     install_stop_handlers(stop)
     if settings.connection.create_topics:

@@ -14,7 +14,7 @@ from triage.errors import ConfigError
 from triage.http import OpsServer
 from triage.registry import Registry
 from triage.settings import Settings
-from triage.transport import ensure_topics
+from triage.transport import check_broker, ensure_topics
 
 log = logging.getLogger("triage.retrain")
 
@@ -32,6 +32,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     assert settings.serving.registry is not None
     if args.every is not None and args.every <= 0:
         raise ConfigError("--every must be a positive number of seconds")
+    check_broker(settings)  # both modes; later outages are the guarded loop's business
     if settings.connection.create_topics:
         ensure_topics(settings, settings.topics.all())
     trainer = Trainer(settings, Registry(settings.serving.registry),

@@ -8,7 +8,6 @@ import logging
 from consumers.backlog import BacklogWatcher
 from consumers.scorer import Scorer
 from triage.cli import install_stop_handlers, subcommand
-from triage.data import load_dataset
 from triage.http import OpsServer
 from consumers.model_watcher import ModelWatcher
 from triage.errors import ConfigError
@@ -16,7 +15,7 @@ from triage.policies import prepare_model
 from triage.registry import Registry
 from triage.serving import ServingModel, serving_model_from_file, serving_model_from_registry
 from triage.settings import Settings
-from triage.transport import backend_name, ensure_topics
+from triage.transport import backend_name, check_broker, ensure_topics
 
 log = logging.getLogger("triage.serve")
 
@@ -35,11 +34,8 @@ def initial_model(settings: Settings) -> ServingModel:
                               "or `triage models import` first")
         # Calibration and routing come from the bundle's manifest (fitted at train time).
         return prepare_model(settings.policy, serving_model_from_registry(registry, version, settings.serving))
-    model = serving_model_from_file(settings.serving, seed=settings.policy.seed)
-    X = y = None
-    if settings.serving.reference is not None:
-        X, y = load_dataset(settings.serving.reference)  # held-out labels (y) fit calibration + risk
-    return prepare_model(settings.policy, model, X, y)
+    # The same preparation as `triage models import`: a labelled reference fits calibration + routing.
+    return serving_model_from_file(settings.serving, settings.policy)
 
 
 def build_scorer(settings: Settings) -> Scorer:
@@ -50,6 +46,7 @@ def build_scorer(settings: Settings) -> Scorer:
 
 @subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", GROUPS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    check_broker(settings)  # no broker: one line and a non-zero exit within --connect-timeout-s
     scorer = build_scorer(settings)
     install_stop_handlers(scorer.stop_event)
     ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, scorer.metrics.registry, scorer.readiness).start()

@@ -104,6 +104,23 @@ def label_indices(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return out
 
 
+def log_routing(routing: dict[str, Any]) -> None:
+    """Say what a fitted routing section certifies (one line for calibration, one for risk)."""
+    report = routing["calibration_report"]
+    log.info(
+        "calibration %s fitted on %d held-out rows: ECE %.4f -> %.4f (on %d other rows); "
+        "held-out accuracy %.4f", report.get("kind"), routing["holdout"]["n_calibration"],
+        routing["ece"]["before"], routing["ece"]["after"], routing["holdout"]["n_certification"],
+        routing["holdout"]["accuracy"],
+    )
+    risk = routing["risk"]
+    log.info(
+        "risk control (alpha=%s, delta=%s, mondrian=%s): accept uncertainty <= %.4f, held-out "
+        "coverage %.3f, certified error bound %.4f", risk["alpha"], risk["delta"], risk["mondrian"],
+        risk["threshold"], risk["coverage"], risk["upper_bound"],
+    )
+
+
 def prepare_model(
     policy: PolicySettings, model: ServingModel, X: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None
 ) -> ServingModel:
@@ -118,19 +135,7 @@ def prepare_model(
         raw = model.classifier.predict_proba(X)
         out = model.outlier.score(X) if model.outlier is not None else None
         routing = fit_routing(raw, y_idx, policy, outlier=out, X=X)
-        report = routing["calibration_report"]
-        log.info(
-            "calibration %s fitted on %d held-out rows: ECE %.4f -> %.4f (on %d other rows); "
-            "held-out accuracy %.4f", report.get("kind"), routing["holdout"]["n_calibration"],
-            routing["ece"]["before"], routing["ece"]["after"], routing["holdout"]["n_certification"],
-            routing["holdout"]["accuracy"],
-        )
-        risk = routing["risk"]
-        log.info(
-            "risk control (alpha=%s, delta=%s, mondrian=%s): accept uncertainty <= %.4f, held-out "
-            "coverage %.3f, certified error bound %.4f", risk["alpha"], risk["delta"], risk["mondrian"],
-            risk["threshold"], risk["coverage"], risk["upper_bound"],
-        )
+        log_routing(routing)
         manifest = {**(model.manifest or {}), "routing": routing}
         return dataclasses.replace(model, calibrator=calibrator_from_dict(routing["calibration"]), manifest=manifest)
     stored = (model.manifest or {}).get("routing")

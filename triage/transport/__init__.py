@@ -14,13 +14,13 @@ import logging
 from types import ModuleType
 from typing import Callable, Optional
 
-from triage.errors import ConfigError
+from triage.errors import BrokerUnavailableError, ConfigError, TransportError
 from triage.settings import Settings
 from triage.transport.base import Consumer, Offsets, Producer, Subscription, send_until_acked
 
 __all__ = [
-    "Consumer", "Offsets", "Producer", "backend_name", "ensure_topics", "make_consumer", "make_producer",
-    "send_until_acked",
+    "Consumer", "Offsets", "Producer", "backend_name", "check_broker", "ensure_topics", "make_consumer",
+    "make_producer", "send_until_acked",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,15 @@ def _load(choice: str) -> tuple[str, ModuleType]:
                 f"imported ({type(exc).__name__}: {exc}). Fix: pip install {_PACKAGES[choice]}, or choose "
                 "another client: --kafka-client auto|kafka-python|confluent"
             ) from exc
+    level = logging.DEBUG  # the usual pick; start-up lines and errors name the client anyway
     try:
         name, module = "confluent", importlib.import_module(_MODULES["confluent"])
         why = "confluent-kafka is installed"
     except ImportError as exc:
         name, module = _load("kafka-python")
         why = f"confluent-kafka unavailable: {type(exc).__name__}: {exc}"
-    log.info("kafka client: %s (kafka_client=auto; %s)", name, why)
+        level = logging.INFO  # a fallback is worth saying
+    log.log(level, "kafka client: %s (kafka_client=auto; %s)", name, why)
     return name, module
 
 
@@ -79,3 +81,33 @@ def make_producer(settings: Settings) -> Producer:
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: Optional[int] = None) -> None:
     _backend(settings).ensure_topics(settings, topics, partitions or settings.connection.topic_partitions)
+
+
+NO_BROKER_FIX = "start one (`triage broker`) or set --bootstrap-servers / TRIAGE_BOOTSTRAP_SERVERS"
+
+
+def check_broker(settings: Settings, *, note: str = "") -> None:
+    """The start-up preflight of every command that needs Kafka: a broker must answer a
+    metadata request within ``connect_timeout_s``, before the command does anything it cannot
+    undo. Raises BrokerUnavailableError (nothing answered: one line naming the address, what
+    was tried and how to fix it) or the connect TransportError (a broker answered but refused
+    the security settings). ``note`` is appended to either, e.g. "registry unchanged"."""
+    conn = settings.connection
+    name, backend = _load(conn.kafka_client)
+    try:
+        detail = backend.probe(settings, conn.connect_timeout_s)
+    except TransportError as exc:
+        if not note:
+            raise
+        raise TransportError(f"{exc.message.removeprefix('kafka: ')}; {note}", retriable=exc.retriable) from None
+    if detail is None:
+        log.debug("broker at %s answered (%s client)", conn.bootstrap_servers, name)
+        return
+    fix = NO_BROKER_FIX
+    if conn.security_protocol != "PLAINTEXT":
+        fix += "; if one is running, check --security-protocol and the sasl_*/ssl_* settings"
+    raise BrokerUnavailableError(
+        conn.bootstrap_servers, conn.connect_timeout_s,
+        f"metadata request, {name} client, {conn.security_protocol}", fix,
+        detail=" ".join(detail.split()), note=note,
+    )

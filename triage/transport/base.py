@@ -40,7 +40,9 @@ class Producer(Protocol):
         """Send and wait for every ack. Returns, per record, None or the failure."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is queued for up to ``timeout_s`` (0: drop it), then release the client."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,20 @@ def connect_error(settings: Settings, detail: str) -> TransportError:
         "bootstrap_servers and the security settings (security_protocol, sasl_*, ssl_*)",
         retriable=True,
     )
+
+
+def tcp_reason(bootstrap_servers: str, timeout_s: float = 1.0) -> Optional[str]:
+    """Why a plain TCP connection to the first bootstrap server fails ("Connection refused",
+    "timed out", ...), or None when it connects (then the Kafka handshake is what failed)."""
+    import socket
+
+    first = bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or first, int(port)), timeout=timeout_s):
+            return None
+    except (OSError, ValueError) as exc:
+        return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 # --- sending -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any, Optional
@@ -28,6 +29,9 @@ from triage.transport.base import (
 from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
+client_log = logging.getLogger("rdkafka")
+"""librdkafka's own log lines and error callbacks (the ``logger`` config key): hidden unless
+--client-logs or --log-level DEBUG, rate-limited by the CLI's logging setup."""
 
 # Transient by nature: the broker or network will recover; the record itself is fine.
 _TRANSIENT = frozenset(
@@ -65,7 +69,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "bootstrap.servers": settings.connection.bootstrap_servers,
         "security.protocol": settings.connection.security_protocol.lower(),
-        "logger": log,
+        "logger": client_log,
     }
     cfg.update(security_options(settings, _SECURITY_NAMES))
     return cfg
@@ -108,7 +112,7 @@ class _Health:
         if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
             self.up = False
             self.down_since = self.down_since or time.monotonic()
-        log.warning("kafka client error: %s", err.str())
+        client_log.warning("kafka client error: %s", err.str())
 
     def connected(self) -> bool:
         return self.up is not False
@@ -323,8 +327,8 @@ class ConfluentProducer:
                 return [r if r is not None else retry for r in results]
         return results
 
-    def close(self) -> None:
-        self._p.flush(10)
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._p.flush(timeout_s)
 
 
 def make_producer(settings: Settings) -> ConfluentProducer:
@@ -350,9 +354,7 @@ def make_producer(settings: Settings) -> ConfluentProducer:
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
-    cfg = client_config(settings)
-    cfg.pop("logger", None)
-    admin = AdminClient(cfg)
+    admin = AdminClient(client_config(settings))
     try:
         existing = set(admin.list_topics(timeout=30).topics)
     except KafkaException as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
@@ -372,3 +374,53 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
                 continue
             raise _from_exception(exc) from exc
     log.info("created topics %s with %d partitions", missing, partitions)
+
+
+# A broker that answered but refused us: retrying does not help, the settings must change.
+_REFUSED = frozenset(
+    getattr(KafkaError, name)
+    for name in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL", "ILLEGAL_SASL_STATE",
+                 "UNSUPPORTED_SASL_MECHANISM", "CLUSTER_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED")
+    if hasattr(KafkaError, name)
+)
+_FAILED_BECAUSE = re.compile(r"failed: (.*?)(?: \(after \d+ms.*\))?$")
+
+
+def _short(err: KafkaError) -> str:
+    """librdkafka's connect failure without its broker/thread prefixes: 'Connection refused'."""
+    text = err.str()
+    found = _FAILED_BECAUSE.search(text)
+    return found.group(1) if found else text
+
+
+def probe(settings: Settings, timeout_s: float) -> Optional[str]:
+    """Ask for cluster metadata until a broker answers or ``timeout_s`` passes. None when one
+    answered; otherwise the last connection error. A broker that answers but refuses (TLS,
+    SASL, authorization) raises the connect error at once."""
+    seen: list[KafkaError] = []
+    cfg = client_config(settings)
+    cfg["error_cb"] = seen.append
+    admin = AdminClient(cfg)
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        started = time.monotonic()
+        remaining = deadline - started
+        if remaining <= 0:
+            return last
+        try:
+            admin.list_topics(timeout=min(1.0, remaining))
+            return None
+        except KafkaException as exc:
+            err = _kafka_error(exc)
+            last = last or (f"{err.name()}: {err.str()}" if err is not None else str(exc))
+        admin.poll(0)  # serves error_cb and the client logger
+        for err in seen:
+            if err.code() in _REFUSED or err.fatal():
+                raise connect_error(settings, f"{err.name()}: {err.str()}")
+            if err.code() != KafkaError._ALL_BROKERS_DOWN:
+                last = _short(err)
+        seen.clear()
+        pause = min(0.2 - (time.monotonic() - started), deadline - time.monotonic())
+        if pause > 0:
+            time.sleep(pause)

@@ -8,14 +8,17 @@ from typing import Any, Callable, Optional, TypeVar
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    AuthorizationError, IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport.base import (
-    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
+    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes, tcp_reason,
     topic_partitions,
 )
 from triage.transport.security import security_options
@@ -35,6 +38,8 @@ def client_config(settings: Settings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "bootstrap_servers": settings.connection.bootstrap_servers.split(","),
         "security_protocol": settings.connection.security_protocol,
+        # The constructors bootstrap: an unreachable cluster fails them after the connect timeout.
+        "bootstrap_timeout_ms": int(settings.connection.connect_timeout_s * 1000),
     }
     cfg.update(security_options(settings, _SECURITY_NAMES))
     return cfg
@@ -46,8 +51,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _connect(settings: Settings, client: Callable[..., T], **options: Any) -> T:
-    """A kafka-python client; its constructor bootstraps (up to ~30 s), so an unreachable or
-    refusing cluster fails here, with the one connect-error text."""
+    """A kafka-python client; its constructor bootstraps (up to connect_timeout_s), so an
+    unreachable or refusing cluster fails here, with the one connect-error text."""
     try:
         return client(**options, **client_config(settings))
     except KafkaError as exc:  # bootstrap failed: unreachable, or TLS/SASL refused
@@ -182,8 +187,8 @@ class KafkaPythonProducer:
                 results[i] = _transport_error(f.exception)
         return results
 
-    def close(self) -> None:
-        self._p.close(timeout=10)
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._p.close(timeout=timeout_s)
 
 
 def make_producer(settings: Settings) -> KafkaPythonProducer:
@@ -215,3 +220,20 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
         raise _transport_error(exc) from exc
     finally:
         admin.close()
+
+
+_REFUSED = (AuthorizationError, IllegalSaslStateError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
+
+
+def probe(settings: Settings, timeout_s: float) -> Optional[str]:
+    """Bootstrap an admin client (a metadata request) within ``timeout_s``. None when a broker
+    answered; otherwise why not. A broker that refuses us (SASL, authorization) raises the
+    connect error at once."""
+    try:
+        admin = KafkaAdminClient(**{**client_config(settings), "bootstrap_timeout_ms": int(timeout_s * 1000)})
+    except _REFUSED as exc:
+        raise connect_error(settings, _describe(exc)) from None
+    except KafkaError as exc:
+        return tcp_reason(settings.connection.bootstrap_servers) or _describe(exc)
+    admin.close()
+    return None
