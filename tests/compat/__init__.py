@@ -1,0 +1,1 @@
+"""Compatibility zoo: ONNX classifiers as real exporters write them (issue 12)."""
