@@ -46,7 +46,7 @@ class ServingModel:
         """Run a canary batch; refuse a model whose output is not a probability table."""
         X = canary if canary is not None else np.zeros((8, self.feature_count))
         probs = self.classifier.predict_proba(X)
-        who = f"{self.version} ({self.classifier.path})"
+        who = f"{self.version}: {self.classifier.described}"
         if probs.shape != (len(X), len(self.classes)):
             raise ModelLoadError(who, f"canary output has shape {probs.shape}, expected {(len(X), len(self.classes))}")
         if not np.isfinite(probs).all():

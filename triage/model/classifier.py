@@ -159,6 +159,7 @@ class OnnxClassifier:
             raise ModelLoadError(str(self.path), f"{type(exc).__name__}: {exc}; no flag changes this: "
                                  "is it an ONNX file?") from exc
         where = f"{self.path} ({signature(proto)})"
+        self.described = where  # named in every later refusal (e.g. a failing canary)
         inputs = {p.name: p for p in graph_inputs(proto)}
         if input_name is None:
             if len(inputs) != 1:
