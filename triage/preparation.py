@@ -106,12 +106,12 @@ def prepare_bundle(
 
     ``calibration``: a temperature already fitted elsewhere (``triage train``); otherwise none.
     """
-    known_features = flags.feature_count or next(
-        (np.asarray(a).shape[1] for a in (inliers, labelled[0] if labelled else None) if a is not None), None)
+    data_features = next((np.asarray(a).shape[1] for a in (inliers, labelled[0] if labelled else None)
+                          if a is not None and np.asarray(a).ndim == 2), None)
     classifier = OnnxClassifier(
         onnx_bytes, source=source, classes=flags.classes, input_name=flags.input_name,
-        output_name=flags.output_name, feature_count=known_features, output_kind=flags.output_kind,
-        threads=flags.threads,
+        output_name=flags.output_name, feature_count=flags.feature_count, data_features=data_features,
+        output_kind=flags.output_kind, threads=flags.threads,
     )
     features = classifier.spec.feature_count
     inliers = _rows(inliers, features, f"the reference data for {source}")
@@ -121,7 +121,7 @@ def prepare_bundle(
         outlier = OutlierDetector.fit(inliers, quantile=outlier_quantile, seed=policy.seed)
     else:
         log.warning("no reference data for %s: outlier routing is OFF (triage_outlier_detection_enabled=0)", source)
-    calibration = calibration or NO_CALIBRATION
+    calibration = dict(calibration or NO_CALIBRATION)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     model = ServingModel(classifier=classifier, version=f"file-{digest[:12]}", sha256=digest, outlier=outlier,
                          temperature=float(calibration.get("temperature", 1.0)))

@@ -19,7 +19,7 @@ import numpy as np
 from triage.calibration import apply_temperature
 from triage.errors import TriageError
 from triage.labelstore import LabelStore
-from triage.model import OnnxClassifier
+from triage.serving import registered_classifier
 from triage.registry import Registry
 from triage.settings import PolicySettings, RetrainSettings
 from triage.preparation import ModelFlags, prepare_bundle
@@ -104,8 +104,7 @@ def version_probs(registry: Registry, version: str, X: np.ndarray) -> tuple[np.n
     """Calibrated (temperature) probabilities of a registered version on ``X``, and its classes.
     The bytes are verified first: a tampered CURRENT must not judge a candidate."""
     manifest = registry.verify(version)
-    clf = OnnxClassifier(registry.model_path(version), classes=manifest.get("classes"),
-                         feature_count=manifest.get("feature_count"))
+    clf = registered_classifier(registry.model_path(version), manifest)
     temperature = float((manifest.get("calibration") or {}).get("temperature", 1.0))
     return apply_temperature(clf.predict_proba(X), temperature), list(clf.spec.classes)
 

@@ -50,8 +50,8 @@ class ServingModel:
         if probs.shape != (len(X), len(self.classes)):
             raise ModelLoadError(who, f"canary output has shape {probs.shape}, expected {(len(X), len(self.classes))}")
         if not np.isfinite(probs).all():
-            raise ModelLoadError(who, "its output on the canary rows (from the reference data) contains NaN or "
-                                 "infinity; no flag changes this: check the model against that data")
+            raise ModelLoadError(who, "its output on the canary rows contains NaN or infinity; no flag changes "
+                                 "this: check the model against its reference data")
         if (probs < -1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
             hint = ("it is set to logits, so check --output-name" if self.classifier.spec.output_kind == "logits"
                     else "if the model outputs logits, set --output-kind logits")
@@ -78,21 +78,27 @@ def serving_model_from_file(serving: ServingSettings, policy: "PolicySettings") 
     return dataclasses.replace(model, version=serving.model_version or model.version)
 
 
+def registered_classifier(path: Path, manifest: dict[str, Any], serving: Optional[ServingSettings] = None) -> OnnxClassifier:
+    """A registry version's classifier, read with the model flags its manifest recorded (a
+    logits model stays logits wherever it is loaded: scorer, hot-swap or retrain judge)."""
+    return OnnxClassifier(
+        path,
+        classes=manifest.get("classes") or (serving.class_names if serving else None),
+        input_name=manifest.get("input_name") or (serving.input_name if serving else None),
+        output_name=manifest.get("output_name"),
+        feature_count=manifest.get("feature_count") or (serving.feature_count if serving else None),
+        output_kind=manifest.get("output_kind", serving.output_kind if serving else "probabilities"),
+        threads=serving.ort_threads if serving else 1,
+    )
+
+
 def serving_model_from_registry(
     registry: "Registry", version: str, serving: ServingSettings, *, running: Optional[ServingModel] = None
 ) -> ServingModel:
     """Load a registry version: verify sha256 first, then load, check it fits the running
     model (feature count), and warm it up on the bundle's canary rows."""
     manifest = registry.verify(version)
-    classifier = OnnxClassifier(
-        registry.model_path(version),
-        classes=manifest.get("classes") or serving.class_names,
-        input_name=manifest.get("input_name") if manifest.get("input_name") else serving.input_name,
-        output_name=manifest.get("output_name"),
-        feature_count=manifest.get("feature_count") or serving.feature_count,
-        output_kind=manifest.get("output_kind", serving.output_kind),
-        threads=serving.ort_threads,
-    )
+    classifier = registered_classifier(registry.model_path(version), manifest, serving)
     if running is not None and classifier.spec.feature_count != running.feature_count:
         raise IncompatibleModelError(
             version, f"it takes {classifier.spec.feature_count} features; the stream carries {running.feature_count}"

@@ -188,3 +188,36 @@ def test_external_weights_are_read_into_one_buffer(tmp_path: Path) -> None:
     blob = model_bytes(ext)
     X = np.ones((2, 3))
     np.testing.assert_allclose(OnnxClassifier(blob, source="m").predict_proba(X), OnnxClassifier(path).predict_proba(X))
+
+
+def test_zipmap_labels_win_over_an_inner_classifier(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
+    """Bagging: inner trees are trained on encoded labels; the ZipMap names the real classes."""
+    from sklearn.ensemble import BaggingClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, names, _ = iris
+    clf = BaggingClassifier(DecisionTreeClassifier(max_depth=3), n_estimators=3, random_state=0).fit(X, names)
+    path = tmp_path / "bag.onnx"
+    path.write_bytes(to_onnx(clf, X[:1]).SerializeToString())
+    model = OnnxClassifier(path)
+    assert model.spec.classes == ("setosa", "versicolor", "virginica")
+    got = np.asarray(model.spec.classes)[model.predict_proba(X).argmax(1)]
+    assert (got == clf.predict(X)).mean() > 0.95
+
+
+def test_output_name_recorded_by_older_imports_still_loads(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
+    """Imports before the adapter stored the ZipMap's input tensor as output_name."""
+    X, _, clf = iris
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx(clf, X[:1]).SerializeToString())
+    inner = next(n.input[0] for n in onnx.load(str(path)).graph.node if n.op_type == "ZipMap")
+    model = OnnxClassifier(path, output_name=inner)
+    np.testing.assert_allclose(model.predict_proba(X[:5]), clf.predict_proba(X[:5]), atol=1e-5)
+    with pytest.raises(ModelInspectionError, match="not a float tensor"):
+        OnnxClassifier(path, output_name="output_label")
+
+
+def test_reference_of_the_wrong_width_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="the reference data has 5 features, but input x float"):
+        OnnxClassifier(_softmax_net(tmp_path / "m.onnx"), classes=["a", "b"], data_features=5)
+    assert OnnxClassifier(_softmax_net(tmp_path / "m.onnx"), classes=["a", "b"]).predict_proba(np.empty((0, 3))).shape == (0, 2)

@@ -42,11 +42,12 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
 
 def _import_args(p: argparse.ArgumentParser) -> None:
     # Parsed into settings.serving (dest = the Settings field), like `triage serve --model`.
-    p.add_argument("--model", dest="model", required=True, type=Path, default=argparse.SUPPRESS,
+    p.add_argument("--model", dest="model", type=Path, default=argparse.SUPPRESS,
                    metavar="PATH", help="the ONNX classifier to register [env TRIAGE_MODEL]")
-    p.add_argument("--reference", dest="reference", required=True, type=Path, default=argparse.SUPPRESS,
+    p.add_argument("--reference", dest="reference", type=Path, default=argparse.SUPPRESS,
                    metavar="DATA", help="data from the model's training distribution (npz X[,y] or CSV); "
-                   "fits the outlier detector, labels (y) give the manifest metrics")
+                   "fits the outlier detector and is the canary; labels (y) also fit calibration, routing and the "
+                   "manifest metrics [env TRIAGE_REFERENCE]")
     p.add_argument("--promote", action="store_true", help="also make it current and announce it")
     add_setting_flag(p, "outlier_quantile")
     add_setting_flag(p, "seed")

@@ -83,7 +83,7 @@ class _Feed:
     sample_shape: tuple[int, ...]
 
 
-def _feed(port: Port, requested_features: Optional[int], where: str) -> _Feed:
+def _feed(port: Port, requested_features: Optional[int], data_features: Optional[int], where: str) -> _Feed:
     if port.elem not in FLOAT_DTYPES:
         raise ModelLoadError(where, f"input {port.describe()} is not a float tensor; triage sends float "
                              "features, so no flag changes this: export the model with a float input")
@@ -103,7 +103,10 @@ def _feed(port: Port, requested_features: Optional[int], where: str) -> _Feed:
     if requested_features is not None and graph_features is not None and requested_features != graph_features:
         raise ModelLoadError(where, f"--feature-count {requested_features} given, but input {port.describe()} "
                              f"takes {graph_features}; drop --feature-count or fix it")
-    features = graph_features or requested_features
+    if data_features is not None and graph_features is not None and data_features != graph_features:
+        raise ModelLoadError(where, f"the reference data has {data_features} features, but input {port.describe()} "
+                             f"takes {graph_features}; no flag changes this: give reference data the model was made for")
+    features = graph_features or requested_features or data_features
     if not features:
         raise ModelInspectionError(where, f"the feature count (input {port.describe()})",
                                    "--feature-count or --reference")
@@ -114,12 +117,13 @@ def _feed(port: Port, requested_features: Optional[int], where: str) -> _Feed:
 def _output_plan(outputs: list[Port], requested: Optional[str], where: str) -> tuple[str, ...]:
     """The output name(s) holding the class table: one tensor, or one column per class."""
     names = [o.name for o in outputs]
-    if requested is not None:
-        if requested not in names:
-            raise ModelInspectionError(where, f"the output {requested!r}", "--output-name (one of "
-                                       f"{', '.join(names)})")
-        return (requested,)
     floats = [o for o in outputs if o.is_float_tensor]
+    if requested is not None:
+        if requested not in [o.name for o in floats]:
+            what = "is not a float tensor" if requested in names else "does not exist"
+            raise ModelInspectionError(where, f"the probability output: {requested!r} {what}", "--output-name "
+                                       f"(one of {', '.join(o.name for o in floats) or 'none'})")
+        return (requested,)
     tables = [o for o in floats if o.shape is None or len(o.shape) == 2]
     if len(tables) == 1:
         return (tables[0].name,)
@@ -148,6 +152,7 @@ class OnnxClassifier:
         input_name: Optional[str] = None,
         output_name: Optional[str] = None,
         feature_count: Optional[int] = None,
+        data_features: Optional[int] = None,
         output_kind: str = "probabilities",
         threads: int = 1,
     ) -> None:
@@ -167,13 +172,13 @@ class OnnxClassifier:
             input_name = next(iter(inputs))
         if input_name not in inputs:
             raise ModelInspectionError(where, f"the input {input_name!r}", "--input-name")
-        feed = _feed(inputs[input_name], feature_count, where)
+        feed = _feed(inputs[input_name], feature_count, data_features, where)
         if len(inputs) > 1:
             raise ModelLoadError(where, "the graph needs more than one input; triage feeds one feature "
                                  "tensor, so no flag changes this: export a single-input model")
+        found = class_names(proto)  # before the ZipMap goes: its labels name the columns it maps
         bypass = bypass_zipmap(proto, output_name)
         plan = (bypass,) if bypass else _output_plan(graph_outputs(proto), output_name, where)
-        found = class_names(proto)
         self.session = self._session(proto, threads, where)
         self._feed = feed
         self._outputs = list(plan)
@@ -237,6 +242,8 @@ class OnnxClassifier:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(N, F) features -> (N, C) float64 probabilities. One ONNX run per call (dynamic batch)."""
+        if not len(X):
+            return np.empty((0, len(self.spec.classes)))
         out = self._run(X)
         logits = self.spec.output_kind == "logits"
         if out.shape[1] == 1 and len(self.spec.classes) == 2:  # binary: one column for the second class

@@ -197,8 +197,8 @@ def bypass_zipmap(proto: onnx.ModelProto, requested: Optional[str] = None) -> Op
     for node in proto.graph.node:
         if node.op_type != "ZipMap" or node.output[0] not in outputs:
             continue
-        if requested is not None and node.output[0] != requested:
-            continue
+        if requested is not None and requested not in (node.output[0], node.input[0]):
+            continue  # (the input's name: what imports before the adapter recorded as output_name)
         name = node.input[0]
         if name not in outputs:
             proto.graph.output.append(onnx.helper.make_tensor_value_info(name, _elem_type(proto, name), None))
