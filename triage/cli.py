@@ -43,7 +43,7 @@ def add_setting_flag(parser: Any, name: str) -> None:
     """``--name`` for the Settings field ``name`` (help: its docstring, default and env
     variable; default suppressed), unless ``parser`` already has that flag."""
     field = dict(Settings.fields())[name]
-    flag = "--" + name.replace("_", "-")
+    flag = flag_of(name)
     if flag in parser._option_string_actions:
         return
     default = field.default
@@ -56,6 +56,13 @@ def add_setting_flag(parser: Any, name: str) -> None:
     else:
         parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices,
                             metavar=name.upper() if not choices else None, help=help_text)
+
+
+def flag_of(name: str) -> str:
+    """The flag of a Settings field: ``--field-name`` unless the field names its own."""
+    extra = dict(Settings.fields())[name].json_schema_extra
+    custom = extra.get("flag") if isinstance(extra, dict) else None
+    return str(custom) if custom else "--" + name.replace("_", "-")
 
 
 def _choices(annotation: Any) -> Optional[list[str]]:
@@ -75,7 +82,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            flag = f"--{loc.replace('_', '-')} / TRIAGE_{loc.upper()}" if loc != "settings" else "settings"
+            known = loc in dict(Settings.fields())
+            flag = f"{flag_of(loc) if known else '--' + loc.replace('_', '-')} / TRIAGE_{loc.upper()}" \
+                if loc != "settings" else "settings"
             lines.append(f"  {flag}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
 

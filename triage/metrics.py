@@ -202,3 +202,29 @@ class AuditMetrics:
         self.samples = Gauge("triage_accepted_accuracy_samples", "Labelled audit samples behind the estimate.", ["model_version"], registry=r)
         self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (for alert rules next to the estimate).", registry=r)
         self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other|invalid).", ["kind"], registry=r)
+
+
+class LabelStudioMetrics:
+    """The Label Studio bridge: tasks created, labels published by source, reconcile lag, errors."""
+
+    INVALID_REASONS = ("unknown_choice", "no_sample_id", "bad_webhook", "unauthorized_webhook", "bad_review")
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.loop = LoopMetrics(r)
+        self.tasks_created = Counter("triage_labelstudio_tasks_created", "Review requests turned into Label Studio tasks.", registry=r)
+        self.tasks_existing = Counter("triage_labelstudio_tasks_existing", "Review requests whose task already existed (redelivery).", registry=r)
+        self.labels = Counter("triage_labelstudio_labels_published", "Labels published to the labels topic, by source "
+                              "(webhook|reconcile) and kind (label|undo).", ["source", "kind"], registry=r)
+        self.open_tasks = Gauge("triage_labelstudio_open_tasks", "Tasks created by the bridge with no published label.", registry=r)
+        self.reconcile_lag = Gauge("triage_labelstudio_reconcile_lag_seconds", "Seconds since the last completed reconcile.", registry=r)
+        self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
+        self.invalid = Counter("triage_labelstudio_invalid", "Inputs the bridge could not use, by reason.", ["reason"], registry=r)
+        self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable.", registry=r)
+        for source in ("webhook", "reconcile"):
+            for kind in ("label", "undo"):
+                self.labels.labels(source=source, kind=kind)
+        for reason in self.INVALID_REASONS:
+            self.invalid.labels(reason=reason)
+        for operation in ("tasks", "create_tasks", "annotations", "project", "version"):
+            self.errors.labels(operation=operation)

@@ -21,9 +21,10 @@ KafkaClient = Literal["auto", "kafka-python", "confluent"]
 PolicyName = Literal["threshold", "review-rate", "risk"]
 
 
-def _group(name: str) -> dict[str, str]:
-    """The CLI flag group a field belongs to (which commands offer it)."""
-    return {"group": name}
+def _group(name: str, flag: Optional[str] = None) -> dict[str, str]:
+    """The CLI flag group a field belongs to (which commands offer it), and its flag when it is
+    not ``--field-name`` (the bridge's short ``--url`` for ``label_studio_url``)."""
+    return {"group": name, "flag": flag} if flag else {"group": name}
 
 
 class Section(BaseSettings):
@@ -274,6 +275,33 @@ class OperationsSettings(Section):
 
 
 
+class LabelStudioSettings(Section):
+    """The Label Studio bridge (``triage label-studio``): where Label Studio is, which project,
+    and how its webhooks reach the bridge."""
+
+    label_studio_url: str = Field("http://127.0.0.1:8080", json_schema_extra=_group("label-studio", "--url"))
+    """Base URL of Label Studio."""
+    label_studio_api_key: Optional[SecretStr] = Field(None, json_schema_extra=_group("label-studio", "--api-key"))
+    """Label Studio API key: a legacy token or a personal access token (secret; never logged)."""
+    label_studio_project_id: Optional[int] = Field(None, ge=1, json_schema_extra=_group("label-studio", "--project-id"))
+    """The Label Studio project to feed (else --project-title)."""
+    label_studio_project_title: str = Field("triage review", json_schema_extra=_group("label-studio", "--project-title"))
+    """Title of the project to use, created with a labelling config from the model's classes when missing."""
+    label_studio_webhook_host: str = Field("0.0.0.0", json_schema_extra=_group("label-studio", "--webhook-host"))
+    """Bind address of the webhook listener."""
+    label_studio_webhook_port: int = Field(8091, ge=0, le=65535, json_schema_extra=_group("label-studio", "--webhook-port"))
+    """Port of the webhook listener (POST /webhook; 0 = pick a free port)."""
+    label_studio_webhook_url: Optional[str] = Field(None, json_schema_extra=_group("label-studio", "--webhook-url"))
+    """The URL Label Studio calls for annotation events (default: http://127.0.0.1:<webhook port>/webhook)."""
+    label_studio_webhook_secret: Optional[SecretStr] = Field(
+        None, json_schema_extra=_group("label-studio", "--webhook-secret"))
+    """Shared secret Label Studio sends in the X-Triage-Webhook-Secret header (default: a random one per start)."""
+    label_studio_reconcile_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("label-studio", "--reconcile-s"))
+    """Seconds between reconciles: every annotation is re-read, so a lost webhook is caught."""
+    label_studio_group_id: str = Field("triage-label-studio", json_schema_extra=_group("label-studio", "--bridge-group-id"))
+    """Consumer group of the bridge on the review topic."""
+
+
 SECTIONS: dict[str, type[Section]] = {
     "connection": ConnectionSettings,
     "topics": TopicSettings,
@@ -281,6 +309,7 @@ SECTIONS: dict[str, type[Section]] = {
     "policy": PolicySettings,
     "retrain": RetrainSettings,
     "operations": OperationsSettings,
+    "label_studio": LabelStudioSettings,
 }
 
 
@@ -288,7 +317,7 @@ class Settings:
     """Every section, built together. ``Settings(**flat)`` takes flat field names (as flags and
     ``TRIAGE_*`` variables spell them); anything not given is read from the environment."""
 
-    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations")
+    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations", "label_studio")
 
     connection: ConnectionSettings
     topics: TopicSettings
@@ -296,6 +325,7 @@ class Settings:
     policy: PolicySettings
     retrain: RetrainSettings
     operations: OperationsSettings
+    label_studio: LabelStudioSettings
 
     def __init__(self, **flat: Any) -> None:
         unknown = set(flat) - set(FIELD_SECTION)

@@ -99,6 +99,67 @@ ts("Review queue and labels flow", [
 ts("Labels pending (not yet in a promoted model)", [tgt("sum(triage_labels_pending)", "labels pending")],
    12, y, unit="short", desc="TriageLabelsPilingUpNoSwap fires above 500 with no swap for 6 hours.")
 y += 8
+row("Human review (Label Studio) and audit", y); y += 1
+LABELS = 'triage_labelstudio_labels_published_total{kind="label"}'
+stat("Bridge ready", 'max(triage_ready{job="triage-label-studio"})', 0, y, thresholds=red_below(1),
+     desc="The Label Studio bridge's /readyz: Label Studio and the broker reachable. One replica by design.")
+stat("Open tasks", "sum(triage_labelstudio_open_tasks)", 4, y,
+     desc="Tasks created in Label Studio without a published label yet: the annotators' backlog.")
+stat("Labels / min", f"sum(rate({LABELS}[5m])) * 60", 8, y,
+     desc="Annotations published to the labels topic per minute (webhook + reconcile).")
+stat("Since last reconcile", "max(triage_labelstudio_reconcile_lag_seconds)", 12, y, unit="s",
+     thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 120}]},
+     desc="Seconds since the bridge last finished re-reading every annotation (catches missed webhooks); "
+          "should stay near --reconcile-s (30 s in the stack).")
+stat("Audit up", 'sum(up{job="triage-audit"})', 16, y, thresholds=red_below(1),
+     desc="The audit consumer, the only exporter of the accepted-accuracy estimate.")
+stat("Audit labels", "sum(triage_accepted_accuracy_samples)", 20, y,
+     desc="Labelled audit samples behind the accepted-accuracy estimate, all model versions.")
+y += 4
+ts("Review queue: requests vs Label Studio tasks", [
+    tgt(f'sum(rate(triage_samples_total{{route="review"}}[{RI}]))', "review requests (scorer)"),
+    tgt(f"sum(rate(triage_labelstudio_tasks_created_total[{RI}]))", "tasks created", "B"),
+    tgt(f"sum(rate(triage_labelstudio_tasks_existing_total[{RI}]))", "task already existed (redelivery)", "C"),
+  ], 0, y, unit="ops", desc="Every review request should become one task; 'already existed' counts redelivered "
+                            "requests the bridge recognised (no duplicate task).")
+ts("Labels published by source", [
+    tgt(f"sum by (source, kind) (rate(triage_labelstudio_labels_published_total[{RI}])) * 60", "{{source}} / {{kind}}"),
+  ], 12, y, unit="short", stack=True,
+   desc="Labels per minute from the webhook vs the reconcile (a growing reconcile share means webhooks are lost); "
+        "undo = an annotation deleted in Label Studio.")
+y += 8
+ts("Open tasks (annotation backlog)", [
+    tgt("sum(triage_labelstudio_open_tasks)", "open tasks (bridge)"),
+    tgt("max(triage_review_backlog) >= 0", "review backlog (scorer: requests - labels)", "B"),
+  ], 0, y, w=8, unit="short", desc="Tasks waiting for an annotator. Growing = annotators cannot keep up: add "
+                                   "annotators, lower the review rate or set an annotation budget.")
+ts("Annotator throughput (labels/min)", [
+    tgt(f"sum(rate({LABELS}[{RI}])) * 60", "labels/min"),
+    tgt(f'sum(rate(triage_labelstudio_labels_published_total{{kind="undo"}}[{RI}])) * 60', "undos/min", "B"),
+    tgt(f'sum(rate(triage_samples_total{{route="review"}}[{RI}])) * 60', "review requests/min", "C"),
+  ], 8, y, w=8, unit="short", desc="Labels coming back per minute vs review requests going out.")
+ts("Bridge errors and invalid records", [
+    tgt(f"sum by (operation) (rate(triage_labelstudio_errors_total[{RI}]))", "error: {{operation}}"),
+    tgt(f"sum by (reason) (rate(triage_labelstudio_invalid_total[{RI}]))", "invalid: {{reason}}", "B"),
+    tgt(f'sum(rate(triage_internal_errors_total{{loop="label-studio"}}[{RI}]))', "internal errors", "C"),
+    tgt(f'sum(rate(triage_records_consumed_total{{loop="label-studio"}}[{RI}]))', "review records consumed", "D"),
+  ], 16, y, w=8, unit="ops")
+y += 8
+ts("Audit: accepted accuracy with its 95% interval vs risk target", [
+    tgt("max by (model_version) (triage_accepted_accuracy_estimate)", "estimate {{model_version}}"),
+    tgt("max by (model_version) (triage_accepted_accuracy_lower)", "lower {{model_version}}", "B"),
+    tgt("max by (model_version) (triage_accepted_accuracy_upper)", "upper {{model_version}}", "C"),
+    tgt("1 - max(triage_risk_alpha)", "target (1 - alpha)", "D"),
+  ], 0, y, w=16, unit="percentunit",
+   desc="Realized accuracy of auto-accepted predictions per model version, from the random audit slice labelled "
+        "by humans (triage audit), with its Clopper-Pearson interval. TriageAcceptedAccuracyBelowTarget fires when "
+        "the estimate is under the target for 30m, ...Confident when even the upper bound is, for 15m.")
+ts("Audit labels behind the estimate", [
+    tgt("max by (model_version) (triage_accepted_accuracy_samples)", "{{model_version}}"),
+    tgt(f"sum by (kind) (rate(triage_audit_records_total[{RI}]))", "records/s: {{kind}}", "B"),
+  ], 16, y, w=8, unit="short", desc="A wide interval means few labelled audit samples: raise --audit-rate or "
+                                    "label the audit tasks first.")
+y += 8
 row("Models", y); y += 1
 panels.append({"type": "state-timeline", "title": "Model version timeline", "id": nid(), "datasource": DS,
     "description": "One row per replica and version: when each version was served (triage_model_info); swap annotations mark every successful or refused swap.",
@@ -120,18 +181,12 @@ ts("Retrain runs by outcome", [
 ts("Holdout accuracy: candidate vs current", [tgt("max by (model) (triage_eval_accuracy)", "{{model}}")],
    16, y, w=8, unit="percentunit")
 y += 8
-ts("Accepted-accuracy estimate vs risk target", [
-    tgt("max by (model_version) (triage_accepted_accuracy_estimate)", "estimate {{model_version}}"),
-    tgt("max by (model_version) (triage_accepted_accuracy_lower)", "lower {{model_version}}", "B"),
-    tgt("max by (model_version) (triage_accepted_accuracy_upper)", "upper {{model_version}}", "C"),
-    tgt("1 - max(triage_risk_alpha)", "target (1 - alpha)", "D"),
-  ], 0, y, unit="percentunit", desc="Estimated accuracy of auto-accepted predictions with its confidence interval.")
 ts("Calibration and gate", [
     tgt("max by (stage) (triage_calibration_ece)", "ECE {{stage}}"),
     tgt("max(triage_risk_threshold)", "risk threshold", "B"),
     tgt("min(triage_gate_open)", "gate open", "C"),
     tgt("max(triage_budget_conflict)", "budget conflict", "D"),
-  ], 12, y, unit="short")
+  ], 0, y, w=24, unit="short")
 y += 8
 row("Latency and throughput", y); y += 1
 ts("Inference latency (per batch)", [

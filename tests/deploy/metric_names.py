@@ -50,3 +50,26 @@ def exported(metrics_text: str) -> set[str]:
         names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
+
+
+# The contract of `triage label-studio` (the Label Studio bridge): family name -> type and label
+# names. The dashboard is built against these; once the bridge is merged, the metric tests
+# check that a running bridge declares every one of them (its /metrics page), until then they
+# stand in for its exports.
+LABEL_STUDIO_BRIDGE_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "triage_labelstudio_tasks_created": ("counter", ()),
+    "triage_labelstudio_tasks_existing": ("counter", ()),
+    "triage_labelstudio_labels_published": ("counter", ("source", "kind")),  # webhook|reconcile, label|undo
+    "triage_labelstudio_open_tasks": ("gauge", ()),
+    "triage_labelstudio_reconcile_lag_seconds": ("gauge", ()),
+    "triage_labelstudio_errors": ("counter", ("operation",)),
+    "triage_labelstudio_invalid": ("counter", ("reason",)),
+    "triage_records_consumed": ("counter", ("loop",)),  # loop="label-studio"
+    "triage_internal_errors": ("counter", ("loop",)),
+    "triage_ready": ("gauge", ()),
+}
+
+
+def contract_names(contract: dict[str, tuple[str, tuple[str, ...]]]) -> set[str]:
+    """Series names the contract's families produce (counter x -> x_total, ...)."""
+    return {name + suffix for name, (kind, _) in contract.items() for suffix in SUFFIXES[kind]}

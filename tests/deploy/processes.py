@@ -89,3 +89,30 @@ class RetrainProcess:
 def ready_state(port: int) -> tuple[int, dict[str, object]]:
     code, body = http_get(f"http://127.0.0.1:{port}/readyz")
     return code, json.loads(body)
+
+
+class TriageProcess:
+    """``triage <argv>`` in a subprocess with its own /metrics port (the audit consumer, the
+    Label Studio bridge): for the metric and scrape tests."""
+
+    def __init__(self, settings: Settings, argv: list[str], workdir: Path, name: str,
+                 extra_env: Optional[dict[str, str]] = None) -> None:
+        env = {**os.environ, **_env(settings), **(extra_env or {})}
+        self.metrics_port = free_port()
+        env["TRIAGE_METRICS_PORT"] = str(self.metrics_port)
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "triage", *argv], env=env, cwd=REPO,
+                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+
+    def dead(self) -> Optional[str]:
+        return None if self.proc.poll() is None else self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return wait_until(lambda: http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")[1],
+                          f"{self.name} /metrics", self.dead)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

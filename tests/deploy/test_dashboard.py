@@ -73,3 +73,31 @@ def test_panel_ids_are_unique_and_layout_fits() -> None:
     for p in panels:
         pos = p["gridPos"]
         assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, p["title"]
+
+
+def test_human_review_and_audit_panels() -> None:
+    by_title = {p["title"]: p for p in _panels()}
+    exprs = lambda title: " ".join(t["expr"] for t in by_title[title]["targets"])  # noqa: E731
+    queue = exprs("Review queue: requests vs Label Studio tasks")
+    assert "triage_labelstudio_tasks_created_total" in queue and 'route="review"' in queue
+    assert "by (source, kind)" in exprs("Labels published by source")
+    assert "triage_labelstudio_labels_published_total" in exprs("Labels published by source")
+    assert "triage_labelstudio_open_tasks" in exprs("Open tasks (annotation backlog)")
+    throughput = by_title["Annotator throughput (labels/min)"]["targets"][0]["expr"]
+    assert 'kind="label"' in throughput and throughput.endswith("* 60")
+    audit = exprs("Audit: accepted accuracy with its 95% interval vs risk target")
+    for name in ("triage_accepted_accuracy_estimate", "triage_accepted_accuracy_lower",
+                 "triage_accepted_accuracy_upper", "triage_risk_alpha"):
+        assert name in audit
+    assert "TriageAcceptedAccuracyBelowTarget" in by_title["Audit: accepted accuracy with its 95% interval vs risk target"]["description"]
+    assert "triage_accepted_accuracy_samples" in exprs("Audit labels behind the estimate")
+    assert "triage_labelstudio_reconcile_lag_seconds" in exprs("Since last reconcile")
+
+
+def test_job_selectors_name_shipped_prometheus_jobs() -> None:
+    """A panel filtering on job= must name a job deploy/prometheus/prometheus.yml defines."""
+    import re
+
+    jobs = {j["job_name"] for j in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    used = {m for p in _panels() for t in p["targets"] for m in re.findall(r'job="([^"]+)"', t["expr"])}
+    assert used and used <= jobs, used - jobs

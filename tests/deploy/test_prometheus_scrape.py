@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import PROM_DIR
-from tests.deploy.processes import http_get, wait_until
+from tests.deploy.processes import TriageProcess, http_get, wait_until
+from tests.deploy.shipped import BY_COMMAND
 from tests.fixtures import ScorerProcess, produce
 from tests.integration.streams import mixed_stream
 from triage.broker import free_port
@@ -24,14 +25,17 @@ pytestmark = pytest.mark.integration
 
 
 class Prometheus:
-    def __init__(self, binary: str, workdir: Path, scorer_port: int) -> None:
+    def __init__(self, binary: str, workdir: Path, scorer_port: int, extra_jobs: Optional[dict[str, int]] = None) -> None:
         config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
         # The shipped config, with loopback targets and a fast cadence for the test.
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
         config["rule_files"] = [str(PROM_DIR / f) for f in config["rule_files"]]
         config["scrape_configs"] = [
             {"job_name": "triage-scorer", "static_configs": [{"targets": [f"127.0.0.1:{scorer_port}"]}]},
-        ]
+        ] + [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+             for job, port in (extra_jobs or {}).items()]
+        shipped_jobs = {j["job_name"] for j in yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())["scrape_configs"]}
+        assert {j["job_name"] for j in config["scrape_configs"]} <= shipped_jobs  # the shipped job names
         path = workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         self.port = free_port()
@@ -66,11 +70,11 @@ class Prometheus:
 
 
 @pytest.fixture
-def prometheus_factory(prometheus_bin: str, tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
+def prometheus_factory(prometheus_bin: str, tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
     started: list[Prometheus] = []
 
-    def start(scorer_port: int) -> Prometheus:
-        p = Prometheus(prometheus_bin, tmp_path, scorer_port)
+    def start(scorer_port: int, extra_jobs: Optional[dict[str, int]] = None) -> Prometheus:
+        p = Prometheus(prometheus_bin, tmp_path, scorer_port, extra_jobs)
         started.append(p)
         return p
 
@@ -124,3 +128,24 @@ def test_prometheus_scrapes_a_running_scorer(
     shipped = {r["alert"] for g in yaml.safe_load((PROM_DIR / "alerts.yml").read_text())["groups"] for r in g["rules"]}
     assert loaded == shipped
     assert all(r.get("health") in ("ok", "unknown") for g in rules for r in g["rules"])
+
+
+def test_prometheus_scrapes_the_audit_consumer_under_its_shipped_job(
+    settings_factory: Callable[..., Settings], prometheus_factory: Callable[..., Prometheus], tmp_path: Path,
+) -> None:
+    """The accepted-accuracy alerts need the audit consumer scraped: its job is up and its
+    triage_risk_alpha (the alerts' target) arrives with job="triage-audit"."""
+    s = settings_factory()
+    audit = TriageProcess(s, ["audit"], tmp_path, "audit")
+    try:
+        audit.metrics()
+        job = BY_COMMAND["audit"].job
+        prom = prometheus_factory(free_port(), {job: audit.metrics_port})  # no scorer: only audit matters here
+        wait_until(lambda: "ok" if http_get(f"http://127.0.0.1:{prom.port}/-/ready")[0] == 200 else None,
+                   "prometheus to be ready", prom.dead)
+        up = wait_until(lambda: prom.query(f'up{{job="{job}"}} == 1') or None, "the audit target to be up", prom.dead)
+        assert up[0]["metric"]["instance"] == f"127.0.0.1:{audit.metrics_port}"
+        alpha = wait_until(lambda: prom.query(f'triage_risk_alpha{{job="{job}"}}') or None, "triage_risk_alpha", prom.dead)
+        assert float(alpha[0]["value"][1]) == s.policy.risk_alpha
+    finally:
+        audit.stop()

@@ -5,6 +5,7 @@ from triage.commands import (  # noqa: F401
     audit,
     broker,
     demo,
+    label_studio,
     models,
     quickstart,
     replay,

@@ -35,7 +35,7 @@ from triage.contracts.dlq import (
     DLQ_STAGES, dead_letter, dead_letter_from_batch, decode_dlq_headers, without_payload,
 )
 from triage.contracts.label import (
-    Label, LabelRow, decode_label, decode_label_row, encode_label, encode_label_row,
+    Label, LabelOrigin, LabelRow, decode_label, decode_label_row, encode_label, encode_label_row,
 )
 from triage.contracts.models import (
     MANIFEST_FORMAT, MANIFEST_STATUSES, ModelEvent, check_manifest, decode_manifest, decode_model_event,
@@ -52,7 +52,7 @@ from triage.contracts.sample import (
 __all__ = [
     "DLQ_STAGES", "F32_MAX", "ID_MAX_CHARS", "MANIFEST_FORMAT", "MANIFEST_STATUSES", "MAX_EVENT_MS",
     "META_MAX_BYTES", "META_MAX_DEPTH", "TEXT_MAX_CHARS",
-    "Label", "LabelRow", "ModelEvent", "Prediction", "PredictionRecord", "ProvisionalPrediction", "ReviewRequest",
+    "Label", "LabelOrigin", "LabelRow", "ModelEvent", "Prediction", "PredictionRecord", "ProvisionalPrediction", "ReviewRequest",
     "Sample", "ScoreFields", "TopClass",
     "check_features", "check_manifest", "dead_letter", "dead_letter_from_batch", "decode_dlq_headers",
     "decode_label", "decode_label_row", "decode_manifest", "decode_model_event", "decode_prediction",

@@ -297,7 +297,8 @@ def _plan(cls: type) -> tuple[tuple[str, Any, bool], ...]:
         plan = tuple(
             (f.name,
              f.default if f.default is not msgspec.NODEFAULT
-             else f.default_factory() if f.default_factory is not msgspec.NODEFAULT else _NODEFAULT,
+             else f.default_factory() if f.default_factory is not msgspec.NODEFAULT
+             else _NODEFAULT if f.required else msgspec.UNSET,  # an UNSET default: absent unless given
              _numbers_only(f.type))
             for f in mi.type_info(cls).fields  # type: ignore[attr-defined]
         )
@@ -335,7 +336,7 @@ def shape(obj: Any) -> tuple[int, int, int]:
             depth = max(depth, d)
             for name, default, numbers_only in _plan(cls):
                 v = getattr(o, name)
-                if default is _NODEFAULT or (v is not None and v != default):
+                if default is _NODEFAULT or (v is not None and v is not msgspec.UNSET and v != default):
                     keys += 1
                     if numbers_only:
                         depth = max(depth, d + 1) if v.__class__ is list else depth

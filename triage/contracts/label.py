@@ -25,6 +25,16 @@ from triage.errors import ValidationError
 Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
 
 
+class LabelOrigin(msgspec.Struct):
+    """Where a label was made outside triage (the Label Studio bridge): the tool's own ids.
+    The bridge rebuilds what it already published from these, so its cursor lives in Kafka."""
+
+    tool: Name  # "label-studio"
+    annotation: Annotated[int, msgspec.Meta(ge=0)]  # the annotation whose state this label is
+    task: Annotated[int, msgspec.Meta(ge=0)]
+    deleted: Optional[Annotated[int, msgspec.Meta(ge=0)]]  # an annotation whose removal this reports, or null
+
+
 class Label(msgspec.Struct):
     SCHEMA_VERSION: ClassVar[int] = 1
 
@@ -33,6 +43,8 @@ class Label(msgspec.Struct):
     annotator: Optional[Name] = None
     features: Optional[list[Float32]] = None  # lets a label stand alone, without the review record
     ts: Ts = None  # when it was labelled
+    # Set by bridges to external labelling tools; absent otherwise (labels stay byte-identical).
+    origin: Union[LabelOrigin, msgspec.UnsetType] = msgspec.UNSET
 
 
 _label_decoder = msgspec.json.Decoder(Label)
@@ -46,9 +58,10 @@ def decode_label(value: Optional[bytes], max_bytes: int) -> Label:
 
 
 def encode_label(sample_id: str, label: str, *, annotator: Optional[str] = None,
-                 features: Optional[list[float]] = None, ts: Union[int, float, str, None] = None) -> bytes:
+                 features: Optional[list[float]] = None, ts: Union[int, float, str, None] = None,
+                 origin: Optional[LabelOrigin] = None) -> bytes:
     """The bytes of a valid label (ValidationError otherwise): what the annotators publish."""
-    built = Label(sample_id, label, annotator, features, ts)
+    built = Label(sample_id, label, annotator, features, ts, msgspec.UNSET if origin is None else origin)
     if features is not None:
         check_float32_list("features", features)
     check_ts(ts)  # numbers too: msgspec checks their range only when decoding

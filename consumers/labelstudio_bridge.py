@@ -1,0 +1,376 @@
+"""``triage label-studio``: review requests become Label Studio tasks; annotations become labels.
+
+Three threads, one process:
+- the review loop (the guarded loop, consumer group): each new review request becomes exactly
+  one task, keyed by sample id (the index of existing tasks is read from Label Studio at
+  start-up, so a redelivered request finds its task); offsets are committed after the task
+  exists. Label Studio being down blocks the loop (retried), it never dead-letters a request.
+- the webhook listener: checks the shared secret, queues the annotation events, answers at
+  once (Label Studio waits 1 s and never retries).
+- the publisher: applies queued webhook events, and every ``--reconcile-s`` re-reads every
+  task's annotations, so a lost webhook is caught. Each change is published once: the ledger
+  of what was published is rebuilt at start-up from the bridge's own records on the labels
+  topic (their ``origin``: ``triage.labelstudio.changes``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Optional, Sequence
+
+from consumers.loop import GuardedLoop
+from triage.contracts import dead_letter_from_batch, decode_label, decode_review, encode_label
+from triage.errors import InputError, TransportError
+from triage.labelstudio.changes import Invalid, LabelEvent, Ledger
+from triage.labelstudio.client import LabelStudio, LabelStudioError
+from triage.labelstudio.tasks import has_image, label_config, task_for
+from triage.metrics import LabelStudioMetrics
+from triage.records import OutRecord, RecordBatch
+from triage.settings import Settings
+from triage.threads import Supervised
+from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
+
+log = logging.getLogger("triage.labelstudio")
+SECRET_HEADER = "X-Triage-Webhook-Secret"
+WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
+MAX_BODY = 5_000_000
+RETRY_S = (0.5, 1.0, 2.0, 5.0)
+
+
+def retrying(call: Callable[[], Any], *, what: str, metrics: LabelStudioMetrics, stop: threading.Event) -> Any:
+    """Call Label Studio until it answers; a retriable failure waits and tries again (counted),
+    a refusal raises. Stopping while Label Studio is down abandons the work uncommitted."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except LabelStudioError as exc:
+            metrics.errors.labels(operation=what).inc()
+            if not exc.retriable:
+                raise
+            if attempt == 0 or attempt % 20 == 0:
+                log.warning("label studio: %s failed (%s); retrying", what, exc.message)
+            if stop.wait(RETRY_S[min(attempt, len(RETRY_S) - 1)]):
+                raise TransportError(f"stopped while Label Studio was unreachable ({what})") from exc
+            attempt += 1
+
+
+class Bridge:
+    def __init__(self, settings: Settings, classes: Sequence[str], client: LabelStudio, *,
+                 feature_count: Optional[int] = None, metrics: Optional[LabelStudioMetrics] = None) -> None:
+        self.settings = settings
+        self.feature_count = feature_count
+        self.ls_settings = settings.label_studio
+        self.classes = list(classes)
+        self.client = client
+        self.metrics = metrics or LabelStudioMetrics()
+        self.stop = threading.Event()
+        self.ledger = Ledger()
+        self.tasks: dict[str, int] = {}  # sample id -> task id
+        self.project_id = 0
+        self.events: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self.reconciled_at = time.monotonic()
+        self._lock = threading.Lock()  # the ledger and task index, shared by the threads
+        secret = self.ls_settings.label_studio_webhook_secret
+        self.secret = secret.get_secret_value() if secret is not None else _random_secret()
+        self.consumer: Optional[Consumer] = None
+        self.producer: Optional[Producer] = None
+        self.server: Optional[ThreadingHTTPServer] = None
+        self.publisher: Optional[Supervised] = None
+        self.fatal: Optional[BaseException] = None
+
+    # --- start-up ------------------------------------------------------------------------
+    def start(self) -> "Bridge":
+        self.project_id = self._project()
+        self.producer = make_producer(self.settings)
+        self._replay_ledger()
+        self._index_tasks()
+        self.server = self._serve_webhooks()
+        self._register_webhook()
+        self.consumer = make_consumer(self.settings, [self.settings.topics.review_topic],
+                                      group_id=self.ls_settings.label_studio_group_id)
+        restarts = self.metrics.loop.helper_restarts.labels(thread="label-studio-publisher")
+        self.publisher = Supervised("label-studio-publisher", self._publish_forever, on_fatal=self.fail,
+                                    on_restart=lambda exc: restarts.inc()).start()
+        return self
+
+    def fail(self, exc: BaseException) -> None:
+        """The publisher kept crashing: stop, so the process exits non-zero and is restarted."""
+        self.fatal = exc
+        self.stop.set()
+
+    def _project(self) -> int:
+        s = self.ls_settings
+        if s.label_studio_project_id:
+            retrying(lambda: self.client.project(s.label_studio_project_id), what="project", metrics=self.metrics,
+                     stop=self.stop)
+            return int(s.label_studio_project_id)
+        found = retrying(lambda: self.client.find_project(s.label_studio_project_title), what="project",
+                         metrics=self.metrics, stop=self.stop)
+        if found:
+            return int(found)
+        config = label_config(self.classes, image=has_image(self.feature_count or 0))
+        created = int(retrying(lambda: self.client.create_project(s.label_studio_project_title, config),
+                               what="project", metrics=self.metrics, stop=self.stop))
+        retrying(lambda: self.client.set_task_order(created, "priority"), what="project", metrics=self.metrics,
+                 stop=self.stop)
+        log.info("created Label Studio project %d %r with %d classes", created, s.label_studio_project_title,
+                 len(self.classes))
+        return created
+
+    def _replay_ledger(self) -> None:
+        """Rebuild what was published from the bridge's own records on the labels topic."""
+        reader = make_consumer(self.settings, [self.settings.topics.labels_topic], group_id=None)
+        limit = self.settings.serving.max_message_bytes
+        try:
+            quiet, deadline = 0, time.monotonic() + 120
+            while quiet < 3 and time.monotonic() < deadline and not self.stop.is_set():
+                batch = reader.poll_batch(1000, 300)
+                if not len(batch):
+                    quiet += 1 if reader.assigned() else 0
+                    continue
+                quiet = 0
+                for value in batch.values:
+                    try:
+                        label = decode_label(value, limit)
+                    except InputError:
+                        continue  # not ours to judge: the retrain job dead-letters bad labels
+                    self.ledger.replay(label)
+        finally:
+            reader.close()
+        log.info("ledger: %d live annotations from earlier runs", len(self.ledger.live))
+
+    def _index_tasks(self) -> None:
+        tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
+                         stop=self.stop)
+        with self._lock:
+            for task in tasks:
+                sample = (task.get("data") or {}).get("sample_id")
+                if isinstance(sample, str):
+                    self.tasks.setdefault(sample, int(task["id"]))
+        log.info("project %d holds %d tasks", self.project_id, len(self.tasks))
+
+    # --- review requests -> tasks ----------------------------------------------------------
+    def handle_reviews(self, batch: RecordBatch) -> list[OutRecord]:
+        dlq = self.settings.topics.dlq_topic
+        dead: list[OutRecord] = []
+        fresh: dict[str, Any] = {}
+        for i, value in enumerate(batch.values):
+            try:
+                review = decode_review(value, self.settings.serving.max_message_bytes)
+            except InputError as exc:
+                self.metrics.invalid.labels(reason="bad_review").inc()
+                dead.append(dead_letter_from_batch(batch, i, exc, exc.stage, dlq, ""))
+                continue
+            with self._lock:
+                known = review.id in self.tasks
+            if known or review.id in fresh:
+                self.metrics.tasks_existing.inc()
+                continue
+            fresh[review.id] = review
+        if fresh:
+            # Highest priority first: with the project's order by priority, annotators get the
+            # most informative sample next; the import order keeps ties in that order too.
+            ordered = sorted(fresh.values(), key=lambda r: -r.priority)
+            image = has_image(len(ordered[0].features))
+            payload = [task_for(r, image=image) for r in ordered]
+            ids = retrying(lambda: self.client.create_tasks(self.project_id, payload), what="create_tasks",
+                           metrics=self.metrics, stop=self.stop)
+            with self._lock:
+                for review, task_id in zip(ordered, ids):
+                    self.tasks[review.id] = int(task_id)
+            self.metrics.tasks_created.inc(len(ids))
+        return dead
+
+    def loop(self) -> GuardedLoop[list[OutRecord]]:
+        assert self.consumer is not None and self.producer is not None
+        return GuardedLoop("label-studio", self.consumer, self.handle_reviews, producer=self.producer,
+                           dlq_topic=self.settings.topics.dlq_topic, stop=self.stop, metrics=self.metrics.loop,
+                           max_records=200, before_poll=self._tick)
+
+    def _tick(self) -> None:
+        self.metrics.reconcile_lag.set(time.monotonic() - self.reconciled_at)
+
+    # --- annotations -> labels --------------------------------------------------------------
+    def publish(self, changes: Sequence[Any], source: str) -> int:
+        """Publish the label events among ``changes`` (count the invalid ones); returns how many."""
+        events = [c for c in changes if isinstance(c, LabelEvent)]
+        for bad in (c for c in changes if isinstance(c, Invalid)):
+            self.metrics.invalid.labels(reason=bad.reason).inc()
+            log.warning("label studio: %s", bad.detail)
+        if not events:
+            return 0
+        assert self.producer is not None
+        records = [OutRecord(self.settings.topics.labels_topic, e.sample_id.encode(),
+                             encode_label(e.sample_id, e.label, annotator=e.annotator, features=e.features,
+                                          ts=int(time.time() * 1000), origin=e.origin)) for e in events]
+        send_until_acked(self.producer, records, stop=self.stop)
+        with self._lock:
+            for e in events:
+                self.ledger.apply(e)
+                self.metrics.labels.labels(source=source, kind=e.kind).inc()
+        return len(events)
+
+    def on_webhook(self, body: dict[str, Any]) -> None:
+        """One webhook payload: annotation created/updated -> that task's annotations are
+        re-read; deleted -> the tasks of the deleted annotations are re-read."""
+        self.events.put(body)
+
+    def _task_ids(self, body: dict[str, Any]) -> set[int]:
+        ids: set[int] = set()
+        task = body.get("task")
+        if isinstance(task, dict) and isinstance(task.get("id"), int):
+            ids.add(task["id"])
+        for ann in [body.get("annotation")] + list(body.get("annotations") or []):
+            if not isinstance(ann, dict):
+                continue
+            if isinstance(ann.get("task"), int):
+                ids.add(ann["task"])
+            elif isinstance(ann.get("id"), int):
+                with self._lock:
+                    live = self.ledger.live.get(ann["id"])
+                if live is not None:
+                    ids.add(live.task_id)
+        return ids
+
+    def reconcile(self, task_ids: Optional[set[int]] = None, source: str = "reconcile") -> int:
+        """Re-read annotations (of ``task_ids``, or of every task) and publish what changed."""
+        tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
+                         stop=self.stop)
+        published = 0
+        seen: set[int] = set()
+        for task in tasks:
+            seen.add(int(task["id"]))
+            if task_ids is not None and int(task["id"]) not in task_ids:
+                continue
+            with self._lock:
+                changes = self.ledger.observe(task, self.classes)
+            published += self.publish(changes, source)
+        if task_ids is None:
+            published += self._retract_deleted_tasks(seen)
+            self.reconciled_at = time.monotonic()
+            with self._lock:
+                labelled = self.ledger.labelled_samples()
+                self.metrics.open_tasks.set(sum(1 for s in self.tasks if s not in labelled))
+        return published
+
+    def _retract_deleted_tasks(self, seen: set[int]) -> int:
+        with self._lock:
+            orphans = {e.task_id: e.sample_id for e in self.ledger.live.values() if e.task_id not in seen}
+        published = 0
+        for task_id, sample_id in orphans.items():
+            with self._lock:
+                changes = self.ledger.observe({"id": task_id, "data": {"sample_id": sample_id}}, self.classes, [])
+            published += self.publish(changes, "reconcile")
+        return published
+
+    def _publish_forever(self, helper_stop: threading.Event) -> None:
+        every = self.ls_settings.label_studio_reconcile_s
+        self.reconcile()
+        while not (self.stop.is_set() or helper_stop.is_set()):
+            wait = max(0.0, every - (time.monotonic() - self.reconciled_at))
+            try:
+                body = self.events.get(timeout=min(wait, 1.0))
+            except queue.Empty:
+                if time.monotonic() - self.reconciled_at >= every:
+                    self.reconcile()
+                continue
+            ids = self._task_ids(body)
+            while not self.events.empty():  # a burst of events: one read
+                ids |= self._task_ids(self.events.get_nowait())
+            self.reconcile(ids, source="webhook") if ids else self.reconcile()
+
+    # --- webhook listener -------------------------------------------------------------------
+    def _serve_webhooks(self) -> ThreadingHTTPServer:
+        bridge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                if self.path.rstrip("/") != "/webhook":
+                    return self._answer(404, "not found")
+                given = self.headers.get(SECRET_HEADER, "")
+                if not hmac.compare_digest(given.encode(), bridge.secret.encode()):
+                    bridge.metrics.invalid.labels(reason="unauthorized_webhook").inc()
+                    log.warning("webhook from %s without the shared secret: refused", self.client_address[0])
+                    return self._answer(401, "missing or wrong " + SECRET_HEADER)
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    if not 0 < length <= MAX_BODY:
+                        raise ValueError(f"body of {length} bytes")
+                    body = json.loads(self.rfile.read(length))
+                    if not isinstance(body, dict) or not isinstance(body.get("action"), str):
+                        raise ValueError("not an object with an action")
+                except (ValueError, UnicodeDecodeError) as exc:
+                    bridge.metrics.invalid.labels(reason="bad_webhook").inc()
+                    log.warning("malformed webhook body (%s): ignored; the next reconcile catches up", exc)
+                    return self._answer(400, "malformed body")
+                bridge.on_webhook(body)
+                self._answer(200, "ok")
+
+            def _answer(self, code: int, text: str) -> None:
+                body = text.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:  # requests are counted, not logged
+                pass
+
+        s = self.ls_settings
+        server = ThreadingHTTPServer((s.label_studio_webhook_host, s.label_studio_webhook_port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="label-studio-webhooks", daemon=True).start()
+        return server
+
+    @property
+    def webhook_url(self) -> str:
+        assert self.server is not None
+        return self.ls_settings.label_studio_webhook_url or f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+
+    def _register_webhook(self) -> None:
+        url = self.webhook_url
+        hooks = retrying(lambda: self.client.webhooks(self.project_id), what="project", metrics=self.metrics,
+                         stop=self.stop)
+        for hook in hooks:  # the secret may have changed since the last start: replace ours
+            if hook.get("url") == url:
+                retrying(lambda h=hook: self.client.delete_webhook(int(h["id"])), what="project",
+                         metrics=self.metrics, stop=self.stop)
+        retrying(lambda: self.client.add_webhook(self.project_id, url, {SECRET_HEADER: self.secret}, WEBHOOK_ACTIONS),
+                 what="project", metrics=self.metrics, stop=self.stop)
+        log.info("webhooks of project %d go to %s", self.project_id, url)
+
+    # --- readiness and shutdown ---------------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        """/readyz: Label Studio answers and the broker is reachable."""
+        try:
+            self.client.version()
+            label_studio = True
+        except LabelStudioError:
+            label_studio = False
+        checks = {"label_studio": label_studio, "broker": self.consumer is not None and self.consumer.connected()}
+        self.metrics.ready.set(1 if all(checks.values()) else 0)
+        return checks
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+        if self.publisher is not None:
+            self.publisher.stop()
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                client.close()
+
+
+def _random_secret() -> str:
+    import secrets
+
+    return secrets.token_hex(24)

@@ -1,0 +1,33 @@
+"""The processes the shipped stack runs and Prometheus scrapes: the single list the compose,
+Kubernetes, Prometheus and metric tests agree on. A metric an alert or a panel queries must be
+exported by one of these (tests/deploy/test_metrics_exported.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shipped:
+    service: str      # docker-compose service
+    command: str      # `triage <command>` it runs
+    job: str          # Prometheus job_name in deploy/prometheus/prometheus.yml
+    port: int         # its /metrics port (TRIAGE_METRICS_PORT) in compose and Kubernetes
+    k8s: str          # Kubernetes workload name (Deployment or CronJob) in deploy/k8s/
+
+
+SHIPPED: tuple[Shipped, ...] = (
+    Shipped("scorer", "serve", "triage-scorer", 8000, "triage-scorer"),
+    Shipped("retrain", "retrain", "triage-retrain", 8001, "triage-retrain"),
+    Shipped("label-studio-bridge", "label-studio", "triage-label-studio", 8002, "triage-label-studio-bridge"),
+    Shipped("audit", "audit", "triage-audit", 8003, "triage-audit"),
+)
+BY_COMMAND = {s.command: s for s in SHIPPED}
+
+# Commands the stack runs that are still being merged (`triage label-studio`, the Label Studio
+# bridge). Tests that need the command skip its checks while it is listed here and FAIL once it
+# exists and is still listed, so the entry cannot rot: remove it when the command lands.
+COMMANDS_NOT_YET_MERGED: set[str] = set()
+
+# The bridge's webhook listener (POST /webhook), which Label Studio calls.
+BRIDGE_WEBHOOK_PORT = 8091

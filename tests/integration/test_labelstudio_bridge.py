@@ -1,0 +1,219 @@
+"""The Label Studio bridge against a real Label Studio (started by the suite) and the real broker.
+
+Scorer -> review topic -> bridge -> tasks with the model's guess; annotations made through
+Label Studio's REST API -> labels -> `triage retrain --once` promotes -> the scorer swaps.
+Plus: a SIGKILLed bridge restarted (no duplicate task, no lost or repeated label), a webhook
+that never arrives (reconcile catches it), an annotation updated and then deleted (undo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pytest
+
+from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_headers
+from triage.broker import free_port
+from triage.labelstore import UNDO
+from triage.labelstudio.client import LabelStudio
+from triage.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+class BridgeProcess:
+    """``triage label-studio`` in a subprocess, so a test can SIGKILL it."""
+
+    def __init__(self, settings: Settings, extra: list[str], log_path: Path) -> None:
+        self.metrics_port = free_port()
+        env = {**os.environ, **_env(settings), "TRIAGE_METRICS_PORT": str(self.metrics_port)}
+        self.log_path = log_path
+        self.proc = subprocess.Popen([sys.executable, "-m", "triage", "label-studio", *extra], env=env,
+                                     stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
+
+    def metric(self, name: str) -> float:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and not line.startswith("#"))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def bridge_process(tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
+    started: list[BridgeProcess] = []
+
+    def start(settings: Settings, *extra: str) -> BridgeProcess:
+        p = BridgeProcess(settings, list(extra), tmp_path / f"bridge-{len(started)}.log")
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = DEADLINE_S, logs: Callable[[], str] = str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}\n{logs()[-4000:]}")
+
+
+def _review(sample_id: str, X: np.ndarray, priority: float, predicted: str = "3") -> bytes:
+    return json.dumps({
+        "id": sample_id, "features": [float(v) for v in X], "reason": "uncertain", "predicted": predicted,
+        "confidence": 0.55, "scores": {"margin": 0.1, "entropy": 0.6, "outlier": 0.4}, "priority": priority,
+        "model_version": "v1", "meta": None, "top": [{"label": predicted, "p": 0.55}, {"label": "5", "p": 0.3}],
+    }).encode()
+
+
+def _choice(label: str) -> list[dict[str, Any]]:
+    return [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+
+
+def _labels(settings: Settings, expect: int) -> list[dict[str, Any]]:
+    records = read_headers(settings, settings.topics.labels_topic, expect)
+    return [dict(json.loads(r["value"]), headers=r["headers"]) for r in records]
+
+
+def _tasks(client: LabelStudio, project: int) -> list[dict[str, Any]]:
+    return list(client.tasks(project))
+
+
+def _project(client: LabelStudio, title: str) -> int:
+    return wait_for(f"project {title}", lambda: client.find_project(title))
+
+
+def _bridge_args(label_studio: Any, title: str, *extra: str) -> list[str]:
+    return ["--url", label_studio.url, "--project-title", title, "--classes", ",".join(str(i) for i in range(10)),
+            "--feature-count", "64", "--webhook-port", "0", "--reconcile-s", "2",
+            "--bridge-group-id", f"bridge-{uuid.uuid4().hex[:6]}", *extra]
+
+
+def test_reviews_become_tasks_and_annotations_become_labels_exactly_once(
+        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess],
+        digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    s = settings_factory(label_studio_api_key=label_studio.token)
+    title = f"triage-{uuid.uuid4().hex[:8]}"
+    client = LabelStudio(label_studio.url, label_studio.token)
+    first = bridge_process(s, *_bridge_args(label_studio, title))
+    ids = [f"s{i}" for i in range(12)]
+    produce(s, s.topics.review_topic, [(sid.encode(), _review(sid, X[i], priority=i / 12)) for i, sid in enumerate(ids)]
+            + [(b"bad", b"{not json")])
+    project = _project(client, title)
+    tasks = wait_for("12 tasks", lambda: (lambda t: t if len(t) == 12 else None)(_tasks(client, project)),
+                     logs=first.log)
+    data = {t["data"]["sample_id"]: t for t in tasks}
+    assert sorted(data) == sorted(ids)
+    one = data["s3"]
+    assert one["data"]["image"].startswith("data:image/png;base64,") and one["data"]["model_version"] == "v1"
+    assert one["data"]["priority"] == pytest.approx(3 / 12)
+    # the model's guess is a pre-annotation
+    pred = one["predictions"][0]
+    assert pred["model_version"] == "v1" and pred["result"][0]["value"]["choices"] == ["3"]
+
+    # A label through the REST API; the webhook delivers it.
+    a3 = client.create_annotation(one["id"], _choice(str(y[3])))
+    labels = _labels(s, 1)
+    assert [(l["id"], l["label"]) for l in labels] == [("s3", str(y[3]))]
+    assert labels[0]["annotator"] and labels[0]["origin"]["tool"] == "label-studio"
+
+    # Updated, then deleted: the new label, then an undo.
+    client.update_annotation(a3, _choice("8"))
+    wait_for("update", lambda: len(_labels(s, 2)) >= 2, logs=first.log)
+    client.delete_annotation(a3)
+    labels = wait_for("undo", lambda: (lambda l: l if len(l) >= 3 else None)(_labels(s, 3)), logs=first.log)
+    assert [l["label"] for l in labels] == [str(y[3]), "8", UNDO]
+    # A skipped task is not a label.
+    client.create_annotation(data["s4"]["id"], [], was_cancelled=True)
+
+    # SIGKILL the bridge; annotate while it is down (its webhook is lost); more reviews arrive,
+    # some of them redeliveries of requests that already have tasks.
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(30)
+    for sid in ("s5", "s6"):
+        i = int(sid[1:])
+        client.create_annotation(data[sid]["id"], _choice(str(y[i])))
+    produce(s, s.topics.review_topic, [(b"s7", _review("s7", X[7], 0.5)), (b"s20", _review("s20", X[20], 0.9))])
+    second = bridge_process(s, *_bridge_args(label_studio, title))
+    tasks = wait_for("13 tasks", lambda: (lambda t: t if len(t) == 13 else None)(_tasks(client, project)),
+                     logs=second.log)
+    assert len({t["data"]["sample_id"] for t in tasks}) == 13  # no duplicate task
+    labels = wait_for("labels made while the bridge was down",
+                      lambda: (lambda l: l if len(l) >= 5 else None)(_labels(s, 5)), logs=second.log)
+    time.sleep(5)  # two more reconciles: nothing may be published again
+    labels = _labels(s, 5)
+    by_sample: dict[str, list[str]] = {}
+    for label in labels:  # one key = one partition: per-sample order is the publication order
+        by_sample.setdefault(label["id"], []).append(label["label"])
+    assert by_sample == {"s3": [str(y[3]), "8", UNDO], "s5": [str(y[5])], "s6": [str(y[6])]}, by_sample
+    assert second.metric('triage_labelstudio_labels_published_total{kind="label",source="reconcile"}') >= 2
+    assert second.metric("triage_labelstudio_tasks_existing_total") >= 1
+    assert first.log().count("Traceback") == 0 and second.log().count("Traceback") == 0
+
+
+def test_a_webhook_that_never_arrives_is_caught_by_reconcile(
+        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess],
+        digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    s = settings_factory(label_studio_api_key=label_studio.token)
+    title = f"triage-{uuid.uuid4().hex[:8]}"
+    client = LabelStudio(label_studio.url, label_studio.token)
+    dead = f"http://127.0.0.1:{free_port()}/webhook"  # Label Studio's POSTs go nowhere
+    bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", dead))
+    produce(s, s.topics.review_topic, [(b"w1", _review("w1", X[1], 0.5))])
+    project = _project(client, title)
+    task = wait_for("a task", lambda: _tasks(client, project), logs=bridge.log)[0]
+    client.create_annotation(task["id"], _choice(str(y[1])))
+    labels = _labels(s, 1)
+    assert [(l["id"], l["label"]) for l in labels] == [("w1", str(y[1]))]
+    assert bridge.metric('triage_labelstudio_labels_published_total{kind="label",source="reconcile"}') == 1
+    assert bridge.metric('triage_labelstudio_labels_published_total{kind="label",source="webhook"}') == 0
+
+
+def test_webhooks_need_the_shared_secret(
+        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess]) -> None:
+    import urllib.error
+    import urllib.request
+
+    s = settings_factory(label_studio_api_key=label_studio.token)
+    port = free_port()
+    bridge = bridge_process(s, *_bridge_args(label_studio, f"triage-{uuid.uuid4().hex[:8]}"),
+                            "--webhook-port", str(port), "--webhook-secret", "right")
+    wait_for("the bridge's webhook listener", lambda: "webhooks of project" in bridge.log(), logs=bridge.log)
+
+    def post(body: bytes, secret: str) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=body, method="POST",
+                                     headers={"X-Triage-Webhook-Secret": secret, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post(b'{"action": "ANNOTATION_CREATED"}', "wrong") == 401
+    assert post(b"{not json", "right") == 400
+    assert post(b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "task": 999999}}', "right") == 200
+    assert bridge.metric('triage_labelstudio_invalid_total{reason="unauthorized_webhook"}') == 1
+    assert bridge.metric('triage_labelstudio_invalid_total{reason="bad_webhook"}') == 1
+    assert bridge.proc.poll() is None  # still running

@@ -1,0 +1,136 @@
+"""Annotation states -> label events, exactly once per change. Pure: no HTTP, no Kafka.
+
+``Ledger`` holds what the bridge has published: per live annotation, its sample and label.
+It is rebuilt at start-up from the bridge's own records on the labels topic (their ``origin``),
+so the cursor lives in Kafka, not on local disk. ``observe`` compares
+one task's annotations with the ledger and returns the label events to publish; ``apply``
+moves the ledger once an event is acknowledged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from triage.contracts import Label, LabelOrigin
+from triage.labelstore import UNDO
+
+SOURCE = "label-studio"  # LabelOrigin.tool of the bridge's labels
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One label to publish: ``label`` is a class name or ``UNDO``."""
+
+    sample_id: str
+    label: str
+    annotation_id: int
+    task_id: int
+    annotator: Optional[str] = None
+    features: Optional[list[float]] = None
+    deleted: Optional[int] = None  # the annotation whose removal this event reports
+
+    @property
+    def kind(self) -> str:
+        return "undo" if self.label == UNDO else "label"
+
+    @property
+    def origin(self) -> LabelOrigin:
+        return LabelOrigin(SOURCE, self.annotation_id, self.task_id, self.deleted)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An annotation or task the bridge cannot turn into a label; ``reason`` is a metric label."""
+
+    reason: str  # unknown_choice | no_sample_id
+    detail: str
+
+
+@dataclass(frozen=True)
+class Live:
+    sample_id: str
+    task_id: int
+    label: str
+
+
+def _choice(annotation: Mapping[str, Any]) -> Optional[str]:
+    for region in annotation.get("result") or []:
+        if isinstance(region, Mapping) and region.get("type") == "choices":
+            choices = (region.get("value") or {}).get("choices") or []
+            if choices:
+                return str(choices[0])
+    return None
+
+
+def _annotator(annotation: Mapping[str, Any]) -> Optional[str]:
+    who = annotation.get("completed_by")
+    if isinstance(who, Mapping):
+        return str(who.get("email") or who.get("username") or who.get("id"))
+    name = annotation.get("created_username")
+    if isinstance(name, str) and name.strip():
+        return name.split(",")[0].strip()
+    return f"label-studio-user-{who}" if who is not None else None
+
+
+@dataclass
+class Ledger:
+    live: dict[int, Live] = field(default_factory=dict)
+
+    def labelled_samples(self) -> set[str]:
+        return {entry.sample_id for entry in self.live.values()}
+
+    def apply(self, event: LabelEvent) -> None:
+        if event.deleted is not None:
+            self.live.pop(event.deleted, None)
+        if event.label != UNDO:
+            self.live[event.annotation_id] = Live(event.sample_id, event.task_id, event.label)
+
+    def replay(self, label: Label) -> None:
+        """Replay one record of the labels topic (only the bridge's own records count)."""
+        origin = label.origin
+        if isinstance(origin, LabelOrigin) and origin.tool == SOURCE:
+            self.apply(LabelEvent(label.id, label.label, origin.annotation, origin.task, deleted=origin.deleted))
+
+    def observe(self, task: Mapping[str, Any], classes: Sequence[str],
+                annotations: Optional[Sequence[Mapping[str, Any]]] = None) -> list[Union[LabelEvent, Invalid]]:
+        """What changed in ``task`` (its annotations, or ``annotations`` when given) since the
+        ledger last saw it. Skipped (cancelled) annotations are not labels; an annotation that
+        disappeared (or became skipped) is retracted: the sample's latest remaining label is
+        published again, or ``UNDO`` when none remains."""
+        data = task.get("data") or {}
+        sample_id = data.get("sample_id")
+        task_id = int(task.get("id") or 0)
+        anns = list(task.get("annotations") or []) if annotations is None else list(annotations)
+        if not isinstance(sample_id, str) or not sample_id:
+            return [Invalid("no_sample_id", f"task {task_id} has no data.sample_id")] if anns else []
+        features = data.get("features") if isinstance(data.get("features"), list) else None
+        out: list[Union[LabelEvent, Invalid]] = []
+        current: dict[int, str] = {}
+        who: dict[int, Optional[str]] = {}
+        for ann in anns:
+            ann_id = int(ann.get("id") or 0)
+            if ann.get("was_cancelled"):
+                continue
+            choice = _choice(ann)
+            if choice is None:
+                continue  # an empty draft: nothing chosen yet
+            if choice not in classes:
+                out.append(Invalid("unknown_choice", f"annotation {ann_id} of {sample_id!r} chose {choice!r}, "
+                                   f"not one of the model's classes"))
+                continue
+            current[ann_id] = choice
+            who[ann_id] = _annotator(ann)
+        known = {a: e for a, e in self.live.items() if e.sample_id == sample_id}
+        for ann_id in sorted(current):
+            if known.get(ann_id) is None or known[ann_id].label != current[ann_id]:
+                out.append(LabelEvent(sample_id, current[ann_id], ann_id, task_id, who[ann_id], features))
+        gone = sorted(a for a in known if a not in current)
+        for ann_id in gone:
+            remaining = sorted(a for a in current)
+            if remaining:
+                last = remaining[-1]
+                out.append(LabelEvent(sample_id, current[last], last, task_id, who[last], features, deleted=ann_id))
+            else:
+                out.append(LabelEvent(sample_id, UNDO, ann_id, task_id, deleted=ann_id))
+        return out
