@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_headers
+from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_headers, registry_v1
 from triage.broker import free_port
 from triage.labelstore import UNDO
 from triage.labelstudio.client import LabelStudio
@@ -217,3 +217,44 @@ def test_webhooks_need_the_shared_secret(
     assert bridge.metric('triage_labelstudio_invalid_total{reason="unauthorized_webhook"}') == 1
     assert bridge.metric('triage_labelstudio_invalid_total{reason="bad_webhook"}') == 1
     assert bridge.proc.poll() is None  # still running
+
+
+def test_scorer_reviews_labelled_in_label_studio_retrain_and_swap_the_scorer(
+        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess],
+        scorer_process: Callable[..., Any], digits: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """The whole loop with humans in Label Studio: scorer -> review -> tasks with the model's
+    guess -> annotations through the REST API -> labels -> retrain promotes -> the scorer swaps."""
+    X, y = digits
+    s = settings_factory(label_studio_api_key=label_studio.token, retrain_group_id=f"r-{uuid.uuid4().hex[:6]}")
+    reg = registry_v1(tmp_path / "registry", X[:60], y[:60])
+    scorer = scorer_process(s, "--registry", str(reg.root), "--uncertainty-threshold", "0.2")
+    pool = range(300, 460)
+    produce(s, s.topics.samples_topic, [(f"d{i}".encode(), json.dumps({"id": f"d{i}", "features": X[i].tolist()}).encode())
+                                         for i in pool])
+    title = f"triage-{uuid.uuid4().hex[:8]}"
+    bridge = bridge_process(s, "--url", label_studio.url, "--project-title", title, "--registry", str(reg.root),
+                            "--webhook-port", "0", "--reconcile-s", "2", "--bridge-group-id", f"b-{uuid.uuid4().hex[:6]}")
+    client = LabelStudio(label_studio.url, label_studio.token)
+    project = _project(client, title)
+
+    def settled() -> Any:  # the scorer has routed everything and the task count stopped moving
+        first = len(_tasks(client, project))
+        time.sleep(3)
+        tasks = _tasks(client, project)
+        return tasks if len(tasks) == first and len(tasks) >= 30 else None
+
+    tasks = wait_for("the review requests as tasks", settled, logs=bridge.log)
+    for task in tasks:  # every task carries the model's guess from v1
+        assert task["predictions"][0]["model_version"] == "v1"
+        truth = str(y[int(task["data"]["sample_id"][1:])])
+        client.create_annotation(task["id"], _choice(truth))
+    labels = _labels(s, len(tasks))
+    assert len(labels) == len(tasks) and {l["id"] for l in labels} == {t["data"]["sample_id"] for t in tasks}
+
+    env = {**os.environ, **_env(s), "TRIAGE_METRICS_PORT": "0"}
+    done = subprocess.run([sys.executable, "-m", "triage", "retrain", "--registry", str(reg.root), "--once"], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert reg.current() == "v2", done.stderr[-3000:]
+    assert reg.manifest("v2")["data"]["labels_trained"] > 0
+    wait_for("the scorer's swap to v2", lambda: "swapped model v1 -> v2" in scorer.log(), logs=scorer.log)
