@@ -218,46 +218,45 @@ class Bridge:
         return len(events)
 
     def on_webhook(self, body: dict[str, Any]) -> None:
-        """One webhook payload: annotation created/updated -> that task's annotations are
-        re-read; deleted -> the tasks of the deleted annotations are re-read."""
+        """Queue a webhook payload for the publisher (the listener answers at once)."""
         self.events.put(body)
 
-    def _task_ids(self, body: dict[str, Any]) -> set[int]:
-        ids: set[int] = set()
-        task = body.get("task")
-        if isinstance(task, dict) and isinstance(task.get("id"), int):
-            ids.add(task["id"])
-        for ann in [body.get("annotation")] + list(body.get("annotations") or []):
-            if not isinstance(ann, dict):
-                continue
-            if isinstance(ann.get("task"), int):
-                ids.add(ann["task"])
-            elif isinstance(ann.get("id"), int):
-                with self._lock:
-                    live = self.ledger.live.get(ann["id"])
-                if live is not None:
-                    ids.add(live.task_id)
-        return ids
+    def apply_webhook(self, body: dict[str, Any]) -> int:
+        """One webhook payload, from its own content (no call back to Label Studio): a created or
+        updated annotation is compared with the ledger; deleted ones are retracted."""
+        action = body.get("action")
+        with self._lock:
+            if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"):
+                task, ann = body.get("task"), body.get("annotation")
+                if not isinstance(task, dict) or not isinstance(ann, dict):
+                    self.metrics.invalid.labels(reason="bad_webhook").inc()
+                    log.warning("webhook %s without task and annotation: ignored; the reconcile catches up", action)
+                    return 0
+                changes = self.ledger.observe_annotation(task, ann, self.classes)
+            elif action == "ANNOTATIONS_DELETED":
+                ids = [int(a["id"]) for a in body.get("annotations") or []
+                       if isinstance(a, dict) and isinstance(a.get("id"), int)]
+                changes = self.ledger.observe_deleted(ids)
+            else:
+                return 0
+        return self.publish(changes, "webhook")
 
-    def reconcile(self, task_ids: Optional[set[int]] = None, source: str = "reconcile") -> int:
-        """Re-read annotations (of ``task_ids``, or of every task) and publish what changed."""
+    def reconcile(self) -> int:
+        """Re-read every task's annotations and publish what changed since the ledger saw them."""
         tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
                          stop=self.stop)
         published = 0
         seen: set[int] = set()
         for task in tasks:
             seen.add(int(task["id"]))
-            if task_ids is not None and int(task["id"]) not in task_ids:
-                continue
             with self._lock:
                 changes = self.ledger.observe(task, self.classes)
-            published += self.publish(changes, source)
-        if task_ids is None:
-            published += self._retract_deleted_tasks(seen)
-            self.reconciled_at = time.monotonic()
-            with self._lock:
-                labelled = self.ledger.labelled_samples()
-                self.metrics.open_tasks.set(sum(1 for s in self.tasks if s not in labelled))
+            published += self.publish(changes, "reconcile")
+        published += self._retract_deleted_tasks(seen)
+        self.reconciled_at = time.monotonic()
+        with self._lock:
+            labelled = self.ledger.labelled_samples()
+            self.metrics.open_tasks.set(sum(1 for s in self.tasks if s not in labelled))
         return published
 
     def _retract_deleted_tasks(self, seen: set[int]) -> int:
@@ -281,10 +280,7 @@ class Bridge:
                 if time.monotonic() - self.reconciled_at >= every:
                     self.reconcile()
                 continue
-            ids = self._task_ids(body)
-            while not self.events.empty():  # a burst of events: one read
-                ids |= self._task_ids(self.events.get_nowait())
-            self.reconcile(ids, source="webhook") if ids else self.reconcile()
+            self.apply_webhook(body)
 
     # --- webhook listener -------------------------------------------------------------------
     def _serve_webhooks(self) -> ThreadingHTTPServer:

@@ -213,9 +213,14 @@ def test_webhooks_need_the_shared_secret(
 
     assert post(b'{"action": "ANNOTATION_CREATED"}', "wrong") == 401
     assert post(b"{not json", "right") == 400
-    assert post(b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "task": 999999}}', "right") == 200
+    # well-formed, but about a task that is not one of the bridge's (no sample id)
+    assert post(b'{"action": "ANNOTATION_CREATED", "task": {"id": 999999, "data": {}}, '
+                b'"annotation": {"id": 1, "result": [{"type": "choices", "value": {"choices": ["3"]}}]}}', "right") == 200
+    assert post(b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 2}}', "right") == 200  # no task
     assert bridge.metric('triage_labelstudio_invalid_total{reason="unauthorized_webhook"}') == 1
-    assert bridge.metric('triage_labelstudio_invalid_total{reason="bad_webhook"}') == 1
+    wait_for("the queued webhooks to be judged", lambda: bridge.metric(
+        'triage_labelstudio_invalid_total{reason="no_sample_id"}') == 1, logs=bridge.log)
+    assert bridge.metric('triage_labelstudio_invalid_total{reason="bad_webhook"}') == 2  # not JSON, no task
     assert bridge.proc.poll() is None  # still running
 
 

@@ -91,3 +91,22 @@ def test_label_config_is_xml_with_every_class() -> None:
     root = ET.fromstring(label_config(["a", 'b"<', "c"], image=False))
     assert [c.get("value") for c in root.iter("Choice")] == ["a", 'b"<', "c"]
     assert png_data_uri([0.0, 1.0, 2.0, 3.0]).startswith("data:image/png;base64,")
+
+
+def test_webhook_events_are_judged_from_their_own_payload() -> None:
+    """A webhook carries one annotation; the task's other annotations stay as they are, and a
+    deletion is retracted from the ledger alone."""
+    ledger = Ledger()
+    for e in ledger.observe(_task(1, "s1", _ann(10, "7", who="a@x")), CLASSES):
+        ledger.apply(e)
+    second = ledger.observe_annotation(_task(1, "s1"), _ann(11, "1", who="b@x"), CLASSES)
+    assert _events(second) == [("s1", "1", 11)]
+    ledger.apply(second[0])
+    assert ledger.observe_annotation(_task(1, "s1"), _ann(11, "1"), CLASSES) == []  # redelivered: nothing
+    skipped = ledger.observe_annotation(_task(1, "s1"), _ann(11, "1", cancelled=True), CLASSES)
+    assert _events(skipped) == [("s1", "7", 10)] and skipped[0].deleted == 11  # back to the other label
+    ledger.apply(skipped[0])
+    gone = ledger.observe_deleted([10, 999])
+    assert _events(gone) == [("s1", UNDO, 10)]
+    ledger.apply(gone[0])
+    assert ledger.live == {}

@@ -52,6 +52,12 @@ class Live:
     sample_id: str
     task_id: int
     label: str
+    annotator: Optional[str] = None
+
+    def as_annotation(self, ann_id: int) -> dict[str, Any]:
+        """The shape Label Studio gives an annotation, for comparing against the ledger."""
+        return {"id": ann_id, "completed_by": {"email": self.annotator} if self.annotator else None,
+                "result": [{"type": "choices", "value": {"choices": [self.label]}}]}
 
 
 def _choice(annotation: Mapping[str, Any]) -> Optional[str]:
@@ -65,7 +71,7 @@ def _choice(annotation: Mapping[str, Any]) -> Optional[str]:
 
 def _annotator(annotation: Mapping[str, Any]) -> Optional[str]:
     who = annotation.get("completed_by")
-    if isinstance(who, Mapping):
+    if isinstance(who, Mapping):  # (the ledger's own reconstruction; Label Studio sends a user id)
         return str(who.get("email") or who.get("username") or who.get("id"))
     name = annotation.get("created_username")
     if isinstance(name, str) and name.strip():
@@ -84,13 +90,36 @@ class Ledger:
         if event.deleted is not None:
             self.live.pop(event.deleted, None)
         if event.label != UNDO:
-            self.live[event.annotation_id] = Live(event.sample_id, event.task_id, event.label)
+            self.live[event.annotation_id] = Live(event.sample_id, event.task_id, event.label, event.annotator)
 
     def replay(self, label: Label) -> None:
         """Replay one record of the labels topic (only the bridge's own records count)."""
         origin = label.origin
         if isinstance(origin, LabelOrigin) and origin.tool == SOURCE:
-            self.apply(LabelEvent(label.id, label.label, origin.annotation, origin.task, deleted=origin.deleted))
+            self.apply(LabelEvent(label.id, label.label, origin.annotation, origin.task, label.annotator,
+                                  deleted=origin.deleted))
+
+    def observe_annotation(self, task: Mapping[str, Any], annotation: Mapping[str, Any],
+                           classes: Sequence[str]) -> list[Union[LabelEvent, Invalid]]:
+        """One annotation as a webhook reports it (created or updated, maybe skipped): only
+        its own change; other annotations of the task are the reconcile's business."""
+        ann_id = int(annotation.get("id") or 0)
+        others = [e.as_annotation(a) for a, e in self.live.items()
+                  if e.task_id == int(task.get("id") or 0) and a != ann_id]
+        return self.observe(task, classes, others + [annotation])
+
+    def observe_deleted(self, annotation_ids: Sequence[int]) -> list[Union[LabelEvent, Invalid]]:
+        """Annotations a webhook reports deleted: retract each one the ledger holds."""
+        out: list[Union[LabelEvent, Invalid]] = []
+        for ann_id in annotation_ids:
+            gone = self.live.get(ann_id)
+            if gone is None:
+                continue
+            others = [e.as_annotation(a) for a, e in self.live.items() if e.sample_id == gone.sample_id and a != ann_id]
+            task = {"id": gone.task_id, "data": {"sample_id": gone.sample_id}}
+            out.extend(e for e in self.observe(task, [e.label for e in self.live.values()], others)
+                       if isinstance(e, LabelEvent) and e.deleted == ann_id)
+        return out
 
     def observe(self, task: Mapping[str, Any], classes: Sequence[str],
                 annotations: Optional[Sequence[Mapping[str, Any]]] = None) -> list[Union[LabelEvent, Invalid]]:
