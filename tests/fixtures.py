@@ -152,15 +152,15 @@ def decoded(records: list[dict[str, Any]], topic: str) -> list[dict[str, Any]]:
     return [json.loads(r["value"]) for r in records if r["topic"] == topic]
 
 
-class ScorerProcess:
-    """``triage serve`` in a subprocess (so tests can SIGKILL it)."""
+class TriageProcess:
+    """A long-running ``triage COMMAND`` in a subprocess (so tests can SIGKILL it)."""
 
-    def __init__(self, settings: Settings, extra: list[str], log_path: Path) -> None:
+    def __init__(self, command: str, settings: Settings, extra: list[str], log_path: Path) -> None:
         self.metrics_port = free_port()
         env = {**os.environ, **_env(settings), "TRIAGE_METRICS_PORT": str(self.metrics_port)}
         self.log_path = log_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "triage", "serve", *extra],
+            [sys.executable, "-m", "triage", command, *extra],
             env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO,
         )
 
@@ -178,8 +178,20 @@ class ScorerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
 
+    def metric(self, name: str) -> float:
+        """The sum of the samples whose line starts with ``name`` (a name, or name{labels})."""
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
+                   if line.startswith(name) and not line.startswith("#"))
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class ScorerProcess(TriageProcess):
+    """``triage serve`` in a subprocess."""
+
+    def __init__(self, settings: Settings, extra: list[str], log_path: Path) -> None:
+        super().__init__("serve", settings, extra, log_path)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -192,11 +204,12 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def scorer_process(tmp_path: Path) -> Iterator[Callable[..., ScorerProcess]]:
-    started: list[ScorerProcess] = []
+def triage_process(tmp_path: Path) -> Iterator[Callable[..., TriageProcess]]:
+    """Start ``triage COMMAND`` processes; whatever still runs is killed at the end."""
+    started: list[TriageProcess] = []
 
-    def start(settings: Settings, *extra: str) -> ScorerProcess:
-        p = ScorerProcess(settings, list(extra), tmp_path / f"scorer-{len(started)}.log")
+    def start(command: str, settings: Settings, *extra: str) -> TriageProcess:
+        p = TriageProcess(command, settings, list(extra), tmp_path / f"{command}-{len(started)}.log")
         started.append(p)
         return p
 
@@ -205,3 +218,8 @@ def scorer_process(tmp_path: Path) -> Iterator[Callable[..., ScorerProcess]]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait(10)
+
+
+@pytest.fixture
+def scorer_process(triage_process: Callable[..., TriageProcess]) -> Callable[..., TriageProcess]:
+    return lambda settings, *extra: triage_process("serve", settings, *extra)

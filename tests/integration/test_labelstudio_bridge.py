@@ -16,12 +16,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 
-from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_headers, registry_v1
+from tests.fixtures import DEADLINE_S, REPO, TriageProcess, _env, produce, read_headers, registry_v1
 from triage.broker import free_port
 from triage.labelstore import UNDO
 from triage.labelstudio.client import LabelStudio
@@ -30,42 +31,23 @@ from triage.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-class BridgeProcess:
-    """``triage label-studio`` in a subprocess, so a test can SIGKILL it."""
+@pytest.fixture
+def bridge_process(triage_process: Callable[..., TriageProcess]) -> Callable[..., TriageProcess]:
+    return lambda settings, *extra: triage_process("label-studio", settings, *extra)
 
-    def __init__(self, settings: Settings, extra: list[str], log_path: Path) -> None:
-        self.metrics_port = free_port()
-        env = {**os.environ, **_env(settings), "TRIAGE_METRICS_PORT": str(self.metrics_port)}
-        self.log_path = log_path
-        self.proc = subprocess.Popen([sys.executable, "-m", "triage", "label-studio", *extra], env=env,
-                                     stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
 
-    def metric(self, name: str) -> float:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+@dataclass
+class Setup:
+    settings: Settings
+    title: str
+    client: LabelStudio
 
 
 @pytest.fixture
-def bridge_process(tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
-    started: list[BridgeProcess] = []
-
-    def start(settings: Settings, *extra: str) -> BridgeProcess:
-        p = BridgeProcess(settings, list(extra), tmp_path / f"bridge-{len(started)}.log")
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait(10)
+def setup(settings_factory: Callable[..., Settings], label_studio: Any) -> Setup:
+    """Settings with the Label Studio key, a fresh project title, and a client."""
+    return Setup(settings_factory(label_studio_api_key=label_studio.token), f"triage-{uuid.uuid4().hex[:8]}",
+                 LabelStudio(label_studio.url, label_studio.token))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float = DEADLINE_S, logs: Callable[[], str] = str) -> Any:
@@ -110,12 +92,10 @@ def _bridge_args(label_studio: Any, title: str, *extra: str) -> list[str]:
 
 
 def test_reviews_become_tasks_and_annotations_become_labels_exactly_once(
-        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess],
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess],
         digits: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = digits
-    s = settings_factory(label_studio_api_key=label_studio.token)
-    title = f"triage-{uuid.uuid4().hex[:8]}"
-    client = LabelStudio(label_studio.url, label_studio.token)
+    s, title, client = setup.settings, setup.title, setup.client
     first = bridge_process(s, *_bridge_args(label_studio, title))
     ids = [f"s{i}" for i in range(12)]
     produce(s, s.topics.review_topic, [(sid.encode(), _review(sid, X[i], priority=i / 12)) for i, sid in enumerate(ids)]
@@ -173,12 +153,10 @@ def test_reviews_become_tasks_and_annotations_become_labels_exactly_once(
 
 
 def test_a_webhook_that_never_arrives_is_caught_by_reconcile(
-        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess],
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess],
         digits: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = digits
-    s = settings_factory(label_studio_api_key=label_studio.token)
-    title = f"triage-{uuid.uuid4().hex[:8]}"
-    client = LabelStudio(label_studio.url, label_studio.token)
+    s, title, client = setup.settings, setup.title, setup.client
     dead = f"http://127.0.0.1:{free_port()}/webhook"  # Label Studio's POSTs go nowhere
     bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", dead))
     produce(s, s.topics.review_topic, [(b"w1", _review("w1", X[1], 0.5))])
@@ -192,7 +170,7 @@ def test_a_webhook_that_never_arrives_is_caught_by_reconcile(
 
 
 def test_webhooks_need_the_shared_secret(
-        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess]) -> None:
+        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., TriageProcess]) -> None:
     import urllib.error
     import urllib.request
 
@@ -225,7 +203,7 @@ def test_webhooks_need_the_shared_secret(
 
 
 def test_scorer_reviews_labelled_in_label_studio_retrain_and_swap_the_scorer(
-        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., BridgeProcess],
+        settings_factory: Callable[..., Settings], label_studio: Any, bridge_process: Callable[..., TriageProcess],
         scorer_process: Callable[..., Any], digits: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     """The whole loop with humans in Label Studio: scorer -> review -> tasks with the model's
     guess -> annotations through the REST API -> labels -> retrain promotes -> the scorer swaps."""
