@@ -29,7 +29,7 @@ from triage.contracts import dead_letter_from_batch, decode_label, decode_review
 from triage.errors import InputError, TransportError
 from triage.labelstudio.changes import Invalid, LabelEvent, Ledger
 from triage.labelstudio.client import LabelStudio, LabelStudioError
-from triage.labelstudio.tasks import has_image, label_config, task_for
+from triage.labelstudio.tasks import TO_IMAGE, has_image, label_config, task_for
 from triage.metrics import LabelStudioMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
@@ -40,6 +40,7 @@ log = logging.getLogger("triage.labelstudio")
 SECRET_HEADER = "X-Triage-Webhook-Secret"
 WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
 MAX_BODY = 5_000_000
+REPLAY_LIMIT_S = 300.0
 RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -83,6 +84,8 @@ class Bridge:
         self.producer: Optional[Producer] = None
         self.server: Optional[ThreadingHTTPServer] = None
         self.publisher: Optional[Supervised] = None
+        self.image = False  # tasks carry a picture: decided from the project's config at start
+        self.users: dict[int, str] = {}  # Label Studio user id -> e-mail, for annotator names
         self.fatal: Optional[BaseException] = None
 
     # --- start-up ------------------------------------------------------------------------
@@ -91,6 +94,8 @@ class Bridge:
         self.producer = make_producer(self.settings)
         self._replay_ledger()
         self._index_tasks()
+        if self.stop.is_set():
+            raise TransportError("stopped while starting")
         self.server = self._serve_webhooks()
         self._register_webhook()
         self.consumer = make_consumer(self.settings, [self.settings.topics.review_topic],
@@ -101,41 +106,47 @@ class Bridge:
         return self
 
     def fail(self, exc: BaseException) -> None:
-        """The publisher kept crashing: stop, so the process exits non-zero and is restarted."""
+        """Stop for good (the publisher kept crashing, or Label Studio refused the bridge itself):
+        the process exits non-zero and is restarted."""
         self.fatal = exc
         self.stop.set()
 
     def _project(self) -> int:
         s = self.ls_settings
-        if s.label_studio_project_id:
-            retrying(lambda: self.client.project(s.label_studio_project_id), what="project", metrics=self.metrics,
-                     stop=self.stop)
-            return int(s.label_studio_project_id)
-        found = retrying(lambda: self.client.find_project(s.label_studio_project_title), what="project",
-                         metrics=self.metrics, stop=self.stop)
-        if found:
-            return int(found)
-        config = label_config(self.classes, image=has_image(self.feature_count or 0))
-        created = int(retrying(lambda: self.client.create_project(s.label_studio_project_title, config),
-                               what="project", metrics=self.metrics, stop=self.stop))
-        retrying(lambda: self.client.set_task_order(created, "priority"), what="project", metrics=self.metrics,
-                 stop=self.stop)
-        log.info("created Label Studio project %d %r with %d classes", created, s.label_studio_project_title,
-                 len(self.classes))
-        return created
+        project_id = s.label_studio_project_id or retrying(
+            lambda: self.client.find_project(s.label_studio_project_title), what="project", metrics=self.metrics,
+            stop=self.stop)
+        if not project_id:
+            config = label_config(self.classes, image=has_image(self.feature_count or 0))
+            project_id = retrying(lambda: self.client.create_project(s.label_studio_project_title, config),
+                                  what="project", metrics=self.metrics, stop=self.stop)
+            log.info("created Label Studio project %s %r with %d classes", project_id, s.label_studio_project_title,
+                     len(self.classes))
+        project = retrying(lambda: self.client.project(int(project_id)), what="project", metrics=self.metrics,
+                           stop=self.stop)
+        # Tasks must match the project's config: an image only where the config shows one.
+        self.image = f'name="{TO_IMAGE}"' in str(project.get("label_config", ""))
+        retrying(lambda: self.client.set_task_order(int(project_id), "priority"), what="project",
+                 metrics=self.metrics, stop=self.stop)
+        return int(project_id)
 
     def _replay_ledger(self) -> None:
-        """Rebuild what was published from the bridge's own records on the labels topic."""
+        """Rebuild what was published from the bridge's own records on the labels topic: read
+        to the end of every partition (no lag left, then quiet polls). A replay that cannot
+        finish stops the bridge: carrying on with a partial ledger would publish twice."""
         reader = make_consumer(self.settings, [self.settings.topics.labels_topic], group_id=None)
         limit = self.settings.serving.max_message_bytes
+        deadline = time.monotonic() + REPLAY_LIMIT_S
         try:
-            quiet, deadline = 0, time.monotonic() + 120
-            while quiet < 3 and time.monotonic() < deadline and not self.stop.is_set():
+            quiet = 0
+            while not (quiet >= 3 and reader.assigned() and not any(reader.lag().values())):
+                if self.stop.is_set():
+                    raise TransportError("stopped while reading the labels topic")
+                if time.monotonic() > deadline:
+                    raise TransportError(f"could not read {self.settings.topics.labels_topic} to its end within "
+                                         f"{REPLAY_LIMIT_S:.0f} s; not starting with a partial ledger")
                 batch = reader.poll_batch(1000, 300)
-                if not len(batch):
-                    quiet += 1 if reader.assigned() else 0
-                    continue
-                quiet = 0
+                quiet = 0 if len(batch) else quiet + 1
                 for value in batch.values:
                     try:
                         label = decode_label(value, limit)
@@ -177,16 +188,42 @@ class Bridge:
         if fresh:
             # Highest priority first: with the project's order by priority, annotators get the
             # most informative sample next; the import order keeps ties in that order too.
-            ordered = sorted(fresh.values(), key=lambda r: -r.priority)
-            image = has_image(len(ordered[0].features))
-            payload = [task_for(r, image=image) for r in ordered]
-            ids = retrying(lambda: self.client.create_tasks(self.project_id, payload), what="create_tasks",
-                           metrics=self.metrics, stop=self.stop)
+            self._create_tasks(sorted(fresh.values(), key=lambda r: -r.priority))
+        return dead
+
+    def _create_tasks(self, reviews: list[Any]) -> None:
+        """Import the tasks of ``reviews`` that do not exist yet. After a failed import the
+        project is read again before retrying (the import may have happened), so a retry never
+        creates a second task. A refusal that is about the bridge, not a record (key, project,
+        a short answer), stops it: nothing is committed and the process exits non-zero."""
+        attempt = 0
+        while True:
             with self._lock:
-                for review, task_id in zip(ordered, ids):
+                missing = [r for r in reviews if r.id not in self.tasks]
+            if not missing:
+                return
+            payload = [task_for(r, image=self.image) for r in missing]
+            try:
+                ids = self.client.create_tasks(self.project_id, payload)
+            except LabelStudioError as exc:
+                self.metrics.errors.labels(operation="create_tasks").inc()
+                if exc.status in (401, 403, 404) or exc.status == 201:
+                    self.fail(exc)
+                    raise TransportError(f"Label Studio refused the bridge: {exc.message}") from exc
+                if not exc.retriable:
+                    raise  # about a record: the loop isolates it and dead-letters it
+                if attempt == 0 or attempt % 20 == 0:
+                    log.warning("label studio: creating tasks failed (%s); retrying", exc.message)
+                if self.stop.wait(RETRY_S[min(attempt, len(RETRY_S) - 1)]):
+                    raise TransportError("stopped while Label Studio was unreachable") from exc
+                attempt += 1
+                self._index_tasks()
+                continue
+            with self._lock:
+                for review, task_id in zip(missing, ids):
                     self.tasks[review.id] = int(task_id)
             self.metrics.tasks_created.inc(len(ids))
-        return dead
+            return
 
     def loop(self) -> GuardedLoop[list[OutRecord]]:
         assert self.consumer is not None and self.producer is not None
@@ -232,7 +269,8 @@ class Bridge:
                     self.metrics.invalid.labels(reason="bad_webhook").inc()
                     log.warning("webhook %s without task and annotation: ignored; the reconcile catches up", action)
                     return 0
-                changes = self.ledger.observe_annotation(task, ann, self.classes)
+                self._learn_users([ann.get("completed_by")])
+                changes = self.ledger.observe_annotation(task, ann, self.classes, self.users)
             elif action == "ANNOTATIONS_DELETED":
                 ids = [int(a["id"]) for a in body.get("annotations") or []
                        if isinstance(a, dict) and isinstance(a.get("id"), int)]
@@ -241,16 +279,29 @@ class Bridge:
                 return 0
         return self.publish(changes, "webhook")
 
+    def _learn_users(self, ids: Any) -> None:
+        """Read Label Studio's users again when an annotation names one not seen yet."""
+        if any(isinstance(i, int) and i not in self.users for i in ids):
+            try:
+                self.users = self.client.users()
+            except LabelStudioError as exc:  # names fall back to created_username / the id
+                self.metrics.errors.labels(operation="users").inc()
+                log.warning("label studio: reading users failed (%s)", exc.message)
+
     def reconcile(self) -> int:
-        """Re-read every task's annotations and publish what changed since the ledger saw them."""
+        """Re-read every task's annotations and publish what changed since the ledger saw them.
+        Webhooks queued before the listing are dropped: the listing is newer than they are."""
+        while not self.events.empty():
+            self.events.get_nowait()
         tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
                          stop=self.stop)
+        self._learn_users(a.get("completed_by") for t in tasks for a in t.get("annotations") or [])
         published = 0
         seen: set[int] = set()
         for task in tasks:
             seen.add(int(task["id"]))
             with self._lock:
-                changes = self.ledger.observe(task, self.classes)
+                changes = self.ledger.observe(task, self.classes, users=self.users)
             published += self.publish(changes, "reconcile")
         published += self._retract_deleted_tasks(seen)
         self.reconciled_at = time.monotonic()
@@ -271,7 +322,8 @@ class Bridge:
 
     def _publish_forever(self, helper_stop: threading.Event) -> None:
         every = self.ls_settings.label_studio_reconcile_s
-        self.reconcile()
+        if not self.stop.is_set():
+            self.reconcile()
         while not (self.stop.is_set() or helper_stop.is_set()):
             wait = max(0.0, every - (time.monotonic() - self.reconciled_at))
             try:
@@ -295,8 +347,8 @@ class Bridge:
                     bridge.metrics.invalid.labels(reason="unauthorized_webhook").inc()
                     log.warning("webhook from %s without the shared secret: refused", self.client_address[0])
                     return self._answer(401, "missing or wrong " + SECRET_HEADER)
-                length = int(self.headers.get("Content-Length") or 0)
                 try:
+                    length = int(self.headers.get("Content-Length") or 0)
                     if not 0 < length <= MAX_BODY:
                         raise ValueError(f"body of {length} bytes")
                     body = json.loads(self.rfile.read(length))

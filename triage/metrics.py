@@ -226,5 +226,5 @@ class LabelStudioMetrics:
                 self.labels.labels(source=source, kind=kind)
         for reason in self.INVALID_REASONS:
             self.invalid.labels(reason=reason)
-        for operation in ("tasks", "create_tasks", "annotations", "project", "version"):
+        for operation in ("tasks", "create_tasks", "project", "users"):
             self.errors.labels(operation=operation)

@@ -249,7 +249,7 @@ def test_bridge_service_is_wired_to_label_studio_kafka_and_the_registry(compose:
     env = bridge["environment"]
     assert env["TRIAGE_LABEL_STUDIO_API_KEY"] == services["label-studio"]["environment"]["LABEL_STUDIO_USER_TOKEN"]
     assert env["TRIAGE_LABEL_STUDIO_WEBHOOK_SECRET"] == _example_env()["LABEL_STUDIO_WEBHOOK_SECRET"]
-    assert env["TRIAGE_GROUP_ID"] not in (services["scorer"]["environment"]["TRIAGE_GROUP_ID"],), "own consumer group"
+    assert env["TRIAGE_LABEL_STUDIO_GROUP_ID"] != services["scorer"]["environment"]["TRIAGE_GROUP_ID"], "own consumer group"
     deps = bridge["depends_on"]
     assert deps["kafka"]["condition"] == "service_healthy"
     assert deps["label-studio"]["condition"] == "service_healthy"

@@ -116,7 +116,7 @@ def test_bridge_is_a_single_writer_with_secrets_from_the_secret() -> None:
     env = _env(c)
     assert env["TRIAGE_LABEL_STUDIO_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "triage-label-studio", "key": "token"}
     assert env["TRIAGE_LABEL_STUDIO_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "triage-label-studio"
-    assert env["TRIAGE_GROUP_ID"]["value"] != docs["ConfigMap/triage"]["data"]["TRIAGE_GROUP_ID"]  # not the scorers' group
+    assert env["TRIAGE_LABEL_STUDIO_GROUP_ID"]["value"] != docs["ConfigMap/triage"]["data"]["TRIAGE_GROUP_ID"]  # not the scorers' group
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {"name": "registry", "mountPath": "/registry", "readOnly": True} in c["volumeMounts"]
     svc = docs["Service/triage-label-studio-bridge"]["spec"]

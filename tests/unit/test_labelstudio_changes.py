@@ -69,9 +69,27 @@ def test_the_ledger_replays_from_the_records_it_published() -> None:
     replayed.replay(decode_label(encode_label("other", "3", annotator="console"), 10_000))  # not the bridge's
     for label in wire:
         replayed.replay(label)
-    assert replayed.live == {}
-    replayed.replay(wire[0])
-    assert replayed.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []  # no re-publish after restart
+    assert replayed.live == {} and replayed.deleted == {10}
+    assert replayed.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []  # a deleted annotation stays deleted
+    restarted = Ledger()
+    restarted.replay(wire[0])
+    assert restarted.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []  # no re-publish after restart
+
+
+def test_late_webhooks_and_duplicate_tasks_do_not_flip_labels() -> None:
+    ledger = Ledger()
+    newer = dict(_ann(10, "1"), updated_at="2026-11-25T10:00:02Z")
+    for e in ledger.observe(_task(1, "s1", newer), CLASSES):
+        ledger.apply(e)
+    older = dict(_ann(10, "7"), updated_at="2026-11-25T10:00:01Z")
+    assert ledger.observe_annotation(_task(1, "s1"), older, CLASSES) == []  # delivered late: ignored
+    # a second task of the same sample (a duplicate import) with no annotation changes nothing
+    assert ledger.observe(_task(2, "s1"), CLASSES) == []
+    # its own annotation, once deleted, falls back to the first task's label, not to an undo
+    for e in ledger.observe(_task(2, "s1", _ann(20, "0")), CLASSES):
+        ledger.apply(e)
+    back = ledger.observe(_task(2, "s1"), CLASSES)
+    assert _events(back) == [("s1", "1", 10)] and back[0].deleted == 20
 
 
 def test_review_becomes_a_task_with_the_models_guess() -> None:

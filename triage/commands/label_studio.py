@@ -66,8 +66,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         except LabelStudioError as exc:
             raise ConfigError(f"Label Studio at {settings.label_studio.label_studio_url} refused: {exc.message}; "
                               "check --api-key / TRIAGE_LABEL_STUDIO_API_KEY and --project-id") from None
-        except TransportError:
-            return 0  # stopped (SIGTERM) while waiting for Label Studio
+        except TransportError as exc:
+            if bridge.stop.is_set() and bridge.fatal is None:
+                return 0  # stopped (SIGTERM) while starting
+            raise ConfigError(f"the bridge could not start: {exc.message}") from None
         log.info("bridging %s -> Label Studio project %d at %s; labels -> %s; webhooks on %s; metrics on %s:%d",
                  settings.topics.review_topic, bridge.project_id, settings.label_studio.label_studio_url,
                  settings.topics.labels_topic, bridge.webhook_url, settings.operations.metrics_host, ops.port)

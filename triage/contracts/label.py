@@ -30,9 +30,9 @@ class LabelOrigin(msgspec.Struct):
     The bridge rebuilds what it already published from these, so its cursor lives in Kafka."""
 
     tool: Name  # "label-studio"
-    annotation: Annotated[int, msgspec.Meta(ge=0)]  # the annotation whose state this label is
-    task: Annotated[int, msgspec.Meta(ge=0)]
-    deleted: Optional[Annotated[int, msgspec.Meta(ge=0)]]  # an annotation whose removal this reports, or null
+    annotation: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # the annotation whose state this label is
+    task: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    deleted: Optional[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]]  # an annotation whose removal this reports, or null
 
 
 class Label(msgspec.Struct):

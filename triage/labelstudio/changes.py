@@ -29,6 +29,7 @@ class LabelEvent:
     annotator: Optional[str] = None
     features: Optional[list[float]] = None
     deleted: Optional[int] = None  # the annotation whose removal this event reports
+    updated_at: Optional[str] = None  # Label Studio's time of the state published (not sent)
 
     @property
     def kind(self) -> str:
@@ -69,10 +70,14 @@ def _choice(annotation: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _annotator(annotation: Mapping[str, Any]) -> Optional[str]:
+def _annotator(annotation: Mapping[str, Any], users: Mapping[int, str]) -> Optional[str]:
+    """The annotator's name, the same whichever path saw the annotation: Label Studio sends a
+    user id (``completed_by``); ``users`` maps ids to e-mail addresses."""
     who = annotation.get("completed_by")
-    if isinstance(who, Mapping):  # (the ledger's own reconstruction; Label Studio sends a user id)
-        return str(who.get("email") or who.get("username") or who.get("id"))
+    if isinstance(who, Mapping):  # the ledger's own reconstruction of a published annotation
+        return str(who.get("email") or who.get("id"))
+    if isinstance(who, int) and who in users:
+        return users[who]
     name = annotation.get("created_username")
     if isinstance(name, str) and name.strip():
         return name.split(",")[0].strip()
@@ -82,6 +87,8 @@ def _annotator(annotation: Mapping[str, Any]) -> Optional[str]:
 @dataclass
 class Ledger:
     live: dict[int, Live] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)  # Label Studio never reuses an annotation id
+    seen_at: dict[int, str] = field(default_factory=dict)  # updated_at of the state last published
 
     def labelled_samples(self) -> set[str]:
         return {entry.sample_id for entry in self.live.values()}
@@ -89,6 +96,9 @@ class Ledger:
     def apply(self, event: LabelEvent) -> None:
         if event.deleted is not None:
             self.live.pop(event.deleted, None)
+            self.deleted.add(event.deleted)
+        if event.updated_at:
+            self.seen_at[event.annotation_id] = event.updated_at
         if event.label != UNDO:
             self.live[event.annotation_id] = Live(event.sample_id, event.task_id, event.label, event.annotator)
 
@@ -100,13 +110,14 @@ class Ledger:
                                   deleted=origin.deleted))
 
     def observe_annotation(self, task: Mapping[str, Any], annotation: Mapping[str, Any],
-                           classes: Sequence[str]) -> list[Union[LabelEvent, Invalid]]:
+                           classes: Sequence[str], users: Optional[Mapping[int, str]] = None
+                           ) -> list[Union[LabelEvent, Invalid]]:
         """One annotation as a webhook reports it (created or updated, maybe skipped): only
         its own change; other annotations of the task are the reconcile's business."""
         ann_id = int(annotation.get("id") or 0)
         others = [e.as_annotation(a) for a, e in self.live.items()
                   if e.task_id == int(task.get("id") or 0) and a != ann_id]
-        return self.observe(task, classes, others + [annotation])
+        return self.observe(task, classes, others + [annotation], users)
 
     def observe_deleted(self, annotation_ids: Sequence[int]) -> list[Union[LabelEvent, Invalid]]:
         """Annotations a webhook reports deleted: retract each one the ledger holds."""
@@ -115,18 +126,20 @@ class Ledger:
             gone = self.live.get(ann_id)
             if gone is None:
                 continue
-            others = [e.as_annotation(a) for a, e in self.live.items() if e.sample_id == gone.sample_id and a != ann_id]
+            others = [e.as_annotation(a) for a, e in self.live.items() if e.task_id == gone.task_id and a != ann_id]
             task = {"id": gone.task_id, "data": {"sample_id": gone.sample_id}}
             out.extend(e for e in self.observe(task, [e.label for e in self.live.values()], others)
                        if isinstance(e, LabelEvent) and e.deleted == ann_id)
         return out
 
     def observe(self, task: Mapping[str, Any], classes: Sequence[str],
-                annotations: Optional[Sequence[Mapping[str, Any]]] = None) -> list[Union[LabelEvent, Invalid]]:
+                annotations: Optional[Sequence[Mapping[str, Any]]] = None,
+                users: Optional[Mapping[int, str]] = None) -> list[Union[LabelEvent, Invalid]]:
         """What changed in ``task`` (its annotations, or ``annotations`` when given) since the
         ledger last saw it. Skipped (cancelled) annotations are not labels; an annotation that
         disappeared (or became skipped) is retracted: the sample's latest remaining label is
-        published again, or ``UNDO`` when none remains."""
+        published again, or ``UNDO`` when none remains. A deleted annotation never comes back,
+        and a state older than the one published is ignored (a late webhook)."""
         data = task.get("data") or {}
         sample_id = data.get("sample_id")
         task_id = int(task.get("id") or 0)
@@ -137,10 +150,16 @@ class Ledger:
         out: list[Union[LabelEvent, Invalid]] = []
         current: dict[int, str] = {}
         who: dict[int, Optional[str]] = {}
+        stamps: dict[int, str] = {}
         for ann in anns:
             ann_id = int(ann.get("id") or 0)
-            if ann.get("was_cancelled"):
+            if ann.get("was_cancelled") or ann_id in self.deleted:
                 continue
+            updated = ann.get("updated_at")
+            if isinstance(updated, str) and updated < self.seen_at.get(ann_id, ""):
+                if ann_id in self.live:
+                    current[ann_id], who[ann_id] = self.live[ann_id].label, self.live[ann_id].annotator
+                continue  # an older state than the one already published
             choice = _choice(ann)
             if choice is None:
                 continue  # an empty draft: nothing chosen yet
@@ -149,17 +168,23 @@ class Ledger:
                                    f"not one of the model's classes"))
                 continue
             current[ann_id] = choice
-            who[ann_id] = _annotator(ann)
-        known = {a: e for a, e in self.live.items() if e.sample_id == sample_id}
+            who[ann_id] = _annotator(ann, users or {})
+            if isinstance(updated, str):
+                stamps[ann_id] = updated
+        known = {a: e for a, e in self.live.items() if e.task_id == task_id}
         for ann_id in sorted(current):
             if known.get(ann_id) is None or known[ann_id].label != current[ann_id]:
-                out.append(LabelEvent(sample_id, current[ann_id], ann_id, task_id, who[ann_id], features))
-        gone = sorted(a for a in known if a not in current)
-        for ann_id in gone:
-            remaining = sorted(a for a in current)
-            if remaining:
-                last = remaining[-1]
+                out.append(LabelEvent(sample_id, current[ann_id], ann_id, task_id, who[ann_id], features,
+                                      updated_at=stamps.get(ann_id)))
+        elsewhere = {a: e for a, e in self.live.items() if e.sample_id == sample_id and e.task_id != task_id}
+        for ann_id in sorted(a for a in known if a not in current):
+            if current:
+                last = max(current)
                 out.append(LabelEvent(sample_id, current[last], last, task_id, who[last], features, deleted=ann_id))
+            elif elsewhere:  # the sample's label from another task of it stands
+                last = max(elsewhere)
+                e = elsewhere[last]
+                out.append(LabelEvent(sample_id, e.label, last, e.task_id, e.annotator, features, deleted=ann_id))
             else:
                 out.append(LabelEvent(sample_id, UNDO, ann_id, task_id, deleted=ann_id))
         return out

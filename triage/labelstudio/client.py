@@ -201,6 +201,12 @@ class LabelStudio:
         })
         return int(body["id"])
 
+    def users(self) -> dict[int, str]:
+        """User id -> e-mail (webhooks and task listings name annotators by id)."""
+        body = self._call("GET", "/api/users/")
+        return {int(u["id"]): str(u.get("email") or u.get("username") or u["id"]) for u in body
+                if isinstance(u, dict) and "id" in u}
+
     def delete_webhook(self, webhook_id: int) -> None:
         self._call("DELETE", f"/api/webhooks/{webhook_id}/")
 
