@@ -54,6 +54,8 @@ def decode_label(value: Optional[bytes], max_bytes: int) -> Label:
     """Bytes from the labels topic -> Label, or an InputError."""
     raw, label = decode_with(_label_decoder, value, max_bytes, "label")
     check_struct(raw, label)
+    if isinstance(label.origin, LabelOrigin):  # the text rules of the nested object too
+        check_fields(label.origin, 0)
     return label  # type: ignore[no-any-return]
 
 
@@ -66,6 +68,8 @@ def encode_label(sample_id: str, label: str, *, annotator: Optional[str] = None,
         check_float32_list("features", features)
     check_ts(ts)  # numbers too: msgspec checks their range only when decoding
     check_fields(built, 0)  # text fields and ISO time, exactly as decode_label
+    if origin is not None:
+        check_fields(origin, 0)
     return encode(built)
 
 
