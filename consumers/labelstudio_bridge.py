@@ -262,6 +262,9 @@ class Bridge:
         """One webhook payload, from its own content (no call back to Label Studio): a created or
         updated annotation is compared with the ledger; deleted ones are retracted."""
         action = body.get("action")
+        ann = body.get("annotation")
+        if isinstance(ann, dict):  # outside the lock: it may call Label Studio
+            self._learn_users([ann.get("completed_by")])
         with self._lock:
             if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"):
                 task, ann = body.get("task"), body.get("annotation")
@@ -269,7 +272,6 @@ class Bridge:
                     self.metrics.invalid.labels(reason="bad_webhook").inc()
                     log.warning("webhook %s without task and annotation: ignored; the reconcile catches up", action)
                     return 0
-                self._learn_users([ann.get("completed_by")])
                 changes = self.ledger.observe_annotation(task, ann, self.classes, self.users)
             elif action == "ANNOTATIONS_DELETED":
                 ids = [int(a["id"]) for a in body.get("annotations") or []

@@ -134,7 +134,7 @@ def prepare_bundle(
         known, y_idx = _known(y, classifier.spec.classes, f"the labelled data for {source}")
         X_lab, y = X_lab[known], y[known]
         raw = classifier.predict_proba(X_lab)
-        metrics = evaluate(apply_temperature(raw, model.temperature), list(classifier.spec.classes), _as_names(y, classifier.spec.classes))
+        metrics = evaluate(apply_temperature(raw, model.temperature), list(classifier.spec.classes), np.asarray(classifier.spec.classes)[y_idx])
         if policy.calibration_fraction:
             try:
                 routing = fit_routing(raw, y_idx, policy, X=X_lab,
@@ -152,7 +152,3 @@ def prepare_bundle(
     }
     model = prepare_model(policy, dataclasses.replace(model, manifest=manifest))
     return Bundle(onnx_bytes, manifest, canary, model)
-
-
-def _as_names(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    return np.asarray(classes)[label_positions(y, classes)]
