@@ -10,13 +10,14 @@ import numpy as np
 from triage.errors import ConfigError
 
 
-BUILTIN = {"sklearn:digits": "load_digits", "sklearn:iris": "load_iris", "sklearn:wine": "load_wine"}
+BUILTIN = {"sklearn:digits": "load_digits", "sklearn:iris": "load_iris", "sklearn:wine": "load_wine",
+           "sklearn:breast_cancer": "load_breast_cancer"}
 
 
 def load_dataset(path: Path | str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """npz with ``X`` (and optionally ``y``), or CSV whose last column is ``y`` when its
     header names it ``y``/``label``/``target``; otherwise every column is a feature.
-    ``sklearn:digits`` (also iris, wine) names a dataset bundled with scikit-learn."""
+    ``sklearn:digits`` (also iris, wine, breast_cancer) names a dataset bundled with scikit-learn."""
     if str(path) in BUILTIN:
         import sklearn.datasets
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -56,6 +56,26 @@ class Verdict:
     reason: str
 
 
+@dataclass(frozen=True)
+class Disagreement:
+    """On one split, the rows only the candidate gets right and those only current gets right."""
+
+    candidate_only: int
+    current_only: int
+
+    @staticmethod
+    def of(candidate_right: np.ndarray, current_right: np.ndarray) -> "Disagreement":
+        return Disagreement(int((candidate_right & ~current_right).sum()), int((current_right & ~candidate_right).sum()))
+
+    def p_worse(self) -> float:
+        """Exact one-sided McNemar p-value of "the candidate is no worse": the chance of at
+        least ``current_only`` of the discordant rows going to current if both were equal."""
+        from scipy.stats import binom
+
+        n = self.candidate_only + self.current_only
+        return float(binom.sf(self.current_only - 1, n, 0.5)) if n else 1.0
+
+
 def _log_progress(message: str) -> None:
     log.info("%s", message)
 
@@ -64,18 +84,31 @@ def _ignore(count: int) -> None:
     pass
 
 
-def promotion_verdict(candidate: dict[str, Any], current: dict[str, Any], tolerance: float) -> Verdict:
+def promotion_verdict(candidate: dict[str, Any], current: dict[str, Any], tolerance: float,
+                      disagreements: Optional[Mapping[str, Disagreement]] = None,
+                      significance: float = 1.0) -> Verdict:
     """Promote unless the candidate's accuracy is below current's by more than ``tolerance``
     on the holdout or on holdout + reserved labels.
 
     ``candidate``/``current``: split name -> ``training.evaluate`` metrics; only ``holdout`` and
-    ``combined`` are read. A NaN accuracy (an empty split) never counts as worse.
+    ``combined`` are read. A NaN accuracy (an empty split) never counts as worse. With
+    ``disagreements`` (per split) a drop counts only when its McNemar p-value is below
+    ``significance``: current was promoted for doing well on the same reserved labels, so on
+    them it looks better than it is, and a plain comparison keeps rejecting better candidates
+    (``triage simulate`` measured it stalling the loop for hundreds of labels).
     """
-    worse = tuple(k for k in JUDGED if candidate[k]["accuracy"] < current[k]["accuracy"] - tolerance)
+    def worse_on(k: str) -> bool:
+        if not candidate[k]["accuracy"] < current[k]["accuracy"] - tolerance:
+            return False
+        return disagreements is None or disagreements[k].p_worse() < significance
+
+    worse = tuple(k for k in JUDGED if worse_on(k))
     if not worse:
         return Verdict(True, (), "")
     reason = "worse than current on " + ", ".join(
-        f"{k} ({candidate[k]['accuracy']:.4f} < {current[k]['accuracy']:.4f} - tolerance {tolerance})" for k in worse)
+        f"{k} ({candidate[k]['accuracy']:.4f} < {current[k]['accuracy']:.4f} - tolerance {tolerance}"
+        + (f", McNemar p={disagreements[k].p_worse():.3g} < {significance}" if disagreements is not None else "") + ")"
+        for k in worse)
     return Verdict(False, worse, reason)
 
 
@@ -124,6 +157,14 @@ def _evaluate_splits(probs: np.ndarray, classes: list[str], n_holdout: int,
     return {"holdout": evaluate(probs[:n_holdout], classes, hold_y),
             "eval_labels": evaluate(probs[n_holdout:], classes, ev_y),
             "combined": evaluate(probs, classes, both_y)}
+
+
+def _disagreements(cand_p: np.ndarray, cand_classes: list[str], cur_p: np.ndarray, cur_classes: list[str],
+                   n_holdout: int, both_y: np.ndarray) -> dict[str, Disagreement]:
+    cand_right = np.asarray(cand_classes)[cand_p.argmax(axis=1)] == both_y
+    cur_right = np.asarray(cur_classes)[cur_p.argmax(axis=1)] == both_y
+    return {"holdout": Disagreement.of(cand_right[:n_holdout], cur_right[:n_holdout]),
+            "combined": Disagreement.of(cand_right, cur_right)}
 
 
 def retrain_once(
@@ -175,7 +216,9 @@ def retrain_once(
     cur_p, cur_classes = version_probs(registry, current, both_X)
     cand = _evaluate_splits(cand_p, trained.classes, len(hold_X), hold_y, ev_y, both_y)
     cur = _evaluate_splits(cur_p, cur_classes, len(hold_X), hold_y, ev_y, both_y)
-    verdict = promotion_verdict(cand, cur, retrain.retrain_tolerance)
+    verdict = promotion_verdict(cand, cur, retrain.retrain_tolerance,
+                                _disagreements(cand_p, trained.classes, cur_p, cur_classes, len(hold_X), both_y),
+                                retrain.gate_significance)
 
     data = {
         "base": "data/base.npz", "base_rows": int(len(base_X)), "holdout": "data/holdout.npz",

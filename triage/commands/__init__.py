@@ -12,5 +12,6 @@ from triage.commands import (  # noqa: F401
     retrain,
     select,
     serve,
+    simulate,
     train,
 )

@@ -17,6 +17,9 @@ Per batch (vectorized except the hygiene pass over review-bound rows, a small mi
 6. hygiene: near-duplicates of recent review requests, and requests over a class quota,
    are published to predictions marked provisional (never dropped, always counted);
    priority = informativeness x (0.5 + 0.5 x diversity).
+7. review order: the batch's review priorities re-assigned in the configured order
+   (``--review-order``: most uncertain first, diverse, or BADGE), so the part of a batch
+   annotators get to is spread out rather than a cluster of near-copies.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from triage.policies.base import BaseRule, Routing
 from triage.policies.budget import BudgetCap
 from triage.policies.gate import Gate
 from triage.policies.hygiene import ReviewHygiene
+from triage.policies.review_order import ReviewRanking
 from triage.policies.review_rate import RateController
 from triage.routing import (
     CONFIDENT, HELD_DUPLICATE, HELD_QUOTA, HOLDS, NOT_HELD, OUTLIER, UNCERTAIN, Decisions, ModelInfo, PolicySnapshot,
@@ -67,6 +71,7 @@ class PolicyStack:
         self.gate = Gate(policy)
         self.audit = AuditSampler(policy.audit_rate, policy.seed)
         self.hygiene = ReviewHygiene(policy)
+        self.ranking = ReviewRanking(policy.review_order, policy.seed)
         self.suppressed: Counter[str] = Counter()  # drained by the metrics after each batch
         self.tau = float(policy.uncertainty_threshold)
         self.classes: Optional[tuple[str, ...]] = None if classes is None else tuple(classes)
@@ -122,6 +127,7 @@ class PolicyStack:
             k = int((hold == code).sum())
             if k:
                 self.suppressed[HOLDS[code]] += k
+        self.ranking.apply(scores, (reason != CONFIDENT) & (hold == NOT_HELD), priority)
         decisions = Decisions(reason=reason, priority=priority, audit=audit, hold=hold)
         self.rate.record(decisions.review, decisions.accepted)
         return decisions
