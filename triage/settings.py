@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Acquisition = Literal["least-confidence", "margin", "entropy"]
+ReviewOrder = Literal["priority", "diverse", "badge"]
 KafkaClient = Literal["auto", "kafka-python", "confluent"]
 PolicyName = Literal["threshold", "review-rate", "risk"]
 
@@ -195,6 +196,10 @@ class PolicySettings(Section):
     with probability >= 1 - --risk-delta); needs held-out labels (--reference with y)."""
     acquisition: Acquisition = Field("margin", json_schema_extra=_group("routing"))
     """Uncertainty measure: least-confidence (1-p1), margin (1-(p1-p2)) or entropy (normalized)."""
+    review_order: ReviewOrder = Field("priority", json_schema_extra=_group("routing"))
+    """Order of a batch's review requests (their priority, which annotators work by):
+    priority (most uncertain first), diverse (most uncertain first, spread over clusters of
+    the batch's uncertain rows) or badge (k-means++ over gradient embeddings)."""
     uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
     """Samples whose uncertainty (0..1, higher = less sure) exceeds this go to review."""
     audit_rate: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
@@ -253,6 +258,9 @@ class RetrainSettings(Section):
     """Retrain only when at least this many new labels were folded since the current model."""
     retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
     """Promote a candidate unless its held-out accuracy is worse than the current model's by more than this."""
+    gate_significance: float = Field(0.05, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
+    """A candidate's drop counts only when an exact one-sided McNemar test on the rows the two
+    models disagree on shows it at this level (1 = any drop counts, as a plain comparison)."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9, json_schema_extra=_group("retrain"))
     """Share of `triage train` data kept as the fixed evaluation holdout."""
     eval_label_share: int = Field(5, ge=2, json_schema_extra=_group("retrain"))
