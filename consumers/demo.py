@@ -3,7 +3,9 @@
 digits -> held-out eval set + pool -> static selection of the initial labels -> v1 ->
 stream the rest (with outliers and corrupt records) -> scorer routes -> simulated annotator
 labels review requests within a budget -> periodic retrain promotes and hot-swaps.
-Then the same stream and label budget with random selection, as a baseline.
+Then the same stream and label budget with random selection, as a baseline: several random
+draws (``--baseline-seeds``), reported as a mean with a min-max band, because one random draw
+cannot tell whether the active loop beats random or just got a lucky (or unlucky) comparison.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from triage.broker import EmbeddedBroker
 from triage.bundles import train_initial
 from triage.calibration import apply_temperature
 from triage.contracts import Sample, decode_prediction, decode_review, encode
+from triage.errors import ConfigError
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
 from triage.registry import Registry
@@ -39,6 +42,8 @@ from triage.transport import ensure_topics, make_consumer
 
 @dataclass
 class DemoConfig:
+    """Knobs of ``triage demo``; see ``triage/commands/demo.py`` for what each flag means."""
+
     samples: int = 1200
     duration_s: Optional[float] = None
     rate: float = 40.0
@@ -53,6 +58,12 @@ class DemoConfig:
     eval_fraction: float = 0.25
     seed: int = 0
     report_dir: Path = Path("demo-report")
+    baseline_seeds: int = 5  # random draws behind the baseline's mean and band
+
+    def __post_init__(self) -> None:
+        if self.baseline_seeds < 1:
+            raise ConfigError(f"baseline_seeds must be at least 1 (got {self.baseline_seeds}): the random "
+                              "baseline needs one random draw per seed")
 
 
 class Tally(threading.Thread):
@@ -165,24 +176,93 @@ def _version_rows(registry: Registry, initial: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _baseline(cfg: DemoConfig, active: list[dict[str, Any]], X_init: np.ndarray, y_init: np.ndarray,
-              X_stream: np.ndarray, y_stream: np.ndarray, X_eval: np.ndarray, y_eval: np.ndarray,
-              family: str) -> list[dict[str, Any]]:
-    """Same stream, same label counts per version, same trainer — but which samples get a
-    label is chosen uniformly at random from the stream instead of by uncertainty."""
-    rng = np.random.default_rng(cfg.seed + 1)
-    order = rng.permutation(len(X_stream))
+BASELINE_SELECTION = "random (same stream, same label counts, same trainer; mean and min-max band over seeds)"
+
+
+def draw_seeds(seed: int, seeds: int) -> list[int]:
+    """The seeds of the random draws: ``seed + 1 .. seed + seeds``. The first is the single draw
+    the demo used before; adding seeds never changes the earlier draws."""
+    return [seed + 1 + k for k in range(seeds)]
+
+
+def random_orders(n_stream: int, seeds: Sequence[int]) -> np.ndarray:
+    """One random permutation of the stream per seed, shape ``(len(seeds), n_stream)``. The
+    first ``n`` entries of a row are that seed's ``n`` labelled samples, so within a seed the
+    labelled sets are nested as they grow (like labels accumulating in a real run), and
+    across seeds they are independent draws."""
+    if not len(seeds):
+        return np.empty((0, n_stream), dtype=np.int64)
+    # One generator per seed (not one shared stream): a seed's draw does not depend on how many seeds run.
+    return np.stack([np.random.default_rng(s).permutation(n_stream) for s in seeds])
+
+
+def random_baseline(active: Sequence[dict[str, Any]], X_init: np.ndarray, y_init: np.ndarray,
+                    X_stream: np.ndarray, y_stream: np.ndarray, X_eval: np.ndarray, y_eval: np.ndarray, *,
+                    family: str, seeds: Sequence[int], train_seed: int) -> list[dict[str, Any]]:
+    """Random selection at the active loop's label counts, over several random draws.
+
+    For each active row (``version``, ``human_labels``) and each seed in ``seeds``, the same
+    initial labels plus the first ``human_labels`` stream samples of that seed's permutation
+    (``random_orders``) are trained with ``train_model`` — the service's trainer — and scored
+    on the held-out set. The trainer's own seed (its fit/calibration split) stays fixed at
+    ``train_seed``, the seed the service trains with, so the band measures only which samples
+    random selection happened to label: the quantity the active loop is compared on.
+
+    Returns one row per active row: ``version`` (``random-<version>``), ``labels_used``,
+    ``human_labels``, ``accuracy`` (the mean over seeds, so existing readers see the mean),
+    ``accuracy_std`` (sample std; 0 with one seed), ``accuracy_min``, ``accuracy_max`` and
+    ``accuracy_per_seed`` (in the order of ``seeds``). Identical training sets (no human
+    labels, or the whole stream) are trained once: the cost is at most rows x seeds trainings.
+    """
+    if not len(seeds):
+        raise ConfigError("the random baseline needs at least one seed")
+    orders = random_orders(len(X_stream), seeds)
+    X_eval32 = X_eval.astype(np.float32)
+    cache: dict[bytes, float] = {}  # sorted picks -> accuracy: same training set, same model
+
+    def accuracy(pick: np.ndarray) -> float:
+        key = pick.tobytes()
+        if key not in cache:
+            X = np.vstack([X_init, X_stream[pick]]) if len(pick) else X_init
+            y = np.concatenate([y_init, y_stream[pick]])
+            trained = train_model(X, y, family=family, seed=train_seed)
+            probs = apply_temperature(trained.estimator.predict_proba(X_eval32), trained.temperature)
+            cache[key] = float(evaluate(probs, trained.classes, y_eval)["accuracy"])
+        return cache[key]
+
     rows = []
     for row in active:
-        n = min(row["human_labels"], len(order))
-        pick = order[:n]
-        X = np.vstack([X_init, X_stream[pick]]) if n else X_init
-        y = np.concatenate([y_init, y_stream[pick]])
-        trained = train_model(X, y, family=family, seed=cfg.seed)
-        probs = apply_temperature(trained.estimator.predict_proba(X_eval.astype(np.float32)), trained.temperature)
-        rows.append({"version": f"random-{row['version']}", "labels_used": int(len(X)),
-                     "accuracy": evaluate(probs, trained.classes, y_eval)["accuracy"]})
+        n = min(int(row["human_labels"]), len(X_stream))
+        # Sorted so the rows keep stream order (as labels arrive) and equal sets share a cache key.
+        per_seed = np.array([accuracy(np.sort(orders[k, :n])) for k in range(len(seeds))])
+        rows.append({
+            "version": f"random-{row['version']}", "labels_used": int(len(X_init) + n), "human_labels": n,
+            "accuracy": float(per_seed.mean()),
+            "accuracy_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
+            "accuracy_min": float(per_seed.min()), "accuracy_max": float(per_seed.max()),
+            "accuracy_per_seed": [float(a) for a in per_seed],
+        })
     return rows
+
+
+def verdict(active_accuracy: float, row: dict[str, Any]) -> str:
+    """Where the active loop's accuracy falls against a baseline row's min-max band."""
+    if active_accuracy > row["accuracy_max"]:
+        return "above"
+    if active_accuracy < row["accuracy_min"]:
+        return "below"
+    return "inside"
+
+
+def closing_line(active_row: dict[str, Any], baseline_row: dict[str, Any], seeds: int) -> str:
+    """The comparison printed at the end: active vs random's mean and band at the final label count."""
+    where = verdict(active_row["accuracy"], baseline_row)
+    band = f"{baseline_row['accuracy_min']:.3f}-{baseline_row['accuracy_max']:.3f} over {seeds} seed{'s' if seeds != 1 else ''}"
+    meaning = {"above": "the active loop beats every random draw",
+               "inside": "the active loop is within random's spread: no clear win either way",
+               "below": "every random draw beats the active loop"}[where]
+    return (f"random baseline at the same labels ({baseline_row['labels_used']}): {baseline_row['accuracy']:.3f} "
+            f"({band}); active {active_row['version']} {active_row['accuracy']:.3f} is {where} the band: {meaning}")
 
 
 def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
@@ -266,14 +346,17 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
         view.show(_lines(registry, scorer, tally, annotator, streamer, outcomes, cfg, time.monotonic() - started), final=True)
     active = _version_rows(registry, cfg.initial_labels)
     promoted = [r for r in active if r["status"] in ("current", "previous")]
-    baseline = _baseline(cfg, promoted, X_pool[init_idx], y_pool[init_idx], X_stream, y_stream, X_eval, y_eval,
-                         s.retrain.model_family)
+    out.write(f"random baseline: {len(promoted)} label counts x {cfg.baseline_seeds} seeds...\n")
+    seeds = draw_seeds(cfg.seed, cfg.baseline_seeds)
+    baseline = random_baseline(promoted, X_pool[init_idx], y_pool[init_idx], X_stream, y_stream, X_eval, y_eval,
+                               family=s.retrain.model_family, seeds=seeds, train_seed=s.policy.seed)
     summary = {
         "dataset": "scikit-learn digits (8x8, 10 classes)",
         "initial_labels": cfg.initial_labels, "initial_strategy": cfg.strategy,
         "eval_samples": int(len(X_eval)), "streamed": streamer.sent,
         "model_versions": active,
-        "baseline": {"selection": "random (same stream, same label counts, same trainer)", "model_versions": baseline},
+        "baseline": {"selection": BASELINE_SELECTION, "seeds": cfg.baseline_seeds, "draw_seeds": seeds,
+                     "train_seed": s.policy.seed, "model_versions": baseline},
         "routes": {**tally.routes, "dlq": tally.dlq}, "reasons": dict(tally.reasons), "dlq": tally.dlq,
         "labels_used": annotator.labelled, "review_requests": annotator.requests,
         "accepted_accuracy": tally.accepted_correct / tally.accepted if tally.accepted else None,
@@ -283,9 +366,9 @@ def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[
 
     summary_path, plot_path = write_report(cfg.report_dir, summary)
     best = max((r["accuracy"] for r in promoted if r["accuracy"] is not None), default=None)
-    out.write(f"\nv1 held-out accuracy {active[0]['accuracy']:.4f} -> best {best:.4f} "
-              f"with {max(r['labels_used'] for r in promoted)} labels; random baseline at the same labels: "
-              f"{baseline[-1]['accuracy']:.4f}\n")
+    out.write(f"\nv1 held-out accuracy {active[0]['accuracy']:.4f} -> best {best:.4f}; "
+              f"{promoted[-1]['version']} {promoted[-1]['accuracy']:.4f} with {promoted[-1]['labels_used']} labels\n")
+    out.write(closing_line(promoted[-1], baseline[-1], cfg.baseline_seeds) + "\n")
     out.write(f"report: {summary_path} and {plot_path}\n")
     return summary
 
