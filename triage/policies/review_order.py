@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from triage.scoring import Scores
 
 MAX_RANKED = 512  # beyond this many requests in one batch the tail keeps priority order
+TIE_STEP = 1e-9
 
 
 class Ranker(Protocol):
@@ -112,6 +113,8 @@ class ReviewRanking:
         rows = rows[np.argsort(-priority[rows], kind="stable")]
         head, tail = rows[:MAX_RANKED], rows[MAX_RANKED:]
         ranked = self.rank(scores, head, self.rng)
-        values = np.sort(priority[head])[::-1].copy()
-        priority[ranked] = values  # the k-th shown gets the k-th highest priority
+        # The k-th shown gets the k-th highest priority, nudged so that ties (near-copies have
+        # equal uncertainty) cannot undo the order.
+        values = np.sort(priority[head])[::-1] - TIE_STEP * np.arange(len(head))
+        priority[ranked] = values
         return np.concatenate([ranked, tail])

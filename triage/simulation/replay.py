@@ -22,6 +22,7 @@ as much as any other). The test rows are never streamed.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections import Counter
@@ -69,6 +70,13 @@ class RunResult:
 
 def _quiet(message: str) -> None:
     pass
+
+
+def scratch_dir() -> Optional[str]:
+    """Memory-backed /dev/shm for the throwaway registries when there is one: the registry
+    fsyncs every write, which on a busy disk costs more than the training."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 def run_settings(base: Settings, strategy: Strategy, seed: int, cfg: ReplayConfig) -> Settings:
@@ -121,7 +129,7 @@ def replay(split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base:
     labelled[init] = True
     outcomes: Counter[str] = Counter()
     logging.getLogger("triage").setLevel(logging.ERROR)  # thousands of routine lines otherwise
-    with tempfile.TemporaryDirectory(prefix="triage-simulate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="triage-simulate-", dir=scratch_dir()) as tmp:
         registry = Registry(Path(tmp) / "registry")
         train_initial(X[init], y[init], registry, retrain=s.retrain, policy=s.policy,
                       outlier_quantile=s.serving.outlier_quantile, progress=_quiet, reference=X)

@@ -96,8 +96,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     for name, s in summary["strategies"].items():
         c = np.asarray(s["curve"], dtype=np.float64)
         style = {"color": "black", "ls": "--"} if name == RANDOM else {}
-        ax.plot(c[:, 0], c[:, 1], lw=1.6, label=name, **style)
-        ax.fill_between(c[:, 0], c[:, 1] - c[:, 2], c[:, 1] + c[:, 2], alpha=0.15, color=style.get("color"))
+        (line,) = ax.plot(c[:, 0], c[:, 1], lw=1.6, label=name, **style)
+        ax.fill_between(c[:, 0], c[:, 1] - c[:, 2], c[:, 1] + c[:, 2], alpha=0.12, color=line.get_color(), lw=0)
     for t in TARGETS:
         ax.axhline(t * full, color="grey", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], t * full, f" {t:.0%} of full", va="center", fontsize=8, color="grey")
