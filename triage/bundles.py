@@ -1,6 +1,13 @@
 """Versions that enter a registry from outside the retrain loop.
 
-``train_initial``: the first version, trained on labelled data (``triage train``).
+``train_initial``: the first version, trained on labelled data (``triage train``). Its risk
+threshold is certified on every labelled row, not only the holdout (``cross_fit_folds``, on
+by default): the base rows are scored out of fold by K models of the chosen family, each
+fitted on (K-1)/K of them (with K = 5 as many rows as the served model, which fits on 80%),
+the holdout rows by the served model itself. The certificate is exact for that mix of fold
+models; for the served model it rests on the served model being at least as good as a fold
+model (the usual cross-conformal / CV+ caveat; here the training-set sizes are equal). When
+``auto`` picked the family on these labels, the tests run at delta / (candidate families).
 ``import_model``: an ONNX classifier trained elsewhere (``triage models import``).
 Plain functions over arrays and a Registry: no Kafka, no argparse; messages go to ``progress``.
 """
@@ -15,11 +22,11 @@ import numpy as np
 
 from triage.errors import ConfigError, TriageError
 from triage.model import model_bytes
-from triage.preparation import ModelFlags, prepare_bundle
+from triage.preparation import CrossFitted, ModelFlags, prepare_bundle
 from triage.registry import Registry
 from triage.serving import serving_model_from_registry
 from triage.settings import PolicySettings, RetrainSettings, ServingSettings
-from triage.training import class_counts, train_model
+from triage.training import TrainedModel, class_counts, cross_fit, train_model
 
 log = logging.getLogger("triage.train")
 
@@ -50,6 +57,8 @@ def train_initial(
     """
     from sklearn.model_selection import train_test_split
 
+    if retrain.cross_fit_folds == 1:
+        raise ConfigError("cross_fit_folds 1: use 0 (off) or at least 2 folds")
     y = np.asarray(y).astype(str)
     if holdout is not None:
         X_base, y_base = X, y
@@ -69,21 +78,39 @@ def train_initial(
         np.savez_compressed(registry.data_dir / "reference.npz", X=reference)
     progress(f"training {retrain.model_family} on {len(X_base)} samples, holding out {len(X_hold)}")
     trained = train_model(X_base, y_base, family=retrain.model_family, seed=policy.seed)
+    if trained.selection:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in trained.selection["scores"].items())
+        progress(f"auto chose {trained.family} (validation log loss: {scores})")
+    cross_fitted = _cross_fitted(X_base, y_base, trained, retrain.cross_fit_folds, policy.seed, progress)
     inliers = X_base if reference is None or not len(reference) else np.vstack([X_base, reference])
-    bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{retrain.model_family} (trained)",
+    bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{trained.family_label} (trained)",
                             outlier_quantile=outlier_quantile, inliers=inliers, labelled=(X_hold, y_hold),
-                            calibration=trained.calibration)
+                            calibration=trained.calibration, cross_fitted=cross_fitted)
     data = {"base": "data/base.npz", "base_rows": int(len(X_base)), "holdout": "data/holdout.npz",
             "labels": "data/labels.jsonl", "labels_upto": 0, "labels_trained": 0, "labels_eval": 0,
             "class_counts": class_counts(y_base), "label_offsets": {}}
     metrics = bundle.manifest["metrics"]
+    extra = {"family_selection": trained.selection} if trained.selection else {}
     version = registry.add_bundle(bundle.onnx_bytes, {**bundle.manifest, "data": data, "parent": None,
-                                                      "family": retrain.model_family}, bundle.canary)
+                                                      "family": trained.family_label, **extra}, bundle.canary)
     registry.promote(version)
     progress(f"registered {version}: holdout accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
              f"ECE {trained.calibration['ece_before']:.4f} -> {trained.calibration['ece_after']:.4f} "
              f"(temperature {trained.temperature:.3f}); CURRENT = {version}")
     return registry.manifest(version)
+
+
+def _cross_fitted(X: np.ndarray, y: np.ndarray, trained: TrainedModel, folds: int, seed: int,
+                  progress: Callable[[str], None]) -> Optional[CrossFitted]:
+    """Out-of-fold scores of the base rows for certification; None when turned off."""
+    if folds == 0:
+        return None
+    if folds > len(X):
+        raise ConfigError(f"cross_fit_folds {folds}: more folds than the {len(X)} base rows")
+    progress(f"cross-fitting {folds} {trained.family} fold models to certify on all {len(X)} base rows too")
+    probs = cross_fit(X, y, family=trained.family, classes=trained.classes, folds=folds, seed=seed)
+    multiplicity = len(trained.selection["candidates"]) if trained.selection else 1
+    return CrossFitted(X, y, probs, folds, trained.family, multiplicity)
 
 
 def import_model(

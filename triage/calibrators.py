@@ -79,7 +79,8 @@ class PlattCalibrator:
 
     def top(self, p1: np.ndarray) -> np.ndarray:
         p1 = np.clip(p1, EPS, 1 - EPS)
-        return 1.0 / (1.0 + np.exp(-(self.a * np.log(p1 / (1 - p1)) + self.b)))
+        z = np.clip(self.a * np.log(p1 / (1 - p1)) + self.b, -500.0, 500.0)  # exp overflows past ~709
+        return 1.0 / (1.0 + np.exp(-z))
 
     def __call__(self, probs: np.ndarray) -> np.ndarray:
         p = apply_temperature(probs, self.temperature)

@@ -50,6 +50,23 @@ class ModelFlags:
 
 
 @dataclass(frozen=True)
+class CrossFitted:
+    """Labelled rows scored out of fold (``training.cross_fit``): they join the labelled rows
+    for fitting calibration and certifying the risk threshold, not for the metrics.
+
+    ``probs``: raw probabilities in the served model's class order; ``multiplicity``: how many
+    model families these rows' labels chose among (the risk tests run at delta / multiplicity).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    probs: np.ndarray
+    folds: int
+    family: str
+    multiplicity: int = 1
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A model ready to serve or to register: bytes, manifest (model part), canary rows."""
 
@@ -90,6 +107,36 @@ def _known(y: np.ndarray, classes: Sequence[str], source: str) -> tuple[np.ndarr
     return known, positions[known]
 
 
+def _fit_routing(
+    raw: np.ndarray,
+    y_idx: np.ndarray,
+    X: np.ndarray,
+    policy: PolicySettings,
+    outlier: Optional[OutlierDetector],
+    classes: Sequence[str],
+    cross_fitted: Optional[CrossFitted],
+) -> dict[str, Any]:
+    """Routing on the labelled rows, plus the cross-fitted ones when given."""
+    multiplicity = 1
+    if cross_fitted is not None:
+        cf_known, cf_idx = _known(np.asarray(cross_fitted.y), classes, "the cross-fitted rows")
+        if cross_fitted.probs.shape[1] != len(classes):
+            raise ConfigError(f"cross-fitted probabilities have {cross_fitted.probs.shape[1]} classes; "
+                              f"the model has {len(classes)}")
+        held = len(X)
+        raw = np.vstack([raw, cross_fitted.probs[cf_known]])
+        y_idx = np.concatenate([y_idx, cf_idx])
+        X = np.vstack([X, np.asarray(cross_fitted.X, dtype=np.float64)[cf_known]])
+        multiplicity = cross_fitted.multiplicity
+    routing = fit_routing(raw, y_idx, policy, X=X, outlier=outlier.score(X) if outlier is not None else None,
+                          multiplicity=multiplicity)
+    if cross_fitted is not None:
+        routing["cross_fit"] = {"family": cross_fitted.family, "folds": cross_fitted.folds,
+                                "out_of_fold_rows": int(len(X) - held), "holdout_rows": int(held),
+                                "multiplicity": multiplicity}
+    return routing
+
+
 def prepare_bundle(
     onnx_bytes: bytes,
     flags: ModelFlags,
@@ -100,11 +147,13 @@ def prepare_bundle(
     inliers: Optional[np.ndarray] = None,
     labelled: Optional[tuple[np.ndarray, np.ndarray]] = None,
     calibration: Optional[dict[str, Any]] = None,
+    cross_fitted: Optional[CrossFitted] = None,
 ) -> Bundle:
     """Inspect, fit the outlier detector on ``inliers``, calibrate and fit routing on
     ``labelled`` rows (when given), warm up on canary rows; raises before anything is kept.
 
     ``calibration``: a temperature already fitted elsewhere (``triage train``); otherwise none.
+    ``cross_fitted``: more labelled rows, scored out of fold, for routing only (``triage train``).
     """
     data_features = next((np.asarray(a).shape[1] for a in (inliers, labelled[0] if labelled else None)
                           if a is not None and np.asarray(a).ndim == 2), None)
@@ -137,8 +186,7 @@ def prepare_bundle(
         metrics = evaluate(apply_temperature(raw, model.temperature), list(classifier.spec.classes), np.asarray(classifier.spec.classes)[y_idx])
         if policy.calibration_fraction:
             try:
-                routing = fit_routing(raw, y_idx, policy, X=X_lab,
-                                      outlier=outlier.score(X_lab) if outlier is not None else None)
+                routing = _fit_routing(raw, y_idx, X_lab, policy, outlier, classifier.spec.classes, cross_fitted)
                 log_routing(routing)
             except ConfigError as exc:  # too few labelled rows: serve with the temperature only
                 routing = {"skipped": exc.message}

@@ -252,8 +252,10 @@ class RetrainSettings(Section):
 
     retrain_group_id: str = Field("triage-retrain", json_schema_extra=_group("retrain"))
     """Consumer group of the retrain job on the labels topic."""
-    model_family: Literal["logreg", "mlp"] = Field("logreg", json_schema_extra=_group("retrain"))
-    """scikit-learn model family trained by `triage train` and `triage retrain`."""
+    model_family: Literal["auto", "logreg", "mlp", "gb"] = Field("auto", json_schema_extra=_group("retrain"))
+    """scikit-learn model family trained by `triage train` and `triage retrain`: auto (fit
+    logreg, mlp and gb, keep the lowest validation log loss; logreg under 200 rows), logreg,
+    mlp (one regularized hidden layer) or gb (gradient boosting)."""
     min_new_labels: int = Field(20, ge=1, json_schema_extra=_group("retrain"))
     """Retrain only when at least this many new labels were folded since the current model."""
     retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
@@ -267,6 +269,10 @@ class RetrainSettings(Section):
     """One in this many new labels (chosen by a hash of the sample id) is reserved for evaluation."""
     accept_new_classes: bool = Field(False, json_schema_extra=_group("retrain"))
     """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
+    cross_fit_folds: int = Field(5, ge=0, le=20, json_schema_extra=_group("retrain"))
+    """`triage train`: certify the risk threshold on every labelled row, scored out of fold by
+    this many fold models, instead of on the holdout alone (0 = off). Assumes the served
+    model is at least as good as the fold models (it sees as many rows)."""
 
 
 class OperationsSettings(Section):

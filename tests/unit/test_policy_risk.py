@@ -109,3 +109,50 @@ def test_risk_without_or_with_mismatched_params_reviews_everything() -> None:
               "risk": {"alpha": 0.01, "delta": 0.1, "mondrian": False, "threshold": 0.5}}
     d = policy_from_manifest(fitted, s).decide(scores)
     assert d.reason.tolist() == [CONFIDENT] * 9 + [OUTLIER]
+
+
+def test_grid_starts_where_half_alpha_still_certifies() -> None:
+    from triage.policies.risk import start_rows
+
+    for alpha, delta in [(0.05, 0.1), (0.05, 0.1 / 3), (0.01, 0.1)]:
+        n0 = start_rows(alpha, delta, 100_000)
+        assert n0 >= min_accepted(alpha, delta, errors=1)
+        assert clopper_pearson_upper(np.floor(n0 * alpha / 2), n0, delta) <= alpha
+        assert clopper_pearson_upper(np.floor((n0 - 1) * alpha / 2), n0 - 1, delta) > alpha or \
+            n0 == min_accepted(alpha, delta, errors=1)
+    # Too few rows for that rate: fall back to the one-error size (the old start).
+    assert start_rows(0.01, 0.1, 300) == min_accepted(0.01, 0.1, errors=1)
+
+
+def test_early_unlucky_errors_do_not_end_the_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two label-noise errors among the most confident rows: the old grid start (the one-error
+    size) stopped there; starting where alpha/2 certifies reaches the good part of the curve."""
+    from triage.policies import risk
+
+    n = 2000
+    u = np.arange(n) / n
+    wrong = np.zeros(n, bool)
+    wrong[[3, 40]] = True  # unlucky: two errors among the first 110 rows
+    rng = np.random.default_rng(0)
+    wrong[200:1600] = rng.random(1400) < 0.01
+    wrong[1600:] = rng.random(400) < 0.3
+    new = certify(u, wrong, alpha=0.05, delta=0.1 / 3)
+    monkeypatch.setattr(risk, "START_RATE", float("inf"))
+    old = certify(u, wrong, alpha=0.05, delta=0.1 / 3)
+    assert old["coverage"] < 0.1
+    assert new["coverage"] > 0.7 and new["upper_bound"] <= 0.05
+
+
+def test_multiplicity_tests_at_delta_over_m() -> None:
+    from triage.policies.risk import fit_risk
+
+    rng = np.random.default_rng(1)
+    u = rng.random(3000)
+    wrong = rng.random(3000) < 0.12 * u
+    y = np.where(wrong, 1, 0)
+    one = fit_risk(u, np.zeros(3000, int), y, alpha=0.05, delta=0.1, mondrian=False, n_classes=2)
+    three = fit_risk(u, np.zeros(3000, int), y, alpha=0.05, delta=0.1, mondrian=False, n_classes=2, multiplicity=3)
+    assert three["delta"] == one["delta"] == 0.1 and three["multiplicity"] == 3 and "multiplicity" not in one
+    assert 0 < three["threshold"] <= one["threshold"]
+    assert three["upper_bound"] == pytest.approx(
+        float(clopper_pearson_upper(three["accepted_errors"], three["accepted"], 0.1 / 3)))

@@ -235,3 +235,74 @@ def test_serve_model_and_import_route_alike(
     a, b = score_batch(from_file, X[:300], policy.acquisition), score_batch(from_registry, X[:300], policy.acquisition)
     np.testing.assert_allclose(a.probs, b.probs)
     np.testing.assert_allclose(a.outlier, b.outlier)
+
+
+# --- model families: auto, cross-fit -------------------------------------------------------
+
+
+def test_auto_keeps_the_family_with_the_lowest_validation_log_loss() -> None:
+    from sklearn.datasets import make_classification
+
+    from triage.training import AUTO_CANDIDATES, train_model
+
+    # Two clusters per class in 10 informative dimensions: a linear model cannot separate them.
+    X, y = make_classification(n_samples=800, n_features=12, n_informative=10, n_redundant=0, n_classes=4,
+                               class_sep=1.5, random_state=3)
+    trained = train_model(X, y, family="auto", seed=0)
+    sel = trained.selection
+    assert sel is not None and sel["candidates"] == list(AUTO_CANDIDATES) and sel["validation_rows"] == 160
+    assert trained.family == sel["chosen"] == min(sel["scores"], key=sel["scores"].get)
+    assert trained.family != "logreg" and sel["scores"]["logreg"] > sel["scores"][trained.family] + 0.1
+    assert trained.family_label == f"auto:{trained.family}"
+    assert trained.onnx_bytes and trained.classes == ["0", "1", "2", "3"]
+
+
+def test_auto_with_few_rows_is_logreg_and_an_explicit_family_is_kept(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    from triage.training import AUTO_MIN_ROWS, train_model
+
+    X, y = digits
+    small = train_model(X[:AUTO_MIN_ROWS - 1], y[:AUTO_MIN_ROWS - 1], family="auto")
+    assert small.family == "logreg" and small.selection is not None and small.selection["candidates"] == ["logreg"]
+    gb = train_model(X[:300], y[:300], family="gb")
+    assert (gb.family, gb.selection, gb.family_label) == ("gb", None, "gb")
+    with pytest.raises(ConfigError, match="unknown model family 'svm'"):
+        train_model(X[:300], y[:300], family="svm")
+
+
+def test_cross_fit_scores_every_row_out_of_fold() -> None:
+    """On random labels a model scoring rows it was fitted on looks far better than chance."""
+    from triage.training import FAMILIES, aligned_probs, cross_fit
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = rng.integers(0, 3, 300).astype(str)
+    classes = ["0", "1", "2"]
+    oof = cross_fit(X, y, family="gb", classes=classes, folds=5, seed=0)
+    assert oof.shape == (300, 3)
+    np.testing.assert_allclose(oof.sum(axis=1), 1.0, atol=1e-6)
+    in_sample = aligned_probs(FAMILIES["gb"](0).fit(X.astype(np.float32), y), X, classes)
+    assert (np.asarray(classes)[in_sample.argmax(axis=1)] == y).mean() > 0.7
+    assert (np.asarray(classes)[oof.argmax(axis=1)] == y).mean() < 0.45
+    with pytest.raises(ConfigError, match="concrete family"):
+        cross_fit(X, y, family="auto", classes=classes, folds=5)
+
+
+def test_train_initial_certifies_on_cross_fitted_rows_and_records_the_family(v1_registry: Registry) -> None:
+    m = v1_registry.manifest("v1")
+    assert m["family"] == "auto:logreg"  # 60 base rows: below AUTO_MIN_ROWS
+    assert m["family_selection"]["candidates"] == ["logreg"]
+    assert m["routing"]["cross_fit"] == {"family": "logreg", "folds": 5, "out_of_fold_rows": 60,
+                                         "holdout_rows": 240, "multiplicity": 1}
+    assert m["routing"]["holdout"]["n_calibration"] + m["routing"]["holdout"]["n_certification"] == 300
+
+
+def test_train_initial_cross_fit_off_and_bad_folds(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    reg = Registry(tmp_path / "off")
+    m = train_initial(X[:400], y[:400], reg, retrain=RetrainSettings(model_family="logreg", cross_fit_folds=0),
+                      policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)
+    assert m["family"] == "logreg" and "family_selection" not in m
+    assert "cross_fit" not in m["routing"] and m["routing"]["holdout"]["n_certification"] == 40
+    with pytest.raises(ConfigError, match="cross_fit_folds 1"):
+        train_initial(X[:400], y[:400], Registry(tmp_path / "one"), retrain=RetrainSettings(cross_fit_folds=1),
+                      policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)

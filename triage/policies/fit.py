@@ -33,6 +33,7 @@ def fit_routing(
     *,
     outlier: Optional[np.ndarray] = None,
     X: Optional[np.ndarray] = None,
+    multiplicity: int = 1,
 ) -> dict[str, Any]:
     """Fit calibration and the risk threshold(s) on held-out rows.
 
@@ -41,6 +42,7 @@ def fit_routing(
     ``X``: the features (their mean/std scale near-duplicate hashing). Rows are split once
     (seeded): ``calibration_fraction`` fits the calibrator, the rest certifies the threshold
     and measures ECE after calibration and the gate metrics, so the bound stays honest.
+    ``multiplicity``: candidate models these labels chose among (``risk.fit_risk``).
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -63,7 +65,7 @@ def fit_routing(
     risk = fit_risk(
         u, predicted, y_cert, alpha=policy.risk_alpha, delta=policy.risk_delta,
         mondrian=policy.risk_mondrian, n_classes=n_classes,
-        outlier=None if outlier is None else np.asarray(outlier)[cert_rows],
+        outlier=None if outlier is None else np.asarray(outlier)[cert_rows], multiplicity=multiplicity,
     )
     routing: dict[str, Any] = {
         "format": ROUTING_FORMAT,

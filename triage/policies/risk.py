@@ -6,12 +6,20 @@ order, i.e. from the most to the least conservative, fixed before looking at lab
 H(lambda): "error rate among accepted > alpha" with an exact Clopper-Pearson upper bound at
 level delta. Fixed-sequence testing stops at the first lambda whose bound exceeds alpha; every
 lambda before it is certified simultaneously with family-wise error <= delta, and we take the
-largest. The grid (uncertainty quantiles, from the first one accepting enough rows for zero
-errors to certify alpha) depends on the scores only, never on the labels.
+largest. The grid (uncertainty quantiles) depends on the scores only, never on the labels.
+It starts at the first quantile accepting ``start_rows`` rows: enough that an error rate of
+alpha / 2 would still certify. Starting lower tests sets that can certify only one or two
+errors, and one unlucky early error (label noise among the most confident rows) would end the
+sequence there, at a few percent coverage, however good the model is further out.
 
 Mondrian (per predicted class): the same procedure on each class's rows at level delta / C
 (Bonferroni), so every class's accepted error is <= alpha at once; hence the overall one too.
 A class without enough held-out rows gets lambda = -1: nothing of it is auto-accepted.
+
+Multiplicity: when the certification rows' labels also chose among m models (``triage train
+--model-family auto`` picks a family on rows that, cross-fitted, certify too), each test runs
+at delta / m. A union bound over the m candidates then keeps the chosen one's bound at level
+delta, however the choice was made.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ log = logging.getLogger("triage.policy")
 
 MAX_CANDIDATES = 200
 NEVER = -1.0  # a threshold no uncertainty (>= 0) is below: accept nothing
+START_RATE = 2.0  # the grid starts where an error rate of alpha / START_RATE would certify
 
 
 def clopper_pearson_upper(errors: np.ndarray | int, n: np.ndarray | int, delta: float) -> np.ndarray:
@@ -68,15 +77,25 @@ def min_accepted(alpha: float, delta: float, errors: int = 0) -> int:
     return lo
 
 
+def start_rows(alpha: float, delta: float, n: int) -> int:
+    """Fewest accepted rows the grid starts at (label-free): the first count at which an error
+    rate of alpha / START_RATE would still certify, and at least one error would; when even
+    all ``n`` rows are too few for that rate, just the one-error count."""
+    one_error = min_accepted(alpha, delta, errors=1)
+    counts = np.arange(one_error, max(n, one_error) + 1)
+    ok = clopper_pearson_upper(np.floor(counts * alpha / START_RATE), counts, delta) <= alpha
+    return int(counts[np.argmax(ok)]) if ok.any() else one_error
+
+
 def _candidates(u: np.ndarray, alpha: float, delta: float) -> np.ndarray:
-    """Label-free grid, increasing: distinct uncertainty quantiles, starting where enough rows
-    are accepted that one unlucky error still certifies (testing hopeless tiny sets first
-    would end the fixed sequence before it began). Depends on the scores, never the labels."""
+    """Label-free grid, increasing: distinct uncertainty quantiles, from the first accepting
+    ``start_rows`` rows (testing hopeless tiny sets first would end the fixed sequence before
+    it began). Depends on the scores, never the labels."""
     if not len(u):
         return np.zeros(0)
     qs = np.unique(np.quantile(u, np.linspace(0, 1, min(MAX_CANDIDATES, len(u)) + 1)[1:]))
     counts = np.searchsorted(np.sort(u), qs, side="right")
-    return qs[counts >= min_accepted(alpha, delta, errors=1)]
+    return qs[counts >= start_rows(alpha, delta, len(u))]
 
 
 def certify(u: np.ndarray, wrong: np.ndarray, alpha: float, delta: float) -> dict[str, Any]:
@@ -110,14 +129,21 @@ def fit_risk(
     mondrian: bool,
     n_classes: int,
     outlier: Optional[np.ndarray] = None,
+    multiplicity: int = 1,
 ) -> dict[str, Any]:
-    """Thresholds on held-out rows (outliers, which serving never accepts, left out)."""
+    """Thresholds on held-out rows (outliers, which serving never accepts, left out).
+
+    ``multiplicity``: how many candidate models these rows' labels chose among; the tests run
+    at ``delta / multiplicity`` (``delta`` is still what is reported and matched at serving)."""
     keep = np.ones(len(u), bool) if outlier is None else ~(outlier > 1.0)
     u, predicted, y = np.asarray(u)[keep], np.asarray(predicted)[keep], np.asarray(y)[keep]
     wrong = predicted != y
     out: dict[str, Any] = {"alpha": alpha, "delta": delta, "mondrian": mondrian, "n": int(len(u))}
+    if multiplicity > 1:
+        out["multiplicity"] = int(multiplicity)
+    level = delta / max(int(multiplicity), 1)
     if not mondrian:
-        res = certify(u, wrong, alpha, delta)
+        res = certify(u, wrong, alpha, level)
         out.update(threshold=res["threshold"], coverage=res["coverage"], upper_bound=res["upper_bound"],
                    accepted_errors=res["errors"], accepted=res["accepted"])
         return out
@@ -125,7 +151,7 @@ def fit_risk(
     accepted = errors = 0
     for c in range(n_classes):
         rows = predicted == c
-        res = certify(u[rows], wrong[rows], alpha, delta / n_classes)
+        res = certify(u[rows], wrong[rows], alpha, level / n_classes)
         per_class.append(res["threshold"])
         accepted += res["accepted"]
         errors += res["errors"]
@@ -133,7 +159,7 @@ def fit_risk(
         thresholds=per_class,
         threshold=float(min(per_class)) if per_class else NEVER,
         coverage=accepted / len(u) if len(u) else 0.0,
-        upper_bound=float(clopper_pearson_upper(errors, accepted, delta)) if accepted else 0.0,
+        upper_bound=float(clopper_pearson_upper(errors, accepted, level)) if accepted else 0.0,
         accepted_errors=errors,
         accepted=accepted,
     )
