@@ -202,9 +202,10 @@ def retrain_once(
              f"({len(base_X)} base + {len(lab_X)} labelled)")
     ref_path = registry.data_dir / "reference.npz"
     reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
-    trained = train_model(X, y, family=retrain.model_family, seed=policy.seed)
+    previous = registry.manifest(current).get("family_selection")
+    trained = train_model(X, y, family=retrain.model_family, seed=policy.seed, previous=previous)
     inliers = X if reference is None or not len(reference) else np.vstack([X, reference])
-    bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{retrain.model_family} candidate",
+    bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{trained.family_label} candidate",
                             outlier_quantile=outlier_quantile, inliers=inliers, labelled=(hold_X, hold_y),
                             calibration=trained.calibration)
 
@@ -230,7 +231,9 @@ def retrain_once(
                "current_at_evaluation": {"version": current, **cur["holdout"]}}
     # Rejected candidates are registered too, so `triage models list` shows why they lost.
     version = registry.add_bundle(bundle.onnx_bytes, {**bundle.manifest, "data": data, "metrics": metrics,
-                                                      "parent": current, "family": retrain.model_family}, bundle.canary)
+                                                      "parent": current, "family": trained.family_label,
+                                                      **({"family_selection": trained.selection} if trained.selection else {})},
+                                    bundle.canary)
     summary = (f"candidate {version}: holdout accuracy {cand['holdout']['accuracy']:.4f} vs "
                f"{current} {cur['holdout']['accuracy']:.4f}")
     if not verdict.promote:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
@@ -114,13 +113,45 @@ def _temperature_fit(raw: np.ndarray, y_cal: np.ndarray, classes: list[str]) -> 
     return temperature, known, y_idx
 
 
-def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, seed: int = 0) -> TrainedModel:
-    """Fit on 80%, calibrate temperature on the other 20%, export to ONNX (no ZipMap).
+def reselect_due(previous: Optional[Mapping[str, Any]], rows: int) -> bool:
+    """Whether ``auto`` should compare the families again on ``rows`` rows: it never chose, it
+    chose below ``AUTO_MIN_ROWS`` (logreg by rule, not by comparison), or the training data has
+    doubled since. Re-choosing every retrain would triple its cost for a choice that rarely
+    changes; doubling keeps the comparisons to a logarithmic number."""
+    if not previous or previous.get("chosen") not in FAMILIES:
+        return True
+    chosen_on = int(previous.get("rows", 0))
+    return chosen_on < AUTO_MIN_ROWS or rows >= 2 * chosen_on
 
+
+def macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes present in ``y`` or ``predicted`` (sklearn's macro
+    average), by counting: sklearn's checks cost more than a retrain's evaluation itself."""
+    labels, codes = np.unique(np.concatenate([y, predicted]), return_inverse=True)
+    truth, guess = codes[: len(y)], codes[len(y):]
+    k = len(labels)
+    tp = np.bincount(truth[truth == guess], minlength=k).astype(np.float64)
+    support = np.bincount(truth, minlength=k)
+    chosen = np.bincount(guess, minlength=k)
+    denominator = support + chosen
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)
+    return float(f1.mean())
+
+
+def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, seed: int = 0,
+                previous: Optional[Mapping[str, Any]] = None) -> TrainedModel:
+    """Fit on 80%, calibrate temperature on the other 20%, refit on all rows, export to ONNX
+    (no ZipMap).
+
+    The refit keeps the temperature fitted out of sample and trains on every row: leaving 20%
+    out cost the active loop a fifth of its most informative labels (``triage simulate``
+    measured 277 -> 212 labels to 98% of full-label accuracy on digits).
     ``family="auto"``: every ``AUTO_CANDIDATES`` family is fitted on the same 80% and the one
     with the lowest temperature-scaled log loss on the 20% is kept (logreg below
     ``AUTO_MIN_ROWS`` rows); ``TrainedModel.family`` / ``.selection`` say what was chosen.
-    The rest of the bundle (outlier detector, routing, canary) is ``preparation.prepare_bundle``'s."""
+    ``previous``: the selection an earlier version made; it is kept (no comparison) until
+    ``reselect_due``. The rest of the bundle (outlier detector, routing, canary) is
+    ``preparation.prepare_bundle``'s."""
     from skl2onnx import to_onnx
 
     check_family(family)
@@ -130,7 +161,11 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
     X = np.asarray(X, dtype=np.float64)
     X_fit, X_cal, y_fit, y_cal = _split(X, y, VALIDATION_FRACTION, seed)
     selection: Optional[dict[str, Any]] = None
-    if family == AUTO:
+    if family == AUTO and previous is not None and not reselect_due(previous, len(X)):
+        family = str(previous["chosen"])
+        selection = {**previous, "kept": True}
+        estimator = _fit(family, seed, X_fit, y_fit)
+    elif family == AUTO:
         candidates = AUTO_CANDIDATES if len(X) >= AUTO_MIN_ROWS else ("logreg",)
         fitted = {name: _fit(name, seed, X_fit, y_fit) for name in candidates}
         losses: dict[str, float] = {}
@@ -142,7 +177,7 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
         family = min(losses, key=lambda k: (np.nan_to_num(losses[k], nan=np.inf), candidates.index(k)))
         estimator = fitted[family]
         selection = {"candidates": list(candidates), "chosen": family, "validation_rows": int(len(X_cal)),
-                     "metric": "temperature-scaled log loss", "scores": losses}
+                     "rows": int(len(X)), "metric": "temperature-scaled log loss", "scores": losses}
     else:
         estimator = _fit(family, seed, X_fit, y_fit)
     classes = [str(c) for c in estimator.classes_]
@@ -153,7 +188,11 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
         "temperature": temperature,
         "ece_before": expected_calibration_error(raw[known], y_cal_idx) if known.any() else float("nan"),
         "ece_after": expected_calibration_error(apply_temperature(raw[known], temperature), y_cal_idx) if known.any() else float("nan"),
+        "refit_rows": int(len(X)),
     }
+    refit = _fit(family, seed, X, y)
+    if [str(c) for c in refit.classes_] == classes:  # a class only in the 20% would change the output
+        estimator = refit
     onx = to_onnx(estimator, X_fit[:1].astype(np.float32), options={id(estimator): {"zipmap": False}}, target_opset=17)
     return TrainedModel(onx.SerializeToString(), classes, temperature, calibration, estimator, family, selection)
 
@@ -188,7 +227,7 @@ def evaluate(probs: np.ndarray, classes: list[str], y: np.ndarray) -> dict[str, 
     ece = expected_calibration_error(probs[known], np.array([index[c] for c in y[known]])) if known.any() else float("nan")
     return {
         "accuracy": float((predicted == y).mean()),
-        "macro_f1": float(f1_score(y, predicted, average="macro")),
+        "macro_f1": macro_f1(y, predicted),
         "ece": ece,
         "n": int(len(y)),
     }
