@@ -3,10 +3,10 @@
 ``train_initial``: the first version, trained on labelled data (``triage train``). Its risk
 threshold is certified on every labelled row, not only the holdout (``cross_fit_folds``, on
 by default): the base rows are scored out of fold by K models of the chosen family, each
-fitted on (K-1)/K of them (with K = 5 as many rows as the served model, which fits on 80%),
-the holdout rows by the served model itself. The certificate is exact for that mix of fold
-models; for the served model it rests on the served model being at least as good as a fold
-model (the usual cross-conformal / CV+ caveat; here the training-set sizes are equal). When
+fitted on (K-1)/K of them, the holdout rows by the served model itself. The certificate is
+exact for that mix of fold models; for the served model it rests on the served model being at
+least as good as a fold model (the usual cross-conformal / CV+ caveat; the served model is the
+same family refitted on all base rows, 5/4 of a fold model's at K = 5). When
 ``auto`` picked the family on these labels, the tests run at delta / (candidate families).
 ``import_model``: an ONNX classifier trained elsewhere (``triage models import``).
 Plain functions over arrays and a Registry: no Kafka, no argparse; messages go to ``progress``.
@@ -81,7 +81,7 @@ def train_initial(
     if trained.selection:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in trained.selection["scores"].items())
         progress(f"auto chose {trained.family} (validation log loss: {scores})")
-    cross_fitted = _cross_fitted(X_base, y_base, trained, retrain.cross_fit_folds, policy.seed, progress)
+    cross_fitted = cross_fitted_base(X_base, y_base, trained, retrain.cross_fit_folds, policy.seed, progress)
     inliers = X_base if reference is None or not len(reference) else np.vstack([X_base, reference])
     bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{trained.family_label} (trained)",
                             outlier_quantile=outlier_quantile, inliers=inliers, labelled=(X_hold, y_hold),
@@ -100,15 +100,17 @@ def train_initial(
     return registry.manifest(version)
 
 
-def _cross_fitted(X: np.ndarray, y: np.ndarray, trained: TrainedModel, folds: int, seed: int,
-                  progress: Callable[[str], None]) -> Optional[CrossFitted]:
-    """Out-of-fold scores of the base rows for certification; None when turned off."""
+def cross_fitted_base(X: np.ndarray, y: np.ndarray, trained: TrainedModel, folds: int, seed: int,
+                      progress: Callable[[str], None],
+                      also: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Optional[CrossFitted]:
+    """Out-of-fold scores of the base rows for certification; None when turned off. ``also``:
+    rows every fold model trains on, never scored (a retrain's human labels)."""
     if folds == 0:
         return None
     if folds > len(X):
         raise ConfigError(f"cross_fit_folds {folds}: more folds than the {len(X)} base rows")
     progress(f"cross-fitting {folds} {trained.family} fold models to certify on all {len(X)} base rows too")
-    probs = cross_fit(X, y, family=trained.family, classes=trained.classes, folds=folds, seed=seed)
+    probs = cross_fit(X, y, family=trained.family, classes=trained.classes, folds=folds, seed=seed, also=also)
     multiplicity = len(trained.selection["candidates"]) if trained.selection else 1
     return CrossFitted(X, y, probs, folds, trained.family, multiplicity)
 

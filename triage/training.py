@@ -197,11 +197,13 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
     return TrainedModel(onx.SerializeToString(), classes, temperature, calibration, estimator, family, selection)
 
 
-def cross_fit(X: np.ndarray, y: np.ndarray, *, family: str, classes: list[str], folds: int, seed: int = 0) -> np.ndarray:
+def cross_fit(X: np.ndarray, y: np.ndarray, *, family: str, classes: list[str], folds: int, seed: int = 0,
+              also: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
     """Out-of-fold raw probabilities, (N, len(classes)) in ``classes`` order: each row scored by
     a ``family`` model fitted on the other folds, (folds-1)/folds of the rows (stratified when
-    every class has ``folds`` rows). With ``folds = 1 / (1 - VALIDATION_FRACTION)`` = 5 a fold
-    model sees as many rows as ``train_model``'s served model."""
+    every class has ``folds`` rows). ``also``: rows every fold model trains on and none is
+    scored (a retrain's actively chosen labels: they are not exchangeable with the stream, so
+    they may teach the fold models but must not certify)."""
     check_family(family)
     if family == AUTO:
         raise ConfigError("cross_fit needs a concrete family (the one auto chose)")
@@ -212,7 +214,10 @@ def cross_fit(X: np.ndarray, y: np.ndarray, *, family: str, classes: list[str], 
     splits = splitter(folds, shuffle=True, random_state=seed).split(X, y)
     out = np.zeros((len(X), len(classes)))
     for fit_rows, oof_rows in splits:
-        out[oof_rows] = aligned_probs(_fit(family, seed, X[fit_rows], y[fit_rows]), X[oof_rows], classes)
+        X_fit, y_fit = X[fit_rows], y[fit_rows]
+        if also is not None and len(also[0]):
+            X_fit, y_fit = np.vstack([X_fit, also[0]]), np.concatenate([y_fit, np.asarray(also[1]).astype(str)])
+        out[oof_rows] = aligned_probs(_fit(family, seed, X_fit, y_fit), X[oof_rows], classes)
     return out
 
 

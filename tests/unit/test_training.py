@@ -306,3 +306,35 @@ def test_train_initial_cross_fit_off_and_bad_folds(tmp_path: Path, digits: tuple
     with pytest.raises(ConfigError, match="cross_fit_folds 1"):
         train_initial(X[:400], y[:400], Registry(tmp_path / "one"), retrain=RetrainSettings(cross_fit_folds=1),
                       policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)
+
+
+def test_retrain_records_its_family_and_keeps_auto_choice_until_the_data_doubles(
+        tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    from triage.training import reselect_due
+
+    X, y = digits
+    reg = Registry(tmp_path / "registry")
+    train_initial(X[:500], y[:500], reg, retrain=RetrainSettings(), policy=PolicySettings(),
+                  outlier_quantile=QUANTILE, progress=lambda m: None)
+    chosen = reg.manifest("v1")["family_selection"]
+    assert chosen["rows"] == 400 and len(chosen["candidates"]) == 3
+    store = add_labels(reg, digits, 500, 700)  # 400 base + 190 trained < 800: keep the choice
+    outcome = run(reg, store, min_new_labels=20)
+    v2 = reg.manifest(outcome.version or "")
+    assert v2["family"] == reg.manifest("v1")["family"]
+    assert v2["family_selection"]["kept"] is True and v2["family_selection"]["rows"] == 400
+    # Certified on the 400 base rows scored out of fold too, not on the 100-row holdout alone.
+    assert v2["routing"]["cross_fit"]["out_of_fold_rows"] == 400
+    assert reselect_due(chosen, 800) and not reselect_due(chosen, 799)
+    assert reselect_due({"chosen": "logreg", "rows": 150}, 160)  # chosen by rule, not compared
+    assert reselect_due(None, 10)
+
+
+def test_the_served_model_is_refitted_on_every_row(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    from triage.training import train_model
+
+    X, y = digits
+    trained = train_model(X[:300], y[:300], family="logreg")
+    assert trained.calibration["refit_rows"] == 300
+    assert trained.estimator[-1].coef_.shape == (10, 64)
+    assert trained.estimator[0].n_samples_seen_ == 300  # the scaler saw all rows, not the 80% split
