@@ -29,6 +29,8 @@ from triage.settings import PolicySettings, RetrainSettings, ServingSettings
 from triage.training import TrainedModel, class_counts, cross_fit, train_model
 
 log = logging.getLogger("triage.train")
+# Fewer base rows than this add next to nothing to the certification: skip the fold fits.
+MIN_CROSS_FIT_ROWS = 50
 
 
 def _log_progress(message: str) -> None:
@@ -109,6 +111,9 @@ def cross_fitted_base(X: np.ndarray, y: np.ndarray, trained: TrainedModel, folds
         return None
     if folds > len(X):
         raise ConfigError(f"cross_fit_folds {folds}: more folds than the {len(X)} base rows")
+    if len(X) < MIN_CROSS_FIT_ROWS:
+        progress(f"{len(X)} base rows: too few to gain from cross-fitting; certifying on the holdout alone")
+        return None
     progress(f"cross-fitting {folds} {trained.family} fold models to certify on all {len(X)} base rows too")
     probs = cross_fit(X, y, family=trained.family, classes=trained.classes, folds=folds, seed=seed, also=also)
     multiplicity = len(trained.selection["candidates"]) if trained.selection else 1

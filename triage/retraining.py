@@ -31,8 +31,6 @@ log = logging.getLogger("triage.retrain")
 # Splits a candidate must not be worse on. The reserved labels alone are too few (and absent
 # on the first runs) to decide; they count through "combined".
 JUDGED = ("holdout", "combined")
-# Fewer base rows than this certify next to nothing: skip the five fold fits.
-MIN_CROSS_FIT_ROWS = 100
 
 
 @dataclass
@@ -211,8 +209,8 @@ def retrain_once(
     # Certify on the base rows too, as `triage train` did (without it coverage would fall back
     # to what the holdout alone certifies at the first retrain); the human labels train the
     # fold models but never certify: annotators see uncertain samples, not the stream's mix.
-    folds = retrain.cross_fit_folds if len(base_X) >= max(retrain.cross_fit_folds, MIN_CROSS_FIT_ROWS) else 0
-    cross_fitted = cross_fitted_base(base_X, base_y, trained, folds, policy.seed, progress, also=(lab_X, lab_y))
+    cross_fitted = cross_fitted_base(base_X, base_y, trained, retrain.cross_fit_folds, policy.seed, progress,
+                                     also=(lab_X, lab_y))
     bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{trained.family_label} candidate",
                             outlier_quantile=outlier_quantile, inliers=inliers, labelled=(hold_X, hold_y),
                             calibration=trained.calibration, cross_fitted=cross_fitted)

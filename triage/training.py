@@ -96,7 +96,8 @@ def aligned_probs(estimator: Any, X: np.ndarray, classes: list[str]) -> np.ndarr
     out = np.zeros((len(X), len(classes)))
     index = {c: i for i, c in enumerate(classes)}
     for j, c in enumerate(estimator.classes_):
-        out[:, index[str(c)]] = raw[:, j]
+        if str(c) in index:  # a class the served model lacks: its rows are unknown labels anyway
+            out[:, index[str(c)]] = raw[:, j]
     return out
 
 
@@ -190,9 +191,8 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
         "ece_after": expected_calibration_error(apply_temperature(raw[known], temperature), y_cal_idx) if known.any() else float("nan"),
         "refit_rows": int(len(X)),
     }
-    refit = _fit(family, seed, X, y)
-    if [str(c) for c in refit.classes_] == classes:  # a class only in the 20% would change the output
-        estimator = refit
+    estimator = _fit(family, seed, X, y)
+    classes = [str(c) for c in estimator.classes_]  # a class seen only in the 20% is known now too
     onx = to_onnx(estimator, X_fit[:1].astype(np.float32), options={id(estimator): {"zipmap": False}}, target_opset=17)
     return TrainedModel(onx.SerializeToString(), classes, temperature, calibration, estimator, family, selection)
 

@@ -338,3 +338,16 @@ def test_the_served_model_is_refitted_on_every_row(digits: tuple[np.ndarray, np.
     assert trained.calibration["refit_rows"] == 300
     assert trained.estimator[-1].coef_.shape == (10, 64)
     assert trained.estimator[0].n_samples_seen_ == 300  # the scaler saw all rows, not the 80% split
+
+
+def test_a_tiny_bootstrap_with_a_class_seen_once_trains(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """20 labels, one class with a single row (simulate's static bootstrap): no cross-fit, no crash,
+    and the served model knows every class it was given."""
+    X, y = digits
+    rows = np.concatenate([np.flatnonzero(y == 0)[:1], np.flatnonzero(y != 0)[:19]])
+    reg = Registry(tmp_path / "registry")
+    m = train_initial(X[rows], y[rows], reg, retrain=RetrainSettings(holdout_fraction=0.2), policy=PolicySettings(),
+                      outlier_quantile=QUANTILE, progress=lambda msg: None)
+    assert "cross_fit" not in (m["routing"] or {})
+    base = np.load(reg.data_dir / "base.npz")
+    assert sorted(m["classes"]) == sorted(set(base["y"].tolist()))
