@@ -35,10 +35,10 @@ def test_labels_to_target_is_the_first_count_where_the_mean_reaches_it() -> None
     assert labels_to(curve, 0.99) is None
 
 
-def test_summary_has_exactly_the_documented_shape_and_full_accuracy_is_randoms_end() -> None:
+def test_summary_has_exactly_the_documented_shape() -> None:
     runs = [RunResult(RANDOM, s, [(20, 0.5), (60, 0.8), (100, 0.9 + s / 100)]) for s in range(2)]
     runs += [RunResult("margin", s, [(20, 0.5), (40, 0.88), (60, 0.9)]) for s in range(2)]
-    summary = summarize("x.npz", runs, 2)
+    summary = summarize("x.npz", 0.905, runs, 2)
     assert list(summary) == ["dataset", "full_label_accuracy", "seeds", "strategies"]
     assert summary["full_label_accuracy"] == pytest.approx(0.905)
     margin = summary["strategies"]["margin"]
@@ -83,13 +83,16 @@ def test_a_run_writes_the_summary_the_plot_and_prints_the_table(report: tuple[Pa
     assert set(summary["strategies"]) == {"margin-diverse", RANDOM}
     assert summary["seeds"] == 2
     random_curve = summary["strategies"][RANDOM]["curve"]
-    assert random_curve[-1][0] == 300  # random spends the whole pool (400 rows, 25% test)
+    assert random_curve[-1][0] <= 300  # at most the whole pool (400 rows, 25% test)
     assert summary["strategies"]["margin-diverse"]["curve"][-1][0] <= 80  # --budget
-    assert summary["strategies"][RANDOM]["labels_to_target"]["0.98"] is not None
+    reached = summary["strategies"][RANDOM]["labels_to_target"]["0.98"]
+    assert reached is not None and reached <= random_curve[-1][0]
     assert (out / "learning_curves.png").stat().st_size > 10_000
     config = json.loads((out / "config.json").read_text())
     assert config["labels_per_round"] == 10 and config["round_size"] == 40
     assert sum(config["retrain_outcomes"][RANDOM].values()) > 0
+    assert len(config["full_label_accuracy_per_seed"]) == 2
+    assert summary["full_label_accuracy"] == pytest.approx(sum(config["full_label_accuracy_per_seed"]) / 2)
     assert "x random" in printed and "margin-diverse" in printed
 
 

@@ -42,8 +42,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--review-rate", dest="sim_review_rate", type=_rate, default=None,
                         help="instead: the policy's review share, every review request labelled")
     p.add_argument("--budget", type=_positive, default=None,
-                   help="total labels per run, initial included [default: half the pool]; random always "
-                        "runs to the whole pool so that both targets are reached")
+                   help="total labels per run, initial included [default: half the pool]; random may "
+                        "spend the whole pool, so that both targets are reached. Every strategy stops once "
+                        "its mean curve has held 98%% of full-label accuracy for two more rounds")
     p.add_argument("--test-fraction", type=_rate, default=0.25, help="share of the data never streamed, for accuracy")
     p.add_argument("--report-dir", type=Path, help="where summary.json, config.json and learning_curves.png go "
                    "[default: a new simulate-report-<time> folder]")

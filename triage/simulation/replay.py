@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -116,47 +116,95 @@ def pick(strategy: Strategy, chunk: np.ndarray, policy: PolicyStack, scores: Any
     return order[:k]
 
 
-def replay(split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base: Settings,
-           on_round: Callable[[int], None] = lambda labels: None) -> RunResult:
-    started = time.monotonic()
-    s = run_settings(base, strategy, seed, cfg)
+class Replay:
+    """One (strategy, seed) run, a round at a time (``step``), so that the seeds of a strategy
+    can advance together and stop once their mean has reached the target."""
+
+    def __init__(self, split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base: Settings) -> None:
+        self.started = time.monotonic()
+        self.split, self.strategy, self.seed, self.cfg = split, strategy, seed, cfg
+        self.s = run_settings(base, strategy, seed, cfg)
+        X = split.X_pool
+        self.budget = min(cfg.budget or len(X), len(X))
+        self.rng = np.random.default_rng([seed, 7])
+        self.labelled = np.zeros(len(X), dtype=bool)
+        self.labelled[bootstrap(split, cfg, seed)] = True
+        self.outcomes: Counter[str] = Counter()
+        self.stream = np.zeros(0, dtype=np.int64)  # what is left of the current pass
+        logging.getLogger("triage").setLevel(logging.ERROR)  # thousands of routine lines otherwise
+        self._tmp = tempfile.TemporaryDirectory(prefix="triage-simulate-", dir=scratch_dir())
+        self.registry = new_registry(Path(self._tmp.name), split, self.labelled, self.s)
+        self.store = LabelStore(self.registry.data_dir)
+        self.model = _served(self.registry, self.s)
+        self.policy = make_policy(self.s.policy, self.model)
+        self.spent = int(self.labelled.sum())
+        self.curve: Curve = [(self.spent, accuracy(self.model, split.X_test, split.y_test, self.s))]
+
+    @property
+    def done(self) -> bool:
+        return self.spent >= self.budget or bool(self.labelled.all())
+
+    def step(self) -> None:
+        """Stream one round, label what the annotator gets to, retrain, record the accuracy."""
+        X, y, s = self.split.X_pool, self.split.y_pool, self.s
+        if not len(self.stream):  # a new pass over what is still unlabelled
+            self.stream = self.rng.permutation(np.flatnonzero(~self.labelled))
+        chunk, self.stream = self.stream[:self.cfg.round_size], self.stream[self.cfg.round_size:]
+        scores = score_batch(self.model, X[chunk], s.policy.acquisition)
+        left = self.budget - self.spent
+        limit = left if self.cfg.labels_per_round is None else min(self.cfg.labels_per_round, left)
+        chosen = chunk[pick(self.strategy, chunk, self.policy, scores, limit, self.rng)]
+        self.store.append({"id": f"s{i}", "label": str(y[i]), "features": X[i].tolist(), "annotator": ANNOTATOR,
+                           "partition": 0, "offset": int(self.spent + j)} for j, i in enumerate(chosen))
+        self.labelled[chosen] = True
+        self.spent += len(chosen)
+        result = retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
+                              outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
+        self.outcomes[result.outcome] += 1
+        if result.outcome == "promoted":
+            self.model = _served(self.registry, s)
+            self.policy.on_model(self.model)
+        self.curve.append((self.spent, accuracy(self.model, self.split.X_test, self.split.y_test, s)))
+
+    def result(self) -> RunResult:
+        return RunResult(self.strategy.name, self.seed, list(self.curve), Counter(self.outcomes),
+                         time.monotonic() - self.started)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def bootstrap(split: Split, cfg: ReplayConfig, seed: int) -> np.ndarray:
+    """The static bootstrap: pool rows chosen without their labels."""
+    return select(split.X_pool, min(cfg.initial_labels, len(split.X_pool)), cfg.bootstrap, seed=seed)
+
+
+def new_registry(root: Path, split: Split, labelled: np.ndarray, s: Settings) -> Registry:
+    """v1 trained on the ``labelled`` pool rows as `triage train` trains it (the unlabelled
+    pool is the outlier reference: the production data the detector should know)."""
+    registry = Registry(root / "registry")
     X, y = split.X_pool, split.y_pool
-    n = len(X)
-    budget = min(cfg.budget or n, n)
-    rng = np.random.default_rng([seed, 7])
-    init = select(X, min(cfg.initial_labels, n), cfg.bootstrap, seed=seed)  # unlabelled: no y
-    labelled = np.zeros(n, dtype=bool)
-    labelled[init] = True
-    outcomes: Counter[str] = Counter()
-    logging.getLogger("triage").setLevel(logging.ERROR)  # thousands of routine lines otherwise
+    train_initial(X[labelled], y[labelled], registry, retrain=s.retrain, policy=s.policy,
+                  outlier_quantile=s.serving.outlier_quantile, progress=_quiet, reference=X)
+    return registry
+
+
+def full_label_accuracy(split: Split, cfg: ReplayConfig, seed: int, base: Settings) -> float:
+    """What the loop makes of every pool label: the same bootstrap and v1, then one retrain
+    with all the other pool labels at once; the candidate's test accuracy (promoted or not)."""
+    s = run_settings(base, Strategy("full"), seed, cfg)
+    X, y = split.X_pool, split.y_pool
+    labelled = np.zeros(len(X), dtype=bool)
+    labelled[bootstrap(split, cfg, seed)] = True
+    logging.getLogger("triage").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="triage-simulate-", dir=scratch_dir()) as tmp:
-        registry = Registry(Path(tmp) / "registry")
-        train_initial(X[init], y[init], registry, retrain=s.retrain, policy=s.policy,
-                      outlier_quantile=s.serving.outlier_quantile, progress=_quiet, reference=X)
+        registry = new_registry(Path(tmp), split, labelled, s)
         store = LabelStore(registry.data_dir)
-        model = _served(registry, s)
-        policy = make_policy(s.policy, model)
-        spent = int(labelled.sum())
-        curve: Curve = [(spent, accuracy(model, split.X_test, split.y_test, s))]
-        while spent < budget and not labelled.all():
-            stream = rng.permutation(np.flatnonzero(~labelled))  # one pass over what is unlabelled
-            for start in range(0, len(stream), cfg.round_size):
-                chunk = stream[start:start + cfg.round_size]
-                scores = score_batch(model, X[chunk], s.policy.acquisition)
-                limit = budget - spent if cfg.labels_per_round is None else min(cfg.labels_per_round, budget - spent)
-                chosen = chunk[pick(strategy, chunk, policy, scores, limit, rng)]
-                store.append({"id": f"s{i}", "label": str(y[i]), "features": X[i].tolist(), "annotator": ANNOTATOR,
-                              "partition": 0, "offset": int(spent + j)} for j, i in enumerate(chosen))
-                labelled[chosen] = True
-                spent += len(chosen)
-                result = retrain_once(registry, store, retrain=s.retrain, policy=s.policy,
-                                      outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
-                outcomes[result.outcome] += 1
-                if result.outcome == "promoted":
-                    model = _served(registry, s)
-                    policy.on_model(model)
-                curve.append((spent, accuracy(model, split.X_test, split.y_test, s)))
-                on_round(spent)
-                if spent >= budget:
-                    break
-    return RunResult(strategy.name, seed, curve, outcomes, time.monotonic() - started)
+        store.append({"id": f"s{i}", "label": str(y[i]), "features": X[i].tolist(), "annotator": ANNOTATOR,
+                      "partition": 0, "offset": j} for j, i in enumerate(np.flatnonzero(~labelled)))
+        retrained = s.retrain.model_copy(update={"min_new_labels": 1})
+        result = retrain_once(registry, store, retrain=retrained, policy=s.policy,
+                              outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
+        assert result.version is not None
+        candidate = prepare_model(s.policy, serving_model_from_registry(registry, result.version, s.serving))
+        return accuracy(candidate, split.X_test, split.y_test, s)

@@ -1,9 +1,9 @@
 """Curves over seeds, labels to reach a share of full-label accuracy, the table and the plot.
 
-``full_label_accuracy`` is what the same loop reaches once every pool sample is labelled:
-the mean over seeds of random's last point, where random has spent the whole pool (same
-trainer, same share reserved for evaluation, same promotion gate). A target is a fraction of
-it, and ``labels_to_target`` is the first label count at which the MEAN curve reaches it.
+``full_label_accuracy`` is what the same loop makes of every pool label: per seed, the same
+bootstrap and v1, then one retrain on all the other pool labels (same trainer, same share
+reserved for evaluation); the mean over seeds. A target is a fraction of it, and
+``labels_to_target`` is the first label count at which the MEAN curve reaches it.
 """
 
 from __future__ import annotations
@@ -47,13 +47,12 @@ def labels_to(curve: list[list[float]], target: float) -> Optional[int]:
     return next((int(n) for n, mean, _ in curve if mean >= target), None)
 
 
-def summarize(dataset: str, runs: Sequence[RunResult], seeds: int) -> dict[str, Any]:
+def summarize(dataset: str, full: float, runs: Sequence[RunResult], seeds: int) -> dict[str, Any]:
     """The ``summary.json`` document, exactly the documented keys (the run's settings go to
     ``config.json`` beside it)."""
     by_name: dict[str, list[RunResult]] = {}
     for r in runs:
         by_name.setdefault(r.strategy, []).append(r)
-    full = float(np.mean([r.curve[-1][1] for r in by_name[RANDOM]]))
     strategies: dict[str, Any] = {}
     for name, group in by_name.items():
         curve = mean_curve(group)
