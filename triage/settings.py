@@ -254,7 +254,7 @@ class RetrainSettings(Section):
     """Consumer group of the retrain job on the labels topic."""
     model_family: Literal["auto", "logreg", "mlp", "gb"] = Field("auto", json_schema_extra=_group("retrain"))
     """scikit-learn model family trained by `triage train` and `triage retrain`: auto (fit
-    logreg, mlp and gb, keep the lowest validation log loss; logreg under 200 rows), logreg,
+    logreg, mlp and gb, keep the lowest validation log loss; logreg under 500 rows), logreg,
     mlp (one regularized hidden layer) or gb (gradient boosting)."""
     min_new_labels: int = Field(20, ge=1, json_schema_extra=_group("retrain"))
     """Retrain only when at least this many new labels were folded since the current model."""

@@ -314,19 +314,19 @@ def test_retrain_records_its_family_and_keeps_auto_choice_until_the_data_doubles
 
     X, y = digits
     reg = Registry(tmp_path / "registry")
-    train_initial(X[:500], y[:500], reg, retrain=RetrainSettings(), policy=PolicySettings(),
+    train_initial(X[:700], y[:700], reg, retrain=RetrainSettings(), policy=PolicySettings(),
                   outlier_quantile=QUANTILE, progress=lambda m: None)
     chosen = reg.manifest("v1")["family_selection"]
-    assert chosen["rows"] == 400 and len(chosen["candidates"]) == 3
-    store = add_labels(reg, digits, 500, 700)  # 400 base + 190 trained < 800: keep the choice
+    assert chosen["rows"] == 560 and len(chosen["candidates"]) == 3
+    store = add_labels(reg, digits, 700, 900)  # 560 base + 190 trained < 1120: keep the choice
     outcome = run(reg, store, min_new_labels=20)
     v2 = reg.manifest(outcome.version or "")
     assert v2["family"] == reg.manifest("v1")["family"]
-    assert v2["family_selection"]["kept"] is True and v2["family_selection"]["rows"] == 400
-    # Certified on the 400 base rows scored out of fold too, not on the 100-row holdout alone.
-    assert v2["routing"]["cross_fit"]["out_of_fold_rows"] == 400
-    assert reselect_due(chosen, 800) and not reselect_due(chosen, 799)
-    assert reselect_due({"chosen": "logreg", "rows": 150}, 160)  # chosen by rule, not compared
+    assert v2["family_selection"]["kept"] is True and v2["family_selection"]["rows"] == 560
+    # Certified on the 560 base rows scored out of fold too, not on the 140-row holdout alone.
+    assert v2["routing"]["cross_fit"]["out_of_fold_rows"] == 560
+    assert reselect_due(chosen, 1120) and not reselect_due(chosen, 1119)
+    assert reselect_due({"chosen": "logreg", "rows": 450}, 460)  # chosen by rule, not compared
     assert reselect_due(None, 10)
 
 
