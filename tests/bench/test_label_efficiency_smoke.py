@@ -3,19 +3,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.label_efficiency import labels_to_reach, main
+import numpy as np
+
+from bench.label_efficiency import main, synthetic
 
 
-def test_tiny_run_writes_table_json_and_plot(tmp_path: Path) -> None:
-    result = main(["--seeds", "1", "--rounds", "2", "--per-round", "5", "--out", str(tmp_path)])
-    assert set(result["strategies"]) == {"least-confidence", "margin", "entropy", "random"}
-    for s in result["strategies"].values():
-        assert s["labels"] == [20, 25, 30]
-    assert json.loads((tmp_path / "label_efficiency.json").read_text())["seeds"] == 1
-    assert "| margin |" in (tmp_path / "label_efficiency.md").read_text()
-    assert (tmp_path / "label_efficiency.png").stat().st_size > 5000
+def test_one_dataset_one_seed_writes_the_reports_and_the_table(tmp_path: Path) -> None:
+    summaries = main(["--seeds", "1", "--only", "breast_cancer", "--strategies", "margin", "--out", str(tmp_path)])
+    assert set(summaries["breast_cancer"]["strategies"]) == {"margin", "random"}
+    report = tmp_path / "label_efficiency" / "breast_cancer"
+    assert json.loads((report / "summary.json").read_text())["seeds"] == 1
+    assert (report / "learning_curves.png").stat().st_size > 10_000
+    assert "| breast_cancer | margin |" in (tmp_path / "label_efficiency.md").read_text()
 
 
-def test_labels_to_reach() -> None:
-    assert labels_to_reach([(10, 0.5), (20, 0.9), (30, 0.95)], 0.9) == 20
-    assert labels_to_reach([(10, 0.5)], 0.9) is None
+def test_the_synthetic_task_is_fixed(tmp_path: Path) -> None:
+    a = np.load(synthetic(tmp_path / "a.npz"))
+    b = np.load(synthetic(tmp_path / "b.npz"))
+    assert a["X"].shape == (3000, 20) and len(np.unique(a["y"])) == 4
+    np.testing.assert_array_equal(a["X"], b["X"])

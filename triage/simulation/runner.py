@@ -107,8 +107,14 @@ def run_strategy(strategy: Strategy, seeds: int, X: np.ndarray, y: np.ndarray, t
             r.close()
 
 
-def _remote_tick(ticks: Any) -> Callable[[str], None]:
-    return lambda name: ticks.put(name)
+class QueueTick:
+    """A round done, reported from a worker process to the parent's progress bar."""
+
+    def __init__(self, ticks: Any) -> None:
+        self.ticks = ticks
+
+    def __call__(self, name: str) -> None:
+        self.ticks.put(name)
 
 
 def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds: int, cfg: ReplayConfig,
@@ -146,7 +152,7 @@ def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds:
         # Random first: it runs longest, so it should not start last.
         ordered = sorted(strategies, key=lambda s: not s.is_random)
         pending: dict[Future[list[RunResult]], Strategy] = {
-            pool_.submit(run_strategy, s, seeds, X, y, test_fraction, cfg, flat, target, _remote_tick(ticks)): s
+            pool_.submit(run_strategy, s, seeds, X, y, test_fraction, cfg, flat, target, QueueTick(ticks)): s
             for s in ordered}
         ticked: Counter[str] = Counter()
         runs = []
