@@ -101,6 +101,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.axhline(t * full, color="grey", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], t * full, f" {t:.0%} of full", va="center", fontsize=8, color="grey")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 20, 50, 100 rather than 2x10^1
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(max(0.0, min(np.asarray(s["curve"])[:, 1].min() for s in summary["strategies"].values()) - 0.05),
                 min(1.0, full + 0.03))
     ax.set_xlabel("labels spent (log scale)")
