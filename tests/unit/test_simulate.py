@@ -99,3 +99,17 @@ def test_a_run_writes_the_summary_the_plot_and_prints_the_table(report: tuple[Pa
 def test_a_busy_report_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "old.txt").write_text("x")
     assert main(["simulate", "--data", "sklearn:iris", "--report-dir", str(tmp_path)]) == 2
+
+
+def test_the_progress_bar_never_steps_back_and_ends_at_100() -> None:
+    import io
+
+    from triage.simulation.runner import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(10, out)
+    bar.advance(5, "a")
+    bar.advance(-3, "a strategy stopped after more rounds than planned")
+    assert bar.done == 5
+    bar.advance(20, "b")
+    assert bar.done == 10 and "100%" in out.getvalue().splitlines()[-1]

@@ -43,7 +43,8 @@ class ProgressBar:
         self.last_decile = -1
 
     def advance(self, n: int, what: str) -> None:
-        self.done = min(self.done + n, self.total)
+        # The plan is an estimate (a round can label fewer than asked): never step backwards.
+        self.done = min(self.done + max(n, 0), self.total)
         elapsed = time.monotonic() - self.started
         filled = int(30 * self.done / self.total)
         line = f"[{'#' * filled}{'.' * (30 - filled)}] {100 * self.done / self.total:3.0f}%  {elapsed:5.0f}s  {what}"
