@@ -1,6 +1,6 @@
 """Label efficiency on three kinds of data: ``triage simulate`` on each, one table.
 
-digits (images, 10 classes), a synthetic tabular task (``make_classification``: 3,000 rows,
+digits (images, 10 classes), a synthetic tabular task (``make_classification``: 1,500 rows,
 20 features, 4 classes) and breast cancer (real tabular, 2 classes). Every strategy against
 random, over seeds, through the service's own loop (see ``triage.simulation``). Writes
 ``bench/results/label_efficiency/<dataset>/`` (summary.json, config.json, learning_curves.png)
@@ -27,7 +27,7 @@ from triage.simulation.strategies import STRATEGIES, parse_strategies
 from triage.simulation.summary import TARGETS, ratio
 
 OUT = Path(__file__).resolve().parent / "results"
-SYNTHETIC = {"n_samples": 3000, "n_features": 20, "n_informative": 8, "n_redundant": 4, "n_classes": 4,
+SYNTHETIC = {"n_samples": 1500, "n_features": 20, "n_informative": 8, "n_redundant": 4, "n_classes": 4,
              "n_clusters_per_class": 2, "class_sep": 1.0, "flip_y": 0.01, "random_state": 0}
 
 

@@ -20,5 +20,5 @@ def test_one_dataset_one_seed_writes_the_reports_and_the_table(tmp_path: Path) -
 def test_the_synthetic_task_is_fixed(tmp_path: Path) -> None:
     a = np.load(synthetic(tmp_path / "a.npz"))
     b = np.load(synthetic(tmp_path / "b.npz"))
-    assert a["X"].shape == (3000, 20) and len(np.unique(a["y"])) == 4
+    assert a["X"].shape == (1500, 20) and len(np.unique(a["y"])) == 4
     np.testing.assert_array_equal(a["X"], b["X"])
