@@ -9,7 +9,7 @@ exports it; HistGradientBoostingClassifier does not convert with skl2onnx 1.20).
 ``auto`` (``AUTO``) is no estimator: ``train_model`` fits every candidate on the same 80%
 split and keeps the one with the lowest temperature-scaled log loss on the other 20% (one
 fit per family, so a retrain on 1,000 rows stays near a second); below ``AUTO_MIN_ROWS``
-rows (500) it just uses logreg. ``cross_fit`` gives out-of-fold probabilities of one family, for
+rows it just uses logreg, and below ``AUTO_OOF_BELOW`` it compares out-of-fold predictions. ``cross_fit`` gives out-of-fold probabilities of one family, for
 certifying the risk threshold on every labelled row (see ``bundles.train_initial``).
 """
 
@@ -46,11 +46,15 @@ FAMILIES: dict[str, Callable[[int], ClassifierMixin]] = {
 }
 AUTO = "auto"
 AUTO_CANDIDATES: tuple[str, ...] = ("logreg", "mlp", "gb")
-# Below this many rows the 20% validation split (< 100 rows) cannot tell families apart, and
-# the flexible ones overfit: logreg is the safe choice. At 200 (40 validation rows) the loop
-# measurably chose worse families: on digits, `triage simulate` saw the mean test accuracy
-# of the served model fall from 0.947 to 0.849 when auto re-chose at 200 labels.
-AUTO_MIN_ROWS = 500
+# Below this many rows the flexible families overfit and nothing can tell them apart:
+# logreg is the safe choice.
+AUTO_MIN_ROWS = 200
+# Below this many rows a 20% split (< 100 rows) chose worse families in the active loop (on
+# digits `triage simulate` saw the served model's mean test accuracy fall from 0.947 to 0.849
+# when auto chose on 40 rows at 200 labels), so the families are compared on 5-fold
+# out-of-fold predictions of every row instead.
+AUTO_OOF_BELOW = 500
+AUTO_OOF_FOLDS = 5
 DEFAULT_FAMILY = AUTO
 VALIDATION_FRACTION = 0.2
 EPS = 1e-12
@@ -116,6 +120,24 @@ def _temperature_fit(raw: np.ndarray, y_cal: np.ndarray, classes: list[str]) -> 
     return temperature, known, y_idx
 
 
+def auto_candidates(rows: int) -> tuple[str, ...]:
+    """The families ``auto`` compares on ``rows`` rows: logreg alone while too few to tell
+    them apart; no boosting below ``AUTO_OOF_BELOW`` (five boosted fold fits of a 10-class
+    task cost ~10 s, and boosting did not win on so few rows in any measurement)."""
+    if rows < AUTO_MIN_ROWS:
+        return ("logreg",)
+    return AUTO_CANDIDATES if rows >= AUTO_OOF_BELOW else tuple(f for f in AUTO_CANDIDATES if f != "gb")
+
+
+def _out_of_fold_loss(family: str, X: np.ndarray, y: np.ndarray, seed: int) -> float:
+    """Temperature-scaled log loss of ``family`` on out-of-fold predictions of every row."""
+    classes = sorted({str(c) for c in y})
+    probs = cross_fit(X, y, family=family, classes=classes, folds=AUTO_OOF_FOLDS, seed=seed)
+    y_idx = np.searchsorted(classes, y)
+    temperature = fit_temperature(probs, y_idx)
+    return _log_loss(apply_temperature(probs, temperature), y_idx)
+
+
 def reselect_due(previous: Optional[Mapping[str, Any]], rows: int) -> bool:
     """Whether ``auto`` should compare the families again on ``rows`` rows: it never chose, it
     chose below ``AUTO_MIN_ROWS`` (logreg by rule, not by comparison), or the training data has
@@ -169,17 +191,24 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
         selection = {**previous, "kept": True}
         estimator = _fit(family, seed, X_fit, y_fit)
     elif family == AUTO:
-        candidates = AUTO_CANDIDATES if len(X) >= AUTO_MIN_ROWS else ("logreg",)
-        fitted = {name: _fit(name, seed, X_fit, y_fit) for name in candidates}
+        candidates = auto_candidates(len(X))
         losses: dict[str, float] = {}
-        for name, est in fitted.items():
-            cls = [str(c) for c in est.classes_]
-            raw_c = est.predict_proba(X_cal.astype(np.float32))
-            t, known, y_idx = _temperature_fit(raw_c, y_cal, cls)
-            losses[name] = _log_loss(apply_temperature(raw_c[known], t), y_idx) if known.any() else float("nan")
-        family = min(losses, key=lambda k: (np.nan_to_num(losses[k], nan=np.inf), candidates.index(k)))
-        estimator = fitted[family]
-        selection = {"candidates": list(candidates), "chosen": family, "validation_rows": int(len(X_cal)),
+        if len(candidates) > 1 and len(X) < AUTO_OOF_BELOW:
+            losses = {name: _out_of_fold_loss(name, X, y, seed) for name in candidates}
+            family = min(losses, key=lambda k: (np.nan_to_num(losses[k], nan=np.inf), candidates.index(k)))
+            estimator = _fit(family, seed, X_fit, y_fit)
+            validation = {"validation_rows": int(len(X)), "validation": f"{AUTO_OOF_FOLDS}-fold out of fold"}
+        else:
+            fitted = {name: _fit(name, seed, X_fit, y_fit) for name in candidates}
+            for name, est in fitted.items():
+                cls = [str(c) for c in est.classes_]
+                raw_c = est.predict_proba(X_cal.astype(np.float32))
+                t, known, y_idx = _temperature_fit(raw_c, y_cal, cls)
+                losses[name] = _log_loss(apply_temperature(raw_c[known], t), y_idx) if known.any() else float("nan")
+            family = min(losses, key=lambda k: (np.nan_to_num(losses[k], nan=np.inf), candidates.index(k)))
+            estimator = fitted[family]
+            validation = {"validation_rows": int(len(X_cal)), "validation": "20% split"}
+        selection = {"candidates": list(candidates), "chosen": family, **validation,
                      "rows": int(len(X)), "metric": "temperature-scaled log loss", "scores": losses}
     else:
         estimator = _fit(family, seed, X_fit, y_fit)
