@@ -326,7 +326,7 @@ def test_retrain_records_its_family_and_keeps_auto_choice_until_the_data_doubles
     # Certified on the 560 base rows scored out of fold too, not on the 140-row holdout alone.
     assert v2["routing"]["cross_fit"]["out_of_fold_rows"] == 560
     assert reselect_due(chosen, 1120) and not reselect_due(chosen, 1119)
-    assert reselect_due({"chosen": "logreg", "rows": 450}, 460)  # chosen by rule, not compared
+    assert reselect_due({"chosen": "logreg", "rows": 150}, 160)  # chosen by rule, not compared
     assert reselect_due(None, 10)
 
 
