@@ -109,9 +109,7 @@ def cross_fitted_base(X: np.ndarray, y: np.ndarray, trained: TrainedModel, folds
     rows every fold model trains on, never scored (a retrain's human labels)."""
     if folds == 0:
         return None
-    if folds > len(X):
-        raise ConfigError(f"cross_fit_folds {folds}: more folds than the {len(X)} base rows")
-    if len(X) < MIN_CROSS_FIT_ROWS:
+    if len(X) < max(MIN_CROSS_FIT_ROWS, folds):
         progress(f"{len(X)} base rows: too few to gain from cross-fitting; certifying on the holdout alone")
         return None
     progress(f"cross-fitting {folds} {trained.family} fold models to certify on all {len(X)} base rows too")

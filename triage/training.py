@@ -49,10 +49,9 @@ AUTO_CANDIDATES: tuple[str, ...] = ("logreg", "mlp", "gb")
 # Below this many rows the flexible families overfit and nothing can tell them apart:
 # logreg is the safe choice.
 AUTO_MIN_ROWS = 200
-# Below this many rows a 20% split (< 100 rows) chose worse families in the active loop (on
-# digits `triage simulate` saw the served model's mean test accuracy fall from 0.947 to 0.849
-# when auto chose on 40 rows at 200 labels), so the families are compared on 5-fold
-# out-of-fold predictions of every row instead.
+# Below this many rows a 20% split is under 100 rows, too few to compare families on (and in
+# the active loop they are the hardest samples, not a fair sample), so the families are
+# compared on 5-fold out-of-fold predictions of every row instead.
 AUTO_OOF_BELOW = 500
 AUTO_OOF_FOLDS = 5
 DEFAULT_FAMILY = AUTO

@@ -113,3 +113,12 @@ def test_the_progress_bar_never_steps_back_and_ends_at_100() -> None:
     assert bar.done == 5
     bar.advance(20, "b")
     assert bar.done == 10 and "100%" in out.getvalue().splitlines()[-1]
+
+
+def test_a_bootstrap_of_four_labels_runs(tmp_path: Path) -> None:
+    """A handful of initial labels leaves 3 base rows: no cross-fit, no refusal."""
+    out = tmp_path / "report"
+    assert main(["simulate", "--data", "sklearn:breast_cancer", "--strategies", "margin", "--seeds", "1",
+                 "--initial-labels", "4", "--round-size", "20", "--labels-per-round", "4", "--min-new-labels", "4",
+                 "--budget", "16", "--jobs", "1", "--report-dir", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["strategies"]["margin"]["curve"][0][0] == 4
