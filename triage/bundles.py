@@ -67,7 +67,9 @@ def train_initial(
         X_hold, y_hold = holdout[0], np.asarray(holdout[1]).astype(str)
     else:
         counts = np.unique(y, return_counts=True)[1]
-        stratify = y if counts.min() >= 2 else None
+        # Stratified only when every class has two rows and the holdout can hold one of each.
+        fits = counts.min() >= 2 and int(np.ceil(len(y) * retrain.holdout_fraction)) >= len(counts)
+        stratify = y if fits else None
         X_base, X_hold, y_base, y_hold = train_test_split(
             X, y, test_size=retrain.holdout_fraction, random_state=policy.seed, stratify=stratify)
     registry.data_dir.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,9 @@ class Bundle:
     model: ServingModel = field(repr=False)
 
 
+MIN_REFERENCE_ROWS = 10  # OutlierDetector.fit's floor
+
+
 def _rows(X: Optional[np.ndarray], features: int, what: str) -> Optional[np.ndarray]:
     if X is None:
         return None
@@ -166,6 +169,9 @@ def prepare_bundle(
     inliers = _rows(inliers, features, f"the reference data for {source}")
     X_lab = _rows(labelled[0] if labelled else None, features, f"the labelled data for {source}")
     outlier = None
+    if inliers is not None and len(inliers) < MIN_REFERENCE_ROWS:
+        raise ConfigError(f"{len(inliers)} reference rows for {source}: the outlier detector needs at least "
+                          f"{MIN_REFERENCE_ROWS}; give more training rows or unlabelled ones (--unlabelled / --reference)")
     if inliers is not None:
         outlier = OutlierDetector.fit(inliers, quantile=outlier_quantile, seed=policy.seed)
     else:

@@ -351,3 +351,16 @@ def test_a_tiny_bootstrap_with_a_class_seen_once_trains(tmp_path: Path, digits: 
     assert "cross_fit" not in (m["routing"] or {})
     base = np.load(reg.data_dir / "base.npz")
     assert sorted(m["classes"]) == sorted(set(base["y"].tolist()))
+
+
+def test_train_initial_with_four_rows_of_two_classes(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """A 1-row holdout cannot be stratified over 2 classes: split plainly, do not crash."""
+    X, y = digits
+    rows = np.concatenate([np.flatnonzero(y == 0)[:2], np.flatnonzero(y == 1)[:2]])
+    m = train_initial(X[rows], y[rows], Registry(tmp_path / "r"), retrain=RetrainSettings(), policy=PolicySettings(),
+                      outlier_quantile=QUANTILE, progress=lambda msg: None, reference=X[:100])
+    assert m["data"]["base_rows"] == 3
+    # Without unlabelled rows three are too few for the outlier detector: a clear refusal.
+    with pytest.raises(ConfigError, match="outlier detector needs at least 10"):
+        train_initial(X[rows], y[rows], Registry(tmp_path / "s"), retrain=RetrainSettings(), policy=PolicySettings(),
+                      outlier_quantile=QUANTILE, progress=lambda msg: None)
