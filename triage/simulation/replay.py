@@ -82,7 +82,9 @@ def scratch_dir() -> Optional[str]:
 def run_settings(base: Settings, strategy: Strategy, seed: int, cfg: ReplayConfig) -> Settings:
     """The service settings this run uses: the user's, the strategy's overrides, and a
     review-rate policy at the round's label share (its window is one round, so every round
-    is judged by its own uncertainty quantile rather than by older models' scores)."""
+    is judged by its own uncertainty quantile rather than by older models' scores). Labels
+    go straight into the label store, standing in for the trainer's Kafka ingest; as with
+    ``accept_new_classes`` there, a class the bootstrap missed is learned from its first label."""
     rate = cfg.review_rate
     if rate is None:
         rate = min((cfg.labels_per_round or cfg.round_size) / cfg.round_size, 0.99)

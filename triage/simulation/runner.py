@@ -119,7 +119,7 @@ class QueueTick:
 
 
 def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds: int, cfg: ReplayConfig,
-            base: Settings, jobs: int, test_fraction: float, out: TextIO = sys.stderr) -> tuple[list[float], list[RunResult]]:
+            base: Settings, jobs: int, test_fraction: float, out: TextIO) -> tuple[list[float], list[RunResult]]:
     """(full-label accuracy per seed, every run)."""
     flat = base.flat()
     pool = len(X) - int(round(len(X) * test_fraction))
@@ -189,7 +189,12 @@ def write_report(report_dir: Path, summary: dict[str, Any], config: dict[str, An
 
 def simulate(dataset: str, X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds: int,
              cfg: ReplayConfig, base: Settings, *, jobs: int, test_fraction: float, report_dir: Path,
-             out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> dict[str, Any]:
+             out: Optional[TextIO] = None, progress: Optional[TextIO] = None) -> dict[str, Any]:
+    """Run, write the report, print the table (``out``, default the current stdout) and the
+    progress bar (``progress``, default the current stderr). Streams are looked up per call:
+    a default bound at import would miss a later redirection."""
+    out = out if out is not None else sys.stdout
+    progress = progress if progress is not None else sys.stderr
     started = time.monotonic()
     full, runs = run_all(X, y, strategies, seeds, cfg, base, jobs, test_fraction, progress)
     config = {"initial_labels": cfg.initial_labels, "round_size": cfg.round_size,
