@@ -156,8 +156,7 @@ class Replay:
         left = self.budget - self.spent
         limit = left if self.cfg.labels_per_round is None else min(self.cfg.labels_per_round, left)
         chosen = chunk[pick(self.strategy, chunk, self.policy, scores, limit, self.rng)]
-        self.store.append({"id": f"s{i}", "label": str(y[i]), "features": X[i].tolist(), "annotator": ANNOTATOR,
-                           "partition": 0, "offset": int(self.spent + j)} for j, i in enumerate(chosen))
+        self.store.append(label_rows(X, y, chosen, first_offset=self.spent))
         self.labelled[chosen] = True
         self.spent += len(chosen)
         result = retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
@@ -174,6 +173,12 @@ class Replay:
 
     def close(self) -> None:
         self._tmp.cleanup()
+
+
+def label_rows(X: np.ndarray, y: np.ndarray, rows: np.ndarray, *, first_offset: int) -> list[dict[str, Any]]:
+    """Label-store rows for pool ``rows``, as the trainer's ingest would write them."""
+    return [{"id": f"s{i}", "label": str(y[i]), "features": X[i].tolist(), "annotator": ANNOTATOR,
+             "partition": 0, "offset": int(first_offset + j)} for j, i in enumerate(rows)]
 
 
 def bootstrap(split: Split, cfg: ReplayConfig, seed: int) -> np.ndarray:
@@ -202,8 +207,7 @@ def full_label_accuracy(split: Split, cfg: ReplayConfig, seed: int, base: Settin
     with tempfile.TemporaryDirectory(prefix="triage-simulate-", dir=scratch_dir()) as tmp:
         registry = new_registry(Path(tmp), split, labelled, s)
         store = LabelStore(registry.data_dir)
-        store.append({"id": f"s{i}", "label": str(y[i]), "features": X[i].tolist(), "annotator": ANNOTATOR,
-                      "partition": 0, "offset": j} for j, i in enumerate(np.flatnonzero(~labelled)))
+        store.append(label_rows(X, y, np.flatnonzero(~labelled), first_offset=0))
         retrained = s.retrain.model_copy(update={"min_new_labels": 1})
         result = retrain_once(registry, store, retrain=retrained, policy=s.policy,
                               outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
