@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from triage.outlier import DEFAULT_FOLDS, OutlierDetector, _ledoit_wolf, min_reference_rows
+from triage.scoring.outlier import DEFAULT_FOLDS, OutlierDetector, _ledoit_wolf, min_reference_rows
 
 OUT = Path(__file__).resolve().parent / "results"
 Sampler = Callable[[np.random.Generator, int], np.ndarray]

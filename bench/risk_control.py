@@ -39,13 +39,13 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 
-from triage.acquisition import uncertainty
-from triage.calibrators import calibrator_from_dict
+from triage.scoring.acquisition import uncertainty
+from triage.scoring.calibration import calibrator_from_dict
 from triage.policies import risk as risk_module
 from triage.policies.fit import fit_routing
 from triage.policies.risk import accept_mask
 from triage.settings import PolicySettings, RetrainSettings
-from triage.training import AUTO_CANDIDATES, aligned_probs, cross_fit, train_model
+from triage.lifecycle.training import AUTO_CANDIDATES, aligned_probs, cross_fit, train_model
 
 OUT = Path(__file__).resolve().parent / "results"
 TASK: dict[str, Any] = dict(n_features=20, n_informative=8, n_redundant=4, n_classes=4, class_sep=1.5,
@@ -109,12 +109,12 @@ def mapie_point(routing: dict[str, Any], raw: np.ndarray, y: np.ndarray, raw_tes
 def end_to_end(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int,
                retrain: RetrainSettings) -> dict[str, Any]:
     """`triage train` with ``retrain`` settings, served and routed by the service's own code."""
-    from triage.bundles import train_initial
+    from triage.lifecycle.bundles import train_initial
     from triage.policies.factory import make_policy
     from triage.policies.fit import prepare_model
-    from triage.registry import Registry
-    from triage.scoring import score_batch
-    from triage.serving import serving_model_from_registry
+    from triage.lifecycle.registry import Registry
+    from triage.scoring.scores import score_batch
+    from triage.lifecycle.loading import serving_model_from_registry
     from triage.settings import ServingSettings
 
     pol = policy(seed)

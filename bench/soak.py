@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from triage.broker import EmbeddedBroker, free_port  # noqa: E402
+from triage.runtime.broker import EmbeddedBroker, free_port  # noqa: E402
 from triage.commands.quickstart import example_paths  # noqa: E402
 from triage.records import OutRecord  # noqa: E402
 from triage.settings import Settings  # noqa: E402

@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 from confluent_kafka import Producer
 
-from triage.broker import EmbeddedBroker
+from triage.runtime.broker import EmbeddedBroker
 from triage.commands.quickstart import example_paths
 from triage.settings import Settings
 from triage.transport import ensure_topics

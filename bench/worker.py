@@ -27,11 +27,12 @@ import numpy as np
 from consumers.loop import Step
 from consumers.scorer import Scorer
 from triage.commands.quickstart import example_paths
-from triage.handlers import BatchResult
+from triage.scoring.handlers import BatchResult
 from triage.records import OutRecord, RecordBatch
-from triage.serving import ServingModel, serving_model_from_file
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
-from triage.threads import limit_blas_threads
+from triage.runtime.threads import limit_blas_threads
 from triage.transport import make_consumer, make_producer
 
 

@@ -19,10 +19,10 @@ from typing import Any, Optional, TextIO
 import msgspec
 
 from consumers.loop import GuardedLoop
-from triage.annotation import keymap, render_request
+from triage.annotation.console import keymap, render_request
 from triage.contracts import dead_letter_from_batch, decode_review, encode_label
 from triage.errors import InputError
-from triage.labelstore import EDGE_CASE, UNDO
+from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked

@@ -15,7 +15,7 @@ from consumers.loop import GuardedLoop
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
-from triage.threads import Supervised
+from triage.runtime.threads import Supervised
 from triage.transport import Consumer, make_consumer
 
 log = logging.getLogger("triage.backlog")

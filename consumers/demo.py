@@ -25,18 +25,18 @@ from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.simulated import SimulatedAnnotator, Streamer
 from consumers.trainer import Trainer
-from triage.broker import EmbeddedBroker
-from triage.bundles import train_initial
-from triage.calibration import apply_temperature
+from triage.runtime.broker import EmbeddedBroker
+from triage.lifecycle.bundles import train_initial
+from triage.scoring.calibration import apply_temperature
 from triage.contracts import Sample, decode_prediction, decode_review, encode
 from triage.errors import ConfigError
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
-from triage.registry import Registry
-from triage.selection import select
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.selection import select
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
-from triage.training import evaluate, train_model
+from triage.lifecycle.training import evaluate, train_model
 from triage.transport import ensure_topics, make_consumer
 
 

@@ -10,7 +10,7 @@ Three threads, one process:
 - the publisher: applies queued webhook events, and every ``--reconcile-s`` re-reads every
   task's annotations, so a lost webhook is caught. Each change is published once: the ledger
   of what was published is rebuilt at start-up from the bridge's own records on the labels
-  topic (their ``origin``: ``triage.labelstudio.changes``).
+  topic (their ``origin``: ``triage.annotation.labelstudio.changes``).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any, Callable, Optional, Sequence
 from consumers.loop import GuardedLoop
 from triage.contracts import dead_letter_from_batch, decode_label, decode_review, encode_label
 from triage.errors import InputError, TransportError
-from triage.labelstudio.changes import Invalid, LabelEvent, Ledger
-from triage.labelstudio.client import LabelStudio, LabelStudioError
-from triage.labelstudio.tasks import TO_IMAGE, has_image, label_config, task_for
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger
+from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
+from triage.annotation.labelstudio.tasks import TO_IMAGE, has_image, label_config, task_for
 from triage.metrics import LabelStudioMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
-from triage.threads import Supervised
+from triage.runtime.threads import Supervised
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 
 log = logging.getLogger("triage.labelstudio")

@@ -18,7 +18,7 @@ from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 from triage.contracts import dead_letter_from_batch, without_payload
 from triage.errors import TransportError
-from triage.isolation import Failure, Part, isolate
+from triage.runtime.isolation import Failure, Part, isolate
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.transport import Consumer, Producer, send_until_acked

@@ -21,10 +21,11 @@ from triage.contracts import ModelEvent, decode_model_event
 from triage.errors import IncompatibleModelError, InputError, IntegrityError, ModelError, RegistryError, TriageError
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
-from triage.registry import Registry
-from triage.serving import ServingModel, serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
-from triage.threads import Supervised
+from triage.runtime.threads import Supervised
 from triage.transport import Consumer, make_consumer
 
 log = logging.getLogger("triage.watcher")

@@ -1,7 +1,7 @@
 """The scorer: the guarded loop over the samples topic, wired to the pure handlers.
 
 poll -> process_batch -> deliver (ack all) -> commit. At-least-once. Everything the scorer
-decides comes from ``triage.handlers`` and the routing policy. A new model offered from
+decides comes from ``triage.scoring.handlers`` and the routing policy. A new model offered from
 another thread (the registry watcher) is swapped in between batches, so the batch in flight
 finishes on the old model.
 """
@@ -18,14 +18,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from consumers.loop import STALL_S, GuardedLoop, Step
-from triage.handlers import BatchConfig, BatchResult, process_batch
+from triage.scoring.handlers import BatchConfig, BatchResult, process_batch
 from triage.metrics import PolicyMetrics, ScorerMetrics, observe_many
 from triage.policies import make_policy
 from triage.records import RecordBatch
-from triage.routing import RoutingPolicy
-from triage.serving import ServingModel
+from triage.scoring.routing import RoutingPolicy
+from triage.scoring.servable import ServingModel
 from triage.settings import Settings
-from triage.threads import limit_blas_threads
+from triage.runtime.threads import limit_blas_threads
 from triage.transport import Consumer, Producer, make_consumer, make_producer
 
 log = logging.getLogger("triage.scorer")

@@ -10,7 +10,7 @@ from typing import Optional
 from consumers.loop import GuardedLoop
 from triage.contracts import decode_review, encode_label
 from triage.errors import InputError, TransportError
-from triage.labelstore import EDGE_CASE
+from triage.lifecycle.labelstore import EDGE_CASE
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport import Producer, make_consumer, make_producer, send_until_acked

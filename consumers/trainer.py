@@ -2,7 +2,7 @@
 
 ingest: read review records (the join index, no group), consume labels as a group, join by
 sample id, persist the good ones, dead-letter the rest, then commit (at-least-once); both
-reads run the guarded loop. run_once: ingest, then ``triage.retraining.retrain_once`` (train,
+reads run the guarded loop. run_once: ingest, then ``triage.lifecycle.retraining.retrain_once`` (train,
 evaluate against current, promote or reject), then announce a promotion on the models topic.
 """
 
@@ -15,11 +15,11 @@ from typing import Any, Callable, Mapping, Optional
 from consumers.loop import GuardedLoop, drain
 from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
 from triage.errors import InputError, LabelError, TriageError
-from triage.labelstore import EDGE_CASE, UNDO, LabelStore
+from triage.lifecycle.labelstore import EDGE_CASE, UNDO, LabelStore
 from triage.metrics import RetrainMetrics
 from triage.records import OutRecord, RecordBatch
-from triage.registry import Registry
-from triage.retraining import RetrainOutcome, current_version, retrain_once
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.retraining import RetrainOutcome, current_version, retrain_once
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 

@@ -76,11 +76,11 @@ def worker(old: str, records_path: str, start: int, out_path: str, registry_root
     from triage import codec, handlers
     from triage.commands.quickstart import example_paths
     from triage.errors import InputError, LabelError, TriageError
-    from triage.labelstore import EDGE_CASE, UNDO, LabelStore
+    from triage.lifecycle.labelstore import EDGE_CASE, UNDO, LabelStore
     from triage.policies import make_policy
     from triage.records import RecordBatch
-    from triage.registry import Registry
-    from triage.serving import serving_model_from_file
+    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.loading import serving_model_from_file
     from triage.settings import Settings
 
     model_path, ref = example_paths()
@@ -93,7 +93,7 @@ def worker(old: str, records_path: str, start: int, out_path: str, registry_root
     audit = AuditConsumer(settings)
     store_dir = Path(tempfile.mkdtemp(prefix="old-labelstore-"))
     # one training row and one held-out row, so that arrays() of a store with one more row is defined
-    from triage.labelstore import is_eval_id
+    from triage.lifecycle.labelstore import is_eval_id
 
     train_id = next(f"anchor-{n}" for n in range(100) if not is_eval_id(f"anchor-{n}", 5))
     eval_id = next(f"anchor-{n}" for n in range(100) if is_eval_id(f"anchor-{n}", 5))
@@ -536,7 +536,7 @@ def main() -> int:
         print(f"{args.old} is not a worktree of the old code (no triage/codec.py); create it with\n"
               f"  git -C {repo} worktree add {args.old} eabfef3", file=sys.stderr)
         return 2
-    from triage.registry import Registry
+    from triage.lifecycle.registry import Registry
 
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="fuzz-old-vs-new-"))

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from triage.broker import EmbeddedBroker, free_port
-from triage.bundles import train_initial
+from triage.runtime.broker import EmbeddedBroker, free_port
+from triage.lifecycle.bundles import train_initial
 from triage.commands.quickstart import example_paths
 from triage.records import OutRecord
-from triage.registry import Registry
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer
 

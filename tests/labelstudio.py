@@ -33,7 +33,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-labelstudio"

@@ -12,8 +12,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from triage.outlier import OutlierDetector  # ScorerMetrics.set_model
-    from triage.routing import PolicySnapshot  # PolicyMetrics.update
+    from triage.scoring.outlier import OutlierDetector  # ScorerMetrics.set_model
+    from triage.scoring.routing import PolicySnapshot  # PolicyMetrics.update
 
 DLQ_STAGES = ("decode", "validate", "score", "produce", "label", "internal")
 REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error")

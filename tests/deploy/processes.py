@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tests.fixtures import DEADLINE_S, REPO, _env
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 from triage.cli import build_parser
 from triage.settings import Settings
 

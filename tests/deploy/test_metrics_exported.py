@@ -19,7 +19,7 @@ from tests.deploy.metric_names import (LABEL_STUDIO_BRIDGE_METRICS, contract_nam
 from tests.deploy.processes import RetrainProcess, TriageProcess, has_command, wait_until
 from tests.deploy.shipped import BY_COMMAND, COMMANDS_NOT_YET_MERGED
 from tests.fixtures import REPO, ScorerProcess, _env
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 from triage.settings import Settings
 
 # Metrics the rules and dashboard use whose producer is not in this build yet. Shrink it as

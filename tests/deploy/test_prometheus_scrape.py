@@ -18,7 +18,7 @@ from tests.deploy.processes import TriageProcess, http_get, wait_until
 from tests.deploy.shipped import BY_COMMAND
 from tests.fixtures import ScorerProcess, produce
 from tests.integration.streams import mixed_stream
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 
 from tests.deploy.processes import http_get, ready_state, wait_until
 from tests.fixtures import ScorerProcess
-from triage.broker import EmbeddedBroker
+from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
 from triage.transport import ensure_topics
 

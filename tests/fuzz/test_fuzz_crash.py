@@ -33,8 +33,8 @@ from tests.fuzz.kit import (
     FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, interleave, records, sticky, value, wait_until,
 )
 from triage.records import RecordBatch
-from triage.registry import Registry
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

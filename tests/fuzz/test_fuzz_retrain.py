@@ -29,8 +29,8 @@ from tests.fuzz.kit import (
 )
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
-from triage.labelstore import EDGE_CASE, UNDO
-from triage.registry import Registry
+from triage.lifecycle.labelstore import EDGE_CASE, UNDO
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

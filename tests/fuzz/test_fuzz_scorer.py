@@ -29,8 +29,8 @@ from tests.fuzz.kit import (
     value, wait_until,
 )
 from triage.contracts import encode_model_event
-from triage.registry import Registry
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

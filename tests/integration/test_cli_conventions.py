@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from tests.fixtures import REPO
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 from triage.cli import build_parser
 from triage.commands.quickstart import example_paths
-from triage.registry import Registry
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 
 TIMEOUT_S = 60.0

@@ -17,7 +17,7 @@ import pytest
 
 from tests.compat.zoo import ZooModel, available_kinds, build_zoo
 from tests.fixtures import DEADLINE_S, ScorerProcess, produce
-from triage.broker import EmbeddedBroker
+from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer
 

@@ -17,8 +17,8 @@ from consumers.scorer import Scorer
 from consumers.trainer import Trainer
 from tests.fixtures import DEADLINE_S, REPO, ScorerProcess, produce, read_all
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
-from triage.registry import Registry
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from tests.fixtures import DEADLINE_S, REPO, TriageProcess, _env, produce, read_headers, registry_v1
-from triage.broker import free_port
-from triage.labelstore import UNDO
-from triage.labelstudio.client import LabelStudio
+from triage.runtime.broker import free_port
+from triage.lifecycle.labelstore import UNDO
+from triage.annotation.labelstudio.client import LabelStudio
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""triage.labelstudio.client against a real Label Studio 1.23.2 (the ``label_studio`` fixture).
+"""triage.annotation.labelstudio.client against a real Label Studio 1.23.2 (the ``label_studio`` fixture).
 
 Set TRIAGE_RECORD_LS_PAYLOADS=1 to rewrite tests/labelstudio_payloads.json with the webhook
 payloads this run received.
@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 from triage.errors import TriageError
-from triage.labelstudio.client import LabelStudio, LabelStudioError, is_personal_access_token
+from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError, is_personal_access_token
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "labelstudio_payloads.json"
 PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"

@@ -15,7 +15,7 @@ import pytest
 from consumers.scorer import Scorer
 from tests.fixtures import DEADLINE_S, ScorerProcess, produce, read_all, read_headers
 from tests.integration.streams import MALFORMED, mixed_stream
-from triage.serving import serving_model_from_file
+from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

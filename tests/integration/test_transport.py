@@ -17,7 +17,7 @@ from consumers.scorer import Scorer
 from tests.fixtures import DEADLINE_S, produce, read_all, read_headers
 from triage.errors import TransportError
 from triage.records import OutRecord
-from triage.serving import serving_model_from_file
+from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 from triage.transport import Producer, make_consumer, make_producer, send_until_acked
 

@@ -12,15 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from triage.handlers import BatchConfig
+from triage.scoring.handlers import BatchConfig
 from triage.policies import make_policy
 from tests.reliability.corpus import Case, corpus, kinds_broken
 from triage.contracts import Sample, decode_label, decode_sample
 from triage.commands.quickstart import example_paths
 from triage.errors import InputError
-from triage.handlers import process_batch
+from triage.scoring.handlers import process_batch
 from triage.records import RecordBatch
-from triage.serving import ServingModel, serving_model_from_file
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 
 N = 64  # the bundled digits model's feature count

@@ -16,7 +16,7 @@ import pytest
 from tests.fixtures import ScorerProcess, read_all
 from tests.reliability.helpers import Load, metric, readyz, scrape, tally, wait_serving, wait_until
 from tests.reliability.proxy import TcpProxy
-from triage.broker import EmbeddedBroker, free_port
+from triage.runtime.broker import EmbeddedBroker, free_port
 from triage.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from consumers.scorer import Scorer
 from consumers.trainer import announce
 from tests.fixtures import produce, read_all, registry_v1
 from tests.integration.test_hotswap import samples, wait_for
-from triage.registry import Registry
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 from triage.transport import make_producer
 
@@ -54,8 +54,8 @@ def _nan_model() -> bytes:
 
 
 def _narrow_model(reg: Registry, digits: tuple[np.ndarray, np.ndarray]) -> tuple[bytes, dict[str, Any]]:
-    from triage.outlier import OutlierDetector
-    from triage.training import train_model
+    from triage.scoring.outlier import OutlierDetector
+    from triage.lifecycle.training import train_model
 
     X, y = digits
     trained = train_model(X[:400, :32], y[:400])

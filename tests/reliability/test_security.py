@@ -22,9 +22,9 @@ from kafka.admin import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from tests.fixtures import REPO
-from triage.broker import EmbeddedBroker
+from triage.runtime.broker import EmbeddedBroker
 from triage.cli import build_parser
-from triage.http import OpsServer
+from triage.runtime.http import OpsServer
 from triage.settings import Settings
 from triage.transport.base import Subscription, client_sizes
 from triage.transport.kafka_python import client_config

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from triage.acquisition import least_confidence, margin_uncertainty, normalized_entropy, top2, uncertainty
+from triage.scoring.acquisition import least_confidence, margin_uncertainty, normalized_entropy, top2, uncertainty
 
 
 def test_measures_on_known_rows() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import triage.cli as cli
-from triage.broker import free_port
+from triage.runtime.broker import free_port
 from triage.errors import AnnouncementPendingError, BrokerUnavailableError
-from triage.registry import Registry
+from triage.lifecycle.registry import Registry
 
 
 def _record(name: str, msg: str, *args: Any, level: int = logging.ERROR) -> logging.LogRecord:

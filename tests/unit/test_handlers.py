@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.handlers import process_batch
+from triage.scoring.handlers import process_batch
 from triage.records import RecordBatch
-from triage.handlers import BatchConfig
+from triage.scoring.handlers import BatchConfig
 from triage.policies import make_policy
-from triage.serving import ServingModel, serving_model_from_file
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 
 

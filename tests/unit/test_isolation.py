@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from consumers.loop import GuardedLoop
 from triage.contracts import decode_dlq_headers
 from triage.errors import TransportError
-from triage.isolation import isolate
+from triage.runtime.isolation import isolate
 from triage.records import OutRecord, RecordBatch
-from triage.threads import Supervised
+from triage.runtime.threads import Supervised
 
 
 def _batch(n: int) -> RecordBatch:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triage.errors import InputError
-from triage.labelstore import CORRUPT_LINE, EDGE_CASE, TORN_TAIL, UNDO, LabelStore, decode_line, encode_row, is_eval_id
+from triage.lifecycle.labelstore import CORRUPT_LINE, EDGE_CASE, TORN_TAIL, UNDO, LabelStore, decode_line, encode_row, is_eval_id
 
 
 def row(i: int, label: str = "1", sid: Optional[str] = None, features: Optional[list[float]] = None) -> dict[str, Any]:

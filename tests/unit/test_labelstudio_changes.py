@@ -6,9 +6,9 @@ import base64
 import xml.etree.ElementTree as ET
 
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, decode_label, encode_label
-from triage.labelstore import UNDO
-from triage.labelstudio.changes import Invalid, LabelEvent, Ledger
-from triage.labelstudio.tasks import has_image, label_config, png_data_uri, task_for
+from triage.lifecycle.labelstore import UNDO
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger
+from triage.annotation.labelstudio.tasks import has_image, label_config, png_data_uri, task_for
 
 CLASSES = ["0", "1", "7"]
 

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from triage.metrics import ScorerMetrics
-from triage.outlier import DEFAULT_FOLDS, OutlierDetector, _ledoit_wolf, _mahalanobis, conformal_rank, min_reference_rows
+from triage.scoring.outlier import DEFAULT_FOLDS, OutlierDetector, _ledoit_wolf, _mahalanobis, conformal_rank, min_reference_rows
 
 
 def test_flags_far_points_and_keeps_inliers() -> None:

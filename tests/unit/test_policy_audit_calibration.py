@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tests.unit.digits import digits_split
-from triage.calibration import expected_calibration_error
-from triage.calibrators import IsotonicCalibrator, PlattCalibrator, calibrator_from_dict, fit_calibrator
+from triage.scoring.calibration import expected_calibration_error
+from triage.scoring.calibration import IsotonicCalibrator, PlattCalibrator, calibrator_from_dict, fit_calibrator
 from triage.policies.audit import AuditEstimator
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from triage.commands.quickstart import example_paths
-from triage.data import load_dataset
+from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError
 from triage.policies import make_policy, prepare_model
-from triage.scoring import score_batch
-from triage.serving import ServingModel, serving_model_from_file
+from triage.scoring.scores import score_batch
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 
 

@@ -11,8 +11,8 @@ import pytest
 from triage.policies import policy_from_manifest
 from triage.policies.budget import BudgetController
 from triage.policies.gate import evaluate_gate
-from triage.routing import CONFIDENT, GATE, HELD_GATE, OUTLIER, UNCERTAIN
-from triage.scoring import scores_from_probs
+from triage.scoring.routing import CONFIDENT, GATE, HELD_GATE, OUTLIER, UNCERTAIN
+from triage.scoring.scores import scores_from_probs
 from triage.settings import PolicySettings
 
 

@@ -10,10 +10,10 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from triage.contracts import Sample
-from triage.handlers import BatchConfig, _encode_outputs
+from triage.scoring.handlers import BatchConfig, _encode_outputs
 from triage.policies import policy_from_manifest
-from triage.routing import HELD_DUPLICATE, HELD_QUOTA, NOT_HELD
-from triage.scoring import scores_from_probs
+from triage.scoring.routing import HELD_DUPLICATE, HELD_QUOTA, NOT_HELD
+from triage.scoring.scores import scores_from_probs
 from triage.settings import PolicySettings, Settings
 
 

@@ -8,7 +8,7 @@ import pytest
 from tests.unit.digits import digits_split
 from triage.policies import policy_from_manifest
 from triage.policies.review_rate import RateController
-from triage.scoring import scores_from_probs
+from triage.scoring.scores import scores_from_probs
 from triage.settings import PolicySettings
 
 TARGET = 0.05

@@ -9,11 +9,11 @@ import pytest
 from scipy.stats import beta
 
 from tests.unit.digits import digits_split
-from triage.calibrators import calibrator_from_dict
+from triage.scoring.calibration import calibrator_from_dict
 from triage.policies import fit_routing, policy_from_manifest
 from triage.policies.risk import certify, clopper_pearson_upper, min_accepted
-from triage.routing import CONFIDENT, OUTLIER, UNCERTAIN
-from triage.scoring import scores_from_probs
+from triage.scoring.routing import CONFIDENT, OUTLIER, UNCERTAIN
+from triage.scoring.scores import scores_from_probs
 from triage.settings import PolicySettings
 
 ALPHA = 0.03

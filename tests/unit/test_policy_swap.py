@@ -15,8 +15,8 @@ from triage.metrics import PolicyMetrics
 from triage.policies import RuleSnapshot, make_policy, policy_from_manifest
 from triage.policies.review_rate import RateController
 from triage.policies.stack import PolicyStack
-from triage.routing import CONFIDENT, NOT_HELD, UNCERTAIN, PolicySnapshot
-from triage.scoring import Scores, scores_from_probs
+from triage.scoring.routing import CONFIDENT, NOT_HELD, UNCERTAIN, PolicySnapshot
+from triage.scoring.scores import Scores, scores_from_probs
 from triage.settings import PolicySettings
 
 

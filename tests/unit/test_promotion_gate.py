@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from triage.retraining import Disagreement, promotion_verdict
+from triage.lifecycle.retraining import Disagreement, promotion_verdict
 
 
 def _splits(holdout: float, combined: float) -> dict[str, dict[str, float]]:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from triage.bundles import train_initial
+from triage.lifecycle.bundles import train_initial
 from triage.errors import IntegrityError, RegistryError
-from triage.labelstore import LabelStore, is_eval_id
-from triage.registry import Registry
+from triage.lifecycle.labelstore import LabelStore, is_eval_id
+from triage.lifecycle.registry import Registry
 from triage.settings import PolicySettings, RetrainSettings
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from triage.policies import make_policy
 from triage.policies.review_order import ReviewRanking
-from triage.scoring import scores_from_probs
+from triage.scoring.scores import scores_from_probs
 from triage.settings import PolicySettings
 
 

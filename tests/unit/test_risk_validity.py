@@ -18,8 +18,8 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.naive_bayes import GaussianNB
 
-from triage import training
-from triage.acquisition import uncertainty
+from triage.lifecycle import training
+from triage.scoring.acquisition import uncertainty
 from triage.policies.risk import NEVER, certify, fit_risk
 
 ALPHA, DELTA = 0.05, 0.1

@@ -7,8 +7,8 @@ import pytest
 
 from triage.errors import ConfigError
 from triage.policies import RULES, make_policy
-from triage.routing import AUDIT, CONFIDENT, OUTLIER, REASONS, UNCERTAIN, PolicySnapshot, RoutingPolicy
-from triage.scoring import Scores
+from triage.scoring.routing import AUDIT, CONFIDENT, OUTLIER, REASONS, UNCERTAIN, PolicySnapshot, RoutingPolicy
+from triage.scoring.scores import Scores
 from triage.settings import PolicySettings
 
 

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 from tests.fixtures import REPO
 from triage.errors import ConfigError
-from triage.selection import STRATEGIES, coverage_radius, select
+from triage.lifecycle.selection import STRATEGIES, coverage_radius, select
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import onnx
 import pytest
 from sklearn.datasets import load_digits
 
-from triage.bundles import import_model, train_initial
+from triage.lifecycle.bundles import import_model, train_initial
 from triage.errors import ConfigError, ModelLoadError, TriageError
-from triage.labelstore import LabelStore
-from triage.registry import Registry
-from triage.retraining import RetrainOutcome, Verdict, promotion_verdict, retrain_once
+from triage.lifecycle.labelstore import LabelStore
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.retraining import RetrainOutcome, Verdict, promotion_verdict, retrain_once
 from triage.settings import PolicySettings, RetrainSettings, ServingSettings
 
 NAN = float("nan")
@@ -219,8 +219,8 @@ def test_serve_model_and_import_route_alike(
     """One preparation path: the same model and labelled reference give the same calibrated
     scores and routing parameters from a file as from the registry."""
     from triage.policies import prepare_model
-    from triage.scoring import score_batch
-    from triage.serving import serving_model_from_file, serving_model_from_registry
+    from triage.scoring.scores import score_batch
+    from triage.lifecycle.loading import serving_model_from_file, serving_model_from_registry
 
     X, y = digits
     external, ref = tmp_path / "external.onnx", tmp_path / "ref.npz"
@@ -243,7 +243,7 @@ def test_serve_model_and_import_route_alike(
 def test_auto_keeps_the_family_with_the_lowest_validation_log_loss() -> None:
     from sklearn.datasets import make_classification
 
-    from triage.training import AUTO_CANDIDATES, train_model
+    from triage.lifecycle.training import AUTO_CANDIDATES, train_model
 
     # Two clusters per class in 10 informative dimensions: a linear model cannot separate them.
     X, y = make_classification(n_samples=800, n_features=12, n_informative=10, n_redundant=0, n_classes=4,
@@ -258,7 +258,7 @@ def test_auto_keeps_the_family_with_the_lowest_validation_log_loss() -> None:
 
 
 def test_auto_with_few_rows_is_logreg_and_an_explicit_family_is_kept(digits: tuple[np.ndarray, np.ndarray]) -> None:
-    from triage.training import AUTO_MIN_ROWS, train_model
+    from triage.lifecycle.training import AUTO_MIN_ROWS, train_model
 
     X, y = digits
     small = train_model(X[:AUTO_MIN_ROWS - 1], y[:AUTO_MIN_ROWS - 1], family="auto")
@@ -271,7 +271,7 @@ def test_auto_with_few_rows_is_logreg_and_an_explicit_family_is_kept(digits: tup
 
 def test_cross_fit_scores_every_row_out_of_fold() -> None:
     """On random labels a model scoring rows it was fitted on looks far better than chance."""
-    from triage.training import FAMILIES, aligned_probs, cross_fit
+    from triage.lifecycle.training import FAMILIES, aligned_probs, cross_fit
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5))
@@ -310,7 +310,7 @@ def test_train_initial_cross_fit_off_and_bad_folds(tmp_path: Path, digits: tuple
 
 def test_retrain_records_its_family_and_keeps_auto_choice_until_the_data_doubles(
         tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
-    from triage.training import reselect_due
+    from triage.lifecycle.training import reselect_due
 
     X, y = digits
     reg = Registry(tmp_path / "registry")
@@ -331,7 +331,7 @@ def test_retrain_records_its_family_and_keeps_auto_choice_until_the_data_doubles
 
 
 def test_the_served_model_is_refitted_on_every_row(digits: tuple[np.ndarray, np.ndarray]) -> None:
-    from triage.training import train_model
+    from triage.lifecycle.training import train_model
 
     X, y = digits
     trained = train_model(X[:300], y[:300], family="logreg")

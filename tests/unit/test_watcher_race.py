@@ -11,9 +11,9 @@ from sklearn.datasets import load_digits
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.unit.test_isolation import FakeConsumer, FakeProducer
-from triage.bundles import train_initial
-from triage.registry import Registry
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.bundles import train_initial
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import PolicySettings, RetrainSettings, Settings
 
 

@@ -8,7 +8,7 @@ import sys
 
 from triage.cli import subcommand
 from triage.errors import ConfigError
-from triage.registry import Registry
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker
 

@@ -7,7 +7,7 @@ import logging
 
 from consumers.audit import AuditConsumer
 from triage.cli import install_stop_handlers, subcommand
-from triage.http import OpsServer
+from triage.runtime.http import OpsServer
 from triage.settings import Settings
 from triage.transport import check_broker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from triage.broker import EmbeddedBroker
+from triage.runtime.broker import EmbeddedBroker
 from triage.cli import install_stop_handlers, subcommand
 from triage.settings import Settings
 

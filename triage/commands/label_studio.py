@@ -8,8 +8,8 @@ from typing import Optional
 
 from triage.cli import add_setting_flag, install_stop_handlers, subcommand
 from triage.errors import ConfigError, TransportError
-from triage.http import OpsServer
-from triage.registry import Registry
+from triage.runtime.http import OpsServer
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker, ensure_topics
 
@@ -43,7 +43,7 @@ def model_facts(settings: Settings) -> tuple[list[str], Optional[int]]:
             ("kafka", "topics", "label-studio", "operations"), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.labelstudio_bridge import Bridge
-    from triage.labelstudio.client import LabelStudio, LabelStudioError
+    from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
 
     key = settings.label_studio.label_studio_api_key
     if key is None:

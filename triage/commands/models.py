@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from triage.bundles import import_model
+from triage.lifecycle.bundles import import_model
 from triage.cli import Action, add_setting_flag, subcommand
 from triage.commands.train import registry_arg
-from triage.data import load_dataset
+from triage.lifecycle.data import load_dataset
 from triage.errors import AnnouncementPendingError, ConfigError, TransportError
-from triage.registry import Registry
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker, make_producer
 

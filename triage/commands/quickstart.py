@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from consumers.scorer import Scorer
-from triage.broker import EmbeddedBroker
+from triage.runtime.broker import EmbeddedBroker
 from triage.contracts import Sample, decode_review, encode
 from triage.records import OutRecord
-from triage.serving import serving_model_from_file
+from triage.lifecycle.loading import serving_model_from_file
 from triage.cli import subcommand
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer, send_until_acked

@@ -19,7 +19,7 @@ import numpy as np
 
 from triage.cli import install_stop_handlers, subcommand
 from triage.contracts import Sample, encode
-from triage.data import load_dataset
+from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError, TransportError
 from triage.records import OutRecord
 from triage.settings import Settings

@@ -11,8 +11,8 @@ from consumers.trainer import Trainer
 from triage.cli import install_stop_handlers, subcommand
 from triage.commands.train import registry_arg
 from triage.errors import ConfigError
-from triage.http import OpsServer
-from triage.registry import Registry
+from triage.runtime.http import OpsServer
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker, ensure_topics
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from triage.cli import subcommand
-from triage.data import load_dataset
+from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError
 from triage.model import OnnxClassifier
-from triage.selection import STRATEGIES, coverage_radius, select
+from triage.lifecycle.selection import STRATEGIES, coverage_radius, select
 from triage.settings import Settings
 
 

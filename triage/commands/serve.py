@@ -8,12 +8,13 @@ import logging
 from consumers.backlog import BacklogWatcher
 from consumers.scorer import Scorer
 from triage.cli import install_stop_handlers, subcommand
-from triage.http import OpsServer
+from triage.runtime.http import OpsServer
 from consumers.model_watcher import ModelWatcher
 from triage.errors import ConfigError
 from triage.policies import prepare_model
-from triage.registry import Registry
-from triage.serving import ServingModel, serving_model_from_file, serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_file, serving_model_from_registry
 from triage.settings import Settings
 from triage.transport import backend_name, check_broker, ensure_topics
 

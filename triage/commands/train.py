@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from triage.bundles import train_initial
+from triage.lifecycle.bundles import train_initial
 from triage.cli import subcommand
-from triage.data import load_dataset
+from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError
-from triage.registry import Registry
+from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 
 

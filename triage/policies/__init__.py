@@ -1,7 +1,7 @@
 """Routing policies: calibration, threshold / review-rate / risk rules, audit, hygiene,
 budget and the acceptable-performance gate. Pure: no Kafka, no I/O.
 
-Every policy implements ``triage.routing.RoutingPolicy``; ``PolicyStack`` composes one base
+Every policy implements ``triage.scoring.routing.RoutingPolicy``; ``PolicyStack`` composes one base
 rule (``RULES``, chosen once by ``make_rule``) with the budget cap, gate, audit and hygiene.
 Everything here takes ``PolicySettings`` (``Settings.policy``), never the whole Settings.
 ``fit_routing`` fits a model version's parameters (the manifest's ``routing`` section);

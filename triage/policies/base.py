@@ -14,14 +14,14 @@ import numpy as np
 
 if TYPE_CHECKING:
     from triage.policies.review_rate import RateController
-    from triage.scoring import Scores
+    from triage.scoring.scores import Scores
 
 Routing = Mapping[str, Any]  # a model version's fitted ``routing`` manifest section ({} = none)
 
 
 @dataclass(frozen=True)
 class RuleSnapshot:
-    """A rule's share of ``triage.routing.PolicySnapshot`` (None = not this rule's concern)."""
+    """A rule's share of ``triage.scoring.routing.PolicySnapshot`` (None = not this rule's concern)."""
 
     review_rate_target: Optional[float] = None
     coverage_holdout: Optional[float] = None

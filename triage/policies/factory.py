@@ -10,7 +10,7 @@ from triage.policies.review_rate import ReviewRateRule
 from triage.policies.risk import RiskRule
 from triage.policies.stack import PolicyStack
 from triage.policies.threshold import ThresholdRule
-from triage.routing import ModelInfo
+from triage.scoring.routing import ModelInfo
 from triage.settings import PolicyName, PolicySettings
 
 RULES: Mapping[PolicyName, Callable[[PolicySettings], BaseRule]] = {

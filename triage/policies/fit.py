@@ -12,12 +12,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from triage.acquisition import uncertainty
-from triage.calibrators import Calibrator, TemperatureCalibrator, calibrator_from_dict, fit_calibrator
-from triage.calibration import expected_calibration_error
+from triage.scoring.acquisition import uncertainty
+from triage.scoring.calibration import Calibrator, TemperatureCalibrator, calibrator_from_dict, fit_calibrator
+from triage.scoring.calibration import expected_calibration_error
 from triage.errors import ConfigError
 from triage.policies.risk import fit_risk
-from triage.serving import ServingModel
+from triage.scoring.servable import ServingModel
 from triage.settings import PolicySettings
 
 log = logging.getLogger("triage.policy")

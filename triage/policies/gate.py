@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from triage.policies.base import Routing
-from triage.routing import CONFIDENT, GATE, HELD_GATE
+from triage.scoring.routing import CONFIDENT, GATE, HELD_GATE
 from triage.settings import PolicySettings
 
 log = logging.getLogger("triage.policy")

@@ -16,11 +16,11 @@ import numpy as np
 
 from triage.policies.base import Routing
 from triage.policies.dedupe import ClassMix, NearDuplicateFilter
-from triage.routing import CONFIDENT, HELD_DUPLICATE, HELD_QUOTA, NOT_HELD
+from triage.scoring.routing import CONFIDENT, HELD_DUPLICATE, HELD_QUOTA, NOT_HELD
 from triage.settings import PolicySettings
 
 if TYPE_CHECKING:
-    from triage.scoring import Scores
+    from triage.scoring.scores import Scores
 
 MIN_MIX_WINDOW = 500
 

@@ -25,7 +25,7 @@ import numpy as np
 from triage.settings import ReviewOrder
 
 if TYPE_CHECKING:
-    from triage.scoring import Scores
+    from triage.scoring.scores import Scores
 
 MAX_RANKED = 512  # beyond this many requests in one batch the tail keeps priority order
 TIE_STEP = 1e-9

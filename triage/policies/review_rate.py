@@ -21,7 +21,7 @@ from triage.policies.base import RuleSnapshot, Routing
 from triage.settings import PolicySettings
 
 if TYPE_CHECKING:
-    from triage.scoring import Scores
+    from triage.scoring.scores import Scores
 
 
 class RateController:

@@ -35,7 +35,7 @@ from triage.settings import PolicySettings
 
 if TYPE_CHECKING:
     from triage.policies.review_rate import RateController
-    from triage.scoring import Scores
+    from triage.scoring.scores import Scores
 
 log = logging.getLogger("triage.policy")
 

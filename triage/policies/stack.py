@@ -37,10 +37,10 @@ from triage.policies.gate import Gate
 from triage.policies.hygiene import ReviewHygiene
 from triage.policies.review_order import ReviewRanking
 from triage.policies.review_rate import RateController
-from triage.routing import (
+from triage.scoring.routing import (
     CONFIDENT, HELD_DUPLICATE, HELD_QUOTA, HOLDS, NOT_HELD, OUTLIER, UNCERTAIN, Decisions, ModelInfo, PolicySnapshot,
 )
-from triage.scoring import Scores
+from triage.scoring.scores import Scores
 from triage.settings import PolicySettings
 
 
@@ -52,7 +52,7 @@ def informativeness(scores: Scores, is_out: np.ndarray) -> np.ndarray:
 
 
 class PolicyStack:
-    """Implements ``triage.routing.RoutingPolicy`` around one ``BaseRule``."""
+    """Implements ``triage.scoring.routing.RoutingPolicy`` around one ``BaseRule``."""
 
     def __init__(
         self,

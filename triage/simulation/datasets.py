@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from triage.data import load_dataset
+from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError
 
 MIN_ROWS_PER_CLASS = 2

@@ -32,15 +32,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from triage.bundles import train_initial
-from triage.labelstore import LabelStore
+from triage.lifecycle.bundles import train_initial
+from triage.lifecycle.labelstore import LabelStore
 from triage.policies import make_policy, prepare_model
 from triage.policies.stack import PolicyStack
-from triage.registry import Registry
-from triage.retraining import retrain_once
-from triage.scoring import score_batch
-from triage.selection import select
-from triage.serving import ServingModel, serving_model_from_registry
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.retraining import retrain_once
+from triage.scoring.scores import score_batch
+from triage.lifecycle.selection import select
+from triage.scoring.servable import ServingModel
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 from triage.simulation.datasets import Split
 from triage.simulation.strategies import Strategy

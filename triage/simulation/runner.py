@@ -27,7 +27,7 @@ from triage.simulation.datasets import split
 from triage.simulation.replay import Replay, ReplayConfig, RunResult, full_label_accuracy
 from triage.simulation.strategies import Strategy
 from triage.simulation.summary import TARGETS, labels_to, mean_curve, plot, summarize, table
-from triage.threads import limit_blas_threads
+from triage.runtime.threads import limit_blas_threads
 
 EXTRA_ROUNDS = 2
 

@@ -7,9 +7,9 @@ from typing import Optional
 
 import numpy as np
 
-from triage.acquisition import normalized_entropy, top2, uncertainty
-from triage.calibration import apply_temperature
-from triage.serving import ServingModel
+from triage.scoring.acquisition import normalized_entropy, top2, uncertainty
+from triage.scoring.calibration import apply_temperature
+from triage.scoring.servable import ServingModel
 from triage.settings import Acquisition
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from triage.contracts import Label, LabelOrigin
-from triage.labelstore import UNDO
+from triage.lifecycle.labelstore import UNDO
 
 SOURCE = "label-studio"  # LabelOrigin.tool of the bridge's labels
 

@@ -16,15 +16,15 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from triage.calibration import apply_temperature
+from triage.scoring.calibration import apply_temperature
 from triage.errors import TriageError
-from triage.labelstore import LabelStore
-from triage.serving import registered_classifier
-from triage.registry import Registry
+from triage.lifecycle.labelstore import LabelStore
+from triage.lifecycle.loading import registered_classifier
+from triage.lifecycle.registry import Registry
 from triage.settings import PolicySettings, RetrainSettings
-from triage.bundles import cross_fitted_base
-from triage.preparation import ModelFlags, prepare_bundle
-from triage.training import class_counts, evaluate, train_model
+from triage.lifecycle.bundles import cross_fitted_base
+from triage.lifecycle.preparation import ModelFlags, prepare_bundle
+from triage.lifecycle.training import class_counts, evaluate, train_model
 
 log = logging.getLogger("triage.retrain")
 

@@ -20,9 +20,9 @@ from triage.contracts import (
 )
 from triage.errors import InputError, ScoreError
 from triage.records import OutRecord, RecordBatch
-from triage.routing import AUDIT, CONFIDENT, HOLDS, REASONS, Decisions, RoutingPolicy
-from triage.scoring import Scores, score_batch
-from triage.serving import ServingModel
+from triage.scoring.routing import AUDIT, CONFIDENT, HOLDS, REASONS, Decisions, RoutingPolicy
+from triage.scoring.scores import Scores, score_batch
+from triage.scoring.servable import ServingModel
 from triage.settings import Acquisition, PolicySettings, ServingSettings, TopicSettings
 
 TOP_K = 3

@@ -17,14 +17,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from triage.calibration import apply_temperature
+from triage.scoring.calibration import apply_temperature
 from triage.errors import ConfigError
 from triage.model import OnnxClassifier
-from triage.outlier import OutlierDetector
+from triage.scoring.outlier import OutlierDetector
 from triage.policies.fit import fit_routing, label_positions, log_routing, prepare_model
-from triage.serving import ServingModel
+from triage.scoring.servable import ServingModel
 from triage.settings import PolicySettings, ServingSettings
-from triage.training import evaluate
+from triage.lifecycle.training import evaluate
 
 log = logging.getLogger("triage.model")
 CANARY_ROWS = 32

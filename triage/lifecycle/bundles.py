@@ -22,11 +22,11 @@ import numpy as np
 
 from triage.errors import ConfigError, TriageError
 from triage.model import model_bytes
-from triage.preparation import CrossFitted, ModelFlags, prepare_bundle
-from triage.registry import Registry
-from triage.serving import serving_model_from_registry
+from triage.lifecycle.preparation import CrossFitted, ModelFlags, prepare_bundle
+from triage.lifecycle.registry import Registry
+from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import PolicySettings, RetrainSettings, ServingSettings
-from triage.training import TrainedModel, class_counts, cross_fit, train_model
+from triage.lifecycle.training import TrainedModel, class_counts, cross_fit, train_model
 
 log = logging.getLogger("triage.train")
 # Fewer base rows than this add next to nothing to the certification: skip the fold fits.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from triage.scoring import Scores
+    from triage.scoring.scores import Scores
 
 REASONS = ("confident", "uncertain", "outlier", "audit", "gate")
 CONFIDENT, UNCERTAIN, OUTLIER, AUDIT, GATE = range(5)
@@ -46,7 +46,7 @@ class Decisions:
 
 
 class ModelInfo(Protocol):
-    """What a policy needs of a model version (``triage.serving.ServingModel`` fits)."""
+    """What a policy needs of a model version (``triage.scoring.servable.ServingModel`` fits)."""
 
     @property
     def version(self) -> str: ...

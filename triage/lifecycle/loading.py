@@ -1,70 +1,27 @@
-"""A servable model: the classifier plus everything scoring needs, swapped as one value."""
+"""Loading a servable model: from a model file (prepared like ``triage models import``) or from a
+registry version (sha256-verified, checked against the running model, warmed on its canary rows)."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-import numpy as np
-
-from triage.calibrators import Calibrator
-from triage.data import load_dataset
-from triage.errors import ConfigError, IncompatibleModelError, ModelLoadError
+from triage.errors import ConfigError, IncompatibleModelError
+from triage.lifecycle.data import load_dataset
+from triage.lifecycle.registry import Registry
 from triage.model import OnnxClassifier
-from triage.outlier import OutlierDetector
-from triage.settings import ServingSettings
-
-if TYPE_CHECKING:
-    from triage.registry import Registry
-    from triage.settings import PolicySettings
-
-log = logging.getLogger(__name__)
+from triage.scoring.outlier import OutlierDetector
+from triage.scoring.servable import ServingModel
+from triage.settings import PolicySettings, ServingSettings
 
 
-@dataclass(frozen=True)
-class ServingModel:
-    classifier: OnnxClassifier
-    version: str
-    sha256: str
-    outlier: Optional[OutlierDetector] = None
-    temperature: float = 1.0
-    manifest: dict[str, Any] = field(default_factory=dict)
-    calibrator: Optional[Calibrator] = None  # when set, used instead of temperature (policies)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.classifier.spec.classes
-
-    @property
-    def feature_count(self) -> int:
-        return self.classifier.spec.feature_count
-
-    def warm_up(self, canary: Optional[np.ndarray] = None) -> None:
-        """Run a canary batch; refuse a model whose output is not a probability table."""
-        X = canary if canary is not None else np.zeros((8, self.feature_count))
-        probs = self.classifier.predict_proba(X)
-        who = f"{self.version}: {self.classifier.described}"
-        if probs.shape != (len(X), len(self.classes)):
-            raise ModelLoadError(who, f"canary output has shape {probs.shape}, expected {(len(X), len(self.classes))}")
-        if not np.isfinite(probs).all():
-            raise ModelLoadError(who, "its output on the canary rows contains NaN or infinity; no flag changes "
-                                 "this: check the model against its reference data")
-        if (probs < -1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-            hint = ("it is set to logits, so check --output-name" if self.classifier.spec.output_kind == "logits"
-                    else "if the model outputs logits, set --output-kind logits")
-            raise ModelLoadError(who, f"its output on the canary rows is not probabilities (negative or rows not "
-                                 f"summing to 1); {hint}")
-
-
-def serving_model_from_file(serving: ServingSettings, policy: "PolicySettings") -> ServingModel:
+def serving_model_from_file(serving: ServingSettings, policy: PolicySettings) -> ServingModel:
     """The model for ``triage serve --model PATH [--reference FILE]``: the same preparation as
     ``triage models import`` (``preparation.prepare_bundle``), so both route alike. A labelled
     reference (``y``) also fits calibration and routing."""
     from triage.model import model_bytes
-    from triage.preparation import ModelFlags, prepare_bundle
+    from triage.lifecycle.preparation import ModelFlags, prepare_bundle
 
     if serving.model is None:
         raise ConfigError("no model: pass --model PATH or --registry DIR")
@@ -93,7 +50,7 @@ def registered_classifier(path: Path, manifest: dict[str, Any], serving: Optiona
 
 
 def serving_model_from_registry(
-    registry: "Registry", version: str, serving: ServingSettings, *, running: Optional[ServingModel] = None
+    registry: Registry, version: str, serving: ServingSettings, *, running: Optional[ServingModel] = None
 ) -> ServingModel:
     """Load a registry version: verify sha256 first, then load, check it fits the running
     model (feature count), and warm it up on the bundle's canary rows."""

@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from triage.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from triage.scoring.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from triage.errors import ConfigError
 
 FAMILIES: dict[str, Callable[[int], ClassifierMixin]] = {

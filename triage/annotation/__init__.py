@@ -1,0 +1,1 @@
+"""Where annotators work: the console's rendering and the Label Studio integration."""

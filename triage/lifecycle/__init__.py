@@ -1,0 +1,2 @@
+"""The model lifecycle: training, preparation of a servable bundle, the registry, the label store and
+retraining. No Kafka, no argparse."""
