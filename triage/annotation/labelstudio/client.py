@@ -4,8 +4,9 @@ Auth: ``api_key`` is either a legacy token (sent as ``Authorization: Token <key>
 organization must have legacy tokens enabled) or a Personal Access Token, i.e. a JWT *refresh*
 token (three base64url parts). A PAT is exchanged at ``POST /api/token/refresh/`` for a short-lived
 access token sent as ``Authorization: Bearer <access>``; on a 401 the client refreshes once and
-retries. See /tmp/snippets/labelstudio_notes.md (and tests/integration/test_labelstudio_client.py)
-for the endpoints, payload shapes and quirks this relies on.
+retries. See tests/integration/test_labelstudio_client.py, tests/labelstudio.py and the recorded
+webhook bodies in tests/labelstudio_payloads.json for the endpoints, payload shapes and quirks
+this relies on.
 """
 
 from __future__ import annotations
