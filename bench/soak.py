@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from triage.runtime.broker import EmbeddedBroker, free_port  # noqa: E402
-from triage.commands.quickstart import example_paths  # noqa: E402
+from triage.examples import example_paths  # noqa: E402
 from triage.records import OutRecord  # noqa: E402
 from triage.settings import Settings  # noqa: E402
 from triage.transport import ensure_topics, make_producer  # noqa: E402

@@ -33,7 +33,7 @@ import numpy as np
 from confluent_kafka import Producer
 
 from triage.runtime.broker import EmbeddedBroker
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.settings import Settings
 from triage.transport import ensure_topics
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from consumers.loop import Step
 from consumers.scorer import Scorer
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.scoring.handlers import BatchResult
 from triage.records import OutRecord, RecordBatch
 from triage.scoring.servable import ServingModel

@@ -74,7 +74,7 @@ def worker(old: str, records_path: str, start: int, out_path: str, registry_root
     from consumers.model_watcher import ModelWatcher
     from consumers.trainer import Trainer
     from triage import codec, handlers
-    from triage.commands.quickstart import example_paths
+    from triage.examples import example_paths
     from triage.errors import InputError, LabelError, TriageError
     from triage.lifecycle.labelstore import EDGE_CASE, UNDO, LabelStore
     from triage.policies import make_policy

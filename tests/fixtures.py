@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 
 from triage.runtime.broker import EmbeddedBroker, free_port
 from triage.lifecycle.bundles import train_initial
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.records import OutRecord
 from triage.lifecycle.registry import Registry
 from triage.settings import Settings

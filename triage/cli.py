@@ -1,7 +1,10 @@
 """The ``triage`` command. Entry points are the only place that reads the environment.
 
-Setting flags are generated from ``Settings``: every field in a command's groups becomes
-``--field-name``, its help is the field's docstring plus its default and env variable.
+The commands live in ``triage.commands`` and declare themselves with
+``triage.commands.base.subcommand`` (their arguments and the settings sections they take);
+this module builds the parser from them, turns flags into ``Settings``, sets up logging and
+maps errors to exit codes. Setting flags: one group per settings section, see
+``triage.commands.base``.
 """
 
 from __future__ import annotations
@@ -9,97 +12,35 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, get_args
+from typing import Callable, Optional, Sequence
 
-from pydantic import SecretStr, ValidationError
+import pydantic
 
+from triage.commands.base import (  # noqa: F401  (add_setting_flag, ...: re-exported for callers of triage.cli)
+    add_setting_flag, add_settings_flags, build_command, install_stop_handlers,
+)
 from triage.errors import ConfigError, TriageError
-from triage.settings import Settings
+from triage.settings import FIELD_SECTION, Settings, flag_of
 
 log = logging.getLogger("triage")
 
-Command = Callable[[Settings, argparse.Namespace], int]
-_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
-def add_settings_flags(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
-    """Add ``--flag`` for every Settings field in ``groups`` (defaults suppressed so only
-    flags actually given override the environment). A flag the command already defines
-    itself (e.g. ``--registry``, ``--model``) is left as the command defined it."""
-    for group in groups:
-        section = parser.add_argument_group(f"{group} settings")
-        for name, field in dict(Settings.fields()).items():
-            extra = field.json_schema_extra or {}
-            if isinstance(extra, dict) and extra.get("group") == group:
-                add_setting_flag(section, name)
-
-
-def add_setting_flag(parser: Any, name: str) -> None:
-    """``--name`` for the Settings field ``name`` (help: its docstring, default and env
-    variable; default suppressed), unless ``parser`` already has that flag."""
-    field = dict(Settings.fields())[name]
-    flag = flag_of(name)
-    if flag in parser._option_string_actions:
-        return
-    default = field.default
-    shown = "(unset)" if default is None else ("*****" if isinstance(default, SecretStr) else default)
-    help_text = f"{field.description or ''} [default: {shown}; env TRIAGE_{name.upper()}]"
-    choices = _choices(field.annotation)
-    if field.annotation is bool:
-        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                            default=argparse.SUPPRESS, help=help_text)
-    else:
-        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices,
-                            metavar=name.upper() if not choices else None, help=help_text)
-
-
-def flag_of(name: str) -> str:
-    """The flag of a Settings field: ``--field-name`` unless the field names its own."""
-    extra = dict(Settings.fields())[name].json_schema_extra
-    custom = extra.get("flag") if isinstance(extra, dict) else None
-    return str(custom) if custom else "--" + name.replace("_", "-")
-
-
-def _choices(annotation: Any) -> Optional[list[str]]:
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    inner = args[0] if len(args) == 1 else annotation
-    literal = get_args(inner)
-    if literal and all(isinstance(v, str) for v in literal):
-        return list(literal)
-    return None
-
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k in dict(Settings.fields())}
+    overrides = {k: v for k, v in vars(args).items() if k in FIELD_SECTION}
     try:
         return Settings(**overrides)
-    except ValidationError as exc:
+    except pydantic.ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            known = loc in dict(Settings.fields())
+            known = loc in FIELD_SECTION
             flag = f"{flag_of(loc) if known else '--' + loc.replace('_', '-')} / TRIAGE_{loc.upper()}" \
                 if loc != "settings" else "settings"
             lines.append(f"  {flag}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
-
-
-def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT set ``stop``: the loops finish their batch, flush, commit and leave."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():  # second signal: the user means it
-            raise KeyboardInterrupt
-        log.info("received %s: finishing the current batch, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 CLIENT_LOGGERS = ("rdkafka", "kafka")
@@ -193,8 +134,7 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Command modules register themselves on import.
-    from triage import commands  # noqa: F401
+    from triage.commands import load_commands
 
     parser = argparse.ArgumentParser(
         prog="triage",
@@ -202,60 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "samples to human review; retrain and hot-swap.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for build in _BUILDERS:
-        build(sub)
+    for spec in load_commands():
+        build_command(sub, spec)
     return parser
-
-
-Arguments = Callable[[argparse.ArgumentParser], None]
-
-
-@dataclass(frozen=True)
-class Action:
-    """One action of a command with actions (``triage models promote``): its own arguments
-    and the settings groups it takes besides the command's."""
-
-    name: str
-    help: str
-    arguments: Optional[Arguments] = None
-    groups: tuple[str, ...] = ()
-
-
-def subcommand(
-    name: str, help_text: str, groups: tuple[str, ...] = (),
-    arguments: Optional[Arguments] = None, actions: Sequence[Action] = (),
-) -> Callable[[Command], Command]:
-    """Register ``triage NAME``: its own arguments plus the settings flags of ``groups``.
-
-    With ``actions`` (``triage NAME ACTION``), ``arguments`` and ``groups`` are the command's
-    group options: each is accepted before the action and after it (``triage models
-    --registry R rollback`` and ``triage models rollback --registry R``), and each action's
-    --help lists them. Every such option defaults to argparse.SUPPRESS on both levels, so the
-    position not used never overrides the other with a default."""
-
-    def register(fn: Command) -> Command:
-        def build(sub: argparse._SubParsersAction) -> None:
-            p = sub.add_parser(name, help=help_text, description=help_text,
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-            if arguments:
-                arguments(p)
-            add_settings_flags(p, groups)
-            if actions:
-                subs = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-                for action in actions:
-                    a = subs.add_parser(action.name, help=action.help, description=action.help,
-                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-                    if action.arguments:
-                        action.arguments(a)
-                    if arguments:
-                        arguments(a)
-                    add_settings_flags(a, groups + action.groups)
-            p.set_defaults(_handler=fn)
-
-        _BUILDERS.append(build)
-        return fn
-
-    return register
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -5,6 +5,10 @@ users already have: ``TRIAGE_BOOTSTRAP_SERVERS``, ``TRIAGE_POLICY``, ...). ``Set
 groups the sections; entry points build it from flags (which override the environment) and
 hand each library part just its own section. Each field's docstring is its help text
 (``triage serve --help``). Secrets are ``SecretStr``: they print as ``**********``.
+
+On the command line each section is one flag group: a command takes whole sections by name
+(``SECTIONS``'s keys), and every field becomes ``--field-name`` unless it names its own flag
+(``_flag``; the Label Studio bridge's ``--url``, ``--api-key``, ...). See ``flag_of``.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ KafkaClient = Literal["auto", "kafka-python", "confluent"]
 PolicyName = Literal["threshold", "review-rate", "risk"]
 
 
-def _group(name: str, flag: Optional[str] = None) -> dict[str, str]:
-    """The CLI flag group a field belongs to (which commands offer it), and its flag when it is
-    not ``--field-name`` (the bridge's short ``--url`` for ``label_studio_url``)."""
-    return {"group": name, "flag": flag} if flag else {"group": name}
+def _flag(flag: str) -> dict[str, str]:
+    """A field's flag when it is not ``--field-name`` (the bridge's short ``--url`` for
+    ``label_studio_url``)."""
+    return {"flag": flag}
 
 
 class Section(BaseSettings):
@@ -41,48 +45,44 @@ class Section(BaseSettings):
 class ConnectionSettings(Section):
     """How to reach Kafka: brokers, client library, security, consumer-group timing, topic creation."""
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", json_schema_extra=_group("kafka"))
+    bootstrap_servers: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]."""
-    kafka_client: KafkaClient = Field("auto", json_schema_extra=_group("kafka"))
+    kafka_client: KafkaClient = "auto"
     """Kafka client library: auto (confluent-kafka when installed), kafka-python or confluent."""
-    group_id: str = Field("triage-scorer", json_schema_extra=_group("kafka"))
+    group_id: str = "triage-scorer"
     """Consumer group of the scorer replicas on the samples topic."""
-    session_timeout_ms: int = Field(10_000, ge=1000, json_schema_extra=_group("kafka"))
+    session_timeout_ms: int = Field(10_000, ge=1000)
     """Consumer-group session timeout; a dead replica's partitions move after this long."""
-    max_poll_interval_ms: int = Field(300_000, ge=1000, json_schema_extra=_group("kafka"))
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
     """Longest allowed gap between polls before the group evicts this replica."""
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", json_schema_extra=_group("kafka")
-    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     """Kafka security protocol."""
-    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = Field(
-        None, json_schema_extra=_group("kafka")
-    )
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = None
     """SASL mechanism when security_protocol is SASL_*."""
-    sasl_username: Optional[str] = Field(None, json_schema_extra=_group("kafka"))
+    sasl_username: Optional[str] = None
     """SASL user name."""
-    sasl_password: Optional[SecretStr] = Field(None, json_schema_extra=_group("kafka"))
+    sasl_password: Optional[SecretStr] = None
     """SASL password (secret; never logged)."""
-    ssl_cafile: Optional[Path] = Field(None, json_schema_extra=_group("kafka"))
+    ssl_cafile: Optional[Path] = None
     """PEM file of CA certificates used to verify the brokers."""
-    ssl_certfile: Optional[Path] = Field(None, json_schema_extra=_group("kafka"))
+    ssl_certfile: Optional[Path] = None
     """PEM client certificate for mutual TLS."""
-    ssl_keyfile: Optional[Path] = Field(None, json_schema_extra=_group("kafka"))
+    ssl_keyfile: Optional[Path] = None
     """PEM private key of the client certificate."""
-    ssl_key_password: Optional[SecretStr] = Field(None, json_schema_extra=_group("kafka"))
+    ssl_key_password: Optional[SecretStr] = None
     """Password of the client private key (secret; never logged)."""
-    create_topics: bool = Field(True, json_schema_extra=_group("kafka"))
+    create_topics: bool = True
     """Create missing triage topics at start-up (explicitly, with topic_partitions)."""
-    topic_partitions: int = Field(4, ge=1, json_schema_extra=_group("kafka"))
+    topic_partitions: int = Field(4, ge=1)
     """Partition count for topics triage creates; keep it >= the number of scorer replicas."""
-    connect_timeout_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("kafka"))
+    connect_timeout_s: float = Field(30.0, gt=0.0)
     """How long a command waits at start-up for a Kafka broker to answer before it gives up
     with one clear error (also bounds announcing a promotion or rollback)."""
-    client_logs: bool = Field(False, json_schema_extra=_group("kafka"))
+    client_logs: bool = False
     """Show the Kafka client library's own log lines (librdkafka / kafka-python) at WARNING
     and above, rate-limited; without it they appear only with --log-level DEBUG."""
 
-    linger_ms: int = Field(5, ge=0, json_schema_extra=_group("processing"))
+    linger_ms: int = Field(5, ge=0)
     """Producer linger: how long the producer waits to fill a batch."""
 
     @model_validator(mode="after")
@@ -100,17 +100,17 @@ class ConnectionSettings(Section):
 class TopicSettings(Section):
     """The names of the six triage topics."""
 
-    samples_topic: str = Field("triage.samples", json_schema_extra=_group("topics"))
+    samples_topic: str = "triage.samples"
     """Input topic of samples to score."""
-    predictions_topic: str = Field("triage.predictions", json_schema_extra=_group("topics"))
+    predictions_topic: str = "triage.predictions"
     """Output topic of auto-accepted predictions."""
-    review_topic: str = Field("triage.review", json_schema_extra=_group("topics"))
+    review_topic: str = "triage.review"
     """Output topic of review requests for annotators."""
-    labels_topic: str = Field("triage.labels", json_schema_extra=_group("topics"))
+    labels_topic: str = "triage.labels"
     """Topic of human labels consumed by the retrain job."""
-    models_topic: str = Field("triage.models", json_schema_extra=_group("topics"))
+    models_topic: str = "triage.models"
     """Topic of model promote/rollback events read by every scorer replica."""
-    dlq_topic: str = Field("triage.dlq", json_schema_extra=_group("topics"))
+    dlq_topic: str = "triage.dlq"
     """Dead-letter topic: original bytes plus failure headers."""
 
 
@@ -133,40 +133,38 @@ class ServingSettings(Section):
     """What the scorer serves (model file or registry, how to read the graph) and how it
     works through the stream (batch size, record size limit, threads)."""
 
-    model: Optional[Path] = Field(None, json_schema_extra=_group("model"))
+    model: Optional[Path] = None
     """ONNX classifier to serve (a plain file; use registry for hot-swap)."""
-    registry: Optional[Path] = Field(None, json_schema_extra=_group("model"))
+    registry: Optional[Path] = None
     """Model registry directory; the scorer serves its CURRENT version and hot-swaps."""
-    reference: Optional[Path] = Field(None, json_schema_extra=_group("model"))
+    reference: Optional[Path] = None
     """Reference data (npz with X[,y], or CSV) to fit the outlier detector at start-up."""
-    classes: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    classes: Optional[str] = None
     """Comma-separated class names, in output order, when the model does not carry them."""
-    input_name: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    input_name: Optional[str] = None
     """Name of the model's feature input, when the graph has several inputs."""
-    output_name: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    output_name: Optional[str] = None
     """Name of the probability (or logit) output, when it cannot be told from the graph."""
-    feature_count: Optional[int] = Field(None, ge=1, json_schema_extra=_group("model"))
+    feature_count: Optional[int] = Field(None, ge=1)
     """Feature count, when the model's input shape leaves it open and no reference is given."""
-    output_kind: Literal["probabilities", "logits"] = Field(
-        "probabilities", json_schema_extra=_group("model")
-    )
+    output_kind: Literal["probabilities", "logits"] = "probabilities"
     """What the chosen output holds; logits get a softmax."""
-    model_version: Optional[str] = Field(None, json_schema_extra=_group("model"))
+    model_version: Optional[str] = None
     """Version stamped on outputs when serving a plain --model file (default: file-<sha256[:12]>)."""
-    ort_threads: int = Field(1, ge=0, json_schema_extra=_group("model"))
+    ort_threads: int = Field(1, ge=0)
     """onnxruntime intra-op threads (0 = onnxruntime's choice). One is best for small models."""
 
-    registry_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("model"))
+    registry_poll_s: float = Field(30.0, gt=0.0)
     """Scorers re-check the registry's CURRENT this often, in case a model event was missed."""
-    outlier_quantile: float = Field(0.995, gt=0.5, lt=1.0, json_schema_extra=_group("routing"))
+    outlier_quantile: float = Field(0.995, gt=0.5, lt=1.0)
     """Quantile of reference outlier distances used as the outlier threshold."""
-    batch_size: int = Field(1000, ge=1, le=100_000, json_schema_extra=_group("processing"))
+    batch_size: int = Field(1000, ge=1, le=100_000)
     """Most records taken per poll and scored in one ONNX run."""
-    poll_timeout_ms: int = Field(200, ge=1, json_schema_extra=_group("processing"))
+    poll_timeout_ms: int = Field(200, ge=1)
     """How long one poll waits for records."""
-    max_message_bytes: int = Field(1_000_000, ge=64, json_schema_extra=_group("processing"))
+    max_message_bytes: int = Field(1_000_000, ge=64)
     """Records larger than this are dead-lettered as oversized (bounds memory)."""
-    blas_threads: int = Field(1, ge=0, json_schema_extra=_group("processing"))
+    blas_threads: int = Field(1, ge=0)
     """BLAS threads for numpy (outlier scoring); 0 = leave the library default. One is
     fastest for per-batch matrices this small, and spinning BLAS threads steal the cores
     the Kafka client needs."""
@@ -190,59 +188,57 @@ class PolicySettings(Section):
     """How scores become routing decisions: acquisition, thresholds, risk control, gate,
     review-queue hygiene and the annotation budget."""
 
-    policy: PolicyName = Field("threshold", json_schema_extra=_group("policy"))
+    policy: PolicyName = "threshold"
     """threshold: fixed --uncertainty-threshold. review-rate: keep the review share near
     --review-rate. risk: auto-accept only what held-out labels certify (error <= --risk-alpha
     with probability >= 1 - --risk-delta); needs held-out labels (--reference with y)."""
-    acquisition: Acquisition = Field("margin", json_schema_extra=_group("routing"))
+    acquisition: Acquisition = "margin"
     """Uncertainty measure: least-confidence (1-p1), margin (1-(p1-p2)) or entropy (normalized)."""
-    review_order: ReviewOrder = Field("priority", json_schema_extra=_group("routing"))
+    review_order: ReviewOrder = "priority"
     """Order of a batch's review requests (their priority, which annotators work by):
     priority (most uncertain first), diverse (most uncertain first, spread over clusters of
     the batch's uncertain rows) or badge (k-means++ over gradient embeddings)."""
-    uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
+    uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0)
     """Samples whose uncertainty (0..1, higher = less sure) exceeds this go to review."""
-    audit_rate: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("routing"))
+    audit_rate: float = Field(0.0, ge=0.0, le=1.0)
     """Random fraction of auto-accepted samples also sent to review with reason audit."""
-    seed: int = Field(0, json_schema_extra=_group("routing"))
+    seed: int = 0
     """Seed of every random routing decision (audit sampling)."""
 
-    review_rate: float = Field(0.05, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    review_rate: float = Field(0.05, gt=0.0, lt=1.0)
     """Target share of samples sent to review under --policy review-rate."""
-    review_rate_window: int = Field(2000, ge=50, le=1_000_000, json_schema_extra=_group("policy"))
+    review_rate_window: int = Field(2000, ge=50, le=1_000_000)
     """Samples in the review-rate controller's sliding window: after a drift the rate is back
     on target within about this many samples."""
-    risk_alpha: float = Field(0.05, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    risk_alpha: float = Field(0.05, gt=0.0, lt=1.0)
     """Largest tolerated error rate among auto-accepted predictions (--policy risk)."""
-    risk_delta: float = Field(0.1, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    risk_delta: float = Field(0.1, gt=0.0, lt=1.0)
     """Allowed probability that the risk bound fails (held-out sample was unlucky)."""
-    risk_mondrian: bool = Field(False, json_schema_extra=_group("policy"))
+    risk_mondrian: bool = False
     """Certify a separate threshold per predicted class (each class's error <= alpha)."""
-    calibration: Literal["auto", "temperature", "platt", "isotonic", "none"] = Field(
-        "auto", json_schema_extra=_group("policy")
-    )
+    calibration: Literal["auto", "temperature", "platt", "isotonic", "none"] = "auto"
     """Calibration fitted on held-out labels at start-up: auto picks by cross-validated log loss."""
-    calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, json_schema_extra=_group("policy"))
+    calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     """Share of held-out labelled rows used to fit calibration; the rest certify the risk
     threshold, the gate metrics and the after-calibration ECE (kept apart so the bound is honest)."""
-    gate_min_accuracy: Optional[float] = Field(None, ge=0.0, le=1.0, json_schema_extra=_group("policy"))
+    gate_min_accuracy: Optional[float] = Field(None, ge=0.0, le=1.0)
     """Gate: a model version auto-accepts nothing until its held-out accuracy reaches this."""
-    gate_min_coverage: Optional[float] = Field(None, ge=0.0, le=1.0, json_schema_extra=_group("policy"))
+    gate_min_coverage: Optional[float] = Field(None, ge=0.0, le=1.0)
     """Gate: ... until the risk bound holds at a held-out coverage of at least this."""
-    gate_mode: Literal["review", "provisional"] = Field("review", json_schema_extra=_group("policy"))
+    gate_mode: Literal["review", "provisional"] = "review"
     """While the gate is closed: send would-be-accepted samples to review (reason gate), or
     publish them to predictions marked provisional: true."""
-    dedupe_window: int = Field(0, ge=0, le=1_000_000, json_schema_extra=_group("policy"))
+    dedupe_window: int = Field(0, ge=0, le=1_000_000)
     """Recent review requests remembered for near-duplicate suppression (0 = off)."""
-    dedupe_radius: float = Field(0.5, gt=0.0, json_schema_extra=_group("policy"))
+    dedupe_radius: float = Field(0.5, gt=0.0)
     """Near-duplicate cell width, in reference standard deviations along random projections."""
-    review_class_quota: Optional[float] = Field(None, gt=0.0, le=1.0, json_schema_extra=_group("policy"))
+    review_class_quota: Optional[float] = Field(None, gt=0.0, le=1.0)
     """Largest share of recent review requests one predicted class may take (None = no quota)."""
-    annotation_capacity: Optional[float] = Field(None, gt=0.0, json_schema_extra=_group("policy"))
+    annotation_capacity: Optional[float] = Field(None, gt=0.0)
     """Labels per hour the annotators can produce; turns on the review-budget controller."""
-    budget_backlog_hours: float = Field(1.0, gt=0.0, json_schema_extra=_group("policy"))
+    budget_backlog_hours: float = Field(1.0, gt=0.0)
     """Review backlog (in hours of annotation capacity) the budget controller aims for."""
-    backlog_poll_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("policy"))
+    backlog_poll_s: float = Field(30.0, gt=0.0)
     """How often the scorer re-reads the review/labels topics to measure the backlog."""
 
 
@@ -250,28 +246,31 @@ class PolicySettings(Section):
 class RetrainSettings(Section):
     """The retrain job: its consumer group, model family and promotion rule."""
 
-    retrain_group_id: str = Field("triage-retrain", json_schema_extra=_group("retrain"))
+    retrain_group_id: str = "triage-retrain"
     """Consumer group of the retrain job on the labels topic."""
-    model_family: Literal["auto", "logreg", "mlp", "gb"] = Field("auto", json_schema_extra=_group("retrain"))
-    """scikit-learn model family trained by `triage train` and `triage retrain`: auto (fit
-    logreg, mlp and gb, keep the lowest validation log loss; logreg under 500 rows), logreg,
-    mlp (one regularized hidden layer) or gb (gradient boosting)."""
-    min_new_labels: int = Field(20, ge=1, json_schema_extra=_group("retrain"))
+    model_family: Literal["auto", "logreg", "mlp", "gb"] = "auto"
+    """scikit-learn model family trained by `triage train` and `triage retrain`: logreg, mlp
+    (one regularized hidden layer), gb (gradient boosting) or auto, which keeps the family with
+    the lowest temperature-scaled log loss: under 200 rows logreg without comparing; from 200
+    rows logreg or mlp, compared on 5-fold out-of-fold predictions; from 500 rows logreg, mlp
+    or gb, compared on a 20% validation split. A retrain keeps auto's choice until the
+    training data has doubled."""
+    min_new_labels: int = Field(20, ge=1)
     """Retrain only when at least this many new labels were folded since the current model."""
-    retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
+    retrain_tolerance: float = Field(0.0, ge=0.0, le=1.0)
     """Promote a candidate unless its held-out accuracy is worse than the current model's by more than this."""
-    gate_significance: float = Field(0.05, ge=0.0, le=1.0, json_schema_extra=_group("retrain"))
+    gate_significance: float = Field(0.05, ge=0.0, le=1.0)
     """A candidate's drop counts only when an exact one-sided McNemar test on the rows the two
     models disagree on shows it at this level (1 = any drop counts, as a plain comparison)."""
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9, json_schema_extra=_group("retrain"))
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     """Share of `triage train` data kept as the fixed evaluation holdout."""
-    eval_label_share: int = Field(20, ge=2, json_schema_extra=_group("retrain"))
+    eval_label_share: int = Field(20, ge=2)
     """One in this many new labels (chosen by a hash of the sample id) is reserved for evaluation,
     never trained on. The gate's main evidence is the holdout; reserving more costs the loop its
     most informative labels (1 in 5 needed ~20% more labels to reach 98% of full accuracy)."""
-    accept_new_classes: bool = Field(False, json_schema_extra=_group("retrain"))
+    accept_new_classes: bool = False
     """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
-    cross_fit_folds: int = Field(5, ge=0, le=20, json_schema_extra=_group("retrain"))
+    cross_fit_folds: int = Field(5, ge=0, le=20)
     """`triage train`: certify the risk threshold on every labelled row, scored out of fold by
     this many fold models, instead of on the holdout alone (0 = off). Assumes the served
     model is at least as good as the fold models (it sees as many rows)."""
@@ -280,13 +279,11 @@ class RetrainSettings(Section):
 class OperationsSettings(Section):
     """The /metrics, /healthz and /readyz server, and logging."""
 
-    metrics_host: str = Field("0.0.0.0", json_schema_extra=_group("operations"))
+    metrics_host: str = "0.0.0.0"
     """Bind address of the /metrics, /healthz and /readyz server."""
-    metrics_port: int = Field(8000, ge=0, le=65535, json_schema_extra=_group("operations"))
+    metrics_port: int = Field(8000, ge=0, le=65535)
     """Port of the /metrics, /healthz and /readyz server (0 = pick a free port)."""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", json_schema_extra=_group("operations")
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
 
 
@@ -295,26 +292,26 @@ class LabelStudioSettings(Section):
     """The Label Studio bridge (``triage label-studio``): where Label Studio is, which project,
     and how its webhooks reach the bridge."""
 
-    label_studio_url: str = Field("http://127.0.0.1:8080", json_schema_extra=_group("label-studio", "--url"))
+    label_studio_url: str = Field("http://127.0.0.1:8080", json_schema_extra=_flag("--url"))
     """Base URL of Label Studio."""
-    label_studio_api_key: Optional[SecretStr] = Field(None, json_schema_extra=_group("label-studio", "--api-key"))
+    label_studio_api_key: Optional[SecretStr] = Field(None, json_schema_extra=_flag("--api-key"))
     """Label Studio API key: a legacy token or a personal access token (secret; never logged)."""
-    label_studio_project_id: Optional[int] = Field(None, ge=1, json_schema_extra=_group("label-studio", "--project-id"))
+    label_studio_project_id: Optional[int] = Field(None, ge=1, json_schema_extra=_flag("--project-id"))
     """The Label Studio project to feed (else --project-title)."""
-    label_studio_project_title: str = Field("triage review", json_schema_extra=_group("label-studio", "--project-title"))
+    label_studio_project_title: str = Field("triage review", json_schema_extra=_flag("--project-title"))
     """Title of the project to use, created with a labelling config from the model's classes when missing."""
-    label_studio_webhook_host: str = Field("0.0.0.0", json_schema_extra=_group("label-studio", "--webhook-host"))
+    label_studio_webhook_host: str = Field("0.0.0.0", json_schema_extra=_flag("--webhook-host"))
     """Bind address of the webhook listener."""
-    label_studio_webhook_port: int = Field(8091, ge=0, le=65535, json_schema_extra=_group("label-studio", "--webhook-port"))
+    label_studio_webhook_port: int = Field(8091, ge=0, le=65535, json_schema_extra=_flag("--webhook-port"))
     """Port of the webhook listener (POST /webhook; 0 = pick a free port)."""
-    label_studio_webhook_url: Optional[str] = Field(None, json_schema_extra=_group("label-studio", "--webhook-url"))
+    label_studio_webhook_url: Optional[str] = Field(None, json_schema_extra=_flag("--webhook-url"))
     """The URL Label Studio calls for annotation events (default: http://127.0.0.1:<webhook port>/webhook)."""
     label_studio_webhook_secret: Optional[SecretStr] = Field(
-        None, json_schema_extra=_group("label-studio", "--webhook-secret"))
+        None, json_schema_extra=_flag("--webhook-secret"))
     """Shared secret Label Studio sends in the X-Triage-Webhook-Secret header (default: a random one per start)."""
-    label_studio_reconcile_s: float = Field(30.0, gt=0.0, json_schema_extra=_group("label-studio", "--reconcile-s"))
+    label_studio_reconcile_s: float = Field(30.0, gt=0.0, json_schema_extra=_flag("--reconcile-s"))
     """Seconds between reconciles: every annotation is re-read, so a lost webhook is caught."""
-    label_studio_group_id: str = Field("triage-label-studio", json_schema_extra=_group("label-studio", "--bridge-group-id"))
+    label_studio_group_id: str = Field("triage-label-studio", json_schema_extra=_flag("--bridge-group-id"))
     """Consumer group of the bridge on the review topic."""
 
 
@@ -383,3 +380,11 @@ class Settings:
 
 
 FIELD_SECTION: dict[str, str] = {f: name for name, cls in SECTIONS.items() for f in cls.model_fields}
+
+
+def flag_of(name: str) -> str:
+    """The flag of the Settings field ``name``: ``--field-name`` unless the field names its own."""
+    section = SECTIONS[FIELD_SECTION[name]]
+    extra = section.model_fields[name].json_schema_extra
+    custom = extra.get("flag") if isinstance(extra, dict) else None
+    return str(custom) if custom else "--" + name.replace("_", "-")

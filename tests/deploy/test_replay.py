@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures import REPO, _env, read_all
-from triage.commands.replay import chunk_size, sample_records, send_paced
+from triage.runtime.pacing import chunk_size, sample_records, send_paced
 from triage.errors import TransportError
 from triage.records import OutRecord
 from triage.settings import Settings

@@ -24,7 +24,7 @@ import pytest
 from tests.fixtures import REPO
 from triage.runtime.broker import free_port
 from triage.cli import build_parser
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from tests.fixtures import DEADLINE_S, ScorerProcess
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.records import OutRecord
 from triage.settings import Settings
 from triage.transport import make_producer

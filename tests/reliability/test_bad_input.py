@@ -16,7 +16,7 @@ from triage.scoring.handlers import BatchConfig
 from triage.policies import make_policy
 from tests.reliability.corpus import Case, corpus, kinds_broken
 from triage.contracts import Sample, decode_label, decode_sample
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.errors import InputError
 from triage.scoring.handlers import process_batch
 from triage.records import RecordBatch

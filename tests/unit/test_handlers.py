@@ -26,7 +26,7 @@ def served(example_model: tuple[Path, Path]) -> tuple[ServingModel, np.ndarray, 
 
 @pytest.fixture(scope="module")
 def example_model() -> tuple[Path, Path]:
-    from triage.commands.quickstart import example_paths
+    from triage.examples import example_paths
 
     return example_paths()
 

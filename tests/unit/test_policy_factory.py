@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from triage.commands.quickstart import example_paths
+from triage.examples import example_paths
 from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError
 from triage.policies import make_policy, prepare_model

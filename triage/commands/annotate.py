@@ -6,9 +6,8 @@ import argparse
 import getpass
 import sys
 
-from triage.cli import subcommand
+from triage.commands.base import subcommand
 from triage.errors import ConfigError
-from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker
 
@@ -23,9 +22,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 @subcommand("annotate", "Label review requests in the terminal, most informative first, one keystroke each.",
-            ("kafka", "topics"), _args)
+            ("connection", "topics"), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.annotator import Console, raw_terminal
+    from triage.lifecycle.registry import Registry
 
     classes = settings.serving.class_names
     if classes is None and settings.serving.registry is not None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 
-from consumers.audit import AuditConsumer
-from triage.cli import install_stop_handlers, subcommand
-from triage.runtime.http import OpsServer
+from triage.commands.base import install_stop_handlers, subcommand
 from triage.settings import Settings
 from triage.transport import check_broker
 
 log = logging.getLogger("triage.audit")
 
-GROUPS = ("kafka", "topics", "policy", "processing", "operations")
+SECTIONS = ("connection", "topics", "policy", "operations")
+FIELDS = ("batch_size", "poll_timeout_ms", "max_message_bytes", "blas_threads")
 
 
 @subcommand("audit", "Join labels to audit samples; export the accepted-prediction accuracy per model "
-            "version (triage_accepted_accuracy_estimate/_lower/_upper) on /metrics.", GROUPS)
+            "version (triage_accepted_accuracy_estimate/_lower/_upper) on /metrics.", SECTIONS, fields=FIELDS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.audit import AuditConsumer
+    from triage.runtime.http import OpsServer
+
     check_broker(settings)
     consumer = AuditConsumer(settings)
     install_stop_handlers(consumer.stop_event)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from triage.runtime.broker import EmbeddedBroker
-from triage.cli import install_stop_handlers, subcommand
+from triage.commands.base import install_stop_handlers, subcommand
 from triage.settings import Settings
 
 
@@ -16,6 +15,8 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("broker", "Run the embedded Kafka-compatible broker (Tansu, memory-only) on loopback.", (), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from triage.runtime.broker import EmbeddedBroker
+
     stop = threading.Event()
     install_stop_handlers(stop)
     with EmbeddedBroker(port=args.port) as broker:

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from triage.cli import subcommand
+from triage.commands.base import subcommand
 from triage.settings import Settings
 
 
@@ -38,7 +38,8 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 @subcommand("demo", "Run the whole loop: embedded broker, v1 from a static bootstrap, a live stream, a "
-            "simulated annotator, periodic retrain and hot-swap, and a random-selection baseline.", ("routing",), _args)
+            "simulated annotator, periodic retrain and hot-swap, and a random-selection baseline.", ("policy",), _args,
+            fields=("outlier_quantile",))
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.demo import DemoConfig, run_demo
 

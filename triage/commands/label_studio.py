@@ -6,10 +6,8 @@ import argparse
 import logging
 from typing import Optional
 
-from triage.cli import add_setting_flag, install_stop_handlers, subcommand
+from triage.commands.base import install_stop_handlers, subcommand
 from triage.errors import ConfigError, TransportError
-from triage.runtime.http import OpsServer
-from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker, ensure_topics
 
@@ -22,11 +20,12 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "[env TRIAGE_REGISTRY]")
     p.add_argument("--classes", dest="classes", default=argparse.SUPPRESS,
                    help="comma-separated class names, when there is no registry [env TRIAGE_CLASSES]")
-    add_setting_flag(p, "feature_count")  # with --classes: a square count shows features as an image
 
 
 def model_facts(settings: Settings) -> tuple[list[str], Optional[int]]:
     """The class names and feature count tasks are built for."""
+    from triage.lifecycle.registry import Registry
+
     if settings.serving.registry is not None:
         registry = Registry(settings.serving.registry)
         current = registry.current()
@@ -40,10 +39,12 @@ def model_facts(settings: Settings) -> tuple[list[str], Optional[int]]:
 
 
 @subcommand("label-studio", "Turn review requests into Label Studio tasks and annotations into labels.",
-            ("kafka", "topics", "label-studio", "operations"), _args)
+            ("connection", "topics", "operations", "label_studio"), _args,
+            fields=("feature_count",))  # with --classes: a square feature count shows features as an image
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.labelstudio_bridge import Bridge
     from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
+    from triage.runtime.http import OpsServer
 
     key = settings.label_studio.label_studio_api_key
     if key is None:

@@ -13,16 +13,15 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triage.lifecycle.bundles import import_model
-from triage.cli import Action, add_setting_flag, subcommand
-from triage.commands.train import registry_arg
-from triage.lifecycle.data import load_dataset
+from triage.commands.base import Action, registry_arg, subcommand
 from triage.errors import AnnouncementPendingError, ConfigError, TransportError
-from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker, make_producer
+
+if TYPE_CHECKING:
+    from triage.lifecycle.registry import Registry
 
 log = logging.getLogger("triage.models")
 
@@ -49,8 +48,6 @@ def _import_args(p: argparse.ArgumentParser) -> None:
                    "fits the outlier detector and is the canary; labels (y) also fit calibration, routing and the "
                    "manifest metrics [env TRIAGE_REFERENCE]")
     p.add_argument("--promote", action="store_true", help="also make it current and announce it")
-    add_setting_flag(p, "outlier_quantile")
-    add_setting_flag(p, "seed")
 
 
 ACTIONS = (
@@ -60,7 +57,8 @@ ACTIONS = (
     Action("rollback", "go back to the previously promoted version and announce it"),
     # The model flags of `triage serve` (--classes, --input-name, --output-name, ...) read the
     # graph the same way here, so what is imported is what a scorer can serve.
-    Action("import", "register an ONNX classifier trained elsewhere", _import_args, ("model",)),
+    # Its outlier detector, calibration and routing are fitted as `triage serve` fits them.
+    Action("import", "register an ONNX classifier trained elsewhere", _import_args, ("serving",), ("seed",)),
 )
 
 
@@ -74,7 +72,7 @@ def _row(m: dict[str, Any]) -> str:
         f"{m.get('created', '')}" + (f"  ({m['status_reason']})" if m.get("status_reason") else "")
 
 
-def _announce(settings: Settings, registry: Registry, version: str, action: str) -> None:
+def _announce(settings: Settings, registry: "Registry", version: str, action: str) -> None:
     """Publish the event, bounded by --connect-timeout-s. The registry has changed already:
     on failure say that the announcement is pending, not that nothing happened."""
     from consumers.trainer import announce
@@ -93,13 +91,15 @@ def _announce(settings: Settings, registry: Registry, version: str, action: str)
                                        exc.message.removeprefix("kafka: ")) from None
 
 
-def _preflight(settings: Settings, registry: Registry) -> None:
+def _preflight(settings: Settings, registry: "Registry") -> None:
     current = registry.current()
     check_broker(settings, note=f"registry unchanged (CURRENT is still {current or 'unset'})")
 
 
-@subcommand("models", "Inspect and manage the model registry.", ("kafka", "topics"), _group_args, ACTIONS)
+@subcommand("models", "Inspect and manage the model registry.", ("connection", "topics"), _group_args, ACTIONS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from triage.lifecycle.registry import Registry
+
     if settings.serving.registry is None:
         raise ConfigError("needs the registry: --registry DIR (before or after the action) or TRIAGE_REGISTRY")
     registry = Registry(settings.serving.registry)
@@ -131,6 +131,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         model, reference = settings.serving.model, settings.serving.reference
         if model is None or reference is None:
             raise ConfigError("models import needs --model PATH and --reference DATA")
+        from triage.lifecycle.bundles import import_model
+        from triage.lifecycle.data import load_dataset
+
         X, y = load_dataset(reference)
         if args.promote:
             _preflight(settings, registry)

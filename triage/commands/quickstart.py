@@ -7,24 +7,11 @@ import argparse
 import threading
 import time
 from collections import Counter
-from importlib import resources
-from pathlib import Path
 
-import numpy as np
-
-from consumers.scorer import Scorer
-from triage.runtime.broker import EmbeddedBroker
-from triage.contracts import Sample, decode_review, encode
-from triage.records import OutRecord
-from triage.lifecycle.loading import serving_model_from_file
-from triage.cli import subcommand
+from triage.commands.base import subcommand
+from triage.examples import example_paths
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer, send_until_acked
-
-
-def example_paths() -> tuple[Path, Path]:
-    root = Path(str(resources.files("triage.examples")))
-    return root / "digits_mlp.onnx", root / "digits_reference.npz"
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +20,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def sample_stream(n: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
     """Digits samples plus a few far-out outliers and corrupt records, as (key, value)."""
+    import numpy as np
+
+    from triage.contracts import Sample, encode
+
     _, ref_path = example_paths()
     with np.load(ref_path) as data:
         X = data["X"]
@@ -51,6 +42,11 @@ def sample_stream(n: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
 @subcommand("quickstart", "Start the embedded broker, score a short mixed stream with the bundled "
             "example model, and print where every sample went.", (), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.scorer import Scorer
+    from triage.lifecycle.loading import serving_model_from_file
+    from triage.records import OutRecord
+    from triage.runtime.broker import EmbeddedBroker
+
     model_path, ref_path = example_paths()
     with EmbeddedBroker() as broker:
         s = settings.replace(**{
@@ -85,6 +81,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reason(topic: str, value: bytes, s: Settings) -> str:
+    from triage.contracts import decode_review
+
     if topic == s.topics.dlq_topic:
         return "dlq"
     if topic == s.topics.review_topic:

@@ -7,12 +7,8 @@ import logging
 import sys
 import threading
 
-from consumers.trainer import Trainer
-from triage.cli import install_stop_handlers, subcommand
-from triage.commands.train import registry_arg
+from triage.commands.base import install_stop_handlers, registry_arg, subcommand
 from triage.errors import ConfigError
-from triage.runtime.http import OpsServer
-from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import check_broker, ensure_topics
 
@@ -27,8 +23,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 @subcommand("retrain", "Consume labels, train a candidate, promote it if it is not worse.",
-            ("kafka", "topics", "retrain", "operations"), _args)
+            ("connection", "topics", "retrain", "operations"), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.trainer import Trainer
+    from triage.lifecycle.registry import Registry
+    from triage.runtime.http import OpsServer
+
     assert settings.serving.registry is not None
     if args.every is not None and args.every <= 0:
         raise ConfigError("--every must be a positive number of seconds")

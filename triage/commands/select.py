@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from triage.cli import subcommand
-from triage.lifecycle.data import load_dataset
+from triage.commands.base import subcommand
 from triage.errors import ConfigError
-from triage.model import OnnxClassifier
-from triage.lifecycle.selection import STRATEGIES, coverage_radius, select
+from triage.lifecycle.selection import STRATEGIES  # numpy only: the choices of --strategy
 from triage.settings import Settings
 
 
@@ -28,6 +24,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("select", "Choose N samples from a pool for the initial training set (static active learning).", (), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from triage.lifecycle.data import load_dataset
+    from triage.lifecycle.selection import coverage_radius, select
+    from triage.model import OnnxClassifier
+
     X, y = load_dataset(args.data)
     space = X
     if args.select_model is not None:

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
-from consumers.backlog import BacklogWatcher
-from consumers.scorer import Scorer
-from triage.cli import install_stop_handlers, subcommand
-from triage.runtime.http import OpsServer
-from consumers.model_watcher import ModelWatcher
+from triage.commands.base import install_stop_handlers, subcommand
 from triage.errors import ConfigError
-from triage.policies import prepare_model
-from triage.lifecycle.registry import Registry
-from triage.scoring.servable import ServingModel
-from triage.lifecycle.loading import serving_model_from_file, serving_model_from_registry
 from triage.settings import Settings
 from triage.transport import backend_name, check_broker, ensure_topics
 
+if TYPE_CHECKING:
+    from consumers.scorer import Scorer
+    from triage.scoring.servable import ServingModel
+
 log = logging.getLogger("triage.serve")
 
-GROUPS = ("kafka", "topics", "model", "routing", "policy", "processing", "operations")
+SECTIONS = ("connection", "topics", "serving", "policy", "operations")
 
 
-def initial_model(settings: Settings) -> ServingModel:
+def initial_model(settings: Settings) -> "ServingModel":
+    from triage.lifecycle.loading import serving_model_from_file, serving_model_from_registry
+    from triage.lifecycle.registry import Registry
+    from triage.policies import prepare_model
+
     if settings.serving.registry is not None:
         if settings.serving.model is not None:
             raise ConfigError("give either --model PATH or --registry DIR, not both")
@@ -39,14 +40,21 @@ def initial_model(settings: Settings) -> ServingModel:
     return serving_model_from_file(settings.serving, settings.policy)
 
 
-def build_scorer(settings: Settings) -> Scorer:
+def build_scorer(settings: Settings) -> "Scorer":
+    from consumers.scorer import Scorer
+
     if settings.connection.create_topics:
         ensure_topics(settings, settings.topics.all())
     return Scorer(settings, initial_model(settings))
 
 
-@subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", GROUPS)
+@subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", SECTIONS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.backlog import BacklogWatcher
+    from consumers.model_watcher import ModelWatcher
+    from triage.lifecycle.registry import Registry
+    from triage.runtime.http import OpsServer
+
     check_broker(settings)  # no broker: one line and a non-zero exit within --connect-timeout-s
     scorer = build_scorer(settings)
     install_stop_handlers(scorer.stop_event)

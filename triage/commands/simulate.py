@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from triage.cli import subcommand
+from triage.commands.base import subcommand
 from triage.errors import ConfigError
 from triage.settings import Settings
 
@@ -53,7 +53,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("simulate", "Replay a labelled dataset through the loop (bootstrap, scoring, policy, label budget, "
             "retrain, promotion gate) and compare every strategy with random over seeds; no broker.",
-            ("routing", "policy", "retrain"), _args)
+            ("policy", "retrain"), _args, fields=("outlier_quantile",))
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from triage.simulation.datasets import load_labelled
     from triage.simulation.replay import ReplayConfig

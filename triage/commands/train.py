@@ -6,17 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from triage.lifecycle.bundles import train_initial
-from triage.cli import subcommand
-from triage.lifecycle.data import load_dataset
+from triage.commands.base import registry_arg, subcommand
 from triage.errors import ConfigError
-from triage.lifecycle.registry import Registry
 from triage.settings import Settings
-
-
-def registry_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--registry", dest="registry", required=required, default=argparse.SUPPRESS,
-                   metavar="DIR", help="model registry directory [env TRIAGE_REGISTRY]")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +24,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("train", "Train the first model from labelled data and register it as current.", ("retrain",), _args)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from triage.lifecycle.bundles import train_initial
+    from triage.lifecycle.data import load_dataset
+    from triage.lifecycle.registry import Registry
+
     assert settings.serving.registry is not None
     if args.if_empty and Registry(settings.serving.registry).current() is not None:
         print(f"registry {settings.serving.registry} already serves {Registry(settings.serving.registry).current()}; nothing to do",
