@@ -23,7 +23,7 @@ from triage.commands.base import (  # noqa: F401  (add_setting_flag, ...: re-exp
     add_setting_flag, add_settings_flags, build_command, install_stop_handlers,
 )
 from triage.errors import ConfigError, TriageError
-from triage.settings import FIELD_SECTION, Settings, flag_of
+from triage.settings import FIELD_SECTION, Settings, env_var, flag_of
 
 log = logging.getLogger("triage")
 
@@ -37,7 +37,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
             known = loc in FIELD_SECTION
-            flag = f"{flag_of(loc) if known else '--' + loc.replace('_', '-')} / TRIAGE_{loc.upper()}" \
+            flag = f"{flag_of(loc) if known else '--' + loc.replace('_', '-')} / {env_var(loc)}" \
                 if loc != "settings" else "settings"
             lines.append(f"  {flag}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -34,8 +34,15 @@ class DecodeError(InputError):
         super().__init__(f"cannot decode record: {reason}")
 
 
-class ValidationError(InputError):
+class InvalidRecordError(InputError):
+    """A decoded record that breaks its contract (oversized, wrong shape, out of range, ...).
+
+    Named apart from pydantic's (and msgspec's) ``ValidationError``. Its dead letters keep the
+    ``triage.error.class`` header value they always had, ``ValidationError`` (``dlq_class``),
+    so DLQ readers that filter on it are unaffected."""
+
     stage = "validate"
+    dlq_class = "ValidationError"
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"invalid record: {reason}")

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Mapping, Optional
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from triage.contracts.dlq import DLQ_STAGES
+
 if TYPE_CHECKING:
     from triage.scoring.outlier import OutlierDetector  # ScorerMetrics.set_model
     from triage.scoring.routing import PolicySnapshot  # PolicyMetrics.update
 
-DLQ_STAGES = ("decode", "validate", "score", "produce", "label", "internal")
 REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error")
 UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
 OUTLIER_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)

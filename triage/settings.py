@@ -25,6 +25,8 @@ ReviewOrder = Literal["priority", "diverse", "badge"]
 KafkaClient = Literal["auto", "kafka-python", "confluent"]
 PolicyName = Literal["threshold", "review-rate", "risk"]
 
+ENV_PREFIX = "TRIAGE_"
+
 
 def _flag(flag: str) -> dict[str, str]:
     """A field's flag when it is not ``--field-name`` (the bridge's short ``--url`` for
@@ -34,7 +36,7 @@ def _flag(flag: str) -> dict[str, str]:
 
 class Section(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TRIAGE_",
+        env_prefix=ENV_PREFIX,
         use_attribute_docstrings=True,
         extra="forbid",
         validate_default=True,
@@ -380,6 +382,11 @@ class Settings:
 
 
 FIELD_SECTION: dict[str, str] = {f: name for name, cls in SECTIONS.items() for f in cls.model_fields}
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the Settings field ``name``: ``TRIAGE_NAME``."""
+    return ENV_PREFIX + name.upper()
 
 
 def flag_of(name: str) -> str:

@@ -135,4 +135,8 @@ def test_building_the_parser_imports_no_heavy_library_and_commands_never_import_
         for name in [n for n in sys.modules if ours(n, HEAVY) or ours(n, FRESH)]:
             del sys.modules[name]
         sys.modules.update(saved)
+        for name, module in saved.items():  # parents point at the originals again (`import a.b as m` reads them)
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules:
+                setattr(sys.modules[parent], child, module)
     assert refuse.tried == []

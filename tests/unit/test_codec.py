@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from triage.contracts import decode_label, decode_sample
-from triage.errors import DecodeError, InputError, ValidationError
+from triage.errors import DecodeError, InputError, InvalidRecordError
 
 GOOD = b'{"id": "a1", "features": [1, 2.5, -3], "meta": {"src": "x"}, "ts": 1700000000000}'
 
@@ -52,7 +52,7 @@ def test_duplicate_key_inside_meta_is_fine() -> None:
 
 def test_label_decoding() -> None:
     assert decode_label(b'{"id": "a", "label": "3", "annotator": "ann"}', 1000).annotator == "ann"
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidRecordError):
         decode_label(b'{"id": "a", "label": ""}', 1000)
     with pytest.raises(DecodeError):
         decode_label(b"{", 1000)

@@ -19,7 +19,7 @@ from triage.contracts import (
     decode_prediction, decode_review, decode_sample, decode_samples, encode, encode_label, encode_label_row,
     encode_manifest, encode_model_event, event_ms, event_ms_column, without_payload,
 )
-from triage.errors import DecodeError, InputError, RegistryError, ValidationError
+from triage.errors import DecodeError, InputError, InvalidRecordError, RegistryError
 from triage.records import OutRecord, RecordBatch
 
 MAX = 100_000
@@ -78,7 +78,7 @@ def test_valid_sample_with_every_field() -> None:
 def test_bad_records(value: Optional[bytes], stage: str, fragment: str) -> None:
     exc = bad(value)
     assert exc.stage == stage and fragment.lower() in exc.message.lower(), exc.message
-    assert isinstance(exc, DecodeError if stage == "decode" else ValidationError)
+    assert isinstance(exc, DecodeError if stage == "decode" else InvalidRecordError)
 
 
 def test_bytes_like_values_decode_and_other_types_do_not() -> None:
@@ -177,7 +177,7 @@ def test_bad_ts_names_the_field(ts: bytes) -> None:
 def test_ts_1e300_no_longer_crashes_the_scorer() -> None:
     """Regression: it decoded, then np.array(event_ms, dtype=np.int64) raised OverflowError."""
     value = b'{"id":"a","features":[1,2],"ts":1e300}'
-    with pytest.raises(ValidationError, match="`ts`"):
+    with pytest.raises(InvalidRecordError, match="`ts`"):
         decode_sample(value, 2, MAX)
     samples, rows, errors = decode_samples([value], 2, MAX)
     assert not samples and errors[0][1].stage == "validate"
@@ -338,7 +338,7 @@ def test_check_features() -> None:
     X[1, 2], X[3, 0], X[2, 1] = 1e39, np.nan, F32_MAX
     bad_rows, problem = check_features(X)
     assert bad_rows.tolist() == [False, True, False, True]
-    assert isinstance(problem, ValidationError) and problem.stage == "validate"
+    assert isinstance(problem, InvalidRecordError) and problem.stage == "validate"
     assert "`features[2]` = 1e+39 does not fit float32" in problem.message
     assert check_features(np.array([1.0, -np.inf]))[0].tolist() == [True]
 
@@ -476,7 +476,7 @@ def test_encode_label_is_byte_identical_to_the_annotators_dict() -> None:
     ({"sample_id": "a\ud800", "label": "x"}, "lone surrogate"),
 ])
 def test_encode_label_refuses_what_decode_label_would(kwargs: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(ValidationError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InvalidRecordError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         encode_label(**kwargs)
 
 
@@ -503,17 +503,17 @@ def test_label_rows_are_byte_identical_and_read_back() -> None:
     ({"id": "a", "label": "x", "features": [], "annotator": 3}, "`annotator`"),
 ])
 def test_bad_label_rows(row: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(ValidationError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InvalidRecordError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         encode_label_row(row)
     with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         decode_label_row(json.dumps(row).encode().replace(b"Infinity", b"1e309"))
-    with pytest.raises(ValidationError, match="features"):
+    with pytest.raises(InvalidRecordError, match="features"):
         encode_label_row({"id": "a", "label": "x", "features": [float("nan")]})
 
 
 @pytest.mark.parametrize("line, cls", [
-    (b"", DecodeError), (b'{"id":"a"', DecodeError), (b"\xff", DecodeError), (b"[]", ValidationError),
-    (b'{"id":"a","label":"x","features":[],"id":"b"}', ValidationError), (b'{"id":"a","label":"x","features":[NaN]}',
+    (b"", DecodeError), (b'{"id":"a"', DecodeError), (b"\xff", DecodeError), (b"[]", InvalidRecordError),
+    (b'{"id":"a","label":"x","features":[],"id":"b"}', InvalidRecordError), (b'{"id":"a","label":"x","features":[NaN]}',
                                                                             DecodeError),
 ])
 def test_label_row_reader_refuses_garbage(line: bytes, cls: type) -> None:
@@ -554,7 +554,7 @@ def test_bad_model_events(change: dict[str, Any], fragment: str) -> None:
     raw = json.dumps({**EVENT, **change}).encode()
     exc = refused(ev, raw)
     assert exc.stage == "validate" and fragment in exc.message, exc.message
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidRecordError):
         encode_model_event({**EVENT, **change})
 
 
@@ -627,7 +627,7 @@ def _batch() -> RecordBatch:
 
 
 def test_dead_letter_headers_are_exactly_todays() -> None:
-    rec = dead_letter_from_batch(_batch(), 1, ValidationError("`id` must be a non-empty string"), "validate",
+    rec = dead_letter_from_batch(_batch(), 1, InvalidRecordError("`id` must be a non-empty string"), "validate",
                                  "triage.dlq", "v7")
     assert (rec.topic, rec.key, rec.value, rec.source, rec.reason) == ("triage.dlq", None, None, 1, "validate")
     assert rec.headers == [
@@ -636,7 +636,7 @@ def test_dead_letter_headers_are_exactly_todays() -> None:
         ("triage.source.topic", b"in"), ("triage.source.partition", b"3"), ("triage.source.offset", b"42"),
         ("triage.source.timestamp", b"1700000000123"), ("triage.model_version", b"v7"),
     ]
-    direct = dead_letter("triage.dlq", key=None, value=None, error=ValidationError("`id` must be a non-empty string"),
+    direct = dead_letter("triage.dlq", key=None, value=None, error=InvalidRecordError("`id` must be a non-empty string"),
                          stage="validate", source_topic="in", partition=3, offset=42, timestamp_ms=1_700_000_000_123,
                          model_version="v7", source=1)
     assert direct == rec
@@ -724,7 +724,7 @@ def test_duplicate_screen_agrees_with_an_exact_parser(values: list[bytes]) -> No
         try:
             dec(raw)
             single = None
-        except ValidationError as exc:
+        except InvalidRecordError as exc:
             single = exc.message
         assert verdicts[i] == single
         assert (single is not None and "duplicate key" in single) == duplicated, (raw, single)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, get_args
 
 from pydantic import SecretStr
 
-from triage.settings import FIELD_SECTION, SECTIONS, Settings, flag_of
+from triage.settings import FIELD_SECTION, SECTIONS, Settings, env_var, flag_of
 
 log = logging.getLogger("triage")
 
@@ -147,7 +147,7 @@ def add_setting_flag(parser: Any, name: str) -> None:
     if flag in parser._option_string_actions:
         return
     help_text = escape_help(f"{' '.join((field.description or '').split())} "
-                            f"[default: {shown_default(name)}; env TRIAGE_{name.upper()}]")
+                            f"[default: {shown_default(name)}; env {env_var(name)}]")
     choices = choices_of(field.annotation)
     if field.annotation is bool:
         parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,

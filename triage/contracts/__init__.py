@@ -18,7 +18,7 @@ A format number changes only when a field changes meaning; fields are only ever 
 
 Decoders take the raw bytes and ``max_bytes`` and return a Struct, or raise an ``InputError``:
 ``DecodeError`` (stage ``decode``: tombstone, not UTF-8, not JSON, nested too deeply) or
-``ValidationError`` (stage ``validate``: oversized, wrong shape, out of range, duplicate key --
+``InvalidRecordError`` (stage ``validate``: oversized, wrong shape, out of range, duplicate key --
 escaped or not, at any depth). Every validation message names the field: ``id``, ``ts``,
 ``meta``, ``features[3]``, ``label``, ... Manifest errors are ``RegistryError``s.
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional, Union
 import msgspec
 from msgspec import inspect as mi
 
-from triage.errors import DecodeError, ValidationError
+from triage.errors import DecodeError, InvalidRecordError
 
 # --- limits ----------------------------------------------------------------------------------
 
@@ -68,11 +68,11 @@ def decode_with(decoder: msgspec.json.Decoder[Any], value: Any, max_bytes: int, 
     """(the value as bytes, its decoded Struct), or the InputError that says why not."""
     raw = as_bytes(value, what)
     if len(raw) > max_bytes:
-        raise ValidationError(f"oversized: {len(raw)} bytes > limit {max_bytes}")
+        raise InvalidRecordError(f"oversized: {len(raw)} bytes > limit {max_bytes}")
     try:
         return raw, decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise ValidationError(describe(str(exc), raw)) from None
+        raise InvalidRecordError(describe(str(exc), raw)) from None
     except msgspec.DecodeError as exc:
         raise DecodeError(str(exc)) from None
     except UnicodeDecodeError as exc:
@@ -132,19 +132,19 @@ def _lookup(raw: bytes, path: str) -> Any:
 def check_text(field: str, s: Any, max_chars: int = TEXT_MAX_CHARS, *, min_chars: int = 1) -> None:
     """A string that prints on one line: no C0/DEL/C1 control characters, no lone surrogates."""
     if s.__class__ is not str:
-        raise ValidationError(f"`{field}` must be a string, got {type(s).__name__}")
+        raise InvalidRecordError(f"`{field}` must be a string, got {type(s).__name__}")
     if len(s) < min_chars:
-        raise ValidationError(f"`{field}` must be a non-empty string")
+        raise InvalidRecordError(f"`{field}` must be a non-empty string")
     if len(s) > max_chars:
-        raise ValidationError(f"`{field}` is longer than {max_chars} characters")
+        raise InvalidRecordError(f"`{field}` is longer than {max_chars} characters")
     if s.isprintable():  # C fast path; False for every Cc and Cs character (and some harmless ones)
         return
     for i, ch in enumerate(s):
         o = ord(ch)
         if o < 0x20 or 0x7F <= o <= 0x9F:
-            raise ValidationError(f"`{field}` contains control character U+{o:04X} at index {i}")
+            raise InvalidRecordError(f"`{field}` contains control character U+{o:04X} at index {i}")
         if 0xD800 <= o <= 0xDFFF:
-            raise ValidationError(f"`{field}` contains a lone surrogate U+{o:04X} at index {i}")
+            raise InvalidRecordError(f"`{field}` contains a lone surrogate U+{o:04X} at index {i}")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -172,28 +172,28 @@ def check_ts(ts: Any) -> None:
         return
     if ts.__class__ is str:
         if iso_ms(ts) is None:
-            raise ValidationError(f"`ts` = {ts[:80]!r} is not an ISO-8601 time between 1970 and 9999")
+            raise InvalidRecordError(f"`ts` = {ts[:80]!r} is not an ISO-8601 time between 1970 and 9999")
         return
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-        raise ValidationError(f"`ts` must be epoch milliseconds or an ISO-8601 string, got {type(ts).__name__}")
+        raise InvalidRecordError(f"`ts` must be epoch milliseconds or an ISO-8601 string, got {type(ts).__name__}")
     if not (isinstance(ts, int) or math.isfinite(ts)) or not 0 <= ts <= MAX_EVENT_MS:
-        raise ValidationError(f"`ts` = {ts!r} is outside [0, {MAX_EVENT_MS}] epoch milliseconds")
+        raise InvalidRecordError(f"`ts` = {ts!r} is outside [0, {MAX_EVENT_MS}] epoch milliseconds")
 
 
 def check_float32_list(field: str, values: Any) -> None:
     if not isinstance(values, list):
-        raise ValidationError(f"`{field}` must be a list of numbers, got {type(values).__name__}")
+        raise InvalidRecordError(f"`{field}` must be a list of numbers, got {type(values).__name__}")
     for i, x in enumerate(values):
         if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise ValidationError(f"`{field}[{i}]` must be a number, got {type(x).__name__}")
+            raise InvalidRecordError(f"`{field}[{i}]` must be a number, got {type(x).__name__}")
         if not -F32_MAX <= x <= F32_MAX:  # False for NaN too
-            raise ValidationError(f"`{field}[{i}]` = {x!r} does not fit float32")
+            raise InvalidRecordError(f"`{field}[{i}]` = {x!r} does not fit float32")
 
 
 def check_iso(field: str, ts: Any) -> None:
     """A string ``ts`` must be an ISO-8601 time in range (numbers are range-checked by msgspec)."""
     if ts.__class__ is str and iso_ms(ts) is None:
-        raise ValidationError(f"`{field}` = {ts[:80]!r} is not an ISO-8601 time between 1970 and 9999")
+        raise InvalidRecordError(f"`{field}` = {ts[:80]!r} is not an ISO-8601 time between 1970 and 9999")
 
 
 def check_meta(meta: Optional[dict[str, Any]], raw_len: int, field: str = "meta") -> None:
@@ -201,11 +201,11 @@ def check_meta(meta: Optional[dict[str, Any]], raw_len: int, field: str = "meta"
         return
     depth = shape(meta)[2]
     if depth > META_MAX_DEPTH:
-        raise ValidationError(f"`{field}` is nested {depth} levels deep; the limit is {META_MAX_DEPTH}")
+        raise InvalidRecordError(f"`{field}` is nested {depth} levels deep; the limit is {META_MAX_DEPTH}")
     if raw_len > META_SIZE_SCREEN:
         size = len(encode(meta))
         if size > META_MAX_BYTES:
-            raise ValidationError(f"`{field}` is {size} bytes encoded; the limit is {META_MAX_BYTES}")
+            raise InvalidRecordError(f"`{field}` is {size} bytes encoded; the limit is {META_MAX_BYTES}")
 
 
 # --- the rules a Struct's field types carry in Meta.extra -------------------------------------
@@ -373,7 +373,7 @@ def _explicit_nulls(obj: msgspec.Struct, raw: bytes) -> int:
 
 
 def check_duplicates(raw: bytes, decoded: Any) -> None:
-    """ValidationError naming the first duplicated key, at any level, escaped or not."""
+    """InvalidRecordError naming the first duplicated key, at any level, escaped or not."""
     found = raw.count(b":")
     keys, colons, _ = shape(decoded)
     if _balanced(found, keys, colons, raw):
@@ -384,7 +384,7 @@ def check_duplicates(raw: bytes, decoded: Any) -> None:
             return
     duplicate = find_duplicate(raw)
     if duplicate is not None:
-        raise ValidationError(f"duplicate key `{duplicate}`")
+        raise InvalidRecordError(f"duplicate key `{duplicate}`")
 
 
 class _Pairs(list):  # type: ignore[type-arg]

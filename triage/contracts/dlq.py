@@ -1,7 +1,9 @@
 """Dead letters (header format 1): the original key and bytes, plus headers saying why.
 
     triage.error.stage        one of DLQ_STAGES
-    triage.error.class        the exception's class name (ValidationError, ...)
+    triage.error.class        the exception's class name, or its ``dlq_class`` when it has one
+                              (triage.errors.InvalidRecordError: ``ValidationError``, its name
+                              when the header was defined; readers filter on it)
     triage.error.message      its message, at most 1000 bytes of UTF-8
     triage.source.topic / .partition / .offset / .timestamp   where the record came from
     triage.model_version      the model serving when it was dead-lettered ("" if none)
@@ -38,6 +40,13 @@ def _utf8(text: str, limit: int = MAX_HEADER_BYTES) -> bytes:
     return data[:limit].decode("utf-8", "ignore").encode()
 
 
+def error_class(error: BaseException) -> str:
+    """The ``triage.error.class`` header value of ``error``: its class name, unless the class
+    keeps an earlier name on the wire (``dlq_class``)."""
+    wire = getattr(type(error), "dlq_class", None)
+    return wire if isinstance(wire, str) else type(error).__name__
+
+
 def _message(error: BaseException) -> str:
     if isinstance(error, TriageError):
         return error.message
@@ -64,7 +73,7 @@ def dead_letter(
         raise ValueError(f"unknown DLQ stage {stage!r} (known: {', '.join(DLQ_STAGES)})")
     headers: Headers = [
         (STAGE, stage.encode()),
-        (ERROR_CLASS, type(error).__name__.encode()),
+        (ERROR_CLASS, error_class(error).encode()),
         (ERROR_MESSAGE, _utf8(_message(error))),
         (SOURCE_TOPIC, _utf8(source_topic)),
         (SOURCE_PARTITION, str(partition).encode()),

@@ -20,7 +20,7 @@ from triage.contracts._base import (
     TEXT_MAX_CHARS, Finite, Float32, Id, Text, Ts, as_bytes, check_duplicates, check_fields, check_float32_list,
     check_struct, check_ts, decode_with, describe, encode,
 )
-from triage.errors import ValidationError
+from triage.errors import InvalidRecordError
 
 Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
 
@@ -62,7 +62,7 @@ def decode_label(value: Optional[bytes], max_bytes: int) -> Label:
 def encode_label(sample_id: str, label: str, *, annotator: Optional[str] = None,
                  features: Optional[list[float]] = None, ts: Union[int, float, str, None] = None,
                  origin: Optional[LabelOrigin] = None) -> bytes:
-    """The bytes of a valid label (ValidationError otherwise): what the annotators publish."""
+    """The bytes of a valid label (InvalidRecordError otherwise): what the annotators publish."""
     built = Label(sample_id, label, annotator, features, ts, msgspec.UNSET if origin is None else origin)
     if features is not None:
         check_float32_list("features", features)
@@ -96,18 +96,18 @@ def _validate_row(row: Any) -> None:
     try:
         msgspec.convert(row, LabelRow)
     except msgspec.ValidationError as exc:
-        raise ValidationError(describe(str(exc), b"")) from None
+        raise InvalidRecordError(describe(str(exc), b"")) from None
 
 
 def encode_label_row(row: Mapping[str, Any]) -> bytes:
     """One label-store row as JSON bytes (no newline), byte-identical to today's writer."""
     if not isinstance(row, Mapping):
-        raise ValidationError(f"record: a label-store row must be a mapping, got {type(row).__name__}")
+        raise InvalidRecordError(f"record: a label-store row must be a mapping, got {type(row).__name__}")
     _validate_row(dict(row))
     try:
         return json.dumps(dict(row), separators=(",", ":")).encode("ascii")
     except (TypeError, ValueError) as exc:  # an extra key that is not JSON
-        raise ValidationError(f"record: not JSON-serialisable: {exc}") from None
+        raise InvalidRecordError(f"record: not JSON-serialisable: {exc}") from None
 
 
 def decode_label_row(line: bytes) -> dict[str, Any]:

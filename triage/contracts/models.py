@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 import msgspec
 
 from triage.contracts._base import PATH_MAX_CHARS, check_struct, decode_with, describe, encode
-from triage.errors import RegistryError, ValidationError
+from triage.errors import InvalidRecordError, RegistryError
 
 VERSION_PATTERN = r"^v[0-9]+\Z"  # registry version names (v1, v2, ...)
 SHA256_PATTERN = r"^[0-9a-f]{64}\Z"  # hashlib hexdigest
@@ -50,7 +50,7 @@ _event_decoder = msgspec.json.Decoder(ModelEvent)
 
 
 def decode_model_event(value: Optional[bytes], max_bytes: int) -> ModelEvent:
-    """Bytes from the models topic -> ModelEvent, or a DecodeError/ValidationError."""
+    """Bytes from the models topic -> ModelEvent, or a DecodeError/InvalidRecordError."""
     raw, event = decode_with(_event_decoder, value, max_bytes, "model event")
     check_struct(raw, event)
     return event  # type: ignore[no-any-return]
@@ -62,7 +62,7 @@ def encode_model_event(event: Union[ModelEvent, Mapping[str, Any]]) -> bytes:
         try:
             event = msgspec.convert(dict(event), ModelEvent)
         except msgspec.ValidationError as exc:
-            raise ValidationError(describe(str(exc), b"")) from None
+            raise InvalidRecordError(describe(str(exc), b"")) from None
     raw = encode(event)
     decode_model_event(raw, len(raw))  # same rules for writers and readers (constraints, path text)
     return raw

@@ -17,7 +17,7 @@ from triage.contracts._base import (
     F32_MAX, INT64_MAX, INT64_MIN, MAX_EVENT_MS, META_SIZE_SCREEN, Float32, Id, MetaDict, Ts, check_struct,
     decode_with, iso_ms,
 )
-from triage.errors import InputError, ValidationError
+from triage.errors import InputError, InvalidRecordError
 
 
 class Sample(msgspec.Struct):
@@ -35,12 +35,12 @@ _decoder = msgspec.json.Decoder(Sample)
 def _check(raw: bytes, sample: Sample, feature_count: int) -> None:
     """Every rule msgspec's types cannot express, in a fixed order (so messages are stable)."""
     if len(sample.features) != feature_count:
-        raise ValidationError(f"`features` has {len(sample.features)} values; the model takes {feature_count}")
+        raise InvalidRecordError(f"`features` has {len(sample.features)} values; the model takes {feature_count}")
     check_struct(raw, sample)
 
 
 def decode_sample(value: Optional[bytes], feature_count: int, max_bytes: int) -> Sample:
-    """Bytes -> Sample, or the InputError (DecodeError / ValidationError) that says why not."""
+    """Bytes -> Sample, or the InputError (DecodeError / InvalidRecordError) that says why not."""
     raw, sample = decode_with(_decoder, value, max_bytes, "sample")
     _check(raw, sample, feature_count)
     return sample  # type: ignore[no-any-return]
@@ -113,7 +113,7 @@ def _colons(sid: str, ts: Any, meta: Optional[dict[str, Any]]) -> int:
     return n
 
 
-def check_features(X: np.ndarray) -> tuple[np.ndarray, Optional[ValidationError]]:
+def check_features(X: np.ndarray) -> tuple[np.ndarray, Optional[InvalidRecordError]]:
     """(bad-row mask, error naming the first bad value) for a feature matrix built outside
     the decoders: every value must be finite and fit float32 (the model's input type)."""
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
@@ -127,7 +127,7 @@ def check_features(X: np.ndarray) -> tuple[np.ndarray, Optional[ValidationError]
         return bad, None
     r = int(np.flatnonzero(bad)[0])
     c = int(np.flatnonzero(~ok[r])[0])
-    return bad, ValidationError(f"`features[{c}]` = {float(X[r, c])!r} does not fit float32")
+    return bad, InvalidRecordError(f"`features[{c}]` = {float(X[r, c])!r} does not fit float32")
 
 
 # --- event time ------------------------------------------------------------------------------
