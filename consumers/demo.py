@@ -30,6 +30,7 @@ from triage.lifecycle.bundles import train_initial
 from triage.scoring.calibration import apply_temperature
 from triage.contracts import Sample, decode_prediction, decode_review, encode
 from triage.errors import ConfigError
+from triage.extras import require_extra
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
 from triage.lifecycle.registry import Registry
@@ -137,6 +138,7 @@ class LiveView:
 
 
 def _dataset(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    require_extra("train", "the demo")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

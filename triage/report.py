@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from triage.extras import require_extra
+
 ACTIVE_STATUSES = ("current", "previous")  # versions the loop actually served
 
 
@@ -31,6 +33,7 @@ def plot_accuracy(path: Path, active: list[dict[str, Any]], baseline: list[dict[
     """Held-out accuracy against labels used: the active loop's promoted versions as a line (its
     rejected candidates as crosses), random selection's mean as a dashed line with its min-max
     band over ``seeds`` draws shaded. A summary without a band (one old-style draw) plots the line only."""
+    require_extra("demo", "plotting")
     import matplotlib
 
     matplotlib.use("Agg")

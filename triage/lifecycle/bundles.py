@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from triage.errors import ConfigError, TriageError
+from triage.extras import require_extra
 from triage.model import model_bytes
 from triage.lifecycle.preparation import CrossFitted, ModelFlags, prepare_bundle
 from triage.lifecycle.registry import Registry
@@ -57,6 +58,7 @@ def train_initial(
     every later retrain trains on base + labels and is judged on this same holdout.
     Raises ConfigError when the registry already has a CURRENT version.
     """
+    require_extra("train", "training a model")
     from sklearn.model_selection import train_test_split
 
     if retrain.cross_fit_folds == 1:

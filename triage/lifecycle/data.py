@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 
 from triage.errors import ConfigError
+from triage.extras import require_extra
 
 
 BUILTIN = {"sklearn:digits": "load_digits", "sklearn:iris": "load_iris", "sklearn:wine": "load_wine",
@@ -19,6 +20,7 @@ def load_dataset(path: Path | str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     header names it ``y``/``label``/``target``; otherwise every column is a feature.
     ``sklearn:digits`` (also iris, wine, breast_cancer) names a dataset bundled with scikit-learn."""
     if str(path) in BUILTIN:
+        require_extra("train", f"the dataset {path}")
         import sklearn.datasets
 
         X, y = getattr(sklearn.datasets, BUILTIN[str(path)])(return_X_y=True)

@@ -17,33 +17,50 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import numpy as np
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
-from triage.scoring.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from triage.errors import ConfigError
+from triage.extras import require_extra
+from triage.scoring.calibration import apply_temperature, expected_calibration_error, fit_temperature
 
-FAMILIES: dict[str, Callable[[int], ClassifierMixin]] = {
-    "logreg": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)),
-    "mlp": lambda seed: make_pipeline(
+if TYPE_CHECKING:
+    from sklearn.base import ClassifierMixin
+
+# scikit-learn and skl2onnx are imported inside the functions that fit or export (the ``train``
+# extra): importing this module (``evaluate``, ``macro_f1``, the family names) must not need them.
+
+
+def _logreg(seed: int) -> "ClassifierMixin":
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
+
+
+def _mlp(seed: int) -> "ClassifierMixin":
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
         StandardScaler(),
         MLPClassifier(hidden_layer_sizes=(64,), alpha=1.0, learning_rate_init=0.003, max_iter=300,
                       early_stopping=False, random_state=seed),
-    ),
+    )
+
+
+def _gb(seed: int) -> "ClassifierMixin":
+    from sklearn.ensemble import GradientBoostingClassifier
+
     # Shallow, subsampled boosting: ~1 s on 1,600 rows x 4 classes (the default 100x3 takes 3x longer).
-    "gb": lambda seed: GradientBoostingClassifier(n_estimators=60, learning_rate=0.15, max_depth=3, subsample=0.7,
-                                                  max_features=0.5, random_state=seed),
-}
+    return GradientBoostingClassifier(n_estimators=60, learning_rate=0.15, max_depth=3, subsample=0.7,
+                                      max_features=0.5, random_state=seed)
+
+
+FAMILIES: dict[str, Callable[[int], "ClassifierMixin"]] = {"logreg": _logreg, "mlp": _mlp, "gb": _gb}
 AUTO = "auto"
 AUTO_CANDIDATES: tuple[str, ...] = ("logreg", "mlp", "gb")
 # Below this many rows the flexible families overfit and nothing can tell them apart:
@@ -76,6 +93,8 @@ class TrainedModel:
 
 
 def _split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    from sklearn.model_selection import train_test_split
+
     counts = np.unique(y, return_counts=True)[1]
     stratify = y if counts.min() >= 2 and int(len(y) * fraction) >= len(counts) else None
     return tuple(train_test_split(X, y, test_size=fraction, random_state=seed, stratify=stratify))
@@ -84,6 +103,10 @@ def _split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np
 def _fit(family: str, seed: int, X: np.ndarray, y: np.ndarray) -> Any:
     # One BLAS thread: these matrices are small, and threads fighting over 2 cores made an
     # MLP fit 10x slower in measurements.
+    require_extra("train", "training a model")
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a capped MLP is the design, not a problem
         return FAMILIES[family](seed).fit(X.astype(np.float32), y)
@@ -176,6 +199,7 @@ def train_model(X: np.ndarray, y: np.ndarray, *, family: str = DEFAULT_FAMILY, s
     ``previous``: the selection an earlier version made; it is kept (no comparison) until
     ``reselect_due``. The rest of the bundle (outlier detector, routing, canary) is
     ``preparation.prepare_bundle``'s."""
+    require_extra("train", "training a model")
     from skl2onnx import to_onnx
 
     check_family(family)
@@ -234,6 +258,9 @@ def cross_fit(X: np.ndarray, y: np.ndarray, *, family: str, classes: list[str], 
     every class has ``folds`` rows). ``also``: rows every fold model trains on and none is
     scored (a retrain's actively chosen labels: they are not exchangeable with the stream, so
     they may teach the fold models but must not certify)."""
+    require_extra("train", "cross-fitting a model")
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     check_family(family)
     if family == AUTO:
         raise ConfigError("cross_fit needs a concrete family (the one auto chose)")

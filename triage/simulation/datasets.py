@@ -9,6 +9,7 @@ import numpy as np
 
 from triage.lifecycle.data import load_dataset
 from triage.errors import ConfigError
+from triage.extras import require_extra
 
 MIN_ROWS_PER_CLASS = 2
 
@@ -38,6 +39,7 @@ def load_labelled(source: Path | str) -> tuple[np.ndarray, np.ndarray]:
 
 def split(X: np.ndarray, y: np.ndarray, seed: int, test_fraction: float) -> Split:
     """Stratified (when every class has two rows) split into pool and test, seeded."""
+    require_extra("train", "triage simulate")
     from sklearn.model_selection import train_test_split
 
     counts = np.unique(y, return_counts=True)[1]

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from triage.extras import require_extra
 from triage.simulation.replay import Curve, RunResult
 from triage.simulation.strategies import RANDOM
 
@@ -85,6 +86,7 @@ def table(summary: dict[str, Any]) -> str:
 
 def plot(summary: dict[str, Any], path: Path) -> None:
     """Mean test accuracy against labels per strategy, with a +-1 sd band over seeds."""
+    require_extra("demo", "plotting")
     import matplotlib
 
     matplotlib.use("Agg")
