@@ -1,4 +1,125 @@
+"""Test tiers. Markers are assigned here, once, by path and fixture; no test file marks itself.
+
+- ``broker``: uses the embedded Kafka broker (the ``broker`` fixture, or starts its own).
+- ``labelstudio``: uses the real Label Studio (the ``label_studio`` fixture).
+- ``exporters``: builds the exporter zoo (lightgbm, xgboost, catboost, torch, ...).
+- ``deploytools``: runs promtool, prometheus or docker-compose, or installs triage in a venv.
+- ``process``: starts a subprocess (``python -m triage ...``) without a broker.
+- ``load``: paced loads that exist to run for a while.
+- ``slow``: the soak; excluded unless selected with ``-m slow``.
+- ``fast``: everything else: unit, contract and property tests, in process. A fast test that
+  starts a subprocess fails (``_fast_tests_start_no_process``), so a wrong tier cannot hide.
+
+``--kafka-clients``: ``one`` (default) runs every broker test on the default client and the
+transport and fault tests (``CLIENT_SENSITIVE``) on both; ``both`` runs every broker test on both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
 from tests.fixtures import (  # noqa: F401
-    broker, digits, example_model, kafka_client, registry, scorer_process, settings_factory, triage_process,
+    broker, digits, example_model, kafka_client, registry, registry_template, scorer_process, settings_factory,
+    triage_process,
 )
 from tests.labelstudio import label_studio  # noqa: F401
+
+TESTS = Path(__file__).resolve().parent
+KAFKA_CLIENTS = ("confluent", "kafka-python")  # the first is what `--kafka-client auto` picks
+# Where the client is what is under test: transport behaviour and the fault tests.
+CLIENT_SENSITIVE = {
+    "integration/test_transport.py", "reliability/test_broker_outage.py", "reliability/test_process_faults.py",
+    "reliability/test_input_faults.py", "unit/test_transport_base.py",
+}
+HEAVY = ("broker", "labelstudio", "exporters", "deploytools", "process", "load", "slow")
+
+# by fixture: a test using any of these gets the marker
+BY_FIXTURE = {
+    "broker": {"broker"},
+    "labelstudio": {"label_studio"},
+    "exporters": {"zoo"},
+    "deploytools": {"deploy_tools", "promtool", "prometheus_bin", "docker_compose"},
+    "process": {"triage_process", "scorer_process"},
+}
+# by path (a file, or a directory ending in /): tests that start what no fixture names
+BY_PATH = {
+    "broker": {"integration/", "fuzz/", "reliability/test_security.py", "deploy/test_readiness.py"},
+    "exporters": {"integration/test_compat_matrix.py", "unit/test_compat_adapter.py"},
+    "deploytools": {"deploy/test_core_install.py"},
+    "process": {"bench/"},
+    "slow": {"reliability/test_soak.py"},
+}
+# one xdist worker each: their session fixtures are expensive to start twice
+GROUPS = ("labelstudio", "exporters")
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("deep", parent=settings.get_profile("ci"), max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kafka-clients", choices=("one", "both"), default="one",
+                     help="one: the default client, both only for CLIENT_SENSITIVE files; both: every broker "
+                          "test under both clients")
+
+
+def _rel(path: Path) -> str:
+    return path.resolve().relative_to(TESTS).as_posix()
+
+
+def _matches(rel: str, patterns: set[str]) -> bool:
+    return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in patterns)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kafka_client" not in metafunc.fixturenames:
+        return
+    both = metafunc.config.getoption("--kafka-clients") == "both" or _rel(metafunc.definition.path) in CLIENT_SENSITIVE
+    metafunc.parametrize("kafka_client", KAFKA_CLIENTS if both else KAFKA_CLIENTS[:1], indirect=True)
+
+
+def markers_of(rel: str, fixtures: set[str]) -> set[str]:
+    """The tier markers of a test at ``rel`` (relative to tests/) using ``fixtures``."""
+    found = {m for m, names in BY_FIXTURE.items() if names & fixtures}
+    found |= {m for m, paths in BY_PATH.items() if _matches(rel, paths)}
+    return found or {"fast"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        hand = {m.name for m in item.iter_markers() if m.name in HEAVY + ("fast",)}
+        if hand:
+            raise pytest.UsageError(f"{item.nodeid}: tier markers {sorted(hand)} are set by hand; "
+                                    "assign them in tests/conftest.py (BY_FIXTURE / BY_PATH)")
+        for name in sorted(markers_of(_rel(item.path), set(getattr(item, "fixturenames", ())))):
+            item.add_marker(name)
+            if name in GROUPS:
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
+ALLOWED_IN_FAST = {"ruff"}  # a linter binary: milliseconds, and the fast tier is where lint belongs
+
+
+class StartedProcess(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The fast tier is in process: a fast test that starts a subprocess is in the wrong tier."""
+    if request.node.get_closest_marker("fast") is not None:
+        started = subprocess.Popen.__init__
+
+        def refuse(self: Any, args: Any, *a: Any, **kw: Any) -> None:
+            program = Path(str(args[0] if isinstance(args, (list, tuple)) else str(args).split()[0])).name
+            if program not in ALLOWED_IN_FAST:
+                raise StartedProcess(f"a fast-tier test started {args!r}: give it a marker in tests/conftest.py")
+            started(self, args, *a, **kw)
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    yield

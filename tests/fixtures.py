@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +37,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield b
 
 
-@pytest.fixture(params=["kafka-python", "confluent"])
+@pytest.fixture
 def kafka_client(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    """The Kafka client under test: parametrized by tests/conftest.py (``--kafka-clients``)."""
+    return str(getattr(request, "param", "confluent"))
 
 
 @pytest.fixture
@@ -86,11 +88,17 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return X[order], y[order]
 
 
-@pytest.fixture
-def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
-    """v1 from a small, weak start: 300 digits, 80% of them held out."""
+@pytest.fixture(scope="session")
+def registry_template(tmp_path_factory: pytest.TempPathFactory, digits: tuple[np.ndarray, np.ndarray]) -> Path:
+    """v1 from a small, weak start: 300 digits, 80% of them held out; trained once per session."""
     X, y = digits
-    return registry_v1(tmp_path / "registry", X[:300], y[:300], holdout_fraction=0.8)
+    return registry_v1(tmp_path_factory.mktemp("template") / "registry", X[:300], y[:300], holdout_fraction=0.8).root
+
+
+@pytest.fixture
+def registry(tmp_path: Path, registry_template: Path) -> Registry:
+    """A private copy of ``registry_template``: each test may promote, reject and append labels."""
+    return Registry(shutil.copytree(registry_template, tmp_path / "registry", symlinks=True))
 
 
 @pytest.fixture

@@ -91,7 +91,6 @@ def exported_names(settings_factory: Callable[..., Settings], scorer_process: Ca
     return names
 
 
-@pytest.mark.integration
 def test_every_metric_in_rules_and_dashboard_is_exported(exported_names: set[str]) -> None:
     wanted = _referenced()
     assert len(wanted) > 30  # the extraction found the queries
@@ -99,7 +98,6 @@ def test_every_metric_in_rules_and_dashboard_is_exported(exported_names: set[str
     assert not missing, f"rules/dashboard query metrics no shipped process exports: {sorted(missing)}"
 
 
-@pytest.mark.integration
 def test_audit_exports_the_accepted_accuracy_with_its_interval(
     settings_factory: Callable[..., Settings], tmp_path: Path,
 ) -> None:
@@ -115,7 +113,6 @@ def test_audit_exports_the_accepted_accuracy_with_its_interval(
         assert name in names, name
 
 
-@pytest.mark.integration
 def test_bridge_exports_its_contract(settings_factory: Callable[..., Settings],
                                      example_model: tuple[Path, Path], tmp_path: Path) -> None:
     if "label-studio" in COMMANDS_NOT_YET_MERGED:
@@ -133,7 +130,6 @@ def test_bridge_exports_its_contract(settings_factory: Callable[..., Settings],
     assert not missing, f"the bridge does not export {sorted(missing)}"
 
 
-@pytest.mark.integration
 def test_not_yet_exported_list_has_no_stale_entries(exported_names: set[str]) -> None:
     landed = NOT_YET_EXPORTED & exported_names
     assert not landed, f"now exported, remove from NOT_YET_EXPORTED: {sorted(landed)}"

@@ -21,8 +21,6 @@ from tests.integration.streams import mixed_stream
 from triage.runtime.broker import free_port
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 class Prometheus:
     def __init__(self, binary: str, workdir: Path, scorer_port: int, extra_jobs: Optional[dict[str, int]] = None) -> None:

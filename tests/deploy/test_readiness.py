@@ -15,8 +15,6 @@ from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
 from triage.transport import ensure_topics
 
-pytestmark = pytest.mark.integration
-
 
 def test_readyz_turns_503_when_the_broker_goes_away(
     scorer_process: Callable[..., ScorerProcess], example_model: tuple[Path, Path], tmp_path: Path,

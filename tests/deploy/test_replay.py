@@ -74,7 +74,6 @@ def _replay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.integration
 def test_replay_puts_the_dataset_on_the_samples_topic(
     settings_factory: Callable[..., Settings], example_model: tuple[Path, Path]
 ) -> None:
@@ -92,7 +91,6 @@ def test_replay_puts_the_dataset_on_the_samples_topic(
     assert np.allclose(by_id["r-7"]["features"], X[7])
 
 
-@pytest.mark.integration
 def test_replay_rejects_a_bad_rate_and_a_missing_file(settings_factory: Callable[..., Settings], tmp_path: Path,
                                                       example_model: tuple[Path, Path]) -> None:
     s = settings_factory()

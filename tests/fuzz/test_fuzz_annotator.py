@@ -38,7 +38,6 @@ from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
 CLASSES = [str(c) for c in range(10)]
 
 

@@ -32,7 +32,6 @@ from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
 KINDS = ["audit", "label", "other", "invalid"]
 
 

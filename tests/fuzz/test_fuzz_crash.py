@@ -37,7 +37,6 @@ from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
 KEY = b"one-partition"
 
 

@@ -33,8 +33,6 @@ from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def test_retrain_ingest_folds_or_dead_letters_every_label(
     settings_factory: Callable[..., Settings], registry: Registry, digits: tuple[np.ndarray, np.ndarray],

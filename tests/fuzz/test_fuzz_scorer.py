@@ -33,8 +33,6 @@ from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def sentinel_maker(X: np.ndarray) -> Callable[[], In]:
     tag, n = uuid.uuid4().hex[:6], itertools.count()

@@ -35,8 +35,6 @@ from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def test_model_watcher_survives_generated_events_and_still_swaps(
     settings_factory: Callable[..., Settings], registry: Registry, digits: tuple[np.ndarray, np.ndarray],

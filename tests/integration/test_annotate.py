@@ -19,8 +19,6 @@ from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_all
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 class Terminal:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:

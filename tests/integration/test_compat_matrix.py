@@ -21,8 +21,6 @@ from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer
 
-pytestmark = pytest.mark.integration
-
 WAVE = 8  # scorer processes running at once
 KINDS = available_kinds()
 

@@ -12,8 +12,6 @@ import pytest
 
 from tests.fixtures import REPO
 
-pytestmark = pytest.mark.integration
-
 
 def test_demo_runs_to_completion_and_improves(tmp_path: Path) -> None:
     report = tmp_path / "report"

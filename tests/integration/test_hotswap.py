@@ -21,8 +21,6 @@ from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def samples(X: np.ndarray, start: int, stop: int) -> list[tuple[bytes, bytes]]:
     return [(f"d{i}".encode(), encode({"id": f"d{i}", "features": X[i].tolist()})) for i in range(start, stop)]

@@ -28,8 +28,6 @@ from triage.lifecycle.labelstore import UNDO
 from triage.annotation.labelstudio.client import LabelStudio
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def bridge_process(triage_process: Callable[..., TriageProcess]) -> Callable[..., TriageProcess]:

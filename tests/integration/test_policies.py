@@ -18,8 +18,6 @@ from tests.integration.streams import mixed_stream
 from tests.integration.test_scorer import _counter, _wait_metrics
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 ALPHA = 0.02
 
 

@@ -18,8 +18,6 @@ from tests.integration.streams import MALFORMED, mixed_stream
 from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def _ids(records: list[dict[str, Any]], topic: str) -> list[str]:
     return [json.loads(r["value"])["id"] for r in records if r["topic"] == topic]

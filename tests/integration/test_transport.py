@@ -21,8 +21,6 @@ from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 from triage.transport import Producer, make_consumer, make_producer, send_until_acked
 
-pytestmark = pytest.mark.integration
-
 
 def test_committed_offsets_survive_consumer_restart(settings_factory: Callable[..., Settings]) -> None:
     s = settings_factory()

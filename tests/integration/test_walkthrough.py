@@ -18,8 +18,6 @@ import pytest
 
 from tests.fixtures import REPO
 
-pytestmark = pytest.mark.integration
-
 
 def walkthrough_script(readme: str) -> str:
     section = readme.split("<!-- walkthrough -->", 1)[1].split("<!-- /walkthrough -->", 1)[0]

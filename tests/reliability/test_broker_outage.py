@@ -19,8 +19,6 @@ from tests.reliability.proxy import TcpProxy
 from triage.runtime.broker import EmbeddedBroker, free_port
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 OUTAGE_S = 15.0
 
 

@@ -16,8 +16,6 @@ from triage.records import OutRecord
 from triage.settings import Settings
 from triage.transport import make_producer
 
-pytestmark = pytest.mark.integration
-
 N_FEATURES = 64
 VALID_BETWEEN = 5
 

@@ -23,8 +23,6 @@ from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
 from triage.transport import make_producer
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,6 @@ from tests.fixtures import ScorerProcess, read_all
 from tests.reliability.helpers import Load, metric, scrape, tally, wait_serving, wait_until
 from triage.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 KILLS = 4
 
 

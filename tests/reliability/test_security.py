@@ -89,7 +89,6 @@ def test_help_never_shows_a_secret_from_the_environment() -> None:
     assert SECRET not in serve.format_help()
 
 
-@pytest.mark.integration
 def test_scram_against_an_authenticating_broker_fails_cleanly_without_leaking(tmp_path: Path) -> None:
     """The broker demands SASL and knows no users: the scorer must attempt SCRAM, give up
     with a clear message (exit 1, no traceback) and print the password nowhere, even at DEBUG."""

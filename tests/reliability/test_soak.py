@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
 SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 

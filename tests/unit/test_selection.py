@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.fixtures import REPO
+from triage.cli import main
 from triage.errors import ConfigError
 from triage.lifecycle.selection import STRATEGIES, coverage_radius, select
 
@@ -47,18 +45,16 @@ def test_budget_errors_are_clear(digits) -> None:  # type: ignore[no-untyped-def
         select(X, 5, "magic")
 
 
-def test_select_cli_writes_indices_and_subset(tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+def test_select_cli_writes_indices_and_subset(tmp_path: Path, digits, capsys) -> None:  # type: ignore[no-untyped-def]
     X, y = digits
     pool = tmp_path / "pool.npz"
     np.savez(pool, X=X, y=y)
     out, subset = tmp_path / "ids.txt", tmp_path / "subset.npz"
-    done = subprocess.run([sys.executable, "-m", "triage", "select", "--data", str(pool), "--budget", "25",
-                           "--strategy", "kcenter", "--out", str(out), "--subset-out", str(subset)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert main(["select", "--data", str(pool), "--budget", "25", "--strategy", "kcenter", "--out", str(out),
+                 "--subset-out", str(subset)]) == 0, capsys.readouterr().err
     ids = [int(line) for line in out.read_text().split()]
     with np.load(subset) as d:
         assert len(ids) == 25 and (d["index"] == ids).all() and (d["X"] == X[ids]).all()
-    bad = subprocess.run([sys.executable, "-m", "triage", "select", "--data", str(pool), "--budget", "0"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert bad.returncode == 2 and "--budget must be between 1" in bad.stderr
+    capsys.readouterr()
+    assert main(["select", "--data", str(pool), "--budget", "0"]) == 2
+    assert "--budget must be between 1" in capsys.readouterr().err

@@ -3,26 +3,23 @@ made another version CURRENT (the watcher and the swap both check the registry).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
-from sklearn.datasets import load_digits
 
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.unit.test_isolation import FakeConsumer, FakeProducer
-from triage.lifecycle.bundles import train_initial
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
-from triage.settings import PolicySettings, RetrainSettings, Settings
+from triage.settings import Settings
 
 
 @pytest.fixture
-def two_versions(tmp_path: Path) -> Registry:
-    X, y = load_digits(return_X_y=True)
-    reg = Registry(tmp_path / "reg")
-    train_initial(X[:400], y[:400], reg, retrain=RetrainSettings(), policy=PolicySettings(), outlier_quantile=0.995,
-                  progress=lambda m: None)
+def two_versions(tmp_path: Path, registry_template: Path) -> Registry:
+    """v1 (the session's template) and v2, a copy of it registered as a second version."""
+    reg = Registry(shutil.copytree(registry_template, tmp_path / "reg"))
     manifest = {k: v for k, v in reg.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
     reg.add_bundle(reg.model_path("v1").read_bytes(), manifest, reg.canary("v1"))
     return reg
