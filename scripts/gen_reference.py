@@ -97,9 +97,17 @@ def _constraints(field: Any) -> str:
     return ", ".join(found)
 
 
+def _default(name: str) -> str:
+    """A field's default as ``--help`` shows it; quoted when it holds a space (as a shell needs it)."""
+    from triage.commands.base import shown_default
+    from triage.settings import Settings
+
+    shown = shown_default(name)
+    return f'"{shown}"' if isinstance(dict(Settings.fields())[name].default, str) and " " in shown else shown
+
+
 def render_settings() -> str:
     from triage.commands import load_commands
-    from triage.commands.base import shown_default
     from triage.settings import SECTIONS, env_var, flag_of
 
     takers: dict[str, list[str]] = {s: [] for s in SECTIONS}
@@ -145,7 +153,7 @@ def render_settings() -> str:
             if field.annotation is bool:
                 flag = f"{flag} / --no-{flag[2:]}"
             rows.append((_code(flag), _code(env_var(name)), _type_of(field.annotation),
-                         _code(shown_default(name)), _constraints(field), _text(field.description)))
+                         _code(_default(name)), _constraints(field), _text(field.description)))
         lines += _table(("Flag", "Environment", "Type", "Default", "Constraints", "Description"), rows)
         lines += [""]
     return "\n".join(lines)
