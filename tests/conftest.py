@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.fixtures import (  # noqa: F401
     broker, digits, example_model, kafka_client, registry, registry_template, scorer_process, settings_factory,
-    triage_process,
+    triage_process, zoo,
 )
 from tests.labelstudio import label_studio  # noqa: F401
 

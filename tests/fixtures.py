@@ -101,6 +101,16 @@ def registry(tmp_path: Path, registry_template: Path) -> Registry:
     return Registry(shutil.copytree(registry_template, tmp_path / "registry", symlinks=True))
 
 
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """kind -> ZooModel, or the reason the exporter could not build it; built once per session."""
+    from tests.compat.zoo import available_kinds, build_zoo
+
+    skipped: dict[str, str] = {}
+    models = build_zoo(tmp_path_factory.mktemp("zoo"), available_kinds(), skipped=skipped)
+    return {**skipped, **{m.kind: m for m in models}}
+
+
 @pytest.fixture
 def example_model() -> tuple[Path, Path]:
     return example_paths()

@@ -1,28 +1,31 @@
-"""Compatibility matrix without a broker (issue 12): the model adapter loads every zoo model and
-its most probable class equals onnxruntime's own prediction on every row.
+"""Compatibility matrix without a broker (issue 12), for every kind of the zoo:
 
-The same zoo, served end to end through Kafka: tests/integration/test_compat_matrix.py.
+- the model adapter loads it and its most probable class equals onnxruntime's own prediction on
+  every row;
+- the serving path as `triage serve --model PATH --reference REF [flags]` builds it (the same
+  parser, settings, preparation and batch handler) labels every row as onnxruntime does, one
+  output per sample and no dead letter.
+
+A few kinds also go through `triage serve` and the broker: tests/integration/test_compat_matrix.py.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.compat.zoo import KNOWN_EXPORTER_BUGS, ZooSkip, available_kinds, build_one, build_zoo
+from tests.compat.zoo import KNOWN_EXPORTER_BUGS, ZooModel, ZooSkip, available_kinds, build_one
+from triage.cli import build_parser, settings_from_args
+from triage.lifecycle.loading import serving_model_from_file
 from triage.model import OnnxClassifier
+from triage.policies import make_policy
+from triage.records import RecordBatch
+from triage.scoring.handlers import BatchConfig, process_batch
 
 KINDS = available_kinds()
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """kind -> ZooModel, or the reason the exporter could not build it."""
-    skipped: dict[str, str] = {}
-    models = build_zoo(tmp_path_factory.mktemp("zoo"), KINDS, skipped=skipped)
-    return {**skipped, **{m.kind: m for m in models}}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -42,6 +45,48 @@ def test_adapter_argmax_matches_onnxruntime(kind: str, zoo: dict[str, Any]) -> N
         f"{kind}: the adapter disagrees with onnxruntime on {len(wrong)}/{len(got)} rows, "
         f"e.g. (row, adapter, onnxruntime) {wrong[:5]}; classes {clf.spec.classes}"
     )
+
+
+def served_labels(model: ZooModel) -> tuple[dict[str, list[str]], list[bytes]]:
+    """Sample id -> every label the serving path gave it, and the dead letters: settings from the
+    `triage serve` parser, the model prepared by `serving_model_from_file`, one batch through
+    `process_batch` with the scorer's policy."""
+    args = build_parser().parse_args(["serve", "--model", str(model.path), "--reference", str(model.reference),
+                                      *model.flags])
+    s = settings_from_args(args)
+    served = serving_model_from_file(s.serving, s.policy)
+    batch = RecordBatch()
+    for i, row in enumerate(model.X):
+        sample = {"id": f"row-{i:04d}", "features": row.tolist(), "ts": 1_764_070_000_000 + i}
+        batch.append(s.topics.samples_topic, 0, i, 0, sample["id"].encode(), json.dumps(sample).encode())
+    result = process_batch(batch, served, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics))
+    labels: dict[str, list[str]] = {}
+    dead: list[bytes] = []
+    for out in result.outputs:
+        if out.topic == s.topics.dlq_topic:
+            dead.append(out.value or b"")
+            continue
+        doc = json.loads(out.value or b"{}")
+        if out.topic == s.topics.predictions_topic:
+            labels.setdefault(doc["id"], []).append(doc["label"])
+        elif out.topic == s.topics.review_topic:
+            labels.setdefault(doc["id"], []).append(doc["predicted"])
+    return labels, dead
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serving_path_labels_every_row_like_onnxruntime(kind: str, zoo: dict[str, Any]) -> None:
+    model = zoo[kind]
+    assert not isinstance(model, str), model
+    labels, dead = served_labels(model)
+    assert not dead, f"{kind}: {len(dead)} dead letters, e.g. {dead[0][:200]!r}"
+    ids = [f"row-{i:04d}" for i in range(len(model.X))]
+    assert set(labels) == set(ids), f"{kind}: {len(set(ids) - set(labels))} of {len(ids)} samples got no output"
+    doubled = {i: v for i, v in labels.items() if len(v) != 1}
+    assert not doubled, f"{kind}: samples with more than one output: {list(doubled.items())[:5]}"
+    wrong = [(i, labels[i][0], e) for i, e in zip(ids, model.expected) if labels[i][0] != e]
+    assert not wrong, (f"{kind}: triage disagrees with onnxruntime on {len(wrong)}/{len(ids)} rows, "
+                       f"e.g. (id, triage, onnxruntime) {wrong[:5]}")
 
 
 @pytest.mark.parametrize("kind", sorted(KNOWN_EXPORTER_BUGS))
