@@ -15,7 +15,6 @@ from typing import Callable, Optional
 
 from tests.fixtures import DEADLINE_S, REPO, _env
 from triage.runtime.broker import free_port
-from triage.cli import build_parser
 from triage.settings import Settings
 
 
@@ -47,11 +46,6 @@ def wait_until(check: Callable[[], Optional[str]], what: str, alive: Callable[[]
             break
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what} ({last})")
-
-
-def has_command(name: str) -> bool:
-    sub = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
-    return name in sub.choices  # type: ignore[attr-defined]
 
 
 class RetrainProcess:

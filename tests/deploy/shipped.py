@@ -24,10 +24,5 @@ SHIPPED: tuple[Shipped, ...] = (
 )
 BY_COMMAND = {s.command: s for s in SHIPPED}
 
-# Commands the stack runs that are still being merged (`triage label-studio`, the Label Studio
-# bridge). Tests that need the command skip its checks while it is listed here and FAIL once it
-# exists and is still listed, so the entry cannot rot: remove it when the command lands.
-COMMANDS_NOT_YET_MERGED: set[str] = set()
-
 # The bridge's webhook listener (POST /webhook), which Label Studio calls.
 BRIDGE_WEBHOOK_PORT = 8091

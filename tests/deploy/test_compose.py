@@ -14,12 +14,10 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import REPO
-from tests.deploy.shipped import BRIDGE_WEBHOOK_PORT, COMMANDS_NOT_YET_MERGED, SHIPPED
+from tests.deploy.shipped import BRIDGE_WEBHOOK_PORT, SHIPPED
 from triage.cli import build_parser
 from triage.settings import Settings
 
-# Commands the stack runs that are still being merged live in tests/deploy/shipped.py
-# (COMMANDS_NOT_YET_MERGED): the test fails when a listed command exists, so it stays honest.
 ONE_SHOT = {"topic-init", "train-init"}
 ENV_EXAMPLE = REPO / ".env.example"
 # Variables a fresh clone must set in .env (no default: secrets).
@@ -171,12 +169,7 @@ def _triage_commands(compose: dict[str, Any]) -> dict[str, list[str]]:
 
 def test_triage_commands_in_the_stack_parse(compose: dict[str, Any]) -> None:
     parser = build_parser()
-    registered = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert not COMMANDS_NOT_YET_MERGED & registered, (
-        f"{COMMANDS_NOT_YET_MERGED & registered} now exist: remove them from COMMANDS_NOT_YET_MERGED")
     for service, argv in _triage_commands(compose).items():
-        if argv[0] in COMMANDS_NOT_YET_MERGED:
-            continue
         try:
             parser.parse_args(argv)
         except SystemExit as exc:  # argparse reports the bad flag on stderr
