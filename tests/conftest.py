@@ -16,19 +16,17 @@ transport and fault tests (``CLIENT_SENSITIVE``) on both; ``both`` runs every br
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import HealthCheck, settings
-
 from tests.fixtures import (  # noqa: F401
     broker, digits, example_model, kafka_client, registry, registry_template, scorer_process, settings_factory,
     triage_process, zoo,
 )
 from tests.labelstudio import label_studio  # noqa: F401
+from tests.profiles import PROFILE  # noqa: F401  (registers and loads the Hypothesis profile)
 
 TESTS = Path(__file__).resolve().parent
 KAFKA_CLIENTS = ("confluent", "kafka-python")  # the first is what `--kafka-client auto` picks
@@ -58,9 +56,6 @@ BY_PATH = {
 # one xdist worker each: their session fixtures are expensive to start twice
 GROUPS = ("labelstudio", "exporters")
 
-settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("deep", parent=settings.get_profile("ci"), max_examples=2000)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

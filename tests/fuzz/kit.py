@@ -30,6 +30,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.contract_strategies import record_bytes
 from tests.fixtures import DEADLINE_S
+from tests.profiles import examples
 from triage.contracts import decode_label, decode_model_event, decode_review, decode_sample
 from triage.errors import InputError, RegistryError
 from triage.settings import Settings
@@ -39,7 +40,7 @@ MAX_BYTES = 100_000  # max_message_bytes of every process under test (and of the
 
 # A handful of whole batches per test: each example is ~30-60 records through a real process.
 FUZZ = settings(
-    max_examples=int(os.environ.get("TRIAGE_FUZZ_EXAMPLES", "5")),
+    max_examples=examples(int(os.environ.get("TRIAGE_FUZZ_EXAMPLES", "5"))),
     deadline=None,
     database=None,  # nothing written into the working tree
     # No shrinking: every step is a broker round trip. Failures name the offending record.

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.profiles import examples
 from triage.scoring.handlers import BatchConfig
 from triage.policies import make_policy
 from tests.reliability.corpus import Case, corpus, kinds_broken
@@ -123,7 +124,7 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
@@ -158,7 +159,7 @@ def test_fuzz_mutated_documents(doc: dict[str, Any], data: st.DataObject) -> Non
     _check(bytes(raw))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=300), docs.map(_dumps), st.none()), min_size=1, max_size=30))
 def test_fuzz_process_batch_one_primary_outcome_per_input(values: list[Optional[bytes]]) -> None:
     s, model = _model()

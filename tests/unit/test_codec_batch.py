@@ -7,6 +7,7 @@ from typing import Optional
 
 from hypothesis import given, settings, strategies as st
 
+from tests.profiles import examples
 from triage.contracts import Prediction, ScoreFields, decode_sample, decode_samples, encode
 from triage.errors import InputError
 
@@ -44,7 +45,7 @@ def test_batch_verdicts_equal_single_verdicts() -> None:
     assert _batch(values) == [_one(v) for v in values]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.one_of(st.sampled_from([GOOD, *BAD]), st.binary(max_size=80),
                           st.builds(lambda xs: json.dumps({"id": "h", "features": xs}).encode(),
                                     st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=4))),

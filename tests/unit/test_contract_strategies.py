@@ -8,13 +8,14 @@ from typing import Optional
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from tests.profiles import examples
 from tests.contract_strategies import KINDS, Case, builtins, cases, decoder, record_bytes, valid_record_bytes
 from triage.contracts import decode_sample, decode_samples
 from triage.errors import InputError
 
 FC = 8
 MAX = 100_000
-FAST = settings(max_examples=300, deadline=None,
+FAST = settings(max_examples=examples(300), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
@@ -46,7 +47,7 @@ def test_generated_records_decode_or_raise_input_error(kind: str) -> None:
 def test_valid_records_always_decode(kind: str) -> None:
     decode = decoder(kind, FC, MAX)
 
-    @settings(FAST, max_examples=100)
+    @settings(FAST, max_examples=examples(100))
     @given(valid_record_bytes(kind, FC))
     def run(value: bytes) -> None:
         decode(value)
@@ -62,7 +63,7 @@ def _verdict(value: Optional[bytes]) -> tuple[str, object]:
         return exc.stage, exc.message
 
 
-@settings(FAST, max_examples=150)
+@settings(FAST, max_examples=examples(150))
 @given(st.lists(record_bytes("sample", FC, MAX), max_size=8))
 def test_batch_decoder_gives_the_single_decoders_verdicts(values: list[Optional[bytes]]) -> None:
     samples, rows, errors = decode_samples(values, FC, MAX)

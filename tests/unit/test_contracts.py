@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.profiles import examples
 from triage.contracts import (
     DLQ_STAGES, F32_MAX, MAX_EVENT_MS, META_MAX_BYTES, META_MAX_DEPTH, Label, ModelEvent, Prediction,
     ProvisionalPrediction, ReviewRequest, Sample, ScoreFields, TopClass, check_features, dead_letter,
@@ -293,7 +294,7 @@ any_ts = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text
                    st.lists(st.integers(), max_size=2))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(any_ts, st.integers(*INT64) | st.integers())
 def test_event_ms_always_fits_int64(ts: Any, fallback: int) -> None:
     ms = event_ms(Sample("a", [1.0], ts=ts), fallback)
@@ -713,7 +714,7 @@ def _tricky_samples(draw: st.DrawFn) -> bytes:
     return _enc(Obj(pairs), draw(st.booleans()))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(_tricky_samples(), min_size=1, max_size=6))
 def test_duplicate_screen_agrees_with_an_exact_parser(values: list[bytes]) -> None:
     samples, rows, errors = decode_samples(values, 3, MAX)

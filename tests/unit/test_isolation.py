@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.profiles import examples
 from consumers.loop import GuardedLoop
 from triage.contracts import decode_dlq_headers
 from triage.errors import TransportError
@@ -49,7 +50,7 @@ def test_a_clean_batch_is_handled_in_one_call() -> None:
     assert [p.rows for p in parts] == [list(range(64))]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 80).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), max_size=n))))
 def test_bisection_finds_exactly_the_bad_records(case: tuple[int, set[int]]) -> None:
     n, bad = case

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.profiles import examples
 from triage.errors import InputError
 from triage.lifecycle.labelstore import CORRUPT_LINE, EDGE_CASE, TORN_TAIL, UNDO, LabelStore, decode_line, encode_row, is_eval_id
 
@@ -66,7 +67,7 @@ def test_lines_carry_a_crc32_of_the_json(tmp_path: Path) -> None:
 
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20))
 def test_floats_round_trip_bit_for_bit(features: list[float]) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -87,7 +88,7 @@ def test_non_finite_features_are_refused_before_writing(bad: float) -> None:
         assert store.count() == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(), st.text(min_size=1), st.one_of(st.none(), st.text()), st.integers(0, 2**31), st.integers(-1, 2**63))
 def test_rows_round_trip_with_any_text(sid: str, label: str, annotator: Optional[str], partition: int,
                                        offset: int) -> None:
@@ -312,7 +313,7 @@ ops = st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "c", EDGE
                          st.booleans()), max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ops)
 def test_latest_wins_undo_and_upto_match_a_reference(seq: list[tuple[int, str, bool]]) -> None:
     """Random labels, undos and corrupt slots: every prefix reads like the reference model."""
