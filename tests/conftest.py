@@ -51,6 +51,7 @@ BY_PATH = {
     "exporters": {"integration/test_compat_matrix.py", "unit/test_compat_adapter.py"},
     "deploytools": {"deploy/test_core_install.py"},
     "process": {"bench/"},
+    "load": {"reliability/test_process_faults.py", "reliability/test_broker_outage.py"},
     "slow": {"reliability/test_soak.py"},
 }
 # one xdist worker each: their session fixtures are expensive to start twice
