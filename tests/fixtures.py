@@ -1,14 +1,11 @@
-"""Factory fixtures: the embedded broker, unique topics, settings, producers, readers, and a
-scorer subprocess. Integration tests talk to the real broker only; nothing here mocks Kafka."""
+"""Factory fixtures: the embedded broker, unique topics, settings, producers, readers, and
+triage subprocesses (tests/helpers.py: TriageProcess, waits, metric parsing). Integration tests
+talk to the real broker only; nothing here mocks Kafka."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +15,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from triage.runtime.broker import EmbeddedBroker, free_port
+from tests.helpers import (  # noqa: F401 - DEADLINE_S, REPO and ScorerProcess are imported from here too
+    DEADLINE_S, REPO, ScorerProcess, TriageProcess, settings_env,
+)
+from triage.runtime.broker import EmbeddedBroker
 from triage.lifecycle.bundles import train_initial
 from triage.examples import example_paths
 from triage.records import OutRecord
@@ -26,8 +26,7 @@ from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer
 
-REPO = Path(__file__).resolve().parents[1]
-DEADLINE_S = 90.0  # every wait loop in the tests is bounded by this
+_env = settings_env  # the settings as TRIAGE_* environment (older name)
 
 
 @pytest.fixture(scope="session")
@@ -170,74 +169,22 @@ def decoded(records: list[dict[str, Any]], topic: str) -> list[dict[str, Any]]:
     return [json.loads(r["value"]) for r in records if r["topic"] == topic]
 
 
-class TriageProcess:
-    """A long-running ``triage COMMAND`` in a subprocess (so tests can SIGKILL it)."""
-
-    def __init__(self, command: str, settings: Settings, extra: list[str], log_path: Path) -> None:
-        self.metrics_port = free_port()
-        env = {**os.environ, **_env(settings), "TRIAGE_METRICS_PORT": str(self.metrics_port)}
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "triage", command, *extra],
-            env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO,
-        )
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(self, name: str) -> float:
-        """The sum of the samples whose line starts with ``name`` (a name, or name{labels})."""
-        return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-class ScorerProcess(TriageProcess):
-    """``triage serve`` in a subprocess."""
-
-    def __init__(self, settings: Settings, extra: list[str], log_path: Path) -> None:
-        super().__init__("serve", settings, extra, log_path)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {}
-    for name, value in settings.flat(exclude_none=True).items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"TRIAGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
 @pytest.fixture
 def triage_process(tmp_path: Path) -> Iterator[Callable[..., TriageProcess]]:
-    """Start ``triage COMMAND`` processes; whatever still runs is killed at the end."""
+    """Start ``triage COMMAND EXTRA...`` processes (logs in tmp_path); whatever still runs is killed at the end."""
     started: list[TriageProcess] = []
 
     def start(command: str, settings: Settings, *extra: str) -> TriageProcess:
-        p = TriageProcess(command, settings, list(extra), tmp_path / f"{command}-{len(started)}.log")
+        p = TriageProcess(settings, [command, *extra], tmp_path, f"{command}-{len(started)}")
         started.append(p)
         return p
 
     yield start
     for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait(10)
+        p.stop()
 
 
 @pytest.fixture
 def scorer_process(triage_process: Callable[..., TriageProcess]) -> Callable[..., TriageProcess]:
+    """Start ``triage serve EXTRA...``: ``scorer_process(settings, *extra)``."""
     return lambda settings, *extra: triage_process("serve", settings, *extra)

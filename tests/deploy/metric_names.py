@@ -1,4 +1,5 @@
-"""Metric names: those the rules and the dashboard query, and those a /metrics page exports."""
+"""Metric names the alert rules and the dashboard query, and the Label Studio bridge's metric
+contract. (What a /metrics page exports: ``tests.helpers.exported``.)"""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import SUFFIXES
 
 METRIC = re.compile(r"\btriage_[a-zA-Z0-9_]*[a-zA-Z0-9]")
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
-            "summary": ("_sum", "_count"), "gauge": ("",), "info": ("_info",),
-            "unknown": ("",), "stateset": ("",), "gaugehistogram": ("_bucket", "_gsum", "_gcount")}
 
 
 def rule_exprs(rules_path: Path) -> list[str]:
@@ -40,16 +39,6 @@ def _find_exprs(node: Any) -> Iterator[str]:
 
 def referenced(exprs: list[str]) -> set[str]:
     return {m.group(0) for e in exprs for m in METRIC.finditer(e)}
-
-
-def exported(metrics_text: str) -> set[str]:
-    """Series names a /metrics page can produce, from its declared families — a labelled
-    metric with no children yet still counts (its TYPE line proves the process exports it)."""
-    names: set[str] = set()
-    for family in text_string_to_metric_families(metrics_text):
-        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
-        names.update(sample.name for sample in family.samples)
-    return names
 
 
 # The contract of `triage label-studio` (the Label Studio bridge): family name -> type and label

@@ -9,10 +9,9 @@ import uuid
 import pytest
 
 from tests.deploy.conftest import DEPLOY, PROM_DIR
-from tests.deploy.metric_names import (LABEL_STUDIO_BRIDGE_METRICS, contract_names, dashboard_exprs, exported,
-                                       referenced, rule_exprs)
-from tests.deploy.processes import RetrainProcess, TriageProcess
+from tests.deploy.metric_names import LABEL_STUDIO_BRIDGE_METRICS, contract_names, dashboard_exprs, referenced, rule_exprs
 from tests.deploy.shipped import BY_COMMAND
+from tests.helpers import RetrainProcess, TriageProcess, exported
 from triage.examples import example_paths
 from triage.runtime.broker import EmbeddedBroker, free_port
 from triage.settings import Settings

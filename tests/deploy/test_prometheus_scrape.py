@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import PROM_DIR
-from tests.deploy.processes import TriageProcess, http_get, wait_until
 from tests.deploy.shipped import BY_COMMAND
-from tests.fixtures import ScorerProcess, produce
+from tests.fixtures import produce
+from tests.helpers import ScorerProcess, TriageProcess, http_get, metric_value, wait_until
 from tests.integration.streams import mixed_stream
 from triage.runtime.broker import free_port
 from triage.settings import Settings
@@ -90,34 +90,32 @@ def test_prometheus_scrapes_a_running_scorer(
     records, valid, outliers = mixed_stream(ref, 120, 5)
     produce(s, s.topics.samples_topic, records)
     scorer = scorer_process(s)
-    scorer_dead = lambda: None if scorer.proc.poll() is None else scorer.log()  # noqa: E731
     # everything consumed: predictions + review cover every valid sample
     scored = len(valid) + len(outliers)
 
     def all_scored() -> Optional[str]:
         text = scorer.metrics()
-        total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                    if line.startswith("triage_samples_total{") and 'route="dlq"' not in line)
+        total = sum(metric_value(text, "triage_samples_total", route=r) for r in ("predictions", "review"))
         return text if total >= scored else None
 
-    wait_until(all_scored, "the scorer to score the stream", scorer_dead)
+    wait_until(all_scored, "the scorer to score the stream", alive=scorer.dead)
     prom = prometheus_factory(scorer.metrics_port)
     wait_until(lambda: "ok" if http_get(f"http://127.0.0.1:{prom.port}/-/ready")[0] == 200 else None,
-               "prometheus to be ready", prom.dead)
+               "prometheus to be ready", alive=prom.dead)
 
     def series(expr: str) -> Callable[[], Optional[list[dict[str, Any]]]]:
         return lambda: prom.query(expr) or None
 
-    up = wait_until(series('up{job="triage-scorer"} == 1'), "the scorer target to be up", prom.dead)
+    up = wait_until(series('up{job="triage-scorer"} == 1'), "the scorer target to be up", alive=prom.dead)
     assert up[0]["metric"]["instance"] == f"127.0.0.1:{scorer.metrics_port}"
-    routed = wait_until(series('sum(triage_samples_total{route=~"predictions|review"})'), "triage_samples_total", prom.dead)
+    routed = wait_until(series('sum(triage_samples_total{route=~"predictions|review"})'), "triage_samples_total", alive=prom.dead)
     assert float(routed[0]["value"][1]) == scored
     by_reason = {r["metric"]["reason"] for r in prom.query('triage_samples_total{route="review"}')}
     assert "outlier" in by_reason
     assert float(prom.query("sum(triage_dlq_records_total)")[0]["value"][1]) > 0
     assert prom.query("triage_confidence_count")[0]["value"][1] == str(scored)
     assert prom.query("triage_model_info")[0]["metric"]["version"]
-    ready = wait_until(series("triage_ready == 1"), "triage_ready to be scraped as 1", prom.dead)
+    ready = wait_until(series("triage_ready == 1"), "triage_ready to be scraped as 1", alive=prom.dead)
     assert ready
 
     # the server loaded every rule from deploy/prometheus/alerts.yml and evaluates them
@@ -140,10 +138,10 @@ def test_prometheus_scrapes_the_audit_consumer_under_its_shipped_job(
         job = BY_COMMAND["audit"].job
         prom = prometheus_factory(free_port(), {job: audit.metrics_port})  # no scorer: only audit matters here
         wait_until(lambda: "ok" if http_get(f"http://127.0.0.1:{prom.port}/-/ready")[0] == 200 else None,
-                   "prometheus to be ready", prom.dead)
-        up = wait_until(lambda: prom.query(f'up{{job="{job}"}} == 1') or None, "the audit target to be up", prom.dead)
+                   "prometheus to be ready", alive=prom.dead)
+        up = wait_until(lambda: prom.query(f'up{{job="{job}"}} == 1') or None, "the audit target to be up", alive=prom.dead)
         assert up[0]["metric"]["instance"] == f"127.0.0.1:{audit.metrics_port}"
-        alpha = wait_until(lambda: prom.query(f'triage_risk_alpha{{job="{job}"}}') or None, "triage_risk_alpha", prom.dead)
+        alpha = wait_until(lambda: prom.query(f'triage_risk_alpha{{job="{job}"}}') or None, "triage_risk_alpha", alive=prom.dead)
         assert float(alpha[0]["value"][1]) == s.policy.risk_alpha
     finally:
         audit.stop()

@@ -7,10 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
-import pytest
-
-from tests.deploy.processes import http_get, ready_state, wait_until
-from tests.fixtures import ScorerProcess
+from tests.deploy.processes import ready_state
+from tests.helpers import ScorerProcess, http_get, wait_until
 from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
 from triage.transport import ensure_topics
@@ -31,17 +29,15 @@ def test_readyz_turns_503_when_the_broker_goes_away(
                      metrics_host="127.0.0.1", model=model, reference=ref)
         ensure_topics(s, s.topics.all())
         scorer = scorer_process(s)
-        dead = lambda: None if scorer.proc.poll() is None else scorer.log()  # noqa: E731
-        url = f"http://127.0.0.1:{scorer.metrics_port}"
 
         def ready() -> Optional[dict[str, object]]:
             code, doc = ready_state(scorer.metrics_port)
             return doc if code == 200 else None
 
-        doc = wait_until(ready, "/readyz to turn 200", dead)
+        doc = wait_until(ready, "/readyz to turn 200", alive=scorer.dead)
         assert doc == {"ready": True, "checks": {"model_loaded": True, "partitions_assigned": True,
                                                  "broker_reachable": True, "loop_responsive": True}}
-        assert "triage_ready 1.0" in scorer.metrics()
+        assert scorer.metric("triage_ready") == 1
 
         broker.stop()
 
@@ -49,13 +45,13 @@ def test_readyz_turns_503_when_the_broker_goes_away(
             code, doc = ready_state(scorer.metrics_port)
             return doc if code == 503 else None
 
-        doc = wait_until(unready, "/readyz to turn 503 after the broker stopped", dead)
+        doc = wait_until(unready, "/readyz to turn 503 after the broker stopped", alive=scorer.dead)
         assert doc["ready"] is False
         checks = doc["checks"]
         # the broker check fails, or the loop is blocked inside the client waiting for it
         assert checks["broker_reachable"] is False or checks["loop_responsive"] is False  # type: ignore[index]
         assert doc["checks"]["model_loaded"] is True  # type: ignore[index]
-        assert http_get(url + "/healthz") == (200, "ok\n"), "the process is alive even when not ready"
-        assert "triage_ready 0.0" in scorer.metrics()
+        assert http_get(scorer.url + "/healthz") == (200, "ok\n"), "the process is alive even when not ready"
+        assert scorer.metric("triage_ready") == 0
     finally:
         broker.stop()

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import pytest
 
-from tests.fixtures import REPO, _env, read_all
+from tests.fixtures import read_all
+from tests.helpers import REPO, settings_env
 from triage.runtime.pacing import chunk_size, sample_records, send_paced
 from triage.errors import TransportError
 from triage.records import OutRecord
@@ -70,7 +70,7 @@ def test_send_paced_retries_until_every_record_is_acknowledged(tmp_path: Path) -
 
 
 def _replay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "triage", "replay", *args], env={**os.environ, **_env(settings)},
+    return subprocess.run([sys.executable, "-m", "triage", "replay", *args], env={**os.environ, **settings_env(settings)},
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

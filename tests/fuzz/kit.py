@@ -6,7 +6,7 @@ written and read with kafka-python directly, so the tests know every input's par
 offset and see the headers of every output; the processes under test use the client the
 ``kafka_client`` fixture picked. Committed offsets are read with a group-less OffsetFetch
 (a KafkaConsumer with the group id that never subscribes, so it never joins the group).
-Every wait is bounded by tests.fixtures.DEADLINE_S.
+Every wait is bounded by tests.helpers.DEADLINE_S (waits: tests.helpers.wait_until).
 
 The embedded broker (Tansu) reports a partition's end offset as the base offset of its last
 record batch + 1, not its last offset + 1, so end offsets are never trusted here: inputs are
@@ -241,21 +241,7 @@ class Offsets:
         self._c.close(autocommit=False)
 
 
-# --- waiting and metrics -------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], bool], what: str, *, alive: Optional[Callable[[], Optional[str]]] = None,
-               timeout_s: float = DEADLINE_S) -> None:
-    """Poll ``check`` until true; ``alive`` returns a reason to stop early (a dead thread)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if alive is not None:
-            dead = alive()
-            assert dead is None, f"while waiting for {what}: {dead}"
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+# --- metrics (waits: tests.helpers.wait_until) -------------------------------------------------------------------------
 
 
 def value(counter: Any, **labels: str) -> float:

@@ -32,8 +32,9 @@ from hypothesis import strategies as st
 
 from consumers.annotator import CLEAR, Console
 from tests.fuzz.kit import (
-    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, sticky, value, verdict, wait_until,
+    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, sticky, value, verdict,
 )
+from tests.helpers import wait_until
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
 from triage.settings import Settings

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from consumers.audit import AuditConsumer
 from tests.fixtures import DEADLINE_S
 from tests.fuzz.kit import (
-    FUZZ, MAX_BYTES, Feeder, In, counts, interleave, records, sticky, value, verdict, wait_until,
+    FUZZ, MAX_BYTES, Feeder, In, counts, interleave, records, sticky, value, verdict,
 )
+from tests.helpers import wait_until
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.errors import InputError
 from triage.settings import Settings

@@ -26,8 +26,9 @@ from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.fuzz.kit import (
     FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, interleave, promote_next, records, sticky,
-    value, wait_until,
+    value,
 )
+from tests.helpers import wait_until
 from triage.contracts import encode_model_event
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry

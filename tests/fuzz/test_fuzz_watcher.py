@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from tests.fuzz.kit import (
-    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, counts, event_verdict, interleave, promote_next,
-    records, sticky, value, wait_until,
+    FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, check_scorer_outputs, counts, event_verdict, interleave,
+    promote_next, records, sticky, value,
 )
+from tests.helpers import wait_until
 from triage.contracts import encode_model_event
 from triage.metrics import REFUSAL_REASONS
 from triage.lifecycle.registry import Registry

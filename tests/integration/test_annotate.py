@@ -8,14 +8,12 @@ import pty
 import select
 import subprocess
 import sys
-import time
-from typing import Callable
+from typing import Callable, Optional
 
-import numpy as np
-import pytest
 from sklearn.datasets import load_digits
 
-from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_all
+from tests.fixtures import produce, read_all
+from tests.helpers import REPO, settings_env, wait_until
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.settings import Settings
 
@@ -28,20 +26,19 @@ class Terminal:
         self.screen = ""
 
     def expect(self, text: str) -> str:
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
+        """The screen (since the last clear) once it shows ``text``."""
+        def shown() -> Optional[str]:
             ready, _, _ = select.select([self.master], [], [], 0.2)
             if ready:
-                try:
-                    self.screen += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:
-                    break
-                last = self.screen.rsplit("\x1b[2J", 1)[-1]
-                if text in last:
-                    return last
-            if self.proc.poll() is not None:
-                break
-        raise AssertionError(f"never saw {text!r}; last screen:\n{self.screen[-2000:]}")
+                self.screen += os.read(self.master, 65536).decode(errors="replace")
+            last = self.screen.rsplit("\x1b[2J", 1)[-1]
+            return last if text in last else None
+
+        exited = lambda: None if self.proc.poll() is None else f"the console exited with {self.proc.returncode}"  # noqa: E731
+        try:
+            return wait_until(shown, f"{text!r} on the console", every_s=0, alive=exited)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlast screen:\n{self.screen[-2000:]}") from None
 
     def press(self, key: str) -> None:
         os.write(self.master, key.encode())
@@ -55,7 +52,7 @@ def test_console_serves_by_priority_and_publishes_labels(settings_factory: Calla
         (rid.encode(), encode(ReviewRequest(rid, X[i].tolist(), "uncertain", "3", 0.4, ScoreFields(0.05, 0.6, None),
                                             prio, "v1", None, [TopClass("3", 0.4), TopClass("8", 0.35)])))
         for i, (rid, prio) in enumerate(requests.items())])
-    env = {**os.environ, **_env(s)}
+    env = {**os.environ, **settings_env(s)}
     term = Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
                      "--annotator", "alice"], env)
     try:

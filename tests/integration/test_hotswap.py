@@ -10,13 +10,13 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import pytest
 
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.trainer import Trainer
-from tests.fixtures import DEADLINE_S, REPO, ScorerProcess, produce, read_all
-from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
+from tests.fixtures import produce, read_all, read_headers
+from tests.helpers import DEADLINE_S, REPO, ScorerProcess, wait_until
+from triage.contracts import encode
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
@@ -24,12 +24,6 @@ from triage.settings import Settings
 
 def samples(X: np.ndarray, start: int, stop: int) -> list[tuple[bytes, bytes]]:
     return [(f"d{i}".encode(), encode({"id": f"d{i}", "features": X[i].tolist()})) for i in range(start, stop)]
-
-
-def review_request(sid: str, features: list[float]) -> bytes:
-    """A review request as the scorer writes it (the retrain job joins labels to these)."""
-    return encode(ReviewRequest(sid, features, "uncertain", "0", 0.5, ScoreFields(0.1, 0.5, None), 0.5, "v1",
-                                None, [TopClass("0", 0.5)]))
 
 
 def labels_for(review: list[dict[str, Any]], y: np.ndarray, wrong: bool = False) -> list[tuple[bytes, bytes]]:
@@ -53,15 +47,6 @@ def stop_inprocess(scorer: Scorer, watcher: ModelWatcher, worker: threading.Thre
     scorer.stop_event.set()
     worker.join(60)
     watcher.stop()
-
-
-def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_retrain_promotes_and_both_replicas_swap_without_loss(
@@ -89,7 +74,8 @@ def test_retrain_promotes_and_both_replicas_swap_without_loss(
     assert registry.manifest("v2")["parent"] == "v1"
 
     for proc in replicas:
-        wait_for(lambda: 'version="v2"' in proc.metrics(), "both replicas to serve v2")
+        wait_until(lambda: proc.metric("triage_model_info", version="v2") == 1, "both replicas to serve v2",
+                   alive=proc.dead)
     second = samples(X, 1000, 1400)
     produce(s, s.topics.samples_topic, second)
     out = read_all(s, s.topics.outputs(), expect=len(first) + len(second))
@@ -99,26 +85,7 @@ def test_retrain_promotes_and_both_replicas_swap_without_loss(
     late = [d for d in docs if int(d["id"][1:]) >= 1000]
     assert late and all(d["model_version"] == "v2" for d in late)
     for proc in replicas:
-        assert 'triage_model_swaps_total{result="success"} 1.0' in proc.metrics()
-
-
-def test_wrong_labels_are_refused(settings_factory: Callable[..., Settings], registry: Registry,
-                                  digits: tuple[np.ndarray, np.ndarray]) -> None:
-    X, y = digits
-    s = settings_factory(registry=registry.root, min_new_labels=20)
-    review = [{"id": f"d{i}"} for i in range(300, 700)]
-    produce(s, s.topics.review_topic, [(d["id"].encode(), review_request(d["id"], X[int(d["id"][1:])].tolist()))
-                                       for d in review])
-    produce(s, s.topics.labels_topic, labels_for(review, y, wrong=True))
-    trainer = Trainer(s, registry, progress=lambda m: None)
-    try:
-        outcome = trainer.run_once()
-    finally:
-        trainer.close()
-    assert outcome.outcome == "rejected", outcome
-    assert registry.current() == "v1"
-    m = registry.manifest(outcome.version or "")
-    assert m["status"] == "rejected" and "worse than current" in m["status_reason"]
+        assert proc.metric("triage_model_swaps_total", result="success") == 1
 
 
 def test_unjoinable_and_unknown_labels_go_to_the_dlq(settings_factory: Callable[..., Settings], registry: Registry) -> None:
@@ -133,8 +100,6 @@ def test_unjoinable_and_unknown_labels_go_to_the_dlq(settings_factory: Callable[
     finally:
         trainer.close()
     assert outcome.outcome == "skipped" and outcome.rejected == 3
-    from tests.fixtures import read_headers
-
     dlq = read_headers(s, s.topics.dlq_topic, 3)
     assert sorted(d["key"] for d in dlq) == [b"nobody", b"x1", b"x2"]
     messages = " ".join(d["headers"]["triage.error.message"] for d in dlq)
@@ -164,7 +129,7 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
     feeder = threading.Thread(target=feed)
     try:
         feeder.start()
-        wait_for(lambda: scorer.metrics.batches._value.get() >= 3, "the first batches")
+        wait_until(lambda: scorer.metrics.batches._value.get() >= 3, "the first batches")
         # v2: the same bytes under a new version, promoted while the stream flows
         manifest = {k: v for k, v in registry.manifest("v1").items() if k not in ("version", "sha256", "path", "status")}
         v2 = registry.add_bundle(registry.model_path("v1").read_bytes(), manifest, registry.canary("v1"))
@@ -175,7 +140,7 @@ def test_stream_keeps_flowing_through_a_swap(settings_factory: Callable[..., Set
         producer = make_producer(s)
         announce(s, producer, registry.model_event(v2, "promote"))
         producer.close()
-        wait_for(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap")
+        wait_until(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap")
         swapped.set()
         feeder.join(DEADLINE_S)
         out = read_all(s, s.topics.outputs(), expect=len(sent))
@@ -212,7 +177,7 @@ def test_corrupt_bundle_and_bad_events_are_refused(settings_factory: Callable[..
         announce(s, producer, registry.model_event(v2, "promote"))  # its bundle no longer matches sha256
         announce(s, producer, {"version": "v9", "sha256": "0" * 64, "path": "../../etc/passwd", "action": "promote"})
         producer.close()
-        wait_for(lambda: scorer.metrics.refusals.labels(reason="sha256")._value.get() >= 1
+        wait_until(lambda: scorer.metrics.refusals.labels(reason="sha256")._value.get() >= 1
                  and scorer.metrics.refusals.labels(reason="path")._value.get() >= 1, "both refusals")
         produce(s, s.topics.samples_topic, samples(X, 300, 500))
         out = read_all(s, s.topics.outputs(), expect=200)
@@ -239,7 +204,7 @@ def test_rollback_cli_announces_and_scorer_follows(settings_factory: Callable[..
                               capture_output=True, text=True, cwd=REPO, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "CURRENT = v1" in done.stdout
-        wait_for(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap back to v1")
+        wait_until(lambda: scorer.metrics.swaps.labels(result="success")._value.get() >= 1, "the swap back to v1")
         produce(s, s.topics.samples_topic, samples(X, 300, 400))
         out = read_all(s, s.topics.outputs(), expect=100)
     finally:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass
@@ -22,7 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from tests.fixtures import DEADLINE_S, REPO, TriageProcess, _env, produce, read_headers, registry_v1
+from tests.fixtures import produce, read_all, read_headers, registry_v1
+from tests.helpers import REPO, TriageProcess, settings_env, wait_until
 from triage.runtime.broker import free_port
 from triage.lifecycle.labelstore import UNDO
 from triage.annotation.labelstudio.client import LabelStudio
@@ -48,14 +47,16 @@ def setup(settings_factory: Callable[..., Settings], label_studio: Any) -> Setup
                  LabelStudio(label_studio.url, label_studio.token))
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = DEADLINE_S, logs: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n{logs()[-4000:]}")
+def reconciles(bridge: TriageProcess, n: int) -> None:
+    """Wait until ``bridge`` completed ``n`` more reconciles: its reconcile-lag gauge, set at every
+    poll to the time since the last completed reconcile, drops ``n`` times."""
+    lags: list[float] = []
+
+    def dropped() -> bool:
+        lags.append(bridge.metric("triage_labelstudio_reconcile_lag_seconds"))
+        return sum(b < a for a, b in zip(lags, lags[1:])) >= n
+
+    wait_until(dropped, f"{n} more reconciles", every_s=0.1, alive=bridge.dead)
 
 
 def _review(sample_id: str, X: np.ndarray, priority: float, predicted: str = "3") -> bytes:
@@ -80,7 +81,7 @@ def _tasks(client: LabelStudio, project: int) -> list[dict[str, Any]]:
 
 
 def _project(client: LabelStudio, title: str) -> int:
-    return wait_for(f"project {title}", lambda: client.find_project(title))
+    return wait_until(lambda: client.find_project(title), f"project {title}", every_s=0.5)
 
 
 def _bridge_args(label_studio: Any, title: str, *extra: str) -> list[str]:
@@ -99,8 +100,8 @@ def test_reviews_become_tasks_and_annotations_become_labels_exactly_once(
     produce(s, s.topics.review_topic, [(sid.encode(), _review(sid, X[i], priority=i / 12)) for i, sid in enumerate(ids)]
             + [(b"bad", b"{not json")])
     project = _project(client, title)
-    tasks = wait_for("12 tasks", lambda: (lambda t: t if len(t) == 12 else None)(_tasks(client, project)),
-                     logs=first.log)
+    tasks = wait_until(lambda: (lambda t: t if len(t) == 12 else None)(_tasks(client, project)), "12 tasks",
+                       every_s=0.5, alive=first.dead)
     data = {t["data"]["sample_id"]: t for t in tasks}
     assert sorted(data) == sorted(ids)
     one = data["s3"]
@@ -118,34 +119,34 @@ def test_reviews_become_tasks_and_annotations_become_labels_exactly_once(
 
     # Updated, then deleted: the new label, then an undo.
     client.update_annotation(a3, _choice("8"))
-    wait_for("update", lambda: len(_labels(s, 2)) >= 2, logs=first.log)
+    wait_until(lambda: len(_labels(s, 2)) >= 2, "update", every_s=0.5, alive=first.dead)
     client.delete_annotation(a3)
-    labels = wait_for("undo", lambda: (lambda l: l if len(l) >= 3 else None)(_labels(s, 3)), logs=first.log)
+    labels = wait_until(lambda: (lambda l: l if len(l) >= 3 else None)(_labels(s, 3)), "undo", every_s=0.5,
+                        alive=first.dead)
     assert [l["label"] for l in labels] == [str(y[3]), "8", UNDO]
     # A skipped task is not a label.
     client.create_annotation(data["s4"]["id"], [], was_cancelled=True)
 
     # SIGKILL the bridge; annotate while it is down (its webhook is lost); more reviews arrive,
     # some of them redeliveries of requests that already have tasks.
-    first.proc.send_signal(signal.SIGKILL)
-    first.proc.wait(30)
+    first.kill()
     for sid in ("s5", "s6"):
         i = int(sid[1:])
         client.create_annotation(data[sid]["id"], _choice(str(y[i])))
     produce(s, s.topics.review_topic, [(b"s7", _review("s7", X[7], 0.5)), (b"s20", _review("s20", X[20], 0.9))])
     second = bridge_process(s, *_bridge_args(label_studio, title))
-    tasks = wait_for("13 tasks", lambda: (lambda t: t if len(t) == 13 else None)(_tasks(client, project)),
-                     logs=second.log)
+    tasks = wait_until(lambda: (lambda t: t if len(t) == 13 else None)(_tasks(client, project)), "13 tasks",
+                       every_s=0.5, alive=second.dead)
     assert len({t["data"]["sample_id"] for t in tasks}) == 13  # no duplicate task
-    labels = wait_for("labels made while the bridge was down",
-                      lambda: (lambda l: l if len(l) >= 5 else None)(_labels(s, 5)), logs=second.log)
-    time.sleep(5)  # two more reconciles: nothing may be published again
+    wait_until(lambda: len(_labels(s, 5)) >= 5, "labels made while the bridge was down", every_s=0.5,
+               alive=second.dead)
+    reconciles(second, 2)  # two more reconciles: nothing may be published again
     labels = _labels(s, 5)
     by_sample: dict[str, list[str]] = {}
     for label in labels:  # one key = one partition: per-sample order is the publication order
         by_sample.setdefault(label["id"], []).append(label["label"])
     assert by_sample == {"s3": [str(y[3]), "8", UNDO], "s5": [str(y[5])], "s6": [str(y[6])]}, by_sample
-    assert second.metric('triage_labelstudio_labels_published_total{kind="label",source="reconcile"}') >= 2
+    assert second.metric("triage_labelstudio_labels_published_total", kind="label", source="reconcile") >= 2
     assert second.metric("triage_labelstudio_tasks_existing_total") >= 1
     assert first.log().count("Traceback") == 0 and second.log().count("Traceback") == 0
 
@@ -159,12 +160,12 @@ def test_a_webhook_that_never_arrives_is_caught_by_reconcile(
     bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", dead))
     produce(s, s.topics.review_topic, [(b"w1", _review("w1", X[1], 0.5))])
     project = _project(client, title)
-    task = wait_for("a task", lambda: _tasks(client, project), logs=bridge.log)[0]
+    task = wait_until(lambda: _tasks(client, project), "a task", every_s=0.5, alive=bridge.dead)[0]
     client.create_annotation(task["id"], _choice(str(y[1])))
     labels = _labels(s, 1)
     assert [(l["id"], l["label"]) for l in labels] == [("w1", str(y[1]))]
-    assert bridge.metric('triage_labelstudio_labels_published_total{kind="label",source="reconcile"}') == 1
-    assert bridge.metric('triage_labelstudio_labels_published_total{kind="label",source="webhook"}') == 0
+    assert bridge.metric("triage_labelstudio_labels_published_total", kind="label", source="reconcile") == 1
+    assert bridge.metric("triage_labelstudio_labels_published_total", kind="label", source="webhook") == 0
 
 
 def test_webhooks_need_the_shared_secret(
@@ -176,7 +177,7 @@ def test_webhooks_need_the_shared_secret(
     port = free_port()
     bridge = bridge_process(s, *_bridge_args(label_studio, f"triage-{uuid.uuid4().hex[:8]}"),
                             "--webhook-port", str(port), "--webhook-secret", "right")
-    wait_for("the bridge's webhook listener", lambda: "webhooks of project" in bridge.log(), logs=bridge.log)
+    wait_until(lambda: "webhooks of project" in bridge.log(), "the bridge's webhook listener", alive=bridge.dead)
 
     def post(body: bytes, secret: str) -> int:
         req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=body, method="POST",
@@ -193,10 +194,10 @@ def test_webhooks_need_the_shared_secret(
     assert post(b'{"action": "ANNOTATION_CREATED", "task": {"id": 999999, "data": {}}, '
                 b'"annotation": {"id": 1, "result": [{"type": "choices", "value": {"choices": ["3"]}}]}}', "right") == 200
     assert post(b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 2}}', "right") == 200  # no task
-    assert bridge.metric('triage_labelstudio_invalid_total{reason="unauthorized_webhook"}') == 1
-    wait_for("the queued webhooks to be judged", lambda: bridge.metric(
-        'triage_labelstudio_invalid_total{reason="no_sample_id"}') == 1, logs=bridge.log)
-    assert bridge.metric('triage_labelstudio_invalid_total{reason="bad_webhook"}') == 2  # not JSON, no task
+    assert bridge.metric("triage_labelstudio_invalid_total", reason="unauthorized_webhook") == 1
+    wait_until(lambda: bridge.metric("triage_labelstudio_invalid_total", reason="no_sample_id") == 1,
+               "the queued webhooks to be judged", alive=bridge.dead)
+    assert bridge.metric("triage_labelstudio_invalid_total", reason="bad_webhook") == 2  # not JSON, no task
     assert bridge.proc.poll() is None  # still running
 
 
@@ -218,13 +219,14 @@ def test_scorer_reviews_labelled_in_label_studio_retrain_and_swap_the_scorer(
     client = LabelStudio(label_studio.url, label_studio.token)
     project = _project(client, title)
 
-    def settled() -> Any:  # the scorer has routed everything and the task count stopped moving
-        first = len(_tasks(client, project))
-        time.sleep(3)
-        tasks = _tasks(client, project)
-        return tasks if len(tasks) == first and len(tasks) >= 30 else None
-
-    tasks = wait_for("the review requests as tasks", settled, logs=bridge.log)
+    # the scorer has routed every sample; then one task per review request
+    wait_until(lambda: scorer.metric("triage_samples_total") >= len(pool), "the scorer to route the pool",
+               alive=scorer.dead)
+    review = {r["key"] for r in read_all(s, [s.topics.review_topic], expect=int(scorer.metric(
+        "triage_samples_total", route="review")))}
+    assert len(review) >= 30, f"only {len(review)} review requests: too few labels to retrain on"
+    tasks = wait_until(lambda: (lambda t: t if len(t) == len(review) else None)(_tasks(client, project)),
+                       f"{len(review)} tasks", every_s=0.5, alive=bridge.dead)
     for task in tasks:  # every task carries the model's guess from v1
         assert task["predictions"][0]["model_version"] == "v1"
         truth = str(y[int(task["data"]["sample_id"][1:])])
@@ -232,10 +234,10 @@ def test_scorer_reviews_labelled_in_label_studio_retrain_and_swap_the_scorer(
     labels = _labels(s, len(tasks))
     assert len(labels) == len(tasks) and {l["id"] for l in labels} == {t["data"]["sample_id"] for t in tasks}
 
-    env = {**os.environ, **_env(s), "TRIAGE_METRICS_PORT": "0"}
+    env = {**os.environ, **settings_env(s), "TRIAGE_METRICS_PORT": "0"}
     done = subprocess.run([sys.executable, "-m", "triage", "retrain", "--registry", str(reg.root), "--once"], env=env,
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert reg.current() == "v2", done.stderr[-3000:]
     assert reg.manifest("v2")["data"]["labels_trained"] > 0
-    wait_for("the scorer's swap to v2", lambda: "swapped model v1 -> v2" in scorer.log(), logs=scorer.log)
+    wait_until(lambda: "swapped model v1 -> v2" in scorer.log(), "the scorer's swap to v2", alive=scorer.dead)

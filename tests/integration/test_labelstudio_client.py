@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
+from tests.helpers import wait_until
 from triage.runtime.broker import free_port
 from triage.errors import TriageError
 from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError, is_personal_access_token
@@ -70,14 +70,16 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.port}/hook"
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout_s: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def match() -> Optional[dict[str, Any]]:
             with self.lock:
-                for r in self.received:
-                    if pred(r):
-                        return r
-            time.sleep(0.05)
-        raise AssertionError(f"no matching webhook within {timeout_s}s; got {[r['body'].get('action') for r in self.received]}")
+                return next((r for r in self.received if pred(r)), None)
+
+        try:
+            return wait_until(match, "a matching webhook", timeout_s=timeout_s, every_s=0.05)
+        except AssertionError as exc:
+            with self.lock:
+                got = [r["body"].get("action") for r in self.received]
+            raise AssertionError(f"{exc}; got {got}") from None
 
     def close(self) -> None:
         self.server.shutdown()

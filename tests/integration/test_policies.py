@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
 
 from consumers.audit import AuditConsumer
-from tests.fixtures import DEADLINE_S, produce, read_all
+from tests.fixtures import produce, read_all
+from tests.helpers import DEADLINE_S, metric_value, wait_until
 from tests.integration.streams import mixed_stream
-from tests.integration.test_scorer import _counter, _wait_metrics
 from triage.settings import Settings
 
 ALPHA = 0.02
@@ -30,7 +29,7 @@ def test_risk_policy_end_to_end(
     produce(s, s.topics.samples_topic, records)
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref), "--policy", "risk",
                           "--risk-alpha", str(ALPHA), "--risk-delta", "0.1")
-    _wait_metrics(proc)
+    proc.metrics()  # up
     want = len(valid | outliers)
 
     def complete(got: list[dict[str, Any]]) -> bool:  # audit copies make counts alone misleading
@@ -38,12 +37,12 @@ def test_risk_policy_end_to_end(
         return len(ids) >= want and sum(r["topic"] == s.topics.dlq_topic for r in got) >= len(records) - want
 
     out = read_all(s, s.topics.outputs(), expect=len(records), stop_when=complete)
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:  # the counters move right after the commit
+
+    def counted() -> Optional[str]:  # the counters move right after the commit
         text = proc.metrics()
-        if _counter(text, "triage_samples_total") >= len(out):
-            break
-        time.sleep(0.2)
+        return text if metric_value(text, "triage_samples_total") >= len(out) else None
+
+    text = wait_until(counted, "the counters to count every output", alive=proc.dead)
 
     preds = [json.loads(r["value"]) for r in out if r["topic"] == s.topics.predictions_topic]
     review = [json.loads(r["value"]) for r in out if r["topic"] == s.topics.review_topic]
@@ -63,15 +62,15 @@ def test_risk_policy_end_to_end(
     assert np.mean(wrong) <= ALPHA + 0.01
     assert coverage > 0.5
 
-    assert _counter(text, "triage_risk_alpha") == ALPHA
-    threshold = _counter(text, "triage_risk_threshold", **{"class": "all"})
+    assert metric_value(text, "triage_risk_alpha") == ALPHA
+    threshold = metric_value(text, "triage_risk_threshold", **{"class": "all"})
     assert 0 < threshold < 1
-    assert 0.5 < _counter(text, "triage_coverage_ratio", source="holdout") <= 1
-    assert _counter(text, "triage_coverage_ratio", source="stream") == pytest.approx(coverage, abs=0.05)
-    assert _counter(text, "triage_calibration_ece", stage="before") > 0
-    assert _counter(text, "triage_calibration_ece", stage="after") > 0
-    assert _counter(text, "triage_gate_open") == 1
-    assert _counter(text, "triage_samples_total", route="review", reason="audit") == sum(d["reason"] == "audit" for d in review)
+    assert 0.5 < metric_value(text, "triage_coverage_ratio", source="holdout") <= 1
+    assert metric_value(text, "triage_coverage_ratio", source="stream") == pytest.approx(coverage, abs=0.05)
+    assert metric_value(text, "triage_calibration_ece", stage="before") > 0
+    assert metric_value(text, "triage_calibration_ece", stage="after") > 0
+    assert metric_value(text, "triage_gate_open") == 1
+    assert metric_value(text, "triage_samples_total", route="review", reason="audit") == sum(d["reason"] == "audit" for d in review)
     assert "risk control (alpha=0.02" in proc.log() and "calibration" in proc.log()
     assert proc.terminate() == 0
 
@@ -92,6 +91,6 @@ def test_risk_policy_end_to_end(
     version = audits[0]["model_version"]
     est = consumer.estimator.estimate(version)
     assert est is not None and est.n == len(audits)
-    assert _counter(metrics, "triage_accepted_accuracy_estimate", model_version=version) == pytest.approx(est.estimate)
-    assert _counter(metrics, "triage_accepted_accuracy_lower", model_version=version) <= est.estimate
+    assert metric_value(metrics, "triage_accepted_accuracy_estimate", model_version=version) == pytest.approx(est.estimate)
+    assert metric_value(metrics, "triage_accepted_accuracy_lower", model_version=version) <= est.estimate
     assert est.estimate >= 1 - ALPHA - 0.05

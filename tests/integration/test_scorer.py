@@ -1,19 +1,17 @@
-"""The scorer against the real embedded broker: routing, delivery, crash recovery, metrics."""
+"""The scorer against the real embedded broker: routing, delivery, metrics. (SIGKILL and restart:
+tests/reliability/test_process_faults.py.)"""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable
-
-import pytest
+from typing import Any, Callable, Optional
 
 from consumers.scorer import Scorer
-from tests.fixtures import DEADLINE_S, ScorerProcess, produce, read_all, read_headers
+from tests.fixtures import produce, read_all, read_headers
+from tests.helpers import ScorerProcess, http_get, metric_samples, metric_value, wait_until
 from tests.integration.streams import MALFORMED, mixed_stream
 from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
@@ -59,27 +57,6 @@ def test_mixed_stream_every_sample_ends_in_exactly_one_place(
     assert all(h["headers"]["triage.source.topic"] == s.topics.samples_topic for h in headers)
 
 
-def _wait_metrics(proc: ScorerProcess) -> str:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        assert proc.proc.poll() is None, proc.log()
-        try:
-            return proc.metrics()
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("metrics endpoint never came up:\n" + proc.log())
-
-
-def _counter(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_metrics_match_what_was_routed(
     settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
     scorer_process: Callable[..., ScorerProcess],
@@ -89,54 +66,34 @@ def test_metrics_match_what_was_routed(
     records, _, _ = mixed_stream(ref, 300, 8, seed=1)
     produce(s, s.topics.samples_topic, records)
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
-    _wait_metrics(proc)
+    proc.metrics()  # up
     out = read_all(s, s.topics.outputs(), expect=len(records))
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:  # the counters move right after the commit
+
+    def counted() -> Optional[str]:  # the counters move right after the commit
         text = proc.metrics()
-        if _counter(text, "triage_samples_total") >= len(records):
-            break
-        time.sleep(0.2)
+        return text if metric_value(text, "triage_samples_total") >= len(records) else None
+
+    text = wait_until(counted, "the counters to count every record", alive=proc.dead)
     by_topic = {t: sum(1 for r in out if r["topic"] == t) for t in s.topics.outputs()}
-    assert _counter(text, "triage_samples_total", route="predictions") == by_topic[s.topics.predictions_topic]
-    assert _counter(text, "triage_samples_total", route="review") == by_topic[s.topics.review_topic]
-    assert _counter(text, "triage_samples_total", route="dlq") == by_topic[s.topics.dlq_topic]
-    assert _counter(text, "triage_dlq_records_total") == by_topic[s.topics.dlq_topic]
+    assert metric_value(text, "triage_samples_total", route="predictions") == by_topic[s.topics.predictions_topic]
+    assert metric_value(text, "triage_samples_total", route="review") == by_topic[s.topics.review_topic]
+    assert metric_value(text, "triage_samples_total", route="dlq") == by_topic[s.topics.dlq_topic]
+    assert metric_value(text, "triage_dlq_records_total") == by_topic[s.topics.dlq_topic]
     review_docs = [json.loads(r["value"]) for r in out if r["topic"] == s.topics.review_topic]
     for reason in ("uncertain", "outlier"):
-        assert _counter(text, "triage_samples_total", route="review", reason=reason) == sum(d["reason"] == reason for d in review_docs)
+        assert metric_value(text, "triage_samples_total", route="review", reason=reason) == sum(d["reason"] == reason for d in review_docs)
     valid = by_topic[s.topics.predictions_topic] + by_topic[s.topics.review_topic]
-    assert _counter(text, "triage_confidence_count") == valid
-    assert _counter(text, "triage_outlier_score_count") == valid
-    assert _counter(text, "triage_outlier_detection_enabled") == 1
-    assert re.search(r'triage_model_info\{sha256="[0-9a-f]{64}",version="file-[0-9a-f]{12}"\} 1\.0', text)
-    assert _counter(text, "triage_consumer_lag_records") == 0
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=5) as r:
-        assert json.loads(r.read())["ready"] is True
+    assert metric_value(text, "triage_confidence_count") == valid
+    assert metric_value(text, "triage_outlier_score_count") == valid
+    assert metric_value(text, "triage_outlier_detection_enabled") == 1
+    info = [m.labels for m in metric_samples(text, "triage_model_info") if m.value == 1]
+    assert len(info) == 1 and re.fullmatch("[0-9a-f]{64}", info[0]["sha256"])
+    assert re.fullmatch("file-[0-9a-f]{12}", info[0]["version"])
+    assert metric_value(text, "triage_consumer_lag_records") == 0
+    code, body = http_get(proc.url + "/readyz")
+    assert code == 200 and json.loads(body)["ready"] is True
     assert proc.terminate() == 0
     assert "scorer stopped cleanly" in proc.log()
-
-
-def test_sigkill_mid_stream_then_restart_loses_nothing(
-    settings_factory: Callable[..., Settings], example_model: tuple[Path, Path],
-    scorer_process: Callable[..., ScorerProcess],
-) -> None:
-    model_path, ref = example_model
-    s = settings_factory(batch_size=50)
-    records, valid, outliers = mixed_stream(ref, 4000, 20, seed=2)
-    produce(s, s.topics.samples_topic, records)
-    args = ("--model", str(model_path), "--reference", str(ref))
-    first = scorer_process(s, *args)
-    # Kill once some, but not all, outputs are out.
-    seen = read_all(s, s.topics.outputs(), expect=300, timeout_s=DEADLINE_S)
-    assert 0 < len(seen)
-    first.kill()
-    second = scorer_process(s, *args)
-    out = read_all(s, s.topics.outputs(), expect=len(records))
-    second.terminate()
-    ids = set(_ids(out, s.topics.predictions_topic)) | set(_ids(out, s.topics.review_topic))
-    assert ids == valid | outliers, f"lost {len((valid | outliers) - ids)} samples"
-    assert len({r["value"] for r in out if r["topic"] == s.topics.dlq_topic}) == len(MALFORMED) + 1
 
 
 def test_help_lists_every_setting_with_default() -> None:

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import pytest
 
 from consumers.scorer import Scorer
-from tests.fixtures import DEADLINE_S, produce, read_all, read_headers
+from tests.fixtures import produce, read_all, read_headers
+from tests.helpers import DEADLINE_S, wait_until
 from triage.errors import TransportError
-from triage.records import OutRecord
+from triage.records import OutRecord, RecordBatch
 from triage.lifecycle.loading import serving_model_from_file
 from triage.settings import Settings
 from triage.transport import Producer, make_consumer, make_producer, send_until_acked
@@ -27,26 +26,33 @@ def test_committed_offsets_survive_consumer_restart(settings_factory: Callable[.
     produce(s, s.topics.samples_topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(60)])
     first = make_consumer(s, [s.topics.samples_topic], group_id=s.connection.group_id)
     seen: dict[tuple[int, int], bytes] = {}
-    deadline = time.monotonic() + DEADLINE_S
+    polled: list[RecordBatch] = []
+
+    def received() -> bool:
+        batch = first.poll_batch(20, 300)
+        polled.append(batch)
+        for p, o, v in zip(batch.partitions, batch.offsets, batch.values):
+            seen[(p, o)] = v or b""
+        return bool(seen)
+
     try:
-        while not seen and time.monotonic() < deadline:
-            batch = first.poll_batch(20, 300)
-            for p, o, v in zip(batch.partitions, batch.offsets, batch.values):
-                seen[(p, o)] = v or b""
-        assert seen, "the group consumer received nothing"
-        committed = batch.next_offsets()
+        wait_until(received, "the group consumer to receive records", every_s=0)
+        committed = polled[-1].next_offsets()
         first.commit(committed)
     finally:
         first.close()
 
     second = make_consumer(s, [s.topics.samples_topic], group_id=s.connection.group_id)
     rest: dict[tuple[int, int], bytes] = {}
-    deadline = time.monotonic() + DEADLINE_S
+
+    def read_the_rest() -> bool:
+        batch = second.poll_batch(100, 300)
+        for p, o, v in zip(batch.partitions, batch.offsets, batch.values):
+            rest[(p, o)] = v or b""
+        return len(rest) + sum(o for o in committed.values()) >= 60
+
     try:
-        while len(rest) + sum(o for o in committed.values()) < 60 and time.monotonic() < deadline:
-            batch = second.poll_batch(100, 300)
-            for p, o, v in zip(batch.partitions, batch.offsets, batch.values):
-                rest[(p, o)] = v or b""
+        wait_until(read_the_rest, "the restarted consumer to read every uncommitted record", every_s=0)
     finally:
         second.close()
     # Nothing below a committed offset comes back; everything at or above it does.

@@ -1,4 +1,5 @@
-"""Shared pieces of the fault tests: a steady load generator, outcome accounting, waits."""
+"""Shared pieces of the fault tests: a steady load generator and outcome accounting. (Waits,
+processes and metric parsing: tests/helpers.py.)"""
 
 from __future__ import annotations
 
@@ -6,15 +7,13 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from tests.fixtures import DEADLINE_S, ScorerProcess
+from tests.helpers import DEADLINE_S, http_get
 from triage.examples import example_paths
 from triage.records import OutRecord
 from triage.settings import Settings
@@ -32,7 +31,8 @@ def sample_values(n: int, prefix: str, seed: int = 0) -> list[tuple[str, bytes]]
 
 class Load:
     """Produce samples at a steady rate from a thread, re-sending whatever fails (so a broker
-    outage delays the load but loses none of it). ``acked`` holds the ids the broker took."""
+    outage delays the load but loses none of it). ``acked`` holds the ids the broker took.
+    ``n`` is the most it sends: ``finish()`` ends it early, once the fault it accompanies is over."""
 
     def __init__(self, settings: Settings, n: int, rate_per_s: float, prefix: str = "s", chunk: int = 100) -> None:
         self.settings = settings
@@ -43,6 +43,7 @@ class Load:
         self.attempted: set[str] = set()
         self.failures = 0
         self.error: Optional[BaseException] = None
+        self._finish = threading.Event()
         self._thread = threading.Thread(target=self._run, name="load", daemon=True)
 
     def start(self) -> "Load":
@@ -52,6 +53,15 @@ class Load:
     @property
     def sent(self) -> int:
         return len(self.acked)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def finish(self) -> None:
+        """Send no chunk after the one in flight; then wait for the thread (``join``)."""
+        self._finish.set()
+        self.join()
 
     def join(self, timeout: float = DEADLINE_S * 2) -> None:
         self._thread.join(timeout)
@@ -65,6 +75,8 @@ class Load:
         deadline = started + DEADLINE_S * 4
         try:
             for lo in range(0, len(self.samples), self.chunk):
+                if self._finish.is_set():
+                    break
                 pending = self.samples[lo:lo + self.chunk]
                 while pending and time.monotonic() < deadline:
                     self.attempted.update(sid for sid, _ in pending)
@@ -77,7 +89,7 @@ class Load:
                 assert not pending, "load generator gave up"
                 # pace: the i-th chunk is due at started + i*chunk/rate
                 due = started + (lo + self.chunk) / self.rate
-                time.sleep(max(0.0, due - time.monotonic()))
+                self._finish.wait(max(0.0, due - time.monotonic()))
         except BaseException as exc:  # surfaced by join()
             self.error = exc
         finally:
@@ -124,52 +136,9 @@ def tally(fault: str, settings: Settings, sent: set[str], out: list[dict[str, An
     return count(fault, sent, output_ids(settings, out))
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S, every_s: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def scrape(proc: ScorerProcess) -> Optional[str]:
-    try:
-        return proc.metrics()
-    except OSError:
-        return None
-
-
 def readyz(port: int) -> int:
     """HTTP status of /readyz (0 when the server does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return http_get(f"http://127.0.0.1:{port}/readyz", timeout=3)[0]
     except OSError:
         return 0
-
-
-def wait_serving(proc: ScorerProcess) -> str:
-    """Wait until the subprocess's metrics endpoint answers; fail fast if it died."""
-    text: list[str] = []
-
-    def up() -> bool:
-        assert proc.proc.poll() is None, "scorer exited:\n" + proc.log()
-        t = scrape(proc)
-        if t is not None:
-            text.append(t)
-        return t is not None
-
-    wait_until(up, "the scorer's metrics endpoint")
-    return text[-1]

@@ -7,11 +7,10 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
-import pytest
-
-from tests.fixtures import ScorerProcess, read_all, read_headers
+from tests.fixtures import read_all, read_headers
+from tests.helpers import ScorerProcess, metric_value, wait_until
 from tests.reliability.corpus import corpus
-from tests.reliability.helpers import count, metric, readyz, sample_values, scrape, wait_serving, wait_until
+from tests.reliability.helpers import count, readyz, sample_values
 from triage.records import OutRecord
 from triage.settings import Settings
 from triage.transport import make_producer
@@ -62,7 +61,7 @@ def test_corpus_interleaved_with_valid_records_one_outcome_each(
     _send(s, records)
 
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
-    wait_serving(proc)
+    proc.metrics()  # up
     out = read_all(s, s.topics.outputs(), expect=len(records))
     assert proc.proc.poll() is None, "the scorer died:\n" + proc.log()
 
@@ -93,10 +92,13 @@ def test_corpus_interleaved_with_valid_records_one_outcome_each(
     assert seen == {c.name: 1 for c in broken}
 
     # the service is up and ready, and counted what it did
-    wait_until(lambda: metric(scrape(proc) or "", "triage_samples_total") >= len(records), "counters to settle")
-    text = scrape(proc) or ""
+    def settled() -> Optional[str]:
+        text = proc.metrics()
+        return text if metric_value(text, "triage_samples_total") >= len(records) else None
+
+    text = wait_until(settled, "counters to settle", alive=proc.dead)
     for stage in ("decode", "validate", "score"):
-        assert metric(text, "triage_dlq_records_total", stage=stage) == sum(c.stage == stage for c in broken)
+        assert metric_value(text, "triage_dlq_records_total", stage=stage) == sum(c.stage == stage for c in broken)
     assert readyz(proc.metrics_port) == 200
     dlq_ids = [f"dlq:{name}" for name, n in seen.items() for _ in range(n)]
     count(f"bad input: {len(broken)} kinds of broken records + {len(valid_ids)} valid",
@@ -123,7 +125,7 @@ def test_dead_letter_too_large_to_write_goes_without_its_payload(
     records += [OutRecord(s.topics.samples_topic, sid.encode(), v) for sid, v in valid[20:]]
     _send(s.replace(**{"max_message_bytes": 4_000_000}), records)  # an upstream with larger limits
     proc = scorer_process(s, "--model", str(model_path), "--reference", str(ref))
-    wait_serving(proc)
+    proc.metrics()  # up
     out = read_all(s, s.topics.outputs(), expect=len(records))
     assert proc.proc.poll() is None, proc.log()
     scored = sorted(_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic)
@@ -135,6 +137,6 @@ def test_dead_letter_too_large_to_write_goes_without_its_payload(
     # kafka-python says MessageSizeTooLargeError, librdkafka MSG_SIZE_TOO_LARGE
     assert re.search("MessageSizeTooLarge|MSG_SIZE_TOO_LARGE", headers["triage.dlq.payload_dropped"])
     assert dlq[0]["value"] == b"" and headers["triage.source.topic"] == s.topics.samples_topic
-    wait_until(lambda: metric(scrape(proc) or "", "triage_dlq_records_total", stage="validate") == 1, "dlq counter")
+    wait_until(lambda: proc.metric("triage_dlq_records_total", stage="validate") == 1, "dlq counter", alive=proc.dead)
     ids = [_doc_id(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic] + ["big"]
     count("dead letter too large to write (payload dropped)", {sid for sid, _ in valid} | {"big"}, ids).record()

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 from sklearn.datasets import load_digits
@@ -17,7 +16,8 @@ from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.trainer import announce
 from tests.fixtures import produce, read_all, registry_v1
-from tests.integration.test_hotswap import samples, wait_for
+from tests.helpers import wait_until
+from tests.integration.test_hotswap import samples
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
@@ -123,7 +123,7 @@ def test_scorer_keeps_serving_the_last_good_model(
         announce(s, producer, {"version": version, "sha256": "0" * 64, "path": f"models/{version}/model.onnx",
                                "action": "promote"})
         producer.close()
-        wait_for(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")
+        wait_until(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")
         produce(s, s.topics.samples_topic, samples(X, 0, 200))
         out = read_all(s, s.topics.outputs(), expect=200)
     finally:

@@ -1,4 +1,5 @@
-"""Process faults under steady load: repeated SIGKILLs, and scaling 1 -> 3 -> 1 replicas."""
+"""Process faults under steady load: repeated SIGKILLs (malformed records among the load end in
+the DLQ all the same), and scaling 1 -> 3 -> 1 replicas."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pytest
-
-from tests.fixtures import ScorerProcess, read_all
-from tests.reliability.helpers import Load, metric, scrape, tally, wait_serving, wait_until
+from tests.fixtures import produce, read_all
+from tests.helpers import ScorerProcess, wait_until
+from tests.integration.streams import MALFORMED
+from tests.reliability.helpers import Load, tally
 from triage.settings import Settings
 
 KILLS = 4
@@ -22,12 +23,14 @@ def _args(example_model: tuple[Path, Path]) -> tuple[str, ...]:
 
 
 def _batches(proc: ScorerProcess) -> float:
-    return metric(scrape(proc) or "", "triage_batches_total")
+    return proc.metric("triage_batches_total")
 
 
-def _read_every_id(s: Settings, load: Load) -> list[dict[str, object]]:
-    return read_all(s, s.topics.outputs(), expect=load.sent, timeout_s=180,
-                    stop_when=lambda got: len({r["key"] for r in got}) >= load.sent)
+def _read_every_id(s: Settings, load: Load, extra: int = 0) -> list[dict[str, object]]:
+    """Outputs until every id the load sent (and ``extra`` other keys) has one."""
+    want = load.sent + extra
+    return read_all(s, s.topics.outputs(), expect=want, timeout_s=180,
+                    stop_when=lambda got: len({r["key"] for r in got}) >= want)
 
 
 def test_sigkill_at_random_points_under_load_loses_nothing(
@@ -36,22 +39,27 @@ def test_sigkill_at_random_points_under_load_loses_nothing(
 ) -> None:
     s = settings_factory(batch_size=200)
     rng = random.Random(7)
+    # malformed records and a tombstone ahead of the load: the first replicas dead-letter them
+    bad = [(f"bad{i}".encode(), v) for i, v in enumerate(MALFORMED)] + [(b"tomb", None)]
+    produce(s, s.topics.samples_topic, bad)
     load = Load(s, n=30_000, rate_per_s=1500, chunk=250).start()
     for k in range(KILLS):
         proc = scorer_process(s, *_args(example_model))
-        wait_serving(proc)
         # kill only once it is really working (assigned, mid-stream), at a random moment; a
         # fast client may have drained the stream already, then the kill lands on an idle replica
-        wait_until(lambda: _batches(proc) >= 1 or not load._thread.is_alive(), f"replica {k} to process a batch")
-        time.sleep(rng.uniform(0.05, 2.0))
+        wait_until(lambda: _batches(proc) >= 1 or not load.running, f"replica {k} to process a batch",
+                   alive=proc.dead)
+        time.sleep(rng.uniform(0.05, 2.0))  # the stimulus: a random moment
         proc.kill()
     final = scorer_process(s, *_args(example_model))
-    load.join()
-    out = _read_every_id(s, load)
+    load.finish()  # the kills are over: no need for the rest of the load
+    out = _read_every_id(s, load, extra=len(bad))
     assert final.proc.poll() is None, final.log()
     t = tally(f"SIGKILL x{KILLS} at random points under load", s, load.acked, out).record()
     assert t.lost == 0, t
     assert t.samples_out == load.sent
+    dead_letters = {r["value"] or b"" for r in out if r["topic"] == s.topics.dlq_topic}
+    assert dead_letters == set(MALFORMED) | {b""}, "a malformed record was lost (or mangled) across the kills"
 
 
 def test_scale_one_to_three_and_back_under_load_loses_nothing(
@@ -61,16 +69,18 @@ def test_scale_one_to_three_and_back_under_load_loses_nothing(
     s = settings_factory(batch_size=50, topic_partitions=6)
     load = Load(s, n=15_000, rate_per_s=500).start()
     first = scorer_process(s, *_args(example_model))
-    wait_serving(first)
-    wait_until(lambda: _batches(first) >= 1, "the first replica to process a batch")
+    wait_until(lambda: _batches(first) >= 1, "the first replica to process a batch", alive=first.dead)
     extra = [scorer_process(s, *_args(example_model)) for _ in range(2)]
-    for p in extra:
-        wait_serving(p)
     # scaled up: each new replica takes partitions and scores some of the stream
-    wait_until(lambda: all(_batches(p) >= 1 for p in extra), "the new replicas to process batches", timeout_s=120)
+    wait_until(lambda: all(_batches(p) >= 1 for p in extra), "the new replicas to process batches", timeout_s=120,
+               alive=lambda: next((d for d in (p.dead() for p in extra) if d), None))
     for p in extra:
         assert p.terminate() == 0, p.log()  # scale back down: graceful leave
-    load.join()
+    # scaled down: the survivor takes every partition back and scores more of the stream, then the load ends
+    before = _batches(first)
+    wait_until(lambda: _batches(first) > before or not load.running, "the survivor to score after the scale-down",
+               alive=first.dead)
+    load.finish()
     out = _read_every_id(s, load)
     assert first.proc.poll() is None, first.log()
     t = tally("scale 1 -> 3 -> 1 replicas under load", s, load.acked, out).record()
