@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 from consumers.loop import GuardedLoop, drain
 from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
 from triage.errors import InputError, LabelError, TriageError
+from triage.extras import require_extra
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO, LabelStore
 from triage.metrics import RetrainMetrics
 from triage.records import OutRecord, RecordBatch
@@ -46,6 +47,7 @@ def _rejection_reason(exc: InputError) -> str:
 class Trainer:
     def __init__(self, settings: Settings, registry: Registry, *, metrics: Optional[RetrainMetrics] = None,
                  progress: Callable[[str], None] = lambda msg: log.info("%s", msg)) -> None:
+        require_extra("train", "the retrain loop")  # at start-up, not as every run's failure
         self.settings = settings
         self.registry = registry
         self.metrics = metrics or RetrainMetrics()

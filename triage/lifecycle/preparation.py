@@ -19,6 +19,7 @@ import numpy as np
 
 from triage.scoring.calibration import apply_temperature
 from triage.errors import ConfigError
+from triage.extras import require_extra
 from triage.model import OnnxClassifier
 from triage.scoring.outlier import OutlierDetector
 from triage.policies.fit import fit_routing, label_positions, log_routing, prepare_model
@@ -191,6 +192,10 @@ def prepare_bundle(
         raw = classifier.predict_proba(X_lab)
         metrics = evaluate(apply_temperature(raw, model.temperature), list(classifier.spec.classes), np.asarray(classifier.spec.classes)[y_idx])
         if policy.calibration_fraction:
+            # Calibration tries isotonic regression (scikit-learn): without the train extra the
+            # same model and rows would route differently, so refuse here, before the try below
+            # turns a ConfigError into "routing not fitted".
+            require_extra("train", f"fitting calibration and routing on the labelled rows for {source}")
             try:
                 routing = _fit_routing(raw, y_idx, X_lab, policy, outlier, classifier.spec.classes, cross_fitted)
                 log_routing(routing)
