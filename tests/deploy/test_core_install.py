@@ -93,6 +93,29 @@ def test_training_in_the_core_names_the_extra(core_venv: Path, tmp_path: Path) -
     assert "Traceback" not in train.stderr
 
 
+def test_preparing_with_labels_in_the_core_names_the_extra(core_venv: Path, tmp_path: Path) -> None:
+    # A raw ONNX file serves without the extra; with labelled rows its calibration needs scikit-learn,
+    # and preparation refuses rather than serve a model routed differently than with the extra.
+    code = (
+        "from triage.errors import ConfigError\n"
+        "from triage.examples import example_paths\n"
+        "from triage.lifecycle.loading import serving_model_from_file\n"
+        "from triage.settings import Settings\n"
+        "model, ref = example_paths()\n"
+        "s = Settings(model=model)\n"
+        "print('unlabelled', serving_model_from_file(s.serving, s.policy).version)\n"
+        "s = Settings(model=model, reference=ref)\n"
+        "try:\n"
+        "    serving_model_from_file(s.serving, s.policy)\n"
+        "except ConfigError as exc:\n"
+        "    print('refused', exc)\n"
+    )
+    run = _python(core_venv, code, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "unlabelled file-" in run.stdout
+    assert "refused" in run.stdout and "pip install 'triage[train]'" in run.stdout, run.stdout
+
+
 @pytest.fixture
 def core_scorer(core_venv: Path, tmp_path: Path) -> Iterator[Callable[[Settings, Path], tuple[subprocess.Popen[bytes], int, Path]]]:
     started: list[subprocess.Popen[bytes]] = []
