@@ -54,7 +54,8 @@ BY_PATH = {
     "load": {"reliability/test_process_faults.py", "reliability/test_broker_outage.py"},
     "slow": {"reliability/test_soak.py"},
 }
-# one xdist worker each: their session fixtures are expensive to start twice
+# one xdist worker each (--dist loadgroup): their session fixtures are expensive to start twice.
+# Other tests that are not fast stay on one worker per file, for their module fixtures.
 GROUPS = ("labelstudio", "exporters")
 
 
@@ -93,10 +94,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if hand:
             raise pytest.UsageError(f"{item.nodeid}: tier markers {sorted(hand)} are set by hand; "
                                     "assign them in tests/conftest.py (BY_FIXTURE / BY_PATH)")
-        for name in sorted(markers_of(_rel(item.path), set(getattr(item, "fixturenames", ())))):
+        rel = _rel(item.path)
+        markers = markers_of(rel, set(getattr(item, "fixturenames", ())))
+        for name in sorted(markers):
             item.add_marker(name)
-            if name in GROUPS:
-                item.add_marker(pytest.mark.xdist_group(name))
+        group = next((g for g in GROUPS if g in markers), None if "fast" in markers else rel)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 ALLOWED_IN_FAST = {"ruff"}  # a linter binary: milliseconds, and the fast tier is where lint belongs
