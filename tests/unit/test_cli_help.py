@@ -38,6 +38,7 @@ def _tree() -> list[tuple[list[str], argparse.ArgumentParser]]:
 
 
 TREE = _tree()
+TREE_BY_WORDS = [(' '.join(w), p) for w, p in TREE]
 
 
 def test_the_tree_has_every_command_and_action() -> None:
@@ -58,6 +59,16 @@ def test_help_formats_and_lists_every_flag(words: list[str], parser: argparse.Ar
         main([*words, "--help"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == text  # what `triage ... --help` prints is that help
+
+
+@pytest.mark.parametrize("words,parser", [(w, p) for w, p in TREE if len(w) == 2],
+                         ids=[" ".join(w) for w, _ in TREE if len(w) == 2])
+def test_an_action_accepts_every_option_of_its_command(words: list[str], parser: argparse.ArgumentParser) -> None:
+    """Group options (``triage models --registry R``) are accepted after the action too."""
+    command = dict(TREE_BY_WORDS)[words[0]]
+    def flags(p: argparse.ArgumentParser) -> set[str]:
+        return {o for a in p._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    assert flags(command) <= flags(parser), f"`triage {' '.join(words)}` lacks {sorted(flags(command) - flags(parser))}"
 
 
 def test_a_percent_in_a_settings_docstring_reaches_the_help_unescaped() -> None:
