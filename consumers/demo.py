@@ -268,6 +268,9 @@ def closing_line(active_row: dict[str, Any], baseline_row: dict[str, Any], seeds
 
 
 def run_demo(cfg: DemoConfig, base: Settings, out: TextIO = sys.stdout) -> dict[str, Any]:
+    # Up front, not at the report after the whole run: the demo trains, plots and embeds the broker.
+    require_extra("train", "triage demo")
+    require_extra("demo", "triage demo")
     if base.operations.log_level == "INFO":  # the live view is the output; keep routine logs out of it
         logging.getLogger("triage").setLevel(logging.WARNING)
     rng = np.random.default_rng(cfg.seed)
