@@ -23,7 +23,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path

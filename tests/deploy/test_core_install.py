@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import pytest
 
-from tests.deploy.processes import http_get, ready_state, wait_until
+from tests.deploy.processes import ready_state
+from tests.helpers import http_get, wait_until
 from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_all
 from triage.lifecycle.registry import Registry
 from triage.runtime.broker import free_port
@@ -152,7 +153,7 @@ def test_the_core_serves_a_registry(
         code, doc = ready_state(port)
         return doc if code == 200 else None
 
-    doc = wait_until(ready, "the core scorer's /readyz to turn 200", dead, timeout=2 * DEADLINE_S)
+    doc = wait_until(ready, "the core scorer's /readyz to turn 200", alive=dead, timeout_s=2 * DEADLINE_S)
     assert doc["checks"]["model_loaded"] is True
     code, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
     assert code == 200

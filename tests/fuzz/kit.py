@@ -32,6 +32,7 @@ from tests.contract_strategies import record_bytes
 from tests.fixtures import DEADLINE_S
 from tests.profiles import examples
 from triage.contracts import decode_label, decode_model_event, decode_review, decode_sample
+from triage.contracts.dlq import error_class
 from triage.errors import InputError, RegistryError
 from triage.settings import Settings
 
@@ -304,8 +305,8 @@ def check_scorer_outputs(s: Settings, inputs: list[In], out: list[Out], *, versi
                 if (stage, cls) != ("internal", internal[pos]):
                     problems.append(f"{pos}: expected stage internal/{internal[pos]}, got {stage}/{cls}")
             elif isinstance(decoded, InputError):
-                if (stage, cls) != (decoded.stage, type(decoded).__name__):
-                    problems.append(f"{pos}: contract says {decoded.stage}/{type(decoded).__name__} "
+                if (stage, cls) != (decoded.stage, error_class(decoded)):
+                    problems.append(f"{pos}: contract says {decoded.stage}/{error_class(decoded)} "
                                     f"({decoded.message}), scorer dead-lettered {stage}/{cls}: {show(rec.value)}")
             elif stage != "score":
                 problems.append(f"{pos}: the contract accepts it, but it was dead-lettered at {stage}/{cls} "

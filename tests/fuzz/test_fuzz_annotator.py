@@ -26,7 +26,6 @@ import json
 import uuid
 from typing import Any, Callable
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,6 +35,7 @@ from tests.fuzz.kit import (
 )
 from tests.helpers import wait_until
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
+from triage.contracts.dlq import error_class
 from triage.errors import InputError
 from triage.settings import Settings
 
@@ -93,9 +93,9 @@ def test_console_dead_letters_invalid_review_records_and_queues_valid_ones(
                         problems.append(f"{pos}: refused by the contract ({decoded.message}), not dead-lettered: "
                                         f"{show(rec.value)}")
                     elif ((o.header("triage.error.stage"), o.header("triage.error.class"), o.value, o.key)
-                          != (decoded.stage, type(decoded).__name__, rec.value, rec.key)):
+                          != (decoded.stage, error_class(decoded), rec.value, rec.key)):
                         problems.append(f"{pos}: dead letter {o.headers!r} disagrees with the contract "
-                                        f"({decoded.stage}/{type(decoded).__name__})")
+                                        f"({decoded.stage}/{error_class(decoded)})")
                 elif pos in dead:
                     problems.append(f"{pos}: valid review request dead-lettered: {show(rec.value)}")
                 else:

@@ -19,7 +19,6 @@ import uuid
 from typing import Any, Callable
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -18,7 +18,6 @@ import uuid
 from typing import Callable, Optional
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -19,7 +19,6 @@ from collections import Counter
 from typing import Callable, Optional
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

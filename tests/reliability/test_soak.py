@@ -10,7 +10,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 
 SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
