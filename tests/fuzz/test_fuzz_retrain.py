@@ -27,6 +27,7 @@ from tests.fuzz.kit import (
     FC, FUZZ, MAX_BYTES, Feeder, In, Offsets, Tail, interleave, records, show, sticky, value, verdict,
 )
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
+from triage.contracts.dlq import error_class
 from triage.errors import InputError
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.lifecycle.registry import Registry
@@ -109,9 +110,9 @@ def test_retrain_ingest_folds_or_dead_letters_every_label(
                     o = dead[pos]
                     if o.header("triage.error.stage") != "label" or o.value != rec.value or o.key != rec.key:
                         problems.append(f"label {pos}: dead letter {o.headers!r} does not keep the record")
-                    if isinstance(decoded, InputError) and o.header("triage.error.class") != type(decoded).__name__:
+                    if isinstance(decoded, InputError) and o.header("triage.error.class") != error_class(decoded):
                         problems.append(f"label {pos}: class {o.header('triage.error.class')}, contract says "
-                                        f"{type(decoded).__name__}")
+                                        f"{error_class(decoded)}")
                     continue
                 row = rows[pos]
                 if isinstance(decoded, InputError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -29,10 +30,16 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return load_digits(return_X_y=True)
 
 
-@pytest.fixture
-def registry(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> Registry:
+@pytest.fixture(scope="module")
+def good_registry(tmp_path_factory: pytest.TempPathFactory, digits: tuple[np.ndarray, np.ndarray]) -> Path:
     X, y = digits
-    return registry_v1(tmp_path / "registry", X[:600], y[:600])
+    return registry_v1(tmp_path_factory.mktemp("good") / "registry", X[:600], y[:600]).root
+
+
+@pytest.fixture
+def registry(tmp_path: Path, good_registry: Path) -> Registry:
+    """The module's good v1, copied: each fault damages its own registry."""
+    return Registry(shutil.copytree(good_registry, tmp_path / "registry"))
 
 
 def _manifest(reg: Registry, **changes: Any) -> dict[str, Any]:
