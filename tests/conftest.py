@@ -88,6 +88,7 @@ def markers_of(rel: str, fixtures: set[str]) -> set[str]:
     return found or {"fast"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks set here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         hand = {m.name for m in item.iter_markers() if m.name in HEAVY + ("fast",)}
