@@ -104,6 +104,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(trylast=True)  # after xdist's hook: check it grouped what was marked
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.getoption("loadgroup", False):
+        return
+    ungrouped = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(f"--dist loadgroup did not group {ungrouped[0]} (and {len(ungrouped) - 1} more): "
+                                "this pytest and pytest-xdist disagree on node ids; see the pytest pin in pyproject.toml")
+
+
 ALLOWED_IN_FAST = {"ruff"}  # a linter binary: milliseconds, and the fast tier is where lint belongs
 
 
