@@ -95,8 +95,9 @@ def test_training_in_the_core_names_the_extra(core_venv: Path, tmp_path: Path) -
 
 
 def test_preparing_with_labels_in_the_core_names_the_extra(core_venv: Path, tmp_path: Path) -> None:
-    # A raw ONNX file serves without the extra; with labelled rows its calibration needs scikit-learn,
-    # and preparation refuses rather than serve a model routed differently than with the extra.
+    # A raw ONNX file serves without the extra; with labelled rows, auto and isotonic calibration
+    # need scikit-learn, and preparation refuses rather than serve a model routed differently than
+    # with the extra; temperature and platt calibration fit on the core alone.
     code = (
         "from triage.errors import ConfigError\n"
         "from triage.examples import example_paths\n"
@@ -110,11 +111,14 @@ def test_preparing_with_labels_in_the_core_names_the_extra(core_venv: Path, tmp_
         "    serving_model_from_file(s.serving, s.policy)\n"
         "except ConfigError as exc:\n"
         "    print('refused', exc)\n"
+        "s = Settings(model=model, reference=ref, calibration='platt')\n"
+        "print('platt', serving_model_from_file(s.serving, s.policy).manifest['routing']['calibration'])\n"
     )
     run = _python(core_venv, code, tmp_path)
     assert run.returncode == 0, run.stderr
     assert "unlabelled file-" in run.stdout
     assert "refused" in run.stdout and "pip install 'triage[train]'" in run.stdout, run.stdout
+    assert "platt {" in run.stdout and "'kind': 'platt'" in run.stdout, run.stdout
 
 
 @pytest.fixture

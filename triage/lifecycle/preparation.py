@@ -192,10 +192,12 @@ def prepare_bundle(
         raw = classifier.predict_proba(X_lab)
         metrics = evaluate(apply_temperature(raw, model.temperature), list(classifier.spec.classes), np.asarray(classifier.spec.classes)[y_idx])
         if policy.calibration_fraction:
-            # Calibration tries isotonic regression (scikit-learn): without the train extra the
-            # same model and rows would route differently, so refuse here, before the try below
-            # turns a ConfigError into "routing not fitted".
-            require_extra("train", f"fitting calibration and routing on the labelled rows for {source}")
+            if policy.calibration in ("auto", "isotonic"):
+                # These try isotonic regression (scikit-learn): without the train extra the same
+                # model and rows would route differently, so refuse here, before the try below
+                # turns a ConfigError into "routing not fitted".
+                require_extra("train", f"fitting {policy.calibration} calibration on the labelled rows for {source} "
+                                       "(or choose --calibration temperature, platt or none)")
             try:
                 routing = _fit_routing(raw, y_idx, X_lab, policy, outlier, classifier.spec.classes, cross_fitted)
                 log_routing(routing)
