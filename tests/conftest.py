@@ -6,7 +6,7 @@
 - ``deploytools``: runs promtool, prometheus or docker-compose, or installs triage in a venv.
 - ``process``: starts a subprocess (``python -m triage ...``) without a broker.
 - ``load``: paced loads that exist to run for a while.
-- ``slow``: the soak; excluded unless selected with ``-m slow``.
+- ``slow``: the soak; left out unless ``-m`` names it (``-m slow``), whatever else ``-m`` says.
 - ``fast``: everything else: unit, contract and property tests, in process. A fast test that
   starts a subprocess fails (``_fast_tests_start_no_process``), so a wrong tier cannot hide.
 
@@ -102,6 +102,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = next((g for g in GROUPS if g in markers), None if "fast" in markers else rel)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    # The soak runs only when asked for by name (`-m slow`); any other -m still leaves it out.
+    if "slow" not in (config.option.markexpr or ""):
+        soak = [item for item in items if item.get_closest_marker("slow")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's hook: check it grouped what was marked
