@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install triage into it (editable) with the given extras.
 #   scripts/setup.sh                 the core: serve a prepared model from a registry
-#   scripts/setup.sh train           + scikit-learn, skl2onnx (train, retrain, select, simulate)
+#   scripts/setup.sh train           + scikit-learn, skl2onnx (train, retrain, simulate)
 #   scripts/setup.sh demo            + train, matplotlib and the embedded broker (triage demo)
 #   scripts/setup.sh test            everything the test suite needs
 #   scripts/setup.sh train,exporters several extras: comma- or space-separated

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
 from tests.fixtures import (  # noqa: F401
+    KAFKA_CLIENTS,
     broker, digits, example_model, kafka_client, registry, registry_template, scorer_process, settings_factory,
     triage_process, zoo,
 )
@@ -29,11 +31,11 @@ from tests.labelstudio import label_studio  # noqa: F401
 from tests.profiles import PROFILE  # noqa: F401  (registers and loads the Hypothesis profile)
 
 TESTS = Path(__file__).resolve().parent
-KAFKA_CLIENTS = ("confluent", "kafka-python")  # the first is what `--kafka-client auto` picks
-# Where the client is what is under test: transport behaviour and the fault tests.
+# Where the client is what is under test: transport behaviour and the fault tests (the unit
+# tests of the transport take the client as their own parameter).
 CLIENT_SENSITIVE = {
     "integration/test_transport.py", "reliability/test_broker_outage.py", "reliability/test_process_faults.py",
-    "reliability/test_input_faults.py", "unit/test_transport_base.py",
+    "reliability/test_input_faults.py",
 }
 HEAVY = ("broker", "labelstudio", "exporters", "deploytools", "process", "load", "slow")
 

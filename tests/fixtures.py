@@ -26,7 +26,6 @@ from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer
 
-_env = settings_env  # the settings as TRIAGE_* environment (older name)
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +35,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield b
 
 
+KAFKA_CLIENTS = ("confluent", "kafka-python")  # the first is what `--kafka-client auto` picks
+
+
 @pytest.fixture
 def kafka_client(request: pytest.FixtureRequest) -> str:
     """The Kafka client under test: parametrized by tests/conftest.py (``--kafka-clients``)."""
-    return str(getattr(request, "param", "confluent"))
+    return str(getattr(request, "param", KAFKA_CLIENTS[0]))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from triage.runtime.broker import free_port
-from triage.settings import Settings
+from triage.settings import Settings, env_var
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 90.0  # every wait in the tests is bounded by this
@@ -112,7 +112,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.flat(exclude_none=True).items():
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
-        env[f"TRIAGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        env[env_var(name)] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
 

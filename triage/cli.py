@@ -19,9 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import pydantic
 
-from triage.commands.base import (  # noqa: F401  (add_setting_flag, ...: re-exported for callers of triage.cli)
-    add_setting_flag, add_settings_flags, build_command, install_stop_handlers,
-)
+from triage.commands.base import build_command
 from triage.errors import ConfigError, TriageError
 from triage.settings import FIELD_SECTION, Settings, env_var, flag_of
 

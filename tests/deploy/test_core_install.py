@@ -24,7 +24,8 @@ import pytest
 
 from tests.deploy.processes import ready_state
 from tests.helpers import http_get, wait_until
-from tests.fixtures import DEADLINE_S, REPO, _env, produce, read_all
+from tests.fixtures import DEADLINE_S, REPO, produce, read_all
+from tests.helpers import settings_env
 from triage.lifecycle.registry import Registry
 from triage.runtime.broker import free_port
 from triage.settings import Settings
@@ -127,7 +128,7 @@ def core_scorer(core_venv: Path, tmp_path: Path) -> Iterator[Callable[[Settings,
 
     def start(settings: Settings, registry: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
         port = free_port()
-        env = {**_clean_env(), **_env(settings), "TRIAGE_METRICS_PORT": str(port)}
+        env = {**_clean_env(), **settings_env(settings), "TRIAGE_METRICS_PORT": str(port)}
         log = tmp_path / "core-serve.log"
         proc = subprocess.Popen([str(core_venv / "bin" / "triage"), "serve", "--registry", str(registry)],
                                 env=env, cwd=tmp_path, stdout=open(log, "ab"), stderr=subprocess.STDOUT)

@@ -2,7 +2,7 @@
 
 Label: written by the annotator console and the simulated annotator, read by the retrain job
 and the audit consumer. ``label`` may be a reserved value (``__edge_case__``, ``__undo__``,
-see triage.labelstore); here it is just a string.
+see triage.lifecycle.labelstore); here it is just a string.
 
 Label-store row: one JSON object per line, ``json.dumps(row, separators=(",", ":"))`` (ASCII,
 floats by repr), keys in the order id, label, features, annotator, partition, offset; rows

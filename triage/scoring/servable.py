@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -12,8 +11,6 @@ from triage.scoring.calibration import Calibrator
 from triage.errors import ModelLoadError
 from triage.model import OnnxClassifier
 from triage.scoring.outlier import OutlierDetector
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
