@@ -18,12 +18,14 @@ import warnings
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from triage.settings import TopicSettings
 
 N_FEATURES = 20
 N_CLASSES = 4
@@ -652,3 +654,44 @@ if __name__ == "__main__":
         info = describe(m)
         print(f"{kind:42s} {time.monotonic() - t:5.2f}s  in: {info['inputs']}  out: {info['outputs']}  "
               f"flags: {' '.join(m.flags)}")
+
+
+# --- served labels: the same samples and the same verdict in process and through `triage serve` ---
+
+
+def sample_records(model: ZooModel) -> list[tuple[bytes, bytes]]:
+    """(key, value) of a sample message per row of ``model.X``, ids ``row-0000``, ..."""
+    ts = 1_764_070_000_000
+    return [(f"row-{i:04d}".encode(), json.dumps({"id": f"row-{i:04d}", "features": row.tolist(), "ts": ts + i}).encode())
+            for i, row in enumerate(model.X)]
+
+
+def labels_by_id(outputs: Iterable[tuple[str, Optional[bytes]]],
+                 topics: TopicSettings) -> tuple[dict[str, list[str]], list[bytes]]:
+    """Sample id -> every label a scorer's (topic, value) outputs gave it, and the dead letters."""
+    labels: dict[str, list[str]] = {}
+    dead: list[bytes] = []
+    for topic, value in outputs:
+        if topic == topics.dlq_topic:
+            dead.append(value or b"")
+            continue
+        doc = json.loads(value or b"{}")
+        if topic == topics.predictions_topic:
+            labels.setdefault(doc["id"], []).append(doc["label"])
+        elif topic == topics.review_topic:
+            labels.setdefault(doc["id"], []).append(doc["predicted"])
+    return labels, dead
+
+
+def assert_labelled_like_onnxruntime(model: ZooModel, labels: dict[str, list[str]], context: str = "") -> None:
+    """One label per sample, each equal to onnxruntime's own prediction (``context``: a log tail)."""
+    kind = model.kind
+    ids = [f"row-{i:04d}" for i in range(len(model.X))]
+    missing = [i for i in ids if i not in labels]
+    assert not missing, f"{kind}: {len(missing)} of {len(ids)} samples got no output\n{context}"
+    doubled = {i: v for i, v in labels.items() if len(v) != 1}
+    assert not doubled, f"{kind}: samples with more than one output: {list(doubled.items())[:5]}"
+    assert set(labels) == set(ids)
+    wrong = [(i, labels[i][0], e) for i, e in zip(ids, model.expected) if labels[i][0] != e]
+    assert not wrong, (f"{kind}: triage disagrees with onnxruntime on {len(wrong)}/{len(ids)} rows, "
+                       f"e.g. (id, triage, onnxruntime) {wrong[:5]}")

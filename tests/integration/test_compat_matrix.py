@@ -10,7 +10,6 @@ float16 input, a fixed batch size, labels inside the graph.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.compat.zoo import ZooModel, available_kinds
+from tests.compat.zoo import (ZooModel, assert_labelled_like_onnxruntime, available_kinds, labels_by_id,
+                              sample_records)
 from tests.fixtures import DEADLINE_S, ScorerProcess, produce
 from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
@@ -47,12 +47,6 @@ def _settings(broker: EmbeddedBroker, kind: str) -> Settings:
     )
     ensure_topics(s, s.topics.all())
     return s
-
-
-def _samples(model: ZooModel) -> list[tuple[bytes, bytes]]:
-    ts = 1_764_070_000_000
-    return [(f"row-{i:04d}".encode(), json.dumps({"id": f"row-{i:04d}", "features": row.tolist(), "ts": ts + i}).encode())
-            for i, row in enumerate(model.X)]
 
 
 def _collect(served: Served) -> None:
@@ -91,7 +85,7 @@ def matrix(broker: EmbeddedBroker, zoo: dict[str, Any], tmp_path_factory: pytest
     try:
         for m in [zoo[k] for k in SERVED if not isinstance(zoo[k], str)]:
             s = _settings(broker, m.kind)
-            produce(s, s.topics.samples_topic, _samples(m))
+            produce(s, s.topics.samples_topic, sample_records(m))
             proc = ScorerProcess(s, ["--model", str(m.path), "--reference", str(m.reference), *m.flags],
                                  root / f"{m.kind}.scorer.log")
             wave.append(Served(m, s, proc))
@@ -116,25 +110,6 @@ def test_triage_labels_every_row_like_onnxruntime(kind: str, matrix: dict[str, A
     tail = "\n".join(log.splitlines()[-15:])
     assert served.outputs, f"{kind}: no output at all; scorer exit code {served.exit_code}; log tail:\n{tail}"
 
-    dlq = [r for r in served.outputs if r["topic"] == s.topics.dlq_topic]
-    assert not dlq, f"{kind}: {len(dlq)} dead letters, e.g. {dlq[0]['value'][:200]!r}\n{tail}"
-    labels: dict[str, list[str]] = {}
-    for r in served.outputs:
-        doc = json.loads(r["value"])
-        if r["topic"] == s.topics.predictions_topic:
-            labels.setdefault(doc["id"], []).append(doc["label"])
-        elif r["topic"] == s.topics.review_topic:
-            labels.setdefault(doc["id"], []).append(doc["predicted"])
-    ids = [f"row-{i:04d}" for i in range(len(model.X))]
-    missing = [i for i in ids if i not in labels]
-    assert not missing, f"{kind}: {len(missing)} of {len(ids)} samples got no output\n{tail}"
-    doubled = {i: v for i, v in labels.items() if len(v) != 1}
-    assert not doubled, f"{kind}: samples with more than one output: {list(doubled.items())[:5]}"
-    assert set(labels) == set(ids)
-
-    got = [labels[i][0] for i in ids]
-    wrong = [(i, g, e) for i, g, e in zip(ids, got, model.expected) if g != e]
-    assert not wrong, (
-        f"{kind}: triage disagrees with onnxruntime on {len(wrong)}/{len(ids)} rows, "
-        f"e.g. (id, triage, onnxruntime) {wrong[:5]}"
-    )
+    labels, dead = labels_by_id(((r["topic"], r["value"]) for r in served.outputs), s.topics)
+    assert not dead, f"{kind}: {len(dead)} dead letters, e.g. {dead[0][:200]!r}\n{tail}"
+    assert_labelled_like_onnxruntime(model, labels, tail)

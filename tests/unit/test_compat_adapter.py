@@ -11,13 +11,13 @@ A few kinds also go through `triage serve` and the broker: tests/integration/tes
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.compat.zoo import KNOWN_EXPORTER_BUGS, ZooModel, ZooSkip, available_kinds, build_one
+from tests.compat.zoo import (KNOWN_EXPORTER_BUGS, ZooModel, ZooSkip, assert_labelled_like_onnxruntime,
+                              available_kinds, build_one, labels_by_id, sample_records)
 from triage.cli import build_parser, settings_from_args
 from triage.lifecycle.loading import serving_model_from_file
 from triage.model import OnnxClassifier
@@ -56,22 +56,10 @@ def served_labels(model: ZooModel) -> tuple[dict[str, list[str]], list[bytes]]:
     s = settings_from_args(args)
     served = serving_model_from_file(s.serving, s.policy)
     batch = RecordBatch()
-    for i, row in enumerate(model.X):
-        sample = {"id": f"row-{i:04d}", "features": row.tolist(), "ts": 1_764_070_000_000 + i}
-        batch.append(s.topics.samples_topic, 0, i, 0, sample["id"].encode(), json.dumps(sample).encode())
+    for i, (key, value) in enumerate(sample_records(model)):
+        batch.append(s.topics.samples_topic, 0, i, 0, key, value)
     result = process_batch(batch, served, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics))
-    labels: dict[str, list[str]] = {}
-    dead: list[bytes] = []
-    for out in result.outputs:
-        if out.topic == s.topics.dlq_topic:
-            dead.append(out.value or b"")
-            continue
-        doc = json.loads(out.value or b"{}")
-        if out.topic == s.topics.predictions_topic:
-            labels.setdefault(doc["id"], []).append(doc["label"])
-        elif out.topic == s.topics.review_topic:
-            labels.setdefault(doc["id"], []).append(doc["predicted"])
-    return labels, dead
+    return labels_by_id(((o.topic, o.value) for o in result.outputs), s.topics)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -80,13 +68,7 @@ def test_serving_path_labels_every_row_like_onnxruntime(kind: str, zoo: dict[str
     assert not isinstance(model, str), model
     labels, dead = served_labels(model)
     assert not dead, f"{kind}: {len(dead)} dead letters, e.g. {dead[0][:200]!r}"
-    ids = [f"row-{i:04d}" for i in range(len(model.X))]
-    assert set(labels) == set(ids), f"{kind}: {len(set(ids) - set(labels))} of {len(ids)} samples got no output"
-    doubled = {i: v for i, v in labels.items() if len(v) != 1}
-    assert not doubled, f"{kind}: samples with more than one output: {list(doubled.items())[:5]}"
-    wrong = [(i, labels[i][0], e) for i, e in zip(ids, model.expected) if labels[i][0] != e]
-    assert not wrong, (f"{kind}: triage disagrees with onnxruntime on {len(wrong)}/{len(ids)} rows, "
-                       f"e.g. (id, triage, onnxruntime) {wrong[:5]}")
+    assert_labelled_like_onnxruntime(model, labels)
 
 
 @pytest.mark.parametrize("kind", sorted(KNOWN_EXPORTER_BUGS))
