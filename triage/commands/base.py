@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, get_args
 
 from pydantic import SecretStr
+from pydantic.fields import FieldInfo
 
 from triage.settings import FIELD_SECTION, SECTIONS, Settings, env_var, flag_of
 
@@ -141,11 +142,9 @@ def section_summary(section: str) -> str:
 
 def add_setting_flag(parser: Any, name: str) -> None:
     """``--name`` for the Settings field ``name`` (help: its docstring, default and env
-    variable; default suppressed), unless ``parser`` already has that flag."""
-    field = dict(Settings.fields())[name]
+    variable; default suppressed)."""
+    field = settings_field(name)
     flag = flag_of(name)
-    if flag in parser._option_string_actions:
-        return
     help_text = escape_help(f"{' '.join((field.description or '').split())} "
                             f"[default: {shown_default(name)}; env {env_var(name)}]")
     choices = choices_of(field.annotation)
@@ -157,9 +156,13 @@ def add_setting_flag(parser: Any, name: str) -> None:
                             metavar=name.upper() if not choices else None, help=help_text)
 
 
+def settings_field(name: str) -> FieldInfo:
+    return SECTIONS[FIELD_SECTION[name]].model_fields[name]
+
+
 def shown_default(name: str) -> str:
     """A field's default as help shows it (secrets masked, None as ``(unset)``)."""
-    default = dict(Settings.fields())[name].default
+    default = settings_field(name).default
     if default is None:
         return "(unset)"
     return "*****" if isinstance(default, SecretStr) else str(default)
