@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -118,19 +118,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 class TriageProcess:
     """``python -m triage ARGV`` in a subprocess: ``settings`` as ``TRIAGE_*`` environment (plus
-    ``extra_env``, minus ``drop_env``), its own metrics port, output in ``workdir/NAME.log``."""
+    ``extra_env``, minus ``drop_env``), its own metrics port, output in ``workdir/NAME.log``.
+    ``program``, ``base_env`` and ``cwd`` run another install's ``triage`` instead (the core venv)."""
 
     def __init__(self, settings: Settings, argv: list[str], workdir: Path, name: str, *,
-                 extra_env: Optional[dict[str, str]] = None, drop_env: Iterable[str] = ()) -> None:
+                 extra_env: Optional[dict[str, str]] = None, drop_env: Iterable[str] = (),
+                 program: Sequence[str] = (sys.executable, "-m", "triage"),
+                 base_env: Optional[Mapping[str, str]] = None, cwd: Path = REPO) -> None:
         self.name = name
         self.metrics_port = free_port()
-        env = {**os.environ, **settings_env(settings), **(extra_env or {}), "TRIAGE_METRICS_PORT": str(self.metrics_port)}
+        env = {**(os.environ if base_env is None else base_env), **settings_env(settings), **(extra_env or {}),
+               "TRIAGE_METRICS_PORT": str(self.metrics_port)}
         for key in drop_env:
             env.pop(key, None)
         self.log_path = Path(workdir) / f"{name}.log"
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "triage", *argv], env=env, cwd=REPO,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*program, *argv], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
 
     @property
     def url(self) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -23,11 +22,9 @@ import numpy as np
 import pytest
 
 from tests.deploy.processes import ready_state
-from tests.helpers import http_get, wait_until
+from tests.helpers import TriageProcess, http_get, wait_until
 from tests.fixtures import DEADLINE_S, REPO, produce, read_all
-from tests.helpers import settings_env
 from triage.lifecycle.registry import Registry
-from triage.runtime.broker import free_port
 from triage.settings import Settings
 
 SOURCES = ("pyproject.toml", "README.md", "triage", "consumers")
@@ -123,44 +120,37 @@ def test_preparing_with_labels_in_the_core_names_the_extra(core_venv: Path, tmp_
 
 
 @pytest.fixture
-def core_scorer(core_venv: Path, tmp_path: Path) -> Iterator[Callable[[Settings, Path], tuple[subprocess.Popen[bytes], int, Path]]]:
-    started: list[subprocess.Popen[bytes]] = []
+def core_scorer(core_venv: Path, tmp_path: Path) -> Iterator[Callable[[Settings, Path], TriageProcess]]:
+    """``triage serve --registry R`` of the core venv (its own entry point, environment and cwd)."""
+    started: list[TriageProcess] = []
 
-    def start(settings: Settings, registry: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-        port = free_port()
-        env = {**_clean_env(), **settings_env(settings), "TRIAGE_METRICS_PORT": str(port)}
-        log = tmp_path / "core-serve.log"
-        proc = subprocess.Popen([str(core_venv / "bin" / "triage"), "serve", "--registry", str(registry)],
-                                env=env, cwd=tmp_path, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    def start(settings: Settings, registry: Path) -> TriageProcess:
+        proc = TriageProcess(settings, ["serve", "--registry", str(registry)], tmp_path, "core-serve",
+                             program=[str(core_venv / "bin" / "triage")], base_env=_clean_env(), cwd=tmp_path)
         started.append(proc)
-        return proc, port, log
+        return proc
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        proc.stop()
 
 
 def test_the_core_serves_a_registry(
-    core_scorer: Callable[[Settings, Path], tuple[subprocess.Popen[bytes], int, Path]],
+    core_scorer: Callable[[Settings, Path], TriageProcess],
     settings_factory: Callable[..., Settings], registry: Registry, digits: tuple[np.ndarray, np.ndarray],
 ) -> None:
     s = settings_factory()
     version = registry.current()
     assert version is not None
-    proc, port, log = core_scorer(s, registry.root)
-
-    def dead() -> Optional[str]:
-        return None if proc.poll() is None else log.read_text(errors="replace")
+    scorer = core_scorer(s, registry.root)
 
     def ready() -> Optional[dict[str, Any]]:
-        code, doc = ready_state(port)
+        code, doc = ready_state(scorer.metrics_port)
         return doc if code == 200 else None
 
-    doc = wait_until(ready, "the core scorer's /readyz to turn 200", alive=dead, timeout_s=2 * DEADLINE_S)
+    doc = wait_until(ready, "the core scorer's /readyz to turn 200", alive=scorer.dead, timeout_s=2 * DEADLINE_S)
     assert doc["checks"]["model_loaded"] is True
-    code, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+    code, metrics = http_get(scorer.url + "/metrics")
     assert code == 200
     assert any(line.startswith("triage_model_info{") and f'version="{version}"' in line
                for line in metrics.splitlines()), "no triage_model_info for the registry's version in /metrics"
@@ -172,7 +162,6 @@ def test_the_core_serves_a_registry(
             [(sid.encode(), json.dumps({"id": sid, "features": X[1000 + i].tolist()}).encode()) for i, sid in enumerate(ids)])
     out = read_all(s, [s.topics.predictions_topic, s.topics.review_topic], expect=SAMPLES)
     docs = [json.loads(r["value"]) for r in out]
-    assert sorted(d["id"] for d in docs) == sorted(ids), f"scored {len(docs)} of {SAMPLES}:\n{log.read_text()[-3000:]}"
+    assert sorted(d["id"] for d in docs) == sorted(ids), f"scored {len(docs)} of {SAMPLES}:\n{scorer.log()[-3000:]}"
     assert {d["model_version"] for d in docs} == {version}
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+    assert scorer.terminate() == 0, scorer.log()[-3000:]
