@@ -138,7 +138,6 @@ class LiveView:
 
 
 def _dataset(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    require_extra("train", "the demo")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
