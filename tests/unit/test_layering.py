@@ -20,6 +20,7 @@ The rules (docs/architecture.md describes the layers):
 from __future__ import annotations
 
 import ast
+import graphlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -148,40 +149,13 @@ def _module_graph() -> dict[str, set[str]]:
     return graph
 
 
-def import_cycles() -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan), each sorted."""
-    graph = _module_graph()
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    cycles: list[list[str]] = []
-
-    def strongconnect(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                strongconnect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            strongconnect(v)
-    return sorted(cycles)
+def import_cycle() -> list[str]:
+    """One module-level import cycle among first-party modules (empty when there is none)."""
+    try:
+        graphlib.TopologicalSorter(_module_graph()).prepare()
+    except graphlib.CycleError as exc:
+        return list(exc.args[1])
+    return []
 
 
 def _parents(module: str) -> list[str]:
@@ -286,8 +260,8 @@ def test_serving_path_closure_is_what_serving_needs() -> None:
 
 
 def test_no_import_cycles() -> None:
-    cycles = import_cycles()
-    assert not cycles, "module-level import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+    cycle = import_cycle()
+    assert not cycle, "module-level import cycle: " + " -> ".join(cycle)
 
 
 def test_the_parser_sees_function_level_and_type_checking_imports() -> None:
