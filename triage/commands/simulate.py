@@ -12,6 +12,9 @@ from triage.commands.base import subcommand
 from triage.errors import ConfigError
 from triage.settings import Settings
 
+# Measured in docs/performance.md (simulator speed): a quarter of the retrains on the 4,000-row task.
+DEFAULT_GROWTH = 0.1
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -24,6 +27,13 @@ def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def _growth(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
 
 
@@ -45,10 +55,16 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="total labels per run, initial included [default: half the pool]; random may "
                         "spend the whole pool, so that both targets are reached. Every strategy stops once "
                         "its mean curve has held 98%% of full-label accuracy for two more rounds")
+    p.add_argument("--retrain-growth", type=_growth, default=DEFAULT_GROWTH,
+                   help="retrain once the new labels reach this share of those already spent (whole rounds, at "
+                        "least one); 0 retrains after every round. Random is given the same counts "
+                        "[default: %(default)s]")
     p.add_argument("--test-fraction", type=_rate, default=0.25, help="share of the data never streamed, for accuracy")
     p.add_argument("--report-dir", type=Path, help="where summary.json, config.json and learning_curves.png go "
                    "[default: a new simulate-report-<time> folder]")
     p.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1, help="parallel processes [default: all cores]")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (it is shown only on a terminal anyway)")
 
 
 @subcommand("simulate", "Replay a labelled dataset through the loop (bootstrap, scoring, policy, label budget, "
@@ -72,7 +88,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if per_round is not None and per_round > args.round_size:
         raise ConfigError(f"--labels-per-round {per_round} is more than --round-size {args.round_size}")
     cfg = ReplayConfig(initial_labels=args.initial_labels, round_size=args.round_size, labels_per_round=per_round,
-                       review_rate=args.sim_review_rate, budget=args.budget)
+                       review_rate=args.sim_review_rate, budget=args.budget, retrain_growth=args.retrain_growth)
     simulate(str(args.data), X, y, strategies, args.seeds, cfg, settings, jobs=args.jobs,
-             test_fraction=args.test_fraction, report_dir=report_dir)
+             test_fraction=args.test_fraction, report_dir=report_dir, show_progress=False if args.no_progress else None)
     return 0
