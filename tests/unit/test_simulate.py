@@ -155,7 +155,7 @@ def test_under_a_review_rate_random_labels_what_each_strategy_labelled(tmp_path:
     config = json.loads((out / "config.json").read_text())
     assert_paired(config)
     steps = [c for name in ("margin", "entropy") for seed in config["labels_per_step"][name] for c in seed]
-    assert max(steps) < 40 and len(set(steps)) > 1  # not the whole round, and not a constant
+    assert len(set(steps)) > 1  # every review request answered: the counts vary by step
     summary = json.loads((out / "summary.json").read_text())
     for name in ("margin", "entropy"):
         assert summary["strategies"][name]["random"] == config["compared_with"][name]

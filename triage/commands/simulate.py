@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 import time
 from pathlib import Path
 
 from triage.commands.base import subcommand
 from triage.errors import ConfigError
 from triage.settings import Settings
-
-# Measured in docs/performance.md (simulator speed): a quarter of the retrains on the 4,000-row task.
-DEFAULT_GROWTH = 0.1
 
 
 def _positive(text: str) -> int:
@@ -55,10 +53,10 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="total labels per run, initial included [default: half the pool]; random may "
                         "spend the whole pool, so that both targets are reached. Every strategy stops once "
                         "its mean curve has held 98%% of full-label accuracy for two more rounds")
-    p.add_argument("--retrain-growth", type=_growth, default=DEFAULT_GROWTH,
+    p.add_argument("--retrain-growth", type=_growth, default=None,
                    help="retrain once the new labels reach this share of those already spent (whole rounds, at "
                         "least one); 0 retrains after every round. Random is given the same counts "
-                        "[default: %(default)s]")
+                        "[default: 0.1]")
     p.add_argument("--test-fraction", type=_rate, default=0.25, help="share of the data never streamed, for accuracy")
     p.add_argument("--report-dir", type=Path, help="where summary.json, config.json and learning_curves.png go "
                    "[default: a new simulate-report-<time> folder]")
@@ -88,7 +86,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if per_round is not None and per_round > args.round_size:
         raise ConfigError(f"--labels-per-round {per_round} is more than --round-size {args.round_size}")
     cfg = ReplayConfig(initial_labels=args.initial_labels, round_size=args.round_size, labels_per_round=per_round,
-                       review_rate=args.sim_review_rate, budget=args.budget, retrain_growth=args.retrain_growth)
+                       review_rate=args.sim_review_rate, budget=args.budget)
+    if args.retrain_growth is not None:
+        cfg = replace(cfg, retrain_growth=args.retrain_growth)
     simulate(str(args.data), X, y, strategies, args.seeds, cfg, settings, jobs=args.jobs,
              test_fraction=args.test_fraction, report_dir=report_dir, show_progress=False if args.no_progress else None)
     return 0
