@@ -21,9 +21,8 @@ from triage.metrics import AuditMetrics
 from triage.policies.live_risk import (
     Change, LiveRows, VersionRows, ceiling_at, decide, default_min_rows, uncertainty_of,
 )
-from triage.policies.risk import NEVER, clopper_pearson_upper
+from triage.policies.risk import NEVER, RiskRule, clopper_pearson_upper
 from triage.policies.stack import PolicyStack
-from triage.policies.risk import RiskRule
 from triage.records import RecordBatch
 from triage.scoring.scores import scores_from_probs
 from triage.settings import PolicySettings, Settings
