@@ -14,7 +14,7 @@ over ``classes`` (named in the metadata) and fails on a different set of runs:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -23,11 +23,14 @@ from onnx import TensorProto, helper, numpy_helper
 DIGITS = tuple(str(d) for d in range(10))
 
 
-def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], features: int,
-           classes: Sequence[str]) -> bytes:
+def onnx_model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], features: int = 64,
+               classes: Sequence[str] = DIGITS, *, batch: Union[int, str] = "N",
+               out_shape: Optional[list[Union[int, str]]] = None) -> bytes:
+    """A graph from input X [batch, features] to "probabilities" (``out_shape``, default [batch, C]),
+    its class names in the metadata."""
     graph = helper.make_graph(
-        nodes, "faulty", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", features])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(classes)])], inits)
+        nodes, "faulty", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [batch, features])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, out_shape or [batch, len(classes)])], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     m.metadata_props.add(key="classes", value=",".join(classes))
@@ -40,7 +43,7 @@ def _weights(features: int, classes: int) -> onnx.TensorProto:
     return numpy_helper.from_array(W, "W")
 
 
-def _head(x: str, features: int, classes: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def head(x: str, features: int = 64, classes: int = 10) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     return ([helper.make_node("MatMul", [x, "W"], ["logits"]),
              helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)], [_weights(features, classes)])
 
@@ -48,10 +51,10 @@ def _head(x: str, features: int, classes: int) -> tuple[list[onnx.NodeProto], li
 def _reshaped(shape: list[onnx.NodeProto], inits: list[onnx.TensorProto], features: int,
               classes: Sequence[str]) -> bytes:
     """X reshaped to the tensor ``shape`` (its nodes end in "shape") and back to [N, F], then the head."""
-    head, weights = _head("Xr", features, len(classes))
+    head_nodes, weights = head("Xr", features, len(classes))
     back = numpy_helper.from_array(np.array([-1, features], dtype=np.int64), "back")
     nodes = [*shape, helper.make_node("Reshape", ["X", "shape"], ["Xs"]), helper.make_node("Reshape", ["Xs", "back"], ["Xr"])]
-    return _model(nodes + head, inits + weights + [back], features, classes)
+    return onnx_model(nodes + head_nodes, inits + weights + [back], features, classes)
 
 
 def every_row(features: int = 64, classes: Sequence[str] = DIGITS) -> bytes:
@@ -75,8 +78,8 @@ def seen_sizes(seen: int = 32, features: int = 64, classes: Sequence[str] = DIGI
              helper.make_node("Range", ["start", "n", "step"], ["rows"]),
              helper.make_node("Gather", ["Z", "rows"], ["Zn"], axis=0),  # fails past row `seen`
              helper.make_node("Add", ["X", "Zn"], ["Xz"])]
-    head, weights = _head("Xz", features, len(classes))
-    return _model(nodes + head, inits + weights, features, classes)
+    head_nodes, weights = head("Xz", features, len(classes))
+    return onnx_model(nodes + head_nodes, inits + weights, features, classes)
 
 
 def index_by_first_feature(table: int = 17, features: int = 64, classes: Sequence[str] = DIGITS) -> bytes:
@@ -86,4 +89,4 @@ def index_by_first_feature(table: int = 17, features: int = 64, classes: Sequenc
              helper.make_node("Cast", ["f0"], ["idx"], to=TensorProto.INT64),
              helper.make_node("Gather", ["T", "idx"], ["logits"], axis=0),
              helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
-    return _model(nodes, inits, features, classes)
+    return onnx_model(nodes, inits, features, classes)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from tests import faulty_models
 from triage.errors import InputError, ModelError, ModelRunError, ScoreError
@@ -105,15 +105,8 @@ def test_the_canary_tries_every_batch_size_a_scorer_runs(rows: np.ndarray, model
 
 
 @pytest.mark.parametrize("fixed", [1, 4])
-def test_a_fixed_batch_graph_passes_every_size_in_padded_chunks(rows: np.ndarray, fixed: int, tmp_path: Path) -> None:
-    W = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["z"]), helper.make_node("Softmax", ["z"], ["probabilities"], axis=1)],
-        "fixed", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [fixed, 64])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [fixed, 10])], [W])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    served = ServingModel(OnnxClassifier(proto.SerializeToString(), classes=faulty_models.DIGITS), "v1", "0")
+def test_a_fixed_batch_graph_passes_every_size_in_padded_chunks(rows: np.ndarray, fixed: int) -> None:
+    served = ServingModel(OnnxClassifier(faulty_models.onnx_model(*faulty_models.head("X"), batch=fixed)), "v1", "0")
     served.warm_up(rows[:32])
     assert served.classifier.predict_proba(rows[:37]).shape == (37, 10)
 
@@ -121,13 +114,9 @@ def test_a_fixed_batch_graph_passes_every_size_in_padded_chunks(rows: np.ndarray
 def test_an_output_that_is_not_one_row_per_input_row_is_the_models_fault() -> None:
     """A graph whose output is a constant [4, 10] table, whatever it is fed."""
     table = numpy_helper.from_array(np.full((4, 10), 0.1, dtype=np.float32), "T")
-    graph = helper.make_graph(
-        [helper.make_node("Shape", ["X"], ["s"]), helper.make_node("Identity", ["T"], ["probabilities"])],
-        "constant", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 64])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [4, 10])], [table])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    model = OnnxClassifier(proto.SerializeToString(), classes=[str(i) for i in range(40)])  # one row: 40 columns
+    nodes = [helper.make_node("Shape", ["X"], ["s"]), helper.make_node("Identity", ["T"], ["probabilities"])]
+    model = OnnxClassifier(faulty_models.onnx_model(nodes, [table], classes=[str(i) for i in range(40)],
+                                                    out_shape=[4, 10]))  # one row: 40 columns
     with pytest.raises(ModelRunError, match="40 values, not one row per input row"):
         model.predict_proba(np.zeros((3, 64)))
     with pytest.raises(ModelRunError, match="20 columns on this batch and 40 on one row"):
