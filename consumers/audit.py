@@ -103,6 +103,7 @@ class AuditConsumer:
         self.certificates: dict[str, LiveCertificate] = {}
         self._refused: set[tuple[str, float, int]] = set()
         self._unwritten = False  # a change the registry refused: retried at every idle poll too
+        self._decided: dict[str, tuple[int, int]] = {}  # version -> (row changes, history length) decided on
         self._clock = clock
         self._consumer = consumer
         self.stop_event = threading.Event()
@@ -160,9 +161,13 @@ class AuditConsumer:
         m = self.metrics
         for version, rows in self.live.versions.items():
             self.control.load(version)
+            state = (rows.changes, len(self.control.history[version]))
+            if self._decided.get(version) == state and not self._unwritten:
+                continue  # nothing new for this version (most batches: review records of other reasons)
             cert = self._decide(version)
             if self.caught_up and self.control.enabled and self._act(cert):
                 cert = self._decide(version)  # export the state the scorers are moving to
+            self._decided[version] = (rows.changes, len(self.control.history[version]))
             self.certificates[version] = cert
             m.live_upper.labels(version=version).set(cert.upper_bound)
             m.live_samples.labels(version=version).set(cert.samples)
