@@ -36,6 +36,15 @@ class LoopMetrics:
         self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
         self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
         self.helper_restarts = Counter("triage_helper_restarts", "Helper threads restarted after a crash, by thread.", ["thread"], registry=r)
+        self.blocked = Gauge(
+            "triage_blocked", "1 while the loop holds a batch uncommitted because of a fault of the environment, by "
+            "loop and reason (io|memory|broker|refused|dependency|handler).", ["loop", "reason"], registry=r)
+        self.blocked_seconds = Gauge(
+            "triage_blocked_seconds", "Seconds the loop has held its current batch (0 when not blocked); the process "
+            "exits 1 past --blocked-exit-s.", ["loop"], registry=r)
+        self.blocked_retries = Counter(
+            "triage_blocked_retries", "Retries of a held batch (or of its outputs), by loop and reason.",
+            ["loop", "reason"], registry=r)
         for operation in ("poll", "produce", "commit", "connection"):
             self.broker_errors.labels(operation=operation)
 

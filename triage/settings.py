@@ -278,8 +278,11 @@ class RetrainSettings(Section):
     model is at least as good as the fold models (it sees as many rows)."""
 
 
+BLOCKED_EXIT_S = 240.0
+
+
 class OperationsSettings(Section):
-    """The /metrics, /healthz and /readyz server, and logging."""
+    """The /metrics, /healthz and /readyz server, logging, and how long a blocked loop waits."""
 
     metrics_host: str = "0.0.0.0"
     """Bind address of the /metrics, /healthz and /readyz server."""
@@ -287,6 +290,11 @@ class OperationsSettings(Section):
     """Port of the /metrics, /healthz and /readyz server (0 = pick a free port)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
+    blocked_exit_s: float = Field(BLOCKED_EXIT_S, gt=0.0)
+    """Seconds a loop may hold a batch uncommitted because of a fault of the environment (full
+    or read-only disk, refused topic, unreachable broker or dependency, a handler failing on
+    every record) before the process exits 1 so the orchestrator restarts it. Keep it under
+    max_poll_interval_ms."""
 
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 
-from triage.errors import TransportError
+from triage.errors import WORLD, TransportError, blame
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 
@@ -189,6 +189,7 @@ def send_until_acked(
     deadline_s: Optional[float] = None,
     stop: Optional[threading.Event] = None,
     on_retry: Optional[Callable[[int, list[TransportError]], None]] = None,
+    on_refused: Optional[Callable[[int, list[TransportError]], None]] = None,
     sleep: Optional[Callable[[float], Any]] = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[OutRecord]:
@@ -196,9 +197,13 @@ def send_until_acked(
     order (a rerouted record's replacement stands in its place).
 
     Retriable failures are re-sent after ``backoff_s(attempt)``; ``on_retry(attempt, errors)``
-    is called before each such wait. A non-retriable failure goes to ``reroute(record, error)``,
-    whose replacement (e.g. a dead letter) is sent at once instead; without ``reroute``, or when
-    it returns None, the error is raised. ``timeout_s`` bounds one ``send_all``; ``deadline_s``
+    is called before each such wait. A non-retriable failure that is the world's fault
+    (``errors.blame``: authorization, a missing topic) is retried the same way when
+    ``on_refused(attempt, errors)`` is given (called before each wait; it may raise to give
+    up), so the record is held, never dead-lettered. Any other non-retriable failure (the
+    record's own: too large, invalid) goes to ``reroute(record, error)``, whose replacement
+    (e.g. a dead letter) is sent at once instead; without ``reroute``, or when it returns None,
+    the error is raised. ``timeout_s`` bounds one ``send_all``; ``deadline_s``
     bounds the whole call and ``stop`` aborts between attempts: both raise a retriable
     TransportError naming the topics and how many records are unacknowledged (the caller must
     not commit the inputs, so they are re-read, never lost). ``sleep`` (default ``stop.wait``
@@ -216,12 +221,16 @@ def send_until_acked(
         errors = producer.send_all([rec for _, rec, _ in pending], budget)
         retry: list[tuple[int, OutRecord, int]] = []
         failures: list[TransportError] = []
+        refused: list[TransportError] = []
         for (slot, rec, hops), err in zip(pending, errors, strict=True):
             if err is None:
                 delivered[slot] = rec
             elif err.retriable:
                 retry.append((slot, rec, hops))
                 failures.append(err)
+            elif on_refused is not None and blame(err) == WORLD:
+                retry.append((slot, rec, hops))
+                refused.append(err)
             else:
                 replacement = reroute(rec, err) if reroute is not None and hops < MAX_REROUTES else None
                 if replacement is None:
@@ -230,11 +239,13 @@ def send_until_acked(
         pending = retry
         if not pending:
             return [rec for rec in delivered if rec is not None]
-        if failures:  # replacements alone are sent again at once
+        if failures or refused:  # replacements alone are sent again at once
             attempt += 1
-            last = failures[-1]
-            if on_retry is not None:
+            last = (failures or refused)[-1]
+            if failures and on_retry is not None:
                 on_retry(attempt, failures)
+            if refused and on_refused is not None:
+                on_refused(attempt, refused)
             delay = backoff_s(attempt)
             if deadline_s is not None:
                 delay = min(delay, max(deadline_s - (clock() - started), 0.0))

@@ -56,6 +56,15 @@ _GROUP_MOVED = frozenset(
     if hasattr(KafkaError, name)
 )
 _NO_RECORDS = frozenset((KafkaError._PARTITION_EOF,))
+# Refused for the record's own sake: only these may dead-letter it. Any other refusal
+# (TOPIC_AUTHORIZATION_FAILED, an unknown topic, ...) is the world's fault (errors.blame).
+_RECORD_REFUSED = frozenset(
+    getattr(KafkaError, name)
+    for name in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "INVALID_MSG", "INVALID_RECORD",
+                 "CORRUPT_MESSAGE", "RECORD_LIST_TOO_LARGE", "INVALID_TIMESTAMP", "_KEY_SERIALIZATION",
+                 "_VALUE_SERIALIZATION")
+    if hasattr(KafkaError, name)
+)
 
 
 _SECURITY_NAMES = {
@@ -78,7 +87,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
 def _classify(err: KafkaError) -> TransportError:
     code = err.code()
     retriable = (err.retriable() or code in _TRANSIENT) and not err.fatal() and code not in _GROUP_MOVED
-    return TransportError(f"{err.name()}: {err.str()}", retriable=retriable)
+    return TransportError(f"{err.name()}: {err.str()}", retriable=retriable, record_fault=code in _RECORD_REFUSED)
 
 
 def _kafka_error(exc: BaseException) -> Optional[KafkaError]:
@@ -300,8 +309,8 @@ class ConfluentProducer:
             except KafkaException as exc:  # raised synchronously, e.g. record too large
                 results[i] = _from_exception(exc)
                 i += 1
-            except (TypeError, ValueError) as exc:
-                results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+            except (TypeError, ValueError) as exc:  # a key/value/header the client cannot take
+                results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False, record_fault=True)
                 i += 1
         self._p.flush(max(deadline - time.monotonic(), 0.0))
         queued = n - sum(r is not None for r in results)  # the rest failed synchronously

@@ -9,7 +9,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
-    AuthorizationError, IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
+    AuthorizationError, CorruptRecordError, IllegalSaslStateError, InvalidRecordError, InvalidTimestampError, KafkaError,
+    MessageSizeTooLargeError, RecordListTooLargeError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
 )
 from kafka.structs import OffsetAndMetadata
@@ -59,11 +60,17 @@ def _connect(settings: Settings, client: Callable[..., T], **options: Any) -> T:
         raise connect_error(settings, _describe(exc)) from None
 
 
+# Refused for the record's own sake: only these may dead-letter it (errors.blame). A value the
+# client cannot encode fails send() synchronously with AssertionError/TypeError/ValueError.
+_RECORD_REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, CorruptRecordError,
+                   InvalidTimestampError, AssertionError, TypeError, ValueError)
+
+
 def _transport_error(exc: BaseException) -> TransportError:
     retriable = bool(getattr(exc, "retriable", False)) or type(exc).__name__ in (
         "KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError", "RequestTimedOutError",
     )
-    return TransportError(_describe(exc), retriable=retriable)
+    return TransportError(_describe(exc), retriable=retriable, record_fault=isinstance(exc, _RECORD_REFUSED))
 
 
 class _Listener(ConsumerRebalanceListener):
