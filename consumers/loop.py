@@ -14,8 +14,11 @@ exports why and for how long it is blocked, and past ``blocked_exit_s`` raises
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Optional, Sequence, TypeVar
 
@@ -25,7 +28,7 @@ from triage.runtime.isolation import Failure, Part, isolate
 from triage.settings import BLOCKED_EXIT_S
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
-from triage.transport import Consumer, Producer, send_until_acked
+from triage.transport import Consumer, Offsets, Producer, send_until_acked
 
 log = logging.getLogger("triage.loop")
 
@@ -93,8 +96,10 @@ class GuardedLoop(Generic[R]):
     blocked_reason: str = field(default="", init=False)
     blocked_detail: str = field(default="", init=False)
     _poll_failures: int = field(default=0, init=False)
+    _committer: "_Committer" = field(init=False)
 
     def __post_init__(self) -> None:
+        self._committer = _Committer(self.consumer)
         if self.dlq_topic is not None and self.producer is None:
             raise ValueError("a loop that dead-letters needs a producer")
         # Export zeros from the start, so rates and alerts see values, not gaps.
@@ -252,7 +257,7 @@ class GuardedLoop(Generic[R]):
         for attempt in range(COMMIT_ATTEMPTS):
             started = time.monotonic()
             try:
-                self.consumer.commit(offsets)
+                self._committer.commit(offsets, self.stop, self.name)
                 self._note_stall("commit", started)
                 return
             except TransportError as exc:
@@ -299,6 +304,51 @@ class GuardedLoop(Generic[R]):
             done += 1
             if max_batches is not None and done >= max_batches:
                 return
+
+
+class _Committer:
+    """Synchronous commits in a daemon thread, so a stop can abandon one that blocks on an
+    unreachable broker (both clients' synchronous commits wait for the coordinator without a
+    timeout): the batch stays uncommitted and is re-read after the restart."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self._jobs: "queue.SimpleQueue[tuple[Offsets, Future[None]]]" = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+
+    def commit(self, offsets: Offsets, stop: threading.Event, name: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"{name}-commit", daemon=True)
+            self._thread.start()
+        done: Future[None] = Future()
+        self._jobs.put((offsets, done))
+        while True:
+            try:
+                return done.result(timeout=0.1)
+            except FutureTimeout:
+                if stop.is_set():
+                    raise Abandoned(f"{name}: stopped while a commit waited on the broker") from None
+
+    def _work(self) -> None:
+        while True:
+            offsets, done = self._jobs.get()
+            try:
+                self.consumer.commit(offsets)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting loop
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+
+def close_within(client: Consumer | Producer, timeout_s: float, name: str) -> None:
+    """``client.close()``, given up after ``timeout_s``: leaving a group (or a commit still
+    waiting) blocks while the broker is away, and a stopped process must exit within its grace
+    period; the broker then drops the member after the session timeout."""
+    closing = threading.Thread(target=client.close, name=f"close-{name}", daemon=True)
+    closing.start()
+    closing.join(timeout_s)
+    if closing.is_alive():
+        log.warning("%s: closing the Kafka client took over %.0f s (broker unreachable?); leaving it", name, timeout_s)
 
 
 def drain(loop: GuardedLoop[R], *, idle_polls: int = 2, max_s: float = 10.0, join_wait_s: float = 0.0) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from consumers.loop import GuardedLoop, drain
+from consumers.loop import GuardedLoop, close_within, drain
 from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
 from triage.errors import BlockedError, InputError, LabelError, TriageError
 from triage.extras import require_extra
@@ -30,6 +30,7 @@ IDLE_POLLS = 2
 JOIN_WAIT_S = 30.0
 DRAIN_S = 10.0
 ANNOUNCE_DEADLINE_S = 60.0
+CLOSE_S = 5.0  # per client: three clients close well within an orchestrator's grace period
 
 
 def announce(settings: Settings, producer: Producer, event: Mapping[str, Any], *,
@@ -79,9 +80,10 @@ class Trainer:
         return self._producer
 
     def close(self) -> None:
-        for client in (self._review_reader, self._labels, self._producer):
+        for name, client in (("review reader", self._review_reader), ("labels consumer", self._labels),
+                             ("producer", self._producer)):
             if client is not None:
-                client.close()
+                close_within(client, CLOSE_S, name)
 
     # --- ingest ----------------------------------------------------------------------------
     def _read_review(self, batch: RecordBatch) -> list[OutRecord]:

@@ -192,7 +192,7 @@ class RefusingProducer(FakeProducer):
         super().__init__()
         self.topic, self.refusals, self.error = topic, refusals, error
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[Optional[TransportError]]:
         out: list[Optional[TransportError]] = []
         for rec in records:
             if rec.topic == self.topic and self.refusals > 0:

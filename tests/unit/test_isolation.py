@@ -101,7 +101,7 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[OutRecord] = []
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[Optional[TransportError]]:
         self.sent.extend(records)
         return [None] * len(records)
 

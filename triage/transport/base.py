@@ -36,8 +36,10 @@ class Consumer(Protocol):
 
 
 class Producer(Protocol):
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
-        """Send and wait for every ack. Returns, per record, None or the failure."""
+    def send_all(self, records: list[OutRecord], timeout_s: float,
+                 stop: Optional[threading.Event] = None) -> list[Optional[TransportError]]:
+        """Send and wait for every ack, at most ``timeout_s``, less once ``stop`` is set (what
+        is not acknowledged by then fails, retriable). Returns, per record, None or the failure."""
         ...
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -160,6 +162,8 @@ def tcp_reason(bootstrap_servers: str, timeout_s: float = 1.0) -> Optional[str]:
 
 # --- sending -----------------------------------------------------------------------------
 
+FLUSH_SLICE_S = 0.5
+"""A producer waits for acknowledgements in slices this long, so a stop is seen within one."""
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 MAX_REROUTES = 3
@@ -218,7 +222,8 @@ def send_until_acked(
     last: Optional[TransportError] = None
     while True:
         budget = timeout_s if deadline_s is None else max(min(timeout_s, deadline_s - (clock() - started)), 0.0)
-        errors = producer.send_all([rec for _, rec, _ in pending], budget)
+        batch = [rec for _, rec, _ in pending]
+        errors = producer.send_all(batch, budget) if stop is None else producer.send_all(batch, budget, stop=stop)
         retry: list[tuple[int, OutRecord, int]] = []
         failures: list[TransportError] = []
         refused: list[TransportError] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from typing import Any, Optional
@@ -23,7 +24,7 @@ from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport.base import (
-    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
+    FLUSH_SLICE_S, Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
     topic_partitions,
 )
 from triage.transport.security import security_options
@@ -289,7 +290,8 @@ class ConfluentProducer:
     def __init__(self, producer: Producer) -> None:
         self._p = producer
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float,
+                 stop: Optional[threading.Event] = None) -> list[Optional[TransportError]]:
         results: list[Optional[TransportError]] = [None] * len(records)
         report = _Delivery()
         produce, poll = self._p.produce, self._p.poll
@@ -312,7 +314,11 @@ class ConfluentProducer:
             except (TypeError, ValueError) as exc:  # a key/value/header the client cannot take
                 results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False, record_fault=True)
                 i += 1
-        self._p.flush(max(deadline - time.monotonic(), 0.0))
+        while True:  # in slices: a stop (SIGTERM) is seen within one, even while the broker is away
+            left = deadline - time.monotonic()
+            if (self._p.flush(max(min(left, FLUSH_SLICE_S), 0.0)) == 0 or left <= FLUSH_SLICE_S
+                    or (stop is not None and stop.is_set())):
+                break
         queued = n - sum(r is not None for r in results)  # the rest failed synchronously
         if report.acked + len(report.failed) < queued:
             # Some reports are missing: we cannot tell which records were acknowledged, so

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any, Callable, Optional, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -10,7 +12,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
     AuthorizationError, CorruptRecordError, IllegalSaslStateError, InvalidRecordError, InvalidTimestampError, KafkaError,
-    MessageSizeTooLargeError, RecordListTooLargeError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
+    KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
 )
 from kafka.structs import OffsetAndMetadata
@@ -19,7 +21,7 @@ from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport.base import (
-    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes, tcp_reason,
+    FLUSH_SLICE_S, Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes, tcp_reason,
     topic_partitions,
 )
 from triage.transport.security import security_options
@@ -171,7 +173,8 @@ class KafkaPythonProducer:
     def __init__(self, producer: KafkaProducer) -> None:
         self._p = producer
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float,
+                 stop: Optional[threading.Event] = None) -> list[Optional[TransportError]]:
         futures: list[Any] = []
         results: list[Optional[TransportError]] = [None] * len(records)
         for i, rec in enumerate(records):
@@ -180,11 +183,18 @@ class KafkaPythonProducer:
             except Exception as exc:  # raised synchronously, e.g. record too large
                 futures.append(None)
                 results[i] = _transport_error(exc)
-        try:
-            self._p.flush(timeout=timeout_s)
-        except Exception as exc:
-            err = _transport_error(exc)
-            return [results[i] or (err if f is None or not f.succeeded() else None) for i, f in enumerate(futures)]
+        deadline = time.monotonic() + timeout_s
+        while True:  # in slices: a stop (SIGTERM) is seen within one, even while the broker is away
+            left = deadline - time.monotonic()
+            try:
+                self._p.flush(timeout=max(min(left, FLUSH_SLICE_S), 0.0))
+                break
+            except KafkaTimeoutError:
+                if left <= FLUSH_SLICE_S or (stop is not None and stop.is_set()):
+                    break  # what is not acknowledged yet is reported below, retriable
+            except Exception as exc:
+                err = _transport_error(exc)
+                return [results[i] or (err if f is None or not f.succeeded() else None) for i, f in enumerate(futures)]
         for i, f in enumerate(futures):
             if f is None:
                 continue
