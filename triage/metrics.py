@@ -45,6 +45,10 @@ class LoopMetrics:
         self.blocked_retries = Counter(
             "triage_blocked_retries", "Retries of a held batch (or of its outputs), by loop and reason.",
             ["loop", "reason"], registry=r)
+        self.history_complete = Gauge(
+            "triage_topic_history_complete", "1 when a topic this process rebuilds state from still holds every record "
+            "ever written to it (unlimited retention, no compaction, nothing deleted), 0 when earlier records may be gone; "
+            "checked at start.", ["topic"], registry=r)
         for operation in ("poll", "produce", "commit", "connection"):
             self.broker_errors.labels(operation=operation)
 
