@@ -277,6 +277,18 @@ class GuardedLoop(Generic[R]):
         if self.progress_at - started > STALL_S:
             self.metrics.broker_errors.labels(operation=operation).inc()
 
+    def process_unless_stopped(self, batch: RecordBatch) -> bool:
+        """``process``; False when a stop abandoned the batch (nothing of it was committed)."""
+        try:
+            self.process(batch)
+        except Abandoned:
+            return False  # stopped while holding the batch
+        except TransportError:
+            if self.stop.is_set():
+                return False  # stopped while the broker was unreachable
+            raise
+        return True
+
     # --- the loop ------------------------------------------------------------------------
     def run(self, *, max_batches: Optional[int] = None, idle_exit_s: Optional[float] = None) -> None:
         """Until ``stop`` is set (or a bound is reached). The caller closes the clients."""
@@ -293,14 +305,8 @@ class GuardedLoop(Generic[R]):
                     return
                 continue
             idle_since = time.monotonic()
-            try:
-                self.process(batch)
-            except Abandoned:
-                return  # stopped while holding the batch: nothing was committed
-            except TransportError:
-                if self.stop.is_set():
-                    return  # stopped while the broker was unreachable: nothing was committed
-                raise
+            if not self.process_unless_stopped(batch):
+                return
             done += 1
             if max_batches is not None and done >= max_batches:
                 return
@@ -366,14 +372,8 @@ def drain(loop: GuardedLoop[R], *, idle_polls: int = 2, max_s: float = 10.0, joi
             idle += 1
         else:
             idle = 0
-            try:
-                loop.process(batch)
-            except Abandoned:
-                return  # stopped while holding the batch: nothing was committed
-            except TransportError:
-                if loop.stop.is_set():
-                    return
-                raise
+            if not loop.process_unless_stopped(batch):
+                return
         deadline = deadline or time.monotonic() + max_s
         if time.monotonic() > deadline:
             return
