@@ -168,6 +168,25 @@ class BlockedError(TriageError):
         self.reason = reason
 
 
+# --- models at run time (the model adapter: triage/model/classifier.py) ----------------------
+
+
+class ModelRunError(ModelError):
+    """onnxruntime failed running the model, and the rows are not to blame: it fails on rows it
+    ran before just as well (at that batch size, or at any). A fault of the model, never of
+    the records; retriable, because the same rows score once a good model is swapped in (a
+    rollback). At load (import, ``serve`` start-up, hot-swap) the model is refused with it.
+    ``model`` names the graph's inputs and outputs; ``run`` what was run (batch size, tensor fed)."""
+
+    retriable = True
+
+    def __init__(self, model: str, run: str, reason: str) -> None:
+        super().__init__(f"model {model} fails at run time on {run}: {reason}")
+        self.model = model
+        self.run = run
+        self.reason = reason
+
+
 # --- whose fault: the one place that decides -----------------------------------------------
 
 RECORD = "record"
@@ -200,14 +219,17 @@ def blame(exc: BaseException) -> str:
 
 def fault_reason(exc: BaseException) -> str:
     """The ``reason`` label of a blocked loop (``triage_blocked``): broker (unreachable),
-    refused (the broker refuses the topic or the client), io, memory, dependency (a retriable
-    triage error), handler (the handler fails on every record of the batch)."""
+    refused (the broker refuses the topic or the client), io, memory, model (the model fails
+    at run time: ``ModelRunError``), dependency (another retriable triage error), handler (the
+    handler fails on every record of the batch)."""
     if isinstance(exc, TransportError):
         return "broker" if exc.retriable else "refused"
     if isinstance(exc, MemoryError):
         return "memory"
     if isinstance(exc, OSError):
         return "io"
+    if isinstance(exc, ModelError):
+        return "model"
     if isinstance(exc, TriageError) and exc.retriable:
         return "dependency"
     return "handler"

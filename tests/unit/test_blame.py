@@ -16,7 +16,7 @@ import pytest
 from consumers.loop import GuardedLoop
 from tests.unit.test_isolation import FakeConsumer, FakeProducer, Poison, _batch, _echo
 from triage.errors import (
-    RECORD, UNKNOWN, WORLD, BlockedError, DecodeError, InvalidRecordError, LabelError, ModelLoadError, TransportError,
+    RECORD, UNKNOWN, WORLD, BlockedError, DecodeError, InvalidRecordError, LabelError, ModelLoadError, ModelRunError, TransportError,
     TriageError, blame, fault_reason,
 )
 from triage.lifecycle.labelstore import LabelStore
@@ -52,7 +52,8 @@ TOO_LARGE = TransportError("MSG_SIZE_TOO_LARGE", retriable=False, record_fault=T
     (LabelError("unknown class"), RECORD, "handler"),
     (ValueError("a bug or a bad record"), UNKNOWN, "handler"),
     (RecursionError(), UNKNOWN, "handler"),
-    (ModelLoadError("m.onnx", "fails at run time"), UNKNOWN, "handler"),
+    (ModelLoadError("m.onnx", "truncated"), UNKNOWN, "model"),
+    (ModelRunError("m.onnx (input X, output probs)", "a batch of 7", "Gemm failed"), WORLD, "model"),
 ])
 def test_errors_are_classified_in_one_place(exc: BaseException, whose: str, reason: str) -> None:
     assert blame(exc) == whose
