@@ -172,8 +172,8 @@ class Bridge:
         log.info("ledger: %d live annotations from earlier runs", len(self.ledger.live))
 
     def _index_tasks(self) -> None:
-        tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
-                         stop=self.stop)
+        tasks, _ = retrying(lambda: self.client.list_tasks(self.project_id), what="tasks", metrics=self.metrics,
+                            stop=self.stop)
         with self._lock:
             for task in tasks:
                 sample = (task.get("data") or {}).get("sample_id")
