@@ -56,12 +56,18 @@ def _wait_labels(settings: Settings, n: int, bridge: TriageProcess) -> dict[str,
     return _by_sample(settings, n)
 
 
-def _text_project(client: LabelStudio) -> tuple[str, int]:
-    """A project the bridge finds by title, with a text config over classes 0-9."""
+def _text_project(client: LabelStudio, prefix: str, tasks: int, every: int) -> tuple[str, int, list[int], dict[str, str]]:
+    """A project the bridge finds by title (a text config over classes 0-9) of ``tasks`` tasks,
+    every ``every``-th annotated: (title, project, task ids, sample -> label)."""
     title = f"triage-{uuid.uuid4().hex[:8]}"
     config = ('<View><Text name="summary" value="$summary"/><Choices name="label" toName="summary">'
               + "".join(f'<Choice value="{i}"/>' for i in range(10)) + "</Choices></View>")
-    return title, client.create_project(title, config)
+    project = client.create_project(title, config)
+    ids = _import(client, project, [f"{prefix}{i}" for i in range(tasks)])
+    annotated = {f"{prefix}{i}": str(i % 10) for i in range(0, tasks, every)}
+    for sample, label in annotated.items():
+        client.create_annotation(ids[int(sample[len(prefix):])], _text_choice(label))
+    return title, project, ids, annotated
 
 
 def _text_choice(label: str) -> list[dict[str, Any]]:
@@ -74,11 +80,7 @@ def test_tasks_created_and_deleted_around_running_reconciles_never_retract_a_lab
     tasks (offset pages used to shift under it, so an annotated task went missing from one
     listing and its label was retracted for good)."""
     s, client = setup.settings, setup.client
-    title, project = _text_project(client)
-    ids = _import(client, project, [f"t{i}" for i in range(260)])
-    annotated = {f"t{i}": str(i % 10) for i in range(0, 260, 13)}
-    for sample, label in annotated.items():
-        client.create_annotation(ids[int(sample[1:])], _text_choice(label))
+    title, project, ids, annotated = _text_project(client, "t", 260, 13)
     bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s",
                                              "0.5", "--full-reconcile-s", "0.5"))
     _wait_labels(s, len(annotated), bridge)
@@ -275,11 +277,7 @@ def test_label_studio_gone_mid_reconcile_costs_nothing(
     """Label Studio's connections are cut while a full listing pages (and refused for a while):
     nothing is dead-lettered or retracted, and every annotation is published once after."""
     s, client = setup.settings, setup.client
-    title, project = _text_project(client)
-    ids = _import(client, project, [f"g{i}" for i in range(450)])
-    truth = {f"g{i}": str(i % 10) for i in range(0, 450, 9)}
-    for sample, label in truth.items():
-        client.create_annotation(ids[int(sample[1:])], _text_choice(label))
+    title, _, ids, truth = _text_project(client, "g", 450, 9)
     host, port = label_studio.url.removeprefix("http://").split(":")
     proxy = TcpProxy(host, int(port), free_port()).start()
     try:
