@@ -21,6 +21,7 @@ from triage.policies.audit import AuditEstimator
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport import Consumer, make_consumer
+from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.audit")
 
@@ -70,6 +71,7 @@ class AuditConsumer:
 
     def run(self, *, idle_exit_s: Optional[float] = None) -> None:
         s = self.settings
+        check_history(s, [s.topics.review_topic, s.topics.labels_topic], self.loop_metrics, process="audit")
         consumer = self._consumer or make_consumer(s, [s.topics.review_topic, s.topics.labels_topic], group_id=None)
         try:
             GuardedLoop("audit", consumer, self.handle, commit=False, max_records=s.serving.batch_size,

@@ -43,6 +43,7 @@ from triage.settings import Settings
 from triage.runtime.threads import Supervised
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 from triage.transport.base import read_to_end
+from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.labelstudio")
 SECRET_HEADER = "X-Triage-Webhook-Secret"
@@ -146,6 +147,7 @@ class Bridge:
         every partition to the end offset it had when the replay began, whether or not it has
         delivered anything yet. A replay that cannot finish stops the bridge: carrying on with a
         partial ledger would publish twice."""
+        check_history(self.settings, [self.settings.topics.labels_topic], self.metrics.loop, process="the bridge")
         reader = make_consumer(self.settings, [self.settings.topics.labels_topic], group_id=None)
         limit = self.settings.serving.max_message_bytes
         deadline = time.monotonic() + REPLAY_LIMIT_S

@@ -35,7 +35,7 @@ TESTS = Path(__file__).resolve().parent
 # tests of the transport take the client as their own parameter).
 CLIENT_SENSITIVE = {
     "integration/test_transport.py", "reliability/test_broker_outage.py", "reliability/test_process_faults.py",
-    "reliability/test_input_faults.py",
+    "reliability/test_input_faults.py", "integration/test_topic_history.py",
 }
 HEAVY = ("broker", "labelstudio", "exporters", "deploytools", "process", "load", "slow")
 

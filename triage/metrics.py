@@ -36,6 +36,10 @@ class LoopMetrics:
         self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
         self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
         self.helper_restarts = Counter("triage_helper_restarts", "Helper threads restarted after a crash, by thread.", ["thread"], registry=r)
+        self.history_complete = Gauge(
+            "triage_topic_history_complete", "1 when a topic this process rebuilds state from still holds every record "
+            "ever written to it (unlimited retention, no compaction, nothing deleted), 0 when earlier records may be gone; "
+            "checked at start.", ["topic"], registry=r)
         for operation in ("poll", "produce", "commit", "connection"):
             self.broker_errors.labels(operation=operation)
 
