@@ -80,7 +80,7 @@ def test_tasks_created_and_deleted_around_running_reconciles_never_retract_a_lab
     tasks (offset pages used to shift under it, so an annotated task went missing from one
     listing and its label was retracted for good)."""
     s, client = setup.settings, setup.client
-    title, project, ids, annotated = _text_project(client, "t", 260, 13)
+    title, project, ids, annotated = _text_project(client, "t", 160, 8)
     bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s",
                                              "0.5", "--full-reconcile-s", "0.5"))
     _wait_labels(s, len(annotated), bridge)
@@ -104,11 +104,11 @@ def test_tasks_created_and_deleted_around_running_reconciles_never_retract_a_lab
     worker = threading.Thread(target=churning, daemon=True)
     worker.start()
     try:
-        reconciles(bridge, 6)
-        late = {f"t{i}": "9" for i in range(5, 260, 41) if f"t{i}" not in annotated}  # annotated mid-churn
+        reconciles(bridge, 4)
+        late = {f"t{i}": "9" for i in range(5, 160, 31) if f"t{i}" not in annotated}  # annotated mid-churn
         for sample, label in late.items():
             client.create_annotation(ids[int(sample[1:])], _text_choice(label))
-        reconciles(bridge, 4)
+        reconciles(bridge, 3)
     finally:
         stop.set()
         worker.join(60)
@@ -277,21 +277,21 @@ def test_label_studio_gone_mid_reconcile_costs_nothing(
     """Label Studio's connections are cut while a full listing pages (and refused for a while):
     nothing is dead-lettered or retracted, and every annotation is published once after."""
     s, client = setup.settings, setup.client
-    title, _, ids, truth = _text_project(client, "g", 450, 9)
+    title, _, ids, truth = _text_project(client, "g", 250, 6)
     host, port = label_studio.url.removeprefix("http://").split(":")
     proxy = TcpProxy(host, int(port), free_port()).start()
     try:
         bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s",
                                                  "0.5", "--full-reconcile-s", "0.5"), "--url", f"http://{proxy.address}")
         _wait_labels(s, len(truth), bridge)
-        for _ in range(3):
+        for _ in range(2):
             opened = proxy.connections_total
             wait_until(lambda: proxy.connections_total > opened, "a reconcile to start", every_s=0.005,
                        alive=bridge.dead)
             proxy.cut()  # mid-listing: its first page is read, the next ones are refused
             wait_until(lambda: bridge.metric("triage_labelstudio_errors_total", operation="tasks") > 0,
                        "the bridge to see Label Studio gone", alive=bridge.dead)
-            more = {f"g{i}": "3" for i in range(1 + len(truth), 450, 97) if f"g{i}" not in truth}
+            more = {f"g{i}": "3" for i in range(1 + len(truth), 250, 53) if f"g{i}" not in truth}
             for sample, label in more.items():
                 client.create_annotation(ids[int(sample[1:])], _text_choice(label))
             truth.update(more)
