@@ -67,6 +67,7 @@ class ModelWatcher:
         self._consumer = make_consumer(self.settings, [self.settings.topics.models_topic], group_id=None,
                                        from_beginning=False)
         self.scorer.still_current = self._still_current
+        self._sync_live()  # a restarted replica keeps the live threshold
         self._helper.start()
         return self
 
@@ -122,7 +123,20 @@ class ModelWatcher:
     def sync(self) -> Optional[ServingModel]:
         """Load CURRENT if it differs from what is served (or queued). Returns the offered model."""
         with self._lock:
-            return self._sync()
+            offered = self._sync()
+            self._sync_live()
+            return offered
+
+    def _sync_live(self) -> None:
+        """Offer CURRENT's live risk threshold (``triage audit`` writes it) when it changed."""
+        try:
+            version = self.registry.current()
+            doc = self.registry.live_risk(version) if version is not None else None
+        except (OSError, TriageError) as exc:
+            log.error("cannot read the live risk threshold: %s", exc)
+            return
+        if version is not None and doc is not None and self.scorer.live_risk != (version, doc):
+            self.scorer.offer_live_risk(version, doc)
 
     def _sync(self) -> Optional[ServingModel]:
         try:

@@ -207,6 +207,15 @@ class AuditMetrics:
         self.samples = Gauge("triage_accepted_accuracy_samples", "Labelled audit samples behind the estimate.", ["model_version"], registry=r)
         self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (for alert rules next to the estimate).", registry=r)
         self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other|invalid).", ["kind"], registry=r)
+        # Live re-certification (triage.policies.live_risk), per model version.
+        self.live_upper = Gauge("triage_risk_live_upper_bound", "Exact (1 - delta) upper bound of the error rate among auto-accepted predictions at the deployed threshold, from labelled audit samples (1 with none).", ["version"], registry=r)
+        self.live_samples = Gauge("triage_risk_live_samples", "Labelled audit samples behind triage_risk_live_upper_bound.", ["version"], registry=r)
+        self.live_required = Gauge("triage_risk_live_required_samples", "Audit samples the live bound needs before an upper bound above alpha counts as a breach (--risk-live-min-rows).", registry=r)
+        self.live_threshold = Gauge("triage_risk_live_threshold", "Risk threshold in force for the version: the manifest's, or the live control's last change (-1 = accept nothing).", ["version"], registry=r)
+        self.live_certified = Gauge("triage_risk_live_certified_threshold", "Largest threshold the live audit labels certify (-1 = none).", ["version"], registry=r)
+        self.live_actions = Counter("triage_risk_live_actions", "Live-control decisions: tighten, loosen, refuse_loosen (too few rows to loosen).", ["action"], registry=r)
+        for action in ("tighten", "loosen", "refuse_loosen"):
+            self.live_actions.labels(action=action)
 
 
 class LabelStudioMetrics:

@@ -3,10 +3,15 @@ clients: tests/integration/test_topic_history.py.)"""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from triage.settings import TopicSettings
-from triage.transport.retention import COMPACTED, UNLIMITED, TopicHistory, history_gaps, topic_configs
+from triage import transport
+from triage.errors import TransportError
+from triage.metrics import LoopMetrics
+from triage.settings import Settings, TopicSettings
+from triage.transport.retention import COMPACTED, UNLIMITED, TopicHistory, check_history, history_gaps, topic_configs
 
 WHOLE = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
@@ -38,3 +43,19 @@ def test_the_topics_state_is_rebuilt_from_keep_their_whole_history() -> None:
     assert history_gaps(TopicHistory(topics.labels_topic, UNLIMITED)) == []
     assert configs[topics.models_topic] == COMPACTED
     assert topics.samples_topic not in configs and topics.predictions_topic not in configs
+
+
+@pytest.mark.parametrize("error", [TransportError("kafka: TOPIC_AUTHORIZATION_FAILED", retriable=False),
+                                   KeyError("partition_index")])
+def test_a_check_that_cannot_describe_the_topic_reports_it_and_never_stops_the_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: Exception,
+) -> None:
+    def refused(settings: Settings, topic: str) -> TopicHistory:
+        raise error
+
+    monkeypatch.setattr(transport, "describe_history", refused)
+    metrics = LoopMetrics()
+    with caplog.at_level(logging.WARNING, logger="triage.history"):
+        assert check_history(Settings(), ["triage.labels"], metrics, process="bridge") is False
+    assert metrics.history_complete.labels(topic="triage.labels")._value.get() == 0
+    assert "bridge: HISTORY MAY BE INCOMPLETE" in caplog.text and "could not be read" in caplog.text

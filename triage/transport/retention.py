@@ -92,6 +92,8 @@ def check_history(settings: Settings, topics: list[str], metrics: LoopMetrics, *
             found = describe_history(settings, topic)
         except TransportError as exc:
             found = TopicHistory(topic, None, error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - the check advises: a client surprise is reported, not fatal
+            found = TopicHistory(topic, None, error=f"{type(exc).__name__}: {exc}")
         gaps = history_gaps(found)
         metrics.history_complete.labels(topic=topic).set(0 if gaps else 1)
         if gaps:
