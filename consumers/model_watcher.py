@@ -3,7 +3,9 @@ replica sees every event), loads the registry's CURRENT in the background, and h
 verified, warmed model to the scorer, which swaps it in between batches.
 
 The event is a hint; the registry is the source of truth. A bad bundle or event is refused,
-logged and counted, and the old model keeps serving. The watcher runs the guarded loop in a
+logged and counted, and the old model keeps serving: whatever loading a candidate raises
+(a model failing its canary at any batch size the scorer runs included) refuses that
+version once, never the watcher. The watcher runs the guarded loop in a
 supervised thread: any record is survivable, and a crash of the thread itself restarts it,
 or ends the process non-zero when restarting does not help.
 """
@@ -18,7 +20,9 @@ from typing import Callable, Optional
 from consumers.loop import GuardedLoop
 from consumers.scorer import Scorer
 from triage.contracts import ModelEvent, decode_model_event
-from triage.errors import IncompatibleModelError, InputError, IntegrityError, ModelError, RegistryError, TriageError
+from triage.errors import (
+    IncompatibleModelError, InputError, IntegrityError, ModelError, ModelRunError, RegistryError, TriageError,
+)
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
 from triage.lifecycle.registry import Registry
@@ -38,6 +42,8 @@ def refusal_reason(exc: Exception) -> str:
         return "incompatible"
     if isinstance(exc, RegistryError):
         return "registry"
+    if isinstance(exc, ModelRunError):
+        return "runtime"
     if isinstance(exc, ModelError):
         return "load"
     return "error"
@@ -165,7 +171,7 @@ class ModelWatcher:
         try:
             model = prepare_model(self.settings.policy, serving_model_from_registry(
                 self.registry, version, self.settings.serving, running=running))
-        except (TriageError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a candidate raises refuses it, never the watcher
             self._refused.add((version, sha))
             self._refuse(refusal_reason(exc), version, exc)
             return None
@@ -174,7 +180,7 @@ class ModelWatcher:
         return model
 
     def _refuse(self, reason: str, version: Optional[str], exc: Exception) -> None:
-        message = exc.message if isinstance(exc, TriageError) else str(exc)
+        message = exc.message if isinstance(exc, TriageError) else f"{type(exc).__name__}: {exc}"
         log.error("refused model %s (%s): %s; still serving %s", version or "?", reason, message,
                   self.scorer.model.version)
         self.scorer.metrics.swaps.labels(result="refused").inc()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from triage.scoring.outlier import OutlierDetector  # ScorerMetrics.set_model
     from triage.scoring.routing import PolicySnapshot  # PolicyMetrics.update
 
-REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error")
+REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error", "runtime")
 UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
 OUTLIER_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
