@@ -102,6 +102,8 @@ class AuditConsumer:
         self.caught_up = False  # acts only after replaying what the topics held at start-up
         self.certificates: dict[str, LiveCertificate] = {}
         self._refused: set[tuple[str, float, int]] = set()
+        self._unwritten = False  # a change the registry refused: retried at every idle poll too
+        self._decided: dict[str, tuple[int, int]] = {}  # version -> (row changes, history length) decided on
         self._clock = clock
         self._consumer = consumer
         self.stop_event = threading.Event()
@@ -142,7 +144,7 @@ class AuditConsumer:
 
     def after_poll(self, batch: Optional[RecordBatch]) -> None:
         if batch is None or not len(batch):
-            if not self.caught_up:
+            if not self.caught_up or self._unwritten:
                 self.caught_up = True
                 self.recertify()
 
@@ -159,9 +161,13 @@ class AuditConsumer:
         m = self.metrics
         for version, rows in self.live.versions.items():
             self.control.load(version)
+            state = (rows.changes, len(self.control.history[version]))
+            if self._decided.get(version) == state and not self._unwritten:
+                continue  # nothing new for this version (most batches: review records of other reasons)
             cert = self._decide(version)
             if self.caught_up and self.control.enabled and self._act(cert):
                 cert = self._decide(version)  # export the state the scorers are moving to
+            self._decided[version] = (rows.changes, len(self.control.history[version]))
             self.certificates[version] = cert
             m.live_upper.labels(version=version).set(cert.upper_bound)
             m.live_samples.labels(version=version).set(cert.samples)
@@ -189,9 +195,13 @@ class AuditConsumer:
             return False  # keep, or a version whose threshold is unknown (no risk manifest)
         try:
             self.control.record(cert, int(self._clock() * 1000))
-        except (OSError, TriageError) as exc:  # retried at the next batch or empty poll
-            log.error("live risk %s: could not write the new threshold to the registry: %s", cert.version, exc)
+        except (OSError, TriageError) as exc:  # the world's fault: retried at the next batch or empty poll
+            self._unwritten = True
+            self.metrics.live_write_errors.inc()
+            log.error("live risk %s: could not write the threshold %.6g to the registry (%s); the scorers keep "
+                      "%.6g, retrying", cert.version, cert.target, exc, cert.deployed)
             return False
+        self._unwritten = False
         self.metrics.live_actions.labels(action=cert.action).inc()
         log.warning("live risk %s: %s the auto-accept threshold %.6g -> %.6g (live bound %.4f on %d audit "
                     "samples, alpha %g)", cert.version, cert.action, cert.deployed, cert.target, cert.upper_bound,

@@ -214,6 +214,7 @@ class AuditMetrics:
         self.live_threshold = Gauge("triage_risk_live_threshold", "Risk threshold in force for the version: the manifest's, or the live control's last change (-1 = accept nothing).", ["version"], registry=r)
         self.live_certified = Gauge("triage_risk_live_certified_threshold", "Largest threshold the live audit labels certify (-1 = none).", ["version"], registry=r)
         self.live_actions = Counter("triage_risk_live_actions", "Live-control decisions: tighten, loosen, refuse_loosen (too few rows to loosen).", ["action"], registry=r)
+        self.live_write_errors = Counter("triage_risk_live_write_errors", "Live threshold changes the registry refused to store (retried; the scorers keep the old threshold meanwhile).", registry=r)
         for action in ("tighten", "loosen", "refuse_loosen"):
             self.live_actions.labels(action=action)
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Callable
+from typing import Callable, cast
 
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from consumers.audit import AuditConsumer
 from consumers.backlog import BacklogWatcher
+from consumers.labelstudio_bridge import Bridge
+from consumers.trainer import Trainer
 from tests.helpers import wait_until
+from triage.annotation.labelstudio.client import LabelStudio
+from triage.lifecycle.registry import Registry
 from triage.metrics import LoopMetrics
 from triage.settings import Settings
 from triage.runtime.broker import EmbeddedBroker
@@ -77,25 +81,37 @@ def test_existing_topics_are_left_alone_and_a_short_history_is_warned_and_export
 
 
 def test_processes_that_rebuild_from_labels_check_its_history_at_start(
-    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture,
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], registry: Registry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The audit consumer and the backlog watcher read review and labels from the beginning:
-    with a labels topic that keeps a week, each warns and exports 0 for it, 1 for review."""
+    """The bridge's ledger replay reads labels, the audit consumer and the backlog watcher read
+    review and labels, from the beginning: with a labels topic that keeps a week, each warns and
+    exports 0 for it (1 for review); so does the retrain job's first ingest. The bridge's replay
+    is run alone: it needs no Label Studio."""
     labels = f"labels-week-{uuid.uuid4().hex[:8]}"
     _create(broker, labels, {"retention.ms": WEEK_MS})
-    s = settings_factory(labels_topic=labels)
+    s = settings_factory(labels_topic=labels, registry=registry.root)
     audit = AuditConsumer(s)
     measured: list[int] = []
     backlog = BacklogWatcher(s, measured.append)
+    bridge = Bridge(s, ["0", "1"], cast(LabelStudio, None))
     with caplog.at_level(logging.WARNING, logger="triage.history"):
+        bridge._replay_ledger()
         audit.run(idle_exit_s=0.5)
+        trainer = Trainer(s, registry, progress=lambda m: None)
+        try:
+            manifest = registry.manifest(registry.current() or "")
+            trainer.ingest(list(manifest["classes"]), int(manifest["feature_count"]))
+        finally:
+            trainer.close()
         backlog.start()
         try:
             wait_until(lambda: measured, "the backlog watcher's first measurement")
         finally:
             backlog.stop()
-    for metrics in (audit.loop_metrics, backlog.metrics):
+    for metrics in (audit.loop_metrics, backlog.metrics, trainer.metrics.loop):
         assert _complete(metrics, s.topics.labels_topic) == 0
         assert _complete(metrics, s.topics.review_topic) == 1
+    assert _complete(bridge.metrics.loop, s.topics.labels_topic) == 0
     warned = [r.getMessage() for r in caplog.records if s.topics.labels_topic in r.getMessage()]
-    assert [w.split(":")[0] for w in warned] == ["audit", "backlog watcher"], warned
+    assert [w.split(":")[0] for w in warned] == ["the bridge", "audit", "retrain", "backlog watcher"], warned

@@ -87,6 +87,7 @@ class VersionRows:
     u: dict[str, float] = field(default_factory=dict)
     wrong: dict[str, bool] = field(default_factory=dict)
     ts_ms: dict[str, int] = field(default_factory=dict)
+    changes: int = 0  # bumped by every join or withdrawal: a certificate is recomputed only then
 
     def __len__(self) -> int:
         return len(self.wrong)
@@ -144,6 +145,7 @@ class LiveRows:
 
     def _join(self, sample_id: str, audit: _Audit, label: Optional[str]) -> None:
         rows = self.versions.setdefault(audit.version, VersionRows())
+        rows.changes += 1
         if label is None:
             for column in (rows.u, rows.wrong, rows.ts_ms):
                 column.pop(sample_id, None)
