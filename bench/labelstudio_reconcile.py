@@ -41,7 +41,7 @@ class AckAll:
     def __init__(self) -> None:
         self.sent = 0
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[Optional[TransportError]]:
         self.sent += len(records)
         return [None] * len(records)
 
