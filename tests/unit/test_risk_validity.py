@@ -80,7 +80,7 @@ def test_multiplicity_holds_at_delta_over_m() -> None:
 
 # --- what ships: `triage train` defaults, served and routed as the scorer does ------------------
 
-CI_SEEDS = 8  # the 200-seed version is tests/unit/test_risk_validity_seeds.py (slow tier)
+CI_SEEDS = 6  # the 200-seed version is tests/unit/test_risk_validity_seeds.py (slow tier)
 
 
 def test_the_shipped_certificate_holds_and_the_check_catches_a_wrong_one() -> None:
