@@ -1,7 +1,9 @@
 """Does the risk certificate of what ships hold? Runs of the shipped path, judged on fresh rows.
 
 One run: ``bundles.train_initial`` with the settings ``triage train`` uses (``--model-family
-auto``, ``--calibration auto``, the default holdout, ``--certification`` as asked) on fresh
+auto``, ``--calibration auto``, ``--certification`` as asked) but a half holdout
+(``HOLDOUT``: 250 rows certify, with the MLP fits a third cheaper, so 200 seeds fit on a shared
+2-core machine) on fresh
 labelled rows of a fixed task, into a temporary registry; the version is loaded back as a scorer
 loads it (``serving_model_from_registry`` + ``prepare_model``), the policy stack of ``--policy
 risk`` routes ``TEST`` fresh rows (``score_batch`` + ``decide``), and the run *violates* when the
@@ -44,7 +46,8 @@ TASK: dict[str, Any] = dict(n_features=10, n_informative=6, n_redundant=2, n_cla
                             flip_y=0.02, random_state=5)
 POOL = 150_000
 ALPHA, DELTA = 0.1, 0.1
-TRAIN = 1_000  # labelled rows per run: 800 base (auto compares all three families), 200 held out
+TRAIN = 1_000  # labelled rows per run: 500 base (auto compares all three families), 500 held out
+HOLDOUT = 0.5
 TEST = 20_000  # fresh rows the accepted error is measured on
 VERSIONS = 3  # retrains after v1 in a retrain run
 STREAM, LABELS = 2_000, 150  # per retrain: rows the served version routes, labels taken from its review
@@ -69,6 +72,10 @@ def pool() -> tuple[np.ndarray, np.ndarray]:
 
 def policy(seed: int) -> PolicySettings:
     return PolicySettings(policy="risk", risk_alpha=ALPHA, risk_delta=DELTA, seed=seed)
+
+
+def settings(certification: str, **changes: Any) -> RetrainSettings:
+    return RetrainSettings(certification=certification, holdout_fraction=HOLDOUT, **changes)
 
 
 def _quiet(message: str) -> None:
@@ -117,7 +124,7 @@ def train_run(seed: int, data: tuple[np.ndarray, np.ndarray], certification: str
     pol = policy(seed)
     with tempfile.TemporaryDirectory() as tmp:
         reg = Registry(Path(tmp) / "registry")
-        manifest = train_initial(X[:TRAIN], y[:TRAIN], reg, retrain=RetrainSettings(certification=certification),
+        manifest = train_initial(X[:TRAIN], y[:TRAIN], reg, retrain=settings(certification),
                                  policy=pol, outlier_quantile=0.995, progress=_quiet)
         model = served(reg, pol)
         out: dict[str, Any] = {"family": manifest["family"],
@@ -139,7 +146,7 @@ def retrain_run(seed: int, data: tuple[np.ndarray, np.ndarray], certification: s
     X, y = _draw(seed, data, TRAIN + TEST + versions * STREAM)
     X_test, y_test = X[TRAIN:TRAIN + TEST], y[TRAIN:TRAIN + TEST]
     pol = policy(seed)
-    retrain = RetrainSettings(certification=certification, min_new_labels=1)
+    retrain = settings(certification, min_new_labels=1)
     steps: list[dict[str, Any]] = []
     logging.getLogger("triage").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """The risk certificate of what ships, over 200 seeds (slow tier: tests/conftest.py BY_PATH).
 
 Each seed is a fresh draw of labelled and test rows; ``tests/riskcheck.py`` runs the shipped
-path (`triage train` defaults, served and routed as the scorer does) and judges the served
+path (`triage train` defaults but a half holdout, served and routed as the scorer does) and judges the served
 version on 20,000 fresh rows. The certificate promises a violation rate (accepted error > alpha)
 of at most delta; each assertion allows for binomial noise by asking only that the 95%
 Clopper-Pearson interval of the rate reaches down to delta. Figures: docs/guide/risk.md.
