@@ -2,7 +2,9 @@
 fetched), one keystroke per label, label events out.
 
 Offsets: a review request's offset is committed once it is answered or skipped and every
-earlier request of its partition is too, so a crash re-shows, never loses, a request.
+earlier request of its partition is too, so a crash re-shows, never loses, a request. An
+invalid or duplicate request is handled only once its batch's dead letters are acknowledged
+(the loop's ``after`` hook), so a crash before the ack re-reads it, never loses it.
 """
 
 from __future__ import annotations
@@ -14,20 +16,29 @@ import sys
 import termios
 import time
 import tty
+from dataclasses import dataclass
 from typing import Any, Optional, TextIO
 
 import msgspec
 
-from consumers.loop import GuardedLoop
+from consumers.loop import GuardedLoop, Step
 from triage.annotation.console import keymap, render_request
-from triage.contracts import dead_letter_from_batch, decode_review, encode_label
-from triage.errors import InputError
+from triage.contracts import ReviewRequest, dead_letter_from_batch, decode_review, encode_label
+from triage.errors import InputError, TransportError
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 
 CLEAR = "\x1b[2J\x1b[H"
+
+
+@dataclass
+class Intake:
+    """A (part of a) batch read: its dead letters, and per row its request (None: dead-lettered)."""
+
+    dead: list[OutRecord]
+    requests: list[Optional[ReviewRequest]]
 
 
 class Console:
@@ -40,9 +51,10 @@ class Console:
         self.consumer: Consumer = make_consumer(settings, [settings.topics.review_topic], group_id=group_id)
         self.producer: Producer = make_producer(settings)
         # Offsets are committed per answered request (see _done), not per batch.
-        self.loop: GuardedLoop[list[OutRecord]] = GuardedLoop(
-            "annotator", self.consumer, self._enqueue, producer=self.producer,
-            dlq_topic=settings.topics.dlq_topic, commit=False, max_records=200, poll_timeout_ms=100)
+        self.loop: GuardedLoop[Intake] = GuardedLoop(
+            "annotator", self.consumer, self._read, outputs_of=lambda intake: intake.dead, producer=self.producer,
+            dlq_topic=settings.topics.dlq_topic, commit=False, max_records=200, poll_timeout_ms=100,
+            after=self._enqueue)
         self.heap: list[tuple[float, int, dict[str, Any]]] = []
         self.pending: dict[tuple[str, int], set[int]] = {}  # fetched, not yet handled
         self.high: dict[tuple[str, int], int] = {}  # highest handled offset
@@ -57,18 +69,33 @@ class Console:
         if batch is not None and len(batch):
             self.loop.process(batch)
 
-    def _enqueue(self, batch: RecordBatch) -> list[OutRecord]:
-        """Queue valid, unseen requests by priority; dead-letter what is not a review request."""
+    def _read(self, batch: RecordBatch) -> Intake:
+        """Decode a batch; dead letters for what is not a review request. Changes nothing, so
+        the loop may run it again on parts of the batch (bisection)."""
         dead: list[OutRecord] = []
-        for i, (t, p, o, v) in enumerate(zip(batch.topics, batch.partitions, batch.offsets, batch.values)):
+        requests: list[Optional[ReviewRequest]] = []
+        for i, value in enumerate(batch.values):
             try:
-                review = decode_review(v, self.settings.serving.max_message_bytes)
+                requests.append(decode_review(value, self.settings.serving.max_message_bytes))
             except InputError as exc:
                 dead.append(dead_letter_from_batch(batch, i, exc, exc.stage, self.settings.topics.dlq_topic, ""))
-                self._done(t, p, o)
-                continue
-            if review.id in self.seen:
-                self._done(t, p, o)
+                requests.append(None)
+        return Intake(dead, requests)
+
+    def _enqueue(self, step: Step[Intake]) -> None:
+        """Once the batch's dead letters are acknowledged: queue the valid, unseen requests by
+        priority, and mark the rest handled (dead-lettered, duplicate, or isolated by the loop)."""
+        batch = step.batch
+        by_row: dict[int, Optional[ReviewRequest]] = {f.row: None for f in step.failures}
+        for part in step.parts:
+            by_row.update(zip(part.rows, part.result.requests))
+        touched: set[tuple[str, int]] = set()
+        for row in sorted(by_row):
+            t, p, o = batch.topics[row], batch.partitions[row], batch.offsets[row]
+            review = by_row[row]
+            if review is None or review.id in self.seen:
+                self._handled(t, p, o)
+                touched.add((t, p))
                 continue
             self.seen.add(review.id)
             doc = msgspec.to_builtins(review)
@@ -76,15 +103,27 @@ class Console:
             self.pending.setdefault((t, p), set()).add(o)
             self._tick += 1
             heapq.heappush(self.heap, (-review.priority, self._tick, doc))
-        return dead
+        for key in touched:
+            self._commit(key)
+
+    def _handled(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        self.pending.setdefault(key, set()).discard(offset)
+        self.high[key] = max(self.high.get(key, -1), offset)
+
+    def _commit(self, key: tuple[str, int]) -> None:
+        """Commit the partition up to its oldest unhandled request. Commits are cumulative: one
+        that fails is covered by the next, and until then a restart re-shows, never loses."""
+        pending = self.pending.get(key)
+        try:
+            self.consumer.commit({key: min(pending) if pending else self.high[key] + 1})
+        except TransportError:
+            self.loop.metrics.broker_errors.labels(operation="commit").inc()
 
     def _done(self, topic: str, partition: int, offset: int) -> None:
-        """Mark a request handled; commit the partition up to its oldest unhandled request."""
-        key = (topic, partition)
-        pending = self.pending.setdefault(key, set())
-        pending.discard(offset)
-        self.high[key] = max(self.high.get(key, -1), offset)
-        self.consumer.commit({key: min(pending) if pending else self.high[key] + 1})
+        """Mark a request answered or skipped (its label, if any, is acknowledged) and commit."""
+        self._handled(topic, partition, offset)
+        self._commit((topic, partition))
 
     def publish(self, doc: dict[str, Any], label: str) -> None:
         value = encode_label(doc["id"], label, annotator=self.annotator, features=doc.get("features"),

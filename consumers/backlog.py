@@ -17,6 +17,7 @@ from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.runtime.threads import Supervised
 from triage.transport import Consumer, make_consumer
+from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.backlog")
 CHUNK = 10_000
@@ -58,6 +59,7 @@ class BacklogWatcher:
         """Read what is new, update the counts, feed the sink; returns the backlog."""
         if self._loop is None:
             t = self.settings.topics
+            check_history(self.settings, [t.review_topic, t.labels_topic], self.metrics, process="backlog watcher")
             consumer = self._consumer or make_consumer(self.settings, [t.review_topic, t.labels_topic], group_id=None)
             self._consumer = consumer
             self._loop = GuardedLoop("backlog", consumer, self._count, commit=False, max_records=CHUNK,

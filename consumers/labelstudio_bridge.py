@@ -35,6 +35,7 @@ from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.runtime.threads import Supervised
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
+from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.labelstudio")
 SECRET_HEADER = "X-Triage-Webhook-Secret"
@@ -134,6 +135,7 @@ class Bridge:
         """Rebuild what was published from the bridge's own records on the labels topic: read
         to the end of every partition (no lag left, then quiet polls). A replay that cannot
         finish stops the bridge: carrying on with a partial ledger would publish twice."""
+        check_history(self.settings, [self.settings.topics.labels_topic], self.metrics.loop, process="the bridge")
         reader = make_consumer(self.settings, [self.settings.topics.labels_topic], group_id=None)
         limit = self.settings.serving.max_message_bytes
         deadline = time.monotonic() + REPLAY_LIMIT_S

@@ -3,7 +3,9 @@ replica sees every event), loads the registry's CURRENT in the background, and h
 verified, warmed model to the scorer, which swaps it in between batches.
 
 The event is a hint; the registry is the source of truth. A bad bundle or event is refused,
-logged and counted, and the old model keeps serving. The watcher runs the guarded loop in a
+logged and counted, and the old model keeps serving: whatever loading a candidate raises
+(a model failing its canary at any batch size the scorer runs included) refuses that
+version once, never the watcher. The watcher runs the guarded loop in a
 supervised thread: any record is survivable, and a crash of the thread itself restarts it,
 or ends the process non-zero when restarting does not help.
 """
@@ -18,7 +20,9 @@ from typing import Callable, Optional
 from consumers.loop import GuardedLoop
 from consumers.scorer import Scorer
 from triage.contracts import ModelEvent, decode_model_event
-from triage.errors import IncompatibleModelError, InputError, IntegrityError, ModelError, RegistryError, TriageError
+from triage.errors import (
+    IncompatibleModelError, InputError, IntegrityError, ModelError, ModelRunError, RegistryError, TriageError,
+)
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
 from triage.lifecycle.registry import Registry
@@ -38,6 +42,8 @@ def refusal_reason(exc: Exception) -> str:
         return "incompatible"
     if isinstance(exc, RegistryError):
         return "registry"
+    if isinstance(exc, ModelRunError):
+        return "runtime"
     if isinstance(exc, ModelError):
         return "load"
     return "error"
@@ -67,6 +73,7 @@ class ModelWatcher:
         self._consumer = make_consumer(self.settings, [self.settings.topics.models_topic], group_id=None,
                                        from_beginning=False)
         self.scorer.still_current = self._still_current
+        self._sync_live()  # a restarted replica keeps the live threshold
         self._helper.start()
         return self
 
@@ -122,7 +129,20 @@ class ModelWatcher:
     def sync(self) -> Optional[ServingModel]:
         """Load CURRENT if it differs from what is served (or queued). Returns the offered model."""
         with self._lock:
-            return self._sync()
+            offered = self._sync()
+            self._sync_live()
+            return offered
+
+    def _sync_live(self) -> None:
+        """Offer CURRENT's live risk threshold (``triage audit`` writes it) when it changed."""
+        try:
+            version = self.registry.current()
+            doc = self.registry.live_risk(version) if version is not None else None
+        except (OSError, TriageError) as exc:
+            log.error("cannot read the live risk threshold: %s", exc)
+            return
+        if version is not None and doc is not None and self.scorer.live_risk != (version, doc):
+            self.scorer.offer_live_risk(version, doc)
 
     def _sync(self) -> Optional[ServingModel]:
         try:
@@ -151,7 +171,7 @@ class ModelWatcher:
         try:
             model = prepare_model(self.settings.policy, serving_model_from_registry(
                 self.registry, version, self.settings.serving, running=running))
-        except (TriageError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a candidate raises refuses it, never the watcher
             self._refused.add((version, sha))
             self._refuse(refusal_reason(exc), version, exc)
             return None
@@ -160,7 +180,7 @@ class ModelWatcher:
         return model
 
     def _refuse(self, reason: str, version: Optional[str], exc: Exception) -> None:
-        message = exc.message if isinstance(exc, TriageError) else str(exc)
+        message = exc.message if isinstance(exc, TriageError) else f"{type(exc).__name__}: {exc}"
         log.error("refused model %s (%s): %s; still serving %s", version or "?", reason, message,
                   self.scorer.model.version)
         self.scorer.metrics.swaps.labels(result="refused").inc()

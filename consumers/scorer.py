@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from operator import attrgetter
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -51,6 +51,8 @@ class Scorer:
         self.policy_metrics = PolicyMetrics(self.metrics.registry)
         self.model = model
         self._pending: Optional[ServingModel] = None
+        self._pending_live: Optional[tuple[str, dict[str, Any]]] = None
+        self.live_risk: Optional[tuple[str, dict[str, Any]]] = None  # the live threshold applied
         self._lock = threading.Lock()
         # Set by the registry watcher: is this version still the one to serve? Closes the race
         # between an offer in flight and a rollback that made another version CURRENT.
@@ -84,6 +86,11 @@ class Scorer:
         with self._lock:
             self._pending = model
 
+    def offer_live_risk(self, version: str, doc: dict[str, Any]) -> None:
+        """Queue the audit consumer's live risk threshold for ``version``; applied between batches."""
+        with self._lock:
+            self._pending_live = (version, doc)
+
     def withdraw_offer(self) -> None:
         """Drop a queued model (CURRENT moved back to the running version meanwhile)."""
         with self._lock:
@@ -97,8 +104,15 @@ class Scorer:
     def _swap_if_pending(self) -> None:
         with self._lock:
             new, self._pending = self._pending, None
-        if new is None:
-            return
+            live, self._pending_live = self._pending_live, None
+        if new is not None:
+            self._swap(new)
+        if live is not None and live[0] == self.model.version:
+            self.policy.set_live_risk(*live)
+            self.live_risk = live
+            self.policy_metrics.update(self.policy.snapshot(), {})
+
+    def _swap(self, new: ServingModel) -> None:
         if not self.still_current(new.version):
             log.info("dropped the queued model %s: it is no longer the registry's CURRENT", new.version)
             return
@@ -117,6 +131,7 @@ class Scorer:
             return
         old, self.model = self.model, new
         self.metrics.set_model(new.version, new.sha256, new.outlier is not None, new.outlier)
+        self.live_risk = None  # the rule dropped the old version's live threshold
         self.metrics.swaps.labels(result="success").inc()
         self.metrics.last_swap.set(time.time())
         log.info("swapped model %s -> %s", old.version, new.version)

@@ -23,6 +23,7 @@ from triage.lifecycle.registry import Registry
 from triage.lifecycle.retraining import RetrainOutcome, current_version, retrain_once
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
+from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.retrain")
 IDLE_POLLS = 2
@@ -136,6 +137,7 @@ class Trainer:
         self._classes, self._feature_count = frozenset(classes), feature_count
         self._version = self.registry.current() or ""  # stamped on this ingest's dead letters
         if self._review_reader is None:
+            check_history(s, [s.topics.review_topic, s.topics.labels_topic], self.metrics.loop, process="retrain")
             self._review_reader = make_consumer(s, [s.topics.review_topic], group_id=None)
         drain(GuardedLoop("retrain-review-index", self._review_reader, self._read_review, commit=False,
                           max_records=s.serving.batch_size, poll_timeout_ms=300, metrics=self.metrics.loop),

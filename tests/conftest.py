@@ -35,7 +35,7 @@ TESTS = Path(__file__).resolve().parent
 # tests of the transport take the client as their own parameter).
 CLIENT_SENSITIVE = {
     "integration/test_transport.py", "reliability/test_broker_outage.py", "reliability/test_process_faults.py",
-    "reliability/test_input_faults.py",
+    "reliability/test_input_faults.py", "integration/test_topic_history.py",
 }
 HEAVY = ("broker", "labelstudio", "exporters", "deploytools", "process", "load", "slow")
 
@@ -52,7 +52,7 @@ BY_PATH = {
     "broker": {"integration/", "fuzz/", "reliability/test_security.py", "deploy/test_readiness.py"},
     "exporters": {"integration/test_compat_matrix.py", "unit/test_compat_adapter.py"},
     "deploytools": {"deploy/test_core_install.py"},
-    "process": {"bench/"},
+    "process": {"bench/", "reliability/test_live_risk_registry.py"},  # the latter runs mount
     "load": {"reliability/test_process_faults.py", "reliability/test_broker_outage.py"},
     "slow": {"reliability/test_soak.py", "unit/test_risk_validity_seeds.py"},
 }

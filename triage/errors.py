@@ -152,3 +152,22 @@ class BrokerNotFoundError(TriageError):
 
 class ConfigError(TriageError):
     """A setting or flag the user must fix; the CLI prints it and exits 2."""
+
+
+# --- models at run time (the model adapter: triage/model/classifier.py) ----------------------
+
+
+class ModelRunError(ModelError):
+    """onnxruntime failed running the model, and the rows are not to blame: it fails on rows it
+    ran before just as well (at that batch size, or at any). A fault of the model, never of
+    the records; retriable, because the same rows score once a good model is swapped in (a
+    rollback). At load (import, ``serve`` start-up, hot-swap) the model is refused with it.
+    ``model`` names the graph's inputs and outputs; ``run`` what was run (batch size, tensor fed)."""
+
+    retriable = True
+
+    def __init__(self, model: str, run: str, reason: str) -> None:
+        super().__init__(f"model {model} fails at run time on {run}: {reason}")
+        self.model = model
+        self.run = run
+        self.reason = reason

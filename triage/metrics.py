@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from triage.scoring.outlier import OutlierDetector  # ScorerMetrics.set_model
     from triage.scoring.routing import PolicySnapshot  # PolicyMetrics.update
 
-REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error")
+REFUSAL_REASONS = ("sha256", "incompatible", "registry", "load", "path", "bad_event", "error", "runtime")
 UNIT_BUCKETS = tuple(i / 20 for i in range(1, 21))
 OUTLIER_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -36,6 +36,10 @@ class LoopMetrics:
         self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
         self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
         self.helper_restarts = Counter("triage_helper_restarts", "Helper threads restarted after a crash, by thread.", ["thread"], registry=r)
+        self.history_complete = Gauge(
+            "triage_topic_history_complete", "1 when a topic this process rebuilds state from still holds every record "
+            "ever written to it (unlimited retention, no compaction, nothing deleted), 0 when earlier records may be gone; "
+            "checked at start.", ["topic"], registry=r)
         for operation in ("poll", "produce", "commit", "connection"):
             self.broker_errors.labels(operation=operation)
 
@@ -203,6 +207,16 @@ class AuditMetrics:
         self.samples = Gauge("triage_accepted_accuracy_samples", "Labelled audit samples behind the estimate.", ["model_version"], registry=r)
         self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (for alert rules next to the estimate).", registry=r)
         self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other|invalid).", ["kind"], registry=r)
+        # Live re-certification (triage.policies.live_risk), per model version.
+        self.live_upper = Gauge("triage_risk_live_upper_bound", "Exact (1 - delta) upper bound of the error rate among auto-accepted predictions at the deployed threshold, from labelled audit samples (1 with none).", ["version"], registry=r)
+        self.live_samples = Gauge("triage_risk_live_samples", "Labelled audit samples behind triage_risk_live_upper_bound.", ["version"], registry=r)
+        self.live_required = Gauge("triage_risk_live_required_samples", "Audit samples the live bound needs before an upper bound above alpha counts as a breach (--risk-live-min-rows).", registry=r)
+        self.live_threshold = Gauge("triage_risk_live_threshold", "Risk threshold in force for the version: the manifest's, or the live control's last change (-1 = accept nothing).", ["version"], registry=r)
+        self.live_certified = Gauge("triage_risk_live_certified_threshold", "Largest threshold the live audit labels certify (-1 = none).", ["version"], registry=r)
+        self.live_actions = Counter("triage_risk_live_actions", "Live-control decisions: tighten, loosen, refuse_loosen (too few rows to loosen).", ["action"], registry=r)
+        self.live_write_errors = Counter("triage_risk_live_write_errors", "Live threshold changes the registry refused to store (retried; the scorers keep the old threshold meanwhile).", registry=r)
+        for action in ("tighten", "loosen", "refuse_loosen"):
+            self.live_actions.labels(action=action)
 
 
 class LabelStudioMetrics:

@@ -218,6 +218,13 @@ class PolicySettings(Section):
     """Allowed probability that the risk bound fails (held-out sample was unlucky)."""
     risk_mondrian: bool = False
     """Certify a separate threshold per predicted class (each class's error <= alpha)."""
+    risk_live_control: bool = False
+    """`triage audit --registry`: move the scorers' risk threshold to the one the live audit
+    labels certify (docs/operations/live-risk.md): tighten when the live bound exceeds alpha
+    (to no auto-accept when nothing certifies), loosen only on --risk-live-min-rows rows."""
+    risk_live_min_rows: int = Field(0, ge=0)
+    """Audit rows the live bound needs before it loosens the threshold, or tightens on an upper
+    bound alone (0: the fewest on which one error still certifies alpha; 77 at 0.05 / 0.1)."""
     calibration: Literal["auto", "temperature", "platt", "isotonic", "none"] = "auto"
     """Calibration fitted on held-out labels at start-up: auto picks by cross-validated log loss."""
     calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.contract_strategies import record_bytes
 from tests.fixtures import DEADLINE_S
-from tests.profiles import examples
+from tests.profiles import fuzz_examples
 from triage.contracts import decode_label, decode_model_event, decode_review, decode_sample
 from triage.contracts.dlq import error_class
 from triage.errors import InputError, RegistryError
@@ -39,9 +38,10 @@ from triage.settings import Settings
 FC = 64  # feature count of the digits models
 MAX_BYTES = 100_000  # max_message_bytes of every process under test (and of the strategies)
 
-# A handful of whole batches per test: each example is ~30-60 records through a real process.
+# Whole batches per test (25 under the ci profile, 1,000 under long: tests/profiles.py); each
+# example is ~30-60 records through a real process.
 FUZZ = settings(
-    max_examples=examples(int(os.environ.get("TRIAGE_FUZZ_EXAMPLES", "5"))),
+    max_examples=fuzz_examples(),
     deadline=None,
     database=None,  # nothing written into the working tree
     # No shrinking: every step is a broker round trip. Failures name the offending record.

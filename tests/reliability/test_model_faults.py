@@ -1,4 +1,6 @@
-"""Model and registry faults: the scorer keeps serving the last good model through each."""
+"""Model and registry faults: the scorer keeps serving the last good model through each, and a
+model that fails at run time (tests/faulty_models.py) is refused by `triage models import` and
+`triage serve` with one clear line."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from sklearn.datasets import load_digits
 from consumers.model_watcher import ModelWatcher
 from consumers.scorer import Scorer
 from consumers.trainer import announce
+from tests import faulty_models
 from tests.fixtures import produce, read_all, registry_v1
-from tests.helpers import wait_until
+from tests.helpers import TriageProcess, wait_until
 from tests.integration.test_hotswap import samples
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
@@ -112,6 +115,16 @@ def _(reg: Registry, digits: Any) -> None:
     (reg.bundle_dir(v) / "manifest.json").write_text("{not json")
 
 
+@fault("a model that fails at run time on every row (onnxruntime raises Fail)", "runtime")
+def _(reg: Registry, digits: Any) -> None:
+    reg.promote(reg.add_bundle(faulty_models.every_row(), _manifest(reg), reg.canary("v1")))
+
+
+@fault("a model that passes its 32-row canary and fails on larger batches the scorer runs", "runtime")
+def _(reg: Registry, digits: Any) -> None:
+    reg.promote(reg.add_bundle(faulty_models.seen_sizes(seen=32), _manifest(reg), reg.canary("v1")))
+
+
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_scorer_keeps_serving_the_last_good_model(
     name: str, settings_factory: Callable[..., Settings], registry: Registry, digits: tuple[np.ndarray, np.ndarray],
@@ -133,13 +146,81 @@ def test_scorer_keeps_serving_the_last_good_model(
         wait_until(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")
         produce(s, s.topics.samples_topic, samples(X, 0, 200))
         out = read_all(s, s.topics.outputs(), expect=200)
+        watcher.sync()  # the refused version is not tried again, and nothing escapes the watcher
+        assert watcher.is_alive() and worker.is_alive()
     finally:
         scorer.stop_event.set()
         worker.join(60)
         watcher.stop()
+    assert scorer.fatal is None
+    assert scorer.metrics.loop.helper_restarts.labels(thread="model-watcher")._value.get() == 0
     assert scorer.model.version == "v1"
     docs = [json.loads(r["value"]) for r in out if r["topic"] != s.topics.dlq_topic]
     assert {d["id"] for d in docs} == {f"d{i}" for i in range(200)}
     assert {d["model_version"] for d in docs} == {"v1"}
     assert scorer.metrics.swaps.labels(result="refused")._value.get() >= 1
     assert scorer.metrics.swaps.labels(result="success")._value.get() == 0
+
+
+# --- run-time failures at the command line: one line naming the graph, exit 1, nothing changed ---
+
+RUNTIME_FAULTS = {
+    "every_row": (faulty_models.every_row, "one row of zeros (fed X float32[1,64])"),
+    "batch_of_one": (faulty_models.batch_of_one, "a canary batch of 2 rows"),
+    "seen_sizes": (lambda: faulty_models.seen_sizes(seen=32), "a canary batch of 64 rows"),
+}
+
+
+@pytest.fixture
+def faulty_files(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> tuple[dict[str, Path], Path]:
+    paths = {}
+    for name, (build, _) in RUNTIME_FAULTS.items():
+        paths[name] = tmp_path / f"{name}.onnx"
+        paths[name].write_bytes(build())
+    reference = tmp_path / "reference.npz"
+    X, y = digits
+    np.savez(reference, X=X[:300], y=y[:300])
+    return paths, reference
+
+
+def _refused(p: TriageProcess, command: str, where: str) -> str:
+    code = p.proc.wait(180)
+    log = p.log()
+    assert code == 1, log
+    assert "Traceback" not in log and "[E:onnxruntime" not in log, log
+    line = next(ln for ln in log.splitlines() if ln.startswith(f"{command}: model "))
+    assert where in line and "inputs: X float[N,64]; outputs: probabilities float[N,10]" in line, line
+    assert "fails at run time" in line, line
+    return line
+
+
+@pytest.mark.parametrize("name", list(RUNTIME_FAULTS))
+def test_models_import_refuses_a_model_that_fails_at_run_time(
+    name: str, faulty_files: tuple[dict[str, Path], Path], tmp_path: Path,
+    triage_process: Callable[..., TriageProcess], registry: Registry,
+) -> None:
+    paths, reference = faulty_files
+    before = registry.versions()
+    p = triage_process("models", Settings(), "import", "--registry", str(registry.root), "--model", str(paths[name]),
+                       "--reference", str(reference))
+    _refused(p, "triage models import", RUNTIME_FAULTS[name][1])
+    assert registry.versions() == before and registry.current() == "v1"  # nothing registered
+
+
+@pytest.mark.parametrize("name", ["every_row", "seen_sizes"])
+def test_serve_model_refuses_at_start_up(
+    name: str, faulty_files: tuple[dict[str, Path], Path], settings_factory: Callable[..., Settings],
+    scorer_process: Callable[..., TriageProcess],
+) -> None:
+    paths, reference = faulty_files
+    p = scorer_process(settings_factory(), "--model", str(paths[name]), "--reference", str(reference))
+    _refused(p, "triage serve", RUNTIME_FAULTS[name][1])
+
+
+def test_serve_registry_refuses_a_current_version_that_fails_at_run_time(
+    registry: Registry, settings_factory: Callable[..., Settings], scorer_process: Callable[..., TriageProcess],
+) -> None:
+    registry.promote(registry.add_bundle(faulty_models.seen_sizes(seen=32), _manifest(registry), registry.canary("v1")))
+    p = scorer_process(settings_factory(), "--registry", str(registry.root))
+    line = _refused(p, "triage serve", "a canary batch of 64 rows")
+    assert line.startswith("triage serve: model v2: ")

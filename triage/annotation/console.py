@@ -52,9 +52,12 @@ def render_features(features: Sequence[float]) -> list[str]:
 
 
 def render_request(doc: dict[str, Any], keys: dict[str, str], *, queued: int, labelled: int) -> str:
-    top = doc.get("top") or [{"label": doc.get("predicted"), "p": doc.get("confidence")}]
-    guesses = "   ".join(f"{g['label']} {float(g['p'] or 0):.0%}" for g in top)
     reason = doc.get("reason", "?")
+    if reason == "audit":  # labels that check the model are given blind: a shown guess gets confirmed
+        guesses = "hidden (audit: label what you see)"
+    else:
+        top = doc.get("top") or [{"label": doc.get("predicted"), "p": doc.get("confidence")}]
+        guesses = "   ".join(f"{g['label']} {float(g['p'] or 0):.0%}" for g in top)
     why = {"uncertain": "the model is unsure", "outlier": "it looks unlike the training data",
            "audit": "random audit of an auto-accepted prediction"}.get(reason, reason)
     lines = [

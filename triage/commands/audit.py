@@ -6,21 +6,30 @@ import argparse
 import logging
 
 from triage.commands.base import install_stop_handlers, subcommand
+from triage.errors import ConfigError
 from triage.settings import Settings
 from triage.transport import check_broker
 
 log = logging.getLogger("triage.audit")
 
 SECTIONS = ("connection", "topics", "policy", "operations")
-FIELDS = ("batch_size", "poll_timeout_ms", "max_message_bytes", "blas_threads")
+FIELDS = ("batch_size", "poll_timeout_ms", "max_message_bytes", "blas_threads", "registry", "registry_poll_s")
 
 
 @subcommand("audit", "Join labels to audit samples; export the accepted-prediction accuracy per model "
-            "version (triage_accepted_accuracy_estimate/_lower/_upper) on /metrics.", SECTIONS, fields=FIELDS)
+            "version (triage_accepted_accuracy_estimate/_lower/_upper) and its live risk certificate "
+            "(triage_risk_live_upper_bound/_samples) on /metrics; with --risk-live-control and --registry, "
+            "move the scorers' risk threshold to the live-certified one.", SECTIONS, fields=FIELDS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.audit import AuditConsumer
+    from triage.lifecycle.registry import Registry
     from triage.runtime.http import OpsServer
 
+    if settings.policy.risk_live_control:
+        if settings.serving.registry is None:
+            raise ConfigError("--risk-live-control moves the scorers' threshold through the model registry: "
+                              "pass --registry DIR (the one the scorers serve from)")
+        Registry(settings.serving.registry).check_readable()
     check_broker(settings)
     consumer = AuditConsumer(settings)
     install_stop_handlers(consumer.stop_event)

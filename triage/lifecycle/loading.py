@@ -53,7 +53,8 @@ def serving_model_from_registry(
     registry: Registry, version: str, serving: ServingSettings, *, running: Optional[ServingModel] = None
 ) -> ServingModel:
     """Load a registry version: verify sha256 first, then load, check it fits the running
-    model (feature count), and warm it up on the bundle's canary rows."""
+    model (feature count), and warm it up on the bundle's canary rows at every batch size this
+    scorer runs (a model that fails at run time on any is refused: ``ModelRunError``)."""
     manifest = registry.verify(version)
     classifier = registered_classifier(registry.model_path(version), manifest, serving)
     if running is not None and classifier.spec.feature_count != running.feature_count:
@@ -71,5 +72,5 @@ def serving_model_from_registry(
         temperature=float((manifest.get("calibration") or {}).get("temperature", 1.0)),
         manifest=manifest,
     )
-    model.warm_up(registry.canary(version))
+    model.warm_up(registry.canary(version), max_batch=serving.batch_size)
     return model

@@ -23,7 +23,7 @@ from triage.extras import require_extra
 from triage.model import OnnxClassifier
 from triage.scoring.outlier import OutlierDetector
 from triage.policies.fit import fit_routing, label_positions, log_routing, prepare_model
-from triage.scoring.servable import ServingModel
+from triage.scoring.servable import DEFAULT_MAX_BATCH, ServingModel
 from triage.settings import PolicySettings, ServingSettings
 from triage.lifecycle.training import evaluate
 
@@ -42,12 +42,13 @@ class ModelFlags:
     feature_count: Optional[int] = None
     output_kind: str = "probabilities"
     threads: int = 1
+    max_batch: int = DEFAULT_MAX_BATCH  # the canary runs every batch size a scorer of this many rows runs
 
     @classmethod
     def from_serving(cls, serving: ServingSettings) -> "ModelFlags":
         names = serving.class_names
         return cls(tuple(names) if names else None, serving.input_name, serving.output_name,
-                   serving.feature_count, serving.output_kind, serving.ort_threads)
+                   serving.feature_count, serving.output_kind, serving.ort_threads, serving.batch_size)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def prepare_bundle(
     model = ServingModel(classifier=classifier, version=f"file-{digest[:12]}", sha256=digest, outlier=outlier,
                          temperature=float(calibration.get("temperature", 1.0)))
     canary = _canary(inliers, X_lab, features, policy.seed)
-    model.warm_up(canary)
+    model.warm_up(canary, max_batch=flags.max_batch)
     routing: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     if X_lab is not None and labelled is not None:

@@ -5,6 +5,7 @@
     <root>/models/<v>/model.onnx    the model bytes
     <root>/models/<v>/manifest.json see docs/contracts.md "Manifest"
     <root>/models/<v>/canary.npy    reference rows used to warm up and sanity-check
+    <root>/models/<v>/live_risk.json the live-certified risk threshold and its history (`triage audit`)
     <root>/data/                    training data: base.npz, holdout.npz, labels.jsonl
 
 The registry, not a Kafka event, is the source of truth for model bytes. No Kafka here.
@@ -12,6 +13,7 @@ The registry, not a Kafka event, is the source of truth for model bytes. No Kafk
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -199,6 +201,23 @@ class Registry:
         if current:
             self.set_status(current, "rejected", "rolled back")
         return manifest
+
+    # --- live re-certification (written by `triage audit`, read by every scorer's watcher) ---
+    def live_risk(self, version: str) -> Optional[dict[str, Any]]:
+        """``models/<v>/live_risk.json``: the live control's threshold history (None: none yet)."""
+        path = self.bundle_dir(version) / "live_risk.json"
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise RegistryError(f"{path} is not a JSON object")
+        return doc
+
+    def write_live_risk(self, version: str, doc: dict[str, Any]) -> None:
+        _atomic_write(self.bundle_dir(version) / "live_risk.json", json.dumps(doc, indent=2, sort_keys=True).encode())
 
     def model_event(self, version: str, action: str) -> dict[str, Any]:
         m = self.manifest(version)

@@ -3,7 +3,8 @@
 ``retrain_once`` trains on base + folded labels, evaluates candidate and current on the same
 held-out rows (the fixed holdout's rows that do not certify, plus the labels reserved for
 evaluation), registers the candidate and promotes it or marks it rejected, as
-``promotion_verdict`` says. It does not announce on Kafka: the caller announces ``registry.model_event(version, "promote")``.
+``promotion_verdict`` says. It does not announce on Kafka: the caller announces
+``registry.model_event(version, "promote")``.
 No Kafka, no argparse; messages go to ``progress``.
 """
 

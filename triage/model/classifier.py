@@ -11,6 +11,11 @@ exporters write:
 - output an N×C tensor, a ZipMap (bypassed: its input tensor becomes an output), one N-vector
   per class (skl2onnx ``zipmap='columns'``), or one column for a binary model;
 - probabilities or logits (``output_kind``).
+
+Every failure of onnxruntime while running the graph leaves this module as a triage error
+naming the graph and what was run: ``ModelRunError`` when the model fails on rows it ran
+before too (the model's fault), ``ScoreError`` when it runs those known-good rows at the same
+batch size and fails only on these (the rows' fault; the loop's bisection finds which).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -26,13 +32,42 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from triage.errors import ModelInspectionError, ModelLoadError
+from triage.errors import ModelInspectionError, ModelLoadError, ModelRunError, ScoreError
 from triage.model.graph import (
     FLOAT_DTYPES, LOOKED, Port, bypass_zipmap, class_names, graph_inputs, graph_outputs, signature,
 )
 
 log = logging.getLogger("triage.model")
 _PROBABILITY_HINTS = ("prob", "score", "logit", "softmax", "output")
+KNOWN_GOOD_ROWS = 32  # rows kept to tell a failing model from failing rows (``OnnxClassifier.known_good``)
+
+
+def run_sizes(max_batch: int, fixed: Optional[int] = None) -> tuple[int, ...]:
+    """The batch sizes a canary must pass for a scorer taking 1 to ``max_batch`` rows per run:
+    1, 2, 3, every power of two below ``max_batch``, ``max_batch`` and the odd size next to it.
+    A graph with a fixed batch ``fixed`` only ever sees chunks of that size, so 1, ``fixed``
+    (one chunk) and ``fixed + 1`` (a padded second chunk) cover it (0: no batch axis, row by row)."""
+    if fixed is not None:
+        return (1, 2) if fixed <= 1 else (1, fixed, fixed + 1)
+    top = max(1, max_batch)
+    sizes = {1, 2, 3, top, top - 1 if top % 2 == 0 else top} | {1 << k for k in range(top.bit_length())}
+    return tuple(sorted(n for n in sizes if 1 <= n <= top))
+
+
+class _RunFailed(Exception):
+    """One session run failed (private: ``predict_proba`` decides whose fault it is)."""
+
+    def __init__(self, fed: str, reason: str) -> None:
+        super().__init__(reason)
+        self.fed = fed
+        self.reason = reason
+
+
+def _first_line(exc: BaseException) -> str:
+    """onnxruntime's message without the C++ source location and the assertion it failed."""
+    lines = str(exc).strip().splitlines()
+    text = re.sub(r"/onnxruntime_src/\S+ .*? was false\. ", "", lines[0] if lines else "")
+    return (text if text.startswith("[ONNXRuntimeError]") else f"{type(exc).__name__}: {text}")[:500]
 
 
 @dataclass(frozen=True)
@@ -182,7 +217,13 @@ class OnnxClassifier:
         self.session = self._session(proto, threads, where)
         self._feed = feed
         self._outputs = list(plan)
-        width = self._run(self._sample_rows(1)).shape[1]
+        try:
+            width = self._run(self._sample_rows(1)).shape[1]
+        except _RunFailed as exc:
+            raise ModelRunError(where, f"one row of zeros (fed {exc.fed})", f"{exc.reason}; no flag changes "
+                                "this: the graph fails on any input") from exc.__cause__
+        self.known_good = self._sample_rows(1)
+        """Rows this model has scored: what a failing batch is compared with (``warm_up`` sets its canary)."""
         names, source = (tuple(classes), "--classes") if classes else (found.names, found.source) if found else ((), "")
         if not names:
             raise ModelInspectionError(where, f"the class names of the {width} output columns (looked at {LOOKED})",
@@ -196,6 +237,7 @@ class OnnxClassifier:
             log.warning("%s: input %r has a fixed batch of 1, so triage runs it one row at a time (much lower "
                         "throughput); re-export it with a dynamic batch axis (PyTorch: dynamic_axes={%r: {0: "
                         "'batch'}})", self.path, feed.name, feed.name)
+        self._width = width
         self.spec = ModelSpec(feed.name, feed.dtype, feed.features, plan[0], names, output_kind,
                               feed.batch, feed.sample_shape, plan if len(plan) > 1 else (), source)
 
@@ -204,7 +246,7 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: every run failure is reported by this module, once
         try:
             return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -215,8 +257,18 @@ class OnnxClassifier:
         return np.zeros((n, self._feed.features), dtype=np.float64)
 
     def _run_chunk(self, rows: np.ndarray, n: int) -> np.ndarray:
-        """One session run on ``rows`` (its own batch shape) -> (n, width)."""
-        outs = self.session.run(self._outputs, {self._feed.name: rows})
+        """One session run on ``rows`` (its own batch shape) -> (n, width); ``_RunFailed`` if it fails."""
+        fed = f"{self._feed.name} {rows.dtype}[{','.join(map(str, rows.shape))}]"
+        try:
+            outs = self.session.run(self._outputs, {self._feed.name: rows})
+        except MemoryError:
+            raise  # the machine's fault, not the model's: left to the caller to classify
+        except Exception as exc:  # onnxruntime's Fail, InvalidArgument, RuntimeException, ...
+            raise _RunFailed(fed, _first_line(exc)) from exc
+        sizes = [np.size(o) for o in outs]
+        if any(size % n or not size for size in sizes) or (len(outs) > 1 and set(sizes) != {n}):
+            raise _RunFailed(fed, f"its output {self._outputs[0]!r} has {sizes[0]} values, not one row per input "
+                             f"row ({n} rows)")
         if len(outs) > 1:
             return np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs], axis=1)
         return np.asarray(outs[0], dtype=np.float64).reshape(n, -1)
@@ -240,11 +292,34 @@ class OnnxClassifier:
             parts.append(self._run_chunk(chunk, size)[: min(size, len(rows) - start)])
         return np.concatenate(parts) if parts else np.empty((0, 0))
 
+    def _blame(self, X: np.ndarray, failed: _RunFailed) -> Exception:
+        """Whose fault a failed run on ``X`` is: the same number of rows this model scored before
+        are run; if they fail too the model is at fault (``ModelRunError``), else these rows are
+        (``ScoreError``: the loop's bisection isolates which). Runs only after a failure."""
+        n = len(X)
+        run = f"a batch of {n} row{'s' if n > 1 else ''} (fed {failed.fed})"
+        try:
+            self._run(np.resize(self.known_good, (n, self.known_good.shape[1])))
+        except _RunFailed:
+            hint = "" if n == 1 else (f"; if it fails only on some batch sizes, re-export it with a dynamic batch "
+                                      f"axis (PyTorch: dynamic_axes={{{self._feed.name!r}: {{0: 'batch'}}}})")
+            return ModelRunError(self.described, run, f"{failed.reason}; it fails the same way on {n} rows it "
+                                 f"scored before, so the model is at fault, not the rows{hint}")
+        return ScoreError(f"onnxruntime fails running model {self.described} on {run}, but runs it on {n} rows "
+                          f"it scored before, so a row of this batch is at fault: {failed.reason}")
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(N, F) features -> (N, C) float64 probabilities. One ONNX run per call (dynamic batch)."""
+        """(N, F) features -> (N, C) float64 probabilities. One ONNX run per call (dynamic batch).
+        Raises ``ModelRunError`` (the model's fault) or ``ScoreError`` (the rows') if it fails."""
         if not len(X):
             return np.empty((0, len(self.spec.classes)))
-        out = self._run(X)
+        try:
+            out = self._run(X)
+        except _RunFailed as exc:
+            raise self._blame(X, exc) from exc.__cause__
+        if out.shape[1] != self._width:
+            raise ModelRunError(self.described, f"a batch of {len(X)} rows", f"its output has {out.shape[1]} "
+                                f"columns on this batch and {self._width} on one row; no flag changes this")
         logits = self.spec.output_kind == "logits"
         if out.shape[1] == 1 and len(self.spec.classes) == 2:  # binary: one column for the second class
             p = out[:, 0]

@@ -212,12 +212,27 @@ class RiskRule:
         self.policy = policy
         self.params: Optional[dict[str, Any]] = None
         self.version = ""
+        self.live: Optional[float] = None  # the live control's threshold (triage.policies.live_risk)
 
     def on_routing(self, routing: Routing, version: str) -> None:
         self.version = version
+        self.live = None  # a live threshold belongs to one version
         self.params, why = risk_params_usable(routing, self.policy)
         if self.params is None:
             self._refuse(why)
+
+    def set_live(self, version: str, doc: dict[str, Any]) -> None:
+        """Apply the audit consumer's live-certified threshold for ``version`` (a cap on the
+        certified one(s): it never accepts what the version's own certificate refuses)."""
+        wanted = {"alpha": self.policy.risk_alpha, "delta": self.policy.risk_delta,
+                  "acquisition": self.policy.acquisition}
+        got = {k: doc.get(k) for k in wanted}
+        if version != self.version or got != wanted:
+            log.error("ignored the live risk threshold of %s certified for %s: serving %s with %s",
+                      version, got, self.version, wanted)
+            return
+        self.live = float(doc["threshold"])
+        log.warning("risk policy for model %s: live threshold %.6g from the audit labels", version, self.live)
 
     def _refuse(self, why: str) -> None:
         self.params = None
@@ -231,7 +246,10 @@ class RiskRule:
                          f"scores have {scores.probs.shape[1]}")
         if self.params is None:
             return np.ones(len(scores), dtype=bool)
-        return ~accept_mask(self.params, scores.uncertainty, scores.predicted)
+        accept = accept_mask(self.params, scores.uncertainty, scores.predicted)
+        if self.live is not None:
+            accept &= scores.uncertainty <= self.live
+        return ~accept
 
     def _per_class(self) -> Optional[list[float]]:
         p = self.params
@@ -244,9 +262,10 @@ class RiskRule:
         if self.params is None:
             return RuleSnapshot(risk_alpha=self.policy.risk_alpha, risk_threshold=NEVER)
         per_class = self._per_class()
+        cap = np.inf if self.live is None else self.live
         return RuleSnapshot(
             coverage_holdout=self.params.get("coverage"),
             risk_alpha=self.policy.risk_alpha,
-            risk_threshold=float(self.params["threshold"]),
-            risk_thresholds=None if per_class is None else tuple(float(t) for t in per_class),
+            risk_threshold=min(float(self.params["threshold"]), cap),
+            risk_thresholds=None if per_class is None else tuple(min(float(t), cap) for t in per_class),
         )

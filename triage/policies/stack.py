@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -94,6 +94,12 @@ class PolicyStack:
         self.rule.on_routing(self.routing, version)
         self.gate.on_routing(self.routing, version)
         self.hygiene.on_routing(self.routing)
+
+    def set_live_risk(self, version: str, doc: dict[str, Any]) -> None:
+        """The audit consumer's live-certified risk threshold for ``version`` (risk rule only)."""
+        apply = getattr(self.rule, "set_live", None)
+        if apply is not None:
+            apply(version, doc)
 
     def feed_backlog(self, backlog: float) -> None:
         """Hook for the backlog watcher: review requests produced minus labels received."""

@@ -97,6 +97,10 @@ class RoutingPolicy(Protocol):
         """Review requests produced minus labels received (backlog watcher thread)."""
         ...
 
+    def set_live_risk(self, version: str, doc: dict[str, Any]) -> None:
+        """The audit consumer's live-certified risk threshold for ``version`` (between batches)."""
+        ...
+
     def snapshot(self) -> PolicySnapshot:
         """State to export after a batch."""
         ...

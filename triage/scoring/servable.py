@@ -8,9 +8,13 @@ from typing import Any, Optional
 import numpy as np
 
 from triage.scoring.calibration import Calibrator
-from triage.errors import ModelLoadError
+from triage.errors import ModelLoadError, ModelRunError, ScoreError
 from triage.model import OnnxClassifier
+from triage.model.classifier import KNOWN_GOOD_ROWS, run_sizes
 from triage.scoring.outlier import OutlierDetector
+from triage.settings import ServingSettings
+
+DEFAULT_MAX_BATCH: int = ServingSettings.model_fields["batch_size"].default
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,31 @@ class ServingModel:
     def feature_count(self) -> int:
         return self.classifier.spec.feature_count
 
-    def warm_up(self, canary: Optional[np.ndarray] = None) -> None:
-        """Run a canary batch; refuse a model whose output is not a probability table."""
-        X = canary if canary is not None else np.zeros((8, self.feature_count))
-        probs = self.classifier.predict_proba(X)
+    def warm_up(self, canary: Optional[np.ndarray] = None, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        """Run the canary rows (zeros of the input's shape without them) at every batch size a
+        scorer of ``max_batch`` rows runs (``run_sizes``); refuse a model that fails at run time
+        on any of them, or whose output is not a probability table. Once it passed, the canary
+        rows are what a failing live batch is compared with (``OnnxClassifier.known_good``)."""
+        rows = np.asarray(canary, dtype=np.float64) if canary is not None and len(canary) else \
+            np.zeros((1, self.feature_count))
         who = f"{self.version}: {self.classifier.described}"
-        if probs.shape != (len(X), len(self.classes)):
-            raise ModelLoadError(who, f"canary output has shape {probs.shape}, expected {(len(X), len(self.classes))}")
+        passed = 0
+        for n in run_sizes(max_batch, self.classifier.spec.batch):
+            X = np.resize(rows, (n, rows.shape[1]))
+            try:
+                probs = self.classifier.predict_proba(X)
+            except (ModelRunError, ScoreError) as exc:
+                reason = exc.reason if isinstance(exc, ModelRunError) else exc.message
+                then = f" (the smaller sizes tried, up to {passed} row{'s' if passed > 1 else ''}, passed)" if passed else ""
+                raise ModelRunError(who, f"a canary batch of {n} rows{then}", f"{reason}; a scorer runs batches of "
+                                    f"1 to {max_batch} rows (--batch-size), so the model is refused") from exc
+            self._check_probabilities(probs, len(X), who)
+            passed = n
+        self.classifier.known_good = rows[:KNOWN_GOOD_ROWS]
+
+    def _check_probabilities(self, probs: np.ndarray, n: int, who: str) -> None:
+        if probs.shape != (n, len(self.classes)):
+            raise ModelLoadError(who, f"canary output has shape {probs.shape}, expected {(n, len(self.classes))}")
         if not np.isfinite(probs).all():
             raise ModelLoadError(who, "its output on the canary rows contains NaN or infinity; no flag changes "
                                  "this: check the model against its reference data")

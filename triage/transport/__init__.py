@@ -17,10 +17,11 @@ from typing import Callable, Optional
 from triage.errors import BrokerUnavailableError, ConfigError, TransportError
 from triage.settings import Settings
 from triage.transport.base import Consumer, Offsets, Producer, Subscription, send_until_acked
+from triage.transport.retention import TopicHistory, topic_configs
 
 __all__ = [
-    "Consumer", "Offsets", "Producer", "backend_name", "check_broker", "ensure_topics", "make_consumer",
-    "make_producer", "send_until_acked",
+    "Consumer", "Offsets", "Producer", "backend_name", "check_broker", "describe_history", "ensure_topics",
+    "make_consumer", "make_producer", "send_until_acked",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,18 @@ def make_producer(settings: Settings) -> Producer:
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: Optional[int] = None) -> None:
-    _backend(settings).ensure_topics(settings, topics, partitions or settings.connection.topic_partitions)
+    """Create the missing ``topics``, each with the configs its role needs (``retention.topic_configs``:
+    unlimited history for review and labels). Topics that exist are left as they are."""
+    configs = topic_configs(settings.topics)
+    _backend(settings).ensure_topics(settings, topics, partitions or settings.connection.topic_partitions,
+                                     {t: configs.get(t, {}) for t in topics})
+
+
+def describe_history(settings: Settings, topic: str) -> TopicHistory:
+    """``topic``'s retention configs and the first offset each partition still holds (see
+    ``retention.check_history``). Raises TransportError when the broker cannot say."""
+    history: TopicHistory = _backend(settings).describe_history(settings, topic, settings.connection.connect_timeout_s)
+    return history
 
 
 NO_BROKER_FIX = "start one (`triage broker`) or set --bootstrap-servers / TRIAGE_BOOTSTRAP_SERVERS"

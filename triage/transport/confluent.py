@@ -17,7 +17,7 @@ import uuid
 from typing import Any, Optional
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
@@ -26,6 +26,7 @@ from triage.transport.base import (
     Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
     topic_partitions,
 )
+from triage.transport.retention import TopicHistory
 from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ def make_producer(settings: Settings) -> ConfluentProducer:
     return ConfluentProducer(Producer(cfg))
 
 
-def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
+def ensure_topics(settings: Settings, topics: list[str], partitions: int, configs: dict[str, dict[str, str]]) -> None:
     admin = AdminClient(client_config(settings))
     try:
         existing = set(admin.list_topics(timeout=30).topics)
@@ -363,8 +364,8 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
-                                  operation_timeout=30, request_timeout=30)
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1, config=configs.get(t, {}))
+                                   for t in missing], operation_timeout=30, request_timeout=30)
     for topic, fut in futures.items():
         try:
             fut.result(timeout=60)
@@ -374,6 +375,23 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
                 continue
             raise _from_exception(exc) from exc
     log.info("created topics %s with %d partitions", missing, partitions)
+
+
+def describe_history(settings: Settings, topic: str, timeout_s: float) -> TopicHistory:
+    admin = AdminClient(client_config(settings))
+    try:
+        # All topics, not this one: a metadata request naming a missing topic may create it.
+        found = admin.list_topics(timeout=timeout_s).topics.get(topic)
+        if found is None:
+            return TopicHistory(topic, None, error="the topic does not exist")
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        entries = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result(timeout_s)
+        starts = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.earliest() for p in found.partitions},
+                                    request_timeout=timeout_s)
+        log_start = {tp.partition: fut.result(timeout_s).offset for tp, fut in starts.items()}
+    except KafkaException as exc:
+        raise _from_exception(exc) from exc
+    return TopicHistory(topic, {k: e.value for k, e in entries.items() if e.value is not None}, log_start)
 
 
 # A broker that answered but refused us: retrying does not help, the settings must change.

@@ -6,7 +6,7 @@ import logging
 from typing import Any, Callable, Optional, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic, OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
     AuthorizationError, IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
@@ -21,6 +21,7 @@ from triage.transport.base import (
     Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes, tcp_reason,
     topic_partitions,
 )
+from triage.transport.retention import TopicHistory
 from triage.transport.security import security_options
 
 log = logging.getLogger(__name__)
@@ -205,14 +206,14 @@ def make_producer(settings: Settings) -> KafkaPythonProducer:
     return KafkaPythonProducer(producer)
 
 
-def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> None:
+def ensure_topics(settings: Settings, topics: list[str], partitions: int, configs: dict[str, dict[str, str]]) -> None:
     admin = _connect(settings, KafkaAdminClient)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                admin.create_topics([NewTopic(t, partitions, 1, topic_configs=configs.get(t, {})) for t in missing])
             except TopicAlreadyExistsError:
                 pass
             log.info("created topics %s with %d partitions", missing, partitions)
@@ -220,6 +221,25 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> Non
         raise _transport_error(exc) from exc
     finally:
         admin.close()
+
+
+def describe_history(settings: Settings, topic: str, timeout_s: float) -> TopicHistory:
+    admin = _connect(settings, KafkaAdminClient)
+    try:
+        # All topics, not this one: a metadata request naming a missing topic may create it.
+        if topic not in set(admin.list_topics()):
+            return TopicHistory(topic, None, error="the topic does not exist")
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        entries = described.get("topic", {}).get(topic, {})
+        partitions = admin.describe_topics([topic])[0]["partitions"]
+        starts = admin.list_partition_offsets({TopicPartition(topic, p["partition_index"]): OffsetSpec.EARLIEST
+                                               for p in partitions}, timeout_ms=int(timeout_s * 1000))
+    except KafkaError as exc:
+        raise _transport_error(exc) from exc
+    finally:
+        admin.close()
+    return TopicHistory(topic, {k: e["value"] for k, e in entries.items() if e.get("value") is not None},
+                        {tp.partition: found.offset for tp, found in starts.items()})
 
 
 _REFUSED = (AuthorizationError, IllegalSaslStateError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError)

@@ -2,7 +2,9 @@
 
 A task's ``data`` carries what an annotator and the bridge need (``sample_id`` is the key that
 makes task creation idempotent); its ``predictions`` carry the model's guess as a
-pre-annotation the annotator can accept with one click.
+pre-annotation the annotator can accept with one click. Audit tasks carry no guess at all (no
+pre-annotation, no guessed class or top guesses in the data): their labels check the model, and
+an annotator who is shown the guess tends to confirm it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ FROM_NAME = "label"  # the Choices control
 TO_IMAGE = "image"
 TO_TEXT = "summary"
 PIXEL_SCALE = 16  # an 8x8 digit becomes 128x128 on screen
+HIDDEN = "(hidden: audit)"  # what an audit task shows in place of the model's guess
 
 
 def label_config(classes: Sequence[str], *, image: bool) -> str:
@@ -59,18 +62,21 @@ def png_data_uri(features: Sequence[float]) -> str:
 
 
 def task_for(review: ReviewRequest, *, image: bool) -> dict[str, Any]:
-    """The Label Studio task of one review request: data plus the model's guess."""
+    """The Label Studio task of one review request: data plus the model's guess (none for an audit)."""
+    blind = review.reason == "audit"
     data: dict[str, Any] = {
         "sample_id": review.id,
         "features": list(review.features),
         "reason": review.reason,
         "priority": float(review.priority),
         "model_version": review.model_version,
-        "predicted": review.predicted,
-        "summary": f"sample {review.id}: " + ", ".join(f"{t.label} {t.p:.2f}" for t in review.top),
+        "predicted": HIDDEN if blind else review.predicted,
+        "summary": f"sample {review.id}" + ("" if blind else ": " + ", ".join(f"{t.label} {t.p:.2f}" for t in review.top)),
     }
     if image:
         data["image"] = png_data_uri(review.features)
+    if blind:
+        return {"data": data}
     guess = {"from_name": FROM_NAME, "to_name": TO_IMAGE if image else TO_TEXT, "type": "choices",
              "value": {"choices": [review.predicted]}}
     return {"data": data, "predictions": [{"model_version": review.model_version,
