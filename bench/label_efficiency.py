@@ -27,7 +27,7 @@ from triage.simulation.datasets import load_labelled
 from triage.simulation.replay import ReplayConfig
 from triage.simulation.runner import simulate
 from triage.simulation.strategies import STRATEGIES, parse_strategies
-from triage.simulation.summary import TARGETS, ratio
+from triage.simulation.summary import TARGETS, ratio_text
 
 OUT = Path(__file__).resolve().parent / "results"
 SYNTHETIC = {"n_samples": 1500, "n_features": 20, "n_informative": 8, "n_redundant": 4, "n_classes": 4,
@@ -64,15 +64,15 @@ def cases(out: Path) -> dict[str, Case]:
 
 
 def render(summaries: dict[str, dict[str, Any]]) -> str:
-    rows = ["| dataset | strategy | labels to 95% of full | × random | labels to 98% of full | × random |",
+    rows = ["| dataset | strategy | labels to 95% of full | × random (95% interval; random: its seeds) "
+            "| labels to 98% of full | × random (95% interval; random: its seeds) |",
             "|---|---|---|---|---|---|"]
     for name, summary in summaries.items():
         for strategy, s in summary["strategies"].items():
             cells = []
             for t in (f"{t:.2f}" for t in TARGETS):
                 n = s["labels_to_target"][t]
-                r = ratio(summary, strategy, t)
-                cells += [str(n) if n is not None else "not reached", "" if r is None else f"{r:.2f}×"]
+                cells += [str(n) if n is not None else "not reached", ratio_text(summary, strategy, t).replace("x", "×")]
             rows.append(f"| {name} | {strategy} | " + " | ".join(cells) + " |")
     notes = [f"{name}: full-label accuracy {s['full_label_accuracy']:.4f}, {s['seeds']} seeds"
              for name, s in summaries.items()]

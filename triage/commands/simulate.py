@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _growth(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="labelled data: npz with X and y, CSV with a y/label/target column, or sklearn:digits "
@@ -45,10 +53,16 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="total labels per run, initial included [default: half the pool]; random may "
                         "spend the whole pool, so that both targets are reached. Every strategy stops once "
                         "its mean curve has held 98%% of full-label accuracy for two more rounds")
+    p.add_argument("--retrain-growth", type=_growth, default=None,
+                   help="retrain once the new labels reach this share of those already spent (whole rounds, at "
+                        "least one); 0 retrains after every round. Random is given the same counts "
+                        "[default: 0.1]")
     p.add_argument("--test-fraction", type=_rate, default=0.25, help="share of the data never streamed, for accuracy")
     p.add_argument("--report-dir", type=Path, help="where summary.json, config.json and learning_curves.png go "
                    "[default: a new simulate-report-<time> folder]")
     p.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1, help="parallel processes [default: all cores]")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (it is shown only on a terminal anyway)")
 
 
 @subcommand("simulate", "Replay a labelled dataset through the loop (bootstrap, scoring, policy, label budget, "
@@ -73,6 +87,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels-per-round {per_round} is more than --round-size {args.round_size}")
     cfg = ReplayConfig(initial_labels=args.initial_labels, round_size=args.round_size, labels_per_round=per_round,
                        review_rate=args.sim_review_rate, budget=args.budget)
+    if args.retrain_growth is not None:
+        cfg = replace(cfg, retrain_growth=args.retrain_growth)
     simulate(str(args.data), X, y, strategies, args.seeds, cfg, settings, jobs=args.jobs,
-             test_fraction=args.test_fraction, report_dir=report_dir)
+             test_fraction=args.test_fraction, report_dir=report_dir, show_progress=False if args.no_progress else None)
     return 0

@@ -3,16 +3,23 @@
 1. Static bootstrap: ``selection.select`` picks ``initial_labels`` pool rows without looking
    at labels; ``bundles.train_initial`` trains v1 on them, as ``triage train`` does (its
    holdout is split off those labels; the unlabelled pool is the outlier reference).
-2. Rounds: the not-yet-labelled pool is streamed in a seeded order, ``round_size`` samples
-   per round. The CURRENT model scores each round (``scoring.score_batch``) and the scorer's
-   policy routes it (``PolicyStack.decide``). The annotator answers review requests in
-   priority order, as annotators work the review queue, up to ``labels_per_round``
-   (or every request, with ``review_rate``). Random instead labels uniformly drawn samples.
+2. Steps, each ending in one retrain. A step streams rounds of ``round_size`` samples from the
+   not-yet-labelled pool (a seeded order); the CURRENT model scores each round
+   (``scoring.score_batch``) and the scorer's policy routes it (``PolicyStack.decide``). The
+   annotator answers review requests in priority order, as annotators work the review queue,
+   up to ``labels_per_round`` (or every request, with ``review_rate``). A step takes one round,
+   or with ``retrain_growth`` g as many as it needs for g x the labels already spent (the model
+   between retrains is the one a service would be serving too).
 3. The labels go to the registry's ``LabelStore`` and ``retraining.retrain_once`` trains a
    candidate and promotes or rejects it (the promotion gate); a promoted version is loaded
    from the registry as the scorer's hot-swap loads it.
 4. When the stream is exhausted the samples never labelled come round again (a new pass),
    until the label budget or the pool runs out.
+
+Random is paired: it is given the per-step label counts of the strategy it is compared with
+(``schedule``) and labels exactly as many uniformly drawn stream samples at each step, so both
+get the same labels per retrain and the same retrains; past the end of the schedule it takes
+the nominal count (``step_labels``).
 
 The curve is the test accuracy of the CURRENT model against the labels spent so far (initial
 labels included, and the share the retrainer reserves for evaluation: they cost an annotator
@@ -22,13 +29,14 @@ as much as any other). The test rows are never streamed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -58,6 +66,34 @@ class ReplayConfig:
     review_rate: Optional[float] = None  # the policy's review share; default labels_per_round / round_size
     budget: Optional[int] = None  # total labels, initial ones included; None: the whole pool
     bootstrap: str = "stratified-kmeans"
+    # A step gathers at least this share of the labels spent (0: a retrain after every round);
+    # 0.1: 25 retrains instead of 60 to 1,500 labels, 32 instead of 120 to 3,000 (docs/performance.md).
+    retrain_growth: float = 0.1
+    step_cap: Optional[int] = None  # random: the strategies' budget, where their last step is cut short
+
+    @property
+    def round_labels(self) -> int:
+        """Labels a round gives at the nominal rate (every review request: the review share)."""
+        if self.labels_per_round is not None:
+            return self.labels_per_round
+        return max(1, int(round((self.review_rate or 0.05) * self.round_size)))
+
+
+def step_labels(cfg: ReplayConfig, spent: int) -> int:
+    """The nominal labels of a step after ``spent`` labels: whole rounds until ``retrain_growth``
+    x ``spent`` (at least one round). A strategy labels fewer when its queue runs short."""
+    per = cfg.round_labels
+    want = max(1, math.ceil(cfg.retrain_growth * spent))
+    return per * math.ceil(want / per)
+
+
+def planned_steps(cfg: ReplayConfig, pool: int, budget: int) -> int:
+    """Steps (retrains) from the bootstrap to ``budget`` labels at the nominal counts."""
+    spent, steps = min(cfg.initial_labels, pool), 0
+    while spent < min(budget, pool):
+        spent += step_labels(cfg, spent)
+        steps += 1
+    return steps
 
 
 @dataclass
@@ -67,6 +103,18 @@ class RunResult:
     curve: Curve
     outcomes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    full: list[bool] = field(default_factory=list)  # per step: labelled the nominal count (capped by the budget)
+
+    @property
+    def counts(self) -> list[int]:
+        """Labels given at each step."""
+        return [b[0] - a[0] for a, b in zip(self.curve, self.curve[1:])]
+
+    def schedule_key(self) -> tuple[int, ...]:
+        """What a paired random run must copy: the counts up to the last step that fell short
+        of the nominal count (beyond it random's nominal counts are the same)."""
+        short = [i for i, full in enumerate(self.full) if not full]
+        return tuple(self.counts[: short[-1] + 1]) if short else ()
 
 
 def _quiet(message: str) -> None:
@@ -106,26 +154,25 @@ def accuracy(model: ServingModel, X: np.ndarray, y: np.ndarray, settings: Settin
     return float((np.asarray(model.classes)[scores.predicted] == y).mean())
 
 
-def pick(strategy: Strategy, chunk: np.ndarray, policy: PolicyStack, scores: Any, limit: Optional[int],
-         rng: np.random.Generator) -> np.ndarray:
-    """Positions (in ``chunk``) the annotator labels this round."""
-    k = len(chunk) if limit is None else min(limit, len(chunk))
-    if strategy.is_random:
-        return rng.choice(len(chunk), size=k, replace=False)
+def pick(policy: PolicyStack, scores: Any, limit: int) -> np.ndarray:
+    """Positions (in the round) the annotator labels: review requests, highest priority first."""
     decisions = policy.decide(scores)
     review = np.flatnonzero(decisions.review)
     # Highest priority first; ties (rare) broken by stream position, as a queue would.
     order = review[np.argsort(-decisions.priority[review], kind="stable")]
-    return order[:k]
+    return order[:limit]
 
 
 class Replay:
-    """One (strategy, seed) run, a round at a time (``step``), so that the seeds of a strategy
-    can advance together and stop once their mean has reached the target."""
+    """One (strategy, seed) run, a step at a time (``step``), so that the seeds of a strategy
+    can advance together and stop once their mean has reached the target. ``schedule``
+    (random only): the label count of each step, from the paired strategy's run."""
 
-    def __init__(self, split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base: Settings) -> None:
+    def __init__(self, split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base: Settings,
+                 schedule: Sequence[int] = ()) -> None:
         self.started = time.monotonic()
         self.split, self.strategy, self.seed, self.cfg = split, strategy, seed, cfg
+        self.schedule = list(schedule)
         self.s = run_settings(base, strategy, seed, cfg)
         X = split.X_pool
         self.budget = min(cfg.budget or len(X), len(X))
@@ -133,6 +180,7 @@ class Replay:
         self.labelled = np.zeros(len(X), dtype=bool)
         self.labelled[bootstrap(split, cfg, seed)] = True
         self.outcomes: Counter[str] = Counter()
+        self.full: list[bool] = []
         self.stream = np.zeros(0, dtype=np.int64)  # what is left of the current pass
         logging.getLogger("triage").setLevel(logging.ERROR)  # thousands of routine lines otherwise
         self._tmp = tempfile.TemporaryDirectory(prefix="triage-simulate-", dir=scratch_dir())
@@ -147,19 +195,60 @@ class Replay:
     def done(self) -> bool:
         return self.spent >= self.budget or bool(self.labelled.all())
 
+    def _next(self, n: int) -> np.ndarray:
+        """The next ``n`` stream samples; a pass that runs short is topped up by the next pass
+        (a seeded order of the unlabelled rows not still waiting in this one)."""
+        if len(self.stream) < n:
+            waiting = np.zeros(len(self.labelled), dtype=bool)
+            waiting[self.stream] = True
+            self.stream = np.concatenate([self.stream, self.rng.permutation(np.flatnonzero(~self.labelled & ~waiting))])
+        chunk, self.stream = self.stream[:n], self.stream[n:]
+        return chunk
+
+    def _label(self, rows: np.ndarray) -> None:
+        X, y = self.split.X_pool, self.split.y_pool
+        self.store.append(label_rows(X, y, rows, first_offset=self.spent))
+        self.labelled[rows] = True
+        self.spent += len(rows)
+
+    def _nominal(self) -> int:
+        """This step's nominal labels, cut short at the budget (for random also where the
+        strategies' budget cuts theirs, so that its nominal steps are theirs)."""
+        n = step_labels(self.cfg, self.spent)
+        for cap in (self.cfg.step_cap, self.budget):
+            if cap is not None and self.spent < cap:
+                n = min(n, cap - self.spent)
+        return n
+
+    def _annotate(self, nominal: int) -> None:
+        """Stream rounds until the annotator has given ``nominal`` labels (or the stream has
+        gone round once without enough review requests). With ``labels_per_round`` a round
+        gives at most that many and the step no more than ``nominal``; without, every review
+        request of a round is answered (within the budget), so a step may give more."""
+        X, s, cfg = self.split.X_pool, self.s, self.cfg
+        goal, streamed, unlabelled = self.spent + nominal, 0, int((~self.labelled).sum())
+        while self.spent < goal and streamed < unlabelled:
+            chunk = self._next(cfg.round_size)
+            streamed += len(chunk)
+            scores = score_batch(self.model, X[chunk], s.policy.acquisition)
+            limit = self.budget - self.spent
+            if cfg.labels_per_round is not None:
+                limit = min(goal - self.spent, cfg.labels_per_round)
+            self._label(chunk[pick(self.policy, scores, limit)])
+
     def step(self) -> None:
-        """Stream one round, label what the annotator gets to, retrain, record the accuracy."""
-        X, y, s = self.split.X_pool, self.split.y_pool, self.s
-        if not len(self.stream):  # a new pass over what is still unlabelled
-            self.stream = self.rng.permutation(np.flatnonzero(~self.labelled))
-        chunk, self.stream = self.stream[:self.cfg.round_size], self.stream[self.cfg.round_size:]
-        scores = score_batch(self.model, X[chunk], s.policy.acquisition)
-        left = self.budget - self.spent
-        limit = left if self.cfg.labels_per_round is None else min(self.cfg.labels_per_round, left)
-        chosen = chunk[pick(self.strategy, chunk, self.policy, scores, limit, self.rng)]
-        self.store.append(label_rows(X, y, chosen, first_offset=self.spent))
-        self.labelled[chosen] = True
-        self.spent += len(chosen)
+        """One step's labels (a strategy's annotator, or random's paired count), one retrain,
+        the accuracy of what is then served."""
+        s = self.s
+        before = self.spent
+        nominal = self._nominal()
+        if self.strategy.is_random:
+            step = len(self.full)
+            count = self.schedule[step] if step < len(self.schedule) else nominal
+            self._label(self._next(min(count, int((~self.labelled).sum()))))
+        else:
+            self._annotate(nominal)
+        self.full.append(self.spent - before == nominal)
         result = retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
                               outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
         self.outcomes[result.outcome] += 1
@@ -170,7 +259,7 @@ class Replay:
 
     def result(self) -> RunResult:
         return RunResult(self.strategy.name, self.seed, list(self.curve), Counter(self.outcomes),
-                         time.monotonic() - self.started)
+                         time.monotonic() - self.started, list(self.full))
 
     def close(self) -> None:
         self._tmp.cleanup()

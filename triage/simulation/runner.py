@@ -1,10 +1,16 @@
 """A ``triage simulate`` run: full-label accuracy per seed, then every strategy's seeds
-advancing together round by round in parallel processes, with a progress bar; then the
-summary, table and plot in the report folder.
+advancing together step by step in parallel processes, each strategy's random twin on the
+same label counts, with a progress bar; then the summary, table and plot in the report folder.
 
-A strategy's seeds stop together once their mean curve has reached the highest target and
-held it for ``EXTRA_ROUNDS`` more rounds (labels to a target are read off the mean curve, so
-later rounds cannot change them), or when the budget or the pool runs out.
+Random is paired by construction: a strategy's run records its label count at every step, and
+random replays those counts (``Replay(schedule=...)``). Runs that took the nominal count at
+every step share one random run (``RANDOM``), started with the strategies since its counts are
+known in advance; a strategy whose counts differ (``--review-rate``, a queue that ran short)
+gets its own (``random (NAME)``) once it has finished.
+
+A group's seeds stop together once their mean curve has reached the highest target and held
+it for ``EXTRA_ROUNDS`` more steps (labels to a target are read off the mean curve, so later
+steps cannot change them), or when the budget or the pool runs out.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import queue
 import sys
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import replace
+from contextlib import nullcontext
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
 from multiprocessing import Manager
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO
@@ -24,54 +31,63 @@ import numpy as np
 
 from triage.settings import Settings
 from triage.simulation.datasets import split
-from triage.simulation.replay import Replay, ReplayConfig, RunResult, full_label_accuracy
-from triage.simulation.strategies import Strategy
+from triage.simulation.replay import Replay, ReplayConfig, RunResult, full_label_accuracy, planned_steps
+from triage.simulation.strategies import RANDOM, STRATEGIES, Strategy
 from triage.simulation.summary import TARGETS, labels_to, mean_curve, plot, summarize, table
 from triage.runtime.threads import limit_blas_threads
 
 EXTRA_ROUNDS = 2
+Schedules = tuple[tuple[int, ...], ...]  # per seed: the label counts a random run copies
 
 
 class ProgressBar:
-    """Rounds done out of the most there can be (a strategy that stops early jumps ahead):
-    one line rewritten in place on a terminal, a line per 10% otherwise (logs, CI)."""
+    """Rounds (steps: labels, then a retrain) done out of the most there can be (a group that
+    stops early jumps ahead), their rate and the time left at that rate; one line rewritten in
+    place. Silent when ``out`` is not a terminal (logs, CI, pipes), as pip and cargo are."""
 
-    def __init__(self, total: int, out: TextIO) -> None:
+    def __init__(self, total: int, out: TextIO, enabled: Optional[bool] = None) -> None:
         self.total, self.out, self.done = max(total, 1), out, 0
         self.started = time.monotonic()
-        self.tty = out.isatty()
-        self.last_decile = -1
+        self.enabled = out.isatty() if enabled is None else enabled
+
+    def extend(self, n: int) -> None:
+        """More rounds to come (a random twin started once its strategy had finished)."""
+        self.total += max(n, 0)
+
+    def line(self, what: str) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = f"{_clock((self.total - self.done) / rate)}" if rate > 0 and self.done < self.total else "--:--"
+        filled = int(30 * self.done / self.total)
+        return (f"[{'#' * filled}{'.' * (30 - filled)}] {100 * self.done / self.total:3.0f}% "
+                f"{self.done}/{self.total} rounds  {rate:.2f}/s  {_clock(elapsed)} elapsed  ETA {eta}  {what}")
 
     def advance(self, n: int, what: str) -> None:
         # The plan is an estimate (a round can label fewer than asked): never step backwards.
         self.done = min(self.done + max(n, 0), self.total)
-        elapsed = time.monotonic() - self.started
-        filled = int(30 * self.done / self.total)
-        line = f"[{'#' * filled}{'.' * (30 - filled)}] {100 * self.done / self.total:3.0f}%  {elapsed:5.0f}s  {what}"
-        decile = 10 * self.done // self.total
-        if self.tty:
-            self.out.write("\r\x1b[2K" + line + ("\n" if self.done == self.total else ""))
-        elif decile != self.last_decile:
-            self.last_decile = decile
-            self.out.write(line + "\n")
-        self.out.flush()
+        if self.enabled:
+            self.out.write("\r\x1b[2K" + self.line(what)[:200] + ("\n" if self.done == self.total else ""))
+            self.out.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes:02d}:{secs:02d}"
 
 
 def _config_for(strategy: Strategy, cfg: ReplayConfig, pool: int) -> ReplayConfig:
-    if strategy.is_random:  # random may spend the whole pool: both targets must exist for it
-        return replace(cfg, budget=None)
     if cfg.budget is None:
         # Half the pool: a strategy that needs more cannot need half of random's labels, which
         # are at most the whole pool; the curve still says where it got to.
-        return replace(cfg, budget=max(pool // 2, cfg.initial_labels + 1))
+        cfg = replace(cfg, budget=max(pool // 2, cfg.initial_labels + 1))
+    if strategy.is_random:  # random may spend the whole pool: both targets must exist for it
+        return replace(cfg, budget=None, step_cap=cfg.budget)
     return cfg
 
 
 def planned_rounds(pool: int, strategy: Strategy, cfg: ReplayConfig, seeds: int) -> int:
     c = _config_for(strategy, cfg, pool)
-    budget = min(c.budget or pool, pool)
-    per_round = c.labels_per_round or max(1, int(round((c.review_rate or 0.05) * c.round_size)))
-    return seeds * -(-(budget - c.initial_labels) // per_round)
+    return seeds * planned_steps(c, pool, c.budget or pool)
 
 
 def _full(seed: int, X: np.ndarray, y: np.ndarray, test_fraction: float, cfg: ReplayConfig,
@@ -82,14 +98,18 @@ def _full(seed: int, X: np.ndarray, y: np.ndarray, test_fraction: float, cfg: Re
 
 def run_strategy(strategy: Strategy, seeds: int, X: np.ndarray, y: np.ndarray, test_fraction: float,
                  cfg: ReplayConfig, flat: dict[str, Any], target: float,
-                 tick: Optional[Callable[[str], None]] = None) -> list[RunResult]:
-    """Every seed of one strategy, a round each in turn, until the mean curve has held
-    ``target`` for ``EXTRA_ROUNDS`` rounds or every seed is done."""
+                 tick: Optional[Callable[[str], None]] = None, schedules: Optional[Schedules] = None,
+                 name: Optional[str] = None) -> list[RunResult]:
+    """Every seed of one strategy (random: on ``schedules``), a step each in turn, until the
+    mean curve has held ``target`` for ``EXTRA_ROUNDS`` steps or every seed is done. The runs
+    are named ``name`` (default the strategy's)."""
     limit_blas_threads(1)
+    name = name or strategy.name
     base = Settings(**flat)
     splits = [split(X, y, seed, test_fraction) for seed in range(seeds)]
     cfg = _config_for(strategy, cfg, len(splits[0].X_pool))
-    replays = [Replay(data, strategy, seed, cfg, base) for seed, data in enumerate(splits)]
+    replays = [Replay(data, strategy, seed, cfg, base, schedules[seed] if schedules else ())
+               for seed, data in enumerate(splits)]
     held = 0
     try:
         while not all(r.done for r in replays):
@@ -97,12 +117,12 @@ def run_strategy(strategy: Strategy, seeds: int, X: np.ndarray, y: np.ndarray, t
                 if not r.done:
                     r.step()
                     if tick is not None:
-                        tick(strategy.name)
+                        tick(name)
             if labels_to(mean_curve([r.result() for r in replays]), target) is not None:
                 held += 1
                 if held > EXTRA_ROUNDS:
                     break
-        return [r.result() for r in replays]
+        return [replace(r.result(), strategy=name) for r in replays]
     finally:
         for r in replays:
             r.close()
@@ -118,64 +138,94 @@ class QueueTick:
         self.ticks.put(name)
 
 
+class InlineExecutor(Executor):
+    """``--jobs 1``: runs each job when it is submitted, in this process."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future, as a pool does
+            future.set_exception(exc)
+        return future
+
+
+@dataclass
+class Outcome:
+    full: list[float]  # full-label accuracy per seed
+    runs: list[RunResult]
+    baselines: dict[str, str]  # strategy -> the random group it is compared with
+
+
 def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds: int, cfg: ReplayConfig,
-            base: Settings, jobs: int, test_fraction: float, out: TextIO) -> tuple[list[float], list[RunResult]]:
-    """(full-label accuracy per seed, every run)."""
+            base: Settings, jobs: int, test_fraction: float, bar: ProgressBar) -> Outcome:
     flat = base.flat()
     pool = len(X) - int(round(len(X) * test_fraction))
-    plans = {s.name: planned_rounds(pool, s, cfg, seeds) for s in strategies}
-    bar = ProgressBar(seeds + sum(plans.values()), out)
-    if jobs <= 1:
-        full = []
-        for seed in range(seeds):
-            full.append(_full(seed, X, y, test_fraction, cfg, flat))
-            bar.advance(1, f"full-label accuracy, seed {seed}")
-        target = max(TARGETS) * float(np.mean(full))
-        runs: list[RunResult] = []
-        for s in strategies:
-            ticked = Counter[str]()
+    active = [s for s in strategies if not s.is_random]
+    random = STRATEGIES[RANDOM]
+    random_plan = planned_rounds(pool, random, cfg, seeds)
+    bar.extend(seeds + sum(planned_rounds(pool, s, cfg, seeds) for s in active))
+    ticked: Counter[str] = Counter()
 
-            def tick(name: str) -> None:
-                ticked[name] += 1
-                bar.advance(1, name)
-
-            runs += run_strategy(s, seeds, X, y, test_fraction, cfg, flat, target, tick)
-            bar.advance(plans[s.name] - ticked[s.name], f"{s.name} done")
-        return full, runs
-    with ProcessPoolExecutor(max_workers=jobs) as pool_, Manager() as manager:
-        full_jobs = [pool_.submit(_full, seed, X, y, test_fraction, cfg, flat) for seed in range(seeds)]
-        full = []
-        for seed, f in enumerate(full_jobs):
-            full.append(f.result())
-            bar.advance(1, f"full-label accuracy, seed {seed}")
-        target = max(TARGETS) * float(np.mean(full))
-        ticks = manager.Queue()
-        # Random first: it runs longest, so it should not start last.
-        ordered = sorted(strategies, key=lambda s: not s.is_random)
-        pending: dict[Future[list[RunResult]], Strategy] = {
-            pool_.submit(run_strategy, s, seeds, X, y, test_fraction, cfg, flat, target, QueueTick(ticks)): s
-            for s in ordered}
-        ticked: Counter[str] = Counter()
-        runs = []
-        while pending:
-            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            _drain(ticks, ticked, bar)
-            for f in done:
-                s = pending.pop(f)
-                runs += f.result()
-                _drain(ticks, ticked, bar)
-                bar.advance(plans[s.name] - ticked[s.name], f"{s.name} done")
-        return full, runs
-
-
-def _drain(ticks: Any, ticked: Counter[str], bar: ProgressBar) -> None:
-    while True:
-        try:
-            name = ticks.get_nowait()
-        except queue.Empty:
-            return
+    def count(name: str) -> None:
         ticked[name] += 1
         bar.advance(1, name)
+
+    with _executor(jobs) as executor, (Manager() if jobs > 1 else nullcontext()) as manager:
+        # Worker processes report their rounds through a managed queue; --jobs 1 counts directly.
+        ticks = manager.Queue() if manager is not None else queue.Queue()
+        full = [f.result() for f in [executor.submit(_full, seed, X, y, test_fraction, cfg, flat)
+                                     for seed in range(seeds)]]
+        bar.advance(seeds, "full-label accuracy")
+        target = max(TARGETS) * float(np.mean(full))
+        tick: Callable[[str], None] = QueueTick(ticks) if jobs > 1 else count
+        pending: dict[Future[list[RunResult]], tuple[str, int]] = {}
+        twins: dict[Schedules, str] = {}
+
+        def twin(schedules: Schedules, name: str) -> str:
+            """The random group on ``schedules``, started unless it already runs."""
+            if schedules not in twins:
+                twins[schedules] = name
+                bar.extend(random_plan)
+                pending[executor.submit(run_strategy, random, seeds, X, y, test_fraction, cfg, flat, target, tick,
+                                        schedules, name)] = (name, random_plan)
+            return twins[schedules]
+
+        nominal: Schedules = ((),) * seeds
+        # With a label count per round every step's count is known in advance: random starts
+        # first, as it runs longest. With --review-rate each strategy's counts are its own.
+        if cfg.labels_per_round is not None or not active:
+            twin(nominal, RANDOM)
+        for s in active:
+            pending[executor.submit(run_strategy, s, seeds, X, y, test_fraction, cfg, flat, target, tick)] = (
+                s.name, planned_rounds(pool, s, cfg, seeds))
+        runs: list[RunResult] = []
+        baselines: dict[str, str] = {}
+        while pending:
+            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            _drain(ticks, count)
+            for f in done:
+                name, plan = pending.pop(f)
+                results = sorted(f.result(), key=lambda r: r.seed)
+                runs += results
+                _drain(ticks, count)
+                bar.advance(plan - ticked[name], f"{name} done")
+                if name in (s.name for s in active):
+                    schedules = tuple(r.schedule_key() for r in results)
+                    baselines[name] = twin(schedules, RANDOM if schedules == nominal else f"{RANDOM} ({name})")
+        return Outcome(full, runs, baselines)
+
+
+def _executor(jobs: int) -> Executor:
+    return ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else InlineExecutor()
+
+
+def _drain(ticks: Any, count: Callable[[str], None]) -> None:
+    while True:
+        try:
+            count(ticks.get_nowait())
+        except queue.Empty:
+            return
 
 
 def write_report(report_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> tuple[Path, Path]:
@@ -189,24 +239,30 @@ def write_report(report_dir: Path, summary: dict[str, Any], config: dict[str, An
 
 def simulate(dataset: str, X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds: int,
              cfg: ReplayConfig, base: Settings, *, jobs: int, test_fraction: float, report_dir: Path,
-             out: Optional[TextIO] = None, progress: Optional[TextIO] = None) -> dict[str, Any]:
+             out: Optional[TextIO] = None, progress: Optional[TextIO] = None,
+             show_progress: Optional[bool] = None) -> dict[str, Any]:
     """Run, write the report, print the table (``out``, default the current stdout) and the
-    progress bar (``progress``, default the current stderr). Streams are looked up per call:
-    a default bound at import would miss a later redirection."""
+    progress bar (``progress``, default the current stderr; ``show_progress`` None: only on a
+    terminal). Streams are looked up per call: a default bound at import would miss a later
+    redirection."""
     out = out if out is not None else sys.stdout
     progress = progress if progress is not None else sys.stderr
     started = time.monotonic()
-    full, runs = run_all(X, y, strategies, seeds, cfg, base, jobs, test_fraction, progress)
+    outcome = run_all(X, y, strategies, seeds, cfg, base, jobs, test_fraction, ProgressBar(0, progress, show_progress))
+    names = list(dict.fromkeys(r.strategy for r in outcome.runs))
     config = {"initial_labels": cfg.initial_labels, "round_size": cfg.round_size,
               "labels_per_round": cfg.labels_per_round, "review_rate": cfg.review_rate, "budget": cfg.budget,
-              "bootstrap": cfg.bootstrap, "test_fraction": test_fraction, "model_family": base.retrain.model_family,
+              "retrain_growth": cfg.retrain_growth, "bootstrap": cfg.bootstrap, "test_fraction": test_fraction,
+              "model_family": base.retrain.model_family, "jobs": jobs,
               "rows": int(len(X)), "features": int(X.shape[1]), "classes": int(len(np.unique(y))),
-              "full_label_accuracy_per_seed": full, "extra_rounds": EXTRA_ROUNDS,
+              "full_label_accuracy_per_seed": outcome.full, "extra_rounds": EXTRA_ROUNDS,
               "strategies": {s.name: {"settings": dict(s.overrides), "description": s.description} for s in strategies},
-              "retrain_outcomes": {s.name: dict(sum((r.outcomes for r in runs if r.strategy == s.name), Counter()))
-                                   for s in strategies},
+              "compared_with": outcome.baselines,
+              "labels_per_step": {n: [r.counts for r in outcome.runs if r.strategy == n] for n in names},
+              "retrain_outcomes": {n: dict(sum((r.outcomes for r in outcome.runs if r.strategy == n), Counter()))
+                                   for n in names},
               "seconds": round(time.monotonic() - started, 1)}
-    summary = summarize(dataset, float(np.mean(full)), runs, seeds)
+    summary = summarize(dataset, outcome.full, outcome.runs, seeds, outcome.baselines)
     summary_path, plot_path = write_report(report_dir, summary, config)
     out.write(table(summary) + "\n")
     out.write(f"report: {summary_path} and {plot_path} ({config['seconds']:.0f} s)\n")
