@@ -171,3 +171,27 @@ class ModelRunError(ModelError):
         self.model = model
         self.run = run
         self.reason = reason
+
+
+# --- Label Studio ----------------------------------------------------------------------------
+
+
+class LabelStudioError(TriageError):
+    """A failed Label Studio call: names the method, path, status and the server's detail.
+    A refusal (4xx other than 429): ``status`` is the HTTP status; not retriable."""
+
+    def __init__(self, method: str, path: str, status: int | None, detail: str) -> None:
+        where = f"Label Studio {method} {path}"
+        super().__init__(f"{where}: no response: {detail}" if status is None else f"{where} -> HTTP {status}: {detail}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.detail = detail
+
+
+class LabelStudioUnavailableError(LabelStudioError):
+    """Label Studio did not answer usably: refused or dropped connection, a body cut off, a
+    timeout, 5xx or 429. The one error for every transport-level failure; always retriable (the
+    call may have taken effect, so callers re-read before repeating a write)."""
+
+    retriable = True

@@ -223,6 +223,7 @@ class LabelStudioMetrics:
     """The Label Studio bridge: tasks created, labels published by source, reconcile lag, errors."""
 
     INVALID_REASONS = ("unknown_choice", "no_sample_id", "bad_webhook", "unauthorized_webhook", "bad_review")
+    WEBHOOK_REFUSALS = ("unauthorized", "too_large", "not_json", "too_deep", "bad_shape")
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
@@ -236,6 +237,18 @@ class LabelStudioMetrics:
         self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
         self.invalid = Counter("triage_labelstudio_invalid", "Inputs the bridge could not use, by reason.", ["reason"], registry=r)
         self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable.", registry=r)
+        self.webhooks_refused = Counter("triage_labelstudio_webhooks_refused", "Webhook bodies answered 4xx, by reason "
+                                        "(unauthorized|too_large|not_json|too_deep|bad_shape).", ["reason"], registry=r)
+        self.reconcile_calls = Counter("triage_labelstudio_reconcile_requests", "Label Studio requests made by reconciles, "
+                                       "by kind (full|incremental).", ["kind"], registry=r)
+        self.tasks_confirmed = Counter("triage_labelstudio_unlisted_tasks", "Tasks with published labels missing from a "
+                                       "full listing, by what a direct fetch said (deleted|present).", ["outcome"], registry=r)
+        for reason in self.WEBHOOK_REFUSALS:
+            self.webhooks_refused.labels(reason=reason)
+        for kind in ("full", "incremental"):
+            self.reconcile_calls.labels(kind=kind)
+        for outcome in ("deleted", "present"):
+            self.tasks_confirmed.labels(outcome=outcome)
         for source in ("webhook", "reconcile"):
             for kind in ("label", "undo"):
                 self.labels.labels(source=source, kind=kind)

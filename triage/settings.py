@@ -323,7 +323,9 @@ class LabelStudioSettings(Section):
         None, json_schema_extra=_flag("--webhook-secret"))
     """Shared secret Label Studio sends in the X-Triage-Webhook-Secret header (default: a random one per start)."""
     label_studio_reconcile_s: float = Field(30.0, gt=0.0, json_schema_extra=_flag("--reconcile-s"))
-    """Seconds between reconciles: every annotation is re-read, so a lost webhook is caught."""
+    """Seconds between reconciles: the tasks changed since the last one are re-read, so a lost webhook is caught."""
+    label_studio_full_reconcile_s: float = Field(600.0, gt=0.0, json_schema_extra=_flag("--full-reconcile-s"))
+    """Seconds between full reconciles (every task re-read; a task missing from it is fetched, and only a 404 retracts its labels)."""
     label_studio_group_id: str = Field("triage-label-studio", json_schema_extra=_flag("--bridge-group-id"))
     """Consumer group of the bridge on the review topic."""
 

@@ -31,6 +31,9 @@ class Consumer(Protocol):
     def commit(self, offsets: Offsets) -> None: ...
     def assigned(self) -> list[tuple[str, int]]: ...
     def lag(self) -> dict[int, int]: ...
+    def watermarks(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(first, end) offset of every assigned partition, asked of the broker now."""
+        ...
     def connected(self) -> bool: ...
     def close(self) -> None: ...
 
@@ -67,6 +70,15 @@ def reader_partitions(topics: Iterable[str], partitions_of: Callable[[str], Opti
 def topic_partitions(tps: Iterable[Any]) -> list[tuple[str, int]]:
     """Sorted (topic, partition) pairs of either client's TopicPartition objects."""
     return sorted((tp.topic, tp.partition) for tp in tps)
+
+
+def read_to_end(watermarks: dict[tuple[str, int], tuple[int, int]], next_offsets: Offsets) -> bool:
+    """Whether a reader has read every partition in ``watermarks`` to its end offset.
+    ``next_offsets`` holds, per partition that delivered, the offset after the last record read.
+    A partition that delivered nothing counts only when it holds nothing (first == end): unlike
+    ``lag()``, a partition whose records simply have not arrived yet is never read."""
+    return bool(watermarks) and all(
+        first >= end or next_offsets.get(tp, first) >= end for tp, (first, end) in watermarks.items())
 
 
 def log_assigned(tps: Iterable[Any]) -> None:

@@ -200,6 +200,16 @@ class ConfluentConsumer:
                 out[tp.partition] = max(high - pos, 0)
         return out
 
+    def watermarks(self) -> dict[tuple[str, int], tuple[int, int]]:
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        try:
+            for tp in self._c.assignment():
+                low, high = self._c.get_watermark_offsets(tp, timeout=10, cached=False)
+                out[(tp.topic, tp.partition)] = (max(low, 0), max(high, 0))
+        except KafkaException as exc:
+            raise _from_exception(exc) from exc
+        return out
+
     def connected(self) -> bool:
         return self._health.connected()
 

@@ -118,6 +118,14 @@ class KafkaPythonConsumer:
                 out[tp.partition] = max(high - pos, 0)
         return out
 
+    def watermarks(self) -> dict[tuple[str, int], tuple[int, int]]:
+        tps = list(self._c.assignment())
+        try:
+            first, end = self._c.beginning_offsets(tps), self._c.end_offsets(tps)
+        except KafkaError as exc:
+            raise _transport_error(exc) from exc
+        return {(tp.topic, tp.partition): (int(first[tp]), int(end[tp])) for tp in tps}
+
     def connected(self) -> bool:
         client = self._c._client  # kafka-python keeps connection state on its client
         for b in client.cluster.brokers():
