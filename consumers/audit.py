@@ -215,6 +215,7 @@ class AuditConsumer:
         try:
             GuardedLoop("audit", consumer, self.handle, commit=False, max_records=s.serving.batch_size,
                         poll_timeout_ms=s.serving.poll_timeout_ms, metrics=self.loop_metrics,
-                        after_poll=self.after_poll, stop=self.stop_event).run(idle_exit_s=idle_exit_s)
+                        after_poll=self.after_poll, stop=self.stop_event,
+                        blocked_exit_s=s.operations.blocked_exit_s).run(idle_exit_s=idle_exit_s)
         finally:
             consumer.close()

@@ -5,36 +5,44 @@ Three threads, one process:
   one task, keyed by sample id (the index of existing tasks is read from Label Studio at
   start-up, so a redelivered request finds its task); offsets are committed after the task
   exists. Label Studio being down blocks the loop (retried), it never dead-letters a request.
-- the webhook listener: checks the shared secret, queues the annotation events, answers at
-  once (Label Studio waits 1 s and never retries).
-- the publisher: applies queued webhook events, and every ``--reconcile-s`` re-reads every
-  task's annotations, so a lost webhook is caught. Each change is published once: the ledger
-  of what was published is rebuilt at start-up from the bridge's own records on the labels
-  topic (their ``origin``: ``triage.annotation.labelstudio.changes``).
+- the webhook listener: checks the shared secret, decodes the body through its contract
+  (``triage.annotation.labelstudio.webhook``; a malformed one gets a 4xx and a counted reason),
+  queues the event and answers at once (Label Studio waits 1 s and never retries).
+- the publisher: applies queued webhook events, and every ``--reconcile-s`` re-reads the tasks
+  changed since the last reconcile (every task each ``--full-reconcile-s``), so a lost webhook
+  is caught. A task with published labels that a full listing misses is fetched directly, and
+  only a 404 retracts its labels. Each change is published once: the ledger of what was
+  published is rebuilt at start-up from the bridge's own records on the labels topic (their
+  ``origin``: ``triage.annotation.labelstudio.changes``), read to the end offsets every
+  partition had at start.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import queue
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Sequence
 
 from consumers.loop import GuardedLoop
 from triage.contracts import dead_letter_from_batch, decode_label, decode_review, encode_label
 from triage.errors import InputError, TransportError
-from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, reconcile
 from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
 from triage.annotation.labelstudio.tasks import TO_IMAGE, has_image, label_config, task_for
+from triage.annotation.labelstudio.webhook import (
+    ANNOTATION_ACTIONS, DELETION_ACTIONS, Webhook, WebhookRefused, decode_webhook,
+)
 from triage.metrics import LabelStudioMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.runtime.threads import Supervised
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
+from triage.transport.base import read_to_end
 from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.labelstudio")
@@ -43,6 +51,7 @@ WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDA
 MAX_BODY = 5_000_000
 REPLAY_LIMIT_S = 300.0
 RETRY_S = (0.5, 1.0, 2.0, 5.0)
+CURSOR_OVERLAP = timedelta(seconds=5)  # re-list a little: Date is whole seconds, commits land late
 
 
 def retrying(call: Callable[[], Any], *, what: str, metrics: LabelStudioMetrics, stop: threading.Event) -> Any:
@@ -76,8 +85,10 @@ class Bridge:
         self.ledger = Ledger()
         self.tasks: dict[str, int] = {}  # sample id -> task id
         self.project_id = 0
-        self.events: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self.events: "queue.Queue[Webhook]" = queue.Queue()
         self.reconciled_at = time.monotonic()
+        self.full_at: Optional[float] = None  # monotonic time of the last full reconcile
+        self.cursor: Optional[datetime] = None  # Label Studio's clock: tasks changed after it are re-read
         self._lock = threading.Lock()  # the ledger and task index, shared by the threads
         secret = self.ls_settings.label_studio_webhook_secret
         self.secret = secret.get_secret_value() if secret is not None else _random_secret()
@@ -133,22 +144,25 @@ class Bridge:
 
     def _replay_ledger(self) -> None:
         """Rebuild what was published from the bridge's own records on the labels topic: read
-        to the end of every partition (no lag left, then quiet polls). A replay that cannot
-        finish stops the bridge: carrying on with a partial ledger would publish twice."""
+        every partition to the end offset it had when the replay began, whether or not it has
+        delivered anything yet. A replay that cannot finish stops the bridge: carrying on with a
+        partial ledger would publish twice."""
         check_history(self.settings, [self.settings.topics.labels_topic], self.metrics.loop, process="the bridge")
         reader = make_consumer(self.settings, [self.settings.topics.labels_topic], group_id=None)
         limit = self.settings.serving.max_message_bytes
         deadline = time.monotonic() + REPLAY_LIMIT_S
         try:
-            quiet = 0
-            while not (quiet >= 3 and reader.assigned() and not any(reader.lag().values())):
+            ends = reader.watermarks()
+            read: dict[tuple[str, int], int] = {}
+            while not read_to_end(ends, read):
                 if self.stop.is_set():
                     raise TransportError("stopped while reading the labels topic")
                 if time.monotonic() > deadline:
                     raise TransportError(f"could not read {self.settings.topics.labels_topic} to its end within "
                                          f"{REPLAY_LIMIT_S:.0f} s; not starting with a partial ledger")
                 batch = reader.poll_batch(1000, 300)
-                quiet = 0 if len(batch) else quiet + 1
+                for tp in zip(batch.topics, batch.partitions, batch.offsets):
+                    read[tp[:2]] = max(read.get(tp[:2], 0), tp[2] + 1)
                 for value in batch.values:
                     try:
                         label = decode_label(value, limit)
@@ -160,8 +174,8 @@ class Bridge:
         log.info("ledger: %d live annotations from earlier runs", len(self.ledger.live))
 
     def _index_tasks(self) -> None:
-        tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
-                         stop=self.stop)
+        tasks, _ = retrying(lambda: self.client.list_tasks(self.project_id), what="tasks", metrics=self.metrics,
+                            stop=self.stop)
         with self._lock:
             for task in tasks:
                 sample = (task.get("data") or {}).get("sample_id")
@@ -256,31 +270,21 @@ class Bridge:
                 self.metrics.labels.labels(source=source, kind=e.kind).inc()
         return len(events)
 
-    def on_webhook(self, body: dict[str, Any]) -> None:
-        """Queue a webhook payload for the publisher (the listener answers at once)."""
+    def on_webhook(self, body: Webhook) -> None:
+        """Queue a decoded webhook for the publisher (the listener answers at once)."""
         self.events.put(body)
 
-    def apply_webhook(self, body: dict[str, Any]) -> int:
-        """One webhook payload, from its own content (no call back to Label Studio): a created or
-        updated annotation is compared with the ledger; deleted ones are retracted."""
-        action = body.get("action")
-        ann = body.get("annotation")
-        if isinstance(ann, dict):  # outside the lock: it may call Label Studio
+    def apply_webhook(self, body: Webhook) -> int:
+        """One webhook, from its own content (no call back to Label Studio): a created or updated
+        annotation is compared with the ledger; deleted ones are retracted."""
+        if body.action in ANNOTATION_ACTIONS:
+            ann = body.annotation_dict()
             self._learn_users([ann.get("completed_by")])
-        with self._lock:
-            if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"):
-                task, ann = body.get("task"), body.get("annotation")
-                if not isinstance(task, dict) or not isinstance(ann, dict):
-                    self.metrics.invalid.labels(reason="bad_webhook").inc()
-                    log.warning("webhook %s without task and annotation: ignored; the reconcile catches up", action)
-                    return 0
-                changes = self.ledger.observe_annotation(task, ann, self.classes, self.users)
-            elif action == "ANNOTATIONS_DELETED":
-                ids = [int(a["id"]) for a in body.get("annotations") or []
-                       if isinstance(a, dict) and isinstance(a.get("id"), int)]
-                changes = self.ledger.observe_deleted(ids)
-            else:
-                return 0
+            changes = self.ledger.observe_annotation(body.task_dict(), ann, self.classes, self.users)
+        elif body.action in DELETION_ACTIONS:
+            changes = self.ledger.observe_deleted([a.id for a in body.annotations or []])
+        else:
+            return 0
         return self.publish(changes, "webhook")
 
     def _learn_users(self, ids: Any) -> None:
@@ -292,37 +296,47 @@ class Bridge:
                 self.metrics.errors.labels(operation="users").inc()
                 log.warning("label studio: reading users failed (%s)", exc.message)
 
-    def reconcile(self) -> int:
-        """Re-read every task's annotations and publish what changed since the ledger saw them.
-        Webhooks queued before the listing are dropped: the listing is newer than they are."""
+    def reconcile(self, *, full: Optional[bool] = None) -> int:
+        """Re-read the tasks changed since the last reconcile (every task when ``full``, by
+        default the first time and every ``--full-reconcile-s``) and publish what changed since
+        the ledger saw them. Webhooks queued before the listing are dropped: it is newer."""
+        now = time.monotonic()
+        if full is None:
+            full = self.full_at is None or now - self.full_at >= self.ls_settings.label_studio_full_reconcile_s
+        kind = "full" if full else "incremental"
         while not self.events.empty():
             self.events.get_nowait()
-        tasks = retrying(lambda: list(self.client.tasks(self.project_id)), what="tasks", metrics=self.metrics,
-                         stop=self.stop)
+        calls = self.client.requests
+        since = None if full else self.cursor
+        tasks, started = retrying(lambda: self.client.list_tasks(self.project_id, changed_since=since),
+                                  what="tasks", metrics=self.metrics, stop=self.stop)
         self._learn_users(a.get("completed_by") for t in tasks for a in t.get("annotations") or [])
         published = 0
-        seen: set[int] = set()
-        for task in tasks:
-            seen.add(int(task["id"]))
-            with self._lock:
-                changes = self.ledger.observe(task, self.classes, users=self.users)
+
+        def publish(changes: list[Any]) -> None:
+            nonlocal published
             published += self.publish(changes, "reconcile")
-        published += self._retract_deleted_tasks(seen)
+
+        reconcile(self.ledger, tasks, self.classes, publish=publish, fetch=self._fetch_task if full else None,
+                  users=self.users)
+        if started is not None:
+            self.cursor = started - CURSOR_OVERLAP
+        if full:
+            self.full_at = now
         self.reconciled_at = time.monotonic()
+        self.metrics.reconcile_calls.labels(kind=kind).inc(self.client.requests - calls)
         with self._lock:
             labelled = self.ledger.labelled_samples()
             self.metrics.open_tasks.set(sum(1 for s in self.tasks if s not in labelled))
         return published
 
-    def _retract_deleted_tasks(self, seen: set[int]) -> int:
-        with self._lock:
-            orphans = {e.task_id: e.sample_id for e in self.ledger.live.values() if e.task_id not in seen}
-        published = 0
-        for task_id, sample_id in orphans.items():
-            with self._lock:
-                changes = self.ledger.observe({"id": task_id, "data": {"sample_id": sample_id}}, self.classes, [])
-            published += self.publish(changes, "reconcile")
-        return published
+    def _fetch_task(self, task_id: int) -> Optional[dict[str, Any]]:
+        """A task a full listing missed, asked for directly: None only when Label Studio says 404."""
+        task = retrying(lambda: self.client.task(task_id), what="tasks", metrics=self.metrics, stop=self.stop)
+        self.metrics.tasks_confirmed.labels(outcome="deleted" if task is None else "present").inc()
+        if task is not None:
+            log.warning("task %d was missing from a full listing but exists: its labels stand", task_id)
+        return task
 
     def _publish_forever(self, helper_stop: threading.Event) -> None:
         every = self.ls_settings.label_studio_reconcile_s
@@ -343,27 +357,43 @@ class Bridge:
         bridge = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 30.0  # a sender that stalls mid-body loses its connection, not a thread for good
+
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 if self.path.rstrip("/") != "/webhook":
                     return self._answer(404, "not found")
                 given = self.headers.get(SECRET_HEADER, "")
-                if not hmac.compare_digest(given.encode(), bridge.secret.encode()):
+                if not hmac.compare_digest(given.encode(errors="replace"), bridge.secret.encode()):
                     bridge.metrics.invalid.labels(reason="unauthorized_webhook").inc()
+                    bridge.metrics.webhooks_refused.labels(reason="unauthorized").inc()
                     log.warning("webhook from %s without the shared secret: refused", self.client_address[0])
                     return self._answer(401, "missing or wrong " + SECRET_HEADER)
                 try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if not 0 < length <= MAX_BODY:
-                        raise ValueError(f"body of {length} bytes")
-                    body = json.loads(self.rfile.read(length))
-                    if not isinstance(body, dict) or not isinstance(body.get("action"), str):
-                        raise ValueError("not an object with an action")
-                except (ValueError, UnicodeDecodeError) as exc:
+                    body = decode_webhook(self._body(), MAX_BODY)
+                except WebhookRefused as exc:
                     bridge.metrics.invalid.labels(reason="bad_webhook").inc()
-                    log.warning("malformed webhook body (%s): ignored; the next reconcile catches up", exc)
-                    return self._answer(400, "malformed body")
+                    bridge.metrics.webhooks_refused.labels(reason=exc.reason).inc()
+                    log.warning("malformed webhook body (%s: %s): refused; the next reconcile catches up",
+                                exc.reason, exc.detail[:200])
+                    self.close_connection = True  # an unread body must not be taken for the next request
+                    return self._answer(exc.status, f"{exc.reason}: {exc.detail[:200]}")
                 bridge.on_webhook(body)
                 self._answer(200, "ok")
+
+            def _body(self) -> bytes:
+                """The body, refused unread when its declared length is missing or over the limit."""
+                try:
+                    length = int(self.headers.get("Content-Length") or "")
+                except ValueError:
+                    raise WebhookRefused("bad_shape", "no valid Content-Length", 411) from None
+                if length > MAX_BODY:
+                    raise WebhookRefused("too_large", f"body of {length} bytes > limit {MAX_BODY}", 413)
+                if length <= 0:
+                    raise WebhookRefused("not_json", "empty body")
+                try:
+                    return self.rfile.read(length)
+                except OSError as exc:  # cut off, or slower than the timeout
+                    raise WebhookRefused("not_json", f"body not received: {exc}") from None
 
             def _answer(self, code: int, text: str) -> None:
                 body = text.encode()

@@ -1,27 +1,34 @@
 """The one guarded consumer loop every long-running triage process runs.
 
 poll -> handle (records that raise are isolated by bisection) -> send every output until
-acknowledged -> commit -> after. No record can stop the stream: a record whose handling
-raises is dead-lettered with stage ``internal`` (group consumers with a DLQ) or counted and
-logged (readers without a group, where every replica sees every record), and the loop
-commits past it. Broker errors keep their retry path: polls and commits back off and
-retry, sends retry until acknowledged.
+acknowledged -> commit -> after. A record is poison only on evidence against it
+(``triage.runtime.isolation``): it is dead-lettered with stage ``internal`` (group consumers
+with a DLQ) or counted and logged (readers without a group, where every replica sees every
+record), and the loop commits past it. The world's faults (``triage.errors.blame``: I/O,
+memory, the broker, a refused topic, a dependency, a handler that fails on every record)
+never cost a record: the loop holds the batch uncommitted and retries it with backoff,
+exports why and for how long it is blocked, and past ``blocked_exit_s`` raises
+``BlockedError`` so the process exits non-zero and the orchestrator restarts it.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 from triage.contracts import dead_letter_from_batch, without_payload
-from triage.errors import TransportError
+from triage.errors import BlockedError, TransportError, fault_reason
 from triage.runtime.isolation import Failure, Part, isolate
+from triage.settings import BLOCKED_EXIT_S
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
-from triage.transport import Consumer, Producer, send_until_acked
+from triage.transport import Consumer, Offsets, Producer, send_until_acked
 
 log = logging.getLogger("triage.loop")
 
@@ -29,6 +36,11 @@ R = TypeVar("R")
 MAX_BACKOFF_S = 5.0
 COMMIT_ATTEMPTS = 10
 STALL_S = 10.0  # a client call blocked longer than this waited on an unreachable broker
+HOLD_BACKOFF_S = 0.5  # first wait before a held batch is handled again; doubles up to MAX_BACKOFF_S
+
+
+class Abandoned(Exception):
+    """The loop was stopped while it held a batch: nothing of it was committed."""
 
 
 @dataclass
@@ -77,16 +89,23 @@ class GuardedLoop(Generic[R]):
     metrics: LoopMetrics = field(default_factory=LoopMetrics)
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], None] = time.sleep
+    blocked_exit_s: Optional[float] = BLOCKED_EXIT_S  # None: hold and retry forever
     broker_ok: bool = field(default=True, init=False)
     progress_at: float = field(default_factory=time.monotonic, init=False)
+    blocked_since: Optional[float] = field(default=None, init=False)  # monotonic; None = not blocked
+    blocked_reason: str = field(default="", init=False)
+    blocked_detail: str = field(default="", init=False)
     _poll_failures: int = field(default=0, init=False)
+    _committer: "_Committer" = field(init=False)
 
     def __post_init__(self) -> None:
+        self._committer = _Committer(self.consumer)
         if self.dlq_topic is not None and self.producer is None:
             raise ValueError("a loop that dead-letters needs a producer")
         # Export zeros from the start, so rates and alerts see values, not gaps.
         self.metrics.records.labels(loop=self.name)
         self.metrics.internal_errors.labels(loop=self.name)
+        self.metrics.blocked_seconds.labels(loop=self.name).set_function(self.blocked_for)
 
     # --- one step ------------------------------------------------------------------------
     def poll(self) -> Optional[RecordBatch]:
@@ -107,8 +126,9 @@ class GuardedLoop(Generic[R]):
         return batch
 
     def process(self, batch: RecordBatch) -> Step[R]:
-        """Handle, deliver and commit one batch (the batch is never given up)."""
-        parts, failures = isolate(batch, self.handle)
+        """Handle, deliver and commit one batch (the batch is never given up: the world's
+        faults hold it, see the module doc; a stop while it is held raises ``Abandoned``)."""
+        parts, failures = self.judge(batch)
         outputs = [rec for part in parts for rec in _remapped(part, self.outputs_of(part.result))]
         outputs.extend(self._failed(batch, failures))
         step: Step[R] = Step(batch, parts, failures)
@@ -125,6 +145,65 @@ class GuardedLoop(Generic[R]):
                 self.metrics.internal_errors.labels(loop=self.name).inc()
                 log.exception("%s: bookkeeping after a committed batch failed", self.name)
         return step
+
+    def judge(self, batch: RecordBatch) -> tuple[list[Part[R]], list[Failure]]:
+        """``isolate`` until it gives a verdict; the world's faults hold the batch meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                judged = isolate(batch, self.handle, retried=attempt > 0)
+            except Exception as exc:  # noqa: BLE001 - isolate raises only what blames no record
+                attempt += 1
+                self.hold(exc, attempt)
+                if self.stop.wait(min(HOLD_BACKOFF_S * 2 ** min(attempt - 1, 16), MAX_BACKOFF_S)):
+                    raise Abandoned(f"{self.name}: stopped while holding a batch") from exc
+                if self.before_poll is not None:
+                    self.before_poll()  # e.g. swap in a model that was rolled back meanwhile
+                continue
+            self.release()
+            return judged
+
+    # --- holding a batch -----------------------------------------------------------------
+    def hold(self, exc: BaseException, attempt: int) -> None:
+        """Note that the batch in hand is held because of ``exc`` (the world's fault); past
+        ``blocked_exit_s`` raise ``BlockedError``."""
+        now = time.monotonic()
+        self.progress_at = now  # alive and retrying: the blocked check says what is wrong
+        reason, detail = fault_reason(exc), f"{type(exc).__name__}: {str(exc)[:300]}"
+        m = self.metrics
+        if self.blocked_since is None:
+            self.blocked_since = now
+            log.warning("%s: holding the batch uncommitted (%s: %s); retrying with backoff", self.name, reason, detail)
+        elif reason != self.blocked_reason:
+            m.blocked.labels(loop=self.name, reason=self.blocked_reason).set(0)
+            log.warning("%s: still holding the batch, now %s: %s", self.name, reason, detail)
+        elif attempt % 20 == 0:  # say it once, then rarely
+            log.warning("%s: still holding the batch after %.0f s (%s: %s)", self.name, self.blocked_for(), reason, detail)
+        self.blocked_reason, self.blocked_detail = reason, detail
+        m.blocked.labels(loop=self.name, reason=reason).set(1)
+        m.blocked_retries.labels(loop=self.name, reason=reason).inc()
+        if self.blocked_exit_s is not None and now - self.blocked_since > self.blocked_exit_s:
+            raise BlockedError(self.name, now - self.blocked_since, reason, detail) from (
+                exc if isinstance(exc, Exception) else None)
+
+    def release(self) -> None:
+        if self.blocked_since is None:
+            return
+        log.warning("%s: the held batch went through after %.1f s (%s)", self.name, self.blocked_for(),
+                    self.blocked_reason)
+        self.metrics.blocked.labels(loop=self.name, reason=self.blocked_reason).set(0)
+        self.blocked_since, self.blocked_reason, self.blocked_detail = None, "", ""
+
+    def blocked_for(self) -> float:
+        """Seconds the batch in hand has been held (0 when not blocked)."""
+        since = self.blocked_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def blocked_reason_text(self) -> Optional[str]:
+        """Why the loop is blocked, for /readyz (None when it is not)."""
+        if self.blocked_since is None:
+            return None
+        return f"{self.name} has held a batch for {self.blocked_for():.0f} s: {self.blocked_reason} ({self.blocked_detail})"
 
     def _failed(self, batch: RecordBatch, failures: list[Failure]) -> list[OutRecord]:
         out: list[OutRecord] = []
@@ -145,6 +224,7 @@ class GuardedLoop(Generic[R]):
         assert self.producer is not None, f"{self.name}: outputs but no producer"
 
         def reroute(rec: OutRecord, err: TransportError) -> Optional[OutRecord]:
+            # Only records the broker refuses for their own sake get here (send_until_acked).
             if self.dlq_topic is None:
                 return None
             if rec.topic == self.dlq_topic:
@@ -157,12 +237,19 @@ class GuardedLoop(Generic[R]):
             self.broker_ok = False
             self.metrics.broker_errors.labels(operation="produce").inc()
             self.metrics.produce_retries.inc()
+            self.hold(errors[-1], attempt)
+
+        def on_refused(attempt: int, errors: list[TransportError]) -> None:
+            self.metrics.broker_errors.labels(operation="produce").inc()
+            self.hold(errors[-1], attempt)
 
         started = time.monotonic()
         # Stopping mid-outage abandons the batch uncommitted: re-read after a restart, never lost.
-        delivered = send_until_acked(self.producer, outputs, reroute=reroute, stop=self.stop, on_retry=on_retry)
+        delivered = send_until_acked(self.producer, outputs, reroute=reroute, stop=self.stop, on_retry=on_retry,
+                                     on_refused=on_refused)
         self._note_stall("produce", started)
         self.broker_ok = True
+        self.release()
         return delivered
 
     def commit_offsets(self, batch: RecordBatch) -> None:
@@ -170,7 +257,7 @@ class GuardedLoop(Generic[R]):
         for attempt in range(COMMIT_ATTEMPTS):
             started = time.monotonic()
             try:
-                self.consumer.commit(offsets)
+                self._committer.commit(offsets, self.stop, self.name)
                 self._note_stall("commit", started)
                 return
             except TransportError as exc:
@@ -190,6 +277,18 @@ class GuardedLoop(Generic[R]):
         if self.progress_at - started > STALL_S:
             self.metrics.broker_errors.labels(operation=operation).inc()
 
+    def process_unless_stopped(self, batch: RecordBatch) -> bool:
+        """``process``; False when a stop abandoned the batch (nothing of it was committed)."""
+        try:
+            self.process(batch)
+        except Abandoned:
+            return False  # stopped while holding the batch
+        except TransportError:
+            if self.stop.is_set():
+                return False  # stopped while the broker was unreachable
+            raise
+        return True
+
     # --- the loop ------------------------------------------------------------------------
     def run(self, *, max_batches: Optional[int] = None, idle_exit_s: Optional[float] = None) -> None:
         """Until ``stop`` is set (or a bound is reached). The caller closes the clients."""
@@ -206,15 +305,56 @@ class GuardedLoop(Generic[R]):
                     return
                 continue
             idle_since = time.monotonic()
-            try:
-                self.process(batch)
-            except TransportError:
-                if self.stop.is_set():
-                    return  # stopped while the broker was unreachable: nothing was committed
-                raise
+            if not self.process_unless_stopped(batch):
+                return
             done += 1
             if max_batches is not None and done >= max_batches:
                 return
+
+
+class _Committer:
+    """Synchronous commits in a daemon thread, so a stop can abandon one that blocks on an
+    unreachable broker (both clients' synchronous commits wait for the coordinator without a
+    timeout): the batch stays uncommitted and is re-read after the restart."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self._jobs: "queue.SimpleQueue[tuple[Offsets, Future[None]]]" = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+
+    def commit(self, offsets: Offsets, stop: threading.Event, name: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"{name}-commit", daemon=True)
+            self._thread.start()
+        done: Future[None] = Future()
+        self._jobs.put((offsets, done))
+        while True:
+            try:
+                return done.result(timeout=0.1)
+            except FutureTimeout:
+                if stop.is_set():
+                    raise Abandoned(f"{name}: stopped while a commit waited on the broker") from None
+
+    def _work(self) -> None:
+        while True:
+            offsets, done = self._jobs.get()
+            try:
+                self.consumer.commit(offsets)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting loop
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+
+def close_within(client: Consumer | Producer, timeout_s: float, name: str) -> None:
+    """``client.close()``, given up after ``timeout_s``: leaving a group (or a commit still
+    waiting) blocks while the broker is away, and a stopped process must exit within its grace
+    period; the broker then drops the member after the session timeout."""
+    closing = threading.Thread(target=client.close, name=f"close-{name}", daemon=True)
+    closing.start()
+    closing.join(timeout_s)
+    if closing.is_alive():
+        log.warning("%s: closing the Kafka client took over %.0f s (broker unreachable?); leaving it", name, timeout_s)
 
 
 def drain(loop: GuardedLoop[R], *, idle_polls: int = 2, max_s: float = 10.0, join_wait_s: float = 0.0) -> None:
@@ -232,7 +372,8 @@ def drain(loop: GuardedLoop[R], *, idle_polls: int = 2, max_s: float = 10.0, joi
             idle += 1
         else:
             idle = 0
-            loop.process(batch)
+            if not loop.process_unless_stopped(batch):
+                return
         deadline = deadline or time.monotonic() + max_s
         if time.monotonic() > deadline:
             return

@@ -70,6 +70,7 @@ class Scorer:
             max_records=settings.serving.batch_size, poll_timeout_ms=settings.serving.poll_timeout_ms,
             version=lambda: self.model.version, after=self._observe, before_poll=self._swap_if_pending,
             after_poll=self._refresh_health, metrics=self.metrics.loop, stop=self.stop_event,
+            blocked_exit_s=settings.operations.blocked_exit_s,
         )
         self._assigned = False
         self._connected = False
@@ -158,7 +159,13 @@ class Scorer:
             # kafka clients block (flush, group rejoin) while the broker is unreachable,
             # so the flags above go stale; a loop that stopped moving is not ready either.
             "loop_responsive": time.monotonic() - self.loop.progress_at < STALL_S,
+            # a fault of the environment holds the batch in hand (readiness_reasons says which)
+            "not_blocked": self.loop.blocked_since is None,
         }
+
+    def readiness_reasons(self) -> dict[str, str]:
+        why = self.loop.blocked_reason_text()
+        return {"not_blocked": why} if why else {}
 
     def _refresh_health(self, _batch: Optional[RecordBatch]) -> None:
         self.loop.progress_at = time.monotonic()

@@ -9,12 +9,13 @@ evaluate against current, promote or reject), then announce a promotion on the m
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from consumers.loop import GuardedLoop, drain
+from consumers.loop import GuardedLoop, close_within, drain
 from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
-from triage.errors import InputError, LabelError, TriageError
+from triage.errors import BlockedError, InputError, LabelError, TriageError
 from triage.extras import require_extra
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO, LabelStore
 from triage.metrics import RetrainMetrics
@@ -30,13 +31,14 @@ IDLE_POLLS = 2
 JOIN_WAIT_S = 30.0
 DRAIN_S = 10.0
 ANNOUNCE_DEADLINE_S = 60.0
+CLOSE_S = 5.0  # per client: three clients close well within an orchestrator's grace period
 
 
 def announce(settings: Settings, producer: Producer, event: Mapping[str, Any], *,
-             deadline_s: float = ANNOUNCE_DEADLINE_S) -> None:
+             deadline_s: float = ANNOUNCE_DEADLINE_S, stop: Optional[threading.Event] = None) -> None:
     """Publish a promote/rollback event; a broker that stays unreachable fails in bounded time."""
     rec = OutRecord(settings.topics.models_topic, str(event["version"]).encode(), encode_model_event(event))
-    send_until_acked(producer, [rec], deadline_s=deadline_s)
+    send_until_acked(producer, [rec], deadline_s=deadline_s, stop=stop)
 
 
 def _rejection_reason(exc: InputError) -> str:
@@ -47,7 +49,8 @@ def _rejection_reason(exc: InputError) -> str:
 
 class Trainer:
     def __init__(self, settings: Settings, registry: Registry, *, metrics: Optional[RetrainMetrics] = None,
-                 progress: Callable[[str], None] = lambda msg: log.info("%s", msg)) -> None:
+                 progress: Callable[[str], None] = lambda msg: log.info("%s", msg),
+                 stop: Optional[threading.Event] = None) -> None:
         require_extra("train", "the retrain loop")  # at start-up, not as every run's failure
         self.settings = settings
         self.registry = registry
@@ -56,6 +59,11 @@ class Trainer:
         repairs = self.metrics.store_repairs
         self.store = LabelStore(registry.data_dir, on_repair=lambda reason, n: repairs.labels(reason=reason).inc())
         self.drain_s = DRAIN_S
+        self.stop = stop or threading.Event()  # SIGTERM: the ingest leaves its batch uncommitted and returns
+        self.blocked: Optional[GuardedLoop[list[OutRecord]]] = None  # the ingest loop, for /readyz
+        # (partition, offset) of labels appended since the last commit: a held batch handled
+        # again (after a fault of the world struck half-way through a bisection) appends none twice
+        self._appended: set[tuple[int, int]] = set()
         self._review: dict[str, list[float]] = {}
         self._review_reader: Optional[Consumer] = None
         self._labels: Optional[Consumer] = None
@@ -73,9 +81,10 @@ class Trainer:
         return self._producer
 
     def close(self) -> None:
-        for client in (self._review_reader, self._labels, self._producer):
+        for name, client in (("review reader", self._review_reader), ("labels consumer", self._labels),
+                             ("producer", self._producer)):
             if client is not None:
-                client.close()
+                close_within(client, CLOSE_S, name)
 
     # --- ingest ----------------------------------------------------------------------------
     def _read_review(self, batch: RecordBatch) -> list[OutRecord]:
@@ -99,6 +108,8 @@ class Trainer:
         dead: list[OutRecord] = []
         reasons: list[str] = []
         for i, value in enumerate(batch.values):
+            if (batch.partitions[i], batch.offsets[i]) in self._appended:
+                continue
             try:
                 row = self._join(decode_label(value, s.serving.max_message_bytes), batch.partitions[i], batch.offsets[i])
             except InputError as exc:
@@ -109,6 +120,7 @@ class Trainer:
                 reasons.append("edge_case")
             rows.append(row)
         self.folded += self.store.append(rows)
+        self._appended.update((r["partition"], r["offset"]) for r in rows)
         self.rejected += len(dead)
         self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO) for r in rows))
         for reason in reasons:
@@ -139,23 +151,37 @@ class Trainer:
         if self._review_reader is None:
             check_history(s, [s.topics.review_topic, s.topics.labels_topic], self.metrics.loop, process="retrain")
             self._review_reader = make_consumer(s, [s.topics.review_topic], group_id=None)
+        exit_s = s.operations.blocked_exit_s
         drain(GuardedLoop("retrain-review-index", self._review_reader, self._read_review, commit=False,
-                          max_records=s.serving.batch_size, poll_timeout_ms=300, metrics=self.metrics.loop),
+                          max_records=s.serving.batch_size, poll_timeout_ms=300, metrics=self.metrics.loop,
+                          stop=self.stop, blocked_exit_s=exit_s),
               idle_polls=IDLE_POLLS, max_s=self.drain_s)
+        if self.stop.is_set():
+            return 0, 0
         if self._labels is None:
             self._labels = make_consumer(s, [s.topics.labels_topic], group_id=s.retrain.retrain_group_id)
         before = (self.folded, self.rejected)
-        drain(GuardedLoop("retrain", self._labels, self._fold_labels, producer=self.producer,
-                          dlq_topic=s.topics.dlq_topic, max_records=s.serving.batch_size, poll_timeout_ms=300,
-                          version=lambda: self._version, metrics=self.metrics.loop),
-              idle_polls=IDLE_POLLS, max_s=self.drain_s, join_wait_s=JOIN_WAIT_S)
+        self.blocked = GuardedLoop("retrain", self._labels, self._fold_labels, producer=self.producer,
+                                   dlq_topic=s.topics.dlq_topic, max_records=s.serving.batch_size, poll_timeout_ms=300,
+                                   version=lambda: self._version, metrics=self.metrics.loop, stop=self.stop,
+                                   blocked_exit_s=exit_s, after=lambda step: self._appended.clear())
+        drain(self.blocked, idle_polls=IDLE_POLLS, max_s=self.drain_s, join_wait_s=JOIN_WAIT_S)
         return self.folded - before[0], self.rejected - before[1]
+
+    def readiness(self) -> dict[str, bool]:
+        return {"running": True, "not_blocked": self.blocked is None or self.blocked.blocked_since is None}
+
+    def readiness_reasons(self) -> dict[str, str]:
+        why = self.blocked.blocked_reason_text() if self.blocked is not None else None
+        return {"not_blocked": why} if why else {}
 
     # --- one run -------------------------------------------------------------------------------
     def run_once(self) -> RetrainOutcome:
         started = time.monotonic()
         try:
             outcome = self._run()
+        except BlockedError:
+            raise  # past --blocked-exit-s: the process exits 1 and is restarted
         except TriageError as exc:
             log.error("retrain failed: %s", exc.message)
             outcome = RetrainOutcome("failed", reason=exc.message)
@@ -174,6 +200,8 @@ class Trainer:
         self.progress(f"ingesting labels from {s.topics.labels_topic} (current model {current})")
         folded, rejected = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))
         self.progress(f"folded {folded} labels, rejected {rejected}")
+        if self.stop.is_set():
+            return RetrainOutcome("skipped", reason="stopped", folded=folded, rejected=rejected)
         outcome = retrain_once(reg, self.store, retrain=s.retrain, policy=s.policy,
                                outlier_quantile=s.serving.outlier_quantile, progress=self.progress,
                                pending=self.metrics.pending.set)
@@ -182,7 +210,7 @@ class Trainer:
             self.metrics.eval_accuracy.labels(model="candidate").set(outcome.candidate["holdout"]["accuracy"])
             self.metrics.eval_accuracy.labels(model="current").set(outcome.current["holdout"]["accuracy"])
         if outcome.outcome == "promoted" and outcome.version is not None:
-            announce(s, self.producer, reg.model_event(outcome.version, "promote"))
+            announce(s, self.producer, reg.model_event(outcome.version, "promote"), stop=self.stop)
             self.metrics.pending.set(0)
             self.progress(f"promoted {outcome.version} and announced it on {s.topics.models_topic}")
         return outcome

@@ -35,7 +35,8 @@ TESTS = Path(__file__).resolve().parent
 # tests of the transport take the client as their own parameter).
 CLIENT_SENSITIVE = {
     "integration/test_transport.py", "reliability/test_broker_outage.py", "reliability/test_process_faults.py",
-    "reliability/test_input_faults.py", "integration/test_topic_history.py",
+    "reliability/test_input_faults.py", "integration/test_topic_history.py", "reliability/test_world_faults.py",
+    "reliability/test_retrain_outage.py",
 }
 HEAVY = ("broker", "labelstudio", "exporters", "deploytools", "process", "load", "slow")
 
@@ -54,7 +55,7 @@ BY_PATH = {
     "deploytools": {"deploy/test_core_install.py"},
     "process": {"bench/", "reliability/test_live_risk_registry.py"},  # the latter runs mount
     "load": {"reliability/test_process_faults.py", "reliability/test_broker_outage.py"},
-    "slow": {"reliability/test_soak.py"},
+    "slow": {"reliability/test_soak.py", "unit/test_risk_validity_seeds.py"},
 }
 # one xdist worker each (--dist loadgroup): their session fixtures are expensive to start twice.
 # Other tests that are not fast stay on one worker per file, for their module fixtures.

@@ -38,7 +38,7 @@ from triage.runtime.broker import free_port
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-labelstudio"
 SETUP = REPO / "scripts" / "setup_labelstudio.sh"
-START_TIMEOUT_S = 180.0
+START_TIMEOUT_S = 300.0  # migrations alone took 3 min on a loaded 2-core machine
 LOG_TAIL_CHARS = 6000
 
 

@@ -2,7 +2,8 @@
 
 Every subclass builds its own message from structured arguments, and carries a
 ``retriable`` flag: the loops retry retriable errors and dead-letter (or refuse)
-the rest. ``stage`` names the DLQ stage an input error belongs to.
+the rest. ``stage`` names the DLQ stage an input error belongs to. ``blame`` (at the end)
+is the one place that says whether an error is the record's fault or the world's.
 """
 
 from __future__ import annotations
@@ -106,11 +107,14 @@ class RegistryError(TriageError):
 
 
 class TransportError(TriageError):
-    """A broker-side failure. Retriable ones are retried with backoff."""
+    """A broker-side failure. Retriable ones are retried with backoff. ``record_fault``: the
+    broker refused this record for its own sake (too large, invalid), not the topic or the
+    client (authorization, missing topic): only such a record may be dead-lettered."""
 
-    def __init__(self, reason: str, *, retriable: bool) -> None:
+    def __init__(self, reason: str, *, retriable: bool, record_fault: bool = False) -> None:
         super().__init__(f"kafka: {reason}")
         self.retriable = retriable
+        self.record_fault = record_fault and not retriable
 
 
 class BrokerUnavailableError(TriageError):
@@ -154,6 +158,16 @@ class ConfigError(TriageError):
     """A setting or flag the user must fix; the CLI prints it and exits 2."""
 
 
+class BlockedError(TriageError):
+    """A guarded loop held a batch past ``--blocked-exit-s`` because of a fault of the world;
+    the process exits 1 so the orchestrator restarts it (the batch is re-read, never lost)."""
+
+    def __init__(self, loop: str, seconds: float, reason: str, detail: str) -> None:
+        super().__init__(f"{loop}: blocked for {seconds:.0f} s ({reason}: {detail}); exiting so the orchestrator "
+                         "restarts this process; nothing was committed past the held batch")
+        self.reason = reason
+
+
 # --- models at run time (the model adapter: triage/model/classifier.py) ----------------------
 
 
@@ -171,3 +185,75 @@ class ModelRunError(ModelError):
         self.model = model
         self.run = run
         self.reason = reason
+
+
+# --- Label Studio ----------------------------------------------------------------------------
+
+
+class LabelStudioError(TriageError):
+    """A failed Label Studio call: names the method, path, status and the server's detail.
+    A refusal (4xx other than 429): ``status`` is the HTTP status; not retriable."""
+
+    def __init__(self, method: str, path: str, status: int | None, detail: str) -> None:
+        where = f"Label Studio {method} {path}"
+        super().__init__(f"{where}: no response: {detail}" if status is None else f"{where} -> HTTP {status}: {detail}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.detail = detail
+
+
+class LabelStudioUnavailableError(LabelStudioError):
+    """Label Studio did not answer usably: refused or dropped connection, a body cut off, a
+    timeout, 5xx or 429. The one error for every transport-level failure; always retriable (the
+    call may have taken effect, so callers re-read before repeating a write)."""
+
+    retriable = True
+
+
+# --- whose fault: the one place that decides -----------------------------------------------
+
+RECORD = "record"
+"""The record is at fault: dead-letter it (or count it) and go on."""
+WORLD = "world"
+"""The environment is at fault: hold the batch uncommitted, retry, surface it, never dead-letter."""
+UNKNOWN = "unknown"
+"""Cannot tell from the error alone: the evidence of bisection decides (runtime/isolation.py)."""
+
+
+def blame(exc: BaseException) -> str:
+    """Whose fault ``exc`` is: ``RECORD``, ``WORLD`` or ``UNKNOWN``.
+
+    Input errors are facts about the record, and so is a record the broker refuses for its own
+    sake (too large, invalid). I/O and OS errors (disk full, read-only file system, EIO,
+    sockets), memory errors, every other broker error (unreachable, authorization, missing
+    topic) and any retriable triage error (a dependency such as Label Studio answering 5xx or
+    timing out) are the world's. Anything else (a bug, a model failing at run time) may be
+    either: the record is blamed only when it fails alone while other records succeed."""
+    if isinstance(exc, InputError):
+        return RECORD
+    if isinstance(exc, TransportError):
+        return RECORD if exc.record_fault else WORLD
+    if isinstance(exc, (OSError, MemoryError)):
+        return WORLD
+    if isinstance(exc, TriageError) and exc.retriable:
+        return WORLD
+    return UNKNOWN
+
+
+def fault_reason(exc: BaseException) -> str:
+    """The ``reason`` label of a blocked loop (``triage_blocked``): broker (unreachable),
+    refused (the broker refuses the topic or the client), io, memory, model (the model fails
+    at run time: ``ModelRunError``), dependency (another retriable triage error), handler (the
+    handler fails on every record of the batch)."""
+    if isinstance(exc, TransportError):
+        return "broker" if exc.retriable else "refused"
+    if isinstance(exc, MemoryError):
+        return "memory"
+    if isinstance(exc, OSError):
+        return "io"
+    if isinstance(exc, ModelError):
+        return "model"
+    if isinstance(exc, TriageError) and exc.retriable:
+        return "dependency"
+    return "handler"

@@ -36,6 +36,15 @@ class LoopMetrics:
         self.broker_errors = Counter("triage_broker_errors", "Poll/produce/commit failures, by operation.", ["operation"], registry=r)
         self.produce_retries = Counter("triage_produce_retries", "Output batches re-sent after a retriable failure.", registry=r)
         self.helper_restarts = Counter("triage_helper_restarts", "Helper threads restarted after a crash, by thread.", ["thread"], registry=r)
+        self.blocked = Gauge(
+            "triage_blocked", "1 while the loop holds a batch uncommitted because of a fault of the environment, by "
+            "loop and reason (io|memory|broker|refused|model|dependency|handler).", ["loop", "reason"], registry=r)
+        self.blocked_seconds = Gauge(
+            "triage_blocked_seconds", "Seconds the loop has held its current batch (0 when not blocked); the process "
+            "exits 1 past --blocked-exit-s.", ["loop"], registry=r)
+        self.blocked_retries = Counter(
+            "triage_blocked_retries", "Retries of a held batch (or of its outputs), by loop and reason.",
+            ["loop", "reason"], registry=r)
         self.history_complete = Gauge(
             "triage_topic_history_complete", "1 when a topic this process rebuilds state from still holds every record "
             "ever written to it (unlimited retention, no compaction, nothing deleted), 0 when earlier records may be gone; "
@@ -223,6 +232,7 @@ class LabelStudioMetrics:
     """The Label Studio bridge: tasks created, labels published by source, reconcile lag, errors."""
 
     INVALID_REASONS = ("unknown_choice", "no_sample_id", "bad_webhook", "unauthorized_webhook", "bad_review")
+    WEBHOOK_REFUSALS = ("unauthorized", "too_large", "not_json", "too_deep", "bad_shape")
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
@@ -236,6 +246,18 @@ class LabelStudioMetrics:
         self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
         self.invalid = Counter("triage_labelstudio_invalid", "Inputs the bridge could not use, by reason.", ["reason"], registry=r)
         self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable.", registry=r)
+        self.webhooks_refused = Counter("triage_labelstudio_webhooks_refused", "Webhook bodies answered 4xx, by reason "
+                                        "(unauthorized|too_large|not_json|too_deep|bad_shape).", ["reason"], registry=r)
+        self.reconcile_calls = Counter("triage_labelstudio_reconcile_requests", "Label Studio requests made by reconciles, "
+                                       "by kind (full|incremental).", ["kind"], registry=r)
+        self.tasks_confirmed = Counter("triage_labelstudio_unlisted_tasks", "Tasks with published labels missing from a "
+                                       "full listing, by what a direct fetch said (deleted|present).", ["outcome"], registry=r)
+        for reason in self.WEBHOOK_REFUSALS:
+            self.webhooks_refused.labels(reason=reason)
+        for kind in ("full", "incremental"):
+            self.reconcile_calls.labels(kind=kind)
+        for outcome in ("deleted", "present"):
+            self.tasks_confirmed.labels(outcome=outcome)
         for source in ("webhook", "reconcile"):
             for kind in ("label", "undo"):
                 self.labels.labels(source=source, kind=kind)

@@ -279,14 +279,21 @@ class RetrainSettings(Section):
     most informative labels (1 in 5 needed ~20% more labels to reach 98% of full accuracy)."""
     accept_new_classes: bool = False
     """Accept labels naming classes the model does not know (otherwise they go to the DLQ)."""
+    certification: Literal["strict", "cross-fit"] = "strict"
+    """How `triage train` and retrains certify the risk threshold. strict: on held-out rows
+    that the served model, its calibrator and every choice made for it never saw (the
+    guarantee holds as stated). cross-fit: also on the training rows scored out of fold by
+    fold models; more rows and more coverage, but an approximation (the fold models are not
+    the served model; measured violation rate in docs/guide/risk.md)."""
     cross_fit_folds: int = Field(5, ge=0, le=20)
-    """`triage train`: certify the risk threshold on every labelled row, scored out of fold by
-    this many fold models, instead of on the holdout alone (0 = off). Assumes the served
-    model is at least as good as the fold models (it sees as many rows)."""
+    """Fold models under --certification cross-fit (0 = the holdout alone, as strict)."""
+
+
+BLOCKED_EXIT_S = 240.0
 
 
 class OperationsSettings(Section):
-    """The /metrics, /healthz and /readyz server, and logging."""
+    """The /metrics, /healthz and /readyz server, logging, and how long a blocked loop waits."""
 
     metrics_host: str = "0.0.0.0"
     """Bind address of the /metrics, /healthz and /readyz server."""
@@ -294,6 +301,11 @@ class OperationsSettings(Section):
     """Port of the /metrics, /healthz and /readyz server (0 = pick a free port)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
+    blocked_exit_s: float = Field(BLOCKED_EXIT_S, gt=0.0)
+    """Seconds a loop may hold a batch uncommitted because of a fault of the environment (full
+    or read-only disk, refused topic, unreachable broker or dependency, a handler failing on
+    every record) before the process exits 1 so the orchestrator restarts it. Keep it under
+    max_poll_interval_ms."""
 
 
 
@@ -319,7 +331,9 @@ class LabelStudioSettings(Section):
         None, json_schema_extra=_flag("--webhook-secret"))
     """Shared secret Label Studio sends in the X-Triage-Webhook-Secret header (default: a random one per start)."""
     label_studio_reconcile_s: float = Field(30.0, gt=0.0, json_schema_extra=_flag("--reconcile-s"))
-    """Seconds between reconciles: every annotation is re-read, so a lost webhook is caught."""
+    """Seconds between reconciles: the tasks changed since the last one are re-read, so a lost webhook is caught."""
+    label_studio_full_reconcile_s: float = Field(600.0, gt=0.0, json_schema_extra=_flag("--full-reconcile-s"))
+    """Seconds between full reconciles (every task re-read; a task missing from it is fetched, and only a 404 retracts its labels)."""
     label_studio_group_id: str = Field("triage-label-studio", json_schema_extra=_flag("--bridge-group-id"))
     """Consumer group of the bridge on the review topic."""
 

@@ -27,7 +27,7 @@ class FlakyProducer:
         self.acked: list[OutRecord] = []
         self._seen: set[bytes] = set()
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[Optional[TransportError]]:
         out: list[Optional[TransportError]] = []
         for r in records:
             if r.key not in self._seen:

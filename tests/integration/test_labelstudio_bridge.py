@@ -193,11 +193,13 @@ def test_webhooks_need_the_shared_secret(
     # well-formed, but about a task that is not one of the bridge's (no sample id)
     assert post(b'{"action": "ANNOTATION_CREATED", "task": {"id": 999999, "data": {}}, '
                 b'"annotation": {"id": 1, "result": [{"type": "choices", "value": {"choices": ["3"]}}]}}', "right") == 200
-    assert post(b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 2}}', "right") == 200  # no task
+    assert post(b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 2}}', "right") == 400  # no task
     assert bridge.metric("triage_labelstudio_invalid_total", reason="unauthorized_webhook") == 1
     wait_until(lambda: bridge.metric("triage_labelstudio_invalid_total", reason="no_sample_id") == 1,
                "the queued webhooks to be judged", alive=bridge.dead)
     assert bridge.metric("triage_labelstudio_invalid_total", reason="bad_webhook") == 2  # not JSON, no task
+    assert bridge.metric("triage_labelstudio_webhooks_refused_total", reason="not_json") == 1
+    assert bridge.metric("triage_labelstudio_webhooks_refused_total", reason="bad_shape") == 1
     assert bridge.proc.poll() is None  # still running
 
 

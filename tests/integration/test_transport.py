@@ -89,10 +89,11 @@ class RefusingProducer:
     def __init__(self, inner: Producer, refuse: Callable[[OutRecord], bool]) -> None:
         self.inner, self.refuse = inner, refuse
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[Optional[TransportError]]:
         keep = [i for i, r in enumerate(records) if not self.refuse(r)]
         out: list[Optional[TransportError]] = [
-            TransportError("MSG_SIZE_TOO_LARGE: Broker: Message size too large", retriable=False)] * len(records)
+            TransportError("MSG_SIZE_TOO_LARGE: Broker: Message size too large", retriable=False,
+                           record_fault=True)] * len(records)
         for i, err in zip(keep, self.inner.send_all([records[i] for i in keep], timeout_s) if keep else []):
             out[i] = err
         return out

@@ -20,7 +20,7 @@ class DeadLettersNeverAcked:
     def __init__(self, inner: Producer, dlq_topic: str) -> None:
         self.inner, self.dlq_topic = inner, dlq_topic
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[TransportError | None]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[TransportError | None]:
         others = [r for r in records if r.topic != self.dlq_topic]
         sent = iter(self.inner.send_all(others, timeout_s) if others else [])
         out = [TransportError("not acknowledged (test)", retriable=True) if r.topic == self.dlq_topic else next(sent)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import base64
+import copy
 import xml.etree.ElementTree as ET
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, decode_label, encode_label
 from triage.lifecycle.labelstore import UNDO
-from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger
+from tests.profiles import examples
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, reconcile
 from triage.annotation.labelstudio.tasks import has_image, label_config, png_data_uri, task_for
 
 CLASSES = ["0", "1", "7"]
@@ -70,7 +75,8 @@ def test_the_ledger_replays_from_the_records_it_published() -> None:
     for label in wire:
         replayed.replay(label)
     assert replayed.live == {} and replayed.deleted == {10}
-    assert replayed.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []  # a deleted annotation stays deleted
+    # a late webhook never brings a deleted annotation back
+    assert replayed.observe_annotation(_task(1, "s1"), _ann(10, "7"), CLASSES) == []
     restarted = Ledger()
     restarted.replay(wire[0])
     assert restarted.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []  # no re-publish after restart
@@ -128,3 +134,122 @@ def test_webhook_events_are_judged_from_their_own_payload() -> None:
     assert _events(gone) == [("s1", UNDO, 10)]
     ledger.apply(gone[0])
     assert ledger.live == {}
+
+
+def test_a_retracted_annotation_that_is_listed_again_is_published_again_once() -> None:
+    """A retraction that was wrong (the task was only missing from one listing, e.g. an undo in
+    the labels topic from before deletions were confirmed) is undone by the next listing."""
+    ledger = Ledger()
+    for e in ledger.observe(_task(1, "s1", _ann(10, "7")), CLASSES):
+        ledger.apply(e)
+    for e in ledger.observe_gone(1, "s1", CLASSES):
+        ledger.apply(e)
+    assert ledger.live == {} and ledger.deleted == {10}
+    back = ledger.observe(_task(1, "s1", _ann(10, "7")), CLASSES)
+    assert _events(back) == [("s1", "7", 10)]
+    ledger.apply(back[0])
+    assert ledger.deleted == set() and ledger.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []
+
+
+def test_a_task_missing_from_a_full_listing_is_retracted_only_when_a_fetch_says_404() -> None:
+    ledger = Ledger()
+    published: list = []
+
+    def publish(changes: list) -> None:
+        for e in changes:
+            if isinstance(e, LabelEvent):
+                published.append(e)
+                ledger.apply(e)
+
+    tasks = {1: _task(1, "s1", _ann(10, "7")), 2: _task(2, "s2", _ann(20, "1"))}
+    reconcile(ledger, list(tasks.values()), CLASSES, publish=publish, fetch=tasks.get)
+    assert _events(published) == [("s1", "7", 10), ("s2", "1", 20)]
+    reconcile(ledger, [tasks[2]], CLASSES, publish=publish, fetch=tasks.get)  # 1 missed, but exists
+    reconcile(ledger, [], CLASSES, publish=publish, fetch=None)  # incremental: absence means nothing
+    assert len(published) == 2
+    del tasks[1]  # now really deleted: the fetch says 404
+    reconcile(ledger, [tasks[2]], CLASSES, publish=publish, fetch=tasks.get)
+    assert _events(published[2:]) == [("s1", UNDO, 10)]
+
+
+# --- listings fuzzed: pages that shift under concurrent inserts and deletes -------------------
+
+
+@st.composite
+def _worlds(draw: st.DrawFn) -> list[tuple[dict[int, dict], list[int], bool]]:
+    """Rounds of (Label Studio's tasks, the order a listing returned them in, full or not): between
+    rounds annotations are added, changed, skipped and deleted, tasks created and deleted; each
+    listing may miss tasks and list some twice, as offset pages do when rows move under them."""
+    next_ann = [100]
+    tasks: dict[int, dict] = {}
+
+    def annotation() -> dict:
+        next_ann[0] += 1
+        return _ann(next_ann[0], draw(st.sampled_from(CLASSES)), cancelled=draw(st.booleans()) and draw(st.booleans()))
+
+    rounds = []
+    for _ in range(draw(st.integers(1, 6))):
+        for _ in range(draw(st.integers(0, 4))):
+            op = draw(st.sampled_from(["new_task", "annotate", "change", "delete_ann", "delete_task"]))
+            ids = sorted(tasks)
+            if op == "new_task" or not ids:
+                tid = max(ids, default=0) + 1 + draw(st.integers(0, 2))
+                tasks[tid] = _task(tid, f"s{tid}", *[annotation() for _ in range(draw(st.integers(0, 2)))])
+                continue
+            task = tasks[draw(st.sampled_from(ids))]
+            anns = task["annotations"]
+            if op == "annotate":
+                anns.append(annotation())
+            elif op == "change" and anns:
+                i = draw(st.integers(0, len(anns) - 1))
+                anns[i] = _ann(anns[i]["id"], draw(st.sampled_from(CLASSES)))
+            elif op == "delete_ann" and anns:
+                anns.pop(draw(st.integers(0, len(anns) - 1)))
+            elif op == "delete_task":
+                del tasks[task["id"]]
+        snapshot = copy.deepcopy(tasks)
+        ids = sorted(snapshot)
+        listed = draw(st.lists(st.sampled_from(ids), max_size=len(ids) + 2)) if ids and draw(st.booleans()) else ids
+        rounds.append((snapshot, listed, draw(st.booleans())))
+    return rounds
+
+
+def _truth(tasks: dict[int, dict]) -> dict[int, tuple[str, str]]:
+    """Annotation id -> (sample, label) of every annotation that is a label now."""
+    return {a["id"]: (t["data"]["sample_id"], a["result"][0]["value"]["choices"][0])
+            for t in tasks.values() for a in t["annotations"] if not a["was_cancelled"]}
+
+
+@settings(max_examples=examples(100))
+@given(_worlds())
+def test_listings_that_miss_or_repeat_tasks_never_retract_a_label_and_publish_each_change_once(rounds: list) -> None:
+    ledger = Ledger()
+    for tasks, listed, full in rounds:
+        truth = _truth(tasks)
+        out: list[LabelEvent] = []
+
+        def publish(changes: list) -> None:
+            for e in changes:
+                if isinstance(e, LabelEvent):
+                    out.append(e)
+                    ledger.apply(e)
+
+        reconcile(ledger, [tasks[i] for i in listed], CLASSES, publish=publish,
+                  fetch=(lambda i: tasks.get(i)) if full else None)
+        for e in out:
+            # a retraction only of an annotation that is no label any more
+            assert e.deleted is None or e.deleted not in truth, (e, truth)
+            # every label published is the annotation's label now
+            assert e.label == UNDO or truth.get(e.annotation_id, (None, e.label))[1] == e.label, (e, truth)
+        # nothing published twice: the ledger's live state changed with every event
+        labels = [(e.annotation_id, e.label) for e in out if e.deleted is None]
+        assert len(labels) == len(set(labels)), out
+    # a complete full listing brings the ledger to Label Studio's state, and a second one publishes nothing
+    tasks = rounds[-1][0]
+    out = []
+    reconcile(ledger, list(tasks.values()), CLASSES, publish=lambda c: out.extend(c) or [ledger.apply(e) for e in c if isinstance(e, LabelEvent)],
+              fetch=tasks.get)
+    assert {a: (e.sample_id, e.label) for a, e in ledger.live.items()} == _truth(tasks)
+    again: list = []
+    reconcile(ledger, list(tasks.values()), CLASSES, publish=again.extend, fetch=tasks.get)
+    assert again == []

@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import numpy as np
 import onnx
@@ -143,6 +144,29 @@ def test_good_labels_promote_the_candidate(registry: Registry, digits: tuple[np.
     assert messages[-1].endswith("-> promoted")
     # v2 was trained on every stored label: nothing new, so the next run is skipped.
     assert run(registry, store).reason == "0 new labels < min_new_labels 20"
+
+
+def test_the_gate_never_judges_the_rows_that_certify(tmp_path: Path, registry: Registry,
+                                                     digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """Promotion must not select on the certifying rows: make every one of their labels wrong
+    and the gate's evidence and verdict stay the same, while the certificate sees the change."""
+    from triage.lifecycle.retraining import gate_rows
+
+    shutil.copytree(registry.root, tmp_path / "broken")
+    broken = Registry(tmp_path / "broken")
+    hold = np.load(broken.data_dir / "holdout.npz")
+    X_hold, y_hold = hold["X"], hold["y"].astype(str)
+    classes = registry.manifest("v1")["classes"]
+    certifying = np.setdiff1d(np.arange(len(y_hold)), gate_rows(y_hold, classes, PolicySettings()))
+    assert 0 < len(certifying) < len(y_hold)
+    y_bad = y_hold.copy()
+    y_bad[certifying] = [str((int(v) + 1) % 10) for v in y_hold[certifying]]
+    np.savez_compressed(broken.data_dir / "holdout.npz", X=X_hold, y=y_bad)
+    outcomes = [run(reg, add_labels(reg, digits, 300, 500), min_new_labels=20) for reg in (registry, broken)]
+    assert outcomes[0].candidate == outcomes[1].candidate and outcomes[0].current == outcomes[1].current
+    assert outcomes[0].outcome == outcomes[1].outcome == "promoted"
+    risks = [reg.manifest("v2")["routing"]["risk"] for reg in (registry, broken)]
+    assert risks[1]["coverage"] == 0.0 < risks[0]["coverage"]  # every certifying row wrong: nothing certified
 
 
 def test_poisoned_labels_are_rejected_and_current_stays(
@@ -287,24 +311,43 @@ def test_cross_fit_scores_every_row_out_of_fold() -> None:
         cross_fit(X, y, family="auto", classes=classes, folds=5)
 
 
-def test_train_initial_certifies_on_cross_fitted_rows_and_records_the_family(v1_registry: Registry) -> None:
+def test_train_initial_certifies_on_held_out_rows_only_and_records_the_family(v1_registry: Registry) -> None:
     m = v1_registry.manifest("v1")
     assert m["family"] == "auto:logreg"  # 60 base rows: below AUTO_MIN_ROWS
     assert m["family_selection"]["candidates"] == ["logreg"]
-    assert m["routing"]["cross_fit"] == {"family": "logreg", "folds": 5, "out_of_fold_rows": 60,
-                                         "holdout_rows": 240, "multiplicity": 1}
-    assert m["routing"]["holdout"]["n_calibration"] + m["routing"]["holdout"]["n_certification"] == 300
+    assert "cross_fit" not in m["routing"]
+    holdout = m["routing"]["holdout"]
+    assert holdout["n_calibration"] + holdout["n_certification"] == 240
+    assert m["routing"]["certification"] == {"mode": "strict", "rows": m["routing"]["risk"]["n"]}
+    assert m["routing"]["risk"]["n"] <= holdout["n_certification"] and "multiplicity" not in m["routing"]["risk"]
+
+
+def test_cross_fit_certifies_on_more_rows_with_the_served_models_own_calibrator(
+        tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """Cross-fit adds the base rows, scored out of fold, to the certifying rows only: the
+    served model and its calibrator (fitted on its own held-out probabilities) are the strict ones."""
+    X, y = digits
+    kw: dict[str, Any] = dict(policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)
+    strict = train_initial(X[:400], y[:400], Registry(tmp_path / "strict"), retrain=RetrainSettings(), **kw)
+    crossed = train_initial(X[:400], y[:400], Registry(tmp_path / "cross"),
+                            retrain=RetrainSettings(certification="cross-fit"), **kw)
+    assert crossed["routing"]["cross_fit"]["out_of_fold_rows"] == 320
+    assert crossed["routing"]["certification"]["mode"] == "cross-fit"
+    assert crossed["routing"]["risk"]["n"] > strict["routing"]["risk"]["n"] + 300
+    assert crossed["routing"]["calibration"] == strict["routing"]["calibration"]
 
 
 def test_train_initial_cross_fit_off_and_bad_folds(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = digits
     reg = Registry(tmp_path / "off")
-    m = train_initial(X[:400], y[:400], reg, retrain=RetrainSettings(model_family="logreg", cross_fit_folds=0),
+    m = train_initial(X[:400], y[:400], reg, retrain=RetrainSettings(model_family="logreg", certification="cross-fit",
+                                                                     cross_fit_folds=0),
                       policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)
     assert m["family"] == "logreg" and "family_selection" not in m
     assert "cross_fit" not in m["routing"] and m["routing"]["holdout"]["n_certification"] == 40
     with pytest.raises(ConfigError, match="cross_fit_folds 1"):
-        train_initial(X[:400], y[:400], Registry(tmp_path / "one"), retrain=RetrainSettings(cross_fit_folds=1),
+        train_initial(X[:400], y[:400], Registry(tmp_path / "one"),
+                      retrain=RetrainSettings(certification="cross-fit", cross_fit_folds=1),
                       policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)
 
 
@@ -323,8 +366,9 @@ def test_retrain_records_its_family_and_keeps_auto_choice_until_the_data_doubles
     v2 = reg.manifest(outcome.version or "")
     assert v2["family"] == reg.manifest("v1")["family"]
     assert v2["family_selection"]["kept"] is True and v2["family_selection"]["rows"] == 560
-    # Certified on the 560 base rows scored out of fold too, not on the 140-row holdout alone.
-    assert v2["routing"]["cross_fit"]["out_of_fold_rows"] == 560
+    # Strict: certified on the holdout's certifying rows, the same ones as v1; the gate judged the others.
+    assert "cross_fit" not in v2["routing"]
+    assert v2["routing"]["holdout"] == {**reg.manifest("v1")["routing"]["holdout"], "accuracy": ANY}
     assert reselect_due(chosen, 1120) and not reselect_due(chosen, 1119)
     assert reselect_due({"chosen": "logreg", "rows": 150}, 160)  # chosen by rule, not compared
     assert reselect_due(None, 10)

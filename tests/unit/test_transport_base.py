@@ -30,7 +30,7 @@ class FakeProducer:
         self.calls: list[list[OutRecord]] = []
         self.timeouts: list[float] = []
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float, stop: object = None) -> list[Optional[TransportError]]:
         self.calls.append(list(records))
         self.timeouts.append(timeout_s)
         out = []
@@ -64,7 +64,7 @@ def recs(*keys: str, topic: str = "out") -> list[OutRecord]:
 
 
 BUSY = TransportError("broker busy", retriable=True)
-TOO_LARGE = TransportError("MSG_SIZE_TOO_LARGE", retriable=False)
+TOO_LARGE = TransportError("MSG_SIZE_TOO_LARGE", retriable=False, record_fault=True)
 
 
 def test_retriable_failure_is_resent_until_acknowledged() -> None:

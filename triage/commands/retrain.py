@@ -35,12 +35,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     check_broker(settings)  # both modes; later outages are the guarded loop's business
     if settings.connection.create_topics:
         ensure_topics(settings, settings.topics.all())
-    trainer = Trainer(settings, Registry(settings.serving.registry),
-                      progress=lambda m: print(f"[retrain] {m}", file=sys.stderr, flush=True))
     stop = threading.Event()
-    install_stop_handlers(stop)
+    install_stop_handlers(stop)  # the ingest leaves its batch uncommitted and returns, even mid-outage
+    trainer = Trainer(settings, Registry(settings.serving.registry),
+                      progress=lambda m: print(f"[retrain] {m}", file=sys.stderr, flush=True), stop=stop)
     ops = None if args.once or args.every is None else OpsServer(
-        settings.operations.metrics_host, settings.operations.metrics_port, trainer.metrics.registry, lambda: {"running": True}).start()
+        settings.operations.metrics_host, settings.operations.metrics_port, trainer.metrics.registry,
+        trainer.readiness, trainer.readiness_reasons).start()
     try:
         while True:
             outcome = trainer.run_once()

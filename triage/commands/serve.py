@@ -58,7 +58,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     check_broker(settings)  # no broker: one line and a non-zero exit within --connect-timeout-s
     scorer = build_scorer(settings)
     install_stop_handlers(scorer.stop_event)
-    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, scorer.metrics.registry, scorer.readiness).start()
+    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, scorer.metrics.registry, scorer.readiness,
+                    scorer.readiness_reasons).start()
     log.info(
         "serving model %s (%d features, classes %s) from %s via %s; metrics on %s:%d",
         scorer.model.version, scorer.model.feature_count, ",".join(scorer.model.classes[:10]),

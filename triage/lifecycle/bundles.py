@@ -1,13 +1,14 @@
 """Versions that enter a registry from outside the retrain loop.
 
-``train_initial``: the first version, trained on labelled data (``triage train``). Its risk
-threshold is certified on every labelled row, not only the holdout (``cross_fit_folds``, on
-by default): the base rows are scored out of fold by K models of the chosen family, each
-fitted on (K-1)/K of them, the holdout rows by the served model itself. The certificate is
-exact for that mix of fold models; for the served model it rests on the served model being at
-least as good as a fold model (the usual cross-conformal / CV+ caveat; the served model is the
-same family refitted on all base rows, 5/4 of a fold model's at K = 5). When
-``auto`` picked the family on these labels, the tests run at delta / (candidate families).
+``train_initial``: the first version, trained on labelled data (``triage train``). The data
+is split into base rows (the model, its family choice and its training temperature see only
+these) and a holdout that none of that sees. By default (``--certification strict``) the
+holdout alone calibrates and certifies: ``fit.routing_split`` gives the calibrator its share and
+the risk threshold the rest, so the served model, its calibrator and every choice made for it
+never saw the rows that certify it, and Clopper-Pearson holds as stated (docs/guide/risk.md).
+``--certification cross-fit`` also certifies on the base rows scored out of fold by K fold
+models of the chosen family: more rows, but the fold models are not the served model, so it
+is an approximation (its violation rate is measured in docs/guide/risk.md).
 ``import_model``: an ONNX classifier trained elsewhere (``triage models import``).
 Plain functions over arrays and a Registry: no Kafka, no argparse; messages go to ``progress``.
 """
@@ -61,7 +62,7 @@ def train_initial(
     require_extra("train", "training a model")
     from sklearn.model_selection import train_test_split
 
-    if retrain.cross_fit_folds == 1:
+    if retrain.certification == "cross-fit" and retrain.cross_fit_folds == 1:
         raise ConfigError("cross_fit_folds 1: use 0 (off) or at least 2 folds")
     y = np.asarray(y).astype(str)
     if holdout is not None:
@@ -87,7 +88,7 @@ def train_initial(
     if trained.selection:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in trained.selection["scores"].items())
         progress(f"auto chose {trained.family} (validation log loss: {scores})")
-    cross_fitted = cross_fitted_base(X_base, y_base, trained, retrain.cross_fit_folds, policy.seed, progress)
+    cross_fitted = cross_fitted_base(X_base, y_base, trained, retrain, policy.seed, progress)
     inliers = X_base if reference is None or not len(reference) else np.vstack([X_base, reference])
     bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{trained.family_label} (trained)",
                             outlier_quantile=outlier_quantile, inliers=inliers, labelled=(X_hold, y_hold),
@@ -106,17 +107,20 @@ def train_initial(
     return registry.manifest(version)
 
 
-def cross_fitted_base(X: np.ndarray, y: np.ndarray, trained: TrainedModel, folds: int, seed: int,
+def cross_fitted_base(X: np.ndarray, y: np.ndarray, trained: TrainedModel, retrain: RetrainSettings, seed: int,
                       progress: Callable[[str], None],
                       also: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Optional[CrossFitted]:
-    """Out-of-fold scores of the base rows for certification; None when turned off. ``also``:
-    rows every fold model trains on, never scored (a retrain's human labels)."""
-    if folds == 0:
+    """Out-of-fold scores of the base rows for certification under ``--certification
+    cross-fit``; None when strict (the default) or when there are too few rows. ``also``: rows
+    every fold model trains on, never scored (a retrain's human labels)."""
+    folds = retrain.cross_fit_folds
+    if retrain.certification != "cross-fit" or folds == 0:
         return None
     if len(X) < max(MIN_CROSS_FIT_ROWS, folds):
         progress(f"{len(X)} base rows: too few to gain from cross-fitting; certifying on the holdout alone")
         return None
-    progress(f"cross-fitting {folds} {trained.family} fold models to certify on all {len(X)} base rows too")
+    progress(f"cross-fitting {folds} {trained.family} fold models to certify on all {len(X)} base rows too "
+             "(an approximation: --certification strict certifies on held-out rows only)")
     probs = cross_fit(X, y, family=trained.family, classes=trained.classes, folds=folds, seed=seed, also=also)
     multiplicity = len(trained.selection["candidates"]) if trained.selection else 1
     return CrossFitted(X, y, probs, folds, trained.family, multiplicity)

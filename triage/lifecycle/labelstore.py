@@ -31,6 +31,9 @@ their numbers and every recorded version still names exactly the rows it was tra
 
 Repairs
 -------
+* **Failed append.** An append that fails (disk full mid-write, read-only file system, EIO at
+  fsync) is cut back to the size the file had before it and raises ``OSError``: all or
+  nothing, so the retry of its labels never leaves a duplicate or torn row behind.
 * **Torn tail.** Every append ends with a newline and is acknowledged (Kafka offsets committed)
   only after fsync, so bytes after the last newline are an interrupted, unacknowledged write
   whose labels will be delivered again. They are truncated when the store is opened and before
@@ -224,15 +227,30 @@ class LabelStore:
         try:
             _lock(fd)  # released by close
             self._truncate_torn_tail(fd)
+            start = os.fstat(fd).st_size
             payload = memoryview(b"".join(data))
-            while payload:  # one write(2) in practice; loop in case it is short
-                payload = payload[os.write(fd, payload):]
-            os.fsync(fd)
+            try:
+                while payload:  # one write(2) in practice; loop in case it is short
+                    payload = payload[os.write(fd, payload):]
+                os.fsync(fd)
+            except OSError:
+                self._undo(fd, start)
+                raise
         finally:
             os.close(fd)
         if created:
             _fsync_dir(self.path.parent)
         return len(data)
+
+    def _undo(self, fd: int, start: int) -> None:
+        """All or nothing: a failed append (disk full mid-write, EIO at fsync) is cut back to
+        where it started, so its retry cannot leave complete duplicate rows behind; if even
+        that fails, whatever follows the last newline is a torn tail, repaired later."""
+        try:
+            os.ftruncate(fd, start)
+            os.fsync(fd)
+        except OSError as exc:
+            log.warning("%s: could not cut a failed append back to byte %d: %s", self.path, start, exc)
 
     # --- reading ---------------------------------------------------------------------------
     def count(self) -> int:

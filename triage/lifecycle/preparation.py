@@ -53,8 +53,9 @@ class ModelFlags:
 
 @dataclass(frozen=True)
 class CrossFitted:
-    """Labelled rows scored out of fold (``training.cross_fit``): they join the labelled rows
-    for fitting calibration and certifying the risk threshold, not for the metrics.
+    """Labelled rows scored out of fold (``training.cross_fit``, ``--certification cross-fit``):
+    they join the held-out rows for certifying the risk threshold only (not the calibrator, not
+    the metrics). An approximation: see docs/guide/risk.md.
 
     ``probs``: raw probabilities in the served model's class order; ``multiplicity``: how many
     model families these rows' labels chose among (the risk tests run at delta / multiplicity).
@@ -121,24 +122,25 @@ def _fit_routing(
     classes: Sequence[str],
     cross_fitted: Optional[CrossFitted],
 ) -> dict[str, Any]:
-    """Routing on the labelled rows, plus the cross-fitted ones when given."""
-    multiplicity = 1
-    if cross_fitted is not None:
-        cf_known, cf_idx = _known(np.asarray(cross_fitted.y), classes, "the cross-fitted rows")
-        if cross_fitted.probs.shape[1] != len(classes):
-            raise ConfigError(f"cross-fitted probabilities have {cross_fitted.probs.shape[1]} classes; "
-                              f"the model has {len(classes)}")
-        held = len(X)
-        raw = np.vstack([raw, cross_fitted.probs[cf_known]])
-        y_idx = np.concatenate([y_idx, cf_idx])
-        X = np.vstack([X, np.asarray(cross_fitted.X, dtype=np.float64)[cf_known]])
-        multiplicity = cross_fitted.multiplicity
-    routing = fit_routing(raw, y_idx, policy, X=X, outlier=outlier.score(X) if outlier is not None else None,
-                          multiplicity=multiplicity)
-    if cross_fitted is not None:
-        routing["cross_fit"] = {"family": cross_fitted.family, "folds": cross_fitted.folds,
-                                "out_of_fold_rows": int(len(X) - held), "holdout_rows": int(held),
-                                "multiplicity": multiplicity}
+    """Routing on the labelled rows (the served model's own probabilities fit the calibrator,
+    ``fit.routing_split``); the cross-fitted rows, when given, only certify."""
+    score = (lambda rows: outlier.score(rows)) if outlier is not None else (lambda rows: None)
+    if cross_fitted is None:
+        routing = fit_routing(raw, y_idx, policy, X=X, outlier=score(X))
+        routing["certification"] = {"mode": "strict", "rows": routing["risk"]["n"]}
+        return routing
+    cf_known, cf_idx = _known(np.asarray(cross_fitted.y), classes, "the cross-fitted rows")
+    if cross_fitted.probs.shape[1] != len(classes):
+        raise ConfigError(f"cross-fitted probabilities have {cross_fitted.probs.shape[1]} classes; "
+                          f"the model has {len(classes)}")
+    cf_X = np.asarray(cross_fitted.X, dtype=np.float64)[cf_known]
+    routing = fit_routing(raw, y_idx, policy, X=np.vstack([X, cf_X]), outlier=score(X),
+                          multiplicity=cross_fitted.multiplicity,
+                          also_certify=(cross_fitted.probs[cf_known], cf_idx, score(cf_X)))
+    routing["cross_fit"] = {"family": cross_fitted.family, "folds": cross_fitted.folds,
+                            "out_of_fold_rows": int(len(cf_X)), "holdout_rows": int(len(X)),
+                            "multiplicity": cross_fitted.multiplicity}
+    routing["certification"] = {"mode": "cross-fit", "rows": routing["risk"]["n"]}
     return routing
 
 
@@ -158,7 +160,8 @@ def prepare_bundle(
     ``labelled`` rows (when given), warm up on canary rows; raises before anything is kept.
 
     ``calibration``: a temperature already fitted elsewhere (``triage train``); otherwise none.
-    ``cross_fitted``: more labelled rows, scored out of fold, for routing only (``triage train``).
+    ``cross_fitted``: more labelled rows, scored out of fold, that only certify (``--certification
+    cross-fit``); without them the held-out rows alone certify (strict).
     """
     data_features = next((np.asarray(a).shape[1] for a in (inliers, labelled[0] if labelled else None)
                           if a is not None and np.asarray(a).ndim == 2), None)

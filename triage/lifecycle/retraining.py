@@ -1,9 +1,10 @@
 """One retrain step after label ingest: train a candidate, judge it against CURRENT, decide.
 
 ``retrain_once`` trains on base + folded labels, evaluates candidate and current on the same
-held-out rows (the fixed holdout plus the labels reserved for evaluation), registers the
-candidate and promotes it or marks it rejected, as ``promotion_verdict`` says. It does not
-announce on Kafka: the caller announces ``registry.model_event(version, "promote")``.
+held-out rows (the fixed holdout's rows that do not certify, plus the labels reserved for
+evaluation), registers the candidate and promotes it or marks it rejected, as
+``promotion_verdict`` says. It does not announce on Kafka: the caller announces
+``registry.model_event(version, "promote")``.
 No Kafka, no argparse; messages go to ``progress``.
 """
 
@@ -25,6 +26,7 @@ from triage.settings import PolicySettings, RetrainSettings
 from triage.lifecycle.bundles import cross_fitted_base
 from triage.lifecycle.preparation import ModelFlags, prepare_bundle
 from triage.lifecycle.training import class_counts, evaluate, train_model
+from triage.policies.fit import MIN_LABELLED, label_positions, routing_split
 
 log = logging.getLogger("triage.retrain")
 
@@ -168,6 +170,19 @@ def _disagreements(cand_p: np.ndarray, cand_classes: list[str], cur_p: np.ndarra
             "combined": Disagreement.of(cand_right, cur_right)}
 
 
+def gate_rows(hold_y: np.ndarray, classes: list[str], policy: PolicySettings) -> np.ndarray:
+    """Indices of the holdout rows the promotion gate judges on: every row except those that
+    certify the risk threshold (``fit.routing_split`` of the rows whose class the model knows,
+    as ``prepare_bundle`` fits routing). The gate picks the served version; if it picked on the
+    certifying rows, a version that looked lucky on them would be promoted with its lucky
+    bound. With too few rows to fit routing nothing certifies and every row is judged."""
+    known = np.flatnonzero(label_positions(hold_y, classes) >= 0)
+    if len(known) < MIN_LABELLED:
+        return np.arange(len(hold_y))
+    certifying = known[routing_split(len(known), policy)[1]]
+    return np.setdiff1d(np.arange(len(hold_y)), certifying)
+
+
 def retrain_once(
     registry: Registry,
     store: LabelStore,
@@ -206,25 +221,28 @@ def retrain_once(
     previous = registry.manifest(current).get("family_selection")
     trained = train_model(X, y, family=retrain.model_family, seed=policy.seed, previous=previous)
     inliers = X if reference is None or not len(reference) else np.vstack([X, reference])
-    # Certify on the base rows too, as `triage train` did (without it coverage would fall back
-    # to what the holdout alone certifies at the first retrain); the human labels train the
-    # fold models but never certify: annotators see uncertain samples, not the stream's mix.
-    cross_fitted = cross_fitted_base(base_X, base_y, trained, retrain.cross_fit_folds, policy.seed, progress,
-                                     also=(lab_X, lab_y))
+    # Strict (default): the holdout's certification rows certify, nothing else. Cross-fit: the
+    # base rows too, scored by fold models that also train on the human labels; the labels
+    # never certify: annotators see uncertain samples, not the stream's mix.
+    cross_fitted = cross_fitted_base(base_X, base_y, trained, retrain, policy.seed, progress, also=(lab_X, lab_y))
     bundle = prepare_bundle(trained.onnx_bytes, ModelFlags(), policy, source=f"{trained.family_label} candidate",
                             outlier_quantile=outlier_quantile, inliers=inliers, labelled=(hold_X, hold_y),
                             calibration=trained.calibration, cross_fitted=cross_fitted)
 
-    # Both models see exactly the same rows, so the comparison is fair.
-    progress("evaluating candidate and current on the holdout and reserved labels")
-    both_X = np.vstack([hold_X, ev_X]) if len(ev_X) else hold_X
-    both_y = np.concatenate([hold_y, ev_y])
+    # Both models see exactly the same rows, so the comparison is fair; the rows that certify
+    # the candidate's threshold are not among them, so promotion does not select on them.
+    judged = gate_rows(hold_y, trained.classes, policy)
+    progress(f"evaluating candidate and current on {len(judged)} holdout rows (not the {len(hold_y) - len(judged)} "
+             "that certify) and the reserved labels")
+    gate_X, gate_y = hold_X[judged], hold_y[judged]
+    both_X = np.vstack([gate_X, ev_X]) if len(ev_X) else gate_X
+    both_y = np.concatenate([gate_y, ev_y])
     cand_p = apply_temperature(bundle.model.classifier.predict_proba(both_X), trained.temperature)
     cur_p, cur_classes = version_probs(registry, current, both_X)
-    cand = _evaluate_splits(cand_p, trained.classes, len(hold_X), hold_y, ev_y, both_y)
-    cur = _evaluate_splits(cur_p, cur_classes, len(hold_X), hold_y, ev_y, both_y)
+    cand = _evaluate_splits(cand_p, trained.classes, len(gate_X), gate_y, ev_y, both_y)
+    cur = _evaluate_splits(cur_p, cur_classes, len(gate_X), gate_y, ev_y, both_y)
     verdict = promotion_verdict(cand, cur, retrain.retrain_tolerance,
-                                _disagreements(cand_p, trained.classes, cur_p, cur_classes, len(hold_X), both_y),
+                                _disagreements(cand_p, trained.classes, cur_p, cur_classes, len(gate_X), both_y),
                                 retrain.gate_significance)
 
     data = {

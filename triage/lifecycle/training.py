@@ -10,7 +10,7 @@ exports it; HistGradientBoostingClassifier does not convert with skl2onnx 1.20).
 split and keeps the one with the lowest temperature-scaled log loss on the other 20% (one
 fit per family, so a retrain on 1,000 rows stays near a second); below ``AUTO_MIN_ROWS``
 rows it just uses logreg, and below ``AUTO_OOF_BELOW`` it compares out-of-fold predictions. ``cross_fit`` gives out-of-fold probabilities of one family, for
-certifying the risk threshold on every labelled row (see ``bundles.train_initial``).
+``--certification cross-fit`` (opt-in; see ``bundles.train_initial``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,19 @@ ROUTING_FORMAT = 1
 MIN_LABELLED = 20
 
 
+# (raw probabilities, class indices, outlier scores or None) of rows that only certify.
+AlsoCertify = tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
+
+
+def routing_split(n: int, policy: PolicySettings) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration rows, certification rows) of ``n`` held-out rows: one seeded permutation,
+    cut at ``calibration_fraction``. The same rows and seed give the same split every time, so
+    a retrain knows which holdout rows certify and keeps its promotion gate off them."""
+    order = np.random.default_rng(policy.seed).permutation(n)
+    cut = int(round(n * policy.calibration_fraction))
+    return order[:cut], order[cut:]
+
+
 def fit_routing(
     probs: np.ndarray,
     y: np.ndarray,
@@ -34,24 +47,26 @@ def fit_routing(
     outlier: Optional[np.ndarray] = None,
     X: Optional[np.ndarray] = None,
     multiplicity: int = 1,
+    also_certify: Optional[AlsoCertify] = None,
 ) -> dict[str, Any]:
     """Fit calibration and the risk threshold(s) on held-out rows.
 
-    ``probs``: the model's raw (uncalibrated) class probabilities, (N, C); ``y``: class
+    ``probs``: the served model's raw (uncalibrated) class probabilities, (N, C); ``y``: class
     indices; ``outlier``: outlier scores of the same rows (outliers are never accepted);
     ``X``: the features (their mean/std scale near-duplicate hashing). Rows are split once
-    (seeded): ``calibration_fraction`` fits the calibrator, the rest certifies the threshold
-    and measures ECE after calibration and the gate metrics, so the bound stays honest.
+    (``routing_split``): ``calibration_fraction`` fits the calibrator, the rest certifies the
+    threshold and measures ECE after calibration and the accuracy, so the bound stays honest.
     ``multiplicity``: candidate models these labels chose among (``risk.fit_risk``).
+    ``also_certify``: (raw probs, class indices, outlier scores or None) of more rows that
+    certify but never fit the calibrator (``--certification cross-fit``'s out-of-fold rows,
+    scored by other models): the calibrator is fitted on the served model's probabilities only.
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     n, n_classes = probs.shape
     if n < MIN_LABELLED:
         raise ConfigError(f"{n} held-out labelled rows are too few to fit routing (need >= {MIN_LABELLED})")
-    order = np.random.default_rng(policy.seed).permutation(n)
-    cut = int(round(n * policy.calibration_fraction))
-    fit_rows, cert_rows = order[:cut], order[cut:]
+    fit_rows, cert_rows = routing_split(n, policy)
     if policy.calibration == "none":
         calibrator: Calibrator = TemperatureCalibrator(1.0)
         report: dict[str, Any] = {"kind": "none"}
@@ -61,11 +76,19 @@ def fit_routing(
     cal = calibrator(probs[cert_rows])
     y_cert = y[cert_rows]
     predicted = cal.argmax(axis=1)
-    u = uncertainty(cal, policy.acquisition)
+    cert_out = None if outlier is None else np.asarray(outlier, dtype=np.float64)[cert_rows]
+    cert_cal, cert_y = cal, y_cert
+    if also_certify is not None:
+        extra_probs, extra_y, extra_out = also_certify
+        cert_cal = np.vstack([cal, calibrator(np.asarray(extra_probs, dtype=np.float64))])
+        cert_y = np.concatenate([y_cert, np.asarray(extra_y, dtype=np.int64)])
+        if cert_out is not None:
+            fill = np.zeros(len(extra_y)) if extra_out is None else np.asarray(extra_out, dtype=np.float64)
+            cert_out = np.concatenate([cert_out, fill])
     risk = fit_risk(
-        u, predicted, y_cert, alpha=policy.risk_alpha, delta=policy.risk_delta,
-        mondrian=policy.risk_mondrian, n_classes=n_classes,
-        outlier=None if outlier is None else np.asarray(outlier)[cert_rows], multiplicity=multiplicity,
+        uncertainty(cert_cal, policy.acquisition), cert_cal.argmax(axis=1), cert_y, alpha=policy.risk_alpha,
+        delta=policy.risk_delta, mondrian=policy.risk_mondrian, n_classes=n_classes, outlier=cert_out,
+        multiplicity=multiplicity,
     )
     routing: dict[str, Any] = {
         "format": ROUTING_FORMAT,

@@ -16,10 +16,13 @@ Mondrian (per predicted class): the same procedure on each class's rows at level
 (Bonferroni), so every class's accepted error is <= alpha at once; hence the overall one too.
 A class without enough held-out rows gets lambda = -1: nothing of it is auto-accepted.
 
-Multiplicity: when the certification rows' labels also chose among m models (``triage train
---model-family auto`` picks a family on rows that, cross-fitted, certify too), each test runs
+Multiplicity: when the certification rows' labels also chose among m models (``--certification
+cross-fit``: auto picks a family on rows that, scored out of fold, certify too), each test runs
 at delta / m. A union bound over the m candidates then keeps the chosen one's bound at level
-delta, however the choice was made.
+delta, however the choice was made. Strict certification (the default) never chooses on the
+certifying rows: m = 1. What is guaranteed and assumed: docs/guide/risk.md.
+
+``certify(u, wrong, alpha, delta)`` is the procedure itself, on any rows (the audit slice's too).
 """
 
 from __future__ import annotations
@@ -104,7 +107,12 @@ def _candidates(u: np.ndarray, alpha: float, delta: float) -> np.ndarray:
 
 
 def certify(u: np.ndarray, wrong: np.ndarray, alpha: float, delta: float) -> dict[str, Any]:
-    """Fixed-sequence LTT on one group. Returns threshold, certified bound and coverage."""
+    """Fixed-sequence Learn-then-Test on one group of certifying rows: ``u`` their uncertainty
+    scores (accept when u <= threshold), ``wrong`` their 0/1 losses, fixed before the labels
+    were read and from a predictor that never saw these rows. Returns ``threshold`` (``NEVER``
+    when nothing certifies), ``upper_bound`` (the Clopper-Pearson bound at level ``delta`` of the
+    accepted error), ``coverage``, ``accepted``, ``errors`` and ``n``; the error among accepted is
+    <= ``alpha`` with probability >= 1 - ``delta``."""
     n = len(u)
     lam, bound, accepted, errors = NEVER, 0.0, 0, 0
     for cand in _candidates(u, alpha, delta):

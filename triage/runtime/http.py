@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadyCheck = Callable[[], dict[str, bool]]
+ReadyReasons = Callable[[], dict[str, str]]
 
 
 class OpsServer:
-    """Serve in a daemon thread. ``ready`` returns named checks; all must be True."""
+    """Serve in a daemon thread. ``ready`` returns named checks; all must be True. ``reasons``
+    says why failing checks fail (e.g. what a blocked loop waits for); /readyz shows them."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyCheck) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyCheck,
+                 reasons: Optional[ReadyReasons] = None) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,7 +31,10 @@ class OpsServer:
                 elif path == "/readyz":
                     checks = outer.ready()
                     ok = all(checks.values())
-                    body = json.dumps({"ready": ok, "checks": checks}).encode() + b"\n"
+                    doc: dict[str, object] = {"ready": ok, "checks": checks}
+                    if outer.reasons is not None and not ok:
+                        doc["reasons"] = outer.reasons()
+                    body = json.dumps(doc).encode() + b"\n"
                     self._send(200 if ok else 503, body, "application/json")
                 else:
                     self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
@@ -45,6 +51,7 @@ class OpsServer:
 
         self.registry = registry
         self.ready = ready
+        self.reasons = reasons
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])

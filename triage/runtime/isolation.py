@@ -2,9 +2,18 @@
 
 Pure: no Kafka. The handler runs once on the whole batch; only when it raises is the batch
 split in halves, recursively, until each failing record stands alone. So a clean batch
-costs one call, and k bad records among n cost O(k log n) calls. Broker-side errors
-(``TransportError``) are not about a record: they propagate so the loop's retry path
-handles them, and so does anything that is not an ``Exception`` (KeyboardInterrupt, exit).
+costs one call, and k bad records among n cost O(k log n) calls.
+
+A record is blamed only on evidence (``triage.errors.blame`` classifies each error):
+- an error that is the record's fault (an ``InputError``, a record the broker refused for
+  its own sake) makes it a failure at once;
+- an error that is the world's fault (I/O, memory, the broker, a retriable dependency)
+  blames no record: it propagates, so the loop holds the batch and retries it;
+- any other error blames a record that fails alone only while another record of the batch
+  succeeds, or when the batch is that one record and it fails again on a retry
+  (``retried``). When every record fails, nothing shows it is any one record's fault (a
+  model that fails on every row): ``Unjudged`` is raised and the loop holds the batch.
+Anything that is not an ``Exception`` (KeyboardInterrupt, exit) propagates too.
 
 Handlers may keep state across calls (a policy's windows): a batch that raised may have
 updated some of it before raising, and its halves update it again. That state is
@@ -16,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
-from triage.errors import TransportError
+from triage.errors import UNKNOWN, WORLD, blame
 from triage.records import RecordBatch
 
 R = TypeVar("R")
@@ -38,13 +47,26 @@ class Failure:
     error: Exception
 
 
+class Unjudged(Exception):
+    """The handler failed on every record of the batch with errors that blame no record."""
+
+    def __init__(self, error: Exception, rows: int) -> None:
+        super().__init__(f"the handler failed on all {rows} record(s) of the batch, the first with "
+                         f"{type(error).__name__}: {str(error)[:200]}")
+        self.error = error
+
+
 def isolate(
-    batch: RecordBatch, handle: Callable[[RecordBatch], R]
+    batch: RecordBatch, handle: Callable[[RecordBatch], R], *, retried: bool = False
 ) -> tuple[list[Part[R]], list[Failure]]:
-    """Handle ``batch``; return the handled parts and the records that raised, by row."""
+    """Handle ``batch``; return the handled parts and the records to blame, by row. Raises
+    the world's errors and ``Unjudged`` (module doc); ``retried``: this batch failed before."""
     parts: list[Part[R]] = []
     failures: list[Failure] = []
     _handle(batch, list(range(len(batch))), handle, parts, failures, top=True)
+    unproven = next((f.error for f in failures if blame(f.error) == UNKNOWN), None)
+    if unproven is not None and not parts and not (retried and len(batch) == 1):
+        raise Unjudged(unproven, len(batch))
     return parts, failures
 
 
@@ -61,9 +83,9 @@ def _handle(
         return
     try:
         result = handle(batch if top else batch.take(rows))
-    except TransportError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any record-borne failure is isolated, never fatal
+    except Exception as exc:  # noqa: BLE001 - isolated below unless it is the world's fault
+        if blame(exc) == WORLD:
+            raise
         if len(rows) == 1:
             failures.append(Failure(rows[0], exc))
             return

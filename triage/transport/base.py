@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 
-from triage.errors import TransportError
+from triage.errors import WORLD, TransportError, blame
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 
@@ -31,13 +31,18 @@ class Consumer(Protocol):
     def commit(self, offsets: Offsets) -> None: ...
     def assigned(self) -> list[tuple[str, int]]: ...
     def lag(self) -> dict[int, int]: ...
+    def watermarks(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(first, end) offset of every assigned partition, asked of the broker now."""
+        ...
     def connected(self) -> bool: ...
     def close(self) -> None: ...
 
 
 class Producer(Protocol):
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
-        """Send and wait for every ack. Returns, per record, None or the failure."""
+    def send_all(self, records: list[OutRecord], timeout_s: float,
+                 stop: Optional[threading.Event] = None) -> list[Optional[TransportError]]:
+        """Send and wait for every ack, at most ``timeout_s``, less once ``stop`` is set (what
+        is not acknowledged by then fails, retriable). Returns, per record, None or the failure."""
         ...
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -67,6 +72,15 @@ def reader_partitions(topics: Iterable[str], partitions_of: Callable[[str], Opti
 def topic_partitions(tps: Iterable[Any]) -> list[tuple[str, int]]:
     """Sorted (topic, partition) pairs of either client's TopicPartition objects."""
     return sorted((tp.topic, tp.partition) for tp in tps)
+
+
+def read_to_end(watermarks: dict[tuple[str, int], tuple[int, int]], next_offsets: Offsets) -> bool:
+    """Whether a reader has read every partition in ``watermarks`` to its end offset.
+    ``next_offsets`` holds, per partition that delivered, the offset after the last record read.
+    A partition that delivered nothing counts only when it holds nothing (first == end): unlike
+    ``lag()``, a partition whose records simply have not arrived yet is never read."""
+    return bool(watermarks) and all(
+        first >= end or next_offsets.get(tp, first) >= end for tp, (first, end) in watermarks.items())
 
 
 def log_assigned(tps: Iterable[Any]) -> None:
@@ -160,6 +174,8 @@ def tcp_reason(bootstrap_servers: str, timeout_s: float = 1.0) -> Optional[str]:
 
 # --- sending -----------------------------------------------------------------------------
 
+FLUSH_SLICE_S = 0.5
+"""A producer waits for acknowledgements in slices this long, so a stop is seen within one."""
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 MAX_REROUTES = 3
@@ -189,6 +205,7 @@ def send_until_acked(
     deadline_s: Optional[float] = None,
     stop: Optional[threading.Event] = None,
     on_retry: Optional[Callable[[int, list[TransportError]], None]] = None,
+    on_refused: Optional[Callable[[int, list[TransportError]], None]] = None,
     sleep: Optional[Callable[[float], Any]] = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[OutRecord]:
@@ -196,9 +213,13 @@ def send_until_acked(
     order (a rerouted record's replacement stands in its place).
 
     Retriable failures are re-sent after ``backoff_s(attempt)``; ``on_retry(attempt, errors)``
-    is called before each such wait. A non-retriable failure goes to ``reroute(record, error)``,
-    whose replacement (e.g. a dead letter) is sent at once instead; without ``reroute``, or when
-    it returns None, the error is raised. ``timeout_s`` bounds one ``send_all``; ``deadline_s``
+    is called before each such wait. A non-retriable failure that is the world's fault
+    (``errors.blame``: authorization, a missing topic) is retried the same way when
+    ``on_refused(attempt, errors)`` is given (called before each wait; it may raise to give
+    up), so the record is held, never dead-lettered. Any other non-retriable failure (the
+    record's own: too large, invalid) goes to ``reroute(record, error)``, whose replacement
+    (e.g. a dead letter) is sent at once instead; without ``reroute``, or when it returns None,
+    the error is raised. ``timeout_s`` bounds one ``send_all``; ``deadline_s``
     bounds the whole call and ``stop`` aborts between attempts: both raise a retriable
     TransportError naming the topics and how many records are unacknowledged (the caller must
     not commit the inputs, so they are re-read, never lost). ``sleep`` (default ``stop.wait``
@@ -213,15 +234,20 @@ def send_until_acked(
     last: Optional[TransportError] = None
     while True:
         budget = timeout_s if deadline_s is None else max(min(timeout_s, deadline_s - (clock() - started)), 0.0)
-        errors = producer.send_all([rec for _, rec, _ in pending], budget)
+        batch = [rec for _, rec, _ in pending]
+        errors = producer.send_all(batch, budget) if stop is None else producer.send_all(batch, budget, stop=stop)
         retry: list[tuple[int, OutRecord, int]] = []
         failures: list[TransportError] = []
+        refused: list[TransportError] = []
         for (slot, rec, hops), err in zip(pending, errors, strict=True):
             if err is None:
                 delivered[slot] = rec
             elif err.retriable:
                 retry.append((slot, rec, hops))
                 failures.append(err)
+            elif on_refused is not None and blame(err) == WORLD:
+                retry.append((slot, rec, hops))
+                refused.append(err)
             else:
                 replacement = reroute(rec, err) if reroute is not None and hops < MAX_REROUTES else None
                 if replacement is None:
@@ -230,11 +256,13 @@ def send_until_acked(
         pending = retry
         if not pending:
             return [rec for rec in delivered if rec is not None]
-        if failures:  # replacements alone are sent again at once
+        if failures or refused:  # replacements alone are sent again at once
             attempt += 1
-            last = failures[-1]
-            if on_retry is not None:
+            last = (failures or refused)[-1]
+            if failures and on_retry is not None:
                 on_retry(attempt, failures)
+            if refused and on_refused is not None:
+                on_refused(attempt, refused)
             delay = backoff_s(attempt)
             if deadline_s is not None:
                 delay = min(delay, max(deadline_s - (clock() - started), 0.0))

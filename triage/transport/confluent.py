@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from typing import Any, Optional
@@ -23,7 +24,7 @@ from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport.base import (
-    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
+    FLUSH_SLICE_S, Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes,
     topic_partitions,
 )
 from triage.transport.retention import TopicHistory
@@ -57,6 +58,15 @@ _GROUP_MOVED = frozenset(
     if hasattr(KafkaError, name)
 )
 _NO_RECORDS = frozenset((KafkaError._PARTITION_EOF,))
+# Refused for the record's own sake: only these may dead-letter it. Any other refusal
+# (TOPIC_AUTHORIZATION_FAILED, an unknown topic, ...) is the world's fault (errors.blame).
+_RECORD_REFUSED = frozenset(
+    getattr(KafkaError, name)
+    for name in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "INVALID_MSG", "INVALID_RECORD",
+                 "CORRUPT_MESSAGE", "RECORD_LIST_TOO_LARGE", "INVALID_TIMESTAMP", "_KEY_SERIALIZATION",
+                 "_VALUE_SERIALIZATION")
+    if hasattr(KafkaError, name)
+)
 
 
 _SECURITY_NAMES = {
@@ -79,7 +89,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
 def _classify(err: KafkaError) -> TransportError:
     code = err.code()
     retriable = (err.retriable() or code in _TRANSIENT) and not err.fatal() and code not in _GROUP_MOVED
-    return TransportError(f"{err.name()}: {err.str()}", retriable=retriable)
+    return TransportError(f"{err.name()}: {err.str()}", retriable=retriable, record_fault=code in _RECORD_REFUSED)
 
 
 def _kafka_error(exc: BaseException) -> Optional[KafkaError]:
@@ -200,6 +210,16 @@ class ConfluentConsumer:
                 out[tp.partition] = max(high - pos, 0)
         return out
 
+    def watermarks(self) -> dict[tuple[str, int], tuple[int, int]]:
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        try:
+            for tp in self._c.assignment():
+                low, high = self._c.get_watermark_offsets(tp, timeout=10, cached=False)
+                out[(tp.topic, tp.partition)] = (max(low, 0), max(high, 0))
+        except KafkaException as exc:
+            raise _from_exception(exc) from exc
+        return out
+
     def connected(self) -> bool:
         return self._health.connected()
 
@@ -281,7 +301,8 @@ class ConfluentProducer:
     def __init__(self, producer: Producer) -> None:
         self._p = producer
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float,
+                 stop: Optional[threading.Event] = None) -> list[Optional[TransportError]]:
         results: list[Optional[TransportError]] = [None] * len(records)
         report = _Delivery()
         produce, poll = self._p.produce, self._p.poll
@@ -301,10 +322,14 @@ class ConfluentProducer:
             except KafkaException as exc:  # raised synchronously, e.g. record too large
                 results[i] = _from_exception(exc)
                 i += 1
-            except (TypeError, ValueError) as exc:
-                results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False)
+            except (TypeError, ValueError) as exc:  # a key/value/header the client cannot take
+                results[i] = TransportError(f"{type(exc).__name__}: {exc}", retriable=False, record_fault=True)
                 i += 1
-        self._p.flush(max(deadline - time.monotonic(), 0.0))
+        while True:  # in slices: a stop (SIGTERM) is seen within one, even while the broker is away
+            left = deadline - time.monotonic()
+            if (self._p.flush(max(min(left, FLUSH_SLICE_S), 0.0)) == 0 or left <= FLUSH_SLICE_S
+                    or (stop is not None and stop.is_set())):
+                break
         queued = n - sum(r is not None for r in results)  # the rest failed synchronously
         if report.acked + len(report.failed) < queued:
             # Some reports are missing: we cannot tell which records were acknowledged, so

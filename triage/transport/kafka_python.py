@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any, Callable, Optional, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic, OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
-    AuthorizationError, IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
+    AuthorizationError, CorruptRecordError, IllegalSaslStateError, InvalidRecordError, InvalidTimestampError, KafkaError,
+    KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError, SaslAuthenticationFailedError, TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
 )
 from kafka.structs import OffsetAndMetadata
@@ -18,7 +21,7 @@ from triage.errors import TransportError
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport.base import (
-    Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes, tcp_reason,
+    FLUSH_SLICE_S, Subscription, connect_error, heartbeat_interval_ms, log_assigned, reader_partitions, settings_sizes, tcp_reason,
     topic_partitions,
 )
 from triage.transport.retention import TopicHistory
@@ -60,11 +63,17 @@ def _connect(settings: Settings, client: Callable[..., T], **options: Any) -> T:
         raise connect_error(settings, _describe(exc)) from None
 
 
+# Refused for the record's own sake: only these may dead-letter it (errors.blame). A value the
+# client cannot encode fails send() synchronously with AssertionError/TypeError/ValueError.
+_RECORD_REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, CorruptRecordError,
+                   InvalidTimestampError, AssertionError, TypeError, ValueError)
+
+
 def _transport_error(exc: BaseException) -> TransportError:
     retriable = bool(getattr(exc, "retriable", False)) or type(exc).__name__ in (
         "KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError", "RequestTimedOutError",
     )
-    return TransportError(_describe(exc), retriable=retriable)
+    return TransportError(_describe(exc), retriable=retriable, record_fault=isinstance(exc, _RECORD_REFUSED))
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -118,6 +127,14 @@ class KafkaPythonConsumer:
                 out[tp.partition] = max(high - pos, 0)
         return out
 
+    def watermarks(self) -> dict[tuple[str, int], tuple[int, int]]:
+        tps = list(self._c.assignment())
+        try:
+            first, end = self._c.beginning_offsets(tps), self._c.end_offsets(tps)
+        except KafkaError as exc:
+            raise _transport_error(exc) from exc
+        return {(tp.topic, tp.partition): (int(first[tp]), int(end[tp])) for tp in tps}
+
     def connected(self) -> bool:
         client = self._c._client  # kafka-python keeps connection state on its client
         for b in client.cluster.brokers():
@@ -165,7 +182,8 @@ class KafkaPythonProducer:
     def __init__(self, producer: KafkaProducer) -> None:
         self._p = producer
 
-    def send_all(self, records: list[OutRecord], timeout_s: float) -> list[Optional[TransportError]]:
+    def send_all(self, records: list[OutRecord], timeout_s: float,
+                 stop: Optional[threading.Event] = None) -> list[Optional[TransportError]]:
         futures: list[Any] = []
         results: list[Optional[TransportError]] = [None] * len(records)
         for i, rec in enumerate(records):
@@ -174,11 +192,18 @@ class KafkaPythonProducer:
             except Exception as exc:  # raised synchronously, e.g. record too large
                 futures.append(None)
                 results[i] = _transport_error(exc)
-        try:
-            self._p.flush(timeout=timeout_s)
-        except Exception as exc:
-            err = _transport_error(exc)
-            return [results[i] or (err if f is None or not f.succeeded() else None) for i, f in enumerate(futures)]
+        deadline = time.monotonic() + timeout_s
+        while True:  # in slices: a stop (SIGTERM) is seen within one, even while the broker is away
+            left = deadline - time.monotonic()
+            try:
+                self._p.flush(timeout=max(min(left, FLUSH_SLICE_S), 0.0))
+                break
+            except KafkaTimeoutError:
+                if left <= FLUSH_SLICE_S or (stop is not None and stop.is_set()):
+                    break  # what is not acknowledged yet is reported below, retriable
+            except Exception as exc:
+                err = _transport_error(exc)
+                return [results[i] or (err if f is None or not f.succeeded() else None) for i, f in enumerate(futures)]
         for i, f in enumerate(futures):
             if f is None:
                 continue

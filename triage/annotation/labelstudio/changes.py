@@ -4,13 +4,14 @@
 It is rebuilt at start-up from the bridge's own records on the labels topic (their ``origin``),
 so the cursor lives in Kafka, not on local disk. ``observe`` compares
 one task's annotations with the ledger and returns the label events to publish; ``apply``
-moves the ledger once an event is acknowledged.
+moves the ledger once an event is acknowledged. ``reconcile`` drives one listing through the
+ledger: a task missing from a listing is only retracted once a direct fetch says it is gone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from triage.contracts import Label, LabelOrigin
 from triage.lifecycle.labelstore import UNDO
@@ -100,7 +101,17 @@ class Ledger:
         if event.updated_at:
             self.seen_at[event.annotation_id] = event.updated_at
         if event.label != UNDO:
+            self.deleted.discard(event.annotation_id)  # published again: it is live (it reappeared)
             self.live[event.annotation_id] = Live(event.sample_id, event.task_id, event.label, event.annotator)
+
+    def unlisted(self, listed: Iterable[int]) -> dict[int, str]:
+        """Task id -> sample id of every task with a live annotation that is not in ``listed``."""
+        seen = set(listed)
+        return {e.task_id: e.sample_id for e in self.live.values() if e.task_id not in seen}
+
+    def observe_gone(self, task_id: int, sample_id: str, classes: Sequence[str]) -> list[Union[LabelEvent, Invalid]]:
+        """A task Label Studio says does not exist (404): retract every live annotation of it."""
+        return self.observe({"id": task_id, "data": {"sample_id": sample_id}}, classes, [])
 
     def replay(self, label: Label) -> None:
         """Replay one record of the labels topic (only the bridge's own records count)."""
@@ -117,7 +128,7 @@ class Ledger:
         ann_id = int(annotation.get("id") or 0)
         others = [e.as_annotation(a) for a, e in self.live.items()
                   if e.task_id == int(task.get("id") or 0) and a != ann_id]
-        return self.observe(task, classes, others + [annotation], users)
+        return self.observe(task, classes, others + [annotation], users, now=False)
 
     def observe_deleted(self, annotation_ids: Sequence[int]) -> list[Union[LabelEvent, Invalid]]:
         """Annotations a webhook reports deleted: retract each one the ledger holds."""
@@ -134,12 +145,15 @@ class Ledger:
 
     def observe(self, task: Mapping[str, Any], classes: Sequence[str],
                 annotations: Optional[Sequence[Mapping[str, Any]]] = None,
-                users: Optional[Mapping[int, str]] = None) -> list[Union[LabelEvent, Invalid]]:
+                users: Optional[Mapping[int, str]] = None, *, now: bool = True
+                ) -> list[Union[LabelEvent, Invalid]]:
         """What changed in ``task`` (its annotations, or ``annotations`` when given) since the
         ledger last saw it. Skipped (cancelled) annotations are not labels; an annotation that
         disappeared (or became skipped) is retracted: the sample's latest remaining label is
-        published again, or ``UNDO`` when none remains. A deleted annotation never comes back,
-        and a state older than the one published is ignored (a late webhook)."""
+        published again, or ``UNDO`` when none remains. A state older than the one published is
+        ignored (a late webhook). ``now``: the task as Label Studio holds it now (a listing or
+        a fetch), where a retracted annotation that is there after all is published again; a
+        webhook (``now=False``) may be late and never brings a deleted annotation back."""
         data = task.get("data") or {}
         sample_id = data.get("sample_id")
         task_id = int(task.get("id") or 0)
@@ -153,7 +167,7 @@ class Ledger:
         stamps: dict[int, str] = {}
         for ann in anns:
             ann_id = int(ann.get("id") or 0)
-            if ann.get("was_cancelled") or ann_id in self.deleted:
+            if ann.get("was_cancelled") or (ann_id in self.deleted and not now):
                 continue
             updated = ann.get("updated_at")
             if isinstance(updated, str) and updated < self.seen_at.get(ann_id, ""):
@@ -188,3 +202,32 @@ class Ledger:
             else:
                 out.append(LabelEvent(sample_id, UNDO, ann_id, task_id, deleted=ann_id))
         return out
+
+
+Change = Union[LabelEvent, Invalid]
+
+
+def reconcile(ledger: Ledger, listed: Iterable[Mapping[str, Any]], classes: Sequence[str], *,
+              publish: Callable[[list[Change]], Any], fetch: Optional[Callable[[int], Optional[Mapping[str, Any]]]],
+              users: Optional[Mapping[int, str]] = None) -> set[int]:
+    """Compare a listing with the ledger, task by task; ``publish`` must publish and apply each
+    list of changes before the next is computed. Returns the ids of the tasks listed.
+
+    With ``fetch`` (a full listing), every task with a live annotation that the listing missed is
+    fetched directly: ``fetch`` returns the task, or None when Label Studio says it does not exist
+    (404). Only then is it retracted; a listing can miss a task that exists (pages shifted under
+    a concurrent insert or delete), so absence alone proves nothing. Without ``fetch`` (a
+    listing of changed tasks only), absent tasks are left alone."""
+    seen: set[int] = set()
+    for task in listed:
+        task_id = int(task.get("id") or 0)
+        if task_id in seen:
+            continue  # listed twice (pages shifted): judged once
+        seen.add(task_id)
+        publish(ledger.observe(task, classes, users=users))
+    if fetch is not None:
+        for task_id, sample_id in sorted(ledger.unlisted(seen).items()):
+            found = fetch(task_id)
+            publish(ledger.observe_gone(task_id, sample_id, classes) if found is None
+                    else ledger.observe(found, classes, users=users))
+    return seen

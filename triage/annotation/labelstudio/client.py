@@ -11,43 +11,38 @@ this relies on.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Iterator, Optional
 
-from triage.errors import TriageError
+from triage.errors import LabelStudioError, LabelStudioUnavailableError
+
+__all__ = ["LabelStudio", "LabelStudioError", "LabelStudioUnavailableError", "is_personal_access_token"]
 
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 PAGE_SIZE = 100
-
-
-class LabelStudioError(TriageError):
-    """A failed Label Studio call: names the method, path, status and the server's detail.
-
-    ``retriable`` is True for connection errors, timeouts, 5xx and 429; False for other 4xx.
-    ``status`` is None when no HTTP response arrived.
-    """
-
-    def __init__(self, method: str, path: str, status: Optional[int], detail: str) -> None:
-        where = f"Label Studio {method} {path}"
-        if status is None:
-            super().__init__(f"{where}: no response: {detail}")
-        else:
-            super().__init__(f"{where} -> HTTP {status}: {detail}")
-        self.method = method
-        self.path = path
-        self.status = status
-        self.detail = detail
-        self.retriable = status is None or status == 429 or status >= 500
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # the Data Manager's Datetime filter values (UTC)
+# Every way a call can fail without a usable answer: refused, reset or dropped connections,
+# a body cut off (IncompleteRead), a bad status line, timeouts. http.client's are not OSErrors.
+_TRANSPORT_FAILURES = (urllib.error.URLError, http.client.HTTPException, OSError)
 
 
 def is_personal_access_token(api_key: str) -> bool:
     """A PAT (JWT refresh token) has three base64url parts; a legacy token is 40 hex characters."""
     return bool(_JWT.match(api_key))
+
+
+def _http_date(value: Optional[str]) -> Optional[datetime]:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _detail(raw: bytes) -> str:
@@ -70,10 +65,12 @@ class LabelStudio:
         self.timeout_s = timeout_s
         self.uses_pat = is_personal_access_token(self.api_key)
         self._access: Optional[str] = None
+        self.requests = 0  # calls made (for measuring reconciles)
 
     # --- transport -------------------------------------------------------------------------
 
-    def _raw(self, method: str, path: str, body: Any, auth: Optional[str]) -> tuple[int, bytes]:
+    def _raw(self, method: str, path: str, body: Any, auth: Optional[str]) -> tuple[int, bytes, Optional[str]]:
+        """(status, body, the Date header) of one request."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
         if data is not None:
@@ -82,16 +79,20 @@ class LabelStudio:
             headers["Authorization"] = auth
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise LabelStudioError(method, path.split("?")[0], None, str(reason)) from e
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                    status, raw, date = r.status, r.read(), r.headers.get("Date")
+            except urllib.error.HTTPError as e:
+                status, raw, date = e.code, e.read(), None
+        except _TRANSPORT_FAILURES as e:
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+            raise LabelStudioUnavailableError(method, path.split("?")[0], None, str(reason)) from e
+        if status == 429 or status >= 500:
+            raise LabelStudioUnavailableError(method, path.split("?")[0], status, _detail(raw))
+        return status, raw, date
 
     def _refresh(self) -> str:
-        status, raw = self._raw("POST", "/api/token/refresh/", {"refresh": self.api_key}, None)
+        status, raw, _ = self._raw("POST", "/api/token/refresh/", {"refresh": self.api_key}, None)
         if status != 200:
             raise LabelStudioError("POST", "/api/token/refresh/", status,
                                    f"cannot exchange the personal access token: {_detail(raw)}")
@@ -105,20 +106,27 @@ class LabelStudio:
 
     def _call(self, method: str, path: str, body: Any = None, *, query: Optional[dict[str, Any]] = None,
               ok: tuple[int, ...] = (200, 201, 204)) -> Any:
+        return self._call_dated(method, path, body, query=query, ok=ok)[0]
+
+    def _call_dated(self, method: str, path: str, body: Any = None, *, query: Optional[dict[str, Any]] = None,
+                    ok: tuple[int, ...] = (200, 201, 204)) -> tuple[Any, Optional[datetime]]:
+        """The decoded answer and Label Studio's clock when it answered (its Date header)."""
+        self.requests += 1
         if query:
             path = f"{path}?{urllib.parse.urlencode(query)}"
-        status, raw = self._raw(method, path, body, self._auth())
+        status, raw, date = self._raw(method, path, body, self._auth())
         if status == 401 and self.uses_pat:
             self._refresh()
-            status, raw = self._raw(method, path, body, self._auth())
+            status, raw, date = self._raw(method, path, body, self._auth())
         if status not in ok:
             raise LabelStudioError(method, path.split("?")[0], status, _detail(raw))
+        when = _http_date(date)
         if not raw:
-            return None
+            return None, when
         try:
-            return json.loads(raw)
-        except ValueError as e:
-            raise LabelStudioError(method, path.split("?")[0], status, f"not JSON: {raw[:200]!r}") from e
+            return json.loads(raw), when
+        except ValueError as e:  # a success with a garbled body: the call may have worked
+            raise LabelStudioUnavailableError(method, path.split("?")[0], status, f"not JSON: {raw[:200]!r}") from e
 
     # --- API -------------------------------------------------------------------------------
 
@@ -147,26 +155,48 @@ class LabelStudio:
         return dict(self._call("GET", f"/api/projects/{int(project_id)}/"))
 
     def tasks(self, project_id: int) -> Iterator[dict]:
-        """Every task of the project with ``data``, ``predictions`` and ``annotations``, by ascending id.
+        """Every task of the project with ``data``, ``predictions`` and ``annotations``, by ascending id."""
+        return iter(self.list_tasks(project_id)[0])
 
-        ``GET /api/tasks/?project=ID&fields=all&page=N&page_size=100`` (the Data Manager list:
-        ``{"tasks": [...], "total": N, ...}``); ordered by id explicitly, so tasks imported while
-        paging only append. Pages past the end answer 404, so we stop on ``total``.
+    def list_tasks(self, project_id: int, *, changed_since: Optional[datetime] = None
+                   ) -> tuple[list[dict], Optional[datetime]]:
+        """The project's tasks (with ``data``, ``predictions``, ``annotations``) by ascending id, only
+        those updated after ``changed_since`` when given; and Label Studio's clock at the first page.
+
+        ``GET /api/tasks/?project=ID&fields=all&page=1&page_size=100&query=...`` (the Data Manager
+        list, ``{"tasks": [...], "total": N}``) with a keyset: every page is the first page of the
+        tasks with an id above the last one read, so a task inserted or deleted while paging never
+        shifts another out of the listing (offset pages did). Saving or deleting an annotation
+        sets its task's ``updated_at`` (tasks/models.py, ``Annotation.update_task``), so
+        ``changed_since`` catches every annotation change; a deleted task is not listed at all.
         """
-        page = 1
-        seen = 0
-        query_json = json.dumps({"ordering": ["tasks:id"]})
+        out: list[dict] = []
+        started: Optional[datetime] = None
+        after = 0
         while True:
-            body = self._call("GET", "/api/tasks/", query={
-                "project": int(project_id), "fields": "all", "page": page, "page_size": PAGE_SIZE,
-                "query": query_json,
-            })
-            batch = body.get("tasks", [])
-            yield from batch
-            seen += len(batch)
-            if not batch or len(batch) < PAGE_SIZE or seen >= int(body.get("total", 0)):
-                return
-            page += 1
+            items = [{"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": after}]
+            if changed_since is not None:
+                items.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+                              "value": changed_since.astimezone(timezone.utc).strftime(DATETIME_FORMAT)})
+            query = {"ordering": ["tasks:id"], "filters": {"conjunction": "and", "items": items}}
+            body, when = self._call_dated("GET", "/api/tasks/", query={
+                "project": int(project_id), "fields": "all", "page": 1, "page_size": PAGE_SIZE,
+                "query": json.dumps(query)})
+            started = started or when
+            batch = [t for t in body.get("tasks", []) if int(t["id"]) > after]
+            out += batch
+            if len(batch) < PAGE_SIZE:
+                return out, started
+            after = max(int(t["id"]) for t in batch)
+
+    def task(self, task_id: int) -> Optional[dict]:
+        """``GET /api/tasks/ID/`` with its annotations, or None when Label Studio answers 404."""
+        try:
+            return dict(self._call("GET", f"/api/tasks/{int(task_id)}/"))
+        except LabelStudioError as e:
+            if e.status == 404:
+                return None
+            raise
 
     def create_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """Import tasks (with their predictions) in one call; returns the new ids in input order.
