@@ -36,7 +36,8 @@ def test_readyz_turns_503_when_the_broker_goes_away(
 
         doc = wait_until(ready, "/readyz to turn 200", alive=scorer.dead)
         assert doc == {"ready": True, "checks": {"model_loaded": True, "partitions_assigned": True,
-                                                 "broker_reachable": True, "loop_responsive": True}}
+                                                 "broker_reachable": True, "loop_responsive": True,
+                                                 "not_blocked": True}}
         assert scorer.metric("triage_ready") == 1
 
         broker.stop()
@@ -48,8 +49,9 @@ def test_readyz_turns_503_when_the_broker_goes_away(
         doc = wait_until(unready, "/readyz to turn 503 after the broker stopped", alive=scorer.dead)
         assert doc["ready"] is False
         checks = doc["checks"]
-        # the broker check fails, or the loop is blocked inside the client waiting for it
-        assert checks["broker_reachable"] is False or checks["loop_responsive"] is False  # type: ignore[index]
+        # the broker check fails, the loop is stuck inside the client waiting for it, or it holds a
+        # batch it cannot deliver (blocked)
+        assert False in (checks["broker_reachable"], checks["loop_responsive"], checks["not_blocked"])  # type: ignore[index]
         assert doc["checks"]["model_loaded"] is True  # type: ignore[index]
         assert http_get(scorer.url + "/healthz") == (200, "ok\n"), "the process is alive even when not ready"
         assert scorer.metric("triage_ready") == 0
