@@ -4,14 +4,19 @@ each attacked the way traffic will: many seeds, finite references, ties, restart
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import beta as beta_dist
 from scipy.stats import poisson
 
+from triage.errors import ConfigError
+from triage.monitoring import checkpoint
+from triage.monitoring.checkpoint import MonitorState
 from triage.monitoring.drift import Detector, cusum, detectors, run_length, threshold
-from triage.monitoring.estimate import Window, estimate
+from triage.monitoring.estimate import estimate
+from triage.monitoring.state import MonitorConfig, Observations
 
 
 def _calibrated(rng: np.random.Generator, n: int, classes: int = 4, sharpness: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +125,35 @@ def test_macro_f1_estimate_tracks_the_realized_one() -> None:
     assert est.macro_f1 == pytest.approx(f1_score(labels, probs.argmax(axis=1), average="macro"), abs=0.02)
 
 
-def test_window_keeps_the_latest_rows_and_survives_a_restart() -> None:
-    w = Window(5, 2)
-    rows = np.array([[i / 10, 1 - i / 10] for i in range(8)])
-    w.add(rows[:3])
-    w.add(rows[3:])
-    assert np.allclose(w.rows(), rows[3:])
-    again = Window.from_state(json.loads(json.dumps(w.state())))
-    assert np.allclose(again.rows(), rows[3:]) and again.estimate().accuracy == w.estimate().accuracy
+def test_version_monitor_windows_references_and_survives_a_checkpoint(tmp_path: Path) -> None:
+    config = MonitorConfig(window=50, ert=1e5, reference=200)
+    rng = np.random.default_rng(2)
+
+    def batch(n: int, shift: float = 0.0) -> Observations:
+        obs = Observations()
+        for c, lab in zip(np.clip(rng.beta(5, 1, size=n) - shift, 0.01, 1), rng.choice(["a", "b"], size=n)):
+            obs.add(float(c), float(c) / 2, None, str(lab))
+        return obs
+
+    state = MonitorState(config)
+    vm = state.version("v1")
+    assert vm.observe(batch(150), rng) == [] and not vm.calibrated
+    vm.observe(batch(100), rng)
+    assert vm.calibrated and set(vm.detectors) == {"confidence", "margin", "class:a", "class:b"}  # outlier: all null
+    assert vm.estimate().samples == 50
+    state.covered[("t", 0)] = 250
+    checkpoint.save(tmp_path, state)
+    again = checkpoint.load(tmp_path, config)
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    shifted = batch(400, shift=0.3)
+    assert vm.observe(shifted, r1) == again.version("v1").observe(shifted, r2) != []
+    assert again.covered == {("t", 0): 250}
+    assert again.version("v1").estimate() == vm.estimate()
+    assert checkpoint.load(tmp_path / "none", config).versions == {}
+    (tmp_path / checkpoint.FILE).write_text("{}")
+    with pytest.raises(ConfigError, match="not a monitor checkpoint|format"):
+        checkpoint.load(tmp_path, config)
+
+
+def test_empty_estimate() -> None:
     assert estimate(np.zeros((0, 2))).samples == 0

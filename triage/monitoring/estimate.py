@@ -17,7 +17,7 @@ the others (NannyML's CBPE does the same per chunk).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from scipy.stats import norm
@@ -35,13 +35,20 @@ class Estimate:
 def estimate(probs: np.ndarray, level: float = 0.95) -> Estimate:
     """The estimate over the rows of ``probs`` ((n, C) calibrated class probabilities)."""
     probs = np.asarray(probs, dtype=np.float64)
-    n = len(probs)
+    est = accuracy_estimate(probs.max(axis=1) if len(probs) else np.zeros(0), level)
+    return est if est.samples == 0 else Estimate(est.samples, est.accuracy, est.lower, est.upper, _macro_f1(probs))
+
+
+def accuracy_estimate(top: np.ndarray, level: float = 0.95) -> Estimate:
+    """The accuracy estimate from the predicted classes' probabilities alone (what the scorer's
+    outputs carry as ``confidence``); no macro-F1."""
+    top = np.asarray(top, dtype=np.float64)
+    n = len(top)
     if n == 0:
         return Estimate(0, float("nan"), float("nan"), float("nan"), None)
-    top = probs.max(axis=1)
     acc = float(top.mean())
     half = float(norm.ppf(0.5 + level / 2) * np.sqrt(np.sum(top * (1 - top))) / n)
-    return Estimate(n, acc, max(0.0, acc - half), min(1.0, acc + half), _macro_f1(probs))
+    return Estimate(n, acc, max(0.0, acc - half), min(1.0, acc + half), None)
 
 
 def _macro_f1(probs: np.ndarray) -> Optional[float]:
@@ -55,41 +62,3 @@ def _macro_f1(probs: np.ndarray) -> Optional[float]:
     if not present.any():
         return None
     return float(np.mean(2 * tp[present] / denom[present]))
-
-
-class Window:
-    """The last ``size`` samples' probabilities, in a ring; its state round-trips through
-    ``state()`` / ``from_state`` (the monitor's checkpoint)."""
-
-    def __init__(self, size: int, classes: int) -> None:
-        if size < 1:
-            raise ValueError(f"window size {size} must be at least 1")
-        self.size, self.classes = size, classes
-        self._buf = np.zeros((size, classes), dtype=np.float64)
-        self._next, self._filled = 0, 0
-
-    def add(self, probs: np.ndarray) -> None:
-        probs = np.asarray(probs, dtype=np.float64).reshape(-1, self.classes)[-self.size:]
-        k = len(probs)
-        idx = (self._next + np.arange(k)) % self.size
-        self._buf[idx] = probs
-        self._next = int((self._next + k) % self.size)
-        self._filled = min(self.size, self._filled + k)
-
-    def rows(self) -> np.ndarray:
-        if self._filled < self.size:
-            return self._buf[: self._filled]
-        return np.roll(self._buf, -self._next, axis=0)  # oldest first
-
-    def estimate(self, level: float = 0.95) -> Estimate:
-        return estimate(self.rows(), level)
-
-    def state(self) -> dict[str, Any]:
-        return {"size": self.size, "classes": self.classes, "rows": self.rows().tolist()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Window":
-        w = cls(int(state["size"]), int(state["classes"]))
-        if state["rows"]:
-            w.add(np.asarray(state["rows"], dtype=np.float64))
-        return w
