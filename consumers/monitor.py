@@ -59,6 +59,8 @@ class MonitorConsumer:
         self._committed: dict[tuple[str, int], int] = {}
         self.loop: Optional[GuardedLoop[list[OutRecord]]] = None
         self.newest: Optional[str] = None
+        if settings.monitor.accuracy_floor is not None:
+            self.metrics.floor.set(settings.monitor.accuracy_floor)
         for version in self.state.versions:
             self._export(version)
 
@@ -100,7 +102,7 @@ class MonitorConsumer:
         try:
             if topic == t.predictions_topic:
                 p = decode_prediction(value, max_bytes)
-                obs[p.model_version].add(p.confidence, p.scores.margin, p.scores.outlier, p.label)
+                obs[p.model_version].add(p.confidence, p.scores.margin, p.scores.outlier, p.label, not p.provisional)
                 self.metrics.records.labels(kind="prediction").inc()
                 return
             r = decode_review(value, max_bytes)
@@ -111,7 +113,7 @@ class MonitorConsumer:
         if r.reason == "audit":
             self.metrics.records.labels(kind="audit_copy").inc()
             return
-        obs[r.model_version].add(r.confidence, r.scores.margin, r.scores.outlier, r.predicted)
+        obs[r.model_version].add(r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False)
         self.metrics.records.labels(kind="review").inc()
 
     def _request(self, version: str, reason: str, signal: str, statistic: float, threshold: float, now_ms: int) -> None:
@@ -155,6 +157,11 @@ class MonitorConsumer:
             m.lower.labels(model_version=version).set(est.lower)
             m.upper.labels(model_version=version).set(est.upper)
         m.samples.labels(model_version=version).set(est.samples)
+        acc = vm.estimate_accepted()
+        if acc.samples:
+            m.accepted.labels(model_version=version).set(acc.accuracy)
+            m.accepted_lower.labels(model_version=version).set(acc.lower)
+            m.accepted_upper.labels(model_version=version).set(acc.upper)
         m.reference.labels(model_version=version).set(
             self.state.config.reference if vm.calibrated else len(vm.reference_labels))
         if version == (self.newest or version):

@@ -132,7 +132,7 @@ def test_version_monitor_windows_references_and_survives_a_checkpoint(tmp_path: 
     def batch(n: int, shift: float = 0.0) -> Observations:
         obs = Observations()
         for c, lab in zip(np.clip(rng.beta(5, 1, size=n) - shift, 0.01, 1), rng.choice(["a", "b"], size=n)):
-            obs.add(float(c), float(c) / 2, None, str(lab))
+            obs.add(float(c), float(c) / 2, None, str(lab), True)
         return obs
 
     state = MonitorState(config)

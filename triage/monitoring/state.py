@@ -42,8 +42,10 @@ class Observations:
     margin: list[float] = field(default_factory=list)
     outlier: list[float] = field(default_factory=list)
     label: list[str] = field(default_factory=list)
+    accepted: list[bool] = field(default_factory=list)  # auto-accepted (a plain prediction)
 
-    def add(self, confidence: float, margin: float, outlier: Optional[float], label: str) -> None:
+    def add(self, confidence: float, margin: float, outlier: Optional[float], label: str, accepted: bool) -> None:
+        self.accepted.append(accepted)
         self.confidence.append(confidence)
         self.margin.append(margin)
         self.outlier.append(float("nan") if outlier is None else outlier)
@@ -53,11 +55,40 @@ class Observations:
         return len(self.label)
 
 
+class Ring:
+    """The last ``size`` values."""
+
+    def __init__(self, size: int) -> None:
+        self.values, self.next = np.full(size, np.nan), 0
+
+    def add(self, x: np.ndarray) -> None:
+        size = len(self.values)
+        idx = (self.next + np.arange(len(x))) % size
+        self.values[idx[-size:]] = x[-size:]
+        self.next = int((self.next + len(x)) % size)
+
+    def filled(self) -> np.ndarray:
+        return self.values[~np.isnan(self.values)]
+
+    def state(self) -> dict[str, Any]:
+        return {"values": [None if v != v else v for v in self.values.tolist()], "next": self.next}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], size: int) -> "Ring":
+        ring = cls(size)
+        values = np.array([np.nan if v is None else v for v in state["values"]], dtype=np.float64)
+        if len(values) == size:
+            ring.values, ring.next = values, int(state["next"])
+        else:  # the window size changed: keep the newest values
+            ring.add(values[~np.isnan(values)])
+        return ring
+
+
 class VersionMonitor:
     def __init__(self, version: str, config: MonitorConfig) -> None:
         self.version, self.config = version, config
-        self.window = np.full(config.window, np.nan)
-        self.next, self.seen = 0, 0
+        self.window, self.accepted = Ring(config.window), Ring(config.window)
+        self.seen = 0
         self.reference: dict[str, list[float]] = {s: [] for s in SIGNALS}
         self.reference_labels: list[str] = []
         self.detectors: dict[str, Detector] = {}
@@ -66,9 +97,8 @@ class VersionMonitor:
     def observe(self, obs: Observations, rng: np.random.Generator) -> list[str]:
         """Fold a batch in; returns the signals that raised an alarm."""
         conf = np.asarray(obs.confidence, dtype=np.float64)
-        idx = (self.next + np.arange(len(conf))) % self.config.window
-        self.window[idx[-self.config.window:]] = conf[-self.config.window:]
-        self.next = int((self.next + len(conf)) % self.config.window)
+        self.window.add(conf)
+        self.accepted.add(conf[np.asarray(obs.accepted, dtype=bool)])
         self.seen += len(conf)
         values = {"confidence": conf, "margin": np.asarray(obs.margin, dtype=np.float64),
                   "outlier": np.asarray(obs.outlier, dtype=np.float64)}
@@ -115,22 +145,25 @@ class VersionMonitor:
         return bool(self.detectors)
 
     def estimate(self) -> Estimate:
-        filled = self.window[~np.isnan(self.window)]
-        return accuracy_estimate(filled, self.config.level)
+        """Accuracy of everything the version scored (its last ``window`` samples)."""
+        return accuracy_estimate(self.window.filled(), self.config.level)
+
+    def estimate_accepted(self) -> Estimate:
+        """Accuracy of what it auto-accepted: what the audit slice measures with labels."""
+        return accuracy_estimate(self.accepted.filled(), self.config.level)
 
     # --- checkpoint ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"version": self.version, "window": [None if v != v else v for v in self.window.tolist()],
-                "next": self.next, "seen": self.seen, "reference": self.reference,
+        return {"version": self.version, "window": self.window.state(), "accepted": self.accepted.state(),
+                "seen": self.seen, "reference": self.reference,
                 "reference_labels": self.reference_labels,
                 "detectors": {n: d.state() for n, d in self.detectors.items()}}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: MonitorConfig) -> "VersionMonitor":
         m = cls(state["version"], config)
-        window = np.array([np.nan if v is None else v for v in state["window"]], dtype=np.float64)
-        if len(window) == config.window:
-            m.window, m.next = window, int(state["next"])
+        m.window = Ring.from_state(state["window"], config.window)
+        m.accepted = Ring.from_state(state["accepted"], config.window)
         m.seen = int(state["seen"])
         m.reference = {s: list(state["reference"].get(s, [])) for s in SIGNALS}
         m.reference_labels = list(state["reference_labels"])
