@@ -19,16 +19,17 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from consumers.loop import GuardedLoop, Step
 from triage.contracts import decode_prediction, decode_review, encode
 from triage.contracts.retrain_request import RetrainRequest
-from triage.errors import InputError
+from triage.errors import InputError, TriageError
 from triage.metrics import MonitorMetrics
 from triage.monitoring import checkpoint
+from triage.monitoring.merge import Reorder
 from triage.monitoring.state import MonitorConfig, Observations
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
@@ -58,6 +59,7 @@ class MonitorConsumer:
         self._saved_offsets: dict[tuple[str, int], int] = dict(self.state.covered)
         self._committed: dict[tuple[str, int], int] = {}
         self.loop: Optional[GuardedLoop[list[OutRecord]]] = None
+        self.reorder = Reorder(settings.monitor.monitor_max_hold_s * 1000)
         self.newest: Optional[str] = None
         if settings.monitor.accuracy_floor is not None:
             self.metrics.floor.set(settings.monitor.accuracy_floor)
@@ -66,16 +68,63 @@ class MonitorConsumer:
 
     # --- one batch -------------------------------------------------------------------------
     def handle(self, batch: RecordBatch) -> list[OutRecord]:
-        s = self.settings
-        obs: dict[str, Observations] = defaultdict(Observations)
-        covered = self.state.covered
+        reorder, covered = self.reorder, self.state.covered
         for i in range(len(batch)):
-            tp = (batch.topics[i], batch.partitions[i])
-            if batch.offsets[i] < covered.get(tp, 0):
+            tp, offset = (batch.topics[i], batch.partitions[i]), batch.offsets[i]
+            if offset < covered.get(tp, 0):
                 self.metrics.records.labels(kind="replayed").inc()
                 continue
-            covered[tp] = batch.offsets[i] + 1
-            self._observe(batch.topics[i], batch.values[i], obs)
+            if offset < reorder.read_to.get(tp, 0):
+                continue  # pushed already: a held batch handled again
+            reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]))
+        self._fold(reorder.release(reorder.watermark(), self.rng))
+        if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
+            self.save()
+        return self._requests()
+
+    def after_poll(self, batch: Optional[RecordBatch]) -> None:
+        """An empty poll: every partition is read to its end, so everything waiting can leave."""
+        if self.loop is None or (batch is not None and len(batch)) or not len(self.reorder):
+            return
+        self._fold(self.reorder.release_all(self.rng))
+        try:
+            if self.state.pending:
+                self.loop.deliver(self._requests(), RecordBatch())
+                self._acknowledged()
+            self.save()
+            self.commit_saved()
+        except (OSError, TriageError) as exc:  # retried with the next batch, where the loop holds it
+            log.warning("monitor: checkpoint or request on an idle poll failed (%s); retrying", exc)
+
+    def _parse(self, topic: str, value: Optional[bytes]) -> Optional[tuple[str, float, float, Optional[float], str, bool]]:
+        """(version, confidence, margin, outlier, label, accepted), or None for a record that is
+        not a scored sample (invalid, or an audit copy of a prediction already counted)."""
+        t, max_bytes = self.settings.topics, self.settings.serving.max_message_bytes
+        try:
+            if topic == t.predictions_topic:
+                p = decode_prediction(value, max_bytes)
+                self.metrics.records.labels(kind="prediction").inc()
+                return p.model_version, p.confidence, p.scores.margin, p.scores.outlier, p.label, not p.provisional
+            r = decode_review(value, max_bytes)
+        except InputError as exc:
+            self.metrics.records.labels(kind="invalid").inc()
+            log.debug("monitor: skipped an invalid record on %s: %s", topic, exc)
+            return None
+        if r.reason == "audit":
+            self.metrics.records.labels(kind="audit_copy").inc()
+            return None
+        self.metrics.records.labels(kind="review").inc()
+        return r.model_version, r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False
+
+    def _fold(self, released: list[tuple[tuple[str, int], int, Any]]) -> None:
+        """Released entries, in scored order, into the state; offsets become covered."""
+        if not released:
+            return
+        obs: dict[str, Observations] = defaultdict(Observations)
+        for tp, offset, item in released:
+            self.state.covered[tp] = max(self.state.covered.get(tp, 0), offset + 1)
+            if item is not None:
+                obs[item[0]].add(*item[1:])
         now_ms = int(self._clock() * 1000)
         for version, o in obs.items():
             vm = self.state.version(version)
@@ -83,38 +132,26 @@ class MonitorConsumer:
             for signal in vm.observe(o, self.rng):
                 self.metrics.alarms.labels(signal=signal).inc()
                 det = vm.detectors[signal]
-                log.warning("drift %s on %s: statistic %.2f > threshold %.2f after %d monitored samples",
-                            version, signal, det.statistic, det.h, det.seen)
-                self._request(version, "drift", signal, det.h if det.statistic == 0 else det.statistic, det.h, now_ms)
-            floor = s.monitor.accuracy_floor
+                if det.alarms == 1 or det.alarms % 100 == 0:  # a lasting shift re-alarms every few samples
+                    log.warning("drift %s on %s: threshold %.2f crossed after %d monitored samples (alarm %d)",
+                                version, signal, det.h, det.seen, det.alarms)
+                self._request(version, "drift", signal, det.alarm_statistic, det.h, now_ms)
+            floor = self.settings.monitor.accuracy_floor
             est = vm.estimate()
-            if floor is not None and vm.calibrated and est.samples >= s.monitor.monitor_window and est.upper < floor:
+            if floor is not None and vm.calibrated and est.samples >= self.state.config.window and est.upper < floor:
                 self._request(version, "estimated_accuracy", "estimated_accuracy", est.upper, floor, now_ms)
             self._export(version)
         self.state.rng = self.rng.bit_generator.state
-        if time.monotonic() - self.saved_at >= s.monitor.monitor_checkpoint_s:
-            self.save()
-        return [OutRecord(s.topics.retrain_requests_topic, r["model_version"].encode(), encode(RetrainRequest(**r)),
-                          reason="retrain_request") for r in self.state.pending]
 
-    def _observe(self, topic: str, value: Optional[bytes], obs: dict[str, Observations]) -> None:
-        t, max_bytes = self.settings.topics, self.settings.serving.max_message_bytes
-        try:
-            if topic == t.predictions_topic:
-                p = decode_prediction(value, max_bytes)
-                obs[p.model_version].add(p.confidence, p.scores.margin, p.scores.outlier, p.label, not p.provisional)
-                self.metrics.records.labels(kind="prediction").inc()
-                return
-            r = decode_review(value, max_bytes)
-        except InputError as exc:
-            self.metrics.records.labels(kind="invalid").inc()
-            log.debug("monitor: skipped an invalid record on %s: %s", topic, exc)
-            return
-        if r.reason == "audit":
-            self.metrics.records.labels(kind="audit_copy").inc()
-            return
-        obs[r.model_version].add(r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False)
-        self.metrics.records.labels(kind="review").inc()
+    def _requests(self) -> list[OutRecord]:
+        topic = self.settings.topics.retrain_requests_topic
+        return [OutRecord(topic, r["model_version"].encode(), encode(RetrainRequest(**r)), reason="retrain_request")
+                for r in self.state.pending]
+
+    def _acknowledged(self) -> None:
+        for r in self.state.pending:
+            self.metrics.requests.labels(reason=r["reason"]).inc()
+        self.state.pending.clear()
 
     def _request(self, version: str, reason: str, signal: str, statistic: float, threshold: float, now_ms: int) -> None:
         last = self.state.requested_ms.get(version)
@@ -127,9 +164,8 @@ class MonitorConsumer:
 
     # --- after the outputs are acknowledged ------------------------------------------------
     def after(self, step: Step[list[OutRecord]]) -> None:
-        for r in self.state.pending:
-            self.metrics.requests.labels(reason=r["reason"]).inc()
-        self.state.pending.clear()
+        if step.delivered:
+            self._acknowledged()
         self.commit_saved()
 
     def save(self) -> None:
@@ -181,7 +217,8 @@ class MonitorConsumer:
         producer = self._producer or make_producer(s)
         self.loop = GuardedLoop("monitor", consumer, self.handle, producer=producer, commit=False,
                                 max_records=s.serving.batch_size, poll_timeout_ms=s.serving.poll_timeout_ms,
-                                metrics=self.metrics.loop, after=self.after, stop=self.stop_event,
+                                metrics=self.metrics.loop, after=self.after, after_poll=self.after_poll,
+                                stop=self.stop_event,
                                 blocked_exit_s=s.operations.blocked_exit_s)
         self.metrics.checkpoint_age.set_function(lambda: time.monotonic() - self.saved_at)
         try:

@@ -363,6 +363,9 @@ class MonitorSettings(Section):
     """Directory of the monitor's checkpoint (its windows, references and detectors with the offsets they cover)."""
     monitor_checkpoint_s: float = Field(10.0, gt=0.0)
     """Seconds between checkpoints; offsets are committed only up to the last checkpoint."""
+    monitor_max_hold_s: int = Field(600, ge=0)
+    """Seconds of event time a scored sample may wait for slower partitions before it is folded in (outputs are
+    merged back into scoring order before the drift tests see them)."""
     monitor_group_id: str = "triage-monitor"
     """Consumer group of the monitor on the predictions and review topics (run one replica)."""
 

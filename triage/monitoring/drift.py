@@ -93,6 +93,7 @@ class Detector:
     seen: int = 0  # samples monitored after the reference phase
     last_alarm_at: Optional[int] = None  # ``seen`` at the latest alarm
     statistic: float = 0.0
+    alarm_statistic: float = 0.0  # the statistic when the latest alarm was raised
     _sorted: Optional[np.ndarray] = field(default=None, repr=False)
 
     @property
@@ -111,9 +112,10 @@ class Detector:
             if not self.ready or len(values) == 0:
                 return 0
         z = self._scores(values, rng)
-        self.pos, self.neg, raised, _ = cusum(z, self.pos, self.neg, self.k, self.h)
+        self.pos, self.neg, raised, peak = cusum(z, self.pos, self.neg, self.k, self.h)
         if raised:
             self.last_alarm_at = self.seen + len(values)
+            self.alarm_statistic = peak
         self.seen += len(values)
         self.alarms += raised
         self.statistic = max(self.pos, self.neg)
@@ -130,7 +132,8 @@ class Detector:
 
     def state(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("name", "h", "reference_size", "k", "category", "reference", "pos",
-                                              "neg", "alarms", "seen", "last_alarm_at", "statistic")}
+                                              "neg", "alarms", "seen", "last_alarm_at", "statistic",
+                                              "alarm_statistic")}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Detector":
