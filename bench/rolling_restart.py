@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -213,14 +214,16 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--session-timeout-ms", type=int, default=30_000)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "rolling_restart.json")
+    ap.add_argument("--logs", type=Path, help="directory for the members' event logs and the broker log (default: a temp dir)")
     args = ap.parse_args()
     if args.command == "member":
         member(args)
         return
     modes = ["dynamic", "static"] if args.mode == "both" else [args.mode]
     results = []
-    logs = args.out.parent / "rolling_restart_logs"
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="rolling-restart-"))
     logs.mkdir(parents=True, exist_ok=True)
+    print(f"event logs in {logs}")
     with EmbeddedBroker(log_file=logs / "tansu.log") as broker:
         for mode in modes:
             r = rolling_restart(broker.bootstrap_servers, static=mode == "static", kafka_client=args.kafka_client,
