@@ -20,10 +20,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-import jsonpatch
 import jsonschema
-import kubernetes_validate
 import yaml
+
+try:
+    import jsonpatch
+    import kubernetes_validate
+except ImportError as exc:  # a worktree set up before the test extra gained them
+    raise ImportError(f"{exc}: the test extra needs them; run scripts/setup.sh test") from exc
 
 CRDS = Path(__file__).resolve().parent / "crds"
 K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests target (PodDisruptionBudget policy/v1, CronJob batch/v1)

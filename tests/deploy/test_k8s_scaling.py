@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY, PROM_DIR
-from tests.deploy.kustomize import env_of, pod_spec, render, validate
+from tests.deploy.kustomize import env_of, kubernetes_validate, pod_spec, render, validate
 from tests.deploy.shipped import SHIPPED
 from triage.settings import ConnectionSettings, ServingSettings
 from triage.transport.base import Producer
