@@ -59,7 +59,7 @@ class MonitorConsumer:
         self._saved_offsets: dict[tuple[str, int], int] = dict(self.state.covered)
         self._committed: dict[tuple[str, int], int] = {}
         self.loop: Optional[GuardedLoop[list[OutRecord]]] = None
-        self.reorder = Reorder(settings.monitor.monitor_max_hold_s * 1000)
+        self.reorder = Reorder(settings.monitor.monitor_max_hold_s * 1000, settings.monitor.monitor_bucket_ms)
         self.newest: Optional[str] = None
         if settings.monitor.accuracy_floor is not None:
             self.metrics.floor.set(settings.monitor.accuracy_floor)

@@ -371,6 +371,8 @@ class MonitorSettings(Section):
     monitor_max_hold_s: int = Field(600, ge=0)
     """Seconds of event time a scored sample may wait for slower partitions before it is folded in (outputs are
     merged back into scoring order before the drift tests see them)."""
+    monitor_bucket_ms: int = Field(1000, ge=1, le=60_000)
+    """Milliseconds of produce time whose samples count as one scored batch: they reach the drift tests in random order."""
     monitor_group_id: str = "triage-monitor"
     """Consumer group of the monitor on the predictions and review topics (run one replica)."""
 

@@ -111,3 +111,48 @@ def test_estimate_tracks_accuracy_and_a_covariate_shift_raises_an_alarm_and_a_re
     again.run(idle_exit_s=3.0)
     assert again.state.versions["v1"].seen == 9_000
     assert _value(again, "triage_monitor_records_total", kind="replayed") == 0
+
+
+def _prediction(i: int, rng: np.random.Generator) -> tuple[bytes, bytes]:
+    conf = float(rng.beta(8, 1))
+    doc = {"id": f"p{i}", "label": str(int(rng.integers(0, 10))), "confidence": conf,
+           "scores": {"margin": conf / 2, "entropy": 1 - conf, "outlier": float(rng.random())},
+           "model_version": "v1", "meta": None}
+    return f"p{i}".encode(), encode(doc)
+
+
+def test_sigkill_mid_stream_neither_resets_nor_double_counts(
+    settings_factory: Callable[..., Settings], triage_process: Callable[..., Any], tmp_path: Path,
+) -> None:
+    """`triage monitor` killed with SIGKILL while it reads and checkpoints (every 0.2 s), three
+    times, then run to the end: its checkpoint has seen every record exactly once."""
+    from tests.helpers import metric_value
+    from triage.monitoring import checkpoint
+    from consumers.monitor import config_of
+
+    s = settings_factory(drift_reference_samples=500, monitor_window=200, monitor_checkpoint_s=0.2,
+                         monitor_state_dir=tmp_path / "monitor", batch_size=200, monitor_bucket_ms=5,
+                         monitor_max_hold_s=0)
+    rng = np.random.default_rng(4)
+    total = 30_000
+    for start in range(0, total, 500):  # produce times spread over many buckets, as live traffic is
+        produce(s, s.topics.predictions_topic, [_prediction(i, rng) for i in range(start, start + 500)])
+    kills = []
+    for round_ in range(3):
+        proc = triage_process("monitor", s)
+        target = total // 5  # a fresh process counts from 0
+        read = wait_until(lambda: (lambda v: v if v >= target else None)(
+            metric_value(proc.metrics(), "triage_monitor_records_total", kind="prediction")),
+            f"the monitor to read {target} records", alive=proc.dead)
+        proc.kill()
+        kills.append(read)
+        state = checkpoint.load(tmp_path / "monitor", config_of(s))
+        assert state.versions["v1"].seen < total, "killed after the end: not mid-stream"
+    last = triage_process("monitor", s)
+    wait_until(lambda: checkpoint.load(tmp_path / "monitor", config_of(s)).versions["v1"].seen >= total,
+               "the last run to checkpoint everything", alive=last.dead)
+    assert last.terminate() == 0
+    state = checkpoint.load(tmp_path / "monitor", config_of(s))
+    print(f"killed after reading {kills}; checkpoint saw {state.versions['v1'].seen} of {total}")
+    assert state.versions["v1"].seen == total
+    assert state.versions["v1"].calibrated
