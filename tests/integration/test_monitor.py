@@ -156,3 +156,28 @@ def test_sigkill_mid_stream_neither_resets_nor_double_counts(
     print(f"killed after reading {kills}; checkpoint saw {state.versions['v1'].seen} of {total}")
     assert state.versions["v1"].seen == total
     assert state.versions["v1"].calibrated
+
+
+def test_retrain_on_request_runs_only_when_the_monitor_asks(
+    settings_factory: Callable[..., Settings], triage_process: Callable[..., Any], registry: Any,
+) -> None:
+    """`triage retrain --on-request` (options after the action) waits; an invalid request does not
+    wake it; a valid one (what the monitor publishes) runs one retrain."""
+    from triage.contracts.retrain_request import RetrainRequest
+
+    s = settings_factory(registry=registry.root)
+    proc = triage_process("retrain", s, "--registry", str(registry.root), "--on-request")
+    proc.metrics()  # up, and its request reader subscribed
+    wait_until(lambda: "retrain-requests" in proc.log() or proc.metric("triage_records_consumed_total",
+                                                                     loop="retrain-requests") == 0,
+               "the request reader to start", alive=proc.dead)
+    produce(s, s.topics.retrain_requests_topic, [(b"v1", b'{"model_version":"v1","reason":"nope"}')])
+    wait_until(lambda: proc.metric("triage_records_consumed_total", loop="retrain-requests") >= 1,
+               "the invalid request to be read", alive=proc.dead)
+    assert "outcome:" not in proc.log()
+    request = RetrainRequest("v1", "drift", "confidence", 31.2, 28.8, 1_700_000_000_000)
+    produce(s, s.topics.retrain_requests_topic, [(b"v1", encode(request))])
+    wait_until(lambda: "outcome:" in proc.log(), "one retrain run", alive=proc.dead)
+    assert proc.log().count("outcome:") == 1
+    assert "requested a retrain of v1 (drift on confidence)" in proc.log()
+    assert proc.terminate() == 0
