@@ -74,11 +74,12 @@ def realized(routing: dict[str, Any], raw_test: np.ndarray, y_test: np.ndarray, 
 
 
 def mapie_point(routing: dict[str, Any], raw: np.ndarray, y: np.ndarray, raw_test: np.ndarray, y_test: np.ndarray,
-                seed: int, fwer: str) -> dict[str, float]:
-    """MAPIE's controller on the rows fit_routing certified on (same split, same calibrator)."""
+                seed: int, fwer: str, pol: Optional[PolicySettings] = None) -> dict[str, float]:
+    """MAPIE's controller on the rows fit_routing certified on (same split, same calibrator);
+    ``pol``: the policy the routing was fitted with (default: ``policy(seed)``)."""
     from mapie.risk_control import BinaryClassificationController
 
-    cert = routing_split(len(raw), policy(seed))[1]
+    cert = routing_split(len(raw), pol or policy(seed))[1]
     calibrate = calibrator_from_dict(routing["calibration"])
     cal = calibrate(raw[cert])
     score = 1.0 - uncertainty(cal, "margin")
