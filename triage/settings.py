@@ -227,7 +227,7 @@ class PolicySettings(Section):
     bound alone (0: the fewest on which one error still certifies alpha; 77 at 0.05 / 0.1)."""
     calibration: Literal["auto", "temperature", "platt", "isotonic", "none"] = "auto"
     """Calibration fitted on held-out labels at start-up: auto picks by cross-validated log loss."""
-    calibration_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     """Share of held-out labelled rows used to fit calibration; the rest certify the risk
     threshold, the gate metrics and the after-calibration ECE (kept apart so the bound is honest)."""
     gate_min_accuracy: Optional[float] = Field(None, ge=0.0, le=1.0)

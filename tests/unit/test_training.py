@@ -344,8 +344,7 @@ def test_train_initial_cross_fit_off_and_bad_folds(tmp_path: Path, digits: tuple
                                                                      cross_fit_folds=0),
                       policy=PolicySettings(), outlier_quantile=QUANTILE, progress=lambda msg: None)
     assert m["family"] == "logreg" and "family_selection" not in m
-    certifying = 80 - round(80 * PolicySettings().calibration_fraction)  # of the 80 held-out rows
-    assert "cross_fit" not in m["routing"] and m["routing"]["holdout"]["n_certification"] == certifying
+    assert "cross_fit" not in m["routing"] and m["routing"]["holdout"]["n_certification"] == 40
     with pytest.raises(ConfigError, match="cross_fit_folds 1"):
         train_initial(X[:400], y[:400], Registry(tmp_path / "one"),
                       retrain=RetrainSettings(certification="cross-fit", cross_fit_folds=1),
