@@ -27,12 +27,12 @@ from typing import Any, Optional
 import numpy as np
 from sklearn.datasets import load_digits, make_classification
 
-from bench.risk_control import ALPHA, DELTA, OUT, POOL, TASK, TEST, TRAIN, mapie_point, policy, realized
+from bench.risk_control import (ALPHA, DELTA, OUT, POOL, TASK, TEST, TRAIN, holdout_and_test, mapie_point, policy,
+                                realized)
 from triage.lifecycle.bundles import train_initial
-from triage.lifecycle.loading import serving_model_from_registry
 from triage.lifecycle.registry import Registry
-from triage.policies.fit import fit_routing, label_indices
-from triage.settings import RetrainSettings, ServingSettings
+from triage.policies.fit import fit_routing
+from triage.settings import RetrainSettings
 
 HOLDOUTS = (0.2, 0.3)
 CALIBRATION_SHARES = (0.5, 0.2)
@@ -61,12 +61,7 @@ def run_seed(seed: int, X_pool: np.ndarray, y_pool: np.ndarray, train: int, test
             reg = Registry(Path(tmp) / "registry")
             manifest = train_initial(X, y, reg, retrain=RetrainSettings(holdout_fraction=holdout), policy=policy(seed),
                                      outlier_quantile=0.995, progress=lambda m: None)
-            model = serving_model_from_registry(reg, reg.current() or "", ServingSettings())
-            hold = np.load(reg.data_dir / "holdout.npz")
-            raw_hold = model.classifier.predict_proba(hold["X"])
-            y_hold = label_indices(hold["y"], model.classes)
-            raw_test = model.classifier.predict_proba(X_test)
-            y_test = label_indices(y_test_s, model.classes)
+            _, raw_hold, y_hold, raw_test, y_test = holdout_and_test(reg, X_test, y_test_s)
         for share in CALIBRATION_SHARES:
             pol = policy(seed, calibration_fraction=share)
             routing = fit_routing(raw_hold, y_hold, pol)
