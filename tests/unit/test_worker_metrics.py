@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
@@ -63,3 +64,16 @@ def test_a_dead_workers_counts_stay_in_the_totals() -> None:
     merger.retire(1)  # and the replacement died too, before it was scraped again
     text = rendered(merger, {0: page(120, [], {}, True), 1: None})
     assert metric_value(text, "triage_records_consumed_total", loop="scorer") == 120 + 40 + 3
+
+
+def test_workers_flag_parses_anywhere_and_a_bad_count_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from triage.cli import build_parser, main, settings_from_args
+
+    for argv in (["serve", "--workers", "3", "--model", "m.onnx"], ["serve", "--model", "m.onnx", "--workers", "3"]):
+        s = settings_from_args(build_parser().parse_args(argv))
+        assert s.serving.workers == 3 and s.serving.worker_max_restarts == 5
+    assert main(["serve", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers / TRIAGE_WORKERS" in err and "greater than or equal to 1" in err
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    assert "--workers" in help_text and "--worker-max-restarts" in help_text
