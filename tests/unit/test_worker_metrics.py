@@ -77,3 +77,15 @@ def test_workers_flag_parses_anywhere_and_a_bad_count_is_a_clear_error(capsys: p
     assert "--workers / TRIAGE_WORKERS" in err and "greater than or equal to 1" in err
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
     assert "--workers" in help_text and "--worker-max-restarts" in help_text
+
+
+def test_each_worker_gets_a_private_endpoint_and_its_own_static_member_id() -> None:
+    from triage.commands.serve import worker_settings
+    from triage.settings import Settings
+
+    flat = Settings(workers=4, metrics_port=8000, group_instance_id="scorer-0").flat()
+    ids = {worker_settings(flat, slot).connection.group_instance_id for slot in range(4)}
+    assert ids == {"scorer-0-0", "scorer-0-1", "scorer-0-2", "scorer-0-3"}
+    s = worker_settings(flat, 1)
+    assert (s.serving.workers, s.operations.metrics_port, s.operations.metrics_host) == (1, 0, "127.0.0.1")
+    assert worker_settings(Settings().flat(), 0).connection.group_instance_id is None

@@ -143,6 +143,15 @@ def serve_workers(settings: Settings) -> int:
     return 0
 
 
+def worker_settings(flat: dict[str, Any], slot: int) -> Settings:
+    """The settings of worker ``slot``: one scorer, its endpoint private to the parent, and its
+    own static group member id (``<id>-<slot>``: static members of a group must differ)."""
+    changes: dict[str, Any] = dict(metrics_host="127.0.0.1", metrics_port=0, workers=1)
+    if flat.get("group_instance_id"):
+        changes["group_instance_id"] = f"{flat['group_instance_id']}-{slot}"
+    return Settings(**flat).replace(**changes)
+
+
 def worker_main(flat: dict[str, Any], slot: int, conn: "Connection") -> None:
     """One worker of ``serve_workers`` (in a spawned process): a scorer whose endpoint listens
     on 127.0.0.1 at a free port, which it tells the parent; it stops when the parent goes."""
@@ -154,10 +163,7 @@ def worker_main(flat: dict[str, Any], slot: int, conn: "Connection") -> None:
     from triage.runtime.workers import watch_parent
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent only; it relays a single SIGTERM
-    changes: dict[str, Any] = dict(metrics_host="127.0.0.1", metrics_port=0, workers=1)
-    if flat.get("group_instance_id"):  # static group members must differ: one id per worker slot
-        changes["group_instance_id"] = f"{flat['group_instance_id']}-{slot}"
-    settings = Settings(**flat).replace(**changes)
+    settings = worker_settings(flat, slot)
     configure_logging(settings.operations.log_level, client_logs=settings.connection.client_logs,
                       secrets=secrets_of(settings),
                       tag=f"worker {slot}")
