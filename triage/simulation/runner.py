@@ -261,6 +261,7 @@ def simulate(dataset: str, X: np.ndarray, y: np.ndarray, strategies: Sequence[St
               "labels_per_step": {n: [r.counts for r in outcome.runs if r.strategy == n] for n in names},
               "retrain_outcomes": {n: dict(sum((r.outcomes for r in outcome.runs if r.strategy == n), Counter()))
                                    for n in names},
+              "run_seconds": {n: [round(r.seconds, 1) for r in outcome.runs if r.strategy == n] for n in names},
               "seconds": round(time.monotonic() - started, 1)}
     summary = summarize(dataset, outcome.full, outcome.runs, seeds, outcome.baselines)
     summary_path, plot_path = write_report(report_dir, summary, config)
