@@ -1,6 +1,6 @@
-"""A ``triage simulate`` run: full-label accuracy per seed, then every strategy's seeds
-advancing together step by step in parallel processes, each strategy's random twin on the
-same label counts, with a progress bar; then the summary, table and plot in the report folder.
+"""A ``triage simulate`` run: full-label accuracy per seed and every strategy's seeds advancing
+together step by step, in parallel processes, each strategy's random twin on the same label
+counts, with a progress bar; then the summary, table and plot in the report folder.
 
 Random is paired by construction: a strategy's run records its label count at every step, and
 random replays those counts (``Replay(schedule=...)``). Runs that took the nominal count at
@@ -10,7 +10,9 @@ gets its own (``random (NAME)``) once it has finished.
 
 A group's seeds stop together once their mean curve has reached the highest target and held
 it for ``EXTRA_ROUNDS`` more steps (labels to a target are read off the mean curve, so later
-steps cannot change them), or when the budget or the pool runs out.
+steps cannot change them), or when the budget or the pool runs out. The target needs the
+full-label accuracy, which runs beside the first groups: a group that learns it late is cut
+back to the same stop (``StopRule``, ``trim``).
 """
 
 from __future__ import annotations
