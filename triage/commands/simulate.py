@@ -8,6 +8,7 @@ import os
 from dataclasses import replace
 import time
 from pathlib import Path
+from typing import Any
 
 from triage.commands.base import subcommand
 from triage.errors import ConfigError
@@ -61,13 +62,22 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", type=Path, help="where summary.json, config.json and learning_curves.png go "
                    "[default: a new simulate-report-<time> folder]")
     p.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1, help="parallel processes [default: all cores]")
+    p.add_argument("--shift", choices=("covariate", "prior", "concept"), default=None,
+                   help="instead of the learning curves: replay the held-out rows through the monitor's core "
+                        "with this shift (docs/guide/monitoring.md) and report estimate error, detection delay "
+                        "and false alarms")
+    p.add_argument("--shift-at", type=_positive, default=20_000,
+                   help="with --shift: samples streamed before the shift (the drift reference included)")
+    p.add_argument("--stream-length", type=_positive, default=None,
+                   help="with --shift: samples streamed in all [default: twice --shift-at]")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar on stderr (it is shown only on a terminal anyway)")
 
 
 @subcommand("simulate", "Replay a labelled dataset through the loop (bootstrap, scoring, policy, label budget, "
             "retrain, promotion gate) and compare every strategy with random over seeds; no broker.",
-            ("policy", "retrain"), _args, fields=("outlier_quantile",))
+            ("policy", "retrain"), _args, fields=("outlier_quantile", "monitor_window", "drift_ert_samples",
+                                         "drift_reference_samples", "drift_k", "estimate_level"))
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from triage.simulation.datasets import load_labelled
     from triage.simulation.replay import ReplayConfig
@@ -77,8 +87,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     report_dir = args.report_dir or Path(f"simulate-report-{time.strftime('%Y%m%d-%H%M%S')}")
     if report_dir.exists() and any(report_dir.iterdir()):
         raise ConfigError(f"--report-dir {report_dir} is not empty; pick a new folder")
-    strategies = parse_strategies(args.strategies)
     X, y = load_labelled(args.data)
+    if args.shift is not None:
+        return _shifted(settings, args, X, y, report_dir)
+    strategies = parse_strategies(args.strategies)
     pool = len(X) - int(round(len(X) * args.test_fraction))
     if args.initial_labels >= pool:
         raise ConfigError(f"--initial-labels {args.initial_labels} leaves nothing to stream: the pool has {pool} rows")
@@ -91,4 +103,36 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         cfg = replace(cfg, retrain_growth=args.retrain_growth)
     simulate(str(args.data), X, y, strategies, args.seeds, cfg, settings, jobs=args.jobs,
              test_fraction=args.test_fraction, report_dir=report_dir, show_progress=False if args.no_progress else None)
+    return 0
+
+
+def _shifted(settings: Settings, args: argparse.Namespace, X: Any, y: Any, report_dir: Path) -> int:
+    import json
+    import tempfile
+
+    import numpy as np
+
+    from triage.simulation.datasets import split
+    from triage.simulation.monitoring import aggregate, monitor_config, replay, score_outputs, shifted_stream, table, \
+        to_json
+
+    config = monitor_config(settings)
+    if args.shift_at <= config.reference:
+        raise ConfigError(f"--shift-at {args.shift_at} is within the drift reference ({config.reference} samples, "
+                          "--drift-reference-samples): shift later or use a shorter reference")
+    length = args.stream_length or 2 * args.shift_at
+    if length <= args.shift_at:
+        raise ConfigError(f"--stream-length {length} ends before --shift-at {args.shift_at}")
+    runs = []
+    for seed in range(args.seeds):
+        parts = split(X, y, seed, args.test_fraction)
+        with tempfile.TemporaryDirectory(prefix="triage-shift-") as root:
+            outputs = score_outputs(parts, settings.replace(seed=seed), Path(root))
+        stream = shifted_stream(outputs, parts.X_test, args.shift, args.shift_at, length, np.random.default_rng(seed))
+        runs.append(to_json(replay(outputs, stream, config, shift=args.shift, seed=seed)))
+    agg = aggregate([r["summary"] for r in runs])
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "monitoring.json").write_text(json.dumps({"aggregate": agg, "runs": runs}, indent=1))
+    print(table(args.shift, agg))
+    print(f"report: {report_dir / 'monitoring.json'}")
     return 0
