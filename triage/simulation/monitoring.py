@@ -43,6 +43,8 @@ class Outputs:
     outlier: np.ndarray
     predicted: np.ndarray  # label strings
     truth: np.ndarray  # label strings (before any concept shift)
+    probs: Optional[np.ndarray] = None  # (n, C) calibrated probabilities, columns in ``classes`` order
+    classes: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ def score_outputs(split: Any, settings: Any, root: Any) -> Outputs:
     scores = score_batch(model, split.X_test, settings.policy.acquisition)
     classes = np.asarray(model.classes).astype(str)
     return Outputs(scores.confidence, scores.margin, scores.outlier, classes[scores.predicted],
-                   np.asarray(split.y_test).astype(str))
+                   np.asarray(split.y_test).astype(str), scores.probs, classes)
 
 
 def monitor_config(settings: Any) -> MonitorConfig:
