@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Sequence
 
-from consumers.loop import GuardedLoop
+from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
 from triage.contracts import dead_letter_from_batch, decode_label, decode_review, encode_label
 from triage.errors import InputError, TransportError
 from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, reconcile
@@ -99,6 +99,8 @@ class Bridge:
         self.image = False  # tasks carry a picture: decided from the project's config at start
         self.users: dict[int, str] = {}  # Label Studio user id -> e-mail, for annotator names
         self.fatal: Optional[BaseException] = None
+        self._import_unsure = False  # an import failed and may have happened: re-read the project first
+        self.review_loop: Optional[GuardedLoop[list[OutRecord]]] = None  # once running, for /readyz
 
     # --- start-up ------------------------------------------------------------------------
     def start(self) -> "Bridge":
@@ -176,12 +178,15 @@ class Bridge:
     def _index_tasks(self) -> None:
         tasks, _ = retrying(lambda: self.client.list_tasks(self.project_id), what="tasks", metrics=self.metrics,
                             stop=self.stop)
+        self._index(tasks)
+        log.info("project %d holds %d tasks", self.project_id, len(self.tasks))
+
+    def _index(self, tasks: list[dict[str, Any]]) -> None:
         with self._lock:
             for task in tasks:
                 sample = (task.get("data") or {}).get("sample_id")
                 if isinstance(sample, str):
                     self.tasks.setdefault(sample, int(task["id"]))
-        log.info("project %d holds %d tasks", self.project_id, len(self.tasks))
 
     # --- review requests -> tasks ----------------------------------------------------------
     def handle_reviews(self, batch: RecordBatch) -> list[OutRecord]:
@@ -208,44 +213,43 @@ class Bridge:
         return dead
 
     def _create_tasks(self, reviews: list[Any]) -> None:
-        """Import the tasks of ``reviews`` that do not exist yet. After a failed import the
-        project is read again before retrying (the import may have happened), so a retry never
-        creates a second task. A refusal that is about the bridge, not a record (key, project,
-        a short answer), stops it: nothing is committed and the process exits non-zero."""
-        attempt = 0
-        while True:
-            with self._lock:
-                missing = [r for r in reviews if r.id not in self.tasks]
-            if not missing:
-                return
-            payload = [task_for(r, image=self.image) for r in missing]
-            try:
-                ids = self.client.create_tasks(self.project_id, payload)
-            except LabelStudioError as exc:
-                self.metrics.errors.labels(operation="create_tasks").inc()
-                if exc.status in (401, 403, 404) or exc.status == 201:
-                    self.fail(exc)
-                    raise TransportError(f"Label Studio refused the bridge: {exc.message}") from exc
-                if not exc.retriable:
-                    raise  # about a record: the loop isolates it and dead-letters it
-                if attempt == 0 or attempt % 20 == 0:
-                    log.warning("label studio: creating tasks failed (%s); retrying", exc.message)
-                if self.stop.wait(RETRY_S[min(attempt, len(RETRY_S) - 1)]):
-                    raise TransportError("stopped while Label Studio was unreachable") from exc
-                attempt += 1
-                self._index_tasks()
-                continue
-            with self._lock:
-                for review, task_id in zip(missing, ids):
-                    self.tasks[review.id] = int(task_id)
-            self.metrics.tasks_created.inc(len(ids))
+        """Import the tasks of ``reviews`` that do not exist yet. Label Studio down or failing
+        is the world's fault: the error goes to the guarded loop, which holds the batch
+        uncommitted, retries it with backoff and, past --blocked-exit-s, exits non-zero. A
+        failed import may have happened, so the project is read again before the retry: a
+        retry never creates a second task. A refusal that is about the bridge, not a record
+        (key, project, a short answer), stops it: nothing is committed and the process exits
+        non-zero."""
+        if self._import_unsure:
+            tasks, _ = self.client.list_tasks(self.project_id)  # Label Studio still down: raises, held again
+            self._index(tasks)
+            self._import_unsure = False
+        with self._lock:
+            missing = [r for r in reviews if r.id not in self.tasks]
+        if not missing:
             return
+        payload = [task_for(r, image=self.image) for r in missing]
+        try:
+            ids = self.client.create_tasks(self.project_id, payload)
+        except LabelStudioError as exc:
+            self.metrics.errors.labels(operation="create_tasks").inc()
+            if exc.status in (401, 403, 404) or exc.status == 201:
+                self.fail(exc)
+                raise TransportError(f"Label Studio refused the bridge: {exc.message}") from exc
+            self._import_unsure = exc.retriable
+            raise  # retriable: the loop holds the batch; else about a record: it is isolated, dead-lettered
+        with self._lock:
+            for review, task_id in zip(missing, ids):
+                self.tasks[review.id] = int(task_id)
+        self.metrics.tasks_created.inc(len(ids))
 
     def loop(self) -> GuardedLoop[list[OutRecord]]:
         assert self.consumer is not None and self.producer is not None
-        return GuardedLoop("label-studio", self.consumer, self.handle_reviews, producer=self.producer,
-                           dlq_topic=self.settings.topics.dlq_topic, stop=self.stop, metrics=self.metrics.loop,
-                           max_records=200, before_poll=self._tick)
+        self.review_loop = GuardedLoop(
+            "label-studio", self.consumer, self.handle_reviews, producer=self.producer,
+            dlq_topic=self.settings.topics.dlq_topic, stop=self.stop, metrics=self.metrics.loop, max_records=200,
+            before_poll=self._tick, blocked_exit_s=self.settings.operations.blocked_exit_s)
+        return self.review_loop
 
     def _tick(self) -> None:
         self.metrics.reconcile_lag.set(time.monotonic() - self.reconciled_at)
@@ -431,15 +435,19 @@ class Bridge:
 
     # --- readiness and shutdown ---------------------------------------------------------------
     def readiness(self) -> dict[str, bool]:
-        """/readyz: Label Studio answers and the broker is reachable."""
+        """/readyz: Label Studio answers, the broker is reachable, the review loop holds no batch."""
         try:
             self.client.version()
             label_studio = True
         except LabelStudioError:
             label_studio = False
-        checks = {"label_studio": label_studio, "broker": self.consumer is not None and self.consumer.connected()}
+        checks = {"label_studio": label_studio, "broker": self.consumer is not None and self.consumer.connected(),
+                  "not_blocked": not_blocked(self.review_loop)}
         self.metrics.ready.set(1 if all(checks.values()) else 0)
         return checks
+
+    def readiness_reasons(self) -> dict[str, str]:
+        return blocked_reasons(self.review_loop)
 
     def close(self) -> None:
         self.stop.set()

@@ -79,7 +79,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 helper.stop()
         ops.stop()
     if scorer.fatal is not None:
-        log.critical("stopped because a helper thread kept failing: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
+        log.critical("stopped because a helper thread failed for good: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
         return 1
     log.info("scorer stopped cleanly")
     return 0
