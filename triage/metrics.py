@@ -251,7 +251,8 @@ class LabelStudioMetrics:
         self.reconcile_calls = Counter("triage_labelstudio_reconcile_requests", "Label Studio requests made by reconciles, "
                                        "by kind (full|incremental).", ["kind"], registry=r)
         self.tasks_confirmed = Counter("triage_labelstudio_unlisted_tasks", "Tasks with published labels missing from a "
-                                       "full listing, by what a direct fetch said (deleted|present).", ["outcome"], registry=r)
+                                       "full listing or named by a TASKS_DELETED webhook, by what a direct fetch said "
+                                       "(deleted|present).", ["outcome"], registry=r)
         for reason in self.WEBHOOK_REFUSALS:
             self.webhooks_refused.labels(reason=reason)
         for kind in ("full", "incremental"):

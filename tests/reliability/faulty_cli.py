@@ -22,6 +22,8 @@ from typing import Any, Callable
 from tests.reliability.world import refusing_producer
 from triage.settings import Settings
 
+PROGRAM = (sys.executable, "-m", "tests.reliability.faulty_cli")  # a TriageProcess's program
+
 
 def _lasting() -> Callable[[], bool]:
     path = os.environ.get("TRIAGE_TEST_FAULT_WHILE")

@@ -12,7 +12,6 @@ import os
 import re
 import select
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,11 +22,11 @@ import pytest
 from tests.fixtures import DEADLINE_S, produce, read_all
 from tests.helpers import TriageProcess, settings_env
 from tests.integration.test_annotate import Terminal
+from tests.reliability.faulty_cli import PROGRAM as FAULTY
 from tests.reliability.world import committed
 from triage.lifecycle.registry import Registry
 from triage.settings import BLOCKED_EXIT_S, Settings
 
-FAULTY = (sys.executable, "-m", "tests.reliability.faulty_cli")
 EXIT_S = "2"
 BLOCKED = re.compile(r"(\S+): blocked for (\d+) s \((\w+): ")
 Faulty = Callable[..., TriageProcess]
