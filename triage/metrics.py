@@ -109,6 +109,20 @@ class ScorerMetrics:
         self.outlier_certified.set(-1 if sufficient is None else 1 if sufficient else 0)
 
 
+class WorkerMetrics:
+    """The parent of ``triage serve --workers N``: its own metrics, beside its workers' merged ones."""
+
+    def __init__(self, registry: CollectorRegistry, workers: int) -> None:
+        r = registry
+        self.restarts = Counter("triage_worker_restarts", "Scorer worker processes restarted after they died, by "
+                                "worker slot (serve --workers).", ["worker"], registry=r)
+        self.configured = Gauge("triage_workers", "Scorer worker processes configured (serve --workers).", registry=r)
+        self.running = Gauge("triage_workers_running", "Scorer worker processes running now.", registry=r)
+        self.configured.set(workers)
+        for slot in range(workers):
+            self.restarts.labels(worker=str(slot))
+
+
 def observe_many(hist: Histogram, values: np.ndarray) -> None:
     """Observe a whole batch into an unlabelled Histogram with one vectorized bucket count
     (per-value ``observe`` would be a Python loop on the hot path). NaNs are skipped."""

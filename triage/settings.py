@@ -175,6 +175,14 @@ class ServingSettings(Section):
     """BLAS threads for numpy (outlier scoring); 0 = leave the library default. One is
     fastest for per-batch matrices this small, and spinning BLAS threads steal the cores
     the Kafka client needs."""
+    workers: int = Field(1, ge=1, le=256)
+    """Scorer processes in one consumer group behind one /metrics, /healthz and /readyz (use
+    one per core; more than the samples topic's partitions leaves some idle). 1 = one process."""
+    worker_max_restarts: int = Field(5, ge=0)
+    """With workers > 1: a worker that dies is restarted with backoff; one that dies more
+    often than this within worker_restart_window_s stops the whole scorer (exit 1)."""
+    worker_restart_window_s: float = Field(60.0, gt=0.0)
+    """The window over which worker_max_restarts counts a worker's restarts."""
 
 
     @field_validator("classes")
