@@ -92,7 +92,7 @@ def serve_one(settings: Settings, on_listening: Optional[Callable[["Scorer", int
                 helper.stop()
         ops.stop()
     if scorer.fatal is not None:
-        log.critical("stopped because a helper thread kept failing: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
+        log.critical("stopped because a helper thread failed for good: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
         return 1
     log.info("scorer stopped cleanly")
     return 0
