@@ -98,17 +98,17 @@ def _preflight(settings: Settings, registry: "Registry") -> None:
 
 @subcommand("models", "Inspect and manage the model registry.", ("connection", "topics"), _group_args, ACTIONS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
 
     if settings.serving.registry is None:
         raise ConfigError("needs the registry: --registry DIR (before or after the action) or TRIAGE_REGISTRY")
-    registry = Registry(settings.serving.registry)
+    registry = registry_from(settings.serving)
     if args.action != "import":
         registry.check_readable()
     if args.action == "list":
         versions = registry.versions()
         if not versions:
-            print(f"no versions in {registry.root}")
+            print(f"no versions in {registry.location}")
         current = registry.current()
         for v in versions:
             print(("* " if v == current else "  ") + _row(registry.manifest(v)))
