@@ -4,6 +4,7 @@ here mocks S3. ``stop()`` then ``start()`` restarts it on the same ports and dat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from triage.runtime.broker import free_port
 
@@ -81,6 +82,22 @@ class WeedS3:
             return True
         except Exception:  # noqa: BLE001 - not up yet
             return False
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator["WeedS3"]:
+        """Started, with its AWS_* variables set in this process (subprocesses inherit them)."""
+        self.start()
+        saved = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())
+        try:
+            yield self
+        finally:
+            self.stop()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

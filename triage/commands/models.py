@@ -37,6 +37,8 @@ def _version(p: argparse.ArgumentParser) -> None:
 def _promote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("version")
     p.add_argument("--force", action="store_true", help="promote even a rejected version")
+    p.add_argument("--expect", metavar="VERSION", help="promote only if CURRENT is still VERSION "
+                   "(a compare-and-swap: of two such promotes, one wins and the other changes nothing)")
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -119,7 +121,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "promote":
         registry.verify(args.version)  # an unknown or corrupt version fails before the broker check
         _preflight(settings, registry)
-        registry.promote(args.version, force=args.force)
+        registry.promote(args.version, force=args.force, expect=args.expect)
         _announce(settings, registry, args.version, "promote")
         print(f"CURRENT = {args.version} (announced on {settings.topics.models_topic})")
     elif args.action == "rollback":
