@@ -181,6 +181,15 @@ def test_scorer_with_no_cache_serves_current_and_hot_swaps_without_loss(
     assert proc.metric("triage_model_swaps_total", result="success") == 1
 
 
+def retrain(s: Settings, reg: Registry) -> Any:
+    """One run of a fresh retrain job (a stateless pod: nothing but the registry and the topics)."""
+    trainer = Trainer(s, reg, progress=lambda m: None)
+    try:
+        return trainer.run_once()
+    finally:
+        trainer.close()
+
+
 def _labels(X: np.ndarray, y: np.ndarray, ids: range) -> list[tuple[bytes, bytes]]:
     return [(f"l{i}".encode(), encode_label(f"l{i}", str(int(y[i])), annotator="t", features=X[i].tolist()))
             for i in ids]
@@ -193,11 +202,7 @@ def test_retrain_on_s3_then_rebuild_the_lost_label_store_and_train_on_the_same_r
     labels = _labels(X, y, range(300, 420))
     labels[5:5] = [(b"l300", encode_label("l300", "__undo__", annotator="t"))]  # an undo is rebuilt too
     produce(s, s.topics.labels_topic, labels)
-    trainer = Trainer(s, s3_v1, progress=lambda m: None)
-    try:
-        outcome = trainer.run_once()
-    finally:
-        trainer.close()
+    outcome = retrain(s, s3_v1)
     assert outcome.outcome in ("promoted", "rejected"), outcome
     assert outcome.folded == len(labels)
     store = s3_v1.label_store()
@@ -223,11 +228,7 @@ def test_retrain_on_s3_then_rebuild_the_lost_label_store_and_train_on_the_same_r
     # the retrain job does not store them twice, and takes new labels on top
     more = _labels(X, y, range(420, 450))
     produce(s, s.topics.labels_topic, more)
-    trainer = Trainer(s, s3_v1, progress=lambda m: None)
-    try:
-        outcome = trainer.run_once()
-    finally:
-        trainer.close()
+    outcome = retrain(s, s3_v1)
     assert outcome.folded == len(more), outcome
     assert s3_v1.label_store().count() == len(labels) + len(more)
 
@@ -238,20 +239,12 @@ def test_retrain_rebuilds_a_missing_store_by_itself(
     s = settings_factory(min_new_labels=20)
     labels = _labels(X, y, range(300, 360))
     produce(s, s.topics.labels_topic, labels)
-    trainer = Trainer(s, s3_v1, progress=lambda m: None)
-    try:
-        first = trainer.run_once()
-    finally:
-        trainer.close()
+    first = retrain(s, s3_v1)
     assert first.outcome == "promoted", first
     for key in list(s3_v1.store.keys("data/labels/")):
         s3_v1.store.delete(key)
     # a new retrain job (a stateless pod) finds the store empty while CURRENT was trained on labels
-    trainer = Trainer(s, s3_v1, progress=lambda m: None)
-    try:
-        second = trainer.run_once()
-    finally:
-        trainer.close()
+    second = retrain(s, s3_v1)
     assert second.outcome == "skipped" and second.folded == 0, second
     assert s3_v1.label_store().count() == len(labels)
 
