@@ -47,6 +47,7 @@ from triage.policies.risk import accept_mask
 from triage.scoring.acquisition import uncertainty
 from triage.scoring.calibration import calibrator_from_dict
 from triage.scoring.scores import score_batch
+from triage.scoring.servable import ServingModel
 from triage.settings import PolicySettings, RetrainSettings, ServingSettings
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -74,11 +75,12 @@ def realized(routing: dict[str, Any], raw_test: np.ndarray, y_test: np.ndarray, 
 
 
 def mapie_point(routing: dict[str, Any], raw: np.ndarray, y: np.ndarray, raw_test: np.ndarray, y_test: np.ndarray,
-                seed: int, fwer: str) -> dict[str, float]:
-    """MAPIE's controller on the rows fit_routing certified on (same split, same calibrator)."""
+                seed: int, fwer: str, pol: Optional[PolicySettings] = None) -> dict[str, float]:
+    """MAPIE's controller on the rows fit_routing certified on (same split, same calibrator);
+    ``pol``: the policy the routing was fitted with (default: ``policy(seed)``)."""
     from mapie.risk_control import BinaryClassificationController
 
-    cert = routing_split(len(raw), policy(seed))[1]
+    cert = routing_split(len(raw), pol or policy(seed))[1]
     calibrate = calibrator_from_dict(routing["calibration"])
     cal = calibrate(raw[cert])
     score = 1.0 - uncertainty(cal, "margin")
@@ -119,6 +121,15 @@ def end_to_end(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndar
             "certifying_rows": int(manifest["routing"]["risk"]["n"])}, reg
 
 
+def holdout_and_test(reg: Registry, X_test: np.ndarray, y_test: np.ndarray
+                     ) -> tuple[ServingModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The current version, and its raw probabilities and class indices on its holdout and the test rows."""
+    model = serving_model_from_registry(reg, reg.current() or "", ServingSettings())
+    hold = np.load(reg.data_dir / "holdout.npz")
+    return (model, model.classifier.predict_proba(hold["X"]), label_indices(hold["y"], model.classes),
+            model.classifier.predict_proba(X_test), label_indices(y_test, model.classes))
+
+
 def run_seed(seed: int, X_pool: np.ndarray, y_pool: np.ndarray) -> dict[str, dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(X_pool), TRAIN + TEST, replace=False)
@@ -127,12 +138,7 @@ def run_seed(seed: int, X_pool: np.ndarray, y_pool: np.ndarray) -> dict[str, dic
     out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out[STRICT], reg = end_to_end(X, y, X_test, y_test_s, seed, RetrainSettings(), Path(tmp))
-        model = serving_model_from_registry(reg, reg.current() or "", ServingSettings())
-        hold = np.load(reg.data_dir / "holdout.npz")
-        raw_hold = model.classifier.predict_proba(hold["X"])
-        y_hold = label_indices(hold["y"], model.classes)
-        raw_test = model.classifier.predict_proba(X_test)
-        y_test = label_indices(y_test_s, model.classes)
+        model, raw_hold, y_hold, raw_test, y_test = holdout_and_test(reg, X_test, y_test_s)
         routing = model.manifest["routing"]
         for fwer in ("bonferroni_holm", "fixed_sequence"):
             out[f"MAPIE BinaryClassificationController ({fwer}), strict's rows"] = mapie_point(

@@ -57,6 +57,11 @@ class ConnectionSettings(Section):
     """Consumer-group session timeout; a dead replica's partitions move after this long."""
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     """Longest allowed gap between polls before the group evicts this replica."""
+    group_instance_id: Optional[str] = Field(None, min_length=1, max_length=249)
+    """Static membership in the scorers' group (group.instance.id; unset = dynamic): a
+    restarted replica with the same id gets its partitions back without a rebalance, if it
+    returns within session_timeout_ms. Unique per replica (the pod name); see
+    docs/operations/scaling.md."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     """Kafka security protocol."""
     sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = None

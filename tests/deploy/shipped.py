@@ -13,7 +13,7 @@ class Shipped:
     command: str      # `triage <command>` it runs
     job: str          # Prometheus job_name in deploy/prometheus/prometheus.yml
     port: int         # its /metrics port (TRIAGE_METRICS_PORT) in compose and Kubernetes
-    k8s: str          # Kubernetes workload name (Deployment or CronJob) in deploy/k8s/
+    k8s: str          # Kubernetes workload name (Deployment, StatefulSet or CronJob) in deploy/k8s/base/
 
 
 SHIPPED: tuple[Shipped, ...] = (

@@ -1,5 +1,7 @@
-"""The optional Kubernetes manifests: well-formed, probes on the real endpoints, one workload per
-shipped process (scorer, retrain, audit, Label Studio bridge) plus Label Studio itself."""
+"""The optional Kubernetes manifests (the kustomize base, rendered): probes on the real
+endpoints, one workload per shipped process (scorer, retrain, audit, Label Studio bridge) plus
+Label Studio itself. Scaling, static membership, monitoring and the S3 overlay are in
+test_k8s_scaling.py."""
 
 from __future__ import annotations
 
@@ -8,27 +10,31 @@ from typing import Any
 import yaml
 
 from tests.deploy.conftest import DEPLOY
+from tests.deploy.kustomize import env_of as _env, pod_spec as _pod, render
 from tests.deploy.shipped import BRIDGE_WEBHOOK_PORT, BY_COMMAND, SHIPPED
 from triage.settings import Settings
 
+BASE = DEPLOY / "k8s" / "base"
 
-def _docs() -> dict[str, dict[str, Any]]:
-    out = {}
-    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            out[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
-    return out
+
+def _docs(directory: Any = BASE) -> dict[str, dict[str, Any]]:
+    return {f"{doc['kind']}/{doc['metadata']['name']}": doc for doc in render(directory)}
+
+
+def test_every_manifest_file_is_part_of_the_base() -> None:
+    listed = set(yaml.safe_load(BASE.joinpath("kustomization.yaml").read_text())["resources"])
+    assert {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"} == listed
 
 
 def test_scorer_deployment_probes_and_service() -> None:
     docs = _docs()
-    pod = docs["Deployment/triage-scorer"]["spec"]["template"]["spec"]
+    pod = docs["StatefulSet/triage-scorer"]["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert pod["securityContext"]["runAsNonRoot"] is True
     svc = docs["Service/triage-scorer"]["spec"]
-    assert svc["selector"] == docs["Deployment/triage-scorer"]["spec"]["selector"]["matchLabels"]
+    assert svc["selector"] == docs["StatefulSet/triage-scorer"]["spec"]["selector"]["matchLabels"]
     fields = {f"TRIAGE_{n.upper()}" for n in dict(Settings.fields())}
     assert set(docs["ConfigMap/triage"]["data"]) <= fields
 
@@ -42,24 +48,15 @@ def test_retrain_cronjob_never_overlaps_and_shares_the_registry() -> None:
     assert docs["PersistentVolumeClaim/triage-registry"]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
-def _pod(doc: dict[str, Any]) -> dict[str, Any]:
-    spec = doc["spec"]
-    return spec["jobTemplate"]["spec"]["template"]["spec"] if doc["kind"] == "CronJob" else spec["template"]["spec"]
-
-
-def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
 def test_every_shipped_process_has_a_workload_with_its_metrics_port() -> None:
     docs = _docs()
     for s in SHIPPED:
-        doc = docs.get(f"Deployment/{s.k8s}") or docs.get(f"CronJob/{s.k8s}")
+        doc = docs.get(f"Deployment/{s.k8s}") or docs.get(f"StatefulSet/{s.k8s}") or docs.get(f"CronJob/{s.k8s}")
         assert doc, f"deploy/k8s has no workload {s.k8s} for `triage {s.command}`"
         c = _pod(doc)["containers"][0]
         assert c["args"][0] == s.command, s.k8s
         assert _env(c).get("TRIAGE_METRICS_PORT", {}).get("value", "8000") == str(s.port), s.k8s
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             annotations = doc["spec"]["template"]["metadata"]["annotations"]
             assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(s.port)
             assert any(p["containerPort"] == s.port for p in c["ports"])
@@ -126,7 +123,7 @@ def test_bridge_is_a_single_writer_with_secrets_from_the_secret() -> None:
 def test_every_triage_variable_in_the_manifests_is_a_setting() -> None:
     fields = {f"TRIAGE_{n.upper()}" for n in dict(Settings.fields())}
     for key, doc in _docs().items():
-        if doc["kind"] not in ("Deployment", "CronJob"):
+        if doc["kind"] not in ("Deployment", "StatefulSet", "CronJob"):
             continue
         for c in _pod(doc)["containers"]:
             unknown = [n for n in _env(c) if n.startswith("TRIAGE_") and n not in fields]

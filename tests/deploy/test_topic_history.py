@@ -25,7 +25,7 @@ def _compose_script() -> str:
 
 
 def _k8s_script() -> str:
-    docs: list[dict[str, Any]] = list(yaml.safe_load_all((DEPLOY / "k8s" / "topics.yaml").read_text()))
+    docs: list[dict[str, Any]] = list(yaml.safe_load_all((DEPLOY / "k8s" / "base" / "topics.yaml").read_text()))
     job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "triage-topics")
     return str(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
 

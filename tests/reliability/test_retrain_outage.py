@@ -17,7 +17,7 @@ from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 
 LABELS = 2000
-GRACE_S = 30.0  # terminationGracePeriodSeconds when deploy/k8s/retrain.yaml sets none
+GRACE_S = 30.0  # terminationGracePeriodSeconds when deploy/k8s/base/retrain.yaml sets none
 
 
 def test_retrain_ingest_stops_on_sigterm_during_a_broker_outage(

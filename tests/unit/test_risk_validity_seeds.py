@@ -12,6 +12,7 @@ Clopper-Pearson interval of the rate reaches down to delta. Figures: docs/guide/
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,12 @@ from tests import riskcheck
 SEEDS = 200
 
 
+def _logged(seed: int, result: Any) -> Any:
+    """One line per seed (``-s``), so a run cut short still leaves its figures."""
+    print(f"seed {seed}: {result}", flush=True)
+    return result
+
+
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     return riskcheck.pool()
@@ -28,7 +35,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 def test_strict_certificate_holds_over_200_seeds(data: tuple[np.ndarray, np.ndarray]) -> None:
     t0 = time.perf_counter()
-    runs = [riskcheck.train_run(seed, data, "strict", wrong_too=True) for seed in range(SEEDS)]
+    runs = [_logged(seed, riskcheck.train_run(seed, data, "strict", wrong_too=True)) for seed in range(SEEDS)]
     strict = riskcheck.violation_rate([r["shipped"] for r in runs])
     wrong = riskcheck.violation_rate([r["in_sample"] for r in runs])
     print("\n" + riskcheck.describe("strict (default)", strict, time.perf_counter() - t0))
@@ -41,14 +48,15 @@ def test_strict_certificate_holds_over_200_seeds(data: tuple[np.ndarray, np.ndar
 def test_cross_fit_violation_rate_is_measured(data: tuple[np.ndarray, np.ndarray]) -> None:
     """Cross-fit is an approximation: its rate is reported (docs), not promised."""
     t0 = time.perf_counter()
-    rate = riskcheck.violation_rate([riskcheck.train_run(seed, data, "cross-fit")["shipped"] for seed in range(SEEDS)])
+    rate = riskcheck.violation_rate([_logged(seed, riskcheck.train_run(seed, data, "cross-fit"))["shipped"]
+                                     for seed in range(SEEDS)])
     print("\n" + riskcheck.describe("cross-fit (opt-in)", rate, time.perf_counter() - t0))
     assert rate["runs"] == SEEDS and rate["mean_coverage"] > 0.2
 
 
 def test_retrains_with_the_gate_keep_the_certificate_at_every_version(data: tuple[np.ndarray, np.ndarray]) -> None:
     t0 = time.perf_counter()
-    steps = [riskcheck.retrain_run(seed, data) for seed in range(SEEDS)]
+    steps = [_logged(seed, riskcheck.retrain_run(seed, data)) for seed in range(SEEDS)]
     print(f"\nretrain with gate: {SEEDS} seeds x {riskcheck.VERSIONS} retrains, {time.perf_counter() - t0:.0f} s")
     rates = []
     for k in range(riskcheck.VERSIONS + 1):

@@ -203,3 +203,47 @@ def test_a_bootstrap_of_four_labels_runs(tmp_path: Path) -> None:
                  "--initial-labels", "4", "--round-size", "20", "--labels-per-round", "4", "--min-new-labels", "4",
                  "--budget", "16", "--jobs", "1", "--report-dir", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["strategies"]["margin"]["curve"][0][0] == 4
+
+
+def test_the_stop_rule_stops_extra_rounds_after_the_mean_first_reaches_the_target() -> None:
+    from triage.simulation.runner import EXTRA_ROUNDS, StopRule, trim
+
+    a = [(20, 0.5), (45, 0.7), (70, 0.9), (95, 0.9), (120, 0.91), (145, 0.92), (170, 0.93)]
+    b = [(20, 0.5), (45, 0.8), (70, 0.8), (95, 0.95), (120, 0.95)]  # done after 4 steps
+    runs = [RunResult("m", 0, a, retrains=["promoted"] * 6, full=[True] * 6),
+            RunResult("m", 1, b, retrains=["rejected"] * 4, full=[True] * 4)]
+    assert StopRule().last_round([a, b], 0.9) == 3 + EXTRA_ROUNDS  # the mean first reaches 0.9 at 95 labels
+    cut = trim(runs, 0.9)
+    assert [len(r.curve) for r in cut] == [6, 5] and cut[0].curve == a[:6] and cut[1] == runs[1]
+    assert cut[0].retrains == ["promoted"] * 5 and cut[0].full == [True] * 5 and cut[0].outcomes == {"promoted": 5}
+    assert trim(runs, 0.99) == runs  # never reached: every step stays
+    rule = StopRule()
+    assert rule.last_round([a[:3], b[:3]], 0.9) is None and rule.last_round([a, b], 0.9) == 5  # checked as they grow
+
+
+class LateTarget(dict):  # type: ignore[type-arg]
+    """The target as a worker sees it when the full-label accuracy arrives after a few rounds."""
+
+    def __init__(self, target: float, after: int) -> None:
+        super().__init__(target=target)
+        self.after = after
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.after -= 1
+        return None if self.after >= 0 else super().get(key, default)
+
+
+def test_a_group_that_learns_the_target_late_reports_what_it_would_have_with_it() -> None:
+    """Full-label accuracy runs beside the first groups: a group may step past its stop before
+    it knows the target, and ``trim`` must leave exactly the runs it would have stopped with."""
+    from triage.simulation.datasets import load_labelled
+    from triage.simulation.runner import TARGET, run_strategy, trim
+
+    X, y = load_labelled("sklearn:iris")
+    cfg = ReplayConfig(initial_labels=6, round_size=20, labels_per_round=4, budget=60, retrain_growth=0.0)
+    flat = {"min_new_labels": 1}
+    margin = STRATEGIES["margin"]
+    on_time = run_strategy(margin, 2, X, y, 0.25, cfg, flat, {TARGET: 0.8})
+    late = run_strategy(margin, 2, X, y, 0.25, cfg, flat, LateTarget(0.8, after=6))
+    assert len(late[0].curve) > len(on_time[0].curve)  # it stepped past the stop
+    assert [(r.curve, r.retrains, r.full) for r in trim(late, 0.8)] == [(r.curve, r.retrains, r.full) for r in on_time]

@@ -34,7 +34,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -101,9 +101,17 @@ class RunResult:
     strategy: str
     seed: int
     curve: Curve
-    outcomes: Counter[str] = field(default_factory=Counter)
+    retrains: list[str] = field(default_factory=list)  # per step: the retrain's outcome
     seconds: float = 0.0
     full: list[bool] = field(default_factory=list)  # per step: labelled the nominal count (capped by the budget)
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        return Counter(self.retrains)
+
+    def first_steps(self, steps: int) -> "RunResult":
+        """This run as it stood after ``steps`` steps."""
+        return replace(self, curve=self.curve[: steps + 1], retrains=self.retrains[:steps], full=self.full[:steps])
 
     @property
     def counts(self) -> list[int]:
@@ -179,7 +187,7 @@ class Replay:
         self.rng = np.random.default_rng([seed, 7])
         self.labelled = np.zeros(len(X), dtype=bool)
         self.labelled[bootstrap(split, cfg, seed)] = True
-        self.outcomes: Counter[str] = Counter()
+        self.retrains: list[str] = []
         self.full: list[bool] = []
         self.stream = np.zeros(0, dtype=np.int64)  # what is left of the current pass
         logging.getLogger("triage").setLevel(logging.ERROR)  # thousands of routine lines otherwise
@@ -251,14 +259,14 @@ class Replay:
         self.full.append(self.spent - before == nominal)
         result = retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
                               outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
-        self.outcomes[result.outcome] += 1
+        self.retrains.append(result.outcome)
         if result.outcome == "promoted":
             self.model = _served(self.registry, s)
             self.policy.on_model(self.model)
         self.curve.append((self.spent, accuracy(self.model, self.split.X_test, self.split.y_test, s)))
 
     def result(self) -> RunResult:
-        return RunResult(self.strategy.name, self.seed, list(self.curve), Counter(self.outcomes),
+        return RunResult(self.strategy.name, self.seed, list(self.curve), list(self.retrains),
                          time.monotonic() - self.started, list(self.full))
 
     def close(self) -> None:

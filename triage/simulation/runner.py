@@ -1,6 +1,6 @@
-"""A ``triage simulate`` run: full-label accuracy per seed, then every strategy's seeds
-advancing together step by step in parallel processes, each strategy's random twin on the
-same label counts, with a progress bar; then the summary, table and plot in the report folder.
+"""A ``triage simulate`` run: full-label accuracy per seed and every strategy's seeds advancing
+together step by step, in parallel processes, each strategy's random twin on the same label
+counts, with a progress bar; then the summary, table and plot in the report folder.
 
 Random is paired by construction: a strategy's run records its label count at every step, and
 random replays those counts (``Replay(schedule=...)``). Runs that took the nominal count at
@@ -10,7 +10,9 @@ gets its own (``random (NAME)``) once it has finished.
 
 A group's seeds stop together once their mean curve has reached the highest target and held
 it for ``EXTRA_ROUNDS`` more steps (labels to a target are read off the mean curve, so later
-steps cannot change them), or when the budget or the pool runs out.
+steps cannot change them), or when the budget or the pool runs out. The target needs the
+full-label accuracy, which runs beside the first groups: a group that learns it late is cut
+back to the same stop (``StopRule``, ``trim``).
 """
 
 from __future__ import annotations
@@ -25,18 +27,19 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from dataclasses import dataclass, replace
 from multiprocessing import Manager
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import Any, Callable, Mapping, Optional, Sequence, TextIO
 
 import numpy as np
 
 from triage.settings import Settings
 from triage.simulation.datasets import split
-from triage.simulation.replay import Replay, ReplayConfig, RunResult, full_label_accuracy, planned_steps
+from triage.simulation.replay import Curve, Replay, ReplayConfig, RunResult, full_label_accuracy, planned_steps
 from triage.simulation.strategies import RANDOM, STRATEGIES, Strategy
 from triage.simulation.summary import TARGETS, labels_to, mean_curve, plot, summarize, table
 from triage.runtime.threads import limit_blas_threads
 
 EXTRA_ROUNDS = 2
+TARGET = "target"  # the key of the highest target in the dict shared with the workers
 Schedules = tuple[tuple[int, ...], ...]  # per seed: the label counts a random run copies
 
 
@@ -96,13 +99,43 @@ def _full(seed: int, X: np.ndarray, y: np.ndarray, test_fraction: float, cfg: Re
     return full_label_accuracy(split(X, y, seed, test_fraction), cfg, seed, Settings(**flat))
 
 
+class StopRule:
+    """Where a group stops: ``EXTRA_ROUNDS`` rounds after the first round whose mean curve
+    (each seed's run as it stood after that round) reaches the target; a round steps every seed
+    not yet done. The same rule, whether applied as the group runs or afterwards to what it ran
+    (``trim``), so the report does not depend on when the target became known."""
+
+    def __init__(self) -> None:
+        self.checked = 0  # rounds looked at
+        self.reached: Optional[int] = None
+
+    def last_round(self, curves: Sequence[Curve], target: float) -> Optional[int]:
+        """The round to stop after, once the target has been reached (None: not yet)."""
+        rounds = max(len(c) for c in curves) - 1
+        while self.reached is None and self.checked < rounds:
+            self.checked += 1
+            prefix = [RunResult("", 0, c[: self.checked + 1]) for c in curves]
+            if labels_to(mean_curve(prefix), target) is not None:
+                self.reached = self.checked
+        return None if self.reached is None else self.reached + EXTRA_ROUNDS
+
+
+def trim(runs: Sequence[RunResult], target: float) -> list[RunResult]:
+    """A group's runs cut where ``StopRule`` stops them: a group that started before the
+    full-label accuracy was known may have stepped past that point."""
+    last = StopRule().last_round([r.curve for r in runs], target)
+    return [r.first_steps(last) if last is not None else r for r in runs]
+
+
 def run_strategy(strategy: Strategy, seeds: int, X: np.ndarray, y: np.ndarray, test_fraction: float,
-                 cfg: ReplayConfig, flat: dict[str, Any], target: float,
+                 cfg: ReplayConfig, flat: dict[str, Any], targets: Mapping[str, float],
                  tick: Optional[Callable[[str], None]] = None, schedules: Optional[Schedules] = None,
                  name: Optional[str] = None) -> list[RunResult]:
     """Every seed of one strategy (random: on ``schedules``), a step each in turn, until the
-    mean curve has held ``target`` for ``EXTRA_ROUNDS`` steps or every seed is done. The runs
-    are named ``name`` (default the strategy's)."""
+    ``StopRule`` stops them or every seed is done. ``targets[TARGET]`` is the highest target,
+    once the full-label accuracy is known (it is computed beside the first groups; until then
+    they step on, and ``trim`` cuts what they ran past the stop). The runs are named ``name``
+    (default the strategy's)."""
     limit_blas_threads(1)
     name = name or strategy.name
     base = Settings(**flat)
@@ -110,7 +143,7 @@ def run_strategy(strategy: Strategy, seeds: int, X: np.ndarray, y: np.ndarray, t
     cfg = _config_for(strategy, cfg, len(splits[0].X_pool))
     replays = [Replay(data, strategy, seed, cfg, base, schedules[seed] if schedules else ())
                for seed, data in enumerate(splits)]
-    held = 0
+    stop, rounds = StopRule(), 0
     try:
         while not all(r.done for r in replays):
             for r in replays:
@@ -118,10 +151,11 @@ def run_strategy(strategy: Strategy, seeds: int, X: np.ndarray, y: np.ndarray, t
                     r.step()
                     if tick is not None:
                         tick(name)
-            if labels_to(mean_curve([r.result() for r in replays]), target) is not None:
-                held += 1
-                if held > EXTRA_ROUNDS:
-                    break
+            rounds += 1
+            target = targets.get(TARGET)
+            last = None if target is None else stop.last_round([r.curve for r in replays], target)
+            if last is not None and rounds >= last:
+                break
         return [replace(r.result(), strategy=name) for r in replays]
     finally:
         for r in replays:
@@ -172,41 +206,57 @@ def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds:
         bar.advance(1, name)
 
     with _executor(jobs) as executor, (Manager() if jobs > 1 else nullcontext()) as manager:
-        # Worker processes report their rounds through a managed queue; --jobs 1 counts directly.
+        # Worker processes report their rounds through a managed queue and read the target from
+        # a managed dict; --jobs 1 counts directly and has the target before any group starts.
         ticks = manager.Queue() if manager is not None else queue.Queue()
-        full = [f.result() for f in [executor.submit(_full, seed, X, y, test_fraction, cfg, flat)
-                                     for seed in range(seeds)]]
-        bar.advance(seeds, "full-label accuracy")
-        target = max(TARGETS) * float(np.mean(full))
+        targets: dict[str, float] = manager.dict() if manager is not None else {}
+        # Full-label accuracy runs beside the first groups rather than before them: with fewer
+        # seeds than workers (one large run) a worker would otherwise wait for it.
+        fulls = [executor.submit(_full, seed, X, y, test_fraction, cfg, flat) for seed in range(seeds)]
+        full: list[float] = []
         tick: Callable[[str], None] = QueueTick(ticks) if jobs > 1 else count
         pending: dict[Future[list[RunResult]], tuple[str, int]] = {}
+        finished: list[tuple[str, int, list[RunResult]]] = []  # waiting for the target to be trimmed
         twins: dict[Schedules, str] = {}
+
+        def settle_full() -> None:
+            if not full and all(f.done() for f in fulls):
+                full.extend(f.result() for f in fulls)
+                targets[TARGET] = max(TARGETS) * float(np.mean(full))
+                bar.advance(seeds, "full-label accuracy")
 
         def twin(schedules: Schedules, name: str) -> str:
             """The random group on ``schedules``, started unless it already runs."""
             if schedules not in twins:
                 twins[schedules] = name
                 bar.extend(random_plan)
-                pending[executor.submit(run_strategy, random, seeds, X, y, test_fraction, cfg, flat, target, tick,
-                                        schedules, name)] = (name, random_plan)
+                pending[executor.submit(run_strategy, random, seeds, X, y, test_fraction, cfg, flat, targets,
+                                        tick, schedules, name)] = (name, random_plan)
             return twins[schedules]
 
+        settle_full()
         nominal: Schedules = ((),) * seeds
         # With a label count per round every step's count is known in advance: random starts
         # first, as it runs longest. With --review-rate each strategy's counts are its own.
         if cfg.labels_per_round is not None or not active:
             twin(nominal, RANDOM)
         for s in active:
-            pending[executor.submit(run_strategy, s, seeds, X, y, test_fraction, cfg, flat, target, tick)] = (
+            pending[executor.submit(run_strategy, s, seeds, X, y, test_fraction, cfg, flat, targets, tick)] = (
                 s.name, planned_rounds(pool, s, cfg, seeds))
         runs: list[RunResult] = []
         baselines: dict[str, str] = {}
-        while pending:
-            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        while pending or finished or not full:
+            waiting = [*pending, *(f for f in fulls if not f.done())]
+            done, _ = wait(waiting, timeout=0.5, return_when=FIRST_COMPLETED)
             _drain(ticks, count)
+            settle_full()
             for f in done:
-                name, plan = pending.pop(f)
-                results = sorted(f.result(), key=lambda r: r.seed)
+                if f in pending:
+                    name, plan = pending.pop(f)
+                    finished.append((name, plan, sorted(f.result(), key=lambda r: r.seed)))
+            while full and finished:
+                name, plan, results = finished.pop(0)
+                results = trim(results, targets[TARGET])
                 runs += results
                 _drain(ticks, count)
                 bar.advance(plan - ticked[name], f"{name} done")
@@ -261,6 +311,7 @@ def simulate(dataset: str, X: np.ndarray, y: np.ndarray, strategies: Sequence[St
               "labels_per_step": {n: [r.counts for r in outcome.runs if r.strategy == n] for n in names},
               "retrain_outcomes": {n: dict(sum((r.outcomes for r in outcome.runs if r.strategy == n), Counter()))
                                    for n in names},
+              "run_seconds": {n: [round(r.seconds, 1) for r in outcome.runs if r.strategy == n] for n in names},
               "seconds": round(time.monotonic() - started, 1)}
     summary = summarize(dataset, outcome.full, outcome.runs, seeds, outcome.baselines)
     summary_path, plot_path = write_report(report_dir, summary, config)

@@ -70,7 +70,11 @@ def make_consumer(
     from_beginning: bool = True,
     on_revoke: Optional[Callable[[], None]] = None,
 ) -> Consumer:
-    sub = Subscription(tuple(topics), group_id, from_beginning, on_revoke)
+    # Static membership only in the scorers' group: the other groups' members (a retrain
+    # CronJob, the bridge) come and go, and a static one would hold its partitions for a
+    # whole session timeout after it exits.
+    instance_id = settings.connection.group_instance_id if group_id == settings.connection.group_id else None
+    sub = Subscription(tuple(topics), group_id, from_beginning, on_revoke, instance_id)
     consumer: Consumer = _backend(settings).make_consumer(settings, sub)
     return consumer
 

@@ -61,6 +61,7 @@ class Subscription:
     group_id: Optional[str]
     from_beginning: bool = True
     on_revoke: Optional[Callable[[], None]] = None  # called when a group takes partitions away
+    instance_id: Optional[str] = None  # group.instance.id: static membership (KIP-345)
 
 
 def reader_partitions(topics: Iterable[str], partitions_of: Callable[[str], Optional[Iterable[int]]]) -> list[tuple[str, int]]:

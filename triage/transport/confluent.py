@@ -224,7 +224,8 @@ class ConfluentConsumer:
         return self._health.connected()
 
     def close(self) -> None:
-        # close() leaves the group (LeaveGroup), so partitions move without a session timeout.
+        # close() leaves the group (LeaveGroup), so partitions move without a session timeout;
+        # a static member (group.instance.id) does not: it keeps them for its return.
         self._c.close()
 
 
@@ -255,6 +256,8 @@ def make_consumer(settings: Settings, sub: Subscription) -> ConfluentConsumer:
         "stats_cb": health.on_stats,
         "error_cb": health.on_error,
     })
+    if sub.instance_id is not None:
+        cfg["group.instance.id"] = sub.instance_id  # close() then leaves no group: the session timeout does
     consumer = Consumer(cfg)
     if sub.group_id is None:
         def start(topic: str, partition: int) -> TopicPartition:  # resolve "end" now (see Subscription)

@@ -152,6 +152,7 @@ def make_consumer(settings: Settings, sub: Subscription) -> KafkaPythonConsumer:
     consumer = _connect(
         settings, KafkaConsumer,
         group_id=sub.group_id,
+        group_instance_id=sub.instance_id,  # static: close() sends no LeaveGroup
         enable_auto_commit=False,
         auto_offset_reset="earliest" if sub.from_beginning else "latest",
         session_timeout_ms=settings.connection.session_timeout_ms,

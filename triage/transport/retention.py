@@ -1,7 +1,7 @@
 """What history each triage topic keeps, and the start-up check that it is all still there.
 
 ``topic_configs`` is what ``ensure_topics`` sets on the topics it creates; compose's
-``topic-init`` and ``deploy/k8s/topics.yaml`` create them with the same configs (a deploy test
+``topic-init`` and ``deploy/k8s/base/topics.yaml`` create them with the same configs (a deploy test
 compares them). Why each topic keeps what it keeps: docs/contracts.md#topics-and-their-history.
 
 ``check_history`` is called at start by every process that rebuilds state from a topic read
