@@ -91,6 +91,7 @@ class ModelWatcher:
         GuardedLoop(
             "model-watcher", self._consumer, self.handle, commit=False, max_records=100, poll_timeout_ms=500,
             after_poll=self._periodic_sync, metrics=self.scorer.metrics.loop, stop=stop,
+            blocked_exit_s=self.settings.operations.blocked_exit_s,
         ).run()
 
     def _periodic_sync(self, _batch: Optional[RecordBatch]) -> None:

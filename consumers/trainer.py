@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from consumers.loop import GuardedLoop, close_within, drain
+from consumers.loop import GuardedLoop, blocked_reasons, close_within, drain, not_blocked
 from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
 from triage.errors import BlockedError, InputError, LabelError, TriageError
 from triage.extras import require_extra
@@ -162,11 +162,10 @@ class Trainer:
         return self.folded - before[0], self.rejected - before[1]
 
     def readiness(self) -> dict[str, bool]:
-        return {"running": True, "not_blocked": self.blocked is None or self.blocked.blocked_since is None}
+        return {"running": True, "not_blocked": not_blocked(self.blocked)}
 
     def readiness_reasons(self) -> dict[str, str]:
-        why = self.blocked.blocked_reason_text() if self.blocked is not None else None
-        return {"not_blocked": why} if why else {}
+        return blocked_reasons(self.blocked)
 
     # --- one run -------------------------------------------------------------------------------
     def run_once(self) -> RetrainOutcome:

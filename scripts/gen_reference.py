@@ -277,6 +277,9 @@ def _processes() -> list[tuple[str, str, Callable[[Any], None]]]:
          "(`LoopMetrics`)", lambda r: m.LoopMetrics(r)),
         ("Scorer", "`triage serve` (`ScorerMetrics`, `PolicyMetrics`)",
          lambda r: (m.ScorerMetrics(r), m.PolicyMetrics(r))),
+        ("Scorer workers", "the parent of `triage serve --workers N` (`WorkerMetrics`), beside its workers' "
+         "metrics merged: counters and histograms summed, gauges the largest, `triage_ready` the smallest",
+         lambda r: m.WorkerMetrics(r, 1)),
         ("Retrain", "`triage retrain` (`RetrainMetrics`)", lambda r: m.RetrainMetrics(r)),
         ("Audit", "`triage audit` (`AuditMetrics`)", lambda r: (m.AuditMetrics(r), m.LoopMetrics(r))),
         ("Label Studio bridge", "`triage label-studio` (`LabelStudioMetrics`)", lambda r: m.LabelStudioMetrics(r)),

@@ -186,11 +186,12 @@ def decoded(records: list[dict[str, Any]], topic: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def triage_process(tmp_path: Path) -> Iterator[Callable[..., TriageProcess]]:
-    """Start ``triage COMMAND EXTRA...`` processes (logs in tmp_path); whatever still runs is killed at the end."""
+    """Start ``triage COMMAND EXTRA...`` processes (logs in tmp_path; ``env``: more environment);
+    whatever still runs is killed at the end."""
     started: list[TriageProcess] = []
 
-    def start(command: str, settings: Settings, *extra: str) -> TriageProcess:
-        p = TriageProcess(settings, [command, *extra], tmp_path, f"{command}-{len(started)}")
+    def start(command: str, settings: Settings, *extra: str, env: Optional[dict[str, str]] = None) -> TriageProcess:
+        p = TriageProcess(settings, [command, *extra], tmp_path, f"{command}-{len(started)}", extra_env=env)
         started.append(p)
         return p
 

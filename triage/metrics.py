@@ -109,6 +109,20 @@ class ScorerMetrics:
         self.outlier_certified.set(-1 if sufficient is None else 1 if sufficient else 0)
 
 
+class WorkerMetrics:
+    """The parent of ``triage serve --workers N``: its own metrics, beside its workers' merged ones."""
+
+    def __init__(self, registry: CollectorRegistry, workers: int) -> None:
+        r = registry
+        self.restarts = Counter("triage_worker_restarts", "Scorer worker processes restarted after they died, by "
+                                "worker slot (serve --workers).", ["worker"], registry=r)
+        self.configured = Gauge("triage_workers", "Scorer worker processes configured (serve --workers).", registry=r)
+        self.running = Gauge("triage_workers_running", "Scorer worker processes running now.", registry=r)
+        self.configured.set(workers)
+        for slot in range(workers):
+            self.restarts.labels(worker=str(slot))
+
+
 def observe_many(hist: Histogram, values: np.ndarray) -> None:
     """Observe a whole batch into an unlabelled Histogram with one vectorized bucket count
     (per-value ``observe`` would be a Python loop on the hot path). NaNs are skipped."""
@@ -228,6 +242,35 @@ class AuditMetrics:
             self.live_actions.labels(action=action)
 
 
+class MonitorMetrics:
+    """``triage monitor``: label-free accuracy estimate per version, drift detectors, requests."""
+
+    RECORD_KINDS = ("prediction", "review", "audit_copy", "invalid", "replayed")
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.loop = LoopMetrics(r)
+        self.estimate = Gauge("triage_estimated_accuracy", "Accuracy estimated without labels from the calibrated confidence of the version's last --monitor-window samples.", ["model_version"], registry=r)
+        self.lower = Gauge("triage_estimated_accuracy_lower", "Lower end of the estimate's sampling-error band (--estimate-level).", ["model_version"], registry=r)
+        self.upper = Gauge("triage_estimated_accuracy_upper", "Upper end of the estimate's sampling-error band.", ["model_version"], registry=r)
+        self.samples = Gauge("triage_estimated_accuracy_samples", "Samples in the window behind triage_estimated_accuracy.", ["model_version"], registry=r)
+        self.floor = Gauge("triage_accuracy_floor", "The acceptable accuracy (--accuracy-floor), when set.", registry=r)
+        self.accepted = Gauge("triage_estimated_accepted_accuracy", "Label-free accuracy estimate of the auto-accepted predictions alone (what the audit slice measures with labels).", ["model_version"], registry=r)
+        self.accepted_lower = Gauge("triage_estimated_accepted_accuracy_lower", "Lower end of triage_estimated_accepted_accuracy's band.", ["model_version"], registry=r)
+        self.accepted_upper = Gauge("triage_estimated_accepted_accuracy_upper", "Upper end of triage_estimated_accepted_accuracy's band.", ["model_version"], registry=r)
+        self.statistic = Gauge("triage_drift_statistic", "CUSUM statistic of a drift detector of the newest version (an alarm when it exceeds triage_drift_threshold).", ["signal"], registry=r)
+        self.threshold = Gauge("triage_drift_threshold", "Threshold of a drift detector, from --drift-ert-samples.", ["signal"], registry=r)
+        self.alarms = Counter("triage_drift_alarms", "Drift alarms, by signal (confidence, margin, outlier, class:<label>).", ["signal"], registry=r)
+        self.reference = Gauge("triage_drift_reference_samples", "Samples of the version's drift reference collected so far (detectors run once it holds --drift-reference-samples).", ["model_version"], registry=r)
+        self.records = Counter("triage_monitor_records", "Records read by the monitor, by kind (prediction|review|audit_copy|invalid|replayed).", ["kind"], registry=r)
+        self.requests = Counter("triage_retrain_requests", "Retrain requests published, by reason (drift|estimated_accuracy).", ["reason"], registry=r)
+        self.checkpoint_age = Gauge("triage_monitor_checkpoint_age_seconds", "Seconds since the monitor's last checkpoint was written.", registry=r)
+        for kind in self.RECORD_KINDS:
+            self.records.labels(kind=kind)
+        for reason in ("drift", "estimated_accuracy"):
+            self.requests.labels(reason=reason)
+
+
 class LabelStudioMetrics:
     """The Label Studio bridge: tasks created, labels published by source, reconcile lag, errors."""
 
@@ -245,13 +288,14 @@ class LabelStudioMetrics:
         self.reconcile_lag = Gauge("triage_labelstudio_reconcile_lag_seconds", "Seconds since the last completed reconcile.", registry=r)
         self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
         self.invalid = Counter("triage_labelstudio_invalid", "Inputs the bridge could not use, by reason.", ["reason"], registry=r)
-        self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable.", registry=r)
+        self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable and the review loop holds no batch.", registry=r)
         self.webhooks_refused = Counter("triage_labelstudio_webhooks_refused", "Webhook bodies answered 4xx, by reason "
                                         "(unauthorized|too_large|not_json|too_deep|bad_shape).", ["reason"], registry=r)
         self.reconcile_calls = Counter("triage_labelstudio_reconcile_requests", "Label Studio requests made by reconciles, "
                                        "by kind (full|incremental).", ["kind"], registry=r)
         self.tasks_confirmed = Counter("triage_labelstudio_unlisted_tasks", "Tasks with published labels missing from a "
-                                       "full listing, by what a direct fetch said (deleted|present).", ["outcome"], registry=r)
+                                       "full listing or named by a TASKS_DELETED webhook, by what a direct fetch said "
+                                       "(deleted|present).", ["outcome"], registry=r)
         for reason in self.WEBHOOK_REFUSALS:
             self.webhooks_refused.labels(reason=reason)
         for kind in ("full", "incremental"):

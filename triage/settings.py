@@ -105,7 +105,7 @@ class ConnectionSettings(Section):
 
 
 class TopicSettings(Section):
-    """The names of the six triage topics."""
+    """The names of the triage topics."""
 
     samples_topic: str = "triage.samples"
     """Input topic of samples to score."""
@@ -119,6 +119,8 @@ class TopicSettings(Section):
     """Topic of model promote/rollback events read by every scorer replica."""
     dlq_topic: str = "triage.dlq"
     """Dead-letter topic: original bytes plus failure headers."""
+    retrain_requests_topic: str = "triage.retrain-requests"
+    """Topic of retrain requests: ``triage monitor`` writes one on a drift alarm or a low estimated accuracy."""
 
 
     def outputs(self) -> list[str]:
@@ -133,6 +135,7 @@ class TopicSettings(Section):
             self.labels_topic,
             self.models_topic,
             self.dlq_topic,
+            self.retrain_requests_topic,
         ]
 
 
@@ -178,6 +181,14 @@ class ServingSettings(Section):
     """BLAS threads for numpy (outlier scoring); 0 = leave the library default. One is
     fastest for per-batch matrices this small, and spinning BLAS threads steal the cores
     the Kafka client needs."""
+    workers: int = Field(1, ge=1, le=256)
+    """Scorer processes in one consumer group behind one /metrics, /healthz and /readyz (use
+    one per core; more than the samples topic's partitions leaves some idle). 1 = one process."""
+    worker_max_restarts: int = Field(5, ge=0)
+    """With workers > 1: a worker that dies is restarted with backoff; one that dies more
+    often than this within worker_restart_window_s stops the whole scorer (exit 1)."""
+    worker_restart_window_s: float = Field(60.0, gt=0.0)
+    """The window over which worker_max_restarts counts a worker's restarts."""
 
 
     @field_validator("registry", mode="before")
@@ -363,6 +374,37 @@ class LabelStudioSettings(Section):
     """Consumer group of the bridge on the review topic."""
 
 
+class MonitorSettings(Section):
+    """``triage monitor``: label-free accuracy estimation and drift alarms on the scored outputs
+    (docs/guide/monitoring.md)."""
+
+    monitor_window: int = Field(2000, ge=50, le=100_000)
+    """Samples per version in the sliding window of the label-free accuracy estimate."""
+    drift_ert_samples: float = Field(1_000_000.0, gt=100.0)
+    """Expected samples between false drift alarms on in-distribution traffic, over all detectors of a version together."""
+    drift_reference_samples: int = Field(5000, ge=100, le=1_000_000)
+    """A version's first samples, its drift reference (more: fewer false alarms from reference noise)."""
+    drift_k: float = Field(0.25, gt=0.0, le=2.0)
+    """CUSUM allowance, in standard deviations of the normal score: shifts of about twice this are detected fastest."""
+    estimate_level: float = Field(0.95, gt=0.5, lt=1.0)
+    """Level of the estimate's sampling-error band."""
+    accuracy_floor: Optional[float] = Field(None, gt=0.0, lt=1.0)
+    """Acceptable accuracy: when even the band's upper end is below it, a retrain is requested (unset: never)."""
+    retrain_request_interval_s: float = Field(600.0, ge=0.0)
+    """Seconds between two retrain requests for one version (alarms in between are counted, not sent)."""
+    monitor_state_dir: Path = Path("monitor-state")
+    """Directory of the monitor's checkpoint (its windows, references and detectors with the offsets they cover)."""
+    monitor_checkpoint_s: float = Field(10.0, gt=0.0)
+    """Seconds between checkpoints; offsets are committed only up to the last checkpoint."""
+    monitor_max_hold_s: int = Field(600, ge=0)
+    """Seconds of event time a scored sample may wait for slower partitions before it is folded in (outputs are
+    merged back into scoring order before the drift tests see them)."""
+    monitor_bucket_ms: int = Field(1000, ge=1, le=60_000)
+    """Milliseconds of produce time whose samples count as one scored batch: they reach the drift tests in random order."""
+    monitor_group_id: str = "triage-monitor"
+    """Consumer group of the monitor on the predictions and review topics (run one replica)."""
+
+
 SECTIONS: dict[str, type[Section]] = {
     "connection": ConnectionSettings,
     "topics": TopicSettings,
@@ -371,6 +413,7 @@ SECTIONS: dict[str, type[Section]] = {
     "retrain": RetrainSettings,
     "operations": OperationsSettings,
     "label_studio": LabelStudioSettings,
+    "monitor": MonitorSettings,
 }
 
 
@@ -378,7 +421,7 @@ class Settings:
     """Every section, built together. ``Settings(**flat)`` takes flat field names (as flags and
     ``TRIAGE_*`` variables spell them); anything not given is read from the environment."""
 
-    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations", "label_studio")
+    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations", "label_studio", "monitor")
 
     connection: ConnectionSettings
     topics: TopicSettings
@@ -387,6 +430,7 @@ class Settings:
     retrain: RetrainSettings
     operations: OperationsSettings
     label_studio: LabelStudioSettings
+    monitor: MonitorSettings
 
     def __init__(self, **flat: Any) -> None:
         unknown = set(flat) - set(FIELD_SECTION)

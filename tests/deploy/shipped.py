@@ -21,6 +21,7 @@ SHIPPED: tuple[Shipped, ...] = (
     Shipped("retrain", "retrain", "triage-retrain", 8001, "triage-retrain"),
     Shipped("label-studio-bridge", "label-studio", "triage-label-studio", 8002, "triage-label-studio-bridge"),
     Shipped("audit", "audit", "triage-audit", 8003, "triage-audit"),
+    Shipped("monitor", "monitor", "triage-monitor", 8004, "triage-monitor"),
 )
 BY_COMMAND = {s.command: s for s in SHIPPED}
 

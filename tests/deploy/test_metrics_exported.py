@@ -1,6 +1,6 @@
 """Every ``triage_`` metric named in the alert rules or the dashboard is exported by a process
-the stack ships (tests/deploy/shipped.py: scorer, retrain job, audit consumer, Label Studio
-bridge), each running once and scraped. A rule or panel naming a metric nobody exports fails here."""
+the stack ships (tests/deploy/shipped.py: scorer, retrain job, audit consumer, monitor, Label
+Studio bridge), each running once and scraped. A rule or panel naming a metric nobody exports fails here."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def exported_by(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
     retrain = RetrainProcess(s, ref, tmp)  # trains tmp/registry first
     procs = {
         "serve": scorer, "retrain": retrain, "audit": TriageProcess(s, ["audit"], tmp, "audit"),
+        "monitor": TriageProcess(s, ["monitor", "--monitor-state-dir", str(tmp / "monitor")], tmp, "monitor"),
         "label-studio": TriageProcess(s, ["label-studio", "--url", nowhere, "--project-title", "metrics test",
                                           "--registry", str(tmp / "registry"), "--webhook-port", "0",
                                           "--reconcile-s", "30"], tmp, "label-studio-bridge",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Optional
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from triage.errors import TransportError
 from triage.settings import Settings
@@ -34,39 +34,19 @@ def test_exception_wrapping_keeps_the_code_name() -> None:
     assert err.retriable is False and "MSG_SIZE_TOO_LARGE" in err.message
 
 
-class _Msg:
-    def __init__(self, offset: int, error: Optional[KafkaError] = None) -> None:
-        self._offset, self._error = offset, error
-
-    def error(self) -> Optional[KafkaError]:
-        return self._error
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1000 + self._offset)
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return b"v%d" % self._offset
+def _Msg(offset: int, error: Optional[KafkaError] = None) -> Message:
+    """A real client message (poll_batch reads its columns with Message's own methods)."""
+    return Message(topic="t", partition=0, offset=offset, key=b"k", value=b"v%d" % offset,
+                   timestamp=(1, 1000 + offset), error=error)
 
 
 class _FakeClient:
     """Stands in for confluent_kafka.Consumer.consume only (unit test, no broker)."""
 
-    def __init__(self, batches: list[list[_Msg]]) -> None:
+    def __init__(self, batches: list[list[Message]]) -> None:
         self.batches = batches
 
-    def consume(self, n: int, timeout: float) -> list[_Msg]:
+    def consume(self, n: int, timeout: float) -> list[Message]:
         return self.batches.pop(0) if self.batches else []
 
 
@@ -81,6 +61,17 @@ def test_error_events_never_become_records_and_errors_are_not_lost() -> None:
         consumer.poll_batch(10, 10)
     assert info.value.retriable is True
     assert len(consumer.poll_batch(10, 10)) == 0
+
+
+def test_a_batch_without_errors_keeps_every_column_and_the_next_offsets() -> None:
+    msgs = [Message(topic=t, partition=p, offset=o, key=None if o == 7 else b"k%d" % o, value=b"v%d" % o,
+                    timestamp=(1, 5000 + o)) for t, p, o in [("a", 0, 5), ("b", 1, 7), ("a", 0, 6), ("a", 2, 1)]]
+    consumer = ConfluentConsumer(_FakeClient([msgs]), _Health(), grouped=True)  # type: ignore[arg-type]
+    batch = consumer.poll_batch(10, 10)
+    assert (batch.topics, batch.partitions, batch.offsets) == (["a", "b", "a", "a"], [0, 1, 0, 2], [5, 7, 6, 1])
+    assert batch.timestamps_ms == [5005, 5007, 5006, 5001]
+    assert batch.keys == [b"k5", None, b"k6", b"k1"] and batch.values == [b"v5", b"v7", b"v6", b"v1"]
+    assert batch.next_offsets() == {("a", 0): 7, ("b", 1): 8, ("a", 2): 2}
 
 
 def test_security_settings_map_to_librdkafka_names() -> None:

@@ -22,7 +22,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 @subcommand("annotate", "Label review requests in the terminal, most informative first, one keystroke each.",
-            ("connection", "topics"), _args)
+            ("connection", "topics"), _args, fields=("blocked_exit_s",))
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.annotator import Console, raw_terminal
     from triage.lifecycle.registry import registry_from

@@ -33,7 +33,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     check_broker(settings)
     consumer = AuditConsumer(settings)
     install_stop_handlers(consumer.stop_event)
-    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, consumer.metrics.registry, lambda: {"running": True}).start()
+    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, consumer.metrics.registry,
+                    consumer.readiness, consumer.readiness_reasons).start()
     log.info("auditing %s + %s; metrics on %s:%d", settings.topics.review_topic, settings.topics.labels_topic,
              settings.operations.metrics_host, ops.port)
     try:

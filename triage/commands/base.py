@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, get_args
@@ -25,6 +26,7 @@ from typing import Any, Callable, Optional, Sequence, get_args
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
+from triage.errors import ConfigError, TriageError
 from triage.settings import FIELD_SECTION, SECTIONS, Settings, env_var, flag_of
 
 log = logging.getLogger("triage")
@@ -196,3 +198,17 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def run_guarded(name: str, command: Callable[[], int]) -> int:
+    """``command()``'s exit code; a triage error is one line on stderr (2 for bad configuration)."""
+    try:
+        return command()
+    except ConfigError as exc:
+        print(f"{name}: {exc.message}", file=sys.stderr)
+        return 2
+    except TriageError as exc:
+        print(f"{name}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -58,7 +58,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     bridge = Bridge(settings, classes, client, feature_count=feature_count)
     install_stop_handlers(bridge.stop)
     ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, bridge.metrics.registry,
-                    bridge.readiness).start()
+                    bridge.readiness, bridge.readiness_reasons).start()
     try:
         # Label Studio may start after the bridge (compose, k8s): start() waits for it, saying so,
         # while /readyz answers 503. A refusal (wrong key, unknown project) stops the bridge.

@@ -9,6 +9,7 @@ ProvisionalPrediction  1       scorer (gate / hygiene holds)              downst
 ReviewRequest          1       scorer                                     retrain, audit, annotators
 Label                  1       annotator console, simulated annotator     retrain, audit
 ModelEvent             1       ``triage models``, retrain job             model watchers
+RetrainRequest         1       ``triage monitor``                         retrain job
 manifest.json          1       registry                                   scorers, retrain
 labels.jsonl row       1       retrain job (label store)                  retrain job
 dead letter headers    1       scorer, retrain job, loops                 humans, tests

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import re
 import threading
 import time
@@ -152,6 +153,12 @@ class ConfluentConsumer:
                     messages += consume(max_records - 1, 0)
         except KafkaException as exc:
             raise _from_exception(exc) from exc
+        if not any(map(Message.error, messages)):  # the common case: columns in C-level loops
+            batch = RecordBatch(list(map(Message.topic, messages)), list(map(Message.partition, messages)),
+                                list(map(Message.offset, messages)), list(map(_second, map(Message.timestamp, messages))),
+                                list(map(Message.key, messages)), list(map(Message.value, messages)))
+            self._next.update(zip(zip(batch.topics, batch.partitions), map(_plus_one, batch.offsets)))
+            return batch
         batch = RecordBatch()
         topics, partitions, offsets = batch.topics, batch.partitions, batch.offsets
         stamps, keys, values = batch.timestamps_ms, batch.keys, batch.values
@@ -282,21 +289,24 @@ def make_consumer(settings: Settings, sub: Subscription) -> ConfluentConsumer:
     return ConfluentConsumer(consumer, health, sub.group_id is not None)
 
 
-class _Delivery:
-    """Delivery reports of one send_all call. One shared callback (not one closure per
-    record): successes are counted; a failure is matched back to its record by content,
-    and records with identical topic, key and value are interchangeable anyway."""
+_second = operator.itemgetter(1)  # Message.timestamp() is (type, ms)
+_plus_one = (1).__add__
 
-    __slots__ = ("acked", "failed")
+
+class _Delivery:
+    """Failed delivery reports of one send_all call. The producer reports failures only
+    (``delivery.report.only.error``: no Python call per acknowledged record, ~0.5 us each on
+    the hot path); a flush that empties the queue proves every other record acknowledged. A
+    failure is matched back to its record by content, and records with identical topic, key
+    and value are interchangeable anyway."""
+
+    __slots__ = ("failed",)
 
     def __init__(self) -> None:
-        self.acked = 0
         self.failed: list[tuple[KafkaError, str, Optional[bytes], Optional[bytes]]] = []
 
     def __call__(self, err: Optional[KafkaError], msg: Message) -> None:
-        if err is None:
-            self.acked += 1
-        else:
+        if err is not None:
             self.failed.append((err, msg.topic(), msg.key(), msg.value()))
 
 
@@ -330,13 +340,12 @@ class ConfluentProducer:
                 i += 1
         while True:  # in slices: a stop (SIGTERM) is seen within one, even while the broker is away
             left = deadline - time.monotonic()
-            if (self._p.flush(max(min(left, FLUSH_SLICE_S), 0.0)) == 0 or left <= FLUSH_SLICE_S
-                    or (stop is not None and stop.is_set())):
+            flushed = self._p.flush(max(min(left, FLUSH_SLICE_S), 0.0)) == 0
+            if flushed or left <= FLUSH_SLICE_S or (stop is not None and stop.is_set()):
                 break
-        queued = n - sum(r is not None for r in results)  # the rest failed synchronously
-        if report.acked + len(report.failed) < queued:
-            # Some reports are missing: we cannot tell which records were acknowledged, so
-            # every queued record is re-sent (duplicates, never losses).
+        if not flushed:
+            # Records are still queued: we cannot tell which were acknowledged, so every
+            # queued record is re-sent (duplicates, never losses).
             timeout = TransportError("no acknowledgement before timeout", retriable=True)
             return [r if r is not None else timeout for r in results]
         if report.failed:
@@ -377,6 +386,7 @@ def make_producer(settings: Settings) -> ConfluentProducer:
         "message.timeout.ms": 60_000,
         "max.in.flight.requests.per.connection": 5,
         "partitioner": "murmur2_random",  # same key -> same partition as kafka-python / Java
+        "delivery.report.only.error": True,  # see _Delivery
         "error_cb": health.on_error,
     })
     return ConfluentProducer(Producer(cfg))

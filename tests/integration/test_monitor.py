@@ -1,0 +1,183 @@
+"""`triage monitor` end to end on the embedded broker: a scorer serves digits v1, the monitor
+reads its outputs. In distribution the label-free estimate matches the true accuracy of the
+served predictions and no alarm fires; after a covariate shift (inputs drawn toward the ones
+the model is unsure of, so P(y | x) is unchanged) an alarm fires, the estimate follows the
+accuracy down and a retrain request is published. Then a SIGKILL-free restart check: a new
+monitor on the same checkpoint neither resets nor re-counts."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from consumers.monitor import MonitorConsumer
+from tests.fixtures import decoded, produce, read_all, registry_v1
+from tests.helpers import wait_until
+from tests.integration.test_hotswap import start_inprocess, stop_inprocess
+from triage.contracts import encode
+from triage.contracts.retrain_request import decode_retrain_request
+from triage.settings import Settings
+
+REFERENCE, WINDOW = 1_000, 1_000
+
+
+def _send(s: Settings, X: np.ndarray, rows: np.ndarray, prefix: str) -> list[tuple[bytes, bytes]]:
+    records = [(f"{prefix}{k}".encode(), encode({"id": f"{prefix}{k}:{i}", "features": X[i].tolist()}))
+               for k, i in enumerate(rows)]
+    produce(s, s.topics.samples_topic, records)
+    return records
+
+
+def _outputs(s: Settings, prefix: str, n: int) -> list[dict[str, Any]]:
+    def routed(out: list[dict[str, Any]]) -> bool:
+        mine = [d for t in (s.topics.predictions_topic, s.topics.review_topic) for d in decoded(out, t)
+                if d["id"].startswith(prefix) and d.get("reason") != "audit"]
+        return len(mine) >= n
+
+    out = read_all(s, [s.topics.predictions_topic, s.topics.review_topic], expect=n, stop_when=routed)
+    return [d for t in (s.topics.predictions_topic, s.topics.review_topic) for d in decoded(out, t)
+            if d["id"].startswith(prefix) and d.get("reason") != "audit"]
+
+
+def _accuracy(outs: list[dict[str, Any]], y: np.ndarray) -> float:
+    return float(np.mean([(d.get("label") or d.get("predicted")) == str(int(y[int(d["id"].split(":")[1])]))
+                          for d in outs]))
+
+
+def _value(m: MonitorConsumer, name: str, **labels: str) -> float:
+    v = m.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+def test_estimate_tracks_accuracy_and_a_covariate_shift_raises_an_alarm_and_a_retrain_request(
+    settings_factory: Callable[..., Settings], digits: tuple[np.ndarray, np.ndarray], tmp_path: Path,
+) -> None:
+    X, y = digits
+    reg = registry_v1(tmp_path / "registry", X[:700], y[:700])
+    s = settings_factory(registry=reg.root, drift_reference_samples=REFERENCE, monitor_window=WINDOW,
+                         monitor_state_dir=tmp_path / "monitor", monitor_checkpoint_s=0.5)
+    rng = np.random.default_rng(0)
+    pool = np.arange(700, len(X))
+    scorer = start_inprocess(s, reg)
+    monitor = MonitorConsumer(s)
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    try:
+        # In distribution: i.i.d. draws from the held-out rows.
+        first = _outputs(s, "a", len(_send(s, X, rng.choice(pool, 4_000), "a")))
+        wait_until(lambda: _value(monitor, "triage_monitor_records_total", kind="prediction")
+                   + _value(monitor, "triage_monitor_records_total", kind="review") >= 4_000, "the monitor to read phase 1")
+        est = _value(monitor, "triage_estimated_accuracy", model_version="v1")
+        true_first = _accuracy(first, y)
+        print(f"in distribution: estimated {est:.3f}, true {true_first:.3f}")
+        assert abs(est - true_first) <= 0.05
+        assert sum(d.alarms for d in monitor.state.versions["v1"].detectors.values()) == 0
+        assert monitor.state.versions["v1"].calibrated
+
+        # Covariate shift: draw toward the inputs v1 was unsure of (selection on x alone).
+        confidence = {int(d["id"].split(":")[1]): d["confidence"] for d in first}
+        seen = np.array(sorted(confidence))
+        weights = np.array([(1.0 - confidence[i]) + 0.02 for i in seen])
+        shifted = rng.choice(seen, 5_000, p=weights / weights.sum())
+        second = _outputs(s, "b", len(_send(s, X, shifted, "b")))
+        wait_until(lambda: _value(monitor, "triage_monitor_records_total", kind="prediction")
+                   + _value(monitor, "triage_monitor_records_total", kind="review") >= 9_000, "the monitor to read phase 2")
+        alarms = {n: d.alarms for n, d in monitor.state.versions["v1"].detectors.items() if d.alarms}
+        est = _value(monitor, "triage_estimated_accuracy", model_version="v1")
+        true_second = _accuracy(second, y)
+        print(f"after the shift: alarms {alarms}, estimated {est:.3f}, true {true_second:.3f}")
+        assert alarms, "no drift alarm within 5,000 shifted samples"
+        assert true_second < true_first - 0.1  # the shift did hurt
+        assert abs(est - true_second) <= 0.1
+        requests = read_all(s, [s.topics.retrain_requests_topic], expect=1)
+        req = decode_retrain_request(requests[0]["value"], 10_000)
+        assert req.model_version == "v1" and req.reason == "drift" and req.statistic > req.threshold
+        assert _value(monitor, "triage_retrain_requests_total", reason="drift") == 1
+    finally:
+        monitor.stop_event.set()
+        thread.join(60)
+        stop_inprocess(*scorer)
+    assert not thread.is_alive()
+
+    # A restart on the checkpoint: the same state, nothing re-counted (everything was committed).
+    again = MonitorConsumer(s)
+    before = monitor.state.versions["v1"]
+    after = again.state.versions["v1"]
+    assert after.seen == before.seen == 9_000
+    assert {n: d.alarms for n, d in after.detectors.items()} == {n: d.alarms for n, d in before.detectors.items()}
+    again.run(idle_exit_s=3.0)
+    assert again.state.versions["v1"].seen == 9_000
+    assert _value(again, "triage_monitor_records_total", kind="replayed") == 0
+
+
+def _prediction(i: int, rng: np.random.Generator) -> tuple[bytes, bytes]:
+    conf = float(rng.beta(8, 1))
+    doc = {"id": f"p{i}", "label": str(int(rng.integers(0, 10))), "confidence": conf,
+           "scores": {"margin": conf / 2, "entropy": 1 - conf, "outlier": float(rng.random())},
+           "model_version": "v1", "meta": None}
+    return f"p{i}".encode(), encode(doc)
+
+
+def test_sigkill_mid_stream_neither_resets_nor_double_counts(
+    settings_factory: Callable[..., Settings], triage_process: Callable[..., Any], tmp_path: Path,
+) -> None:
+    """`triage monitor` killed with SIGKILL while it reads and checkpoints (every 0.2 s), three
+    times, then run to the end: its checkpoint has seen every record exactly once."""
+    from tests.helpers import metric_value
+    from triage.monitoring import checkpoint
+    from consumers.monitor import config_of
+
+    s = settings_factory(drift_reference_samples=500, monitor_window=200, monitor_checkpoint_s=0.2,
+                         monitor_state_dir=tmp_path / "monitor", batch_size=200, monitor_bucket_ms=5,
+                         monitor_max_hold_s=0)
+    rng = np.random.default_rng(4)
+    total = 30_000
+    for start in range(0, total, 500):  # produce times spread over many buckets, as live traffic is
+        produce(s, s.topics.predictions_topic, [_prediction(i, rng) for i in range(start, start + 500)])
+    kills = []
+    for round_ in range(3):
+        proc = triage_process("monitor", s)
+        target = total // 5  # a fresh process counts from 0
+        read = wait_until(lambda: (lambda v: v if v >= target else None)(
+            metric_value(proc.metrics(), "triage_monitor_records_total", kind="prediction")),
+            f"the monitor to read {target} records", alive=proc.dead)
+        proc.kill()
+        kills.append(read)
+        state = checkpoint.load(tmp_path / "monitor", config_of(s))
+        assert state.versions["v1"].seen < total, "killed after the end: not mid-stream"
+    last = triage_process("monitor", s)
+    wait_until(lambda: checkpoint.load(tmp_path / "monitor", config_of(s)).versions["v1"].seen >= total,
+               "the last run to checkpoint everything", alive=last.dead)
+    assert last.terminate() == 0
+    state = checkpoint.load(tmp_path / "monitor", config_of(s))
+    print(f"killed after reading {kills}; checkpoint saw {state.versions['v1'].seen} of {total}")
+    assert state.versions["v1"].seen == total
+    assert state.versions["v1"].calibrated
+
+
+def test_retrain_on_request_runs_only_when_the_monitor_asks(
+    settings_factory: Callable[..., Settings], triage_process: Callable[..., Any], registry: Any,
+) -> None:
+    """`triage retrain --on-request` (options after the action) waits; an invalid request does not
+    wake it; a valid one (what the monitor publishes) runs one retrain."""
+    from triage.contracts.retrain_request import RetrainRequest
+
+    s = settings_factory(registry=registry.root)
+    proc = triage_process("retrain", s, "--registry", str(registry.root), "--on-request")
+    proc.metrics()  # up, and its request reader subscribed
+    wait_until(lambda: "retrain-requests" in proc.log() or proc.metric("triage_records_consumed_total",
+                                                                     loop="retrain-requests") == 0,
+               "the request reader to start", alive=proc.dead)
+    produce(s, s.topics.retrain_requests_topic, [(b"v1", b'{"model_version":"v1","reason":"nope"}')])
+    wait_until(lambda: proc.metric("triage_records_consumed_total", loop="retrain-requests") >= 1,
+               "the invalid request to be read", alive=proc.dead)
+    assert "outcome:" not in proc.log()
+    request = RetrainRequest("v1", "drift", "confidence", 31.2, 28.8, 1_700_000_000_000)
+    produce(s, s.topics.retrain_requests_topic, [(b"v1", encode(request))])
+    wait_until(lambda: "outcome:" in proc.log(), "one retrain run", alive=proc.dead)
+    assert proc.log().count("outcome:") == 1
+    assert "requested a retrain of v1 (drift on confidence)" in proc.log()
+    assert proc.terminate() == 0

@@ -1,0 +1,96 @@
+"""The monitor's checkpoint: every version's state with the offsets it covers, in one file
+replaced atomically (write, fsync, rename), so state and offsets can never disagree.
+
+Restart rule: records below a partition's covered offset are already in the state and are
+skipped; the consumer group's committed offsets never pass the covered ones (they are committed
+only after the checkpoint that covers them is on disk). So a restart neither resets the state
+nor counts a record twice, whatever moment it was killed at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from triage.errors import ConfigError
+from triage.monitoring.state import MonitorConfig, VersionMonitor
+
+FORMAT = 1
+FILE = "checkpoint.json"
+KEEP_VERSIONS = 4  # versions whose state is kept: the newest ones seen
+
+
+@dataclass
+class MonitorState:
+    config: MonitorConfig
+    versions: dict[str, VersionMonitor] = field(default_factory=dict)
+    covered: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset not yet in the state
+    rng: Optional[dict[str, Any]] = None  # numpy bit generator state (tie-breaking draws)
+    pending: list[dict[str, Any]] = field(default_factory=list)  # retrain requests not yet acknowledged
+    requested_ms: dict[str, int] = field(default_factory=dict)  # version -> last request
+
+    def version(self, name: str) -> VersionMonitor:
+        if name not in self.versions:
+            self.versions[name] = VersionMonitor(name, self.config)
+            for old in list(self.versions)[:-KEEP_VERSIONS]:
+                del self.versions[old]
+        return self.versions[name]
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "format": FORMAT, "config": self.config.__dict__,
+            "versions": [v.state() for v in self.versions.values()],
+            "covered": [[t, p, o] for (t, p), o in sorted(self.covered.items())],
+            "rng": self.rng, "pending": self.pending, "requested_ms": self.requested_ms,
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, config: MonitorConfig) -> "MonitorState":
+        doc = json.loads(raw)
+        if doc.get("format") != FORMAT:
+            raise ConfigError(f"monitor checkpoint format {doc.get('format')!r} is not {FORMAT}")
+        saved = MonitorConfig(**doc["config"])
+        state = cls(config, covered={(t, int(p)): int(o) for t, p, o in doc["covered"]}, rng=doc.get("rng"),
+                    pending=list(doc.get("pending", [])), requested_ms=dict(doc.get("requested_ms", {})))
+        # A changed window or ERT applies from now on; detectors keep the thresholds they were built with
+        # unless the ERT or k changed, in which case each version starts a new reference.
+        rebuild = (saved.ert, saved.k, saved.reference) != (config.ert, config.k, config.reference)
+        for v in doc["versions"]:
+            vm = VersionMonitor.from_state(v, config)
+            if rebuild:
+                vm = VersionMonitor(vm.version, config)
+            state.versions[vm.version] = vm
+        return state
+
+
+def load(directory: Path, config: MonitorConfig) -> MonitorState:
+    path = Path(directory) / FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return MonitorState(config)
+    try:
+        return MonitorState.from_json(raw, config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a monitor checkpoint ({exc}); move it away to start from scratch") from exc
+
+
+def save(directory: Path, state: MonitorState) -> None:
+    """Atomically replace the checkpoint (OSError when the disk refuses: the world's fault)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{FILE}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(state.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, directory / FILE)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

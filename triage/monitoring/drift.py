@@ -1,0 +1,150 @@
+"""Drift alarms whose false-alarm rate is set by an expected run time (ERT). Pure.
+
+Every signal is turned into a standard normal score under "no drift", and one two-sided CUSUM
+runs on it; the CUSUM's threshold comes from the ERT, so one calibration serves every signal.
+
+- **To a normal score.** A value is ranked against a reference sample of the same signal (the
+  first ``reference`` values the detector sees for a version), ties broken at random: for a new
+  value exchangeable with the reference the rank is uniform, so ``u = (rank + V) / (n + 1)`` is
+  U(0, 1) and ``z = Phi^-1(u)`` is N(0, 1) (the randomized probability integral transform). A
+  category (the predicted class) becomes one indicator per class with its reference rate,
+  transformed the same way.
+- **CUSUM.** ``S+ = max(0, S+ + z - k)``, ``S- = max(0, S- - z - k)``; an alarm when either
+  exceeds ``h``, after which both restart at 0. Siegmund's approximation gives the one-sided
+  run length on N(0, 1) data, ``ARL(h) = (exp(2kb) - 2kb - 1) / (2k^2)`` with ``b = h + 1.166``;
+  two sides halve it. ``h`` is solved so that the two-sided run length equals the ERT.
+- **Many signals.** With ``m`` detectors each is calibrated to ``m x ERT``, so alarms from any of
+  them come no more often than once per ERT on in-distribution data (a union bound).
+
+Assumed: in-distribution samples are independent draws (shuffled traffic). Bursts of correlated
+samples (one client replaying a batch) shorten the run length; the monitor's measured false-alarm
+rate on real traffic is the check (docs/guide/monitoring.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import ndtri
+
+K_DEFAULT = 0.25  # CUSUM allowance: detects mean shifts of the normal score from about 2k = 0.5 sd fastest
+
+
+def run_length(h: float, k: float = K_DEFAULT) -> float:
+    """Expected samples between false alarms of the two-sided CUSUM on N(0, 1) data."""
+    b = h + 1.166
+    one_sided = (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
+    return one_sided / 2
+
+
+def threshold(ert: float, k: float = K_DEFAULT) -> float:
+    """The ``h`` whose two-sided run length is ``ert`` samples."""
+    if ert <= run_length(0.0, k):
+        raise ValueError(f"an expected run time of {ert:g} samples is too short for a CUSUM (k={k})")
+    hi = 1.0
+    while run_length(hi, k) < ert:
+        hi *= 2
+    return float(brentq(lambda h: run_length(h, k) - ert, 0.0, hi, xtol=1e-6))
+
+
+def cusum(z: np.ndarray, pos: float, neg: float, k: float, h: float) -> tuple[float, float, int, float]:
+    """Run the two-sided CUSUM over ``z`` from state (pos, neg): (pos, neg, alarms, peak statistic).
+
+    Vectorised Lindley recursion: ``S_t = X_t - min(-S_0, min_{j<=t} X_j)`` with ``X`` the running
+    sum of the increments; after an alarm both sides restart at 0 from the next sample."""
+    alarms, peak, start = 0, max(pos, neg), 0
+    while start < len(z):
+        seg = z[start:]
+        up = _lindley(seg - k, pos)
+        down = _lindley(-seg - k, neg)
+        stat = np.maximum(up, down)
+        over = np.flatnonzero(stat > h)
+        if len(over) == 0:
+            return float(up[-1]), float(down[-1]), alarms, max(peak, float(stat.max()))
+        at = int(over[0])
+        alarms += 1
+        peak = max(peak, float(stat[at]))
+        pos, neg, start = 0.0, 0.0, start + at + 1
+    return pos, neg, alarms, peak
+
+
+def _lindley(x: np.ndarray, s0: float) -> np.ndarray:
+    run = np.cumsum(x)
+    return run - np.minimum(-s0, np.minimum.accumulate(run))
+
+
+@dataclass
+class Detector:
+    """One signal: a reference phase, then a CUSUM on its normal scores."""
+
+    name: str
+    h: float
+    reference_size: int
+    k: float = K_DEFAULT
+    category: Optional[int] = None  # None: a continuous value; else the indicator "== category"
+    reference: list[float] = field(default_factory=list)
+    pos: float = 0.0
+    neg: float = 0.0
+    alarms: int = 0
+    seen: int = 0  # samples monitored after the reference phase
+    last_alarm_at: Optional[int] = None  # ``seen`` at the latest alarm
+    statistic: float = 0.0
+    alarm_statistic: float = 0.0  # the statistic when the latest alarm was raised
+    _sorted: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.reference) >= self.reference_size
+
+    def update(self, values: np.ndarray, rng: np.random.Generator) -> int:
+        """Feed values (in arrival order); returns the alarms they raised."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.category is not None:
+            values = (values == self.category).astype(np.float64)
+        if not self.ready:
+            take = self.reference_size - len(self.reference)
+            self.reference.extend(values[:take].tolist())
+            values = values[take:]
+            if not self.ready or len(values) == 0:
+                return 0
+        z = self._scores(values, rng)
+        self.pos, self.neg, raised, peak = cusum(z, self.pos, self.neg, self.k, self.h)
+        if raised:
+            self.last_alarm_at = self.seen + len(values)
+            self.alarm_statistic = peak
+        self.seen += len(values)
+        self.alarms += raised
+        self.statistic = max(self.pos, self.neg)
+        return raised
+
+    def _scores(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self._sorted is None:
+            self._sorted = np.sort(np.asarray(self.reference, dtype=np.float64))
+        ref = self._sorted
+        below = np.searchsorted(ref, values, side="left")
+        ties = np.searchsorted(ref, values, side="right") - below
+        u = (below + rng.random(len(values)) * (ties + 1)) / (len(ref) + 1)
+        return ndtri(np.clip(u, 1e-12, 1 - 1e-12))
+
+    def state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "h", "reference_size", "k", "category", "reference", "pos",
+                                              "neg", "alarms", "seen", "last_alarm_at", "statistic",
+                                              "alarm_statistic")}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Detector":
+        return cls(**state)
+
+
+def detectors(signals: Sequence[str], classes: int, ert: float, reference: int,
+              k: float = K_DEFAULT) -> dict[str, Detector]:
+    """One detector per continuous signal and one per predicted class (``class:<i>``), each
+    calibrated to ``m x ert`` so that the set raises a false alarm at most once per ``ert``."""
+    names = list(signals) + [f"class:{c}" for c in range(classes)]
+    h = threshold(ert * len(names), k)
+    return {name: Detector(name, h, reference, k, category=int(name.split(":")[1]) if name.startswith("class:")
+                           else None) for name in names}

@@ -1,0 +1,64 @@
+"""Label-free performance estimation from calibrated probabilities (the CBPE idea). Pure.
+
+If the scorer's probabilities are calibrated, a sample predicted as class ``k`` with probability
+``p_k`` is correct with probability ``p_k``. Over a window of ``n`` samples the number correct is
+then a sum of independent Bernoullis (Poisson-binomial): its mean ``sum p`` estimates the
+accuracy, and its variance ``sum p (1 - p)`` is the sampling error of the *realized* accuracy
+around that estimate. The band is that sampling error at the chosen level (normal
+approximation, clipped to [0, 1]); a realized accuracy from audit labels outside it means
+the probabilities are no longer calibrated for today's traffic (concept drift or calibration
+decay), which estimation alone cannot see.
+
+Macro-F1 uses the expected confusion counts: for class ``k``, E[TP] is the sum of ``P(k)`` over
+samples predicted ``k``, E[FP] the sum of ``1 - P(k)`` over them, E[FN] the sum of ``P(k)`` over
+the others (NannyML's CBPE does the same per chunk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from scipy.stats import norm
+
+
+@dataclass(frozen=True)
+class Estimate:
+    samples: int
+    accuracy: float
+    lower: float
+    upper: float
+    macro_f1: Optional[float]
+
+
+def estimate(probs: np.ndarray, level: float = 0.95) -> Estimate:
+    """The estimate over the rows of ``probs`` ((n, C) calibrated class probabilities)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    est = accuracy_estimate(probs.max(axis=1) if len(probs) else np.zeros(0), level)
+    return est if est.samples == 0 else Estimate(est.samples, est.accuracy, est.lower, est.upper, _macro_f1(probs))
+
+
+def accuracy_estimate(top: np.ndarray, level: float = 0.95) -> Estimate:
+    """The accuracy estimate from the predicted classes' probabilities alone (what the scorer's
+    outputs carry as ``confidence``); no macro-F1."""
+    top = np.asarray(top, dtype=np.float64)
+    n = len(top)
+    if n == 0:
+        return Estimate(0, float("nan"), float("nan"), float("nan"), None)
+    acc = float(top.mean())
+    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(np.sum(top * (1 - top))) / n)
+    return Estimate(n, acc, max(0.0, acc - half), min(1.0, acc + half), None)
+
+
+def _macro_f1(probs: np.ndarray) -> Optional[float]:
+    predicted = probs.argmax(axis=1)
+    mine = np.eye(probs.shape[1], dtype=bool)[predicted]  # (n, C): row i predicted class k
+    tp = np.where(mine, probs, 0.0).sum(axis=0)
+    fp = np.where(mine, 1 - probs, 0.0).sum(axis=0)
+    fn = np.where(mine, 0.0, probs).sum(axis=0)
+    denom = 2 * tp + fp + fn
+    present = denom > 0
+    if not present.any():
+        return None
+    return float(np.mean(2 * tp[present] / denom[present]))

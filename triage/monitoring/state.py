@@ -1,0 +1,171 @@
+"""What ``triage monitor`` knows, per model version, as plain values. Pure: observations in,
+numbers out; the whole state round-trips through ``state()`` / ``from_state`` (the checkpoint).
+
+An observation is one scored sample as the scorer published it: its calibrated confidence
+(the top-class probability), margin, outlier score (NaN when outlier detection is off) and
+predicted label. Per version the monitor keeps
+
+- a sliding window of confidences: the label-free accuracy estimate (``estimate``);
+- drift detectors (``drift``) on confidence, margin, outlier score and the predicted-class mix.
+  The first ``reference`` observations of a version are its reference (the version's own
+  traffic when it started serving); the detectors are built when it is full, calibrated to the
+  configured expected run time over however many detectors that makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from triage.monitoring.drift import K_DEFAULT, Detector, threshold
+from triage.monitoring.estimate import Estimate, accuracy_estimate
+
+SIGNALS = ("confidence", "margin", "outlier")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    window: int = 2_000
+    ert: float = 1_000_000.0
+    reference: int = 5_000
+    k: float = K_DEFAULT
+    level: float = 0.95
+
+
+@dataclass
+class Observations:
+    """A batch of observations of one version, in arrival order."""
+
+    confidence: list[float] = field(default_factory=list)
+    margin: list[float] = field(default_factory=list)
+    outlier: list[float] = field(default_factory=list)
+    label: list[str] = field(default_factory=list)
+    accepted: list[bool] = field(default_factory=list)  # auto-accepted (a plain prediction)
+
+    def add(self, confidence: float, margin: float, outlier: Optional[float], label: str, accepted: bool) -> None:
+        self.accepted.append(accepted)
+        self.confidence.append(confidence)
+        self.margin.append(margin)
+        self.outlier.append(float("nan") if outlier is None else outlier)
+        self.label.append(label)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+class Ring:
+    """The last ``size`` values."""
+
+    def __init__(self, size: int) -> None:
+        self.values, self.next = np.full(size, np.nan), 0
+
+    def add(self, x: np.ndarray) -> None:
+        size = len(self.values)
+        idx = (self.next + np.arange(len(x))) % size
+        self.values[idx[-size:]] = x[-size:]
+        self.next = int((self.next + len(x)) % size)
+
+    def filled(self) -> np.ndarray:
+        return self.values[~np.isnan(self.values)]
+
+    def state(self) -> dict[str, Any]:
+        return {"values": [None if v != v else v for v in self.values.tolist()], "next": self.next}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], size: int) -> "Ring":
+        ring = cls(size)
+        values = np.array([np.nan if v is None else v for v in state["values"]], dtype=np.float64)
+        if len(values) == size:
+            ring.values, ring.next = values, int(state["next"])
+        else:  # the window size changed: keep the newest values
+            ring.add(values[~np.isnan(values)])
+        return ring
+
+
+class VersionMonitor:
+    def __init__(self, version: str, config: MonitorConfig) -> None:
+        self.version, self.config = version, config
+        self.window, self.accepted = Ring(config.window), Ring(config.window)
+        self.seen = 0
+        self.reference: dict[str, list[float]] = {s: [] for s in SIGNALS}
+        self.reference_labels: list[str] = []
+        self.detectors: dict[str, Detector] = {}
+
+    # --- updates ---------------------------------------------------------------------------
+    def observe(self, obs: Observations, rng: np.random.Generator) -> list[str]:
+        """Fold a batch in; returns the signals that raised an alarm."""
+        conf = np.asarray(obs.confidence, dtype=np.float64)
+        self.window.add(conf)
+        self.accepted.add(conf[np.asarray(obs.accepted, dtype=bool)])
+        self.seen += len(conf)
+        values = {"confidence": conf, "margin": np.asarray(obs.margin, dtype=np.float64),
+                  "outlier": np.asarray(obs.outlier, dtype=np.float64)}
+        labels = list(obs.label)
+        if not self.detectors:
+            take = self.config.reference - len(self.reference_labels)
+            for s in SIGNALS:
+                self.reference[s].extend(values[s][:take].tolist())
+            self.reference_labels.extend(labels[:take])
+            values = {s: v[take:] for s, v in values.items()}
+            labels = labels[take:]
+            if len(self.reference_labels) < self.config.reference:
+                return []
+            self._build()
+        alarms = []
+        for name, det in self.detectors.items():
+            if name.startswith("class:"):
+                x = np.fromiter((lab == name[6:] for lab in labels), dtype=np.float64, count=len(labels))
+            else:
+                x = values[name]
+                x = x[~np.isnan(x)]
+            if len(x) and det.update(x, rng):
+                alarms.append(name)
+        return alarms
+
+    def _build(self) -> None:
+        classes = sorted(set(self.reference_labels))
+        continuous = [s for s in SIGNALS if not np.isnan(self.reference[s]).all()]
+        names = continuous + [f"class:{c}" for c in classes]
+        h = threshold(self.config.ert * len(names), self.config.k)
+        for s in continuous:
+            ref = [v for v in self.reference[s] if v == v]
+            self.detectors[s] = Detector(s, h, len(ref), self.config.k, reference=ref)
+        for c in classes:
+            ref = [float(lab == c) for lab in self.reference_labels]
+            self.detectors[f"class:{c}"] = Detector(f"class:{c}", h, len(ref), self.config.k, reference=ref)
+        self.reference = {s: [] for s in SIGNALS}  # now held by the detectors
+        self.reference_labels = []
+
+    # --- reading ---------------------------------------------------------------------------
+    @property
+    def calibrated(self) -> bool:
+        """The detectors are built (the reference phase is over)."""
+        return bool(self.detectors)
+
+    def estimate(self) -> Estimate:
+        """Accuracy of everything the version scored (its last ``window`` samples)."""
+        return accuracy_estimate(self.window.filled(), self.config.level)
+
+    def estimate_accepted(self) -> Estimate:
+        """Accuracy of what it auto-accepted: what the audit slice measures with labels."""
+        return accuracy_estimate(self.accepted.filled(), self.config.level)
+
+    # --- checkpoint ------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"version": self.version, "window": self.window.state(), "accepted": self.accepted.state(),
+                "seen": self.seen, "reference": self.reference,
+                "reference_labels": self.reference_labels,
+                "detectors": {n: d.state() for n, d in self.detectors.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: MonitorConfig) -> "VersionMonitor":
+        m = cls(state["version"], config)
+        m.window = Ring.from_state(state["window"], config.window)
+        m.accepted = Ring.from_state(state["accepted"], config.window)
+        m.seen = int(state["seen"])
+        m.reference = {s: list(state["reference"].get(s, [])) for s in SIGNALS}
+        m.reference_labels = list(state["reference_labels"])
+        m.detectors = {n: Detector.from_state(d) for n, d in state["detectors"].items()}
+        return m
