@@ -27,7 +27,7 @@ from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
 from triage.contracts import decode_label, decode_review
 from triage.errors import InputError, TriageError
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO
-from triage.lifecycle.registry import Registry
+from triage.lifecycle.registry import Registry, registry_from
 from triage.metrics import AuditMetrics, LoopMetrics
 from triage.policies.audit import AuditEstimator
 from triage.policies.live_risk import (
@@ -94,7 +94,7 @@ class AuditConsumer:
         self.estimator = estimator or AuditEstimator()
         self.live = LiveRows()
         if registry is None and settings.serving.registry is not None:
-            registry = Registry(settings.serving.registry)
+            registry = registry_from(settings.serving)
         self.control = LiveControl(settings, registry)
         p = settings.policy
         self.min_rows = p.risk_live_min_rows or default_min_rows(p.risk_alpha, p.risk_delta)

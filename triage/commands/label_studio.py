@@ -24,10 +24,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def model_facts(settings: Settings) -> tuple[list[str], Optional[int]]:
     """The class names and feature count tasks are built for."""
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
 
     if settings.serving.registry is not None:
-        registry = Registry(settings.serving.registry)
+        registry = registry_from(settings.serving)
         current = registry.current()
         if current is None:
             raise ConfigError(f"registry {settings.serving.registry} has no current model to take class names from")
