@@ -2,11 +2,11 @@
 # triage: the scorer, retrain job, trainer and sample producer in one slim, non-root image.
 # Dependencies come from pyproject.toml (the project's own metadata): the builder stage
 # resolves them into wheels, the runtime stage installs only those wheels, offline.
-# EXTRAS: the pyproject extras to install. The default, train, is what docker-compose.yml needs
-# (train-init and retrain fit models in this image); a scorer-only image needs only the core:
+# EXTRAS: the pyproject extras to install. The default, train,s3, is what docker-compose.yml needs
+# (train-init and retrain fit models in this image) plus S3 registries; a scorer-only image needs only the core:
 #   docker build --build-arg EXTRAS= -t triage-scorer .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG EXTRAS=train
+ARG EXTRAS=train,s3
 
 FROM ${PYTHON_IMAGE} AS build
 ARG EXTRAS

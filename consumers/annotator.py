@@ -54,7 +54,7 @@ class Console:
         self.loop: GuardedLoop[Intake] = GuardedLoop(
             "annotator", self.consumer, self._read, outputs_of=lambda intake: intake.dead, producer=self.producer,
             dlq_topic=settings.topics.dlq_topic, commit=False, max_records=200, poll_timeout_ms=100,
-            after=self._enqueue)
+            after=self._enqueue, blocked_exit_s=settings.operations.blocked_exit_s)
         self.heap: list[tuple[float, int, dict[str, Any]]] = []
         self.pending: dict[tuple[str, int], set[int]] = {}  # fetched, not yet handled
         self.high: dict[tuple[str, int], int] = {}  # highest handled offset

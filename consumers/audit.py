@@ -23,11 +23,11 @@ import threading
 import time
 from typing import Any, Optional
 
-from consumers.loop import GuardedLoop
+from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
 from triage.contracts import decode_label, decode_review
 from triage.errors import InputError, TriageError
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO
-from triage.lifecycle.registry import Registry
+from triage.lifecycle.registry import Registry, registry_from
 from triage.metrics import AuditMetrics, LoopMetrics
 from triage.policies.audit import AuditEstimator
 from triage.policies.live_risk import (
@@ -94,7 +94,7 @@ class AuditConsumer:
         self.estimator = estimator or AuditEstimator()
         self.live = LiveRows()
         if registry is None and settings.serving.registry is not None:
-            registry = Registry(settings.serving.registry)
+            registry = registry_from(settings.serving)
         self.control = LiveControl(settings, registry)
         p = settings.policy
         self.min_rows = p.risk_live_min_rows or default_min_rows(p.risk_alpha, p.risk_delta)
@@ -107,6 +107,7 @@ class AuditConsumer:
         self._clock = clock
         self._consumer = consumer
         self.stop_event = threading.Event()
+        self.loop: Optional[GuardedLoop[list[OutRecord]]] = None  # while running, for /readyz
         self.metrics.risk_alpha.set(p.risk_alpha)
         self.metrics.live_required.set(self.min_rows)
 
@@ -208,14 +209,21 @@ class AuditConsumer:
                     cert.samples, self.settings.policy.risk_alpha)
         return True
 
+    def readiness(self) -> dict[str, bool]:
+        return {"running": True, "not_blocked": not_blocked(self.loop)}
+
+    def readiness_reasons(self) -> dict[str, str]:
+        return blocked_reasons(self.loop)
+
     def run(self, *, idle_exit_s: Optional[float] = None) -> None:
         s = self.settings
         check_history(s, [s.topics.review_topic, s.topics.labels_topic], self.loop_metrics, process="audit")
         consumer = self._consumer or make_consumer(s, [s.topics.review_topic, s.topics.labels_topic], group_id=None)
+        self.loop = GuardedLoop("audit", consumer, self.handle, commit=False, max_records=s.serving.batch_size,
+                                poll_timeout_ms=s.serving.poll_timeout_ms, metrics=self.loop_metrics,
+                                after_poll=self.after_poll, stop=self.stop_event,
+                                blocked_exit_s=s.operations.blocked_exit_s)
         try:
-            GuardedLoop("audit", consumer, self.handle, commit=False, max_records=s.serving.batch_size,
-                        poll_timeout_ms=s.serving.poll_timeout_ms, metrics=self.loop_metrics,
-                        after_poll=self.after_poll, stop=self.stop_event,
-                        blocked_exit_s=s.operations.blocked_exit_s).run(idle_exit_s=idle_exit_s)
+            self.loop.run(idle_exit_s=idle_exit_s)
         finally:
             consumer.close()

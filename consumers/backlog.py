@@ -63,7 +63,8 @@ class BacklogWatcher:
             consumer = self._consumer or make_consumer(self.settings, [t.review_topic, t.labels_topic], group_id=None)
             self._consumer = consumer
             self._loop = GuardedLoop("backlog", consumer, self._count, commit=False, max_records=CHUNK,
-                                     poll_timeout_ms=timeout_ms, metrics=self.metrics, stop=self.stop_event)
+                                     poll_timeout_ms=timeout_ms, metrics=self.metrics, stop=self.stop_event,
+                                     blocked_exit_s=self.settings.operations.blocked_exit_s)
         while True:
             batch = self._loop.poll()
             if batch is None:  # broker trouble: the loop counted and logged it

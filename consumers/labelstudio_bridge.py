@@ -9,9 +9,10 @@ Three threads, one process:
   (``triage.annotation.labelstudio.webhook``; a malformed one gets a 4xx and a counted reason),
   queues the event and answers at once (Label Studio waits 1 s and never retries).
 - the publisher: applies queued webhook events, and every ``--reconcile-s`` re-reads the tasks
-  changed since the last reconcile (every task each ``--full-reconcile-s``), so a lost webhook
-  is caught. A task with published labels that a full listing misses is fetched directly, and
-  only a 404 retracts its labels. Each change is published once: the ledger of what was
+  changed since the last reconcile (every task each ``--full-reconcile-s``, or at once when the
+  project's task count fell), so a lost webhook is caught. A task with published labels that a
+  full listing misses, or that a TASKS_DELETED webhook names, is fetched directly, and only a
+  404 retracts its labels. Each change is published once: the ledger of what was
   published is rebuilt at start-up from the bridge's own records on the labels topic (their
   ``origin``: ``triage.annotation.labelstudio.changes``), read to the end offsets every
   partition had at start.
@@ -28,18 +29,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Sequence
 
-from consumers.loop import GuardedLoop
+from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
 from triage.contracts import dead_letter_from_batch, decode_label, decode_review, encode_label
 from triage.errors import InputError, TransportError
-from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, reconcile
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, confirm, reconcile
 from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
 from triage.annotation.labelstudio.tasks import TO_IMAGE, has_image, label_config, task_for
 from triage.annotation.labelstudio.webhook import (
-    ANNOTATION_ACTIONS, DELETION_ACTIONS, Webhook, WebhookRefused, decode_webhook,
+    ANNOTATION_ACTIONS, DELETION_ACTIONS, TASK_DELETION_ACTIONS, Webhook, WebhookRefused, decode_webhook,
 )
 from triage.metrics import LabelStudioMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
+from triage.runtime import failpoints
 from triage.runtime.threads import Supervised
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 from triage.transport.base import read_to_end
@@ -47,7 +49,8 @@ from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.labelstudio")
 SECRET_HEADER = "X-Triage-Webhook-Secret"
-WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
+WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED",
+                   "TASKS_DELETED"]
 MAX_BODY = 5_000_000
 REPLAY_LIMIT_S = 300.0
 RETRY_S = (0.5, 1.0, 2.0, 5.0)
@@ -89,6 +92,7 @@ class Bridge:
         self.reconciled_at = time.monotonic()
         self.full_at: Optional[float] = None  # monotonic time of the last full reconcile
         self.cursor: Optional[datetime] = None  # Label Studio's clock: tasks changed after it are re-read
+        self.task_count: Optional[int] = None  # the project's task count at the last incremental reconcile
         self._lock = threading.Lock()  # the ledger and task index, shared by the threads
         secret = self.ls_settings.label_studio_webhook_secret
         self.secret = secret.get_secret_value() if secret is not None else _random_secret()
@@ -99,6 +103,8 @@ class Bridge:
         self.image = False  # tasks carry a picture: decided from the project's config at start
         self.users: dict[int, str] = {}  # Label Studio user id -> e-mail, for annotator names
         self.fatal: Optional[BaseException] = None
+        self._import_unsure = False  # an import failed and may have happened: re-read the project first
+        self.review_loop: Optional[GuardedLoop[list[OutRecord]]] = None  # once running, for /readyz
 
     # --- start-up ------------------------------------------------------------------------
     def start(self) -> "Bridge":
@@ -176,12 +182,15 @@ class Bridge:
     def _index_tasks(self) -> None:
         tasks, _ = retrying(lambda: self.client.list_tasks(self.project_id), what="tasks", metrics=self.metrics,
                             stop=self.stop)
+        self._index(tasks)
+        log.info("project %d holds %d tasks", self.project_id, len(self.tasks))
+
+    def _index(self, tasks: list[dict[str, Any]]) -> None:
         with self._lock:
             for task in tasks:
                 sample = (task.get("data") or {}).get("sample_id")
                 if isinstance(sample, str):
                     self.tasks.setdefault(sample, int(task["id"]))
-        log.info("project %d holds %d tasks", self.project_id, len(self.tasks))
 
     # --- review requests -> tasks ----------------------------------------------------------
     def handle_reviews(self, batch: RecordBatch) -> list[OutRecord]:
@@ -208,44 +217,44 @@ class Bridge:
         return dead
 
     def _create_tasks(self, reviews: list[Any]) -> None:
-        """Import the tasks of ``reviews`` that do not exist yet. After a failed import the
-        project is read again before retrying (the import may have happened), so a retry never
-        creates a second task. A refusal that is about the bridge, not a record (key, project,
-        a short answer), stops it: nothing is committed and the process exits non-zero."""
-        attempt = 0
-        while True:
-            with self._lock:
-                missing = [r for r in reviews if r.id not in self.tasks]
-            if not missing:
-                return
-            payload = [task_for(r, image=self.image) for r in missing]
-            try:
-                ids = self.client.create_tasks(self.project_id, payload)
-            except LabelStudioError as exc:
-                self.metrics.errors.labels(operation="create_tasks").inc()
-                if exc.status in (401, 403, 404) or exc.status == 201:
-                    self.fail(exc)
-                    raise TransportError(f"Label Studio refused the bridge: {exc.message}") from exc
-                if not exc.retriable:
-                    raise  # about a record: the loop isolates it and dead-letters it
-                if attempt == 0 or attempt % 20 == 0:
-                    log.warning("label studio: creating tasks failed (%s); retrying", exc.message)
-                if self.stop.wait(RETRY_S[min(attempt, len(RETRY_S) - 1)]):
-                    raise TransportError("stopped while Label Studio was unreachable") from exc
-                attempt += 1
-                self._index_tasks()
-                continue
-            with self._lock:
-                for review, task_id in zip(missing, ids):
-                    self.tasks[review.id] = int(task_id)
-            self.metrics.tasks_created.inc(len(ids))
+        """Import the tasks of ``reviews`` that do not exist yet. Label Studio down or failing
+        is the world's fault: the error goes to the guarded loop, which holds the batch
+        uncommitted, retries it with backoff and, past --blocked-exit-s, exits non-zero. A
+        failed import may have happened, so the project is read again before the retry: a
+        retry never creates a second task. A refusal that is about the bridge, not a record
+        (key, project, a short answer), stops it: nothing is committed and the process exits
+        non-zero."""
+        if self._import_unsure:
+            tasks, _ = self.client.list_tasks(self.project_id)  # Label Studio still down: raises, held again
+            self._index(tasks)
+            self._import_unsure = False
+        with self._lock:
+            missing = [r for r in reviews if r.id not in self.tasks]
+        if not missing:
             return
+        payload = [task_for(r, image=self.image) for r in missing]
+        try:
+            ids = self.client.create_tasks(self.project_id, payload)
+        except LabelStudioError as exc:
+            self.metrics.errors.labels(operation="create_tasks").inc()
+            if exc.status in (401, 403, 404) or exc.status == 201:
+                self.fail(exc)
+                raise TransportError(f"Label Studio refused the bridge: {exc.message}") from exc
+            self._import_unsure = exc.retriable
+            raise  # retriable: the loop holds the batch; else about a record: it is isolated, dead-lettered
+        failpoints.hit("bridge.after_import")  # Label Studio made the tasks; the bridge has not noted them
+        with self._lock:
+            for review, task_id in zip(missing, ids):
+                self.tasks[review.id] = int(task_id)
+        self.metrics.tasks_created.inc(len(ids))
 
     def loop(self) -> GuardedLoop[list[OutRecord]]:
         assert self.consumer is not None and self.producer is not None
-        return GuardedLoop("label-studio", self.consumer, self.handle_reviews, producer=self.producer,
-                           dlq_topic=self.settings.topics.dlq_topic, stop=self.stop, metrics=self.metrics.loop,
-                           max_records=200, before_poll=self._tick)
+        self.review_loop = GuardedLoop(
+            "label-studio", self.consumer, self.handle_reviews, producer=self.producer,
+            dlq_topic=self.settings.topics.dlq_topic, stop=self.stop, metrics=self.metrics.loop, max_records=200,
+            before_poll=self._tick, blocked_exit_s=self.settings.operations.blocked_exit_s)
+        return self.review_loop
 
     def _tick(self) -> None:
         self.metrics.reconcile_lag.set(time.monotonic() - self.reconciled_at)
@@ -264,6 +273,7 @@ class Bridge:
                              encode_label(e.sample_id, e.label, annotator=e.annotator, features=e.features,
                                           ts=int(time.time() * 1000), origin=e.origin)) for e in events]
         send_until_acked(self.producer, records, stop=self.stop)
+        failpoints.hit("bridge.after_publish")  # the labels are on the topic, not yet in the ledger
         with self._lock:
             for e in events:
                 self.ledger.apply(e)
@@ -283,9 +293,25 @@ class Bridge:
             changes = self.ledger.observe_annotation(body.task_dict(), ann, self.classes, self.users)
         elif body.action in DELETION_ACTIONS:
             changes = self.ledger.observe_deleted([a.id for a in body.annotations or []])
+        elif body.action in TASK_DELETION_ACTIONS:
+            return self._confirm_deleted({t.id for t in body.tasks or []})
         else:
             return 0
         return self.publish(changes, "webhook")
+
+    def _confirm_deleted(self, task_ids: set[int]) -> int:
+        """Tasks a webhook says were deleted (their annotations went with them, unannounced):
+        each with published labels is fetched directly, and only a 404 retracts them."""
+        with self._lock:
+            suspects = self.ledger.live_tasks(task_ids)
+        published = 0
+
+        def publish(changes: list[Any]) -> None:
+            nonlocal published
+            published += self.publish(changes, "webhook")
+
+        confirm(self.ledger, suspects, self.classes, publish=publish, fetch=self._fetch_task, users=self.users)
+        return published
 
     def _learn_users(self, ids: Any) -> None:
         """Read Label Studio's users again when an annotation names one not seen yet."""
@@ -302,7 +328,8 @@ class Bridge:
         the ledger saw them. Webhooks queued before the listing are dropped: it is newer."""
         now = time.monotonic()
         if full is None:
-            full = self.full_at is None or now - self.full_at >= self.ls_settings.label_studio_full_reconcile_s
+            full = (self.full_at is None or now - self.full_at >= self.ls_settings.label_studio_full_reconcile_s
+                    or self._tasks_went_missing())
         kind = "full" if full else "incremental"
         while not self.events.empty():
             self.events.get_nowait()
@@ -330,12 +357,28 @@ class Bridge:
             self.metrics.open_tasks.set(sum(1 for s in self.tasks if s not in labelled))
         return published
 
+    def _tasks_went_missing(self) -> bool:
+        """The project holds fewer tasks than at the last reconcile: some were deleted, and a
+        changed-since listing never shows a deleted task, so sweep in full now rather than at
+        --full-reconcile-s (the TASKS_DELETED webhook is the prompt path; this catches a lost
+        one, unless imports in the same interval made up the count)."""
+        try:
+            count = int(self.client.project(self.project_id).get("task_number") or 0)
+        except LabelStudioError:
+            return False  # the listing retries and says so
+        before, self.task_count = self.task_count, count
+        if before is not None and count < before:
+            log.info("project %d went from %d to %d tasks: a full reconcile now", self.project_id, before, count)
+            return True
+        return False
+
     def _fetch_task(self, task_id: int) -> Optional[dict[str, Any]]:
         """A task a full listing missed, asked for directly: None only when Label Studio says 404."""
         task = retrying(lambda: self.client.task(task_id), what="tasks", metrics=self.metrics, stop=self.stop)
         self.metrics.tasks_confirmed.labels(outcome="deleted" if task is None else "present").inc()
         if task is not None:
-            log.warning("task %d was missing from a full listing but exists: its labels stand", task_id)
+            log.warning("task %d looked deleted (missing from a full listing, or named by a webhook) but exists: "
+                        "its labels stand", task_id)
         return task
 
     def _publish_forever(self, helper_stop: threading.Event) -> None:
@@ -431,15 +474,19 @@ class Bridge:
 
     # --- readiness and shutdown ---------------------------------------------------------------
     def readiness(self) -> dict[str, bool]:
-        """/readyz: Label Studio answers and the broker is reachable."""
+        """/readyz: Label Studio answers, the broker is reachable, the review loop holds no batch."""
         try:
             self.client.version()
             label_studio = True
         except LabelStudioError:
             label_studio = False
-        checks = {"label_studio": label_studio, "broker": self.consumer is not None and self.consumer.connected()}
+        checks = {"label_studio": label_studio, "broker": self.consumer is not None and self.consumer.connected(),
+                  "not_blocked": not_blocked(self.review_loop)}
         self.metrics.ready.set(1 if all(checks.values()) else 0)
         return checks
+
+    def readiness_reasons(self) -> dict[str, str]:
+        return blocked_reasons(self.review_loop)
 
     def close(self) -> None:
         self.stop.set()

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Optional, Sequence, TypeVar
+from typing import Any, Callable, Generic, Optional, Sequence, TypeVar
 
 from triage.contracts import dead_letter_from_batch, without_payload
 from triage.errors import BlockedError, TransportError, fault_reason
@@ -355,6 +355,17 @@ def close_within(client: Consumer | Producer, timeout_s: float, name: str) -> No
     closing.join(timeout_s)
     if closing.is_alive():
         log.warning("%s: closing the Kafka client took over %.0f s (broker unreachable?); leaving it", name, timeout_s)
+
+
+def not_blocked(loop: Optional[GuardedLoop[Any]]) -> bool:
+    """/readyz's ``not_blocked`` check of ``loop`` (None: not running yet)."""
+    return loop is None or loop.blocked_since is None
+
+
+def blocked_reasons(loop: Optional[GuardedLoop[Any]]) -> dict[str, str]:
+    """Why /readyz's ``not_blocked`` check fails: what ``loop`` holds its batch for."""
+    why = loop.blocked_reason_text() if loop is not None else None
+    return {"not_blocked": why} if why else {}
 
 
 def drain(loop: GuardedLoop[R], *, idle_polls: int = 2, max_s: float = 10.0, join_wait_s: float = 0.0) -> None:

@@ -91,6 +91,7 @@ class ModelWatcher:
         GuardedLoop(
             "model-watcher", self._consumer, self.handle, commit=False, max_records=100, poll_timeout_ms=500,
             after_poll=self._periodic_sync, metrics=self.scorer.metrics.loop, stop=stop,
+            blocked_exit_s=self.settings.operations.blocked_exit_s,
         ).run()
 
     def _periodic_sync(self, _batch: Optional[RecordBatch]) -> None:
@@ -115,15 +116,13 @@ class ModelWatcher:
 
     def _validate(self, value: Optional[bytes]) -> ModelEvent:
         event = decode_model_event(value, self.settings.serving.max_message_bytes)
-        target = self.registry.resolve(event.path)
-        if target != self.registry.model_path(event.version).resolve():
-            raise RegistryError(f"event path {event.path!r} is not the bundle of {event.version}")
+        self.registry.check_event_path(event.path, event.version)
         return event
 
     def _still_current(self, version: str) -> bool:
         try:
             return self.registry.current() == version
-        except OSError:
+        except (OSError, TriageError):
             return True  # cannot tell now; the next sync re-checks CURRENT anyway
 
     def sync(self) -> Optional[ServingModel]:
@@ -147,7 +146,7 @@ class ModelWatcher:
     def _sync(self) -> Optional[ServingModel]:
         try:
             version = self.registry.current()
-        except OSError as exc:
+        except (OSError, TriageError) as exc:
             self._refuse("registry", None, exc)
             return None
         running = self.scorer.model
@@ -172,7 +171,8 @@ class ModelWatcher:
             model = prepare_model(self.settings.policy, serving_model_from_registry(
                 self.registry, version, self.settings.serving, running=running))
         except Exception as exc:  # noqa: BLE001 - whatever a candidate raises refuses it, never the watcher
-            self._refused.add((version, sha))
+            if not (isinstance(exc, TriageError) and exc.retriable):
+                self._refused.add((version, sha))  # the world's faults (store unreachable) are retried next sync
             self._refuse(refusal_reason(exc), version, exc)
             return None
         self.scorer.offer_model(model)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from consumers.loop import STALL_S, GuardedLoop, Step
+from consumers.loop import STALL_S, GuardedLoop, Step, blocked_reasons, not_blocked
 from triage.scoring.handlers import BatchConfig, BatchResult, process_batch
 from triage.metrics import PolicyMetrics, ScorerMetrics, observe_many
 from triage.policies import make_policy
@@ -160,12 +160,11 @@ class Scorer:
             # so the flags above go stale; a loop that stopped moving is not ready either.
             "loop_responsive": time.monotonic() - self.loop.progress_at < STALL_S,
             # a fault of the environment holds the batch in hand (readiness_reasons says which)
-            "not_blocked": self.loop.blocked_since is None,
+            "not_blocked": not_blocked(self.loop),
         }
 
     def readiness_reasons(self) -> dict[str, str]:
-        why = self.loop.blocked_reason_text()
-        return {"not_blocked": why} if why else {}
+        return blocked_reasons(self.loop)
 
     def _refresh_health(self, _batch: Optional[RecordBatch]) -> None:
         self.loop.progress_at = time.monotonic()

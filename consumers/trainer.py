@@ -13,11 +13,12 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from consumers.loop import GuardedLoop, close_within, drain
+from consumers.loop import GuardedLoop, blocked_reasons, close_within, drain, not_blocked
 from triage.contracts import Label, dead_letter_from_batch, decode_label, decode_review, encode_model_event
 from triage.errors import BlockedError, InputError, LabelError, TriageError
 from triage.extras import require_extra
-from triage.lifecycle.labelstore import EDGE_CASE, UNDO, LabelStore
+from triage.lifecycle.labeljoin import label_row
+from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.metrics import RetrainMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.lifecycle.registry import Registry
@@ -57,7 +58,7 @@ class Trainer:
         self.metrics = metrics or RetrainMetrics()
         self.progress = progress
         repairs = self.metrics.store_repairs
-        self.store = LabelStore(registry.data_dir, on_repair=lambda reason, n: repairs.labels(reason=reason).inc())
+        self.store = registry.label_store(on_repair=lambda reason, n: repairs.labels(reason=reason).inc())
         self.drain_s = DRAIN_S
         self.stop = stop or threading.Event()  # SIGTERM: the ingest leaves its batch uncommitted and returns
         self.blocked: Optional[GuardedLoop[list[OutRecord]]] = None  # the ingest loop, for /readyz
@@ -65,6 +66,7 @@ class Trainer:
         # again (after a fault of the world struck half-way through a bisection) appends none twice
         self._appended: set[tuple[int, int]] = set()
         self._review: dict[str, list[float]] = {}
+        self._stored: dict[tuple[int, int], str] = {}  # positions in the store, read at the first run
         self._review_reader: Optional[Consumer] = None
         self._labels: Optional[Consumer] = None
         self._producer: Optional[Producer] = None
@@ -112,6 +114,8 @@ class Trainer:
                 continue
             try:
                 row = self._join(decode_label(value, s.serving.max_message_bytes), batch.partitions[i], batch.offsets[i])
+                if self._stored.get((row["partition"], row["offset"])) == row["id"]:
+                    continue  # already stored (a rebuild from the topic wrote it)
             except InputError as exc:
                 reasons.append(_rejection_reason(exc))
                 dead.append(dead_letter_from_batch(batch, i, exc, "label", s.topics.dlq_topic, self._version))
@@ -121,6 +125,7 @@ class Trainer:
             rows.append(row)
         self.folded += self.store.append(rows)
         self._appended.update((r["partition"], r["offset"]) for r in rows)
+        self._stored.update(((r["partition"], r["offset"]), r["id"]) for r in rows)
         self.rejected += len(dead)
         self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO) for r in rows))
         for reason in reasons:
@@ -129,20 +134,8 @@ class Trainer:
 
     def _join(self, label: Label, partition: int, offset: int) -> dict[str, Any]:
         """The label-store row of a valid label, or a LabelError saying why there is none."""
-        features = label.features if label.features is not None else self._review.get(label.id)
-        if features is None and label.label == UNDO:
-            features = []
-        elif features is None:
-            raise LabelError(f"no review record with id {label.id!r} and no `features` in the label",
-                             code="unjoinable")
-        if label.label != UNDO and len(features) != self._feature_count:
-            raise LabelError(f"`features` has {len(features)} values; the model takes {self._feature_count}")
-        if (label.label not in (EDGE_CASE, UNDO) and label.label not in self._classes
-                and not self.settings.retrain.accept_new_classes):
-            raise LabelError(f"unknown class {label.label!r} (known: {', '.join(sorted(self._classes))}); "
-                             "set TRIAGE_ACCEPT_NEW_CLASSES=true to learn new classes", code="unknown_class")
-        return {"id": label.id, "label": label.label, "features": features, "annotator": label.annotator,
-                "partition": partition, "offset": offset}
+        return label_row(label, partition, offset, review_features=self._review, classes=self._classes,
+                         feature_count=self._feature_count, accept_new_classes=self.settings.retrain.accept_new_classes)
 
     def ingest(self, classes: list[str], feature_count: int) -> tuple[int, int]:
         s = self.settings
@@ -169,11 +162,10 @@ class Trainer:
         return self.folded - before[0], self.rejected - before[1]
 
     def readiness(self) -> dict[str, bool]:
-        return {"running": True, "not_blocked": self.blocked is None or self.blocked.blocked_since is None}
+        return {"running": True, "not_blocked": not_blocked(self.blocked)}
 
     def readiness_reasons(self) -> dict[str, str]:
-        why = self.blocked.blocked_reason_text() if self.blocked is not None else None
-        return {"not_blocked": why} if why else {}
+        return blocked_reasons(self.blocked)
 
     # --- one run -------------------------------------------------------------------------------
     def run_once(self) -> RetrainOutcome:
@@ -193,10 +185,23 @@ class Trainer:
         self.metrics.last_run.set(time.time())
         return outcome
 
+    def _restore_store(self, manifest: Mapping[str, Any]) -> None:
+        """Rebuild a lost label store from the topic: safe only when the store is empty while
+        CURRENT was trained on stored labels (then it was lost, not never written)."""
+        if self.store.count() == 0 and int(manifest.get("data", {}).get("labels_upto", 0)) > 0:
+            from consumers.label_rebuild import rebuild_label_store
+
+            self.progress(f"the label store is empty but {manifest['version']} was trained on "
+                          f"{manifest['data']['labels_upto']} stored labels: rebuilding it from {self.settings.topics.labels_topic}")
+            rebuild_label_store(self.settings, self.registry, progress=self.progress, stop=self.stop)
+        self._stored = self.store.positions()
+
     def _run(self) -> RetrainOutcome:
         s, reg = self.settings, self.registry
         current = current_version(reg)
         manifest = reg.manifest(current)
+        if self._labels is None:  # the first run of this process
+            self._restore_store(manifest)
         self.progress(f"ingesting labels from {s.topics.labels_topic} (current model {current})")
         folded, rejected = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))
         self.progress(f"folded {folded} labels, rejected {rejected}")

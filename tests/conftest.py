@@ -24,7 +24,7 @@ import pytest
 
 from tests.fixtures import (  # noqa: F401
     KAFKA_CLIENTS,
-    broker, digits, example_model, kafka_client, registry, registry_template, scorer_process, settings_factory,
+    broker, digits, example_model, kafka_client, registry, registry_template, s3, scorer_process, settings_factory,
     triage_process, zoo,
 )
 from tests.labelstudio import label_studio  # noqa: F401
@@ -46,7 +46,7 @@ BY_FIXTURE = {
     "labelstudio": {"label_studio"},
     "exporters": {"zoo"},
     "deploytools": {"deploy_tools", "promtool", "prometheus_bin", "docker_compose"},
-    "process": {"triage_process", "scorer_process"},
+    "process": {"triage_process", "scorer_process", "s3"},
 }
 # by path (a file, or a directory ending in /): tests that start what no fixture names
 BY_PATH = {

@@ -9,7 +9,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 import pytest
@@ -26,6 +26,9 @@ from triage.lifecycle.registry import Registry
 from triage.settings import Settings
 from triage.transport import ensure_topics, make_consumer, make_producer
 
+if TYPE_CHECKING:
+    from tests.s3server import WeedS3
+
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +36,16 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_file=log) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator["WeedS3"]:
+    """A real S3 server (SeaweedFS ``weed mini``) for the session; its AWS_* variables are set
+    in this process (so subprocesses inherit them) until the session ends."""
+    from tests.s3server import WeedS3
+
+    with WeedS3(tmp_path_factory.mktemp("s3")).running() as server:
+        yield server
 
 
 KAFKA_CLIENTS = ("confluent", "kafka-python")  # the first is what `--kafka-client auto` picks
@@ -173,11 +186,12 @@ def decoded(records: list[dict[str, Any]], topic: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def triage_process(tmp_path: Path) -> Iterator[Callable[..., TriageProcess]]:
-    """Start ``triage COMMAND EXTRA...`` processes (logs in tmp_path); whatever still runs is killed at the end."""
+    """Start ``triage COMMAND EXTRA...`` processes (logs in tmp_path; ``env``: more environment);
+    whatever still runs is killed at the end."""
     started: list[TriageProcess] = []
 
-    def start(command: str, settings: Settings, *extra: str) -> TriageProcess:
-        p = TriageProcess(settings, [command, *extra], tmp_path, f"{command}-{len(started)}")
+    def start(command: str, settings: Settings, *extra: str, env: Optional[dict[str, str]] = None) -> TriageProcess:
+        p = TriageProcess(settings, [command, *extra], tmp_path, f"{command}-{len(started)}", extra_env=env)
         started.append(p)
         return p
 

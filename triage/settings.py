@@ -145,8 +145,11 @@ class ServingSettings(Section):
 
     model: Optional[Path] = None
     """ONNX classifier to serve (a plain file; use registry for hot-swap)."""
-    registry: Optional[Path] = None
-    """Model registry directory; the scorer serves its CURRENT version and hot-swaps."""
+    registry: Optional[str] = None
+    """Model registry: a directory or s3://bucket/prefix (endpoint and credentials from the AWS
+    environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); the scorer serves its CURRENT and hot-swaps."""
+    registry_cache: Optional[Path] = None
+    """Where an s3:// registry's verified model bytes are cached (default: ~/.cache/triage/registry)."""
     reference: Optional[Path] = None
     """Reference data (npz with X[,y], or CSV) to fit the outlier detector at start-up."""
     classes: Optional[str] = None
@@ -187,6 +190,23 @@ class ServingSettings(Section):
     worker_restart_window_s: float = Field(60.0, gt=0.0)
     """The window over which worker_max_restarts counts a worker's restarts."""
 
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _registry_location(cls, value: Any) -> Any:
+        """A directory or s3://bucket/prefix; any other URL is refused (it would become a
+        local directory named after its scheme)."""
+        if isinstance(value, Path):
+            value = str(value)
+        if isinstance(value, str):
+            from triage.errors import ConfigError
+            from triage.lifecycle.objectstore import parse_location
+
+            try:
+                parse_location(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @field_validator("classes")
     @classmethod

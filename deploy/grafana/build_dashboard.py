@@ -160,6 +160,29 @@ ts("Audit labels behind the estimate", [
   ], 16, y, w=8, unit="short", desc="A wide interval means few labelled audit samples: raise --audit-rate or "
                                     "label the audit tasks first.")
 y += 8
+row("Monitoring without labels (triage monitor)", y); y += 1
+ts("Estimated accuracy with its band vs realized (audit)", [
+    tgt("max by (model_version) (triage_estimated_accepted_accuracy)", "estimate, accepted {{model_version}}"),
+    tgt("max by (model_version) (triage_estimated_accepted_accuracy_lower)", "band low {{model_version}}", "B"),
+    tgt("max by (model_version) (triage_estimated_accepted_accuracy_upper)", "band high {{model_version}}", "C"),
+    tgt("max by (model_version) (triage_accepted_accuracy_estimate)", "realized (audit) {{model_version}}", "D"),
+    tgt("max by (model_version) (triage_estimated_accuracy)", "estimate, all scored {{model_version}}", "E"),
+    tgt("max(triage_accuracy_floor)", "floor (--accuracy-floor)", "F"),
+  ], 0, y, w=12, unit="percentunit",
+   desc="From calibrated probabilities alone, per version, over the last --monitor-window samples. Realized "
+        "(audit) below the accepted band: concept drift or calibration decay (TriageEstimateDisagreesWithAudit).")
+ts("Drift statistics against their thresholds", [
+    tgt("max by (signal) (triage_drift_statistic)", "{{signal}}"),
+    tgt("max(triage_drift_threshold)", "threshold", "B"),
+  ], 12, y, w=8, unit="short",
+   desc="CUSUM statistics of the newest version's detectors; an alarm when one crosses the threshold, set from "
+        "--drift-ert-samples (expected samples between false alarms).")
+stat("Drift alarms (1h)", "sum(increase(triage_drift_alarms_total[1h]))", 20, y, w=4,
+     thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}]},
+     desc="Alarms of every detector in the last hour; each one published a retrain request (TriageDriftDetected).")
+stat("Retrain requests (1h)", "sum(increase(triage_retrain_requests_total[1h]))", 20, y + 4, w=4,
+     desc="Requests the monitor published to triage.retrain-requests in the last hour.")
+y += 8
 row("Models", y); y += 1
 panels.append({"type": "state-timeline", "title": "Model version timeline", "id": nid(), "datasource": DS,
     "description": "One row per replica and version: when each version was served (triage_model_info); swap annotations mark every successful or refused swap.",

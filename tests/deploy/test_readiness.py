@@ -1,5 +1,6 @@
 """/healthz and /readyz of a running scorer: ready once it serves, unready (503, naming the
-failed check) while its broker is unreachable, alive throughout."""
+failed check) while its broker is unreachable, alive throughout; and of the audit process while
+its loop is blocked."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tests.deploy.processes import ready_state
-from tests.helpers import ScorerProcess, http_get, wait_until
+from tests.fixtures import produce
+from tests.helpers import ScorerProcess, TriageProcess, http_get, wait_until
+from tests.reliability.faulty_cli import PROGRAM as FAULTY
 from triage.runtime.broker import EmbeddedBroker
 from triage.settings import Settings
 from triage.transport import ensure_topics
@@ -57,3 +60,36 @@ def test_readyz_turns_503_when_the_broker_goes_away(
         assert scorer.metric("triage_ready") == 0
     finally:
         broker.stop()
+
+
+def test_audit_readyz_says_blocked_while_its_handler_meets_a_fault_of_the_world(
+    settings_factory: Callable[..., Settings], tmp_path: Path,
+) -> None:
+    """The audit process's /readyz has the ``not_blocked`` check of the scorer and the trainer:
+    503 with the reason while its loop holds a batch (here its handler fails with EIO as long
+    as a file exists: tests/reliability/faulty_cli.py), 200 again once the batch goes through."""
+    s = settings_factory()
+    fault = tmp_path / "fault"
+    fault.touch()
+    audit = TriageProcess(s, ["audit", "--blocked-exit-s", "600"], tmp_path, "audit", program=FAULTY,
+                          extra_env={"TRIAGE_TEST_FAULT": "audit", "TRIAGE_TEST_FAULT_WHILE": str(fault)})
+    try:
+        wait_until(lambda: ready_state(audit.metrics_port)[0] == 200, "audit /readyz to turn 200", alive=audit.dead)
+        produce(s, s.topics.review_topic, [(b"r1", b"{}")])
+
+        def unready() -> Optional[dict[str, object]]:
+            code, doc = ready_state(audit.metrics_port)
+            return doc if code == 503 else None
+
+        doc = wait_until(unready, "audit /readyz to turn 503 while its batch is held", alive=audit.dead)
+        assert doc["checks"] == {"running": True, "not_blocked": False}, doc
+        reason = doc["reasons"]["not_blocked"]  # type: ignore[index]
+        assert "audit has held a batch" in reason and "io (OSError" in reason and "Input/output error" in reason, doc
+        assert audit.metric("triage_blocked", loop="audit", reason="io") == 1
+        fault.unlink()
+        doc = wait_until(lambda: (lambda c, d: d if c == 200 else None)(*ready_state(audit.metrics_port)),
+                         "audit /readyz to recover", alive=audit.dead)
+        assert doc == {"ready": True, "checks": {"running": True, "not_blocked": True}}, doc
+        assert audit.metric("triage_blocked", loop="audit", reason="io") == 0
+    finally:
+        audit.stop()

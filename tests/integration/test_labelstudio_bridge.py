@@ -30,7 +30,7 @@ from triage.settings import Settings
 
 @pytest.fixture
 def bridge_process(triage_process: Callable[..., TriageProcess]) -> Callable[..., TriageProcess]:
-    return lambda settings, *extra: triage_process("label-studio", settings, *extra)
+    return lambda settings, *extra, env=None: triage_process("label-studio", settings, *extra, env=env)
 
 
 @dataclass

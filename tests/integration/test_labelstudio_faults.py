@@ -1,6 +1,7 @@
 """The bridge's exactly-once promises under hostile conditions, against the real Label Studio
 and the real broker: tasks created and deleted around running reconciles, malformed webhook
-bodies of every shape, SIGKILL mid-import and mid-publish, Label Studio gone mid-reconcile.
+bodies of every shape, SIGKILL mid-import and mid-publish (on cue: failpoints), Label Studio gone
+mid-reconcile or down while a request waits for its task.
 
 Every test ends with the same oracle: per sample, the labels topic holds each annotation's
 label exactly once, and no retraction of an annotation that still exists."""
@@ -10,18 +11,17 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
+import signal
 import threading
-import urllib.error
-import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from tests import contract_strategies
-from tests.fixtures import produce, read_all
+from tests.fixtures import DEADLINE_S, produce, read_all
 from tests.helpers import TriageProcess, wait_until
 from tests.integration import test_labelstudio_bridge as base
 from tests.integration.test_labelstudio_bridge import (
@@ -29,6 +29,7 @@ from tests.integration.test_labelstudio_bridge import (
 )
 from tests.profiles import examples
 from tests.reliability.proxy import TcpProxy
+from tests.reliability.world import committed
 from triage.annotation.labelstudio.client import LabelStudio
 from triage.annotation.labelstudio.webhook import Webhook
 from triage.lifecycle.labelstore import UNDO
@@ -184,90 +185,44 @@ def test_malformed_webhook_bodies_never_stop_the_bridge(
     assert bridge.proc.poll() is None and "Traceback" not in bridge.log()
 
 
-class HoldImports:
-    """An HTTP proxy to Label Studio that forwards every call, but holds the answer of the first
-    task import after Label Studio made the tasks (``imported`` is set), until released: the
-    bridge is then killed between Label Studio's commit and its own."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.imported = threading.Event()
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
-                req = urllib.request.Request(outer.target + self.path, data=body, method=self.command,
-                                             headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
-                try:
-                    with urllib.request.urlopen(req, timeout=60) as r:
-                        status, raw, kind = r.status, r.read(), r.headers.get("Content-Type", "")
-                except urllib.error.HTTPError as e:
-                    status, raw, kind = e.code, e.read(), e.headers.get("Content-Type", "")
-                if "/import" in self.path and not outer.imported.is_set():
-                    outer.imported.set()
-                    outer.release.wait(60)
-                    return  # the bridge is gone: the answer is never sent
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _forward  # noqa: N815
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-
-
 def test_sigkill_mid_import_and_mid_publish_loses_and_repeats_nothing(
         setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess],
         digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """Killed on cue by failpoints (triage/runtime/failpoints.py), not by a timer: after Label
+    Studio made the tasks but before the bridge noted them (nothing committed), and after the
+    40th label reached the topic but before the bridge's ledger took it in. Restarted: 0
+    duplicate tasks, 0 lost labels, 0 repeated labels."""
     X, _ = digits
     s, title, client = setup.settings, setup.title, setup.client
-    hold = HoldImports(label_studio.url)
-    try:
-        args = _bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s", "1")
-        first = bridge_process(s, *args, "--url", hold.url)
-        samples = [f"k{i}" for i in range(150)]
-        produce(s, s.topics.review_topic, [(sid.encode(), _review(sid, X[i], i / 150)) for i, sid in enumerate(samples)])
-        assert hold.imported.wait(120), first.log()[-3000:]
-        first.kill()  # Label Studio made the tasks; the bridge never heard, and committed nothing
-    finally:
-        hold.close()
+    group = f"bridge-{uuid.uuid4().hex[:6]}"
+    args = [*_bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s", "1"),
+            "--bridge-group-id", group]
+    first = bridge_process(s, *args, env={"TRIAGE_FAILPOINT": "bridge.after_import:kill"})
+    samples = [f"k{i}" for i in range(150)]
+    produce(s, s.topics.review_topic, [(sid.encode(), _review(sid, X[i], i / 150)) for i, sid in enumerate(samples)])
+    assert first.proc.wait(DEADLINE_S) == -signal.SIGKILL, first.log()[-3000:]
     project = _project(client, title)
     made = len(_tasks(client, project))
-    assert 0 < made <= 150
+    assert 0 < made <= 150 and committed(s, group, s.topics.review_topic) == 0, made
     second = bridge_process(s, *args)
     produce(s, s.topics.review_topic, [(b"k150", _review("k150", X[150], 0.5))])
     tasks = wait_until(lambda: (lambda t: t if len(t) == 151 else None)(_tasks(client, project)), "151 tasks",
                        every_s=0.5, alive=second.dead)
     assert len({t["data"]["sample_id"] for t in tasks}) == 151  # 0 duplicate tasks
-    reconciles(second, 1)
+    wait_until(lambda: committed(s, group, s.topics.review_topic) == 151, "every request committed",
+               alive=second.dead)
     second.kill()
 
-    # mid-publish: annotations made while the bridge is down are published by its first reconcile
+    # mid-publish: annotations made while the bridge is down are published by its first reconcile,
+    # one task at a time; the 40th is on the topic when the bridge dies, not in its ledger
     truth = {t["data"]["sample_id"]: str(i % 10) for i, t in enumerate(tasks)}
     for t in tasks:
         client.create_annotation(t["id"], _choice(truth[t["data"]["sample_id"]]))
-    third = bridge_process(s, *args)
-    wait_until(lambda: third.metric("triage_labelstudio_labels_published_total", source="reconcile") >= 1,
-               "the first labels", every_s=0.02, alive=third.dead)
-    third.kill()
-    at_kill = len(read_all(s, [s.topics.labels_topic], expect=len(tasks), timeout_s=5))
-    assert 0 < at_kill < len(tasks), f"killed after {at_kill} of {len(tasks)} labels: not mid-publish"
+    third = bridge_process(s, *args, env={"TRIAGE_FAILPOINT": "bridge.after_publish:kill@40"})
+    assert third.proc.wait(DEADLINE_S) == -signal.SIGKILL, third.log()[-3000:]
+    assert len(read_all(s, [s.topics.labels_topic], expect=41, timeout_s=5)) == 40
     fourth = bridge_process(s, *args)
-    by_sample = _wait_labels(s, len(tasks), fourth)
+    _wait_labels(s, len(tasks), fourth)
     reconciles(fourth, 2)
     by_sample = _by_sample(s, len(tasks))
     assert by_sample == {sample: [label] for sample, label in truth.items()}  # 0 lost, 0 repeated
@@ -305,3 +260,98 @@ def test_label_studio_gone_mid_reconcile_costs_nothing(
         assert bridge.proc.poll() is None
     finally:
         proxy.stop()
+
+
+def test_label_studio_down_blocks_the_review_loop_until_blocked_exit_s(
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess],
+        digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """Label Studio gone while a review request waits for its task: the bridge holds the batch
+    (nothing dead-lettered or committed), and past ``--blocked-exit-s 3`` (given after the
+    action; the environment says 240) exits 1. Restarted with Label Studio back, the request
+    becomes exactly one task."""
+    X, _ = digits
+    s, title, client = setup.settings, setup.title, setup.client
+    host, port = label_studio.url.removeprefix("http://").split(":")
+    proxy = TcpProxy(host, int(port), free_port()).start()
+    group = f"bridge-{uuid.uuid4().hex[:6]}"
+    args = [*_bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s", "600"),
+            "--bridge-group-id", group]
+    try:
+        bridge = bridge_process(s, *args, "--url", f"http://{proxy.address}", "--blocked-exit-s", "3")
+        wait_until(lambda: "bridging" in bridge.log(), "the bridge to start", alive=bridge.dead)
+        proxy.cut()
+        produce(s, s.topics.review_topic, [(b"d1", _review("d1", X[1], 0.5))])
+        try:
+            code: Optional[int] = bridge.proc.wait(90)
+        except Exception:  # noqa: BLE001 - reported below
+            code = None
+        log = bridge.log()
+        assert code == 1, f"exit {code}; log:\n{log[-3000:]}"
+        match = re.search(r"label-studio: blocked for (\d+) s \((\w+): ", log)
+        assert match is not None and match.group(2) == "dependency" and int(match.group(1)) < 240, log[-3000:]
+        assert read_all(s, [s.topics.dlq_topic], expect=1, timeout_s=3) == []
+        assert committed(s, group, s.topics.review_topic) == 0
+    finally:
+        proxy.stop()
+    again = bridge_process(s, *args)
+    project = _project(client, title)
+    tasks = wait_until(lambda: _tasks(client, project) or None, "the task", every_s=0.5, alive=again.dead)
+    wait_until(lambda: committed(s, group, s.topics.review_topic) == 1, "the request committed", alive=again.dead)
+    assert [t["data"]["sample_id"] for t in _tasks(client, project)] == ["d1"], tasks
+
+
+def _post_webhook(port: int, secret: str, body: dict[str, Any]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/webhook", body=json.dumps(body).encode(),
+                     headers={"X-Triage-Webhook-Secret": secret, "Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_deleted_task_is_retracted_at_once_through_its_webhook_and_a_missed_one_never(
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess]) -> None:
+    """Label Studio's TASKS_DELETED webhook (an annotated task deleted) retracts its label long
+    before --full-reconcile-s (600 s; every reconcile here is 600 s apart): only after a direct
+    fetch says 404. The same webhook naming a task that exists (a forged or stale one) retracts
+    nothing."""
+    s, client = setup.settings, setup.client
+    title, _, ids, truth = _text_project(client, "x", 6, 2)  # x0, x2, x4 annotated
+    port = free_port()
+    bridge = bridge_process(s, *_bridge_args(label_studio, title, "--reconcile-s", "600", "--full-reconcile-s", "600"),
+                            "--webhook-port", str(port), "--webhook-secret", "right")
+    _wait_labels(s, len(truth), bridge)  # the first reconcile (full) publishes them
+    status, _ = label_studio.api("DELETE", f"/api/tasks/{ids[0]}/")
+    assert status == 204
+    by_sample = wait_until(lambda: (lambda b: b if UNDO in b.get("x0", []) else None)(_by_sample(s, 4)),
+                           "the deleted task's undo", every_s=0.5, alive=bridge.dead)
+    assert _post_webhook(port, "right", {"action": "TASKS_DELETED", "tasks": [{"id": ids[2]}]}) == 200
+    wait_until(lambda: bridge.metric("triage_labelstudio_unlisted_tasks_total", outcome="present") == 1,
+               "the bridge to fetch the task the forged webhook named", alive=bridge.dead)
+    by_sample = _by_sample(s, 4)
+    assert by_sample == {"x0": [truth["x0"], UNDO], "x2": [truth["x2"]], "x4": [truth["x4"]]}, by_sample
+    assert bridge.metric("triage_labelstudio_unlisted_tasks_total", outcome="deleted") == 1
+    assert bridge.metric("triage_labelstudio_labels_published_total", source="webhook", kind="undo") == 1
+    assert bridge.metric("triage_labelstudio_reconcile_requests_total", kind="full") > 0  # only the first one
+    assert "a full reconcile now" not in bridge.log()
+
+
+def test_a_deleted_task_whose_webhook_is_lost_is_retracted_by_an_early_full_sweep(
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess]) -> None:
+    """Webhooks go nowhere; incremental reconciles every second never list a deleted task, but
+    the project's task count falls, so a full sweep runs at once, not at --full-reconcile-s."""
+    s, client = setup.settings, setup.client
+    title, _, ids, truth = _text_project(client, "y", 6, 2)
+    bridge = bridge_process(s, *_bridge_args(label_studio, title, "--webhook-url", DEAD_WEBHOOK, "--reconcile-s", "1",
+                                             "--full-reconcile-s", "600"))
+    _wait_labels(s, len(truth), bridge)
+    reconciles(bridge, 2)  # incremental ones: the task count is known
+    status, _ = label_studio.api("DELETE", f"/api/tasks/{ids[2]}/")
+    assert status == 204
+    wait_until(lambda: UNDO in _by_sample(s, 4).get("y2", []), "the deleted task's undo", every_s=0.5,
+               alive=bridge.dead)
+    reconciles(bridge, 2)
+    by_sample = _by_sample(s, 4)
+    assert by_sample == {"y0": [truth["y0"]], "y2": [truth["y2"], UNDO], "y4": [truth["y4"]]}, by_sample
+    assert "a full reconcile now" in bridge.log()

@@ -181,3 +181,60 @@ def test_retrain_on_request_runs_only_when_the_monitor_asks(
     assert proc.log().count("outcome:") == 1
     assert "requested a retrain of v1 (drift on confidence)" in proc.log()
     assert proc.terminate() == 0
+
+
+def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
+    settings_factory: Callable[..., Settings], digits: tuple[np.ndarray, np.ndarray], tmp_path: Path,
+) -> None:
+    """Concept drift: the inputs stay in distribution (so the label-free estimate stays high and no
+    drift alarm fires) but the humans' labels of the audit slice now disagree with the model on a
+    third of the samples. The audit consumer's interval and the monitor's accepted band, both
+    computed by the shipped processes, meet TriageEstimateDisagreesWithAudit's condition."""
+    from prometheus_client import CollectorRegistry
+
+    from consumers.audit import AuditConsumer
+    from triage.metrics import AuditMetrics
+
+    X, y = digits
+    reg = registry_v1(tmp_path / "registry", X[:700], y[:700])
+    s = settings_factory(registry=reg.root, audit_rate=0.5, monitor_window=1_000, drift_reference_samples=500,
+                         monitor_state_dir=tmp_path / "monitor")
+    rng = np.random.default_rng(1)
+    scorer = start_inprocess(s, reg)
+    monitor = MonitorConsumer(s)
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    try:
+        rows = rng.choice(np.arange(700, len(X)), 3_000)
+        _send(s, X, rows, "c")
+        outs = _outputs(s, "c", len(rows))
+        wait_until(lambda: _value(monitor, "triage_monitor_records_total", kind="prediction")
+                   + _value(monitor, "triage_monitor_records_total", kind="review") >= len(rows), "the monitor")
+        audits = [d for d in decoded(read_all(s, [s.topics.review_topic], expect=1), s.topics.review_topic)
+                  if d["reason"] == "audit"]
+        labels = []
+        for k, d in enumerate(audits):
+            truth = int(y[int(d["id"].split(":")[1])])
+            label = (truth + 1) % 10 if k % 3 == 0 else truth  # the concept moved under a third of them
+            labels.append((d["id"].encode(), encode({"id": d["id"], "label": str(label)})))
+        produce(s, s.topics.labels_topic, labels)
+        audit = AuditConsumer(s, metrics=AuditMetrics(CollectorRegistry()))
+        audit.run(idle_exit_s=3.0)
+    finally:
+        monitor.stop_event.set()
+        thread.join(60)
+        stop_inprocess(*scorer)
+
+    def audit_value(name: str) -> float:
+        v = audit.metrics.registry.get_sample_value(name, {"model_version": "v1"})
+        assert v is not None, name
+        return v
+
+    realized_upper = audit_value("triage_accepted_accuracy_upper")
+    band_lower = _value(monitor, "triage_estimated_accepted_accuracy_lower", model_version="v1")
+    samples = audit_value("triage_accepted_accuracy_samples")
+    alarms = sum(d.alarms for d in monitor.state.versions["v1"].detectors.values())
+    print(f"audit: realized upper {realized_upper:.3f} on {samples:.0f} labels; monitor: accepted band lower "
+          f"{band_lower:.3f}; drift alarms {alarms}; {len(outs)} outputs")
+    assert alarms == 0, "the inputs did not move: no drift alarm"
+    assert samples >= 100 and realized_upper < band_lower  # TriageEstimateDisagreesWithAudit's condition

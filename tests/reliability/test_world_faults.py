@@ -21,11 +21,10 @@ from consumers.trainer import Trainer
 from tests.fixtures import DEADLINE_S, produce, read_all
 from tests.helpers import TriageProcess, http_get, wait_until
 from tests.reliability.helpers import Tally, output_ids, sample_values
-from tests.reliability.world import committed, send_labels, small_fs
+from tests.reliability.world import committed, refusing_producer, send_labels, small_fs
 from triage.commands.serve import initial_model
 from triage.lifecycle.registry import Registry
 from triage.settings import Settings
-from triage.transport import Producer, make_producer
 
 LABELS = 40
 SAMPLES = 8
@@ -91,83 +90,6 @@ def test_labels_wait_out_a_full_or_read_only_registry_and_land_once(
 
 
 # --- a topic that refuses writes ---------------------------------------------------------------
-
-
-class _Delivered:
-    """What a confluent delivery report carries about a message (topic, key, value)."""
-
-    def __init__(self, topic: str, key: Optional[bytes], value: Optional[bytes]) -> None:
-        self._t, self._k, self._v = topic, key, value
-
-    def topic(self) -> str:
-        return self._t
-
-    def key(self) -> Optional[bytes]:
-        return self._k
-
-    def value(self) -> Optional[bytes]:
-        return self._v
-
-
-class RefusingConfluent:
-    """A confluent_kafka.Producer whose deliveries to ``topics`` fail with librdkafka's
-    TOPIC_AUTHORIZATION_FAILED while ``refusing`` is set (as a broker ACL would answer)."""
-
-    def __init__(self, real: Any, topics: set[str], refusing: threading.Event) -> None:
-        self._real, self._topics, self._refusing = real, topics, refusing
-        self._refused: list[tuple[Any, _Delivered]] = []
-
-    def produce(self, topic: str, value: Any = None, key: Any = None, headers: Any = None, on_delivery: Any = None) -> None:
-        if self._refusing.is_set() and topic in self._topics:
-            self._refused.append((on_delivery, _Delivered(topic, key, value)))
-            return
-        self._real.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-
-    def _report(self) -> None:
-        from confluent_kafka import KafkaError
-
-        refused, self._refused = self._refused, []
-        for callback, msg in refused:
-            callback(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed"), msg)
-
-    def poll(self, timeout: float = 0.0) -> int:
-        self._report()
-        return int(self._real.poll(timeout))
-
-    def flush(self, timeout: float = 10.0) -> int:
-        left = int(self._real.flush(timeout))
-        self._report()
-        return left
-
-
-class RefusingKafkaPython:
-    """A kafka.KafkaProducer whose sends to ``topics`` fail with TopicAuthorizationFailedError
-    while ``refusing`` is set."""
-
-    def __init__(self, real: Any, topics: set[str], refusing: threading.Event) -> None:
-        self._real, self._topics, self._refusing = real, topics, refusing
-
-    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None) -> Any:
-        from kafka.errors import TopicAuthorizationFailedError
-        from kafka.future import Future
-
-        if self._refusing.is_set() and topic in self._topics:
-            return Future().failure(TopicAuthorizationFailedError(f"Topic authorization failed: {topic}"))
-        return self._real.send(topic, value=value, key=key, headers=headers)
-
-    def flush(self, timeout: Optional[float] = None) -> None:
-        self._real.flush(timeout=timeout)
-
-    def close(self, timeout: Optional[float] = None) -> None:
-        self._real.close(timeout=timeout)
-
-
-def refusing_producer(s: Settings, topics: set[str], refusing: threading.Event) -> Producer:
-    """The real producer of ``s``, its client wrapped to refuse ``topics`` for authorization."""
-    producer: Any = make_producer(s)
-    wrap = RefusingConfluent if s.connection.kafka_client == "confluent" else RefusingKafkaPython
-    producer._p = wrap(producer._p, topics, refusing)
-    return producer  # type: ignore[no-any-return]
 
 
 def test_a_refused_topic_blocks_the_scorer_and_loses_nothing(

@@ -1,5 +1,6 @@
 """What the tests of the world's faults share: a real small (or read-only) file system under the
-registry's ``data/``, committed offsets of a group, and labels that join."""
+registry's ``data/``, a producer whose topics refuse writes, committed offsets of a group, and
+labels that join."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from tests.fixtures import produce
 from triage.contracts import encode_label
 from triage.examples import example_paths
 from triage.settings import Settings
+from triage.transport import Producer, make_producer
 
 TMPFS_SIZE = "256k"
 
@@ -103,3 +106,83 @@ def committed(settings: Settings, group: str, topic: str) -> int:
         return sum(max(reader.committed(TopicPartition(topic, p)) or 0, 0) for p in partitions)
     finally:
         reader.close(autocommit=False)
+
+
+# --- a topic that refuses writes (the embedded broker has no ACLs) ---------------------------
+
+
+class _Delivered:
+    """What a confluent delivery report carries about a message (topic, key, value)."""
+
+    def __init__(self, topic: str, key: Optional[bytes], value: Optional[bytes]) -> None:
+        self._t, self._k, self._v = topic, key, value
+
+    def topic(self) -> str:
+        return self._t
+
+    def key(self) -> Optional[bytes]:
+        return self._k
+
+    def value(self) -> Optional[bytes]:
+        return self._v
+
+
+class RefusingConfluent:
+    """A confluent_kafka.Producer whose deliveries to ``topics`` fail with librdkafka's
+    TOPIC_AUTHORIZATION_FAILED while ``refusing`` is set (as a broker ACL would answer)."""
+
+    def __init__(self, real: Any, topics: set[str], refusing: threading.Event) -> None:
+        self._real, self._topics, self._refusing = real, topics, refusing
+        self._refused: list[tuple[Any, _Delivered]] = []
+
+    def produce(self, topic: str, value: Any = None, key: Any = None, headers: Any = None, on_delivery: Any = None) -> None:
+        if self._refusing.is_set() and topic in self._topics:
+            self._refused.append((on_delivery, _Delivered(topic, key, value)))
+            return
+        self._real.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+
+    def _report(self) -> None:
+        from confluent_kafka import KafkaError
+
+        refused, self._refused = self._refused, []
+        for callback, msg in refused:
+            callback(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed"), msg)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        self._report()
+        return int(self._real.poll(timeout))
+
+    def flush(self, timeout: float = 10.0) -> int:
+        left = int(self._real.flush(timeout))
+        self._report()
+        return left
+
+
+class RefusingKafkaPython:
+    """A kafka.KafkaProducer whose sends to ``topics`` fail with TopicAuthorizationFailedError
+    while ``refusing`` is set."""
+
+    def __init__(self, real: Any, topics: set[str], refusing: threading.Event) -> None:
+        self._real, self._topics, self._refusing = real, topics, refusing
+
+    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None) -> Any:
+        from kafka.errors import TopicAuthorizationFailedError
+        from kafka.future import Future
+
+        if self._refusing.is_set() and topic in self._topics:
+            return Future().failure(TopicAuthorizationFailedError(f"Topic authorization failed: {topic}"))
+        return self._real.send(topic, value=value, key=key, headers=headers)
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        self._real.flush(timeout=timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        self._real.close(timeout=timeout)
+
+
+def refusing_producer(s: Settings, topics: set[str], refusing: threading.Event) -> Producer:
+    """The real producer of ``s``, its client wrapped to refuse ``topics`` for authorization."""
+    producer: Any = make_producer(s)
+    wrap = RefusingConfluent if s.connection.kafka_client == "confluent" else RefusingKafkaPython
+    producer._p = wrap(producer._p, topics, refusing)
+    return producer  # type: ignore[no-any-return]

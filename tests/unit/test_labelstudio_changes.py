@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import xml.etree.ElementTree as ET
+from typing import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, decode_label, encode_label
 from triage.lifecycle.labelstore import UNDO
 from tests.profiles import examples
-from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, reconcile
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, confirm, reconcile
 from triage.annotation.labelstudio.tasks import has_image, label_config, png_data_uri, task_for
 
 CLASSES = ["0", "1", "7"]
@@ -151,16 +152,20 @@ def test_a_retracted_annotation_that_is_listed_again_is_published_again_once() -
     assert ledger.deleted == set() and ledger.observe(_task(1, "s1", _ann(10, "7")), CLASSES) == []
 
 
-def test_a_task_missing_from_a_full_listing_is_retracted_only_when_a_fetch_says_404() -> None:
-    ledger = Ledger()
-    published: list = []
-
+def _publishing(ledger: Ledger, published: list) -> Callable[[list], None]:
+    """A ``publish`` that records each label event and applies it to ``ledger``, as the bridge does."""
     def publish(changes: list) -> None:
         for e in changes:
             if isinstance(e, LabelEvent):
                 published.append(e)
                 ledger.apply(e)
 
+    return publish
+
+
+def test_a_task_missing_from_a_full_listing_is_retracted_only_when_a_fetch_says_404() -> None:
+    ledger, published = Ledger(), []
+    publish = _publishing(ledger, published)
     tasks = {1: _task(1, "s1", _ann(10, "7")), 2: _task(2, "s2", _ann(20, "1"))}
     reconcile(ledger, list(tasks.values()), CLASSES, publish=publish, fetch=tasks.get)
     assert _events(published) == [("s1", "7", 10), ("s2", "1", 20)]
@@ -170,6 +175,20 @@ def test_a_task_missing_from_a_full_listing_is_retracted_only_when_a_fetch_says_
     del tasks[1]  # now really deleted: the fetch says 404
     reconcile(ledger, [tasks[2]], CLASSES, publish=publish, fetch=tasks.get)
     assert _events(published[2:]) == [("s1", UNDO, 10)]
+
+
+def test_tasks_reported_deleted_are_retracted_only_when_a_fetch_says_404() -> None:
+    """A TASKS_DELETED webhook's tasks go through the same confirmation as a full listing's gaps."""
+    ledger, published = Ledger(), []
+    publish = _publishing(ledger, published)
+    tasks = {1: _task(1, "s1", _ann(10, "7")), 2: _task(2, "s2", _ann(20, "1")), 3: _task(3, "s3")}
+    reconcile(ledger, list(tasks.values()), CLASSES, publish=publish, fetch=tasks.get)
+    assert ledger.live_tasks([1, 2, 3, 4]) == {1: "s1", 2: "s2"}  # 3: nothing published; 4: unknown
+    del tasks[1]
+    confirm(ledger, ledger.live_tasks([1, 2]), CLASSES, publish=publish, fetch=tasks.get)  # 2 was not deleted
+    assert _events(published[2:]) == [("s1", UNDO, 10)]
+    confirm(ledger, ledger.live_tasks([1, 2]), CLASSES, publish=publish, fetch=tasks.get)  # the webhook again
+    assert len(published) == 3
 
 
 # --- listings fuzzed: pages that shift under concurrent inserts and deletes -------------------

@@ -29,6 +29,13 @@ def test_the_recorded_bodies_decode() -> None:
     assert [a.id for a in deleted.annotations or []] == [4]
 
 
+def test_a_tasks_deleted_body_names_the_tasks() -> None:
+    """The shape of Label Studio 1.23.2's TASKS_DELETED (webhooks/models.py: key ``tasks``,
+    OnlyIDWebhookSerializer)."""
+    body = decode_webhook(b'{"action": "TASKS_DELETED", "tasks": [{"id": 7}, {"id": 9}], "project": {"id": 5}}', LIMIT)
+    assert [t.id for t in body.tasks or []] == [7, 9]
+
+
 @pytest.mark.parametrize("body, reason", [
     (b'{"action": "ANNOTATION_CREATED", "task": {"id": "abc"}, "annotation": {"id": 1}}', "bad_shape"),
     (b'{"action": "ANNOTATION_CREATED", "task": {"id": 1}, "annotation": {"id": 1, "result": {"a": 1}}}', "bad_shape"),
@@ -37,6 +44,8 @@ def test_the_recorded_bodies_decode() -> None:
     (b'{"action": "ANNOTATIONS_DELETED", "annotations": [{"id": -1}]}', "bad_shape"),
     (b'{"action": "ANNOTATIONS_DELETED", "annotations": {"id": 1}}', "bad_shape"),
     (b'{"action": "ANNOTATION_CREATED", "annotation": {"id": 2}}', "bad_shape"),
+    (b'{"action": "TASKS_DELETED", "project": {"id": 5}}', "bad_shape"),
+    (b'{"action": "TASKS_DELETED", "tasks": [{"id": "7"}]}', "bad_shape"),
     (b'[1, 2]', "bad_shape"),
     (b'{"action": "ANNOTATION_CREATED", "task": {"id": 1', "not_json"),
     (b'\xff\xfe{}', "not_json"),

@@ -12,7 +12,7 @@ import importlib
 from triage.commands.base import COMMANDS, CommandSpec
 
 MODULES = (
-    "annotate", "audit", "broker", "demo", "label_studio", "models", "monitor", "quickstart",
+    "annotate", "audit", "broker", "demo", "label_studio", "labels", "models", "monitor", "quickstart",
     "replay", "retrain", "select", "serve", "simulate", "train",
 )
 """The command modules, in the order ``triage --help`` lists them."""

@@ -22,14 +22,14 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 @subcommand("annotate", "Label review requests in the terminal, most informative first, one keystroke each.",
-            ("connection", "topics"), _args)
+            ("connection", "topics"), _args, fields=("blocked_exit_s",))
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.annotator import Console, raw_terminal
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
 
     classes = settings.serving.class_names
     if classes is None and settings.serving.registry is not None:
-        registry = Registry(settings.serving.registry)
+        registry = registry_from(settings.serving)
         current = registry.current()
         if current is None:
             raise ConfigError(f"registry {settings.serving.registry} has no current model to take class names from")

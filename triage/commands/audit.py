@@ -22,18 +22,19 @@ FIELDS = ("batch_size", "poll_timeout_ms", "max_message_bytes", "blas_threads", 
             "move the scorers' risk threshold to the live-certified one.", SECTIONS, fields=FIELDS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.audit import AuditConsumer
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
     from triage.runtime.http import OpsServer
 
     if settings.policy.risk_live_control:
         if settings.serving.registry is None:
             raise ConfigError("--risk-live-control moves the scorers' threshold through the model registry: "
                               "pass --registry DIR (the one the scorers serve from)")
-        Registry(settings.serving.registry).check_readable()
+        registry_from(settings.serving).check_readable()
     check_broker(settings)
     consumer = AuditConsumer(settings)
     install_stop_handlers(consumer.stop_event)
-    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, consumer.metrics.registry, lambda: {"running": True}).start()
+    ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, consumer.metrics.registry,
+                    consumer.readiness, consumer.readiness_reasons).start()
     log.info("auditing %s + %s; metrics on %s:%d", settings.topics.review_topic, settings.topics.labels_topic,
              settings.operations.metrics_host, ops.port)
     try:

@@ -181,9 +181,10 @@ def choices_of(annotation: Any) -> Optional[list[str]]:
 
 
 def registry_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--registry DIR``, parsed into ``settings.serving.registry`` like the settings flag."""
+    """``--registry DIR|s3://bucket/prefix``, parsed into ``settings.serving.registry`` like the settings flag."""
     p.add_argument("--registry", dest="registry", required=required, default=argparse.SUPPRESS,
-                   metavar="DIR", help="model registry directory [env TRIAGE_REGISTRY]")
+                   metavar="DIR|s3://BUCKET/PREFIX", help="model registry: a directory, or s3://bucket/prefix with "
+                   "the endpoint and credentials from the AWS environment [env TRIAGE_REGISTRY]")
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

@@ -24,10 +24,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def model_facts(settings: Settings) -> tuple[list[str], Optional[int]]:
     """The class names and feature count tasks are built for."""
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
 
     if settings.serving.registry is not None:
-        registry = Registry(settings.serving.registry)
+        registry = registry_from(settings.serving)
         current = registry.current()
         if current is None:
             raise ConfigError(f"registry {settings.serving.registry} has no current model to take class names from")
@@ -58,7 +58,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     bridge = Bridge(settings, classes, client, feature_count=feature_count)
     install_stop_handlers(bridge.stop)
     ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, bridge.metrics.registry,
-                    bridge.readiness).start()
+                    bridge.readiness, bridge.readiness_reasons).start()
     try:
         # Label Studio may start after the bridge (compose, k8s): start() waits for it, saying so,
         # while /readyz answers 503. A refusal (wrong key, unknown project) stops the bridge.

@@ -37,6 +37,8 @@ def _version(p: argparse.ArgumentParser) -> None:
 def _promote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("version")
     p.add_argument("--force", action="store_true", help="promote even a rejected version")
+    p.add_argument("--expect", metavar="VERSION", help="promote only if CURRENT is still VERSION "
+                   "(a compare-and-swap: of two such promotes, one wins and the other changes nothing)")
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -98,17 +100,17 @@ def _preflight(settings: Settings, registry: "Registry") -> None:
 
 @subcommand("models", "Inspect and manage the model registry.", ("connection", "topics"), _group_args, ACTIONS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
 
     if settings.serving.registry is None:
         raise ConfigError("needs the registry: --registry DIR (before or after the action) or TRIAGE_REGISTRY")
-    registry = Registry(settings.serving.registry)
+    registry = registry_from(settings.serving)
     if args.action != "import":
         registry.check_readable()
     if args.action == "list":
         versions = registry.versions()
         if not versions:
-            print(f"no versions in {registry.root}")
+            print(f"no versions in {registry.location}")
         current = registry.current()
         for v in versions:
             print(("* " if v == current else "  ") + _row(registry.manifest(v)))
@@ -119,7 +121,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "promote":
         registry.verify(args.version)  # an unknown or corrupt version fails before the broker check
         _preflight(settings, registry)
-        registry.promote(args.version, force=args.force)
+        registry.promote(args.version, force=args.force, expect=args.expect)
         _announce(settings, registry, args.version, "promote")
         print(f"CURRENT = {args.version} (announced on {settings.topics.models_topic})")
     elif args.action == "rollback":

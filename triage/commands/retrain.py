@@ -35,7 +35,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.retrain_requests import RetrainRequests
     from consumers.trainer import Trainer
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
     from triage.runtime.http import OpsServer
 
     assert settings.serving.registry is not None
@@ -46,7 +46,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         ensure_topics(settings, settings.topics.all())
     stop = threading.Event()
     install_stop_handlers(stop)  # the ingest leaves its batch uncommitted and returns, even mid-outage
-    trainer = Trainer(settings, Registry(settings.serving.registry),
+    trainer = Trainer(settings, registry_from(settings.serving),
                       progress=lambda m: print(f"[retrain] {m}", file=sys.stderr, flush=True), stop=stop)
     periodic = args.every is not None or args.on_request
     requests = RetrainRequests(settings, trainer.metrics.loop).start() if periodic else None

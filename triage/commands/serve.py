@@ -26,13 +26,13 @@ SECTIONS = ("connection", "topics", "serving", "policy", "operations")
 
 def initial_model(settings: Settings) -> "ServingModel":
     from triage.lifecycle.loading import serving_model_from_file, serving_model_from_registry
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
     from triage.policies import prepare_model
 
     if settings.serving.registry is not None:
         if settings.serving.model is not None:
             raise ConfigError("give either --model PATH or --registry DIR, not both")
-        registry = Registry(settings.serving.registry)
+        registry = registry_from(settings.serving)
         registry.check_readable()
         version = registry.current()
         if version is None:
@@ -64,7 +64,7 @@ def serve_one(settings: Settings, on_listening: Optional[Callable[["Scorer", int
     """One scorer process; ``on_listening(scorer, port)`` once its endpoint listens."""
     from consumers.backlog import BacklogWatcher
     from consumers.model_watcher import ModelWatcher
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
     from triage.runtime.http import OpsServer
 
     scorer = build_scorer(settings)
@@ -80,7 +80,7 @@ def serve_one(settings: Settings, on_listening: Optional[Callable[["Scorer", int
         on_listening(scorer, ops.port)
     # A helper thread that keeps crashing stops the scorer: the process exits non-zero and
     # the orchestrator restarts it, instead of serving on without hot-swaps or budgets.
-    watcher = ModelWatcher(settings, Registry(settings.serving.registry), scorer,
+    watcher = ModelWatcher(settings, registry_from(settings.serving), scorer,
                            on_fatal=scorer.fail).start() if settings.serving.registry else None
     backlog = BacklogWatcher(settings, scorer.feed_backlog, metrics=scorer.metrics.loop,
                              on_fatal=scorer.fail).start() if settings.policy.annotation_capacity else None
@@ -92,7 +92,7 @@ def serve_one(settings: Settings, on_listening: Optional[Callable[["Scorer", int
                 helper.stop()
         ops.stop()
     if scorer.fatal is not None:
-        log.critical("stopped because a helper thread kept failing: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
+        log.critical("stopped because a helper thread failed for good: %s: %s", type(scorer.fatal).__name__, scorer.fatal)
         return 1
     log.info("scorer stopped cleanly")
     return 0

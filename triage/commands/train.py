@@ -26,12 +26,11 @@ def _args(p: argparse.ArgumentParser) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from triage.lifecycle.bundles import train_initial
     from triage.lifecycle.data import load_dataset
-    from triage.lifecycle.registry import Registry
+    from triage.lifecycle.registry import registry_from
 
-    assert settings.serving.registry is not None
-    if args.if_empty and Registry(settings.serving.registry).current() is not None:
-        print(f"registry {settings.serving.registry} already serves {Registry(settings.serving.registry).current()}; nothing to do",
-              file=sys.stderr)
+    registry = registry_from(settings.serving)
+    if args.if_empty and (current := registry.current()) is not None:
+        print(f"registry {registry.location} already serves {current}; nothing to do", file=sys.stderr)
         return 0
     X, y = load_dataset(args.data)
     if y is None:
@@ -39,7 +38,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     reference = load_dataset(args.unlabelled)[0] if args.unlabelled else None
     if reference is not None and reference.shape[1] != X.shape[1]:
         raise ConfigError(f"--unlabelled has {reference.shape[1]} features; --data has {X.shape[1]}")
-    train_initial(X, y, Registry(settings.serving.registry), retrain=settings.retrain, policy=settings.policy,
+    train_initial(X, y, registry, retrain=settings.retrain, policy=settings.policy,
                   outlier_quantile=settings.serving.outlier_quantile,
                   progress=lambda m: print(m, file=sys.stderr, flush=True), reference=reference)
     return 0

@@ -55,7 +55,7 @@ def train_initial(
 
     The holdout is split off ``X, y`` (``retrain.holdout_fraction``, stratified when every
     class has two rows) unless given. Base, holdout and ``reference`` (unlabelled rows of the
-    same distribution, used for the outlier detector) are saved under ``registry.data_dir``:
+    same distribution, used for the outlier detector) are saved as the registry's ``data/``:
     every later retrain trains on base + labels and is judged on this same holdout.
     Raises ConfigError when the registry already has a CURRENT version.
     """
@@ -75,14 +75,13 @@ def train_initial(
         stratify = y if fits else None
         X_base, X_hold, y_base, y_hold = train_test_split(
             X, y, test_size=retrain.holdout_fraction, random_state=policy.seed, stratify=stratify)
-    registry.data_dir.mkdir(parents=True, exist_ok=True)
     if registry.current() is not None:
-        raise ConfigError(f"registry {registry.root} already has a current model ({registry.current()}); "
+        raise ConfigError(f"registry {registry.location} already has a current model ({registry.current()}); "
                           "use `triage retrain` to improve it, or a new --registry directory")
-    np.savez_compressed(registry.data_dir / "base.npz", X=X_base, y=y_base)
-    np.savez_compressed(registry.data_dir / "holdout.npz", X=X_hold, y=y_hold)
+    registry.save_data("base.npz", X=X_base, y=y_base)
+    registry.save_data("holdout.npz", X=X_hold, y=y_hold)
     if reference is not None:
-        np.savez_compressed(registry.data_dir / "reference.npz", X=reference)
+        registry.save_data("reference.npz", X=reference)
     progress(f"training {retrain.model_family} on {len(X_base)} samples, holding out {len(X_hold)}")
     trained = train_model(X_base, y_base, family=retrain.model_family, seed=policy.seed)
     if trained.selection:

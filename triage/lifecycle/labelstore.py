@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -98,6 +99,18 @@ def encode_row(row: Row) -> bytes:
     """One stored line: ``<json>\\t<crc32 hex>\\n`` (deterministic for a given dict)."""
     body = encode_label_row(row)
     return b"%s\t%08x\n" % (body, zlib.crc32(body))
+
+
+def encode_rows(rows: Iterable[Row]) -> list[bytes]:
+    """The stored lines of ``rows``, checked for what every row needs (ValueError otherwise)."""
+    data = []
+    for row in rows:
+        if type(row.get("id")) is not str or type(row.get("label")) is not str:
+            raise ValueError(f"a label row needs a str `id` and `label`: {row!r:.200}")
+        if type(row.get("features")) is not list:
+            raise ValueError(f"`features` of label row {row['id']!r} must be a list")
+        data.append(encode_row(row))
+    return data
 
 
 def decode_line(line: bytes) -> Optional[Row]:
@@ -156,7 +169,67 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LabelStore:
+def _position(row: Row) -> tuple[int, int]:
+    p, o = row.get("partition"), row.get("offset")
+    return (p, o) if isinstance(p, int) and isinstance(o, int) else (-1, -1)
+
+
+class LabelRows:
+    """What retraining reads from a label store, given its ``rows`` (the file here, segments on
+    object storage: labelsegments.py)."""
+
+    def rows(self, upto: Optional[int] = None) -> Iterator[tuple[int, Row]]:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def append(self, rows: Iterable[Row]) -> int:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Set the rows aside (``triage labels rebuild --replace``)."""
+        raise NotImplementedError
+
+    def positions(self) -> dict[tuple[int, int], str]:
+        """(partition, offset) -> id of every stored row that has a position."""
+        return {(r["partition"], r["offset"]): r["id"] for _, r in self.rows()
+                if isinstance(r.get("partition"), int) and isinstance(r.get("offset"), int)}
+
+    def latest(self, upto: Optional[int] = None) -> dict[str, Row]:
+        """id -> the last label row among the first ``upto`` rows (latest wins; undo removes)."""
+        out: dict[str, Row] = {}
+        for _, row in self.rows(upto):
+            out.pop(row["id"], None)  # keep arrival order of the final answers
+            if row["label"] != UNDO:
+                out[row["id"]] = row
+        return out
+
+    def arrays(self, upto: Optional[int], eval_share: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(X_train, y_train, X_eval, y_eval) from the latest label per id, edge cases left out,
+        in (partition, offset) order: the order the labels topic holds them, so it does not
+        depend on how an ingest's batches interleaved partitions (a rebuilt store trains alike).
+        Rows without a position (written before they had one) come first, in store order."""
+        train_X: list[list[float]] = []
+        train_y: list[str] = []
+        eval_X: list[list[float]] = []
+        eval_y: list[str] = []
+        for sid, row in sorted(self.latest(upto).items(), key=lambda item: _position(item[1])):
+            if row["label"] == EDGE_CASE:
+                continue
+            if is_eval_id(sid, eval_share):
+                eval_X.append(row["features"])
+                eval_y.append(row["label"])
+            else:
+                train_X.append(row["features"])
+                train_y.append(row["label"])
+        # reshape(0, -1) is an error in numpy, so an empty side gets the other side's width
+        width = len((train_X or eval_X or [[]])[0])
+        return (np.asarray(train_X, dtype=np.float64).reshape(len(train_X), width), np.asarray(train_y, dtype=str),
+                np.asarray(eval_X, dtype=np.float64).reshape(len(eval_X), width), np.asarray(eval_y, dtype=str))
+
+
+class LabelStore(LabelRows):
     """Append-only label rows in ``<data_dir>/labels.jsonl`` (format and repairs: module doc)."""
 
     def __init__(self, data_dir: Path, *, on_repair: Optional[RepairCallback] = None) -> None:
@@ -212,13 +285,7 @@ class LabelStore:
         """Persist ``rows`` (one write, then fsync) and return how many were written.
 
         A torn tail is truncated first, so a new row never lands on the end of a torn one."""
-        data = []
-        for row in rows:
-            if type(row.get("id")) is not str or type(row.get("label")) is not str:
-                raise ValueError(f"a label row needs a str `id` and `label`: {row!r:.200}")
-            if type(row.get("features")) is not list:
-                raise ValueError(f"`features` of label row {row['id']!r} must be a list")
-            data.append(encode_row(row))
+        data = encode_rows(rows)
         if not data:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +308,11 @@ class LabelStore:
         if created:
             _fsync_dir(self.path.parent)
         return len(data)
+
+    def clear(self) -> None:
+        """Move labels.jsonl aside as ``labels.jsonl.replaced-<epoch s>`` (kept, never deleted)."""
+        if self.path.exists():
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{int(time.time())}"))
 
     def _undo(self, fd: int, start: int) -> None:
         """All or nothing: a failed append (disk full mid-write, EIO at fsync) is cut back to
@@ -292,35 +364,6 @@ class LabelStore:
                 yield n, row
         finally:
             self._report_corrupt(new_corrupt)
-
-    def latest(self, upto: Optional[int] = None) -> dict[str, Row]:
-        """id -> the last label row among the first ``upto`` rows (latest wins; undo removes)."""
-        out: dict[str, Row] = {}
-        for _, row in self.rows(upto):
-            out.pop(row["id"], None)  # keep arrival order of the final answers
-            if row["label"] != UNDO:
-                out[row["id"]] = row
-        return out
-
-    def arrays(self, upto: Optional[int], eval_share: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(X_train, y_train, X_eval, y_eval) from the latest label per id, edge cases left out."""
-        train_X: list[list[float]] = []
-        train_y: list[str] = []
-        eval_X: list[list[float]] = []
-        eval_y: list[str] = []
-        for sid, row in self.latest(upto).items():
-            if row["label"] == EDGE_CASE:
-                continue
-            if is_eval_id(sid, eval_share):
-                eval_X.append(row["features"])
-                eval_y.append(row["label"])
-            else:
-                train_X.append(row["features"])
-                train_y.append(row["label"])
-        # reshape(0, -1) is an error in numpy, so an empty side gets the other side's width
-        width = len((train_X or eval_X or [[]])[0])
-        return (np.asarray(train_X, dtype=np.float64).reshape(len(train_X), width), np.asarray(train_y, dtype=str),
-                np.asarray(eval_X, dtype=np.float64).reshape(len(eval_X), width), np.asarray(eval_y, dtype=str))
 
     # --- accounting ------------------------------------------------------------------------
     def _report_corrupt(self, found: list[tuple[int, int, bool]]) -> None:

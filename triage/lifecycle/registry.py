@@ -1,4 +1,6 @@
-"""The model registry: a directory of versioned bundles and an atomically replaced CURRENT.
+"""The model registry: versioned bundles and an atomically replaced CURRENT, in a directory
+(this module) or on object storage (``s3://bucket/prefix``: triage.lifecycle.s3registry, same
+layout and semantics). ``open_registry`` picks by the location.
 
     <root>/CURRENT                  the served version (one line), replaced with os.replace
     <root>/HISTORY                  promoted versions, oldest first (for rollback)
@@ -9,23 +11,38 @@
     <root>/data/                    training data: base.npz, holdout.npz, labels.jsonl
 
 The registry, not a Kafka event, is the source of truth for model bytes. No Kafka here.
+
+Model bytes are immutable once written; a promote or rollback replaces CURRENT and HISTORY
+only if CURRENT is still what it read (under an exclusive lock here, a conditional write on
+object storage), so of two concurrent promotes exactly one wins and the other fails saying so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
 from triage.contracts import decode_manifest, encode_manifest
 from triage.errors import IntegrityError, RegistryError
 from triage.model import sha256_of
+
+if TYPE_CHECKING:
+    from triage.lifecycle.labelstore import LabelRows, RepairCallback
+    from triage.settings import ServingSettings
+
+try:  # serialises promotes of one directory registry; not available on every platform
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX
+    fcntl = None  # type: ignore[assignment]
 
 _VERSION = re.compile(r"^v(\d+)$")
 STATUSES = ("candidate", "current", "previous", "rejected")
@@ -46,9 +63,45 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def open_registry(location: Union[str, Path], *, cache_dir: Optional[Path] = None) -> "Registry":
+    """The registry at ``location``: a directory, or ``s3://bucket/prefix`` (``cache_dir``:
+    where a scorer keeps verified bundles; default under the user cache directory)."""
+    from triage.lifecycle.objectstore import parse_location
+
+    s3 = parse_location(str(location)) if isinstance(location, str) else None
+    if s3 is None:
+        return Registry(Path(location))
+    from triage.lifecycle.s3registry import S3Registry
+
+    return S3Registry(s3, cache_dir=cache_dir)
+
+
+def registry_from(serving: "ServingSettings") -> "Registry":
+    """The registry of ``--registry`` (with ``--registry-cache`` for an object-storage one)."""
+    if serving.registry is None:
+        raise RegistryError("no registry given: pass --registry DIR|s3://bucket/prefix or set TRIAGE_REGISTRY")
+    return open_registry(serving.registry, cache_dir=serving.registry_cache)
+
+
+class PointerConflict(RegistryError):
+    """CURRENT changed between reading it and replacing it: another writer won."""
+
+    def __init__(self, action: str, target: str, expected: Optional[str], found: Optional[str]) -> None:
+        super().__init__(f"{action} {target} lost a race: CURRENT moved from {expected or 'unset'} to "
+                         f"{found or 'unset'} meanwhile; nothing changed (check `triage models list`, then retry)")
+
+
 class Registry:
     def __init__(self, root: Path) -> None:
+        from triage.lifecycle.objectstore import parse_location
+
+        parse_location(str(root))  # refuses s3:, gs: ...: a URL is never a directory name
         self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        """Where the registry is, as the user names it (for messages)."""
+        return str(self.root)
 
     # --- layout ----------------------------------------------------------------------------
     @property
@@ -74,6 +127,32 @@ class Registry:
         if target != root and root not in target.parents:
             raise RegistryError(f"path {relative!r} points outside the registry {root}")
         return target
+
+    def check_event_path(self, relative: str, version: str) -> None:
+        """Refuse a model event whose path is not ``version``'s bundle inside the registry."""
+        if self.resolve(relative) != self.model_path(version).resolve():
+            raise RegistryError(f"event path {relative!r} is not the bundle of {version}")
+
+    # --- training data and labels ----------------------------------------------------------
+    def data_file(self, name: str) -> Optional[Path]:
+        """A local path to ``data/<name>`` (base.npz, holdout.npz, reference.npz), or None."""
+        path = self.data_dir / name
+        return path if path.exists() else None
+
+    def save_data(self, name: str, **arrays: np.ndarray) -> None:
+        """Save ``data/<name>`` as a compressed npz of ``arrays``."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        self._write_data(name, buf.getvalue())
+
+    def _write_data(self, name: str, data: bytes) -> None:
+        _atomic_write(self.data_dir / name, data)
+
+    def label_store(self, on_repair: Optional["RepairCallback"] = None) -> "LabelRows":
+        """The label store: ``data/labels.jsonl`` here; segments on object storage."""
+        from triage.lifecycle.labelstore import LabelStore
+
+        return LabelStore(self.data_dir, on_repair=on_repair)
 
     def check_readable(self) -> None:
         if not self.root.is_dir():
@@ -113,32 +192,43 @@ class Registry:
         return np.load(path, allow_pickle=False) if path.exists() else None
 
     def add_bundle(self, onnx_bytes: bytes, manifest: dict[str, Any], canary: Optional[np.ndarray] = None) -> str:
-        """Write a new version (status ``candidate``) and return its name. The bundle is
-        assembled in a temporary directory and renamed into place, so readers never see half."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
+        """Write a new version (status ``candidate``) and return its name. Readers never see
+        half a bundle, and of two writers taking the same number one moves on to the next."""
+        canary_bytes = None
+        if canary is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(canary, dtype=np.float64), allow_pickle=False)
+            canary_bytes = buf.getvalue()
         for _ in range(100):
             version = self.next_version()
-            staging = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=f".{version}."))
-            (staging / "model.onnx").write_bytes(onnx_bytes)
-            if canary is not None:
-                np.save(staging / "canary.npy", np.asarray(canary, dtype=np.float64), allow_pickle=False)
             full = {
                 **manifest,
                 "version": version,
-                "sha256": sha256_of(staging / "model.onnx"),
+                "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
                 "path": f"models/{version}/model.onnx",
                 "created": manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "status": manifest.get("status", "candidate"),
             }
-            (staging / "manifest.json").write_bytes(encode_manifest(full))
-            try:
-                os.rename(staging, self.models_dir / version)
+            if self._publish_bundle(version, onnx_bytes, canary_bytes, encode_manifest(full)):
                 return version
-            except OSError:  # another writer took this number; try the next
-                for f in staging.iterdir():
-                    f.unlink()
-                staging.rmdir()
         raise RegistryError("could not allocate a version name")
+
+    def _publish_bundle(self, version: str, onnx: bytes, canary: Optional[bytes], manifest: bytes) -> bool:
+        """Assembled in a temporary directory and renamed into place; False if ``version`` is taken."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=f".{version}."))
+        (staging / "model.onnx").write_bytes(onnx)
+        if canary is not None:
+            (staging / "canary.npy").write_bytes(canary)
+        (staging / "manifest.json").write_bytes(manifest)
+        try:
+            os.rename(staging, self.models_dir / version)
+            return True
+        except OSError:  # another writer took this number; try the next
+            for f in staging.iterdir():
+                f.unlink()
+            staging.rmdir()
+            return False
 
     def verify(self, version: str) -> dict[str, Any]:
         """Manifest of ``version`` after checking the model file's sha256 against it."""
@@ -172,16 +262,41 @@ class Registry:
         path = self.root / "HISTORY"
         return path.read_text().split() if path.exists() else []
 
-    def promote(self, version: str, *, force: bool = False) -> dict[str, Any]:
-        """Make ``version`` CURRENT (after verifying its bytes); the old one becomes previous."""
+    def _pointer(self) -> tuple[Optional[str], list[str], Any]:
+        """(CURRENT, HISTORY, a token that ``_swap_pointer`` compares)."""
+        current = self.current()
+        return current, self.history(), current
+
+    def _swap_pointer(self, current: str, history: list[str], token: Any) -> bool:
+        """Replace CURRENT and HISTORY unless CURRENT moved since ``_pointer`` gave ``token``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
+            if self.current() != token:
+                return False
+            _atomic_write(self.root / "CURRENT", f"{current}\n".encode())
+            _atomic_write(self.root / "HISTORY", ("\n".join(history) + "\n").encode())
+            return True
+        finally:
+            os.close(fd)
+
+    def promote(self, version: str, *, force: bool = False, expect: Optional[str] = None) -> dict[str, Any]:
+        """Make ``version`` CURRENT (after verifying its bytes); the old one becomes previous.
+        ``expect``: the CURRENT this promote was decided against (a retrain's judge); a
+        different CURRENT refuses it. Raises PointerConflict when another writer moved CURRENT
+        meanwhile."""
         manifest = self.verify(version)
         if manifest.get("status") == "rejected" and not force:
             raise RegistryError(f"{version} was rejected ({manifest.get('status_reason')}); "
                                 "promote it anyway with --force")
-        old = self.current()
-        _atomic_write(self.root / "CURRENT", f"{version}\n".encode())
-        history = [v for v in self.history() if v != version] + [version]
-        _atomic_write(self.root / "HISTORY", ("\n".join(history) + "\n").encode())
+        old, history, token = self._pointer()
+        if expect is not None and old != expect:
+            raise PointerConflict("promote", version, expect, old)
+        history = [v for v in history if v != version] + [version]
+        if not self._swap_pointer(version, history, token):
+            raise PointerConflict("promote", version, old, self.current())
         if old and old != version:
             self.set_status(old, "previous")
         self.set_status(version, "current")
@@ -189,18 +304,19 @@ class Registry:
 
     def rollback(self) -> dict[str, Any]:
         """Re-promote the version that was current before the current one."""
-        current = self.current()
-        history = [v for v in self.history() if v != current]
-        if not history:
-            raise RegistryError("nothing to roll back to: no earlier promoted version")
-        target = history[-1]
-        manifest = self.promote(target, force=True)
+        current, history, token = self._pointer()
         # The rolled-back version leaves history so a second rollback goes further back.
-        remaining = [v for v in self.history() if v != current]
-        _atomic_write(self.root / "HISTORY", ("\n".join(remaining) + "\n").encode())
+        remaining = [v for v in history if v != current]
+        if not remaining:
+            raise RegistryError("nothing to roll back to: no earlier promoted version")
+        target = remaining[-1]
+        self.verify(target)
+        if not self._swap_pointer(target, remaining, token):
+            raise PointerConflict("rollback to", target, current, self.current())
+        self.set_status(target, "current")
         if current:
             self.set_status(current, "rejected", "rolled back")
-        return manifest
+        return self.manifest(target)
 
     # --- live re-certification (written by `triage audit`, read by every scorer's watcher) ---
     def live_risk(self, version: str) -> Optional[dict[str, Any]]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from triage.scoring.calibration import apply_temperature
 from triage.errors import TriageError
-from triage.lifecycle.labelstore import LabelStore
+from triage.lifecycle.labelstore import LabelRows
 from triage.lifecycle.loading import registered_classifier
 from triage.lifecycle.registry import Registry
 from triage.settings import PolicySettings, RetrainSettings
@@ -127,8 +127,15 @@ def current_version(registry: Registry) -> str:
     registry.check_readable()
     current = registry.current()
     if current is None:
-        raise TriageError(f"registry {registry.root} has no CURRENT version: run `triage train` first")
+        raise TriageError(f"registry {registry.location} has no CURRENT version: run `triage train` first")
     return current
+
+
+def _data_file(registry: Registry, name: str) -> Path:
+    path = registry.data_file(name)
+    if path is None:
+        raise TriageError(f"registry {registry.location} has no data/{name} (written by `triage train`)")
+    return path
 
 
 def _labels_upto(registry: Registry, version: str) -> int:
@@ -145,7 +152,7 @@ def version_probs(registry: Registry, version: str, X: np.ndarray) -> tuple[np.n
     return apply_temperature(clf.predict_proba(X), temperature), list(clf.spec.classes)
 
 
-def label_offsets(store: LabelStore, upto: int) -> dict[str, int]:
+def label_offsets(store: LabelRows, upto: int) -> dict[str, int]:
     """Highest label offset per partition among the first ``upto`` labels (for the manifest)."""
     out: dict[str, int] = {}
     for row in store.latest(upto).values():
@@ -185,7 +192,7 @@ def gate_rows(hold_y: np.ndarray, classes: list[str], policy: PolicySettings) ->
 
 def retrain_once(
     registry: Registry,
-    store: LabelStore,
+    store: LabelRows,
     *,
     retrain: RetrainSettings,
     policy: PolicySettings,
@@ -209,15 +216,15 @@ def retrain_once(
     if new < retrain.min_new_labels:
         return RetrainOutcome("skipped", reason=f"{new} new labels < min_new_labels {retrain.min_new_labels}")
 
-    base_X, base_y = load_npz(registry.data_dir / "base.npz")
-    hold_X, hold_y = load_npz(registry.data_dir / "holdout.npz")
+    base_X, base_y = load_npz(_data_file(registry, "base.npz"))
+    hold_X, hold_y = load_npz(_data_file(registry, "holdout.npz"))
     lab_X, lab_y, ev_X, ev_y = store.arrays(total, retrain.eval_label_share)
     X = np.vstack([base_X, lab_X]) if len(lab_X) else base_X
     y = np.concatenate([base_y, lab_y])
     progress(f"training candidate ({retrain.model_family}) on {len(X)} samples "
              f"({len(base_X)} base + {len(lab_X)} labelled)")
-    ref_path = registry.data_dir / "reference.npz"
-    reference = load_npz(ref_path, labelled=False)[0] if ref_path.exists() else None
+    ref_path = registry.data_file("reference.npz")
+    reference = load_npz(ref_path, labelled=False)[0] if ref_path is not None else None
     previous = registry.manifest(current).get("family_selection")
     trained = train_model(X, y, family=retrain.model_family, seed=policy.seed, previous=previous)
     inliers = X if reference is None or not len(reference) else np.vstack([X, reference])
@@ -264,6 +271,6 @@ def retrain_once(
         registry.set_status(version, "rejected", verdict.reason)
         progress(f"{summary} -> rejected: {verdict.reason}")
         return RetrainOutcome("rejected", version, verdict.reason, cand, cur)
-    registry.promote(version)
+    registry.promote(version, expect=current)  # judged against `current`: refused if CURRENT moved
     progress(f"{summary} -> promoted")
     return RetrainOutcome("promoted", version, "", cand, cur)

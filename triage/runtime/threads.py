@@ -9,6 +9,8 @@ from typing import Callable, Optional
 
 from threadpoolctl import threadpool_limits
 
+from triage.errors import BlockedError
+
 log = logging.getLogger("triage.threads")
 
 _applied: list[object] = []  # keeps the limiter alive for the process lifetime
@@ -30,7 +32,9 @@ class Supervised:
     ``target(stop)`` runs in a daemon thread until ``stop`` is set. If it raises, the error is
     logged with its traceback and the target restarts after a backoff. More than
     ``max_restarts`` crashes within ``window_s`` means restarting does not help: ``on_fatal``
-    is called (the process then exits non-zero, so the orchestrator restarts it).
+    is called (the process then exits non-zero, so the orchestrator restarts it). So is a
+    ``BlockedError`` at once: its loop was held past ``--blocked-exit-s``, and a restart of the
+    thread would only restart that clock.
     """
 
     def __init__(
@@ -75,6 +79,11 @@ class Supervised:
             except BaseException as exc:  # noqa: BLE001 - a dying helper must be seen
                 now = time.monotonic()
                 self.crashes = [t for t in self.crashes if now - t < self.window_s] + [now]
+                if isinstance(exc, BlockedError):
+                    log.critical("%s: %s", self.name, exc.message)
+                    self.fatal = exc
+                    self.on_fatal(exc)
+                    return
                 if len(self.crashes) > self.max_restarts:
                     log.critical("%s crashed %d times in %.0f s; giving up: %s: %s", self.name,
                                  len(self.crashes), self.window_s, type(exc).__name__, exc, exc_info=exc)

@@ -109,6 +109,11 @@ class Ledger:
         seen = set(listed)
         return {e.task_id: e.sample_id for e in self.live.values() if e.task_id not in seen}
 
+    def live_tasks(self, task_ids: Iterable[int]) -> dict[int, str]:
+        """Task id -> sample id of each of ``task_ids`` that has a live annotation."""
+        wanted = set(task_ids)
+        return {e.task_id: e.sample_id for e in self.live.values() if e.task_id in wanted}
+
     def observe_gone(self, task_id: int, sample_id: str, classes: Sequence[str]) -> list[Union[LabelEvent, Invalid]]:
         """A task Label Studio says does not exist (404): retract every live annotation of it."""
         return self.observe({"id": task_id, "data": {"sample_id": sample_id}}, classes, [])
@@ -226,8 +231,16 @@ def reconcile(ledger: Ledger, listed: Iterable[Mapping[str, Any]], classes: Sequ
         seen.add(task_id)
         publish(ledger.observe(task, classes, users=users))
     if fetch is not None:
-        for task_id, sample_id in sorted(ledger.unlisted(seen).items()):
-            found = fetch(task_id)
-            publish(ledger.observe_gone(task_id, sample_id, classes) if found is None
-                    else ledger.observe(found, classes, users=users))
+        confirm(ledger, ledger.unlisted(seen), classes, publish=publish, fetch=fetch, users=users)
     return seen
+
+
+def confirm(ledger: Ledger, suspects: Mapping[int, str], classes: Sequence[str], *,
+            publish: Callable[[list[Change]], Any], fetch: Callable[[int], Optional[Mapping[str, Any]]],
+            users: Optional[Mapping[int, str]] = None) -> None:
+    """Tasks (id -> sample id) that may be gone, each fetched directly: only one Label Studio
+    answers with 404 for has its labels retracted; one that exists is compared as listed."""
+    for task_id, sample_id in sorted(suspects.items()):
+        found = fetch(task_id)
+        publish(ledger.observe_gone(task_id, sample_id, classes) if found is None
+                else ledger.observe(found, classes, users=users))

@@ -18,6 +18,7 @@ from triage.errors import DecodeError, InputError
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED")
 DELETION_ACTIONS = ("ANNOTATIONS_DELETED",)
+TASK_DELETION_ACTIONS = ("TASKS_DELETED",)  # a deleted task's annotations go with it, unannounced
 
 
 class ChoiceValue(msgspec.Struct):
@@ -52,11 +53,16 @@ class AnnotationRef(msgspec.Struct):
     id: Id
 
 
+class TaskRef(msgspec.Struct):
+    id: Id
+
+
 class Webhook(msgspec.Struct):
     action: str
     task: Optional[Task] = None
     annotation: Optional[Annotation] = None
     annotations: Optional[list[AnnotationRef]] = None
+    tasks: Optional[list[TaskRef]] = None  # TASKS_DELETED: only their ids
 
     def task_dict(self) -> dict[str, Any]:
         """The task in the shape of a task listing (what the ledger compares)."""
@@ -94,4 +100,6 @@ def decode_webhook(raw: bytes, max_bytes: int) -> Webhook:
         raise WebhookRefused("bad_shape", f"{body.action} without its task and annotation")
     if body.action in DELETION_ACTIONS and body.annotations is None:
         raise WebhookRefused("bad_shape", f"{body.action} without the deleted annotations")
+    if body.action in TASK_DELETION_ACTIONS and body.tasks is None:
+        raise WebhookRefused("bad_shape", f"{body.action} without the deleted tasks")
     return body  # type: ignore[no-any-return]
