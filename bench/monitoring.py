@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML phones home otherwise
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -106,8 +108,9 @@ def cvm(out: Outputs, stream: Stream, reference: int, ert: float, bootstraps: in
     from alibi_detect.cd import CVMDriftOnline
 
     conf = out.confidence[stream.rows]
+    # alibi refuses a (1 - 1/ERT)-quantile from fewer simulations; its docs ask for 10 x ERT
     det = CVMDriftOnline(conf[:reference].reshape(-1, 1), ert=ert, window_sizes=[50, 200],
-                         n_bootstraps=bootstraps, verbose=False)
+                         n_bootstraps=max(bootstraps, int(10 * ert)), verbose=False)
     alarms = []
     for t in range(reference, len(conf)):
         if det.predict(conf[t:t + 1].reshape(1, 1), return_test_stat=False)["data"]["is_drift"]:
