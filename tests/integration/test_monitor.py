@@ -125,7 +125,8 @@ def test_sigkill_mid_stream_neither_resets_nor_double_counts(
     settings_factory: Callable[..., Settings], triage_process: Callable[..., Any], tmp_path: Path,
 ) -> None:
     """`triage monitor` killed with SIGKILL while it reads and checkpoints (every 0.2 s), three
-    times, then run to the end: its checkpoint has seen every record exactly once."""
+    times (each after 2,500 new records), then run to the end: its checkpoint has seen every
+    record exactly once."""
     from tests.helpers import metric_value
     from triage.monitoring import checkpoint
     from consumers.monitor import config_of
@@ -134,16 +135,16 @@ def test_sigkill_mid_stream_neither_resets_nor_double_counts(
                          monitor_state_dir=tmp_path / "monitor", batch_size=200, monitor_bucket_ms=5,
                          monitor_max_hold_s=0)
     rng = np.random.default_rng(4)
-    total = 30_000
+    total = 15_000
     for start in range(0, total, 500):  # produce times spread over many buckets, as live traffic is
         produce(s, s.topics.predictions_topic, [_prediction(i, rng) for i in range(start, start + 500)])
     kills = []
     for round_ in range(3):
         proc = triage_process("monitor", s)
-        target = total // 5  # a fresh process counts from 0
+        target = total // 6  # a fresh process counts from 0
         read = wait_until(lambda: (lambda v: v if v >= target else None)(
             metric_value(proc.metrics(), "triage_monitor_records_total", kind="prediction")),
-            f"the monitor to read {target} records", alive=proc.dead)
+            f"the monitor to read {target} records", alive=proc.dead, timeout_s=180)
         proc.kill()
         kills.append(read)
         state = checkpoint.load(tmp_path / "monitor", config_of(s))

@@ -57,7 +57,7 @@ def test_ensure_topics_gives_review_and_labels_their_whole_history(
     with caplog.at_level(logging.WARNING, logger="triage.history"):
         assert check_history(s, [t.review_topic, t.labels_topic], metrics, process="test")
     assert _complete(metrics, t.review_topic) == _complete(metrics, t.labels_topic) == 1
-    assert not caplog.records
+    assert not [r for r in caplog.records if r.name.startswith("triage")]  # (a loaded client may warn of slow polls)
 
 
 def test_existing_topics_are_left_alone_and_a_short_history_is_warned_and_exported(
