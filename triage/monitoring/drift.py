@@ -3,12 +3,11 @@
 Every signal is turned into a standard normal score under "no drift", and one two-sided CUSUM
 runs on it; the CUSUM's threshold comes from the ERT, so one calibration serves every signal.
 
-- **To a normal score.** A value is ranked against a reference sample of the same signal (the
-  first ``reference`` values the detector sees for a version), ties broken at random: for a new
+- **To a normal score.** A value is ranked against a reference sample of the same signal (a
+  version's first outputs: ``triage.monitoring.state``), ties broken at random: for a new
   value exchangeable with the reference the rank is uniform, so ``u = (rank + V) / (n + 1)`` is
   U(0, 1) and ``z = Phi^-1(u)`` is N(0, 1) (the randomized probability integral transform). A
-  category (the predicted class) becomes one indicator per class with its reference rate,
-  transformed the same way.
+  category (the predicted class) becomes one 0/1 indicator per class, ranked the same way.
 - **CUSUM.** ``S+ = max(0, S+ + z - k)``, ``S- = max(0, S- - z - k)``; an alarm when either
   exceeds ``h``, after which both restart at 0. Siegmund's approximation gives the one-sided
   run length on N(0, 1) data, ``ARL(h) = (exp(2kb) - 2kb - 1) / (2k^2)`` with ``b = h + 1.166``;
@@ -25,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import brentq
@@ -79,40 +78,27 @@ def _lindley(x: np.ndarray, s0: float) -> np.ndarray:
 
 @dataclass
 class Detector:
-    """One signal: a reference phase, then a CUSUM on its normal scores."""
+    """One signal: a CUSUM on the normal scores of its values against a fixed reference sample."""
 
     name: str
     h: float
-    reference_size: int
+    reference: list[float]
     k: float = K_DEFAULT
-    category: Optional[int] = None  # None: a continuous value; else the indicator "== category"
-    reference: list[float] = field(default_factory=list)
     pos: float = 0.0
     neg: float = 0.0
     alarms: int = 0
-    seen: int = 0  # samples monitored after the reference phase
+    seen: int = 0  # samples monitored
     last_alarm_at: Optional[int] = None  # ``seen`` at the latest alarm
     statistic: float = 0.0
     alarm_statistic: float = 0.0  # the statistic when the latest alarm was raised
     _sorted: Optional[np.ndarray] = field(default=None, repr=False)
 
-    @property
-    def ready(self) -> bool:
-        return len(self.reference) >= self.reference_size
-
     def update(self, values: np.ndarray, rng: np.random.Generator) -> int:
         """Feed values (in arrival order); returns the alarms they raised."""
         values = np.asarray(values, dtype=np.float64)
-        if self.category is not None:
-            values = (values == self.category).astype(np.float64)
-        if not self.ready:
-            take = self.reference_size - len(self.reference)
-            self.reference.extend(values[:take].tolist())
-            values = values[take:]
-            if not self.ready or len(values) == 0:
-                return 0
-        z = self._scores(values, rng)
-        self.pos, self.neg, raised, peak = cusum(z, self.pos, self.neg, self.k, self.h)
+        if len(values) == 0:
+            return 0
+        self.pos, self.neg, raised, peak = cusum(self._scores(values, rng), self.pos, self.neg, self.k, self.h)
         if raised:
             self.last_alarm_at = self.seen + len(values)
             self.alarm_statistic = peak
@@ -131,20 +117,17 @@ class Detector:
         return ndtri(np.clip(u, 1e-12, 1 - 1e-12))
 
     def state(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("name", "h", "reference_size", "k", "category", "reference", "pos",
-                                              "neg", "alarms", "seen", "last_alarm_at", "statistic",
-                                              "alarm_statistic")}
+        return {k: getattr(self, k) for k in ("name", "h", "reference", "k", "pos", "neg", "alarms", "seen",
+                                              "last_alarm_at", "statistic", "alarm_statistic")}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Detector":
         return cls(**state)
 
 
-def detectors(signals: Sequence[str], classes: int, ert: float, reference: int,
-              k: float = K_DEFAULT) -> dict[str, Detector]:
-    """One detector per continuous signal and one per predicted class (``class:<i>``), each
-    calibrated to ``m x ert`` so that the set raises a false alarm at most once per ``ert``."""
-    names = list(signals) + [f"class:{c}" for c in range(classes)]
-    h = threshold(ert * len(names), k)
-    return {name: Detector(name, h, reference, k, category=int(name.split(":")[1]) if name.startswith("class:")
-                           else None) for name in names}
+def detectors(references: Mapping[str, Sequence[float]], ert: float, k: float = K_DEFAULT) -> dict[str, Detector]:
+    """One detector per signal, from its reference sample, each calibrated to ``m x ert`` so
+    that the set raises a false alarm at most once per ``ert`` (a category is passed as its
+    0/1 indicator: ranks with random ties make it uniform too)."""
+    h = threshold(ert * len(references), k)
+    return {name: Detector(name, h, list(ref), k) for name, ref in references.items()}

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from triage.monitoring.drift import K_DEFAULT, Detector, threshold
+from triage.monitoring.drift import K_DEFAULT, Detector, detectors
 from triage.monitoring.estimate import Estimate, accuracy_estimate
 
 SIGNALS = ("confidence", "margin", "outlier")
@@ -113,28 +113,28 @@ class VersionMonitor:
             if len(self.reference_labels) < self.config.reference:
                 return []
             self._build()
+        labels_arr = np.asarray(labels, dtype=object)
         alarms = []
         for name, det in self.detectors.items():
             if name.startswith("class:"):
-                x = np.fromiter((lab == name[6:] for lab in labels), dtype=np.float64, count=len(labels))
+                x = (labels_arr == name[6:]).astype(np.float64)
             else:
                 x = values[name]
                 x = x[~np.isnan(x)]
-            if len(x) and det.update(x, rng):
+            if det.update(x, rng):
                 alarms.append(name)
         return alarms
 
     def _build(self) -> None:
-        classes = sorted(set(self.reference_labels))
-        continuous = [s for s in SIGNALS if not np.isnan(self.reference[s]).all()]
-        names = continuous + [f"class:{c}" for c in classes]
-        h = threshold(self.config.ert * len(names), self.config.k)
-        for s in continuous:
-            ref = [v for v in self.reference[s] if v == v]
-            self.detectors[s] = Detector(s, h, len(ref), self.config.k, reference=ref)
-        for c in classes:
-            ref = [float(lab == c) for lab in self.reference_labels]
-            self.detectors[f"class:{c}"] = Detector(f"class:{c}", h, len(ref), self.config.k, reference=ref)
+        labels = np.asarray(self.reference_labels, dtype=object)
+        references: dict[str, list[float]] = {}
+        for s in SIGNALS:
+            ref = np.asarray(self.reference[s], dtype=np.float64)
+            if not np.isnan(ref).all():
+                references[s] = ref[~np.isnan(ref)].tolist()
+        for c in sorted(set(self.reference_labels)):
+            references[f"class:{c}"] = (labels == c).astype(np.float64).tolist()
+        self.detectors = detectors(references, self.config.ert, self.config.k)
         self.reference = {s: [] for s in SIGNALS}  # now held by the detectors
         self.reference_labels = []
 
