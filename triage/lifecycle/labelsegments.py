@@ -17,7 +17,9 @@ from collections import Counter
 from typing import Iterable, Iterator, Optional
 
 from triage.errors import RegistryError
-from triage.lifecycle.labelstore import CORRUPT_LINE, LabelRows, RepairCallback, Row, decode_line, encode_rows
+from triage.lifecycle.labelstore import (
+    CORRUPT_LINE, LabelRows, RepairCallback, Row, decode_line, encode_rows, report_repair,
+)
 from triage.lifecycle.objectstore import ObjectStore
 
 log = logging.getLogger("triage.labelstore")
@@ -92,9 +94,4 @@ class SegmentLabelStore(LabelRows):
         self._corrupt.add(n)
         log.warning("%s%s: row %d is corrupt (%d bytes: bad checksum or not a label row); skipped, later rows "
                     "keep their numbers", self.path, key[len(PREFIX):], n, nbytes)
-        self.repairs[CORRUPT_LINE] += 1
-        if self.on_repair is not None:
-            try:
-                self.on_repair(CORRUPT_LINE, nbytes)
-            except Exception:  # a metrics hook must never break the store
-                log.exception("label store repair callback failed")
+        report_repair(self.repairs, self.on_repair, CORRUPT_LINE, nbytes)

@@ -174,6 +174,16 @@ def _position(row: Row) -> tuple[int, int]:
     return (p, o) if isinstance(p, int) and isinstance(o, int) else (-1, -1)
 
 
+def report_repair(repairs: "Counter[str]", on_repair: Optional[RepairCallback], reason: str, nbytes: int) -> None:
+    """Count a repair and tell the metrics hook (every label store, file or segments)."""
+    repairs[reason] += 1
+    if on_repair is not None:
+        try:
+            on_repair(reason, nbytes)
+        except Exception:  # a metrics hook must never break the store
+            log.exception("label store repair callback failed")
+
+
 class LabelRows:
     """What retraining reads from a label store, given its ``rows`` (the file here, segments on
     object storage: labelsegments.py)."""
@@ -384,9 +394,4 @@ class LabelStore(LabelRows):
                         self.path, len(found) - _MAX_LOGGED, len(self._corrupt))
 
     def _report(self, reason: str, nbytes: int) -> None:
-        self.repairs[reason] += 1
-        if self.on_repair is not None:
-            try:
-                self.on_repair(reason, nbytes)
-            except Exception:  # a metrics hook must never break the store
-                log.exception("label store repair callback failed")
+        report_repair(self.repairs, self.on_repair, reason, nbytes)
