@@ -151,7 +151,7 @@ def test_sigkill_mid_stream_neither_resets_nor_double_counts(
         assert state.versions["v1"].seen < total, "killed after the end: not mid-stream"
     last = triage_process("monitor", s)
     wait_until(lambda: checkpoint.load(tmp_path / "monitor", config_of(s)).versions["v1"].seen >= total,
-               "the last run to checkpoint everything", alive=last.dead)
+               "the last run to checkpoint everything", alive=last.dead, timeout_s=180)
     assert last.terminate() == 0
     state = checkpoint.load(tmp_path / "monitor", config_of(s))
     print(f"killed after reading {kills}; checkpoint saw {state.versions['v1'].seen} of {total}")
