@@ -59,7 +59,8 @@ class MonitorConsumer:
         self._saved_offsets: dict[tuple[str, int], int] = dict(self.state.covered)
         self._committed: dict[tuple[str, int], int] = {}
         self.loop: Optional[GuardedLoop[list[OutRecord]]] = None
-        self.reorder = Reorder(settings.monitor.monitor_max_hold_s * 1000, settings.monitor.monitor_bucket_ms)
+        m = settings.monitor
+        self.reorder = Reorder(m.monitor_max_hold_s * 1000, m.monitor_bucket_ms, int(m.monitor_idle_grace_s * 1000))
         self.newest: Optional[str] = None
         if settings.monitor.accuracy_floor is not None:
             self.metrics.floor.set(settings.monitor.accuracy_floor)
@@ -69,6 +70,7 @@ class MonitorConsumer:
     # --- one batch -------------------------------------------------------------------------
     def handle(self, batch: RecordBatch) -> list[OutRecord]:
         reorder, covered = self.reorder, self.state.covered
+        arrived = time.monotonic() * 1000
         for i in range(len(batch)):
             tp, offset = (batch.topics[i], batch.partitions[i]), batch.offsets[i]
             if offset < covered.get(tp, 0):
@@ -76,17 +78,21 @@ class MonitorConsumer:
                 continue
             if offset < reorder.read_to.get(tp, 0):
                 continue  # pushed already: a held batch handled again
-            reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]))
-        self._fold(reorder.release(reorder.watermark(), self.rng))
+            reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]), arrived)
+        assigned = self.loop.consumer.assigned() if self.loop is not None else ()
+        self._fold(reorder.release(reorder.watermark(assigned), self.rng))
         if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
             self.save()
         return self._requests()
 
     def after_poll(self, batch: Optional[RecordBatch]) -> None:
-        """An empty poll: every partition is read to its end, so everything waiting can leave."""
+        """An empty poll: every partition is read to its end, so what arrived a grace ago can leave."""
         if self.loop is None or (batch is not None and len(batch)) or not len(self.reorder):
             return
-        self._fold(self.reorder.release_all(self.rng))
+        released = self.reorder.release_idle(time.monotonic() * 1000, self.rng)
+        if not released and not self.state.pending:
+            return
+        self._fold(released)
         try:
             if self.state.pending:
                 self.loop.deliver(self._requests(), RecordBatch())

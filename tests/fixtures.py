@@ -68,6 +68,11 @@ def settings_factory(broker: EmbeddedBroker, kafka_client: str, tmp_path: Path) 
             kafka_client=kafka_client,
             session_timeout_ms=6000,
             group_id=f"g-{tag}",
+            # every group a test's processes join is its own: a member another test left behind
+            # (killed, its session not yet expired) would otherwise stall this test's rebalance
+            retrain_group_id=f"retrain-{tag}",
+            label_studio_group_id=f"label-studio-{tag}",
+            monitor_group_id=f"monitor-{tag}",
             samples_topic=f"samples-{tag}",
             predictions_topic=f"predictions-{tag}",
             review_topic=f"review-{tag}",

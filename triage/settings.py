@@ -396,9 +396,12 @@ class MonitorSettings(Section):
     """Directory of the monitor's checkpoint (its windows, references and detectors with the offsets they cover)."""
     monitor_checkpoint_s: float = Field(10.0, gt=0.0)
     """Seconds between checkpoints; offsets are committed only up to the last checkpoint."""
-    monitor_max_hold_s: int = Field(600, ge=0)
-    """Seconds of event time a scored sample may wait for slower partitions before it is folded in (outputs are
-    merged back into scoring order before the drift tests see them)."""
+    monitor_max_hold_s: int = Field(60, ge=0)
+    """Seconds of event time a scored sample may wait for slower or silent partitions before it is folded in
+    (outputs are merged back into scoring order before the drift tests see them)."""
+    monitor_idle_grace_s: float = Field(2.0, ge=0.0)
+    """On an idle stream, seconds a sample read waits for the rest of its scored batch, still in flight to other
+    partitions, before it is folded in."""
     monitor_bucket_ms: int = Field(1000, ge=1, le=60_000)
     """Milliseconds of produce time whose samples count as one scored batch: they reach the drift tests in random order."""
     monitor_group_id: str = "triage-monitor"
