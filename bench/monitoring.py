@@ -3,26 +3,45 @@ shifted streams (``triage simulate --shift``'s streams: digits, covariate / prio
 
 Two steps, because the anchors live in their own venv (never in the ``test`` extra):
 
-    python3 -m venv .venv-bench && .venv-bench/bin/pip install nannyml alibi-detect
-    .venv/bin/python bench/monitoring.py outputs --seeds 3            # v1 per seed scores the test rows
-    nice .venv-bench/bin/python bench/monitoring.py compare           # the three on the same streams
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install nannyml alibi-detect statsmodels
+    .venv/bin/python bench/monitoring.py outputs --seeds 10          # v1 per seed scores the test rows
+    nice .venv-bench/bin/python bench/monitoring.py compare          # the three on the same streams
 
 ``compare`` imports only triage's pure core (numpy, scipy) and writes
-bench/results/monitoring.json. Same configuration for all: drift reference = the stream's first
-``--reference`` samples, window / chunk = ``--window``, ERT = ``--ert`` (triage: over all its
-detectors together; alibi: its one detector on the confidence). False alarms at long ERTs
-come from a separate in-distribution run (``--fa-samples``).
+bench/results/monitoring.json. Like with like:
+
+- the same stream per (shift, seed); drift reference = its first ``--reference`` samples for
+  triage and alibi, and CBPE is fitted on the same samples (with their labels, which triage
+  does not get);
+- estimation error on the same windows: ``--window`` samples, aligned so that every window
+  starts at or after the end of the reference (CBPE's chunks = triage's windows);
+- detection at the same ERT (expected in-distribution samples between false alarms):
+  triage over all its detectors together (confidence, margin, class mix), ``triage-conf``
+  one triage CUSUM on the confidence alone (the same information as alibi), alibi's
+  ``CVMDriftOnline`` on the confidence with its own ERT calibration. Both triage variants
+  are fed in batches of ``--batch`` samples (the delay's resolution), alibi one sample at a time;
+  alibi stops at its first alarm after the shift (its cost is one predict per sample);
+- alibi's thresholds depend only on (reference size, windows, ERT, simulations): simulated
+  once with ``--bootstraps`` (its docs ask for 10 x ERT) and cached in /tmp;
+- concept drift: the label-free signals cannot see it; the audit comparison
+  (``TriageEstimateDisagreesWithAudit``: the audit slice's Clopper-Pearson upper bound below
+  the estimate's band, at least 100 audit labels) is simulated at ``--audit-rates`` with labels
+  arriving at once, with the audit estimator as shipped (cumulative per version) and over the
+  last ``--audit-last`` labels (a lever);
+- false alarms per million come from separate long in-distribution streams (``--fa-*``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -30,11 +49,13 @@ os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML phones home o
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from triage.monitoring.drift import detectors  # noqa: E402
 from triage.monitoring.state import MonitorConfig  # noqa: E402
 from triage.simulation.monitoring import SHIFTS, Outputs, Stream, replay, shifted_stream  # noqa: E402
 
 OUTPUTS = Path("/tmp/triage-bench-monitoring-outputs.npz")
 RESULT = ROOT / "bench" / "results" / "monitoring.json"
+THRESHOLDS = Path("/tmp/triage-bench-cvm-thresholds")
 
 
 def outputs(args: argparse.Namespace) -> None:
@@ -63,12 +84,68 @@ def _load(file: Path) -> list[tuple[Outputs, np.ndarray]]:
                                                 "classes"))), z[f"{s}_X"]) for s in range(int(z["seeds"]))]
 
 
-def _realized(out: Outputs, stream: Stream, lo: int, hi: int) -> float:
-    return float((out.predicted[stream.rows[lo:hi]] == stream.truth[lo:hi]).mean())
+def _first_window(args: argparse.Namespace) -> int:
+    """Where the first window both estimate starts: the first multiple of the window past the reference."""
+    return math.ceil(args.reference / args.window) * args.window
 
 
-def cbpe(out: Outputs, stream: Stream, reference: int, window: int) -> dict[str, Any]:
-    """NannyML CBPE fitted on the labelled reference, estimating per chunk of ``window``."""
+def _correct(out: Outputs, stream: Stream) -> np.ndarray:
+    return out.predicted[stream.rows] == stream.truth
+
+
+def _errors(windows: Sequence[tuple[int, int, float]], correct: np.ndarray, shift_at: int) -> dict[str, Any]:
+    """Mean |estimate - realized| over (lo, hi, estimate) windows wholly before / after the shift."""
+    errs: dict[str, list[float]] = {"before": [], "after": []}
+    for lo, hi, value in windows:
+        phase = "before" if hi <= shift_at else "after" if lo >= shift_at else None
+        if phase:
+            errs[phase].append(abs(value - float(correct[lo:hi].mean())))
+    return {"mae_before": _mean(errs["before"]), "mae_after": _mean(errs["after"]),
+            "windows_before": len(errs["before"]), "windows_after": len(errs["after"])}
+
+
+def _mean(xs: Sequence[float]) -> Optional[float]:
+    return float(np.mean(xs)) if len(xs) else None
+
+
+def _alarm_summary(alarms: Sequence[int], shift_at: int, reference: int) -> dict[str, Any]:
+    false = sum(1 for a in alarms if a <= shift_at)
+    after = [a for a in alarms if a > shift_at]
+    return {"delay": after[0] - shift_at if after else None, "false_alarms": false,
+            "in_distribution_samples": shift_at - reference}
+
+
+def triage_full(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str) -> dict[str, Any]:
+    config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference)
+    report = replay(out, stream, config, shift=shift, seed=seed, batch=args.batch)
+    start = _first_window(args)
+    windows = [(w.end - args.window, w.end, w.estimate) for w in report.windows
+               if w.end - args.window >= start and w.end % args.window == 0]
+    alarms = sorted({at for at, _ in report.alarms})
+    first = [(at, s) for at, s in report.alarms if at > stream.shift_at]
+    return _errors(windows, _correct(out, stream), stream.shift_at) | _alarm_summary(alarms, stream.shift_at,
+                                                                                      args.reference) | {
+        "first_signal": first[0][1] if first else None}
+
+
+def triage_confidence(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, ert: float,
+                      stop_after_shift: bool = True) -> dict[str, Any]:
+    """One triage CUSUM on the confidence alone (what alibi sees), calibrated to the whole ERT."""
+    conf = out.confidence[stream.rows].astype(np.float64)
+    det = detectors({"confidence": conf[:args.reference].tolist()}, ert)["confidence"]
+    rng = np.random.default_rng(seed)
+    alarms: list[int] = []
+    for lo in range(args.reference, len(conf), args.batch):
+        hi = min(lo + args.batch, len(conf))
+        if det.update(conf[lo:hi], rng):
+            alarms.append(hi)
+            if stop_after_shift and hi > stream.shift_at:
+                break
+    return _alarm_summary(alarms, stream.shift_at, args.reference)
+
+
+def cbpe(out: Outputs, stream: Stream, args: argparse.Namespace) -> dict[str, Any]:
+    """NannyML CBPE fitted on the labelled reference, estimating the same windows as triage."""
     import nannyml as nml
     import pandas as pd
 
@@ -77,126 +154,283 @@ def cbpe(out: Outputs, stream: Stream, reference: int, window: int) -> dict[str,
     frame["y_pred"] = out.predicted[stream.rows]
     frame["y_true"] = stream.truth
     est = nml.CBPE(y_pred_proba=cols, y_pred="y_pred", y_true="y_true", problem_type="classification_multiclass",
-                   metrics=["accuracy"], chunk_size=window)
-    est.fit(frame.iloc[:reference])
-    res = est.estimate(frame.iloc[reference:].drop(columns="y_true")).filter(period="analysis").to_df()
-    errs: dict[str, list[float]] = {"before": [], "after": []}
-    alerts_before, first_alert = 0, None
-    for i, row in enumerate(res.itertuples(index=False)):
-        lo, hi = reference + i * window, min(reference + (i + 1) * window, len(stream.rows))
-        if hi - lo < window:
-            continue
-        value = float(res[("accuracy", "value")].iloc[i])
-        alert = bool(res[("accuracy", "alert")].iloc[i])
-        phase = "before" if hi <= stream.shift_at else "after" if lo >= stream.shift_at else None
-        if phase:
-            errs[phase].append(abs(value - _realized(out, stream, lo, hi)))
-        if alert and hi <= stream.shift_at:
-            alerts_before += 1
-        if alert and hi > stream.shift_at and first_alert is None:
-            first_alert = hi - stream.shift_at
-    return {"mae_before": _mean(errs["before"]), "mae_after": _mean(errs["after"]),
-            "alert_delay": first_alert, "false_alert_chunks": alerts_before}
+                   metrics=["accuracy"], chunk_size=args.window)
+    est.fit(frame.iloc[:args.reference])
+    start = _first_window(args)
+    analysis = frame.iloc[start:].drop(columns="y_true").reset_index(drop=True)
+    res = est.estimate(analysis).filter(period="analysis").to_df()
+    windows, alerts = [], []
+    for s, e, value, alert in zip(res[("chunk", "start_index")], res[("chunk", "end_index")],
+                                  res[("accuracy", "value")], res[("accuracy", "alert")]):
+        lo, hi = start + int(s), start + int(e) + 1
+        if hi - lo == args.window:
+            windows.append((lo, hi, float(value)))
+            if alert:
+                alerts.append(hi)
+    errs = _errors(windows, _correct(out, stream), stream.shift_at)
+    after = [a for a in alerts if a > stream.shift_at]
+    return errs | {"alert_delay": after[0] - stream.shift_at if after else None,
+                   "false_alert_windows": sum(1 for a in alerts if a <= stream.shift_at)}
 
 
-def _mean(xs: list[float]) -> Optional[float]:
-    return float(np.mean(xs)) if xs else None
-
-
-def cvm(out: Outputs, stream: Stream, reference: int, ert: float, bootstraps: int) -> dict[str, Any]:
-    """alibi-detect's CVMDriftOnline on the confidence, restarted after every alarm."""
+def _cached_cvm() -> type:
     from alibi_detect.cd import CVMDriftOnline
 
-    conf = out.confidence[stream.rows]
-    # alibi refuses a (1 - 1/ERT)-quantile from fewer simulations; its docs ask for 10 x ERT
-    det = CVMDriftOnline(conf[:reference].reshape(-1, 1), ert=ert, window_sizes=[50, 200],
-                         n_bootstraps=max(bootstraps, int(10 * ert)), verbose=False)
+    class CachedCVM(CVMDriftOnline):  # type: ignore[misc]
+        """alibi's own thresholds (rank-based, so the same for any data of this reference size,
+        windows and ERT), simulated once."""
+
+        def _configure_thresholds(self) -> None:
+            key = json.dumps([int(self.n), [int(w) for w in self.window_sizes], float(self.ert),
+                              int(self.n_bootstraps), int(self.n_features)])
+            path = THRESHOLDS / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npy")
+            if path.exists():
+                self.thresholds = np.load(path)
+                return
+            np.random.seed(0)  # alibi simulates with the global generator
+            super()._configure_thresholds()
+            THRESHOLDS.mkdir(exist_ok=True)
+            np.save(path, self.thresholds)
+
+    return CachedCVM
+
+
+def _break_ties(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add noise below the smallest gap between distinct values: a random order among ties (what
+    triage's randomized ranks do) and the same order otherwise."""
+    distinct = np.unique(values)
+    gap = float(np.diff(distinct).min()) if len(distinct) > 1 else 1.0
+    return values + rng.random(len(values)) * gap / 2
+
+
+def cvm(out: Outputs, stream: Stream, args: argparse.Namespace, ert: float, seed: int, *, jitter: bool,
+        stop_after_shift: bool = True) -> dict[str, Any]:
+    """alibi-detect's CVMDriftOnline on the confidence, restarted after every alarm."""
+    conf = out.confidence[stream.rows].astype(np.float64)
+    if jitter:
+        conf = _break_ties(conf, np.random.default_rng(10_000 + seed))
+    det = _cached_cvm()(conf[:args.reference].reshape(-1, 1), ert=ert, window_sizes=args.cvm_windows,
+                        n_bootstraps=max(args.bootstraps, int(10 * ert)), batch_size=16, verbose=False)
     alarms = []
-    for t in range(reference, len(conf)):
+    for t in range(args.reference, len(conf)):
         if det.predict(conf[t:t + 1].reshape(1, 1), return_test_stat=False)["data"]["is_drift"]:
             alarms.append(t + 1)
-            det.reset_state() if hasattr(det, "reset_state") else det.reset()
-    return _alarm_summary(alarms, stream.shift_at, reference)
+            det.reset_state()
+            if stop_after_shift and t + 1 > stream.shift_at:
+                break
+    return _alarm_summary(alarms, stream.shift_at, args.reference)
 
 
-def _alarm_summary(alarms: list[int], shift_at: int, reference: int) -> dict[str, Any]:
-    false = sum(1 for a in alarms if a <= shift_at)
-    after = [a for a in alarms if a > shift_at]
-    return {"delay": after[0] - shift_at if after else None, "false_alarms": false,
-            "in_distribution_samples": shift_at - reference}
+def audit_alarms(out: Outputs, stream: Stream, rate: float, last: Optional[int], window: int, seed: int,
+                 level: float = 0.95, min_labels: int = 100) -> list[int]:
+    """Samples streamed at each start of ``TriageEstimateDisagreesWithAudit``'s condition: the audit
+    slice's upper bound (cumulative per version as ``AuditEstimator`` keeps it, or over its
+    ``last`` labels) below the lower end of the estimate's band over the last ``window`` samples."""
+    from scipy.special import betaincinv
+    from scipy.stats import norm
+
+    conf = out.confidence[stream.rows].astype(np.float64)
+    correct = _correct(out, stream).astype(np.int64)
+    at = np.flatnonzero(np.random.default_rng(20_000 + seed).random(len(conf)) < rate)  # audited samples
+    n = np.arange(1, len(at) + 1)
+    k = np.cumsum(correct[at])
+    if last:
+        k = k - np.concatenate([np.zeros(last, dtype=np.int64), k[:-last]])[: len(k)]
+        n = np.minimum(n, last)
+    a = (1 - level) / 2
+    upper = np.where(k == n, 1.0, betaincinv(k + 1, np.maximum(n - k, 1), 1 - a))
+    c1, c2 = np.concatenate([[0.0], np.cumsum(conf)]), np.concatenate([[0.0], np.cumsum(conf * (1 - conf))])
+    end = at + 1
+    lo = np.maximum(end - window, 0)
+    m = end - lo
+    est = (c1[end] - c1[lo]) / m
+    lower = est - norm.ppf(0.5 + level / 2) * np.sqrt(c2[end] - c2[lo]) / m
+    on = (upper < lower) & (n >= min_labels)
+    starts = np.flatnonzero(on & ~np.concatenate([[False], on[:-1]]))
+    return [int(end[i]) for i in starts]
+
+
+def audit(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    found = {}
+    for rate in args.audit_rates:
+        for last in (None, args.audit_last):
+            alarms = audit_alarms(out, stream, rate, last, args.window, seed)
+            name = f"rate={rate:g}" + (f",last={last}" if last else ",cumulative")
+            found[name] = _alarm_summary(alarms, stream.shift_at, 0)
+    return found
 
 
 def compare(args: argparse.Namespace) -> None:
     runs = _load(args.file)
-    config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference)
-    rows: list[dict[str, Any]] = []
     runs = runs[: args.seeds or len(runs)]
-    for shift in args.shifts:
-        for seed, (out, X) in enumerate(runs):
-            stream = shifted_stream(out, X, shift, args.shift_at, 2 * args.shift_at, np.random.default_rng(seed))
-            t0 = time.process_time()
-            tri = replay(out, stream, config, shift=shift, seed=seed).summary()
-            t1 = time.process_time()
-            nanny = cbpe(out, stream, args.reference, args.window)
-            t2 = time.process_time()
-            alibi = cvm(out, stream, args.reference, args.ert, args.bootstraps)
-            t3 = time.process_time()
-            rows.append({"shift": shift, "seed": seed, "triage": tri, "nannyml_cbpe": nanny, "alibi_cvm": alibi,
-                         "cpu_s": {"triage": t1 - t0, "nannyml_cbpe": t2 - t1, "alibi_cvm": t3 - t2}})
-            print(shift, seed, json.dumps(rows[-1]["cpu_s"]), flush=True)
+    rows: list[dict[str, Any]] = []
+    if not args.fa_only:
+        for shift in args.shifts:
+            for seed, (out, X) in enumerate(runs):
+                stream = shifted_stream(out, X, shift, args.shift_at, args.shift_at + args.after,
+                                        np.random.default_rng(seed))
+                cpu, row = {}, {"shift": shift, "seed": seed}
+                for who, run in (("triage", lambda: triage_full(out, stream, args, seed, shift)),
+                                 ("triage_conf", lambda: triage_confidence(out, stream, args, seed, args.ert)),
+                                 ("nannyml_cbpe", lambda: cbpe(out, stream, args)),
+                                 ("alibi_cvm", lambda: cvm(out, stream, args, args.ert, seed, jitter=False)),
+                                 ("alibi_cvm_ties_broken", lambda: cvm(out, stream, args, args.ert, seed, jitter=True)),
+                                 ("audit", lambda: audit(out, stream, args, seed))):
+                    t0 = time.process_time()
+                    row[who] = run()
+                    cpu[who] = round(time.process_time() - t0, 2)
+                rows.append(row | {"cpu_s": cpu})
+                print(json.dumps(rows[-1]), flush=True)
     false_alarms = in_distribution(runs, args) if args.fa_samples else []
-    RESULT.write_text(json.dumps({"config": vars(args) | {"file": str(args.file)}, "streams": rows,
-                                  "false_alarms": false_alarms}, indent=1, default=str))
-    print(f"wrote {RESULT}")
+    result = {"config": vars(args) | {"file": str(args.file), "out": str(args.out)}, "streams": rows,
+              "false_alarms": false_alarms}
+    args.out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"wrote {args.out}")
 
 
 def in_distribution(runs: list[tuple[Outputs, np.ndarray]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Long unshifted streams: alarms against the configured ERT (triage at each ERT, alibi at the first)."""
+    """Long unshifted streams: alarms against the configured ERT."""
     found = []
-    for ert in args.fa_erts:
-        config = MonitorConfig(window=args.window, ert=ert, reference=args.reference)
-        for who in ("triage", "alibi_cvm"):
-            if who == "alibi_cvm" and ert != args.fa_erts[0]:
-                continue
-            samples = args.fa_samples if who == "triage" else args.fa_samples_alibi
-            alarms = total = 0
-            t0 = time.process_time()
+
+    def record(who: str, ert: float, reference: int, alarms: int, total: int, t0: float, **extra: Any) -> None:
+        found.append({"who": who, "ert": ert, "reference": reference, "samples": total, "alarms": alarms,
+                      "expected": total / ert if ert else None, "per_million": 1e6 * alarms / total,
+                      "configured_per_million": 1e6 / ert if ert else None,
+                      "cpu_s": round(time.process_time() - t0, 1)} | extra)
+        print(json.dumps(found[-1]), flush=True)
+
+    def stream(seed: int, out: Outputs, X: np.ndarray, samples: int, reference: int) -> Stream:
+        length = reference + samples
+        return shifted_stream(out, X, "prior", length, length, np.random.default_rng(100 + seed))
+
+    for reference in args.fa_references:
+        for ert in args.fa_erts:
+            config = MonitorConfig(window=args.window, ert=ert, reference=reference)
+            t0, alarms, total = time.process_time(), 0, 0
             for seed, (out, X) in enumerate(runs):
-                length = args.reference + samples
-                stream = shifted_stream(out, X, "prior", length, length, np.random.default_rng(100 + seed))
-                if who == "triage":
-                    s = replay(out, stream, config, shift="none", seed=seed).summary()
+                s = replay(out, stream(seed, out, X, args.fa_samples, reference), config, shift="none", seed=seed,
+                           batch=args.fa_batch).summary()
+                alarms, total = alarms + s["false_alarms"], total + s["in_distribution_samples"]
+            record("triage", ert, reference, alarms, total, t0)
+    sub = argparse.Namespace(**(vars(args) | {"reference": args.reference}))
+    for ert in args.fa_erts_alibi:
+        for who in ("triage_conf", "alibi_cvm", "alibi_cvm_ties_broken"):
+            t0, alarms, total = time.process_time(), 0, 0
+            for seed, (out, X) in enumerate(runs[: args.fa_seeds_alibi]):
+                st = stream(seed, out, X, args.fa_samples_alibi, args.reference)
+                if who == "triage_conf":
+                    s = triage_confidence(out, st, sub, seed, ert, stop_after_shift=False)
                 else:
-                    s = cvm(out, stream, args.reference, ert, args.bootstraps)
-                alarms += s["false_alarms"]
-                total += s["in_distribution_samples"]
-            found.append({"who": who, "ert": ert, "samples": total, "alarms": alarms,
-                          "expected": total / ert, "per_million": 1e6 * alarms / total,
-                          "configured_per_million": 1e6 / ert, "cpu_s": time.process_time() - t0})
-            print(json.dumps(found[-1]), flush=True)
+                    s = cvm(out, st, sub, ert, seed, jitter=who.endswith("broken"), stop_after_shift=False)
+                alarms, total = alarms + s["false_alarms"], total + s["in_distribution_samples"]
+            record(who, ert, args.reference, alarms, total, t0)
+    for rate in args.audit_rates:
+        for last in (None, args.audit_last):
+            t0, alarms, total = time.process_time(), 0, 0
+            for seed, (out, X) in enumerate(runs):
+                st = stream(seed, out, X, args.fa_samples, 0)
+                alarms += len(audit_alarms(out, st, rate, last, args.window, seed))
+                total += len(st.rows)
+            record("audit", 0.0, 0, alarms, total, t0, rate=rate, last=last)
     return found
+
+
+def _t_interval(xs: Sequence[float]) -> Optional[list[float]]:
+    from scipy.stats import t
+
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2:
+        return None
+    m, half = float(np.mean(xs)), float(t.ppf(0.975, len(xs) - 1) * np.std(xs, ddof=1) / np.sqrt(len(xs)))
+    return [m, m - half, m + half]
+
+
+def _median_interval(delays: Sequence[Optional[int]]) -> dict[str, Any]:
+    """Median delay (undetected = never) and a distribution-free >= 95% interval from order statistics."""
+    from scipy.stats import binom
+
+    xs = sorted(math.inf if d is None else float(d) for d in delays)
+    n = len(xs)
+    j = max([i for i in range(1, n // 2 + 1) if binom.cdf(i - 1, n, 0.5) <= 0.025], default=0)
+    def val(x: float) -> Optional[float]:
+        return None if x == math.inf else x
+    return {"detected": sum(d is not None for d in delays), "n": n, "median": val(float(np.median(xs))),
+            "interval": [val(xs[j - 1]), val(xs[n - j])] if j else None,
+            "coverage": float(1 - 2 * binom.cdf(j - 1, n, 0.5)) if j else None}
+
+
+def _poisson(alarms: int, samples: int) -> list[float]:
+    from scipy.stats import chi2
+
+    lo = chi2.ppf(0.025, 2 * alarms) / 2 if alarms else 0.0
+    hi = chi2.ppf(0.975, 2 * alarms + 2) / 2
+    return [1e6 * alarms / samples, 1e6 * lo / samples, 1e6 * hi / samples]
+
+
+DETECTORS = ("triage", "triage_conf", "alibi_cvm", "alibi_cvm_ties_broken")
+
+
+def summarize(args: argparse.Namespace) -> None:
+    """Merge ``compare`` outputs into bench/results/monitoring.json with per-shift aggregates."""
+    parts = [json.loads(Path(f).read_text()) for f in args.inputs]
+    streams = [r for p in parts for r in p["streams"]]
+    fas = [r for p in parts for r in p["false_alarms"]]
+    shifts: dict[str, Any] = {}
+    for shift in dict.fromkeys(r["shift"] for r in streams):
+        rs = [r for r in streams if r["shift"] == shift]
+        agg: dict[str, Any] = {"seeds": len(rs)}
+        for who in ("triage", "nannyml_cbpe"):
+            for phase in ("before", "after"):
+                agg[f"{who}_mae_{phase}"] = _t_interval([r[who][f"mae_{phase}"] for r in rs])
+        for who in DETECTORS:
+            agg[f"{who}_delay"] = _median_interval([r[who]["delay"] for r in rs])
+        agg["nannyml_cbpe_alert_delay"] = _median_interval([r["nannyml_cbpe"]["alert_delay"] for r in rs])
+        for name in rs[0]["audit"]:
+            agg[f"audit_{name}_delay"] = _median_interval([r["audit"][name]["delay"] for r in rs])
+        shifts[shift] = agg
+    false_alarms = []
+    for r in fas:
+        false_alarms.append(r | {"per_million_interval": _poisson(r["alarms"], r["samples"])})
+    RESULT.write_text(json.dumps({"runs": [p["config"] for p in parts], "summary": shifts,
+                                  "false_alarms": false_alarms, "streams": streams}, indent=1, default=str))
+    print(json.dumps({"summary": shifts, "false_alarms": false_alarms}, indent=1, default=str))
+    print(f"wrote {RESULT}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="step", required=True)
     o = sub.add_parser("outputs")
-    o.add_argument("--seeds", type=int, default=3)
+    o.add_argument("--seeds", type=int, default=10)
     o.add_argument("--file", type=Path, default=OUTPUTS)
     c = sub.add_parser("compare")
     c.add_argument("--file", type=Path, default=OUTPUTS)
-    c.add_argument("--shift-at", type=int, default=20_000)
-    c.add_argument("--reference", type=int, default=5_000)
+    c.add_argument("--shift-at", type=int, default=10_000)
+    c.add_argument("--after", type=int, default=20_000, help="samples streamed after the shift")
+    c.add_argument("--reference", type=int, default=1_000)
     c.add_argument("--window", type=int, default=2_000)
     c.add_argument("--ert", type=float, default=10_000.0)
-    c.add_argument("--bootstraps", type=int, default=20_000, help="alibi's threshold simulation")
-    c.add_argument("--fa-erts", type=float, nargs="+", default=[10_000.0, 100_000.0])
-    c.add_argument("--fa-samples", type=int, default=1_000_000, help="per seed, triage")
-    c.add_argument("--fa-samples-alibi", type=int, default=50_000, help="per seed, alibi (one predict per sample)")
+    c.add_argument("--batch", type=int, default=10, help="triage's batches in the delay runs")
+    c.add_argument("--cvm-windows", type=int, nargs="+", default=[50, 200])
+    c.add_argument("--bootstraps", type=int, default=100_000, help="alibi's threshold simulations (at least 10 x ERT)")
+    c.add_argument("--audit-rates", type=float, nargs="+", default=[0.01, 0.05])
+    c.add_argument("--audit-last", type=int, default=200, help="the windowed audit lever: its last N labels")
+    c.add_argument("--fa-references", type=int, nargs="+", default=[1_000, 5_000])
+    c.add_argument("--fa-erts", type=float, nargs="+", default=[10_000.0, 100_000.0, 1_000_000.0])
+    c.add_argument("--fa-samples", type=int, default=2_000_000, help="per seed, triage")
+    c.add_argument("--fa-batch", type=int, default=2_000, help="triage's batches in the long runs (alarms are "
+                   "counted per sample whatever the batch)")
+    c.add_argument("--fa-erts-alibi", type=float, nargs="*", default=[10_000.0])
+    c.add_argument("--fa-samples-alibi", type=int, default=50_000, help="per seed (one predict per sample)")
+    c.add_argument("--fa-seeds-alibi", type=int, default=10)
+    c.add_argument("--fa-only", action="store_true", help="only the long runs")
+    c.add_argument("--out", type=Path, default=RESULT)
     c.add_argument("--shifts", nargs="+", default=list(SHIFTS))
     c.add_argument("--seeds", type=int, default=None, help="the first N of the outputs' seeds")
+    s = sub.add_parser("summarize")
+    s.add_argument("inputs", nargs="+", type=Path, help="compare --out files")
     args = p.parse_args()
-    outputs(args) if args.step == "outputs" else compare(args)
+    {"outputs": outputs, "compare": compare, "summarize": summarize}[args.step](args)
 
 
 if __name__ == "__main__":
