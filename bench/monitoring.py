@@ -115,8 +115,10 @@ def _alarm_summary(alarms: Sequence[int], shift_at: int, reference: int) -> dict
             "in_distribution_samples": shift_at - reference}
 
 
-def triage_full(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str) -> dict[str, Any]:
-    config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference)
+def triage_full(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str,
+                k: Optional[float] = None) -> dict[str, Any]:
+    config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference,
+                           **({"k": k} if k is not None else {}))
     report = replay(out, stream, config, shift=shift, seed=seed, batch=args.batch)
     start = _first_window(args)
     windows = [(w.end - args.window, w.end, w.estimate) for w in report.windows
@@ -275,7 +277,9 @@ def compare(args: argparse.Namespace) -> None:
                                  ("nannyml_cbpe", lambda: cbpe(out, stream, args)),
                                  ("alibi_cvm", lambda: cvm(out, stream, args, args.ert, seed, jitter=False)),
                                  ("alibi_cvm_ties_broken", lambda: cvm(out, stream, args, args.ert, seed, jitter=True)),
-                                 ("audit", lambda: audit(out, stream, args, seed))):
+                                 ("audit", lambda: audit(out, stream, args, seed)),
+                                 *((f"triage_k={k:g}", lambda k=k: triage_full(out, stream, args, seed, shift, k))
+                                   for k in args.lever_k)):
                     t0 = time.process_time()
                     row[who] = run()
                     cpu[who] = round(time.process_time() - t0, 2)
@@ -304,14 +308,15 @@ def in_distribution(runs: list[tuple[Outputs, np.ndarray]], args: argparse.Names
         return shifted_stream(out, X, "prior", length, length, np.random.default_rng(100 + seed))
 
     for reference in args.fa_references:
-        for ert in args.fa_erts:
-            config = MonitorConfig(window=args.window, ert=ert, reference=reference)
+        for ert, k in [(ert, None) for ert in args.fa_erts] + [(args.ert, k) for k in args.lever_k]:
+            config = MonitorConfig(window=args.window, ert=ert, reference=reference,
+                                   **({"k": k} if k is not None else {}))
             t0, alarms, total = time.process_time(), 0, 0
             for seed, (out, X) in enumerate(runs):
                 s = replay(out, stream(seed, out, X, args.fa_samples, reference), config, shift="none", seed=seed,
                            batch=args.fa_batch).summary()
                 alarms, total = alarms + s["false_alarms"], total + s["in_distribution_samples"]
-            record("triage", ert, reference, alarms, total, t0)
+            record("triage" if k is None else f"triage_k={k:g}", ert, reference, alarms, total, t0)
     sub = argparse.Namespace(**(vars(args) | {"reference": args.reference}))
     for ert in args.fa_erts_alibi:
         for who in ("triage_conf", "alibi_cvm", "alibi_cvm_ties_broken"):
@@ -367,7 +372,7 @@ def _poisson(alarms: int, samples: int) -> list[float]:
     return [1e6 * alarms / samples, 1e6 * lo / samples, 1e6 * hi / samples]
 
 
-DETECTORS = ("triage", "triage_conf", "alibi_cvm", "alibi_cvm_ties_broken")
+DETECTORS = ("triage", "triage_conf", "alibi_cvm", "alibi_cvm_ties_broken")  # and triage_k=K levers
 
 
 def summarize(args: argparse.Namespace) -> None:
@@ -379,10 +384,10 @@ def summarize(args: argparse.Namespace) -> None:
     for shift in dict.fromkeys(r["shift"] for r in streams):
         rs = [r for r in streams if r["shift"] == shift]
         agg: dict[str, Any] = {"seeds": len(rs)}
-        for who in ("triage", "nannyml_cbpe"):
+        for who in ("triage", "nannyml_cbpe", *(w for w in rs[0] if w.startswith("triage_k="))):
             for phase in ("before", "after"):
                 agg[f"{who}_mae_{phase}"] = _t_interval([r[who][f"mae_{phase}"] for r in rs])
-        for who in DETECTORS:
+        for who in DETECTORS + tuple(w for w in rs[0] if w.startswith("triage_k=")):
             agg[f"{who}_delay"] = _median_interval([r[who]["delay"] for r in rs])
         agg["nannyml_cbpe_alert_delay"] = _median_interval([r["nannyml_cbpe"]["alert_delay"] for r in rs])
         for name in rs[0]["audit"]:
@@ -413,6 +418,7 @@ def main() -> None:
     c.add_argument("--batch", type=int, default=10, help="triage's batches in the delay runs")
     c.add_argument("--cvm-windows", type=int, nargs="+", default=[50, 200])
     c.add_argument("--bootstraps", type=int, default=100_000, help="alibi's threshold simulations (at least 10 x ERT)")
+    c.add_argument("--lever-k", type=float, nargs="*", default=[], help="triage also at these CUSUM allowances")
     c.add_argument("--audit-rates", type=float, nargs="+", default=[0.01, 0.05])
     c.add_argument("--audit-last", type=int, default=200, help="the windowed audit lever: its last N labels")
     c.add_argument("--fa-references", type=int, nargs="+", default=[1_000, 5_000])
