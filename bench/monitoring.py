@@ -7,6 +7,19 @@ Two steps, because the anchors live in their own venv (never in the ``test`` ext
     .venv/bin/python bench/monitoring.py outputs --seeds 10          # v1 per seed scores the test rows
     nice .venv-bench/bin/python bench/monitoring.py compare          # the three on the same streams
 
+The published run (docs/guide/monitoring.md), in parts that fit beside other work, then merged:
+
+    B=".venv-bench/bin/python bench/monitoring.py"; O="--file /tmp/monbench-outputs.npz"
+    $B compare $O --fa-only --fa-samples 3000000 --fa-erts-alibi --out /tmp/fa.json
+    $B compare $O --fa-only --fa-samples 1000000 --fa-references 1000 5000 --fa-erts 10000 100000 \
+        --lever-k 0.5 --lever-refaware --fa-seeds-alibi 5 --audit-rates 0.01 --out /tmp/fa-levers.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --lever-k 0.5 --lever-refaware \
+        --only triage triage_conf nannyml_cbpe audit triage_refaware triage_k=0.5 --out /tmp/delay.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --only alibi_cvm --out /tmp/delay-alibi.json
+    $B compare $O --shift-at 200000 --after 60000 --fa-samples 0 --only audit --shifts concept \
+        --out /tmp/audit-long.json
+    $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json
+
 ``compare`` imports only triage's pure core (numpy, scipy) and writes
 bench/results/monitoring.json. Like with like:
 
@@ -326,7 +339,7 @@ def compare(args: argparse.Namespace) -> None:
             for seed, (out, X) in enumerate(runs):
                 stream = shifted_stream(out, X, shift, args.shift_at, args.shift_at + args.after,
                                         np.random.default_rng(seed))
-                cpu, row = {}, {"shift": shift, "seed": seed}
+                cpu, row = {}, {"shift": shift, "seed": seed, "shift_at": args.shift_at}
                 for who, run in (("triage", lambda: triage_full(out, stream, args, seed, shift)),
                                  ("triage_conf", lambda: triage_confidence(out, stream, args, seed, args.ert)),
                                  ("nannyml_cbpe", lambda: cbpe(out, stream, args)),
@@ -337,6 +350,8 @@ def compare(args: argparse.Namespace) -> None:
                                      out, stream, args, seed, shift))),) if args.lever_refaware else ()),
                                  *((f"triage_k={k:g}", lambda k=k: triage_full(out, stream, args, seed, shift, k))
                                    for k in args.lever_k)):
+                    if args.only and who not in args.only:
+                        continue
                     t0 = time.process_time()
                     row[who] = run()
                     cpu[who] = round(time.process_time() - t0, 2)
@@ -439,19 +454,29 @@ DETECTORS = ("triage", "triage_conf", "alibi_cvm", "alibi_cvm_ties_broken")  # a
 def summarize(args: argparse.Namespace) -> None:
     """Merge ``compare`` outputs into bench/results/monitoring.json with per-shift aggregates."""
     parts = [json.loads(Path(f).read_text()) for f in args.inputs]
-    streams = [r for p in parts for r in p["streams"]]
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}  # one row per stream, whichever runs measured it
+    for r in (r for p in parts for r in p["streams"]):
+        row = merged.setdefault((r["shift"], r["seed"], r.get("shift_at")), {})
+        row.update(r | {"cpu_s": row.get("cpu_s", {}) | r["cpu_s"]})
+    streams = list(merged.values())
     fas = [r for p in parts for r in p["false_alarms"]]
     shifts: dict[str, Any] = {}
-    for shift in dict.fromkeys(r["shift"] for r in streams):
-        rs = [r for r in streams if r["shift"] == shift]
+    for key in dict.fromkeys((r["shift"], r.get("shift_at")) for r in streams):
+        shift = key[0] if key[1] is None else f"{key[0]}@{key[1]}"
+        rs = [r for r in streams if (r["shift"], r.get("shift_at")) == key]
         agg: dict[str, Any] = {"seeds": len(rs)}
         for who in ("triage", "nannyml_cbpe", *(w for w in rs[0] if w.startswith("triage_k="))):
+            if who not in rs[0]:
+                continue
             for phase in ("before", "after"):
                 agg[f"{who}_mae_{phase}"] = _t_interval([r[who][f"mae_{phase}"] for r in rs])
         for who in DETECTORS + tuple(w for w in rs[0] if w.startswith(("triage_k=", "triage_refaware"))):
+            if who not in rs[0]:
+                continue
             agg[f"{who}_delay"] = _median_interval([r[who]["delay"] for r in rs])
-        agg["nannyml_cbpe_alert_delay"] = _median_interval([r["nannyml_cbpe"]["alert_delay"] for r in rs])
-        for name in rs[0]["audit"]:
+        if "nannyml_cbpe" in rs[0]:
+            agg["nannyml_cbpe_alert_delay"] = _median_interval([r["nannyml_cbpe"]["alert_delay"] for r in rs])
+        for name in rs[0].get("audit", {}):
             agg[f"audit_{name}_delay"] = _median_interval([r["audit"][name]["delay"] for r in rs])
         shifts[shift] = agg
     false_alarms = []
@@ -459,8 +484,38 @@ def summarize(args: argparse.Namespace) -> None:
         false_alarms.append(r | {"per_million_interval": _poisson(r["alarms"], r["samples"])})
     RESULT.write_text(json.dumps({"runs": [p["config"] for p in parts], "summary": shifts,
                                   "false_alarms": false_alarms, "streams": streams}, indent=1, default=str))
-    print(json.dumps({"summary": shifts, "false_alarms": false_alarms}, indent=1, default=str))
+    print(markdown(shifts, false_alarms))
     print(f"wrote {RESULT}")
+
+
+def markdown(shifts: dict[str, Any], false_alarms: list[dict[str, Any]]) -> str:
+    def mae(c: Optional[list[float]]) -> str:
+        return "-" if c is None else f"{c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}]"
+
+    def delay(c: Optional[dict[str, Any]]) -> str:
+        if c is None:
+            return "-"
+        med = "never" if c["median"] is None else f"{c['median']:,.0f}"
+        iv = "" if not c["interval"] else " [" + ", ".join("never" if x is None else f"{x:,.0f}" for x in c["interval"]) + "]"
+        return f"{med}{iv} ({c['detected']}/{c['n']})"
+
+    lines = ["| stream | triage MAE before | CBPE MAE before | triage MAE after | CBPE MAE after |", "|---|---|---|---|---|"]
+    for name, a in shifts.items():
+        if "triage_mae_before" in a:
+            lines.append(f"| {name} | {mae(a['triage_mae_before'])} | {mae(a.get('nannyml_cbpe_mae_before'))} | "
+                         f"{mae(a['triage_mae_after'])} | {mae(a.get('nannyml_cbpe_mae_after'))} |")
+    whos = sorted({k[:-6] for a in shifts.values() for k in a if k.endswith("_delay")})
+    lines += ["", "| stream | " + " | ".join(whos) + " |", "|---|" + "---|" * len(whos)]
+    for name, a in shifts.items():
+        lines.append(f"| {name} | " + " | ".join(delay(a.get(f"{w}_delay")) for w in whos) + " |")
+    lines += ["", "| who | reference | ERT | samples | alarms | per million [95%] | configured |", "|---|---|---|---|---|---|---|"]
+    for r in false_alarms:
+        who = r["who"] + (f" rate={r['rate']:g} " + ("cumulative" if not r["last"] else f"last={r['last']}")
+                          if r["who"] == "audit" else "")
+        pm = r["per_million_interval"]
+        lines.append(f"| {who} | {r['reference']} | {r['ert']:g} | {r['samples']:,} | {r['alarms']} | "
+                     f"{pm[0]:.1f} [{pm[1]:.1f}, {pm[2]:.1f}] | {r['configured_per_million'] or '-'} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -494,6 +549,8 @@ def main() -> None:
     c.add_argument("--fa-only", action="store_true", help="only the long runs")
     c.add_argument("--out", type=Path, default=RESULT)
     c.add_argument("--shifts", nargs="+", default=list(SHIFTS))
+    c.add_argument("--only", nargs="*", default=[], help="run only these (triage, triage_conf, nannyml_cbpe, "
+                   "alibi_cvm, alibi_cvm_ties_broken, audit, ...)")
     c.add_argument("--seeds", type=int, default=None, help="the first N of the outputs' seeds")
     s = sub.add_parser("summarize")
     s.add_argument("inputs", nargs="+", type=Path, help="compare --out files")
