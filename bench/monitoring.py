@@ -7,7 +7,9 @@ Two steps, because the anchors live in their own venv (never in the ``test`` ext
     .venv/bin/python bench/monitoring.py outputs --seeds 10          # v1 per seed scores the test rows
     nice .venv-bench/bin/python bench/monitoring.py compare          # the three on the same streams
 
-The published run (docs/guide/monitoring.md), in parts that fit beside other work, then merged:
+The published run (docs/guide/monitoring.md), in parts that fit beside other work, then merged.
+It was made before the shipped threshold became reference-aware: its ``triage`` rows are the
+plain threshold and ``triage_refaware`` the shipped one (today: ``triage`` and ``--lever-plain``).
 
     B=".venv-bench/bin/python bench/monitoring.py"; O="--file /tmp/monbench-outputs.npz"
     $B compare $O --fa-only --fa-samples 3000000 --fa-erts-alibi --out /tmp/fa.json
@@ -128,28 +130,6 @@ def _alarm_summary(alarms: Sequence[int], shift_at: int, reference: int) -> dict
             "in_distribution_samples": shift_at - reference}
 
 
-def _rate(h: float, k: float, mu: np.ndarray) -> np.ndarray:
-    """False alarms per sample of the two-sided CUSUM when the scores have mean ``mu`` (Siegmund)."""
-    b = h + 1.166
-
-    def arl(d: np.ndarray) -> np.ndarray:
-        return (np.exp(-2 * d * b) + 2 * d * b - 1) / (2 * d * d)
-    return 1 / arl(mu - k) + 1 / arl(-mu - k)
-
-
-def reference_aware_threshold(ert: float, k: float, reference: int) -> float:
-    """The ``h`` whose false-alarm rate, averaged over the reference's own sampling error, is 1/ert.
-
-    Ranked against n reference values, in-distribution scores have a mean that is off by about
-    N(0, 1/n) for the life of the reference (measured: sd 0.99/sqrt(n) at n = 1,000, 1.09/sqrt(n)
-    at 5,000); a CUSUM calibrated for mean 0 alarms more often on either side."""
-    from scipy.optimize import brentq
-
-    nodes, weights = np.polynomial.hermite_e.hermegauss(41)
-    mu, w = nodes / math.sqrt(reference), weights / weights.sum()
-    return float(brentq(lambda h: float(w @ _rate(h, k, mu)) - 1 / ert, 0.1, 200.0, xtol=1e-6))
-
-
 class _Nothing:
     def __enter__(self) -> None:
         pass
@@ -158,17 +138,18 @@ class _Nothing:
         pass
 
 
-class _ReferenceAware:
-    """Within: triage's monitor builds its detectors with ``reference_aware_threshold`` (a lever)."""
+class _PlainThreshold:
+    """Within: triage's monitor builds its detectors with the threshold it had before the
+    reference-aware one (``threshold`` without ``reference``: the finite reference ignored)."""
 
     def __enter__(self) -> None:
         import triage.monitoring.state as state
-        from triage.monitoring.drift import Detector, K_DEFAULT
+        from triage.monitoring.drift import Detector, K_DEFAULT, threshold
 
         self.saved = state.detectors
 
         def build(references: Any, ert: float, k: float = K_DEFAULT) -> dict[str, Any]:
-            h = reference_aware_threshold(ert * len(references), k, min(len(r) for r in references.values()))
+            h = threshold(ert * len(references), k)
             return {name: Detector(name, h, list(ref), k) for name, ref in references.items()}
         state.detectors = build
 
@@ -346,8 +327,8 @@ def compare(args: argparse.Namespace) -> None:
                                  ("alibi_cvm", lambda: cvm(out, stream, args, args.ert, seed, jitter=False)),
                                  ("alibi_cvm_ties_broken", lambda: cvm(out, stream, args, args.ert, seed, jitter=True)),
                                  ("audit", lambda: audit(out, stream, args, seed)),
-                                 *((("triage_refaware", lambda: _with(_ReferenceAware(), lambda: triage_full(
-                                     out, stream, args, seed, shift))),) if args.lever_refaware else ()),
+                                 *((("triage_plain", lambda: _with(_PlainThreshold(), lambda: triage_full(
+                                     out, stream, args, seed, shift))),) if args.lever_plain else ()),
                                  *((f"triage_k={k:g}", lambda k=k: triage_full(out, stream, args, seed, shift, k))
                                    for k in args.lever_k)):
                     if args.only and who not in args.only:
@@ -381,17 +362,17 @@ def in_distribution(runs: list[tuple[Outputs, np.ndarray]], args: argparse.Names
 
     for reference in args.fa_references:
         variants = [(ert, None, False) for ert in args.fa_erts] + [(args.ert, k, False) for k in args.lever_k]
-        variants += [(ert, None, True) for ert in args.fa_erts] if args.lever_refaware else []
-        for ert, k, aware in variants:
+        variants += [(ert, None, True) for ert in args.fa_erts] if args.lever_plain else []
+        for ert, k, plain in variants:
             config = MonitorConfig(window=args.window, ert=ert, reference=reference,
                                    **({"k": k} if k is not None else {}))
             t0, alarms, total = time.process_time(), 0, 0
             for seed, (out, X) in enumerate(runs):
-                s = _with(_ReferenceAware() if aware else _Nothing(), lambda: replay(
+                s = _with(_PlainThreshold() if plain else _Nothing(), lambda: replay(
                     out, stream(seed, out, X, args.fa_samples, reference), config, shift="none", seed=seed,
                     batch=args.fa_batch).summary())
                 alarms, total = alarms + s["false_alarms"], total + s["in_distribution_samples"]
-            record("triage_refaware" if aware else "triage" if k is None else f"triage_k={k:g}", ert, reference,
+            record("triage_plain" if plain else "triage" if k is None else f"triage_k={k:g}", ert, reference,
                    alarms, total, t0)
     sub = argparse.Namespace(**(vars(args) | {"reference": args.reference}))
     for ert in args.fa_erts_alibi:
@@ -470,7 +451,7 @@ def summarize(args: argparse.Namespace) -> None:
                 continue
             for phase in ("before", "after"):
                 agg[f"{who}_mae_{phase}"] = _t_interval([r[who][f"mae_{phase}"] for r in rs])
-        for who in DETECTORS + tuple(w for w in rs[0] if w.startswith(("triage_k=", "triage_refaware"))):
+        for who in DETECTORS + tuple(w for w in rs[0] if w.startswith(("triage_k=", "triage_refaware", "triage_plain"))):
             if who not in rs[0]:
                 continue
             agg[f"{who}_delay"] = _median_interval([r[who]["delay"] for r in rs])
@@ -535,7 +516,8 @@ def main() -> None:
     c.add_argument("--cvm-windows", type=int, nargs="+", default=[50, 200])
     c.add_argument("--bootstraps", type=int, default=100_000, help="alibi's threshold simulations (at least 10 x ERT)")
     c.add_argument("--lever-k", type=float, nargs="*", default=[], help="triage also at these CUSUM allowances")
-    c.add_argument("--lever-refaware", action="store_true", help="triage also with reference_aware_threshold")
+    c.add_argument("--lever-plain", action="store_true",
+                   help="triage also with the threshold it had before the reference-aware one")
     c.add_argument("--audit-rates", type=float, nargs="+", default=[0.01, 0.05])
     c.add_argument("--audit-last", type=int, default=200, help="the windowed audit lever: its last N labels")
     c.add_argument("--fa-references", type=int, nargs="+", default=[1_000, 5_000])
