@@ -424,6 +424,29 @@ def test_decode_prediction_reads_both_kinds() -> None:
         {"id": "a", "label": "3", "confidence": None, "scores": SCORES, "model_version": "v1", "meta": None})).message
 
 
+@pytest.mark.parametrize("path, bad", [
+    (("confidence",), 7.0), (("confidence",), -1e308), (("confidence",), 1.0000001), (("scores", "margin"), -0.5),
+    (("scores", "margin"), 1e300), (("scores", "entropy"), -1.0), (("scores", "outlier"), -3.0), (("top", 0, "p"), 2.0),
+])
+def test_scores_out_of_their_ranges_are_refused(path: tuple[Any, ...], bad: float) -> None:
+    """Found by tests/fuzz/test_fuzz_monitor.py: a review or prediction with a confidence of 7 or
+    -1e308 decoded, and ``triage monitor`` folded it into the version's accuracy estimate (an
+    overflow, an estimate of 1e306 for the next window). The scorer writes only probabilities."""
+    docs = [json.loads(encode(_review()))]
+    if path[0] != "top":
+        docs.append(json.loads(encode(Prediction("a", "3", 0.9, ScoreFields(0.5, 0.1, 0.3), "v1", None))))
+    for doc, decode in zip(docs, (decode_review, decode_prediction)):
+        holder = doc
+        for key in path[:-1]:
+            holder = holder[key]
+        holder[path[-1]] = bad
+        exc = refused(lambda v: decode(v, MAX), json.dumps(doc).encode())
+        assert exc.stage == "validate" and path[-1] in exc.message, exc.message
+    ok = json.loads(encode(_review()))
+    ok["confidence"], ok["scores"] = 1.0, {"margin": 0.0, "entropy": 0.0, "outlier": 0.0}
+    assert decode_review(json.dumps(ok).encode(), MAX).confidence == 1.0  # the bounds themselves are scores
+
+
 # --- labels ------------------------------------------------------------------------------------
 
 

@@ -8,22 +8,28 @@ everything the scorer writes, check types, and validate ``id`` and ``meta`` like
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Annotated, ClassVar, Optional
 
 import msgspec
 
 from triage.contracts._base import Float32, Id, MetaDict, check_struct, decode_with
 
 
+# What the scorer computes can only fall in these ranges; a reader (the monitor's estimate and
+# drift detectors above all) must not fold a confidence of 7 or -1e308 as if a model wrote it.
+Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+
+
 class ScoreFields(msgspec.Struct, gc=False):
-    margin: float
-    entropy: float
-    outlier: Optional[float]  # null when outlier detection is off
+    margin: Probability  # top-1 minus top-2 probability
+    entropy: NonNegative  # normalized entropy of the probabilities
+    outlier: Optional[NonNegative]  # distance over threshold; null when outlier detection is off
 
 
 class TopClass(msgspec.Struct, gc=False):
     label: str
-    p: float
+    p: Probability
 
 
 class Prediction(msgspec.Struct, gc=False):
@@ -33,7 +39,7 @@ class Prediction(msgspec.Struct, gc=False):
 
     id: Id
     label: str
-    confidence: float
+    confidence: Probability
     scores: ScoreFields
     model_version: str
     meta: Optional[MetaDict]
@@ -66,7 +72,7 @@ class ReviewRequest(msgspec.Struct, gc=False):
     features: list[Float32]
     reason: str  # uncertain | outlier | audit (routing.REASONS)
     predicted: str
-    confidence: float
+    confidence: Probability
     scores: ScoreFields
     priority: float  # higher = review sooner
     model_version: str
