@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from consumers.loop import GuardedLoop, Step
+from consumers.loop import Abandoned, GuardedLoop, Step
 from triage.contracts import decode_prediction, decode_review, encode
 from triage.contracts.retrain_request import RetrainRequest
 from triage.errors import InputError, TriageError
@@ -235,6 +235,9 @@ class MonitorConsumer:
             except OSError as exc:
                 log.error("monitor: the final checkpoint could not be written (%s); the restart re-reads from "
                           "the previous one", exc)
+            except Abandoned:  # stopped while the broker held the commit: the checkpoint skips what it covers
+                log.warning("monitor: stopped before the final commit was acknowledged; the restart skips what "
+                            "the checkpoint covers")
         finally:
             consumer.close()
             producer.close()

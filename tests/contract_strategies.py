@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from msgspec import inspect as mi
 
 from triage.contracts.models import SHA256_PATTERN, VERSION_PATTERN
+from triage.contracts.retrain_request import RetrainRequest, decode_retrain_request
 from triage.contracts import (
     Label, ModelEvent, PredictionRecord, ReviewRequest, Sample, decode_label, decode_model_event, decode_prediction,
     decode_review, decode_sample,
@@ -38,7 +39,7 @@ from triage.contracts import (
 
 SCHEMAS: dict[str, type] = {
     "sample": Sample, "label": Label, "review": ReviewRequest, "prediction": PredictionRecord,
-    "model_event": ModelEvent,
+    "model_event": ModelEvent, "retrain_request": RetrainRequest,
 }
 KINDS = tuple(SCHEMAS)
 
@@ -48,7 +49,7 @@ def decoder(kind: str, feature_count: int, max_bytes: int) -> Callable[[Optional
     if kind == "sample":
         return lambda v: decode_sample(v, feature_count, max_bytes)
     fn = {"label": decode_label, "review": decode_review, "prediction": decode_prediction,
-          "model_event": decode_model_event}[kind]
+          "model_event": decode_model_event, "retrain_request": decode_retrain_request}[kind]
     return lambda v: fn(v, max_bytes)
 
 
@@ -499,7 +500,7 @@ def _doc_mutation(draw: st.DrawFn, choice: str, doc: dict[str, Any], valid: byte
 
 
 def record_bytes(kind: str, feature_count: int = 8, max_bytes: int = 100_000) -> st.SearchStrategy[Optional[bytes]]:
-    """Raw values of ``kind`` (sample, label, review, prediction, model_event): valid ones and
+    """Raw values of ``kind`` (sample, label, review, prediction, model_event, retrain_request): valid ones and
     ones malformed per field and as a whole; None is a tombstone."""
     return cases(kind, feature_count, max_bytes).map(lambda c: c.value)
 

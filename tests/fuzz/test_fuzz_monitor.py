@@ -79,6 +79,10 @@ class Monitor:
         return None if self.thread.is_alive() else "the monitor thread ended"
 
     def stop(self) -> None:
+        # stopped before it joined, a member leaves the group mid-rebalance and the broker may hold
+        # the next one's join: a monitor is stopped only once it holds its partitions
+        wait_until(lambda: self.m.loop is not None and self.m.loop.consumer.assigned(),
+                   "the monitor to be assigned its partitions", alive=self.alive)
         self.m.stop_event.set()
         self.thread.join(60)
         assert not self.thread.is_alive(), "the monitor did not stop within 60 s"
@@ -210,8 +214,6 @@ def test_monitor_counts_every_record_and_folds_every_valid_one_once(
         finally:
             offsets.close()
         mon.start()
-        wait_until(lambda: mon is not None and mon.m.loop is not None and mon.m.loop.consumer.assigned(),
-                   "the restarted monitor to be assigned its partitions", alive=mon.alive)
         time.sleep(1.0)  # a grace period: nothing is read again later on
         assert +counts(mon.m.metrics.records, "kind", KINDS) == Counter(), "the restart re-read records"
         finish_segment()
