@@ -132,7 +132,8 @@ class MonitorConsumer:
             if item is not None:
                 obs[item[0]].add(*item[1:])
         now_ms = int(self._clock() * 1000)
-        for version, o in obs.items():
+        # the version with the most records last: it is the most recently updated (checkpoint.KEEP_VERSIONS)
+        for version, o in sorted(obs.items(), key=lambda vo: len(vo[1])):
             vm = self.state.version(version)
             self.newest = version
             for signal in vm.observe(o, self.rng):

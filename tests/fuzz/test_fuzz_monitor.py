@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -60,6 +61,19 @@ def expected_kind(topic_kind: str, value: Optional[bytes]) -> tuple[str, Optiona
     return ("audit_copy", None) if r.reason == "audit" else ("review", r.model_version)
 
 
+class _Assigned(logging.Handler):
+    """Set when the transport logs an assignment: the consumer's own ``assignment()`` cannot be
+    asked from another thread (librdkafka serves it only between the loop's polls, which starve it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("assigned partitions: [("):
+            self.event.set()
+
+
 class Monitor:
     """One MonitorConsumer in a thread, restartable on its checkpoint."""
 
@@ -67,9 +81,15 @@ class Monitor:
         self.s = s
         self.m: MonitorConsumer
         self.thread: threading.Thread
+        self.assigned = _Assigned()
+        self.logger = logging.getLogger("triage.transport")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.INFO)  # the assignment line is INFO
+        self.logger.addHandler(self.assigned)
         self.start()
 
     def start(self) -> None:
+        self.assigned.event.clear()
         self.m = MonitorConsumer(self.s)
         self.thread = threading.Thread(target=self.m.run, kwargs={"idle_exit_s": DEADLINE_S}, name="fuzz-monitor",
                                        daemon=True)
@@ -81,11 +101,14 @@ class Monitor:
     def stop(self) -> None:
         # stopped before it joined, a member leaves the group mid-rebalance and the broker may hold
         # the next one's join: a monitor is stopped only once it holds its partitions
-        wait_until(lambda: self.m.loop is not None and self.m.loop.consumer.assigned(),
-                   "the monitor to be assigned its partitions", alive=self.alive)
+        wait_until(self.assigned.event.is_set, "the monitor to be assigned its partitions", alive=self.alive)
         self.m.stop_event.set()
         self.thread.join(60)
         assert not self.thread.is_alive(), "the monitor did not stop within 60 s"
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.assigned)
+        self.logger.setLevel(self.level)
 
     def checkpoint(self) -> dict[str, Any]:
         return json.loads((Path(self.s.monitor.monitor_state_dir) / checkpoint.FILE).read_bytes())
@@ -132,6 +155,7 @@ def test_monitor_counts_every_record_and_folds_every_valid_one_once(
         print(f"monitor segment: {segment['examples']} examples, {len(out)} retrain requests, "
               f"{len(segment['seen'])} versions")
         feeder.close()
+        mon.close()
 
     def sentinels(i: int) -> tuple[list[In], list[In]]:
         sid = f"mo-{tag}-{i}"
@@ -224,5 +248,6 @@ def test_monitor_counts_every_record_and_folds_every_valid_one_once(
         if mon is not None:
             mon.m.stop_event.set()
             mon.thread.join(60)
+            mon.close()
         if feeder is not None:
             feeder.close()

@@ -161,3 +161,20 @@ def test_version_monitor_windows_references_and_survives_a_checkpoint(tmp_path: 
 
 def test_empty_estimate() -> None:
     assert estimate(np.zeros((0, 2))).samples == 0
+
+
+def test_records_naming_unknown_versions_do_not_push_out_the_served_one() -> None:
+    """The contract allows any model_version: a stream of records naming versions nobody serves
+    (interleaved with the served one's) must not drop the served version's state."""
+    state = MonitorState(MonitorConfig(window=50, reference=100))
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        served = state.version("v3")
+        obs = Observations()
+        for _ in range(10):
+            obs.add(float(rng.uniform(0.5, 1)), 0.3, None, "1", True)
+        served.observe(obs, rng)
+        for j in range(checkpoint.KEEP_VERSIONS - 1):
+            state.version(f"junk-{i}-{j}")
+    assert state.versions["v3"].seen == 500
+    assert len(state.versions) == checkpoint.KEEP_VERSIONS

@@ -21,7 +21,7 @@ from triage.monitoring.state import MonitorConfig, VersionMonitor
 
 FORMAT = 1
 FILE = "checkpoint.json"
-KEEP_VERSIONS = 4  # versions whose state is kept: the newest ones seen
+KEEP_VERSIONS = 4  # versions whose state is kept: the ones updated most recently
 
 
 @dataclass
@@ -34,11 +34,14 @@ class MonitorState:
     requested_ms: dict[str, int] = field(default_factory=dict)  # version -> last request
 
     def version(self, name: str) -> VersionMonitor:
-        if name not in self.versions:
-            self.versions[name] = VersionMonitor(name, self.config)
-            for old in list(self.versions)[:-KEEP_VERSIONS]:
-                del self.versions[old]
-        return self.versions[name]
+        """The version's state, now the most recently updated. Least recently updated ones are
+        dropped beyond KEEP_VERSIONS: records naming versions that no scorer serves (the
+        contract allows any string) cannot push out the state of the one that serves."""
+        vm = self.versions.pop(name, None) or VersionMonitor(name, self.config)
+        self.versions[name] = vm
+        for old in list(self.versions)[:-KEEP_VERSIONS]:
+            del self.versions[old]
+        return vm
 
     def to_json(self) -> bytes:
         return json.dumps({
