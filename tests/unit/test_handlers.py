@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -76,3 +77,31 @@ def test_review_record_carries_contract_fields(served) -> None:  # type: ignore[
     for field in ("id", "features", "reason", "predicted", "confidence", "scores", "priority", "model_version", "meta"):
         assert field in rec
     assert rec["meta"] == {"m": 1} and len(rec["top"]) == 3
+
+
+def test_a_foreign_models_rounding_past_one_still_writes_valid_outputs(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Float32 probabilities of a model nobody here wrote can sum a rounding error past 1 or
+    dip below 0: the scorer's outputs stay within the contract's ranges, so every reader
+    (console, bridge, monitor) decodes them instead of refusing them."""
+    from triage.contracts import decode_prediction, decode_review
+
+    model, X, s = served
+    real = model.classifier.predict_proba
+
+    def rounded(x: np.ndarray) -> np.ndarray:
+        p = real(x)
+        p[0, p[0].argmax()] = 1.0000001192092896  # float32's 1 + ulp
+        p[1, :] = 0.0
+        p[1, 0], p[1, 1] = 1.0000001, -1e-8
+        return p
+
+    monkeypatch.setattr(model.classifier, "predict_proba", rounded)
+    model = dataclasses.replace(model, calibrator=None)  # served uncalibrated at temperature 1: the raw table
+    monkeypatch.setattr("triage.scoring.scores.apply_temperature", lambda p, t: p)
+    values: list[bytes | None] = [json.dumps({"id": f"r{i}", "features": X[i].tolist()}).encode() for i in range(20)]
+    result = process_batch(_batch(values), model, make_policy(s.policy), BatchConfig.of(s.serving, s.policy, s.topics))
+    outs = [o for o in result.outputs if o.topic != s.topics.dlq_topic]
+    assert len([o for o in outs if o.reason != "audit"]) == 20
+    for o in outs:
+        doc = decode_prediction(o.value, 10**6) if o.topic == s.topics.predictions_topic else decode_review(o.value, 10**6)
+        assert 0.0 <= doc.confidence <= 1.0 and 0.0 <= doc.scores.margin <= 1.0 and doc.scores.entropy >= 0.0

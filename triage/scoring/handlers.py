@@ -114,17 +114,19 @@ def _encode_outputs(
     version = model.version
     # Convert numpy columns to Python lists once; per-row work is then plain Python.
     predicted = scores.predicted.tolist()
-    confidence = scores.confidence.tolist()
-    margin = scores.margin.tolist()
-    entropy = scores.entropy.tolist()
-    outlier = [None if o != o else o for o in scores.outlier.tolist()]  # NaN -> null
+    # Within the contract's ranges: a foreign model's float32 probabilities may sum a rounding
+    # error past 1 (or dip below 0), and readers refuse a confidence outside [0, 1].
+    confidence = np.clip(scores.confidence, 0.0, 1.0).tolist()
+    margin = np.clip(scores.margin, 0.0, 1.0).tolist()
+    entropy = np.maximum(scores.entropy, 0.0).tolist()
+    outlier = [None if o != o else max(o, 0.0) for o in scores.outlier.tolist()]  # NaN -> null
     reason = decisions.reason.tolist()
     priority = decisions.priority.tolist()
     audit = decisions.audit.tolist()
     hold = decisions.hold.tolist() if decisions.hold is not None and decisions.hold.any() else None
     k = min(TOP_K, len(classes))
     top_idx = np.argsort(-scores.probs, axis=1)[:, :k]
-    top_p = np.take_along_axis(scores.probs, top_idx, axis=1).tolist()
+    top_p = np.clip(np.take_along_axis(scores.probs, top_idx, axis=1), 0.0, 1.0).tolist()
     top_idx = top_idx.tolist()
     pred_topic, review_topic = config.predictions_topic, config.review_topic
 
