@@ -408,6 +408,36 @@ class MonitorSettings(Section):
     """Consumer group of the monitor on the predictions and review topics (run one replica)."""
 
 
+class QualitySettings(Section):
+    """Label quality (docs/guide/label-quality.md): how many annotators a review request gets,
+    how their labels become one, and which stored labels go back for review. The defaults are
+    what `triage simulate --annotators` measured to pay for its labels."""
+
+    consensus_share: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of each batch of review requests (the most uncertain first) that gets consensus_size annotators (0 = one each)."""
+    consensus_size: int = Field(2, ge=1, le=10)
+    """Annotators first asked for a consensus request."""
+    consensus_tiebreak: bool = True
+    """Ask one more annotator while a sample's labels have no strict majority (up to consensus_max_annotators)."""
+    consensus_max_annotators: int = Field(3, ge=1, le=10)
+    """Most annotators one sample is ever shown to."""
+    consensus_doubt_below: float = Field(0.0, ge=0.0, le=1.0)
+    """A lone label from an annotator whose estimated accuracy is below this gets a second opinion (0 = never)."""
+    aggregation: Literal["majority", "weighted", "dawid-skene"] = "majority"
+    """How a sample's labels become one: majority, majority weighted by each annotator's estimated accuracy, or
+    Dawid-Skene (crowd-kit)."""
+    relabel_share: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of each retrain step's label budget spent re-reviewing labels cleanlab flags as likely wrong (reason
+    relabel; they stay out of training until reviewed; 0 = off)."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "QualitySettings":
+        if self.consensus_size > self.consensus_max_annotators:
+            raise ValueError(f"consensus_size {self.consensus_size} > consensus_max_annotators "
+                             f"{self.consensus_max_annotators}")
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {
     "connection": ConnectionSettings,
     "topics": TopicSettings,
@@ -417,6 +447,7 @@ SECTIONS: dict[str, type[Section]] = {
     "operations": OperationsSettings,
     "label_studio": LabelStudioSettings,
     "monitor": MonitorSettings,
+    "quality": QualitySettings,
 }
 
 
@@ -424,7 +455,7 @@ class Settings:
     """Every section, built together. ``Settings(**flat)`` takes flat field names (as flags and
     ``TRIAGE_*`` variables spell them); anything not given is read from the environment."""
 
-    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations", "label_studio", "monitor")
+    __slots__ = ("connection", "topics", "serving", "policy", "retrain", "operations", "label_studio", "monitor", "quality")
 
     connection: ConnectionSettings
     topics: TopicSettings
@@ -434,6 +465,7 @@ class Settings:
     operations: OperationsSettings
     label_studio: LabelStudioSettings
     monitor: MonitorSettings
+    quality: QualitySettings
 
     def __init__(self, **flat: Any) -> None:
         unknown = set(flat) - set(FIELD_SECTION)

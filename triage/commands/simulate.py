@@ -70,17 +70,27 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="with --shift: samples streamed before the shift (the drift reference included)")
     p.add_argument("--stream-length", type=_positive, default=None,
                    help="with --shift: samples streamed in all [default: twice --shift-at]")
+    p.add_argument("--annotators", type=_positive, default=None,
+                   help="instead of the strategy comparison: this many simulated annotators with noise, and the "
+                        "label-quality arms (latest_wins, one arm per quality step, shipped) on the same seeds and "
+                        "budget of human actions (docs/guide/label-quality.md)")
+    p.add_argument("--annotator-noise", default=None,
+                   help="with --annotators: each annotator's chance of a wrong label, e.g. 0.1,0.2,0.4 (one for all)")
+    p.add_argument("--annotator-confusion", type=Path, default=None,
+                   help="with --annotators: instead of noise, a JSON file {\"classes\": [...], \"matrices\": [one "
+                        "row-stochastic matrix per annotator, rows true class]}")
+    p.add_argument("--quality-arms", default="all",
+                   help="with --annotators: comma-separated arms besides latest_wins and shipped [default: all]")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar on stderr (it is shown only on a terminal anyway)")
 
 
 @subcommand("simulate", "Replay a labelled dataset through the loop (bootstrap, scoring, policy, label budget, "
             "retrain, promotion gate) and compare every strategy with random over seeds; no broker.",
-            ("policy", "retrain"), _args, fields=("outlier_quantile", "monitor_window", "drift_ert_samples",
+            ("policy", "retrain", "quality"), _args, fields=("outlier_quantile", "monitor_window", "drift_ert_samples",
                                          "drift_reference_samples", "drift_k", "estimate_level"))
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from triage.simulation.datasets import load_labelled
-    from triage.simulation.replay import ReplayConfig
     from triage.simulation.runner import simulate
     from triage.simulation.strategies import parse_strategies
 
@@ -90,8 +100,18 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     X, y = load_labelled(args.data)
     if args.shift is not None:
         return _shifted(settings, args, X, y, report_dir)
+    if args.annotators is not None:
+        return _label_quality(settings, args, X, y, report_dir)
     strategies = parse_strategies(args.strategies)
-    pool = len(X) - int(round(len(X) * args.test_fraction))
+    cfg = _config(args, len(X) - int(round(len(X) * args.test_fraction)))
+    simulate(str(args.data), X, y, strategies, args.seeds, cfg, settings, jobs=args.jobs,
+             test_fraction=args.test_fraction, report_dir=report_dir, show_progress=False if args.no_progress else None)
+    return 0
+
+
+def _config(args: argparse.Namespace, pool: int) -> Any:
+    from triage.simulation.replay import ReplayConfig
+
     if args.initial_labels >= pool:
         raise ConfigError(f"--initial-labels {args.initial_labels} leaves nothing to stream: the pool has {pool} rows")
     per_round = None if args.sim_review_rate is not None else (args.labels_per_round or 25)
@@ -99,10 +119,31 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels-per-round {per_round} is more than --round-size {args.round_size}")
     cfg = ReplayConfig(initial_labels=args.initial_labels, round_size=args.round_size, labels_per_round=per_round,
                        review_rate=args.sim_review_rate, budget=args.budget)
-    if args.retrain_growth is not None:
-        cfg = replace(cfg, retrain_growth=args.retrain_growth)
-    simulate(str(args.data), X, y, strategies, args.seeds, cfg, settings, jobs=args.jobs,
-             test_fraction=args.test_fraction, report_dir=report_dir, show_progress=False if args.no_progress else None)
+    return replace(cfg, retrain_growth=args.retrain_growth) if args.retrain_growth is not None else cfg
+
+
+def _label_quality(settings: Settings, args: argparse.Namespace, X: Any, y: Any, report_dir: Path) -> int:
+    import numpy as np
+
+    from triage.simulation.annotators import AnnotatorPanel, load_confusion, parse_noise
+    from triage.simulation.quality import ARMS, SHIPPED, arm_from_settings, parse_arms
+    from triage.simulation.quality_report import simulate_quality
+
+    if (args.annotator_noise is None) == (args.annotator_confusion is None):
+        raise ConfigError("--annotators needs --annotator-noise or --annotator-confusion (one of them)")
+    classes = tuple(str(c) for c in np.unique(y))
+    if args.annotator_noise is not None:
+        panel = AnnotatorPanel(classes, noise=parse_noise(args.annotator_noise, args.annotators))
+    else:
+        matrices = load_confusion(args.annotator_confusion, classes)
+        if len(matrices) != args.annotators:
+            raise ConfigError(f"--annotator-confusion has {len(matrices)} matrices for --annotators {args.annotators}")
+        panel = AnnotatorPanel(classes, confusion=matrices)
+    shipped = arm_from_settings(SHIPPED, settings.quality, "the quality settings as given (the shipped defaults)")
+    arms = [shipped if n == SHIPPED else ARMS[n] for n in parse_arms(args.quality_arms)]
+    cfg = _config(args, len(X) - int(round(len(X) * args.test_fraction)))
+    simulate_quality(str(args.data), X, y, arms, panel, args.seeds, cfg, settings, jobs=args.jobs,
+                     test_fraction=args.test_fraction, report_dir=report_dir)
     return 0
 
 
