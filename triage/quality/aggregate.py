@@ -15,7 +15,9 @@ raw labels are kept by the caller; this only computes the aggregate.
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Optional, Sequence
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Literal, Mapping, Optional, Sequence
 
 from triage.quality.base import Annotation, by_sample, frame, weight_of
 
@@ -43,8 +45,8 @@ def aggregate(annotations: Sequence[Annotation], method: Method = "majority",
         return _dawid_skene(annotations) if contested else out
     if not contested:
         return out
-    from crowdkit.aggregation import MajorityVote
-
+    with _quiet():
+        from crowdkit.aggregation import MajorityVote
     data = frame(contested)
     if method == "weighted":
         import pandas as pd
@@ -54,9 +56,11 @@ def aggregate(annotations: Sequence[Annotation], method: Method = "majority",
         skills = pd.Series({w: weight_of(known.get(w, default_accuracy), classes) for w in workers})
         # every weight 0 (all estimated at chance) would make every label tie: equal weights then
         skills = skills if skills.sum() > 0 else pd.Series(1.0, index=workers)
-        proba = MajorityVote().fit_predict_proba(data, skills)
+        with _quiet():
+            proba = MajorityVote().fit_predict_proba(data, skills)
     else:
-        proba = MajorityVote().fit_predict_proba(data)
+        with _quiet():
+            proba = MajorityVote().fit_predict_proba(data)
     for sample, row in proba.iterrows():
         best = row.max()
         tied = {str(lab) for lab, p in row.items() if p >= best - 1e-12}
@@ -65,9 +69,21 @@ def aggregate(annotations: Sequence[Annotation], method: Method = "majority",
     return out
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """crowd-kit 1.4 calls ``DataFrame.eval(inplace=True)``, which pandas 3.1 deprecates
+    (removed in pandas 4, which the train extra excludes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def _dawid_skene(annotations: Sequence[Annotation]) -> dict[str, str]:
     """EM over every label at once: unanimous samples inform the annotators' confusion matrices."""
-    from crowdkit.aggregation import DawidSkene
+    with _quiet():
+        from crowdkit.aggregation import DawidSkene
 
-    result = DawidSkene(n_iter=100).fit_predict(frame(annotations))
+    with _quiet():
+        result = DawidSkene(n_iter=100).fit_predict(frame(annotations))
     return {str(k): str(v) for k, v in result.items()}
