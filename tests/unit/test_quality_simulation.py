@@ -9,10 +9,10 @@ import numpy as np
 
 from triage.lifecycle.labelstore import UNDO
 from triage.quality.aggregate import aggregate
-from triage.settings import QualitySettings, Settings
+from triage.settings import Settings
 from triage.simulation.annotators import AnnotatorPanel
 from triage.simulation.datasets import load_labelled, split
-from triage.simulation.quality import ARMS, LATEST_WINS, NoisyReplay, arm_from_settings, parse_arms
+from triage.simulation.quality import ARMS, LATEST_WINS, NoisyReplay, arm_from_settings, one_step, parse_arms
 from triage.simulation.quality_report import POLICY, interval
 from triage.simulation.replay import ReplayConfig
 
@@ -22,7 +22,7 @@ CFG = ReplayConfig(budget=110, retrain_growth=0.5)
 
 
 def replay(arm_name: str = "", **quality: object) -> NoisyReplay:
-    arm = ARMS[arm_name] if arm_name else arm_from_settings("test", QualitySettings(**quality))
+    arm = ARMS[arm_name] if arm_name else arm_from_settings("test", one_step(**quality))
     return NoisyReplay(split(X, Y, 0, 0.25), POLICY, 0, CFG, Settings(), arm, PANEL)
 
 

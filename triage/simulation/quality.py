@@ -72,24 +72,26 @@ def arm_from_settings(name: str, q: QualitySettings, description: str = "") -> Q
     return QualityArm(name, policy, q.aggregation, q.relabel_share, description)
 
 
-def _step(**changes: Any) -> QualitySettings:
-    """One quality step on top of latest-wins (every other step off)."""
-    return QualitySettings(**changes)
+def one_step(**changes: Any) -> QualitySettings:
+    """One quality step on top of latest-wins (every other step off, whatever the defaults)."""
+    off = {"consensus_share": 0.0, "consensus_doubt_below": 0.0, "aggregation": "majority", "relabel_share": 0.0}
+    return QualitySettings(**{**off, **changes})
 
 
 # One step each, so that each is measured alone against latest_wins.
 ARMS: dict[str, QualityArm] = {a.name: a for a in (
     QualityArm(LATEST_WINS, ConsensusPolicy(tiebreak=False), "latest",
                description="one annotator per sample, chosen at random; the latest label wins"),
-    arm_from_settings("consensus", _step(consensus_share=0.3),
+    arm_from_settings("consensus", one_step(consensus_share=0.3),
                       "the most uncertain 30% of each batch get two annotators, a third when they disagree; majority"),
-    arm_from_settings("consensus_weighted", _step(consensus_share=0.3, aggregation="weighted"),
+    arm_from_settings("consensus_weighted", one_step(consensus_share=0.3, aggregation="weighted"),
                       "consensus, votes weighted by each annotator's estimated accuracy"),
-    arm_from_settings("dawid_skene", _step(consensus_share=0.3, aggregation="dawid-skene"),
+    arm_from_settings("dawid_skene", one_step(consensus_share=0.3, aggregation="dawid-skene"),
                       "consensus, labels aggregated by Dawid-Skene (crowd-kit)"),
-    arm_from_settings("doubt", _step(consensus_doubt_below=0.75, aggregation="weighted"),
-                      "a second opinion for a lone label from an annotator estimated below 75% accurate; weighted"),
-    arm_from_settings("relabel", _step(relabel_share=0.2),
+    arm_from_settings("doubt", one_step(consensus_share=0.1, consensus_doubt_below=0.75, aggregation="weighted"),
+                      "consensus on the most uncertain 10% (to estimate annotators), and a second opinion for a lone "
+                      "label from an annotator estimated below 75% accurate; weighted votes"),
+    arm_from_settings("relabel", one_step(relabel_share=0.2),
                       "20% of each step's budget re-reviews the labels cleanlab flags; held out of training meanwhile"),
 )}
 
@@ -254,10 +256,11 @@ class NoisyReplay(Replay):
                                   seed=self.seed)
         truth = self.split.y_pool
         flagged = 0
+        labelled_by = Counter(a.sample for a in self.raw)
         for i in label_issues(y, probs, self.panel.classes):
             sample = samples[int(i)]
-            if sample in self.reviewed:
-                continue
+            if sample in self.reviewed or labelled_by[sample] > 1:
+                continue  # reviewed once already, or consensus has had its say
             self.reviewed.add(sample)
             self.held[sample] = self.stored[sample]
             self.queue.append(sample)
