@@ -413,7 +413,7 @@ class QualitySettings(Section):
     how their labels become one, and which stored labels go back for review. The defaults are
     what `triage simulate --annotators` measured to pay for its labels."""
 
-    consensus_share: float = Field(0.3, ge=0.0, le=1.0)
+    consensus_share: float = Field(0.2, ge=0.0, le=1.0)
     """Share of each batch of review requests (the most uncertain first) that gets consensus_size annotators (0 = one each)."""
     consensus_size: int = Field(2, ge=1, le=10)
     """Annotators first asked for a consensus request."""
@@ -426,7 +426,7 @@ class QualitySettings(Section):
     aggregation: Literal["majority", "weighted", "dawid-skene"] = "weighted"
     """How a sample's labels become one: majority, majority weighted by each annotator's estimated accuracy, or
     Dawid-Skene (crowd-kit)."""
-    relabel_share: float = Field(0.2, ge=0.0, le=1.0)
+    relabel_share: float = Field(0.1, ge=0.0, le=1.0)
     """Share of each retrain step's label budget spent re-reviewing labels cleanlab flags as likely wrong (reason
     relabel; they stay out of training until reviewed; 0 = off)."""
 

@@ -78,21 +78,33 @@ def one_step(**changes: Any) -> QualitySettings:
     return QualitySettings(**{**off, **changes})
 
 
-# One step each, so that each is measured alone against latest_wins.
+def _default(name: str) -> Any:
+    return QualitySettings.model_fields[name].default
+
+
+SHARE, RELABEL = _default("consensus_share"), _default("relabel_share")
+DOUBT_SHARE, DOUBT_BELOW = 0.1, 0.75
+
+# One step each at the shipped values, so that each is measured alone against latest_wins (the
+# aggregation and annotator-quality steps need overlaps: they ride on consensus and are read
+# against the consensus arm).
 ARMS: dict[str, QualityArm] = {a.name: a for a in (
     QualityArm(LATEST_WINS, ConsensusPolicy(tiebreak=False), "latest",
                description="one annotator per sample, chosen at random; the latest label wins"),
-    arm_from_settings("consensus", one_step(consensus_share=0.3),
-                      "the most uncertain 30% of each batch get two annotators, a third when they disagree; majority"),
-    arm_from_settings("consensus_weighted", one_step(consensus_share=0.3, aggregation="weighted"),
+    arm_from_settings("consensus", one_step(consensus_share=SHARE),
+                      f"the most uncertain {SHARE:.0%} of each batch get two annotators, a third when they disagree; "
+                      "majority"),
+    arm_from_settings("consensus_weighted", one_step(consensus_share=SHARE, aggregation="weighted"),
                       "consensus, votes weighted by each annotator's estimated accuracy"),
-    arm_from_settings("dawid_skene", one_step(consensus_share=0.3, aggregation="dawid-skene"),
+    arm_from_settings("dawid_skene", one_step(consensus_share=SHARE, aggregation="dawid-skene"),
                       "consensus, labels aggregated by Dawid-Skene (crowd-kit)"),
-    arm_from_settings("doubt", one_step(consensus_share=0.1, consensus_doubt_below=0.75, aggregation="weighted"),
-                      "consensus on the most uncertain 10% (to estimate annotators), and a second opinion for a lone "
-                      "label from an annotator estimated below 75% accurate; weighted votes"),
-    arm_from_settings("relabel", one_step(relabel_share=0.2),
-                      "20% of each step's budget re-reviews the labels cleanlab flags; held out of training meanwhile"),
+    arm_from_settings("doubt", one_step(consensus_share=DOUBT_SHARE, consensus_doubt_below=DOUBT_BELOW,
+                                        aggregation="weighted"),
+                      f"consensus on the most uncertain {DOUBT_SHARE:.0%} (to estimate annotators), and a second "
+                      f"opinion for a lone label from an annotator estimated below {DOUBT_BELOW:.0%} accurate; weighted"),
+    arm_from_settings("relabel", one_step(relabel_share=RELABEL),
+                      f"{RELABEL:.0%} of each step's budget re-reviews the labels cleanlab flags; held out of training "
+                      "meanwhile"),
 )}
 
 
