@@ -166,7 +166,7 @@ class NoisyReplay(Replay):
 
     def _ask(self, sample: str, asked: frozenset[str]) -> Optional[Annotation]:
         row = self._row(sample)
-        who = self.panel.next_annotator(self.seed, row, frozenset(int(a.rsplit("-", 1)[1]) - 1 for a in asked))
+        who = self.panel.next_annotator(self.seed, row, frozenset(self.panel.names.index(a) for a in asked))
         if who is None:
             return None
         label = self.panel.answer(self.seed, row, str(self.split.y_pool[row]), who)
@@ -175,7 +175,8 @@ class NoisyReplay(Replay):
     def _accuracy(self) -> dict[str, float]:
         """Estimated from the consensus overlaps only: relabelled samples were chosen because
         their first label looked wrong, so agreement on them says little about an annotator."""
-        return {w: q.accuracy for w, q in estimate_accuracy([a for a in self.raw if a.sample not in self.reviewed]).items()}
+        overlaps = [a for a in self.raw if a.sample not in self.reviewed]
+        return {w: q.accuracy for w, q in estimate_accuracy(overlaps).items()}
 
     # --- the store -------------------------------------------------------------------------
     def _write(self, rows: list[tuple[str, str, str]]) -> None:
@@ -222,10 +223,11 @@ class NoisyReplay(Replay):
         got = collect(policy, self.queue, budget, self._ask, prior=prior, planned=[1] * len(self.queue))
         self.raw.extend(got.annotations)
         truth = self.split.y_pool
+        now = self._aggregate()
         for sample in got.samples:
             before = self.held.pop(sample)
             self.queue.remove(sample)
-            after = self._aggregate()[sample]
+            after = now[sample]
             self.counts["relabel_sent"] += 1
             self.counts["relabel_changed"] += int(after != before)
             self.counts["relabel_fixed"] += int(after != before and after == truth[self._row(sample)])
