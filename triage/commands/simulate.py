@@ -12,6 +12,7 @@ from typing import Any
 
 from triage.commands.base import subcommand
 from triage.errors import ConfigError
+from triage.extras import require_extra
 from triage.settings import Settings
 
 
@@ -131,6 +132,7 @@ def _label_quality(settings: Settings, args: argparse.Namespace, X: Any, y: Any,
 
     if (args.annotator_noise is None) == (args.annotator_confusion is None):
         raise ConfigError("--annotators needs --annotator-noise or --annotator-confusion (one of them)")
+    require_extra("quality", "triage simulate --annotators")
     classes = tuple(str(c) for c in np.unique(y))
     if args.annotator_noise is not None:
         panel = AnnotatorPanel(classes, noise=parse_noise(args.annotator_noise, args.annotators))
