@@ -40,11 +40,10 @@ from triage.quality.base import Annotation
 from triage.quality.consensus import ConsensusPolicy, collect
 from triage.quality.issues import label_issues, out_of_fold_probs
 from triage.lifecycle.retraining import load_npz
-from triage.scoring.scores import score_batch
 from triage.settings import QualitySettings, Settings
 from triage.simulation.annotators import AnnotatorPanel
 from triage.simulation.datasets import Split
-from triage.simulation.replay import Curve, Replay, ReplayConfig, pick, step_labels
+from triage.simulation.replay import Curve, Replay, ReplayConfig, step_labels
 from triage.simulation.strategies import Strategy
 
 LATEST_WINS, SHIPPED = "latest_wins", "shipped"
@@ -150,6 +149,7 @@ class NoisyReplay(Replay):
     def __init__(self, split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base: Settings,
                  arm: QualityArm, panel: AnnotatorPanel) -> None:
         super().__init__(split, strategy, seed, cfg, base)
+        self._estimates: Optional[dict[str, float]] = None  # annotators' accuracy, for second opinions
         self.arm, self.panel = arm, panel
         self.raw: list[Annotation] = []
         self.stored: dict[str, str] = {}  # what the label store's latest row per sample says
@@ -235,27 +235,25 @@ class NoisyReplay(Replay):
         self._sync(got.annotations)
         return got.spent
 
+    def _before_annotating(self, goal: int) -> None:
+        nominal = goal - self.spent
+        if self.arm.relabel_share > 0:
+            self._relabel(min(nominal, math.ceil(self.arm.relabel_share * nominal)))
+        self._estimates = self._accuracy() if self.arm.consensus.doubt_below > 0 else None
+
+    def _label(self, rows: np.ndarray, limit: Optional[int] = None) -> None:
+        """The picked rows go to the panel under the consensus policy, within ``limit`` actions."""
+        got = collect(self.arm.consensus, [f"s{i}" for i in rows], len(rows) if limit is None else limit,
+                      self._ask, accuracy=self._estimates)
+        self.raw.extend(got.annotations)
+        self.labelled[[self._row(x) for x in got.samples]] = True
+        self.spent += got.spent
+        self._sync(got.annotations)
+
     def _annotate(self, nominal: int) -> None:
-        X, s, cfg = self.split.X_pool, self.s, self.cfg
-        goal, streamed, unlabelled = self.spent + nominal, 0, int((~self.labelled).sum())
+        super()._annotate(nominal)
         if self.arm.relabel_share > 0:
-            self._relabel(min(goal - self.spent, math.ceil(self.arm.relabel_share * nominal)))
-        accuracy = self._accuracy() if self.arm.consensus.doubt_below > 0 else None
-        while self.spent < goal and streamed < unlabelled:
-            chunk = self._next(cfg.round_size)
-            streamed += len(chunk)
-            scores = score_batch(self.model, X[chunk], s.policy.acquisition)
-            limit = self.budget - self.spent
-            if cfg.labels_per_round is not None:
-                limit = min(goal - self.spent, cfg.labels_per_round)
-            rows = chunk[pick(self.policy, scores, limit)]
-            got = collect(self.arm.consensus, [f"s{i}" for i in rows], limit, self._ask, accuracy=accuracy)
-            self.raw.extend(got.annotations)
-            self.labelled[[self._row(x) for x in got.samples]] = True
-            self.spent += got.spent
-            self._sync(got.annotations)
-        if self.arm.relabel_share > 0:
-            self._flag(math.ceil(self.arm.relabel_share * step_labels(cfg, self.spent)))
+            self._flag(math.ceil(self.arm.relabel_share * step_labels(self.cfg, self.spent)))
 
     def _flag(self, limit: int) -> None:
         """Confident learning over the stored labels; the likeliest wrong, up to what the next

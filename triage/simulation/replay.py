@@ -213,7 +213,8 @@ class Replay:
         chunk, self.stream = self.stream[:n], self.stream[n:]
         return chunk
 
-    def _label(self, rows: np.ndarray) -> None:
+    def _label(self, rows: np.ndarray, limit: Optional[int] = None) -> None:
+        """Label the picked ``rows`` (one action each; ``limit``: what the round may spend)."""
         X, y = self.split.X_pool, self.split.y_pool
         self.store.append(label_rows(X, y, rows, first_offset=self.spent))
         self.labelled[rows] = True
@@ -235,6 +236,7 @@ class Replay:
         request of a round is answered (within the budget), so a step may give more."""
         X, s, cfg = self.split.X_pool, self.s, self.cfg
         goal, streamed, unlabelled = self.spent + nominal, 0, int((~self.labelled).sum())
+        self._before_annotating(goal)
         while self.spent < goal and streamed < unlabelled:
             chunk = self._next(cfg.round_size)
             streamed += len(chunk)
@@ -242,7 +244,10 @@ class Replay:
             limit = self.budget - self.spent
             if cfg.labels_per_round is not None:
                 limit = min(goal - self.spent, cfg.labels_per_round)
-            self._label(chunk[pick(self.policy, scores, limit)])
+            self._label(chunk[pick(self.policy, scores, limit)], limit)
+
+    def _before_annotating(self, goal: int) -> None:
+        """A step's labelling starts (to spend up to ``goal``): nothing here; a subclass's hook."""
 
     def step(self) -> None:
         """One step's labels (a strategy's annotator, or random's paired count), one retrain,
