@@ -91,7 +91,7 @@ class AuditConsumer:
         self.settings = settings
         self.metrics = metrics or AuditMetrics()
         self.loop_metrics = LoopMetrics(self.metrics.registry)
-        self.estimator = estimator or AuditEstimator()
+        self.estimator = estimator or AuditEstimator(recent=settings.policy.audit_recent_labels)
         self.live = LiveRows()
         if registry is None and settings.serving.registry is not None:
             registry = registry_from(settings.serving)
@@ -156,6 +156,10 @@ class AuditConsumer:
             m.lower.labels(model_version=e.model_version).set(e.lower)
             m.upper.labels(model_version=e.model_version).set(e.upper)
             m.samples.labels(model_version=e.model_version).set(e.n)
+            recent = self.estimator.estimate_recent(e.model_version)
+            if recent is not None:
+                m.recent_upper.labels(model_version=e.model_version).set(recent.upper)
+                m.recent_samples.labels(model_version=e.model_version).set(recent.n)
 
     def recertify(self) -> None:
         """The live certificate of every audited version; act on it once caught up."""

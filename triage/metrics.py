@@ -228,6 +228,8 @@ class AuditMetrics:
         self.lower = Gauge("triage_accepted_accuracy_lower", "Lower end of the accuracy confidence interval.", ["model_version"], registry=r)
         self.upper = Gauge("triage_accepted_accuracy_upper", "Upper end of the accuracy confidence interval.", ["model_version"], registry=r)
         self.samples = Gauge("triage_accepted_accuracy_samples", "Labelled audit samples behind the estimate.", ["model_version"], registry=r)
+        self.recent_upper = Gauge("triage_accepted_accuracy_recent_upper", "Upper end of the accuracy confidence interval over the version's last --audit-recent-labels labelled audit samples.", ["model_version"], registry=r)
+        self.recent_samples = Gauge("triage_accepted_accuracy_recent_samples", "Labelled audit samples behind triage_accepted_accuracy_recent_upper.", ["model_version"], registry=r)
         self.risk_alpha = Gauge("triage_risk_alpha", "Target error rate among auto-accepted predictions (for alert rules next to the estimate).", registry=r)
         self.records = Counter("triage_audit_records", "Records read by the audit consumer, by kind (audit|label|other|invalid).", ["kind"], registry=r)
         # Live re-certification (triage.policies.live_risk), per model version.

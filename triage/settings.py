@@ -240,6 +240,9 @@ class PolicySettings(Section):
     """Samples whose uncertainty (0..1, higher = less sure) exceeds this go to review."""
     audit_rate: float = Field(0.0, ge=0.0, le=1.0)
     """Random fraction of auto-accepted samples also sent to review with reason audit."""
+    audit_recent_labels: int = Field(200, ge=20, le=100_000)
+    """Labelled audit samples per version behind the audit consumer's recent accuracy interval (what
+    TriageEstimateDisagreesWithAudit compares): a concept shift on a long-serving version shows there first."""
     seed: int = 0
     """Seed of every random routing decision (audit sampling)."""
 

@@ -234,9 +234,9 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
         assert v is not None, name
         return v
 
-    realized_upper = audit_value("triage_accepted_accuracy_upper")
+    realized_upper = audit_value("triage_accepted_accuracy_recent_upper")
     band_lower = _value(monitor, "triage_estimated_accepted_accuracy_lower", model_version="v1")
-    samples = audit_value("triage_accepted_accuracy_samples")
+    samples = audit_value("triage_accepted_accuracy_recent_samples")
     alarms = sum(d.alarms for d in monitor.state.versions["v1"].detectors.values())
     print(f"audit: realized upper {realized_upper:.3f} on {samples:.0f} labels; monitor: accepted band lower "
           f"{band_lower:.3f}; drift alarms {alarms}; {len(outs)} outputs")

@@ -70,3 +70,20 @@ def test_top_label_calibrators_are_probabilities(kind: str) -> None:
     p = cal(clf.predict_proba(X_s))
     assert np.allclose(p.sum(axis=1), 1.0) and (p >= 0).all()
     assert (p.argmax(axis=1) == clf.predict_proba(X_s).argmax(axis=1)).all()
+
+
+def test_the_recent_interval_shows_a_shift_the_cumulative_one_hides() -> None:
+    """A version right on 2,000 audits, then wrong on a third of the next 200 (a concept shift):
+    the cumulative interval still covers 0.97; the last 200 labels' interval is far below it."""
+    est = AuditEstimator(recent=200)
+    for i in range(2_000):
+        est.add_audit(f"a{i}", "v1", "3")
+        est.add_label(f"a{i}", "3")
+    for i in range(200):
+        est.add_audit(f"b{i}", "v1", "3")
+        est.add_label(f"b{i}", "5" if i % 3 == 0 else "3")
+    whole, recent = est.estimate("v1"), est.estimate_recent("v1")
+    assert whole is not None and recent is not None
+    assert whole.n == 2_200 and recent.n == 200 and recent.correct == 133
+    assert whole.upper > 0.97 > 0.9 > recent.upper
+    assert est.estimate_recent("v2") is None

@@ -12,7 +12,7 @@ unbiased estimate of the accuracy of what went downstream, per model version, wi
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -61,10 +61,14 @@ class AccuracyEstimate:
 
 class AuditEstimator:
     def __init__(self, *, confidence: float = 0.95, interval: Interval = "clopper-pearson",
-                 max_pending: int = 100_000) -> None:
+                 max_pending: int = 100_000, recent: int = 200) -> None:
         self.confidence = confidence
         self.interval = interval
         self.max_pending = max_pending
+        # The last ``recent`` outcomes per version: a version that served well for long hides a
+        # concept shift in its cumulative count (its last labels show it ~6x sooner: bench/monitoring.py).
+        self._recent: dict[str, deque[int]] = {}
+        self.recent = recent
         self._audits: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (version, predicted)
         self._labels: OrderedDict[str, str] = OrderedDict()  # labels seen before their audit
         self._counts: dict[str, list[int]] = {}  # version -> [n, correct]
@@ -92,6 +96,7 @@ class AuditEstimator:
         n_correct = self._counts.setdefault(version, [0, 0])
         n_correct[0] += 1
         n_correct[1] += int(predicted == label)
+        self._recent.setdefault(version, deque(maxlen=self.recent)).append(int(predicted == label))
 
     def _trim(self, d: OrderedDict) -> None:  # type: ignore[type-arg]
         while len(d) > self.max_pending:
@@ -100,6 +105,14 @@ class AuditEstimator:
 
     def estimate(self, model_version: str) -> Optional[AccuracyEstimate]:
         n, correct = self._counts.get(model_version, (0, 0))
+        return self._interval(model_version, n, correct)
+
+    def estimate_recent(self, model_version: str) -> Optional[AccuracyEstimate]:
+        """The same over the version's last ``recent`` labelled audits."""
+        outcomes = self._recent.get(model_version, ())
+        return self._interval(model_version, len(outcomes), sum(outcomes))
+
+    def _interval(self, model_version: str, n: int, correct: int) -> Optional[AccuracyEstimate]:
         if not n:
             return None
         bounds = (wilson_interval if self.interval == "wilson" else clopper_pearson_interval)(correct, n, self.confidence)
