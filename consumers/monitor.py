@@ -32,6 +32,7 @@ from triage.monitoring import checkpoint
 from triage.monitoring.merge import Reorder
 from triage.monitoring.state import MonitorConfig, Observations
 from triage.records import OutRecord, RecordBatch
+from triage.runtime import failpoints
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer
 
@@ -83,6 +84,7 @@ class MonitorConsumer:
         self._fold(reorder.release(reorder.watermark(assigned), self.rng))
         if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
             self.save()
+        failpoints.hit("monitor.batch")  # folded (maybe checkpointed), not yet committed
         return self._requests()
 
     def after_poll(self, batch: Optional[RecordBatch]) -> None:

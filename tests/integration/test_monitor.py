@@ -7,6 +7,7 @@ monitor on the same checkpoint neither resets nor re-counts."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -128,12 +129,12 @@ def _prediction(i: int, rng: np.random.Generator) -> tuple[bytes, bytes]:
 def test_sigkill_mid_stream_neither_resets_nor_double_counts(
     settings_factory: Callable[..., Settings], triage_process: Callable[..., Any], tmp_path: Path,
 ) -> None:
-    """`triage monitor` killed with SIGKILL while it reads and checkpoints (every 0.2 s), three
-    times (each after 2,500 new records), then run to the end: its checkpoint has seen every
-    record exactly once."""
-    from tests.helpers import metric_value
-    from triage.monitoring import checkpoint
+    """`triage monitor` SIGKILLed mid-stream three times, at its 10th, 10th and 25th batch of 200 (a
+    failpoint: the batch folded in, perhaps checkpointed, not committed), then run to the end: its
+    checkpoint has seen every record exactly once."""
     from consumers.monitor import config_of
+    from triage.monitoring import checkpoint
+    from triage.runtime.failpoints import ENV
 
     s = settings_factory(drift_reference_samples=500, monitor_window=200, monitor_checkpoint_s=0.2,
                          monitor_state_dir=tmp_path / "monitor", batch_size=200, monitor_bucket_ms=5,
@@ -142,23 +143,24 @@ def test_sigkill_mid_stream_neither_resets_nor_double_counts(
     total = 15_000
     for start in range(0, total, 500):  # produce times spread over many buckets, as live traffic is
         produce(s, s.topics.predictions_topic, [_prediction(i, rng) for i in range(start, start + 500)])
-    kills = []
-    for round_ in range(3):
-        proc = triage_process("monitor", s)
-        target = total // 6  # a fresh process counts from 0
-        read = wait_until(lambda: (lambda v: v if v >= target else None)(
-            metric_value(proc.metrics(), "triage_monitor_records_total", kind="prediction")),
-            f"the monitor to read {target} records", alive=proc.dead, timeout_s=180)
-        proc.kill()
-        kills.append(read)
+    seen_at_kill = []
+    # checkpointing every 0.2 s, a kill lands after the fold and before its checkpoint; every
+    # 0.01 s, mostly after the checkpoint and before the commit (the restart skips what it covers)
+    for every_s, at in (("0.2", 10), ("0.01", 10), ("0.01", 25)):
+        proc = triage_process("monitor", s, env={ENV: f"monitor.batch:kill@{at}", "TRIAGE_MONITOR_CHECKPOINT_S": every_s})
+        wait_until(lambda: proc.proc.poll() is not None, "the failpoint to kill the monitor", timeout_s=180)
+        assert proc.proc.returncode == -signal.SIGKILL, proc.log()[-2000:]
         state = checkpoint.load(tmp_path / "monitor", config_of(s))
-        assert state.versions["v1"].seen < total, "killed after the end: not mid-stream"
+        seen = state.versions["v1"].seen if "v1" in state.versions else 0
+        assert seen < total, "killed after the end: not mid-stream"
+        seen_at_kill.append(seen)
     last = triage_process("monitor", s)
     wait_until(lambda: checkpoint.load(tmp_path / "monitor", config_of(s)).versions["v1"].seen >= total,
                "the last run to checkpoint everything", alive=last.dead, timeout_s=180)
     assert last.terminate() == 0
     state = checkpoint.load(tmp_path / "monitor", config_of(s))
-    print(f"killed after reading {kills}; checkpoint saw {state.versions['v1'].seen} of {total}")
+    print(f"checkpoint after each kill: {seen_at_kill}; at the end {state.versions['v1'].seen} of {total}")
+    assert seen_at_kill == sorted(seen_at_kill), "a restart went back on the checkpoint"
     assert state.versions["v1"].seen == total
     assert state.versions["v1"].calibrated
 
