@@ -56,9 +56,11 @@ def _value(m: MonitorConsumer, name: str, **labels: str) -> float:
 
 
 def _folded(m: MonitorConsumer) -> int:
-    """Outputs past the merge (read and released into the estimate and the detectors)."""
+    """Outputs past the merge (read, released into the estimate and the detectors, and exported:
+    the monitor's thread sets the gauges just after it counts, so both are waited for)."""
     v = m.state.versions.get("v1")
-    return 0 if v is None else v.seen
+    exported = m.metrics.registry.get_sample_value("triage_estimated_accuracy", {"model_version": "v1"})
+    return 0 if v is None or exported is None else v.seen
 
 
 def test_estimate_tracks_accuracy_and_a_covariate_shift_raises_an_alarm_and_a_retrain_request(
