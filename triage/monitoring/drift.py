@@ -60,7 +60,9 @@ def threshold(ert: float, k: float = K_DEFAULT, reference: Optional[int] = None)
         return h
     nodes, weights = np.polynomial.hermite_e.hermegauss(41)
     mu, w = nodes / math.sqrt(reference), weights / weights.sum()
-    excess = lambda h: float(w @ false_alarm_rate(h, k, mu)) - 1 / ert  # noqa: E731
+    def excess(h: float) -> float:
+        return float(w @ false_alarm_rate(h, k, mu)) - 1 / ert
+
     while excess(hi) > 0:
         hi *= 2
     return float(brentq(excess, h, hi, xtol=1e-6))
@@ -72,7 +74,8 @@ def false_alarm_rate(h: float, k: float, mu: np.ndarray) -> np.ndarray:
 
     def arl(d: np.ndarray) -> np.ndarray:
         return (np.exp(-2 * d * b) + 2 * d * b - 1) / (2 * d * d)
-    return 1 / arl(mu - k) + 1 / arl(-mu - k)
+    with np.errstate(over="ignore"):  # exp overflows to inf far out in the quadrature: a rate of 0, as it should
+        return 1 / arl(mu - k) + 1 / arl(-mu - k)
 
 
 def cusum(z: np.ndarray, pos: float, neg: float, k: float, h: float) -> tuple[float, float, int, float]:
