@@ -8,15 +8,16 @@ Two steps, because the anchors live in their own venv (never in the ``test`` ext
     nice .venv-bench/bin/python bench/monitoring.py compare          # the three on the same streams
 
 The published run (docs/guide/monitoring.md), in parts that fit beside other work, then merged.
-It was made before the shipped threshold became reference-aware: its ``triage`` rows are the
-plain threshold and ``triage_refaware`` the shipped one (today: ``triage`` and ``--lever-plain``).
+It was made before the shipped threshold became reference-aware, with a flag since replaced: its
+``triage`` rows are the plain threshold and ``triage_refaware`` the shipped one. The same run
+today, as written below, labels them ``triage_plain`` and ``triage``.
 
     B=".venv-bench/bin/python bench/monitoring.py"; O="--file /tmp/monbench-outputs.npz"
     $B compare $O --fa-only --fa-samples 3000000 --fa-erts-alibi --out /tmp/fa.json
     $B compare $O --fa-only --fa-samples 1000000 --fa-references 1000 5000 --fa-erts 10000 100000 \
-        --lever-k 0.5 --lever-refaware --fa-seeds-alibi 5 --audit-rates 0.01 --out /tmp/fa-levers.json
-    $B compare $O --shift-at 6000 --fa-samples 0 --lever-k 0.5 --lever-refaware \
-        --only triage triage_conf nannyml_cbpe audit triage_refaware triage_k=0.5 --out /tmp/delay.json
+        --lever-k 0.5 --lever-plain --fa-seeds-alibi 5 --audit-rates 0.01 --out /tmp/fa-levers.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --lever-k 0.5 --lever-plain \
+        --only triage triage_conf nannyml_cbpe audit triage_plain triage_k=0.5 --out /tmp/delay.json
     $B compare $O --shift-at 6000 --fa-samples 0 --only alibi_cvm --out /tmp/delay-alibi.json
     $B compare $O --shift-at 200000 --after 60000 --fa-samples 0 --only audit --shifts concept \
         --out /tmp/audit-long.json
