@@ -370,7 +370,8 @@ def test_review_request_encodes_like_the_dict_and_reads_back() -> None:
     r = _review()
     as_dict = {"id": "s1", "features": [1.0, -0.0, 2.5], "reason": "uncertain", "predicted": "7", "confidence": 0.41,
                "scores": {"margin": 0.02, "entropy": 0.9, "outlier": 1.7}, "priority": 0.59, "model_version": "v3",
-               "meta": {"m": 1}, "top": [{"label": "7", "p": 0.41}, {"label": "1", "p": 0.39}]}
+               "meta": {"m": 1}, "top": [{"label": "7", "p": 0.41}, {"label": "1", "p": 0.39}],
+               "annotators": 1, "labelled_by": []}
     assert encode(r) == encode(as_dict)
     assert decode_review(encode(r), MAX) == r
     assert decode_review(encode(_review(meta=None, scores=ScoreFields(0.1, 0.2, None))), MAX).meta is None
@@ -378,10 +379,10 @@ def test_review_request_encodes_like_the_dict_and_reads_back() -> None:
 
 def test_review_reader_is_lenient_about_optional_parts() -> None:
     doc = json.loads(encode(_review()))
-    del doc["meta"], doc["top"]
+    del doc["meta"], doc["top"], doc["annotators"], doc["labelled_by"]  # as written before they existed
     doc["extra"] = {"future": True}
     r = decode_review(json.dumps(doc).encode(), MAX)
-    assert r.top == [] and r.meta is None and r.id == "s1"
+    assert r.top == [] and r.meta is None and r.id == "s1" and r.annotators == 1 and r.labelled_by == []
 
 
 @pytest.mark.parametrize("change, fragment", [
@@ -392,6 +393,8 @@ def test_review_reader_is_lenient_about_optional_parts() -> None:
     ({"scores": {"margin": "x", "entropy": 1, "outlier": None}}, "`scores.margin`"),
     ({"top": [{"label": 7, "p": 0.5}]}, "`top[0].label`"), ({"top": {"label": "7"}}, "`top`"),
     ({"meta": [1]}, "`meta`"), ({"reason": None}, "`reason`"), ({"model_version": 3}, "`model_version`"),
+    ({"annotators": 0}, "`annotators`"), ({"annotators": 11}, "`annotators`"),
+    ({"labelled_by": ["ok", "a\u001b"]}, "`labelled_by[1]`"), ({"labelled_by": "alice"}, "`labelled_by`"),
 ])
 def test_review_reader_checks_types(change: dict[str, Any], fragment: str) -> None:
     doc = {**json.loads(encode(_review())), **change}

@@ -6,7 +6,7 @@ message                format  written by                                 read b
 Sample                 1       producers upstream                         scorer
 Prediction             1       scorer                                     downstream
 ProvisionalPrediction  1       scorer (gate / hygiene holds)              downstream
-ReviewRequest          1       scorer                                     retrain, audit, annotators
+ReviewRequest          1       scorer, retrain job (relabel, tiebreak)    retrain, audit, annotators
 Label                  1       annotator console, simulated annotator     retrain, audit
 ModelEvent             1       ``triage models``, retrain job             model watchers
 RetrainRequest         1       ``triage monitor``                         retrain job

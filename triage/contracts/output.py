@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Optional
 
 import msgspec
 
-from triage.contracts._base import Float32, Id, MetaDict, check_struct, decode_with
+from triage.contracts._base import Float32, Id, Text, MetaDict, check_struct, check_text, decode_with
 
 
 # What the scorer computes can only fall in these ranges; a reader (the monitor's estimate and
@@ -63,8 +63,19 @@ class PredictionRecord(Prediction, gc=False):
     review_reason: Optional[str] = None
 
 
+# Reasons a review request is published with besides the scorer's (routing.REASONS): the retrain
+# job's requests for one more annotator on a stored label.
+RELABEL = "relabel"  # cleanlab flagged the stored label as likely wrong
+TIEBREAK = "tiebreak"  # the sample's labels have no strict majority
+Annotators = Annotated[int, msgspec.Meta(ge=1, le=10)]
+
+
 class ReviewRequest(msgspec.Struct, gc=False):
-    """A sample for a human: uncertain, outlier, or an audit copy of an accepted prediction."""
+    """A sample for a human: uncertain, outlier, an audit copy of an accepted prediction, or
+    (from the retrain job) a stored label that needs one more opinion (relabel, tiebreak).
+
+    ``annotators`` and ``labelled_by`` were added to format 1 (a request without them reads as
+    one annotator, nobody excluded)."""
 
     SCHEMA_VERSION: ClassVar[int] = 1
 
@@ -78,6 +89,8 @@ class ReviewRequest(msgspec.Struct, gc=False):
     model_version: str
     meta: Optional[MetaDict] = None
     top: list[TopClass] = []  # the model's top guesses, best first
+    annotators: Annotators = 1  # distinct people the sample should have labels from, in all
+    labelled_by: list[Text] = []  # who labelled it already: never shown to them again
 
 
 _review_decoder = msgspec.json.Decoder(ReviewRequest)
@@ -88,6 +101,8 @@ def decode_review(value: Optional[bytes], max_bytes: int) -> ReviewRequest:
     """Bytes from the review topic -> ReviewRequest, or an InputError."""
     raw, review = decode_with(_review_decoder, value, max_bytes, "review request")
     check_struct(raw, review)
+    for i, name in enumerate(review.labelled_by):  # list items: the struct's text rules see fields only
+        check_text(f"labelled_by[{i}]", name)
     return review  # type: ignore[no-any-return]
 
 
