@@ -39,6 +39,14 @@ from triage.transport import Consumer, Producer, make_consumer, make_producer
 log = logging.getLogger("triage.monitor")
 
 
+def _ranges(batch: RecordBatch) -> dict[tuple[str, int], tuple[int, int]]:
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for t, p, o in zip(batch.topics, batch.partitions, batch.offsets):
+        lo, hi = out.get((t, p), (o, o))
+        out[(t, p)] = (min(lo, o), max(hi, o))
+    return out
+
+
 def config_of(settings: Settings) -> MonitorConfig:
     m = settings.monitor
     return MonitorConfig(window=m.monitor_window, ert=m.drift_ert_samples, reference=m.drift_reference_samples,
@@ -82,17 +90,24 @@ class MonitorConsumer:
             reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]), arrived)
         assigned = self.loop.consumer.assigned() if self.loop is not None else ()
         self._fold(reorder.release(reorder.watermark(assigned), self.rng))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("monitor: batch %s; assigned %s; covered %s; held %d", _ranges(batch), sorted(assigned),
+                      sorted(covered.items()), len(reorder))
         if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
             self.save()
         failpoints.hit("monitor.batch")  # folded (maybe checkpointed), not yet committed
         return self._requests()
 
     def after_poll(self, batch: Optional[RecordBatch]) -> None:
-        """An empty poll: every partition is read to its end, so what arrived a grace ago can leave."""
-        if self.loop is None or (batch is not None and len(batch)) or not len(self.reorder):
+        """An empty poll: every partition is read to its end, so what arrived a grace ago can
+        leave; and what was folded since the last checkpoint is checkpointed once it is due (an
+        idle stream must not leave the checkpoint and the committed offsets behind for good)."""
+        if self.loop is None or (batch is not None and len(batch)):
             return
-        released = self.reorder.release_idle(time.monotonic() * 1000, self.rng)
-        if not released and not self.state.pending:
+        released = self.reorder.release_idle(time.monotonic() * 1000, self.rng) if len(self.reorder) else []
+        unsaved = self.state.covered != self._saved_offsets
+        due = time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s
+        if not released and not self.state.pending and not (unsaved and due):
             return
         self._fold(released)
         try:
