@@ -84,6 +84,9 @@ class ScorerMetrics:
         self.produce_retries = self.loop.produce_retries
         self.broker_errors = self.loop.broker_errors
         self.ready = Gauge("triage_ready", "1 when the scorer is ready (model loaded, partitions assigned, broker reachable).", registry=r)
+        self.review_annotators = Counter("triage_review_annotators", "Review requests routed, by how many annotators "
+                                         "each asks for (human actions = sum of annotators x count).", ["annotators"],
+                                         registry=r)
         self.batches = Counter("triage_batches", "Batches fully processed and committed.", registry=r)
         self.last_batch = Gauge("triage_last_batch_timestamp_seconds", "Unix time of the last committed batch.", registry=r)
 

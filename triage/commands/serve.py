@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("triage.serve")
 
-SECTIONS = ("connection", "topics", "serving", "policy", "operations")
+SECTIONS = ("connection", "topics", "serving", "policy", "operations", "quality")
 
 
 def initial_model(settings: Settings) -> "ServingModel":
