@@ -287,6 +287,8 @@ class LabelStudioMetrics:
         self.loop = LoopMetrics(r)
         self.tasks_created = Counter("triage_labelstudio_tasks_created", "Review requests turned into Label Studio tasks.", registry=r)
         self.tasks_existing = Counter("triage_labelstudio_tasks_existing", "Review requests whose task already existed (redelivery).", registry=r)
+        self.overlap_raised = Counter("triage_labelstudio_overlap_raised", "Tasks whose overlap (people Label Studio serves them "
+                                      "to) was raised for a request asking for more than one annotator, or one more.", registry=r)
         self.labels = Counter("triage_labelstudio_labels_published", "Labels published to the labels topic, by source "
                               "(webhook|reconcile) and kind (label|undo).", ["source", "kind"], registry=r)
         self.open_tasks = Gauge("triage_labelstudio_open_tasks", "Tasks created by the bridge with no published label.", registry=r)
