@@ -115,3 +115,25 @@ def test_a_request_for_two_annotators_gets_two_labels_from_two_people_and_a_rela
     assert task["overlap"] == 3 and task["is_labeled"]
     assert bridge.metric("triage_labelstudio_overlap_raised_total") == 2
     assert bridge.log().count("Traceback") == 0
+
+
+def test_a_bridge_killed_between_the_import_and_the_overlap_sets_it_after_a_restart(
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess],
+        digits: tuple[np.ndarray, np.ndarray]) -> None:
+    import signal
+
+    from tests.helpers import DEADLINE_S
+
+    X, _ = digits
+    s, title, client = setup.settings, setup.title, setup.client
+    args = _bridge_args(label_studio, title, "--bridge-group-id", f"bridge-{uuid.uuid4().hex[:6]}")
+    first = bridge_process(s, *args, env={"TRIAGE_FAILPOINT": "bridge.after_import:kill"})
+    produce(s, s.topics.review_topic, [_request("pair", X[0], 0.9, 2)])
+    assert first.proc.wait(DEADLINE_S) == -signal.SIGKILL, first.log()[-3000:]
+    project = _project(client, title)
+    (task,) = _tasks(client, project)
+    assert task["overlap"] == 1, "killed after the import, before the overlap"
+    second = bridge_process(s, *args)
+    wait_until(lambda: client.task(task["id"])["overlap"] == 2, "the overlap set by the restarted bridge",
+               every_s=0.5, alive=second.dead)
+    assert len(_tasks(client, project)) == 1 and second.metric("triage_labelstudio_overlap_raised_total") == 1
