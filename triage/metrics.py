@@ -188,7 +188,7 @@ class PolicyMetrics:
         self.ece = Gauge("triage_calibration_ece", "Expected calibration error on held-out rows, before/after calibration.", ["stage"], registry=r)
         self.budget_conflict = Gauge("triage_budget_conflict", "1 when the reviews the risk/outlier rules require exceed the annotation budget.", registry=r)
         self.budget_rate = Gauge("triage_budget_max_review_rate", "Largest review rate the annotation budget allows (-1 = unconstrained/unknown).", registry=r)
-        self.backlog = Gauge("triage_review_backlog", "Review requests produced minus labels received (-1 = not measured).", registry=r)
+        self.backlog = Gauge("triage_review_backlog", "Labels the review requests ask for minus labels received (-1 = not measured).", registry=r)
         for reason in ("near_duplicate", "class_quota"):
             self.suppressed.labels(reason=reason)
         self._per_class = 0  # per-class risk threshold labels currently exported

@@ -141,3 +141,17 @@ def test_make_policy_reads_the_quality_section() -> None:
     assert d.annotators is not None and sorted(d.annotators.tolist()) == [1] * 5 + [3] * 5
     d = make_policy(s).decide(scores_from_probs(probs, "margin"))
     assert d.annotators is not None and (d.annotators == 1).all()
+
+
+def test_the_backlog_counts_the_labels_a_request_asks_for() -> None:
+    from consumers.backlog import labels_asked
+    from triage.contracts import ReviewRequest, ScoreFields, encode
+
+    def request(annotators: int, labelled_by: list[str]) -> bytes:
+        return encode(ReviewRequest("s", [0.0], "uncertain", "a", 0.5, ScoreFields(0.1, 0.5, None), 0.5, "v1",
+                                    None, [], annotators, labelled_by))
+
+    assert labels_asked(request(1, [])) == 1 and labels_asked(request(3, [])) == 3
+    assert labels_asked(request(3, ["alice", "bob"])) == 1  # a tiebreak: one more label
+    assert labels_asked(b'{"id": "old", "features": [1.0]}') == 1  # a request from before the field
+    assert labels_asked(b"junk") == 1 and labels_asked(None) == 1
