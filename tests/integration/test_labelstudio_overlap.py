@@ -11,11 +11,12 @@ import numpy as np
 
 from tests.fixtures import produce, read_all
 from tests.helpers import TriageProcess, wait_until
-from tests.integration.test_labelstudio_bridge import (  # noqa: F401 (fixtures)
-    Setup, _bridge_args, _choice, _project, _tasks, bridge_process, setup,
-)
+from tests.integration import test_labelstudio_bridge as base
+from tests.integration.test_labelstudio_bridge import Setup, _bridge_args, _choice, _project, _tasks
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.settings import Settings
+
+setup, bridge_process = base.setup, base.bridge_process  # the fixtures of the bridge's own tests
 
 
 def _request(rid: str, x: np.ndarray, priority: float, annotators: int, labelled_by: tuple[str, ...] = (),
