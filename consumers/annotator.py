@@ -146,6 +146,16 @@ class Console:
         self.not_mine += 1
         return False
 
+    def _next(self) -> Optional[dict[str, Any]]:
+        """The queued request of highest priority whose sample this annotator has not labelled
+        (two requests for one sample may be queued together: the second is handled unseen)."""
+        while self.heap:
+            doc = heapq.heappop(self.heap)[2]
+            if doc["id"] not in self.mine:
+                return doc
+            self._done(*doc["_pos"])
+        return None
+
     def _handled(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
         self.pending.setdefault(key, set()).discard(offset)
@@ -194,8 +204,7 @@ class Console:
             while True:
                 if current is None:
                     self.fetch()
-                    if self.heap:
-                        current = heapq.heappop(self.heap)[2]
+                    current = self._next()
                 if shown is not current:
                     self.show(current)
                     shown = current

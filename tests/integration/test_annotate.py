@@ -134,17 +134,20 @@ def test_a_pool_of_consoles_gives_each_request_the_annotators_it_asks_for(
                           (singles["alice"], "alice", "1"), (singles["bob"], "bob", "2")])
 
 
-def test_without_a_pool_a_request_for_two_is_shown_once_and_counted(settings_factory: Callable[..., Settings]) -> None:
+def test_without_a_pool_a_request_for_two_is_shown_once_and_counted_and_a_sample_never_twice(settings_factory: Callable[..., Settings]) -> None:
     s = settings_factory()
     X, _ = load_digits(return_X_y=True)
-    produce(s, s.topics.review_topic, [_request("pair", X[0].tolist(), 0.9, annotators=2),
-                                       _request("done", X[1].tolist(), 0.8, annotators=2, labelled_by=["alice"])])
+    produce(s, s.topics.review_topic, [
+        _request("pair", X[0].tolist(), 0.9, annotators=2),
+        _request("done", X[1].tolist(), 0.8, annotators=2, labelled_by=["alice"]),
+        # another request for the same sample, queued with the first: alice labels "pair" once
+        _request("pair", X[0].tolist(), 0.5, annotators=3, labelled_by=["bob"], reason="tiebreak")])
     env = {**os.environ, **settings_env(s)}
     term = Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
                      "--annotator", "alice"], env)
     try:
         screen = term.expect("sample pair ")
-        assert "1 requests asked for more than one annotator" in screen
+        assert "requests asked for more than one annotator: start every console with --pool" in screen
         term.press("4")
         term.expect("waiting for review requests")  # "done" was labelled by alice already: never shown
         term.press("q")
