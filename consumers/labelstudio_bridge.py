@@ -247,7 +247,13 @@ class Bridge:
             target, overlap = target_overlap(review.annotators, review.labelled_by, people), int(task.get("overlap") or 1)
         if target <= overlap:
             return
-        self.client.set_overlap(task_id, target, is_labeled=len(people) >= target)
+        try:
+            self.client.set_overlap(task_id, target, is_labeled=len(people) >= target)
+        except LabelStudioError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("task %d of sample %s was deleted before its overlap was raised", task_id, review.id)
+            return
         self.metrics.overlap_raised.inc()
 
     def _create_tasks(self, reviews: list[Any]) -> set[str]:
