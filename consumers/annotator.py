@@ -1,6 +1,13 @@
 """The annotator console loop: review requests in (highest priority first among those
 fetched), one keystroke per label, label events out.
 
+With a pool of annotators (``pool``), every console reads the review topic in its own consumer
+group and shows a request only when its annotator is one of the request's assignees
+(``triage.annotation.routing``: rendezvous hashing over the pool minus ``labelled_by``); the
+other requests are marked handled at once. Without a pool, consoles share one group and each
+request reaches one of them: a request that asks for more people is shown, and counted on the
+status line (``wanted_more``).
+
 Offsets: a review request's offset is committed once it is answered or skipped and every
 earlier request of its partition is too, so a crash re-shows, never loses, a request. An
 invalid or duplicate request is handled only once its batch's dead letters are acknowledged
@@ -10,6 +17,7 @@ invalid or duplicate request is handled only once its batch's dead letters are a
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import select
 import sys
@@ -17,20 +25,27 @@ import termios
 import time
 import tty
 from dataclasses import dataclass
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
 import msgspec
 
 from consumers.loop import GuardedLoop, Step
 from triage.annotation.console import keymap, render_request
+from triage.annotation.routing import assignees
 from triage.contracts import ReviewRequest, dead_letter_from_batch, decode_review, encode_label
-from triage.errors import InputError, TransportError
+from triage.errors import ConfigError, InputError, TransportError
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 
 CLEAR = "\x1b[2J\x1b[H"
+log = logging.getLogger("triage.annotator")
+
+
+def group_for(group: str, annotator: str, pool: Optional[Sequence[str]]) -> str:
+    """The consumer group of a console: shared without a pool, one per annotator with one."""
+    return f"{group}-{annotator}" if pool else group
 
 
 @dataclass
@@ -43,10 +58,13 @@ class Intake:
 
 class Console:
     def __init__(self, settings: Settings, classes: list[str], annotator: str, *, group_id: str,
-                 stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+                 pool: Optional[Sequence[str]] = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+        if pool and annotator not in pool:
+            raise ConfigError(f"annotator {annotator!r} is not in the pool {','.join(pool)}")
         self.settings = settings
         self.keys = keymap(classes)
         self.annotator = annotator
+        self.pool = list(pool) if pool else None
         self.stdin, self.stdout = stdin, stdout
         self.consumer: Consumer = make_consumer(settings, [settings.topics.review_topic], group_id=group_id)
         self.producer: Producer = make_producer(settings)
@@ -58,9 +76,14 @@ class Console:
         self.heap: list[tuple[float, int, dict[str, Any]]] = []
         self.pending: dict[tuple[str, int], set[int]] = {}  # fetched, not yet handled
         self.high: dict[tuple[str, int], int] = {}  # highest handled offset
-        self.seen: set[str] = set()
+        # requests queued already, by what makes one distinct: a redelivered copy is not shown twice,
+        # a later request for more annotators on the same sample is a new one
+        self.seen: set[tuple[str, int, tuple[str, ...]]] = set()
+        self.mine: set[str] = set()  # samples this annotator labelled this session: never shown again
         self.history: list[dict[str, Any]] = []  # answered requests, for undo
         self.labelled = 0
+        self.not_mine = 0  # requests for other annotators of the pool (handled unseen)
+        self.wanted_more = 0  # without a pool: requests that asked for more than one annotator
         self._tick = 0
 
     # --- Kafka side ------------------------------------------------------------------------
@@ -93,11 +116,12 @@ class Console:
         for row in sorted(by_row):
             t, p, o = batch.topics[row], batch.partitions[row], batch.offsets[row]
             review = by_row[row]
-            if review is None or review.id in self.seen:
+            key = None if review is None else (review.id, review.annotators, tuple(sorted(review.labelled_by)))
+            if review is None or key in self.seen or not self._for_me(review):
                 self._handled(t, p, o)
                 touched.add((t, p))
                 continue
-            self.seen.add(review.id)
+            self.seen.add(key)
             doc = msgspec.to_builtins(review)
             doc["_pos"] = (t, p, o)
             self.pending.setdefault((t, p), set()).add(o)
@@ -105,6 +129,32 @@ class Console:
             heapq.heappush(self.heap, (-review.priority, self._tick, doc))
         for key in touched:
             self._commit(key)
+
+    def _for_me(self, review: ReviewRequest) -> bool:
+        """Show this request here? Never one this annotator labelled; with a pool, only to its assignees."""
+        if self.annotator in review.labelled_by or review.id in self.mine:
+            return False
+        if self.pool is None:
+            if review.annotators > 1:
+                self.wanted_more += 1
+                if self.wanted_more == 1:
+                    log.warning("review requests ask for more than one annotator; without --pool each reaches "
+                                "one person")
+            return True
+        if self.annotator in assignees(review.id, self.pool, review.annotators, review.labelled_by):
+            return True
+        self.not_mine += 1
+        return False
+
+    def _next(self) -> Optional[dict[str, Any]]:
+        """The queued request of highest priority whose sample this annotator has not labelled
+        (two requests for one sample may be queued together: the second is handled unseen)."""
+        while self.heap:
+            doc = heapq.heappop(self.heap)[2]
+            if doc["id"] not in self.mine:
+                return doc
+            self._done(*doc["_pos"])
+        return None
 
     def _handled(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
@@ -141,6 +191,9 @@ class Console:
             text = f"waiting for review requests on {self.settings.topics.review_topic}...   [q] quit"
         else:
             text = render_request(doc, self.keys, queued=len(self.heap), labelled=self.labelled)
+        if self.wanted_more:
+            text += (f"\n{self.wanted_more} requests asked for more than one annotator: start every console with "
+                     "--pool to honour them")
         self.stdout.write(CLEAR + text.replace("\n", "\r\n") + "\r\n")
         self.stdout.flush()
 
@@ -151,8 +204,7 @@ class Console:
             while True:
                 if current is None:
                     self.fetch()
-                    if self.heap:
-                        current = heapq.heappop(self.heap)[2]
+                    current = self._next()
                 if shown is not current:
                     self.show(current)
                     shown = current
@@ -164,6 +216,7 @@ class Console:
                 if key == "u" and self.history:
                     last = self.history.pop()
                     self.publish(last, UNDO)
+                    self.mine.discard(last["id"])
                     self.labelled -= 1
                     if current is not None:
                         heapq.heappush(self.heap, (-float(current.get("priority", 0)), -1, current))
@@ -175,6 +228,7 @@ class Console:
                 label = self.keys.get(key) or (EDGE_CASE if key == "e" else None)
                 if label is not None:
                     self.publish(current, label)
+                    self.mine.add(current["id"])
                     self.labelled += 1
                     self.history.append(current)
                 elif key != "s":

@@ -1,5 +1,6 @@
-"""The review backlog, measured from the topics: review requests produced minus labels
-received. A daemon thread reads both topics (all partitions, no consumer group, from the
+"""The review backlog, measured from the topics: labels asked for minus labels received (a
+review request asks for ``annotators - len(labelled_by)`` labels: one, unless it wants several
+people). A daemon thread reads both topics (all partitions, no consumer group, from the
 beginning) and hands the difference to a sink, e.g. ``Scorer.feed_backlog``, which the
 budget controller uses. Counting records (not joining ids) is cheap and is what matters for
 the budget: how much annotation work is queued.
@@ -11,6 +12,8 @@ import logging
 import threading
 from typing import Callable, Optional
 
+import msgspec
+
 from consumers.loop import GuardedLoop
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
@@ -21,6 +24,25 @@ from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.backlog")
 CHUNK = 10_000
+
+
+class _Asks(msgspec.Struct):
+    """The two fields of a review request the count needs (the rest is skipped unread)."""
+
+    annotators: int = 1
+    labelled_by: list[str] = []
+
+
+_asks = msgspec.json.Decoder(_Asks)
+
+
+def labels_asked(value: Optional[bytes]) -> int:
+    """Labels a review request asks for; one for a request that does not decode (counted as before)."""
+    try:
+        asks = _asks.decode(value or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 1
+    return max(asks.annotators - len(asks.labelled_by), 0)
 
 
 class BacklogWatcher:
@@ -48,9 +70,9 @@ class BacklogWatcher:
 
     def _count(self, batch: RecordBatch) -> list[OutRecord]:
         t = self.settings.topics
-        for topic in batch.topics:
+        for topic, value in zip(batch.topics, batch.values):
             if topic == t.review_topic:
-                self.reviews += 1
+                self.reviews += labels_asked(value)
             elif topic == t.labels_topic:
                 self.labels += 1
         return []

@@ -4,7 +4,10 @@ Three threads, one process:
 - the review loop (the guarded loop, consumer group): each new review request becomes exactly
   one task, keyed by sample id (the index of existing tasks is read from Label Studio at
   start-up, so a redelivered request finds its task); offsets are committed after the task
-  exists. Label Studio being down blocks the loop (retried), it never dead-letters a request.
+  exists. A request that asks for several annotators sets its task's overlap (Label Studio
+  serves a task to that many people, never twice to one); one for a sample whose task exists (a
+  relabel, a tiebreak) raises that task's overlap instead of making a second task. Label Studio
+  being down blocks the loop (retried), it never dead-letters a request.
 - the webhook listener: checks the shared secret, decodes the body through its contract
   (``triage.annotation.labelstudio.webhook``; a malformed one gets a 4xx and a counted reason),
   queues the event and answers at once (Label Studio waits 1 s and never retries).
@@ -30,11 +33,11 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Sequence
 
 from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
-from triage.contracts import dead_letter_from_batch, decode_label, decode_review, encode_label
+from triage.contracts import ReviewRequest, dead_letter_from_batch, decode_label, decode_review, encode_label
 from triage.errors import InputError, TransportError
-from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, confirm, reconcile
+from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, annotator_of, confirm, reconcile
 from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
-from triage.annotation.labelstudio.tasks import TO_IMAGE, has_image, label_config, task_for
+from triage.annotation.labelstudio.tasks import TO_IMAGE, has_image, label_config, target_overlap, task_for
 from triage.annotation.labelstudio.webhook import (
     ANNOTATION_ACTIONS, DELETION_ACTIONS, TASK_DELETION_ACTIONS, Webhook, WebhookRefused, decode_webhook,
 )
@@ -197,6 +200,7 @@ class Bridge:
         dlq = self.settings.topics.dlq_topic
         dead: list[OutRecord] = []
         fresh: dict[str, Any] = {}
+        wider: dict[str, ReviewRequest] = {}  # requests for more than one person, or one more
         for i, value in enumerate(batch.values):
             try:
                 review = decode_review(value, self.settings.serving.max_message_bytes)
@@ -206,17 +210,53 @@ class Bridge:
                 continue
             with self._lock:
                 known = review.id in self.tasks
+            if review.annotators > 1 or review.labelled_by:
+                wider[review.id] = review  # the batch's latest request for a sample is the one that counts
             if known or review.id in fresh:
                 self.metrics.tasks_existing.inc()
                 continue
             fresh[review.id] = review
+        created: set[str] = set()
         if fresh:
             # Highest priority first: with the project's order by priority, annotators get the
             # most informative sample next; the import order keeps ties in that order too.
-            self._create_tasks(sorted(fresh.values(), key=lambda r: -r.priority))
+            created = self._create_tasks(sorted(fresh.values(), key=lambda r: -r.priority))
+        for review in wider.values():
+            self._widen(review, new=review.id in created)
         return dead
 
-    def _create_tasks(self, reviews: list[Any]) -> None:
+    def _widen(self, review: ReviewRequest, *, new: bool) -> None:
+        """Raise the overlap of the request's task to what it asks for (never lower it). A task
+        this very call created has no annotations yet; any other is read first, so a redelivered
+        request raises nothing twice. Label Studio failing raises: the loop holds the batch and the
+        retry finds the task and sets the overlap then."""
+        with self._lock:
+            task_id = self.tasks.get(review.id)
+        if task_id is None:
+            return  # not created (a refused import is handled by the loop)
+        if new:
+            target, overlap, people = target_overlap(review.annotators, review.labelled_by, ()), 1, set()
+        else:
+            task = self.client.task(task_id)
+            if task is None:
+                log.warning("task %d of sample %s is gone: its overlap is not raised", task_id, review.id)
+                return
+            done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+            self._learn_users([a.get("completed_by") for a in done])
+            people = {annotator_of(a, self.users) for a in done} - {None}
+            target, overlap = target_overlap(review.annotators, review.labelled_by, people), int(task.get("overlap") or 1)
+        if target <= overlap:
+            return
+        try:
+            self.client.set_overlap(task_id, target, is_labeled=len(people) >= target)
+        except LabelStudioError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("task %d of sample %s was deleted before its overlap was raised", task_id, review.id)
+            return
+        self.metrics.overlap_raised.inc()
+
+    def _create_tasks(self, reviews: list[Any]) -> set[str]:
         """Import the tasks of ``reviews`` that do not exist yet. Label Studio down or failing
         is the world's fault: the error goes to the guarded loop, which holds the batch
         uncommitted, retries it with backoff and, past --blocked-exit-s, exits non-zero. A
@@ -231,7 +271,7 @@ class Bridge:
         with self._lock:
             missing = [r for r in reviews if r.id not in self.tasks]
         if not missing:
-            return
+            return set()
         payload = [task_for(r, image=self.image) for r in missing]
         try:
             ids = self.client.create_tasks(self.project_id, payload)
@@ -247,6 +287,7 @@ class Bridge:
             for review, task_id in zip(missing, ids):
                 self.tasks[review.id] = int(task_id)
         self.metrics.tasks_created.inc(len(ids))
+        return {r.id for r in missing}
 
     def loop(self) -> GuardedLoop[list[OutRecord]]:
         assert self.consumer is not None and self.producer is not None

@@ -47,7 +47,7 @@ class Scorer:
         self.settings = settings
         limit_blas_threads(settings.serving.blas_threads)
         self.metrics = metrics or ScorerMetrics()
-        self.policy = policy or make_policy(settings.policy, model)
+        self.policy = policy or make_policy(settings.policy, model, settings.quality)
         self.policy_metrics = PolicyMetrics(self.metrics.registry)
         self.model = model
         self._pending: Optional[ServingModel] = None
@@ -199,6 +199,11 @@ class Scorer:
         results = [part.result for part in step.parts]
         if any(r.decisions is not None for r in results):
             self.policy_metrics.update(self.policy.snapshot(), self.policy.drain_suppressed())
+        for result in results:
+            d = result.decisions
+            if d is not None and d.annotators is not None:  # requests by the people each asks for
+                for k, n in zip(*np.unique(d.annotators[d.review | d.audit], return_counts=True)):
+                    m.review_annotators.labels(annotators=str(k)).inc(int(n))
         m.batches.inc()
         m.last_batch.set(acked)
         for result in results:

@@ -84,6 +84,9 @@ class ScorerMetrics:
         self.produce_retries = self.loop.produce_retries
         self.broker_errors = self.loop.broker_errors
         self.ready = Gauge("triage_ready", "1 when the scorer is ready (model loaded, partitions assigned, broker reachable).", registry=r)
+        self.review_annotators = Counter("triage_review_annotators", "Review requests routed, by how many annotators "
+                                         "each asks for (human actions = sum of annotators x count).", ["annotators"],
+                                         registry=r)
         self.batches = Counter("triage_batches", "Batches fully processed and committed.", registry=r)
         self.last_batch = Gauge("triage_last_batch_timestamp_seconds", "Unix time of the last committed batch.", registry=r)
 
@@ -185,7 +188,7 @@ class PolicyMetrics:
         self.ece = Gauge("triage_calibration_ece", "Expected calibration error on held-out rows, before/after calibration.", ["stage"], registry=r)
         self.budget_conflict = Gauge("triage_budget_conflict", "1 when the reviews the risk/outlier rules require exceed the annotation budget.", registry=r)
         self.budget_rate = Gauge("triage_budget_max_review_rate", "Largest review rate the annotation budget allows (-1 = unconstrained/unknown).", registry=r)
-        self.backlog = Gauge("triage_review_backlog", "Review requests produced minus labels received (-1 = not measured).", registry=r)
+        self.backlog = Gauge("triage_review_backlog", "Labels the review requests ask for minus labels received (-1 = not measured).", registry=r)
         for reason in ("near_duplicate", "class_quota"):
             self.suppressed.labels(reason=reason)
         self._per_class = 0  # per-class risk threshold labels currently exported
@@ -284,6 +287,8 @@ class LabelStudioMetrics:
         self.loop = LoopMetrics(r)
         self.tasks_created = Counter("triage_labelstudio_tasks_created", "Review requests turned into Label Studio tasks.", registry=r)
         self.tasks_existing = Counter("triage_labelstudio_tasks_existing", "Review requests whose task already existed (redelivery).", registry=r)
+        self.overlap_raised = Counter("triage_labelstudio_overlap_raised", "Tasks whose overlap (people Label Studio serves them "
+                                      "to) was raised for a request asking for more than one annotator, or one more.", registry=r)
         self.labels = Counter("triage_labelstudio_labels_published", "Labels published to the labels topic, by source "
                               "(webhook|reconcile) and kind (label|undo).", ["source", "kind"], registry=r)
         self.open_tasks = Gauge("triage_labelstudio_open_tasks", "Tasks created by the bridge with no published label.", registry=r)

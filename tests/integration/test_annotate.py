@@ -79,3 +79,81 @@ def test_console_serves_by_priority_and_publishes_labels(settings_factory: Calla
         ("r-high", "7"), ("r-mid", "__edge_case__"), ("r-mid", "__undo__"), ("r-mid", "3")]
     assert {e["annotator"] for e in events} == {"alice"}
     assert all(len(e["features"]) == 64 for e in events)
+
+
+def _request(rid: str, features: list[float], priority: float, annotators: int = 1,
+             labelled_by: Optional[list[str]] = None, reason: str = "uncertain") -> tuple[bytes, bytes]:
+    return rid.encode(), encode(ReviewRequest(
+        rid, features, reason, "3", 0.4, ScoreFields(0.05, 0.6, None), priority, "v1", None,
+        [TopClass("3", 0.4), TopClass("8", 0.35)], annotators, labelled_by or []))
+
+
+def test_a_pool_of_consoles_gives_each_request_the_annotators_it_asks_for(
+        settings_factory: Callable[..., Settings]) -> None:
+    import uuid
+
+    from triage.annotation.routing import assignees
+
+    s = settings_factory()
+    X, _ = load_digits(return_X_y=True)
+    pool = ["alice", "bob"]
+    # one-annotator requests that rendezvous hashing gives to alice and to bob
+    singles = {name: next(f"one-{i}" for i in range(100) if assignees(f"one-{i}", pool, 1, []) == [name])
+               for name in pool}
+    produce(s, s.topics.review_topic, [
+        _request("pair", X[0].tolist(), 0.9, annotators=2),
+        _request("tie", X[1].tolist(), 0.8, annotators=2, labelled_by=["alice"], reason="tiebreak"),
+        _request(singles["alice"], X[2].tolist(), 0.5),
+        _request(singles["bob"], X[3].tolist(), 0.4),
+        _request("pair", X[0].tolist(), 0.9, annotators=2),  # redelivered: shown once
+    ])
+    env = {**os.environ, **settings_env(s)}
+    group = f"annotators-{uuid.uuid4().hex[:8]}"
+    shows = {"alice": ["pair", singles["alice"]], "bob": ["pair", "tie", singles["bob"]]}
+    keys = {"alice": "1", "bob": "2"}
+    terms = {name: Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
+                             "--annotator", name, "--pool", ",".join(pool), "--annotator-group", group], env)
+             for name in pool}
+    try:
+        for name, term in terms.items():
+            for rid in shows[name]:
+                screen = term.expect(f"sample {rid} ")
+                if rid == "tie":
+                    assert "why: tiebreak" in screen
+                term.press(keys[name])
+            term.expect("waiting for review requests")
+            term.press("q")
+            assert term.proc.wait(30) == 0
+    finally:
+        for term in terms.values():
+            if term.proc.poll() is None:
+                term.proc.kill()
+    out = read_all(s, [s.topics.labels_topic], expect=5)
+    got = sorted((e["id"], e["annotator"], e["label"]) for e in (json.loads(r["value"]) for r in out))
+    assert got == sorted([("pair", "alice", "1"), ("pair", "bob", "2"), ("tie", "bob", "2"),
+                          (singles["alice"], "alice", "1"), (singles["bob"], "bob", "2")])
+
+
+def test_without_a_pool_a_request_for_two_is_shown_once_and_counted_and_a_sample_never_twice(settings_factory: Callable[..., Settings]) -> None:
+    s = settings_factory()
+    X, _ = load_digits(return_X_y=True)
+    produce(s, s.topics.review_topic, [
+        _request("pair", X[0].tolist(), 0.9, annotators=2),
+        _request("done", X[1].tolist(), 0.8, annotators=2, labelled_by=["alice"]),
+        # another request for the same sample, queued with the first: alice labels "pair" once
+        _request("pair", X[0].tolist(), 0.5, annotators=3, labelled_by=["bob"], reason="tiebreak")])
+    env = {**os.environ, **settings_env(s)}
+    term = Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
+                     "--annotator", "alice"], env)
+    try:
+        screen = term.expect("sample pair ")
+        assert "requests asked for more than one annotator: start every console with --pool" in screen
+        term.press("4")
+        term.expect("waiting for review requests")  # "done" was labelled by alice already: never shown
+        term.press("q")
+        assert term.proc.wait(30) == 0
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    events = [json.loads(r["value"]) for r in read_all(s, [s.topics.labels_topic], expect=1)]
+    assert [(e["id"], e["annotator"]) for e in events] == [("pair", "alice")]

@@ -105,3 +105,21 @@ def test_a_foreign_models_rounding_past_one_still_writes_valid_outputs(served, m
     for o in outs:
         doc = decode_prediction(o.value, 10**6) if o.topic == s.topics.predictions_topic else decode_review(o.value, 10**6)
         assert 0.0 <= doc.confidence <= 1.0 and 0.0 <= doc.scores.margin <= 1.0 and doc.scores.entropy >= 0.0
+
+
+def test_review_requests_carry_the_annotators_the_policy_asks_for(served) -> None:  # type: ignore[no-untyped-def]
+    from triage.settings import PolicySettings, QualitySettings
+
+    model, X, s = served
+    policy = PolicySettings(uncertainty_threshold=0.0)  # everything goes to review as uncertain
+    quality = QualitySettings(consensus_share=0.25, consensus_size=3, consensus_max_annotators=3)
+    values: list[bytes | None] = [json.dumps({"id": f"v{i}", "features": X[i].tolist()}).encode() for i in range(80)]
+    result = process_batch(_batch(values), model, make_policy(policy, model, quality),
+                           BatchConfig.of(s.serving, policy, s.topics))
+    reviews = [json.loads(o.value) for o in result.outputs if o.topic == s.topics.review_topic]
+    asked = [r for r in reviews if r["reason"] in ("uncertain", "outlier")]
+    assert asked and {r["annotators"] for r in asked} == {1, 3}
+    by_priority = sorted(asked, key=lambda r: -r["priority"])
+    top = round(0.25 * len(asked))
+    assert [r["annotators"] for r in by_priority] == [3] * top + [1] * (len(asked) - top)
+    assert all(r["labelled_by"] == [] for r in reviews)

@@ -59,7 +59,9 @@ def render_request(doc: dict[str, Any], keys: dict[str, str], *, queued: int, la
         top = doc.get("top") or [{"label": doc.get("predicted"), "p": doc.get("confidence")}]
         guesses = "   ".join(f"{g['label']} {float(g['p'] or 0):.0%}" for g in top)
     why = {"uncertain": "the model is unsure", "outlier": "it looks unlike the training data",
-           "audit": "random audit of an auto-accepted prediction"}.get(reason, reason)
+           "audit": "random audit of an auto-accepted prediction",
+           "relabel": "its stored label looks wrong: a fresh look", "tiebreak": "its labels disagree: yours decides"
+           }.get(reason, reason)
     lines = [
         f"sample {doc.get('id')}   model {doc.get('model_version')}   priority {float(doc.get('priority', 0)):.3f}",
         f"why: {reason} ({why})",

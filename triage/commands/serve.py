@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("triage.serve")
 
 SECTIONS = ("connection", "topics", "serving", "policy", "operations")
+# how many annotators review requests ask for (triage.policies.consensus)
+QUALITY_FIELDS = ("consensus_share", "consensus_size", "consensus_max_annotators")
 
 
 def initial_model(settings: Settings) -> "ServingModel":
@@ -52,7 +54,8 @@ def build_scorer(settings: Settings) -> "Scorer":
     return Scorer(settings, initial_model(settings))
 
 
-@subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", SECTIONS)
+@subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", SECTIONS,
+            fields=QUALITY_FIELDS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
     check_broker(settings)  # no broker: one line and a non-zero exit within --connect-timeout-s
     if settings.serving.workers > 1:

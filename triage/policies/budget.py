@@ -91,7 +91,8 @@ class BudgetCap:
             self.controller.feed_backlog(backlog)
 
     def observe(self, n: int) -> Optional[float]:
-        """Count a batch of ``n`` samples; the largest review rate allowed now (None = no cap)."""
+        """Count a batch of ``n`` samples; the most human actions (labels) per sample the
+        annotators can absorb now (None = no cap). One label per request makes it a review rate."""
         if self.controller is None:
             return None
         self.controller.observe_samples(n, self.clock())
@@ -100,7 +101,7 @@ class BudgetCap:
 
     def check(self, forced_rate: float, rule: str) -> None:
         """Forced reviews (outliers, risk rejections) are never capped: flag when they alone
-        exceed the budget."""
+        exceed the budget. ``forced_rate``: the human actions they ask for per sample."""
         cap = self.max_rate
         self.conflict = bool(cap is not None and forced_rate > cap)
         if not self.conflict:
@@ -109,8 +110,9 @@ class BudgetCap:
         if now - self._last_warn >= WARN_EVERY_S:
             self._last_warn = now
             log.warning(
-                "BUDGET CONFLICT: the %s policy must send %.1f%% of samples to review but "
-                "annotators can absorb only %.1f%% (capacity %.0f labels/h, backlog %s); "
+                "BUDGET CONFLICT: the %s policy's forced reviews ask for labels on %.1f%% of samples "
+                "(counting every annotator a request asks for) but annotators can absorb only %.1f%% "
+                "(capacity %.0f labels/h, backlog %s); "
                 "the risk/outlier requirement wins and the backlog will grow",
                 rule, 100 * forced_rate, 100 * (cap or 0.0), self.capacity, self.backlog,
             )

@@ -20,19 +20,23 @@ Per batch (vectorized except the hygiene pass over review-bound rows, a small mi
 7. review order: the batch's review priorities re-assigned in the configured order
    (``--review-order``: most uncertain first, diverse, or BADGE), so the part of a batch
    annotators get to is spread out rather than a cluster of near-copies.
+8. annotators: the most uncertain share of the batch's uncertain/outlier requests asks for
+   several people (``triage.policies.consensus``); the budget of step 3 counts these human
+   actions, not requests (the allowed rate is divided by the recent actions per request).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from triage.policies.audit import AuditSampler
 from triage.policies.base import BaseRule, Routing
 from triage.policies.budget import BudgetCap
+from triage.policies.consensus import ActionsPerRequest, AnnotatorPlanner
 from triage.policies.gate import Gate
 from triage.policies.hygiene import ReviewHygiene
 from triage.policies.review_order import ReviewRanking
@@ -42,6 +46,9 @@ from triage.scoring.routing import (
 )
 from triage.scoring.scores import Scores
 from triage.settings import PolicySettings
+
+if TYPE_CHECKING:
+    from triage.quality.consensus import ConsensusPolicy
 
 
 def informativeness(scores: Scores, is_out: np.ndarray) -> np.ndarray:
@@ -63,8 +70,11 @@ class PolicyStack:
         version: str = "",
         classes: Optional[Sequence[str]] = None,
         clock: Callable[[], float] = time.monotonic,
+        consensus: Optional["ConsensusPolicy"] = None,
     ) -> None:
         self.rule = rule
+        self.planner = AnnotatorPlanner(consensus)  # None: one annotator per request
+        self.actions = ActionsPerRequest(self.planner.expected)
         # The window serves the review-rate rule, the budget cap and the observed rates.
         self.rate = RateController(policy.review_rate, policy.review_rate_window)
         self.budget = BudgetCap(policy, clock)
@@ -112,13 +122,14 @@ class PolicyStack:
         is_out = scores.outlier > 1.0  # NaN (detection off) compares False
         forced = is_out | self.rule.forced(scores)
 
-        max_rate = self.budget.observe(n)
+        max_rate = self.budget.observe(n)  # human actions per sample the annotators can absorb
+        per_request = self.actions.ratio
         self.rate.push(u, forced)
         tau = self.rule.threshold(self.rate)
         if max_rate is not None:  # the cap only ever raises tau (quantile falls with the rate)
-            tau = max(tau, self.rate.quantile(max_rate))
+            tau = max(tau, self.rate.quantile(max_rate / per_request))
         self.tau = float(tau)
-        self.budget.check(self.rate.forced_rate, self.rule.name)
+        self.budget.check(self.rate.forced_rate * per_request, self.rule.name)
 
         reason = np.full(n, CONFIDENT, dtype=np.int8)
         reason[forced | (u > tau)] = UNCERTAIN
@@ -133,8 +144,11 @@ class PolicyStack:
             k = int((hold == code).sum())
             if k:
                 self.suppressed[HOLDS[code]] += k
-        self.ranking.apply(scores, (reason != CONFIDENT) & (hold == NOT_HELD), priority)
-        decisions = Decisions(reason=reason, priority=priority, audit=audit, hold=hold)
+        review = (reason != CONFIDENT) & (hold == NOT_HELD)
+        self.ranking.apply(scores, review, priority)
+        annotators = self.planner.plan(reason, review, priority)
+        self.actions.record(annotators, review)
+        decisions = Decisions(reason=reason, priority=priority, audit=audit, hold=hold, annotators=annotators)
         self.rate.record(decisions.review, decisions.accepted)
         return decisions
 

@@ -124,6 +124,7 @@ def _encode_outputs(
     priority = decisions.priority.tolist()
     audit = decisions.audit.tolist()
     hold = decisions.hold.tolist() if decisions.hold is not None and decisions.hold.any() else None
+    annotators = decisions.annotators.tolist() if decisions.annotators is not None else None
     k = min(TOP_K, len(classes))
     top_idx = np.argsort(-scores.probs, axis=1)[:, :k]
     top_p = np.clip(np.take_along_axis(scores.probs, top_idx, axis=1), 0.0, 1.0).tolist()
@@ -156,6 +157,7 @@ def _encode_outputs(
         append(OutRecord(review_topic, key, encode(ReviewRequest(
             sid, sample.features, REASONS[r], label, confidence[j], score_obj, priority[j], version,
             sample.meta, [TopClass(classes[c], p) for c, p in zip(top_idx[j], top_p[j])],
+            1 if annotators is None or r == AUDIT else annotators[j],
         )), None, i, REASONS[r]))
     return out
 

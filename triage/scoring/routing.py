@@ -30,6 +30,7 @@ class Decisions:
     priority: np.ndarray  # (N,) float, higher = review sooner
     audit: np.ndarray  # (N,) bool: auto-accepted AND copied to review as an audit sample
     hold: Optional[np.ndarray] = None  # (N,) int8 into HOLDS; nonzero = provisional prediction
+    annotators: Optional[np.ndarray] = None  # (N,) int8: people a review request asks for (None: 1 each)
 
     @property
     def review(self) -> np.ndarray:

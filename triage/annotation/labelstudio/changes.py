@@ -71,7 +71,7 @@ def _choice(annotation: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _annotator(annotation: Mapping[str, Any], users: Mapping[int, str]) -> Optional[str]:
+def annotator_of(annotation: Mapping[str, Any], users: Mapping[int, str]) -> Optional[str]:
     """The annotator's name, the same whichever path saw the annotation: Label Studio sends a
     user id (``completed_by``); ``users`` maps ids to e-mail addresses."""
     who = annotation.get("completed_by")
@@ -187,7 +187,7 @@ class Ledger:
                                    f"not one of the model's classes"))
                 continue
             current[ann_id] = choice
-            who[ann_id] = _annotator(ann, users or {})
+            who[ann_id] = annotator_of(ann, users or {})
             if isinstance(updated, str):
                 stamps[ann_id] = updated
         known = {a: e for a, e in self.live.items() if e.task_id == task_id}

@@ -214,6 +214,12 @@ class LabelStudio:
                                    f"expected {len(tasks)} task ids, got {len(ids)}: {body}")
         return ids
 
+    def set_overlap(self, task_id: int, overlap: int, *, is_labeled: bool) -> None:
+        """``PATCH /api/tasks/ID/`` ``{"overlap": n, "is_labeled": b}``: how many people the label
+        stream serves the task to. Label Studio does not recompute ``is_labeled`` on this call, and
+        its stream serves only tasks not labelled, so the caller says whether enough people did."""
+        self._call("PATCH", f"/api/tasks/{int(task_id)}/", {"overlap": int(overlap), "is_labeled": bool(is_labeled)})
+
     def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False) -> int:
         body = self._call("POST", f"/api/tasks/{int(task_id)}/annotations/",
                           {"result": result, "was_cancelled": bool(was_cancelled)})

@@ -1,6 +1,8 @@
 """Review requests as Label Studio tasks. Pure: no HTTP, no Kafka.
 
-A task's ``data`` carries what an annotator and the bridge need (``sample_id`` is the key that
+A task's ``overlap`` is how many people Label Studio serves it to; the bridge sets it from the
+request's ``annotators`` (``target_overlap``), since an import always takes the project's
+"annotations per task". A task's ``data`` carries what an annotator and the bridge need (``sample_id`` is the key that
 makes task creation idempotent); its ``predictions`` carry the model's guess as a
 pre-annotation the annotator can accept with one click. Audit tasks carry no guess at all (no
 pre-annotation, no guessed class or top guesses in the data): their labels check the model, and
@@ -13,7 +15,7 @@ import base64
 import math
 import struct
 import zlib
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 from xml.sax.saxutils import quoteattr
 
 from triage.contracts import ReviewRequest
@@ -81,3 +83,16 @@ def task_for(review: ReviewRequest, *, image: bool) -> dict[str, Any]:
              "value": {"choices": [review.predicted]}}
     return {"data": data, "predictions": [{"model_version": review.model_version,
                                            "score": float(review.confidence), "result": [guess]}]}
+
+
+def target_overlap(annotators: int, labelled_by: Sequence[str], people: Iterable[str]) -> int:
+    """The overlap a task needs for a request that asks for ``annotators`` people in all, of whom
+    ``labelled_by`` labelled it already; ``people``: who annotated the task in Label Studio.
+
+    Those of ``labelled_by`` who did it in Label Studio count towards the overlap, those who did it
+    elsewhere (the console) do not; Label Studio annotators not in ``labelled_by`` came after the
+    request and fill what it still needs. So a redelivered request asks for the same overlap as
+    the first delivery, whatever was annotated in between."""
+    done = set(labelled_by)
+    missing = max(annotators - len(done), 0)
+    return len(done & set(people)) + missing
