@@ -36,7 +36,7 @@ CONFIRMED, CHANGED = "confirmed", "changed"
 _warned: set[str] = set()
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One sample's state after the rows read so far."""
 
@@ -117,7 +117,7 @@ def scan(rows: Iterable[tuple[int, Row]]) -> tuple[dict[str, Sample], list[Relea
         who = row.get("annotator") or ANONYMOUS
         s = samples.get(sid)
         if s is None:
-            s = samples[sid] = Sample()
+            s = samples[sid] = Sample({})
         if label in MARKERS:
             s.asked = True
             if label == RELABEL_MARK and s.votes and s.held is None:
