@@ -132,7 +132,8 @@ class Trainer:
             if row["label"] == EDGE_CASE:
                 reasons.append("edge_case")
             rows.append(row)
-        self.folded += self.store.append(rows)
+        self.store.append(rows)
+        self.folded += sum(r["label"] not in MARKERS for r in rows)  # the retrain job's own markers are not labels
         self._appended.update((r["partition"], r["offset"]) for r in rows)
         self._stored.update(((r["partition"], r["offset"]), r["id"]) for r in rows)
         self.rejected += len(dead)
@@ -220,12 +221,15 @@ class Trainer:
         self.progress(f"folded {folded} labels, rejected {rejected}")
         if self.stop.is_set():
             return RetrainOutcome("skipped", reason="stopped", folded=folded, rejected=rejected)
-        if self._quality_step(manifest, current):
-            more = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))  # the markers just sent
-            folded, rejected = folded + more[0], rejected + more[1]
-        outcome = retrain_once(reg, self.store, retrain=s.retrain, policy=s.policy,
-                               outlier_quantile=s.serving.outlier_quantile, progress=self.progress,
-                               pending=self.metrics.pending.set, quality=s.quality)
+        try:
+            if self._quality_step(manifest, current):
+                more = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))  # the markers just sent
+                folded, rejected = folded + more[0], rejected + more[1]
+            outcome = retrain_once(reg, self.store, retrain=s.retrain, policy=s.policy,
+                                   outlier_quantile=s.serving.outlier_quantile, progress=self.progress,
+                                   pending=self.metrics.pending.set, quality=s.quality)
+        finally:
+            self.store.forget_view()
         outcome.folded, outcome.rejected = folded, rejected
         if outcome.candidate:
             self.metrics.eval_accuracy.labels(model="candidate").set(outcome.candidate["holdout"]["accuracy"])

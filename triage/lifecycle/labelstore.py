@@ -199,6 +199,8 @@ class LabelRows:
     """What retraining reads from a label store, given its ``rows`` (the file here, segments on
     object storage: labelsegments.py)."""
 
+    _view: Optional[tuple[tuple[int, str, Optional[int]], "LabelView"]] = None  # the last view (see ``view``)
+
     def rows(self, upto: Optional[int] = None) -> Iterator[tuple[int, Row]]:
         raise NotImplementedError
 
@@ -236,11 +238,15 @@ class LabelRows:
 
         upto = self.count() if upto is None else upto
         key = (upto, aggregation, classes)
-        cached = getattr(self, "_view", None)
+        cached = self._view
         if cached is None or cached[0] != key:
             cached = (key, label_view(self.rows(upto), upto, aggregation, classes))
             self._view = cached
         return cached[1]
+
+    def forget_view(self) -> None:
+        """Drop the cached view (every row's features): the retrain job keeps none between runs."""
+        self._view = None
 
     def arrays(self, upto: Optional[int], eval_share: int, aggregation: Optional[str] = None,
                classes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
