@@ -56,6 +56,10 @@ def test_the_retrain_job_aggregates_exports_and_sends_flagged_labels_back(
         # what trains holds the aggregate: cid breaks ann/bob's tie on s0 for the truth
         view = trainer.store.view(trainer.store.count(), s.quality.aggregation, 10)
         assert view.labels["s0"] == str(y[300]) and view.labels["s1"] == str(y[301])
+        upto = registry.manifest(outcome.version or "")["data"]["labels_upto"]
+        Xt, yt, Xe, ye = trainer.store.arrays(upto, s.retrain.eval_label_share, s.quality.aggregation, 10)
+        at = [k for k, row in enumerate(np.vstack([Xt, Xe])) if np.array_equal(row, X[300].astype(np.float32))]
+        assert [np.concatenate([yt, ye])[k] for k in at] == [str(y[300])], "s0 trains once, with the majority"
         manifest = registry.manifest(outcome.version or "")
         assert manifest["data"]["quality"]["held"] == q["held"]
 

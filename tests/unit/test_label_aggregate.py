@@ -216,3 +216,24 @@ def test_annotator_names_are_bounded() -> None:
     acc = accuracies(label_view(enumerate(r.rows), len(r.rows), "majority"), names)
     assert set(acc) == {"bob", "ann", OTHER}
     assert acc["bob"].compared == 10 and acc[OTHER].accuracy < acc["bob"].accuracy
+
+
+def test_without_crowd_kit_contested_samples_take_a_plain_majority(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import triage.extras
+    import triage.lifecycle.labelview as labelview
+
+    real = triage.extras.missing_modules
+    monkeypatch.setattr(triage.extras, "missing_modules",
+                        lambda extra: ["crowd-kit"] if extra == "quality" else real(extra))
+    monkeypatch.setattr(labelview, "_warned", set())
+    r = Rows()
+    r.add("a", "cat", "ann")
+    r.add("a", "dog", "bob")
+    r.add("a", "dog", "cid")
+    r.add("b", "cat", "ann")
+    r.add("b", "dog", "bob")
+    with caplog.at_level("WARNING", logger="triage.labelstore"):
+        view = label_view(enumerate(r.rows), len(r.rows), "weighted")
+    assert view.labels == {"a": "dog", "b": "cat"} and view.summary()["majority_fallback"] is True
+    assert "crowd-kit is not installed" in caplog.text and "plain majority" in caplog.text
