@@ -251,6 +251,8 @@ class Trainer:
         when they need it; True when markers were published (the caller ingests them)."""
         q, classes = self.settings.quality, list(manifest["classes"])
         total = self.store.count()
+        if total == self._counted:
+            return False  # nothing arrived since the last look: the exported figures stand
         view = self.store.view(total, q.aggregation, len(classes))
         previous = self._newest_upto()
         self._export(view, previous if self._counted is None else self._counted)

@@ -78,5 +78,9 @@ def agreement(view: LabelView) -> float:
         return math.nan
     from triage.quality.annotators import agreement as alpha
 
-    got = alpha(view.overlapped())
+    try:
+        got = alpha(view.overlapped())
+    except ValueError as exc:  # krippendorff refuses some degenerate tables; the metric is advisory
+        log.warning("inter-annotator agreement not computed: %s", exc)
+        return math.nan
     return math.nan if got is None else got
