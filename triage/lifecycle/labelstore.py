@@ -257,6 +257,13 @@ class LabelRows:
 
         ``aggregation`` None: the latest label per id (latest wins). Otherwise the aggregate over
         the sample's annotators by that method, held samples left out (``view``)."""
+        from triage.lifecycle.labelview import gc_paused
+
+        with gc_paused():
+            return self._arrays(upto, eval_share, aggregation, classes)
+
+    def _arrays(self, upto: Optional[int], eval_share: int, aggregation: Optional[str],
+                classes: Optional[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         chosen = self.latest(upto) if aggregation is None else self.view(upto, aggregation, classes).training()
         train_X: list[list[float]] = []
         train_y: list[str] = []
