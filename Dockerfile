@@ -5,6 +5,8 @@
 # EXTRAS: the pyproject extras to install. The default, train,s3, is what docker-compose.yml needs
 # (train-init and retrain fit models in this image) plus S3 registries; a scorer-only image needs only the core:
 #   docker build --build-arg EXTRAS= -t triage-scorer .
+# Add quality (crowd-kit, cleanlab, krippendorff; heavy) for the retrain job's full label quality;
+# without it contested labels take a plain majority and no relabels are sent (docs/guide/label-quality.md).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG EXTRAS=train,s3
 

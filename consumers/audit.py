@@ -26,7 +26,7 @@ from typing import Any, Optional
 from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
 from triage.contracts import decode_label, decode_review
 from triage.errors import InputError, TriageError
-from triage.lifecycle.labelstore import EDGE_CASE, UNDO
+from triage.lifecycle.labelstore import EDGE_CASE, MARKERS, UNDO
 from triage.lifecycle.registry import Registry, registry_from
 from triage.metrics import AuditMetrics, LoopMetrics
 from triage.policies.audit import AuditEstimator
@@ -131,6 +131,9 @@ class AuditConsumer:
                     kinds.labels(kind="audit").inc()
                 elif topic == t.labels_topic:
                     label = decode_label(value, max_bytes)
+                    if label.label in MARKERS:  # the retrain job asked again: not an answer
+                        kinds.labels(kind="other").inc()
+                        continue
                     est.add_label(label.id, label.label)
                     self.live.add_label(label.id, None if label.label in (UNDO, EDGE_CASE) else label.label)
                     kinds.labels(kind="label").inc()

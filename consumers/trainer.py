@@ -2,8 +2,11 @@
 
 ingest: read review records (the join index, no group), consume labels as a group, join by
 sample id, persist the good ones, dead-letter the rest, then commit (at-least-once); both
-reads run the guarded loop. run_once: ingest, then ``triage.lifecycle.retraining.retrain_once`` (train,
-evaluate against current, promote or reject), then announce a promotion on the models topic.
+reads run the guarded loop. run_once: ingest; aggregate the labels per sample and export annotator
+quality; send tiebreaks and cleanlab-flagged labels back to review (a review request and a marker label
+each, the markers ingested before training so the held samples are out of it); then
+``triage.lifecycle.retraining.retrain_once`` (train, evaluate against current, promote or reject), then
+announce a promotion on the models topic.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from triage.contracts import Label, dead_letter_from_batch, decode_label, decode
 from triage.errors import BlockedError, InputError, LabelError, TriageError
 from triage.extras import require_extra
 from triage.lifecycle.labeljoin import label_row
-from triage.lifecycle.labelstore import EDGE_CASE, UNDO
+from triage.lifecycle import askagain, annotatorstats
+from triage.lifecycle.labelstore import EDGE_CASE, MARKERS, UNDO
+from triage.lifecycle.labelview import LabelView
 from triage.metrics import RetrainMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.lifecycle.registry import Registry
-from triage.lifecycle.retraining import RetrainOutcome, current_version, retrain_once
+from triage.lifecycle.retraining import RetrainOutcome, current_version, load_npz, retrain_once
 from triage.settings import Settings
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
 from triage.transport.retention import check_history
@@ -74,6 +79,10 @@ class Trainer:
         self._feature_count = 0
         self._version = ""
         self.folded = self.rejected = 0
+        self.names = annotatorstats.AnnotatorNames(settings.quality.annotator_metrics_top)
+        self._counted: Optional[int] = None  # store rows whose relabel outcomes are counted
+        self._asked: set[tuple[str, int]] = set()  # (sample, its last row) asked again by this process
+        self.metrics.quality.accuracy_alert_below.set(settings.quality.annotator_accuracy_alert_below)
 
     # --- clients (created lazily so `--once` without Kafka work still fails clearly) ------
     @property
@@ -123,11 +132,15 @@ class Trainer:
             if row["label"] == EDGE_CASE:
                 reasons.append("edge_case")
             rows.append(row)
-        self.folded += self.store.append(rows)
+        self.store.append(rows)
+        self.folded += sum(r["label"] not in MARKERS for r in rows)  # the retrain job's own markers are not labels
         self._appended.update((r["partition"], r["offset"]) for r in rows)
         self._stored.update(((r["partition"], r["offset"]), r["id"]) for r in rows)
         self.rejected += len(dead)
-        self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO) for r in rows))
+        self.metrics.folded.inc(sum(r["label"] not in (EDGE_CASE, UNDO, *MARKERS) for r in rows))
+        for r in rows:
+            if r["label"] not in (UNDO, *MARKERS):
+                self.metrics.quality.annotator_labels.labels(annotator=self.names(r.get("annotator"))).inc()
         for reason in reasons:
             self.metrics.rejected.labels(reason=reason).inc()
         return dead
@@ -195,6 +208,7 @@ class Trainer:
                           f"{manifest['data']['labels_upto']} stored labels: rebuilding it from {self.settings.topics.labels_topic}")
             rebuild_label_store(self.settings, self.registry, progress=self.progress, stop=self.stop)
         self._stored = self.store.positions()
+        self.names.seed(r.get("annotator") for _, r in self.store.rows() if r["label"] not in (UNDO, *MARKERS))
 
     def _run(self) -> RetrainOutcome:
         s, reg = self.settings, self.registry
@@ -207,9 +221,15 @@ class Trainer:
         self.progress(f"folded {folded} labels, rejected {rejected}")
         if self.stop.is_set():
             return RetrainOutcome("skipped", reason="stopped", folded=folded, rejected=rejected)
-        outcome = retrain_once(reg, self.store, retrain=s.retrain, policy=s.policy,
-                               outlier_quantile=s.serving.outlier_quantile, progress=self.progress,
-                               pending=self.metrics.pending.set)
+        try:
+            if self._quality_step(manifest, current):
+                more = self.ingest(list(manifest["classes"]), int(manifest["feature_count"]))  # the markers just sent
+                folded, rejected = folded + more[0], rejected + more[1]
+            outcome = retrain_once(reg, self.store, retrain=s.retrain, policy=s.policy,
+                                   outlier_quantile=s.serving.outlier_quantile, progress=self.progress,
+                                   pending=self.metrics.pending.set, quality=s.quality)
+        finally:
+            self.store.forget_view()
         outcome.folded, outcome.rejected = folded, rejected
         if outcome.candidate:
             self.metrics.eval_accuracy.labels(model="candidate").set(outcome.candidate["holdout"]["accuracy"])
@@ -219,3 +239,76 @@ class Trainer:
             self.metrics.pending.set(0)
             self.progress(f"promoted {outcome.version} and announced it on {s.topics.models_topic}")
         return outcome
+
+    # --- label quality (issue 24) ------------------------------------------------------------
+    def _newest_upto(self) -> int:
+        """Store rows the newest registered version (promoted or not) was trained on: the previous retrain."""
+        versions = self.registry.versions()
+        return int(self.registry.manifest(versions[-1]).get("data", {}).get("labels_upto", 0)) if versions else 0
+
+    def _quality_step(self, manifest: Mapping[str, Any], current: str) -> bool:
+        """Export annotator quality and relabel outcomes, and send stored labels back to review
+        when they need it; True when markers were published (the caller ingests them)."""
+        q, classes = self.settings.quality, list(manifest["classes"])
+        total = self.store.count()
+        if total == self._counted:
+            return False  # nothing arrived since the last look: the exported figures stand
+        view = self.store.view(total, q.aggregation, len(classes))
+        previous = self._newest_upto()
+        self._export(view, previous if self._counted is None else self._counted)
+        self._counted = total
+        new_labels = sum(1 for n in view.human_rows if n >= previous)
+        if new_labels < self.settings.retrain.min_new_labels:
+            return False  # no retrain this run: nothing is asked either
+        asks = [a for a in self._asks(view, classes, new_labels) if _state(view, a.sample) not in self._asked]
+        if not asks:
+            return False
+        self._publish(asks, current)
+        self._asked.update(_state(view, a.sample) for a in asks)
+        return True
+
+    def _export(self, view: LabelView, since: int) -> None:
+        m = self.metrics.quality
+        summary = view.summary(since)
+        for outcome in ("confirmed", "changed"):
+            m.relabels.labels(outcome=outcome).inc(int(summary[f"relabel_{outcome}"]))
+        m.samples.labels(kind="all").set(int(summary["samples"]))
+        for kind in ("multi_annotator", "contested", "held"):
+            m.samples.labels(kind=kind).set(int(summary[kind]))
+        m.annotator_accuracy.clear()
+        m.annotator_compared.clear()
+        for name, acc in annotatorstats.accuracies(view, self.names).items():
+            m.annotator_accuracy.labels(annotator=name).set(acc.accuracy)
+            m.annotator_compared.labels(annotator=name).set(acc.compared)
+        m.agreement.set(annotatorstats.agreement(view))
+
+    def _asks(self, view: LabelView, classes: list[str], new_labels: int) -> list[askagain.Ask]:
+        q = self.settings.quality
+        asks = askagain.tiebreaks(view, q.consensus_max_annotators) if q.consensus_tiebreak else []
+        limit = int(q.relabel_share * new_labels)
+        if limit > 0:
+            base = self.registry.data_file("base.npz")
+            try:
+                asks += askagain.relabels(view, classes, limit, max_annotators=q.consensus_max_annotators,
+                                          trusted=load_npz(base) if base is not None else None,
+                                          seed=self.settings.policy.seed, skip=frozenset(a.sample for a in asks))
+            except Exception:  # advisory: a failed check must not stop the retrain, and is never silent
+                log.exception("label issue check failed; no relabel requests this retrain")
+        return asks
+
+    def _publish(self, asks: list[askagain.Ask], current: str) -> None:
+        """Review requests first, then the markers: a crash in between asks again, never holds unasked."""
+        t = self.settings.topics
+        send_until_acked(self.producer, [OutRecord(t.review_topic, a.sample.encode(), askagain.review_request(a, current))
+                                         for a in asks], deadline_s=ANNOUNCE_DEADLINE_S, stop=self.stop)
+        send_until_acked(self.producer, [OutRecord(t.labels_topic, a.sample.encode(), askagain.marker(a)) for a in asks],
+                         deadline_s=ANNOUNCE_DEADLINE_S, stop=self.stop)
+        for a in asks:
+            self.metrics.quality.asked.labels(reason=a.reason).inc()
+        self.progress(f"sent {len(asks)} stored labels back to review: "
+                      + ", ".join(f"{sum(a.reason == r for a in asks)} {r}" for r in ("tiebreak", "relabel")))
+
+
+def _state(view: LabelView, sid: str) -> tuple[str, int]:
+    """A sample's label state: its id and the row number of its latest label."""
+    return sid, max(n for n, _ in view.samples[sid].votes.values())

@@ -172,6 +172,41 @@ class RetrainMetrics:
             self.store_repairs.labels(reason=reason)
         for model in ("candidate", "current"):
             self.eval_accuracy.labels(model=model).set(float("nan"))
+        self.quality = LabelQualityMetrics(r)
+
+
+class LabelQualityMetrics:
+    """Label quality in the retrain job (issue 24): the aggregate's counts, what went back to
+    review, and each annotator's accuracy and throughput. Annotators are named as the tools
+    name them; only the ``top`` most active keep their name, the rest are ``other``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.relabels = Counter("triage_relabels", "Labels held for a relabel that got a new human label, by outcome "
+                                "(confirmed: the same class; changed).", ["outcome"], registry=r)
+        self.asked = Counter("triage_labels_reasked", "Review requests the retrain job sent for stored labels, by reason "
+                             "(relabel: cleanlab flagged it; tiebreak: no strict majority).", ["reason"], registry=r)
+        self.samples = Gauge("triage_label_samples", "Labelled samples at the last retrain, by kind (all|multi_annotator|"
+                             "contested|held).", ["kind"], registry=r)
+        self.annotator_labels = Counter("triage_annotator_labels", "Labels ingested per annotator (throughput; the most "
+                                        "active by name, the rest as other; anonymous for labels without one).",
+                                        ["annotator"], registry=r)
+        self.annotator_accuracy = Gauge("triage_annotator_accuracy", "Each annotator's estimated accuracy against the "
+                                        "aggregate on samples labelled by more than one annotator (smoothed towards "
+                                        "0.8 by 4 samples), at the last retrain.", ["annotator"], registry=r)
+        self.annotator_compared = Gauge("triage_annotator_compared_samples", "Samples behind triage_annotator_accuracy "
+                                        "(their labels compared with the aggregate).", ["annotator"], registry=r)
+        self.agreement = Gauge("triage_annotator_agreement", "Inter-annotator agreement (Krippendorff's alpha, nominal) "
+                               "on samples labelled by more than one annotator; NaN when undefined.", registry=r)
+        self.accuracy_alert_below = Gauge("triage_annotator_accuracy_alert_below", "The accuracy TriageAnnotatorAccuracyLow "
+                                          "fires below (quality.annotator_accuracy_alert_below).", registry=r)
+        for outcome in ("confirmed", "changed"):
+            self.relabels.labels(outcome=outcome)
+        for reason in ("relabel", "tiebreak"):
+            self.asked.labels(reason=reason)
+        for kind in ("all", "multi_annotator", "contested", "held"):
+            self.samples.labels(kind=kind).set(0)
+        self.agreement.set(float("nan"))
 class PolicyMetrics:
     """Routing-policy state (issue 8) in the scorer's registry. ``update`` takes the policy's
     ``snapshot()`` and its drained suppression counts after every batch."""

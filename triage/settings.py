@@ -432,6 +432,11 @@ class QualitySettings(Section):
     relabel_share: float = Field(0.1, ge=0.0, le=1.0)
     """Share of each retrain step's label budget spent re-reviewing labels cleanlab flags as likely wrong (reason
     relabel; they stay out of training until reviewed; 0 = off)."""
+    annotator_metrics_top: int = Field(50, ge=1, le=1000)
+    """Annotators named in the retrain job's per-annotator metrics (the most active); the rest are exported as other."""
+    annotator_accuracy_alert_below: float = Field(0.7, ge=0.0, le=1.0)
+    """TriageAnnotatorAccuracyLow fires when an annotator's estimated accuracy against the aggregate is below this
+    (exported as triage_annotator_accuracy_alert_below)."""
 
     @model_validator(mode="after")
     def _sizes(self) -> "QualitySettings":

@@ -17,6 +17,7 @@ from consumers.trainer import Trainer
 from tests.fixtures import produce, read_all, read_headers
 from tests.helpers import DEADLINE_S, REPO, ScorerProcess, wait_until
 from triage.contracts import encode
+from triage.lifecycle.labelstore import MARKERS
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.loading import serving_model_from_registry
 from triage.settings import Settings
@@ -70,7 +71,9 @@ def test_retrain_promotes_and_both_replicas_swap_without_loss(
         trainer.close()
     assert outcome.outcome == "promoted", outcome
     assert outcome.candidate["holdout"]["accuracy"] > outcome.current["holdout"]["accuracy"]
-    assert registry.current() == "v2" and registry.manifest("v2")["data"]["labels_upto"] == len(review)
+    stored = [row for _, row in registry.label_store().rows()]  # the labels and the relabel markers
+    assert registry.current() == "v2" and registry.manifest("v2")["data"]["labels_upto"] == len(stored)
+    assert sum(row["label"] not in MARKERS for row in stored) == len(review)
     assert registry.manifest("v2")["parent"] == "v1"
 
     for proc in replicas:

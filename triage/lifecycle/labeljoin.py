@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 from triage.contracts import Label
 from triage.errors import LabelError
-from triage.lifecycle.labelstore import EDGE_CASE, UNDO
+from triage.lifecycle.labelstore import MARKERS, RESERVED, UNDO
 
 
 def label_row(label: Label, partition: int, offset: int, *, review_features: Mapping[str, list[float]],
@@ -20,14 +20,15 @@ def label_row(label: Label, partition: int, offset: int, *, review_features: Map
     """The label-store row of a valid label, or a LabelError saying why there is none.
     Features come from the label (format 2 always carries them), else from the review record."""
     features: Optional[list[float]] = label.features if label.features is not None else review_features.get(label.id)
-    if features is None and label.label == UNDO:
+    bare = label.label == UNDO or label.label in MARKERS  # carries no class: needs no features
+    if features is None and bare:
         features = []
     elif features is None:
         raise LabelError(f"no review record with id {label.id!r} and no `features` in the label",
                          code="unjoinable")
-    if label.label != UNDO and len(features) != feature_count:
+    if not bare and len(features) != feature_count:
         raise LabelError(f"`features` has {len(features)} values; the model takes {feature_count}")
-    if label.label not in (EDGE_CASE, UNDO) and label.label not in classes and not accept_new_classes:
+    if label.label not in RESERVED and label.label not in classes and not accept_new_classes:
         raise LabelError(f"unknown class {label.label!r} (known: {', '.join(sorted(classes))}); "
                          "set TRIAGE_ACCEPT_NEW_CLASSES=true to learn new classes", code="unknown_class")
     return {"id": label.id, "label": label.label, "features": features, "annotator": label.annotator,

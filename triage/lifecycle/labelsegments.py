@@ -71,6 +71,7 @@ class SegmentLabelStore(LabelRows):
         for key in self.segments():
             self.store.delete(key)
         self._lines.clear()
+        self._view = None
 
     def count(self) -> int:
         return sum(len(self._segment_lines(k)) for k in self.segments())

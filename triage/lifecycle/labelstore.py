@@ -1,9 +1,11 @@
 """The persisted training labels: ``<registry>/data/labels.jsonl``, append-only.
 
-Duplicate labels for one sample id resolve by **latest wins**: labels are keyed by sample
-id, so all labels of one id sit in one partition in arrival order, and the last one read
-is the annotator's final answer. A correction is simply a newer label; an undo is a newer
-``__undo__`` label, which removes the id until it is labelled again.
+Labels are keyed by sample id, so all labels of one id sit in one partition in arrival order.
+Every raw label stays stored. What trains is, per sample, either the latest label (latest wins:
+a correction is a newer label, an ``__undo__`` removes the id until it is labelled again) or,
+for the retrain job, the aggregate over the sample's annotators (``labelview.py``: each
+annotator's latest label counts once, an undo retracts its annotator's label, samples held for
+a relabel are left out).
 
 File format
 -----------
@@ -61,7 +63,7 @@ import time
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -75,8 +77,17 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 EDGE_CASE = "__edge_case__"
 UNDO = "__undo__"  # retracts the id's earlier label (the annotator console's undo)
+# Published by the retrain job (labelview.py): one more opinion was asked for the sample's labels;
+# a relabel also holds the sample out of training until a newer human label arrives.
+RELABEL_MARK = "__relabel__"
+TIEBREAK_MARK = "__tiebreak__"
+MARKERS = (RELABEL_MARK, TIEBREAK_MARK)
+RESERVED = (EDGE_CASE, UNDO, *MARKERS)  # label values that are not classes
 TORN_TAIL = "torn_tail"
 CORRUPT_LINE = "corrupt_line"
+
+if TYPE_CHECKING:
+    from triage.lifecycle.labelview import LabelView
 
 log = logging.getLogger("triage.labelstore")
 
@@ -188,6 +199,8 @@ class LabelRows:
     """What retraining reads from a label store, given its ``rows`` (the file here, segments on
     object storage: labelsegments.py)."""
 
+    _view: Optional[tuple[tuple[int, str, Optional[int]], "LabelView"]] = None  # the last view (see ``view``)
+
     def rows(self, upto: Optional[int] = None) -> Iterator[tuple[int, Row]]:
         raise NotImplementedError
 
@@ -207,24 +220,56 @@ class LabelRows:
                 if isinstance(r.get("partition"), int) and isinstance(r.get("offset"), int)}
 
     def latest(self, upto: Optional[int] = None) -> dict[str, Row]:
-        """id -> the last label row among the first ``upto`` rows (latest wins; undo removes)."""
+        """id -> the last label row among the first ``upto`` rows (latest wins; undo removes;
+        the retrain job's markers are not labels)."""
         out: dict[str, Row] = {}
         for _, row in self.rows(upto):
+            if row["label"] in MARKERS:
+                continue
             out.pop(row["id"], None)  # keep arrival order of the final answers
             if row["label"] != UNDO:
                 out[row["id"]] = row
         return out
 
-    def arrays(self, upto: Optional[int], eval_share: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(X_train, y_train, X_eval, y_eval) from the latest label per id, edge cases left out,
-        in (partition, offset) order: the order the labels topic holds them, so it does not
-        depend on how an ingest's batches interleaved partitions (a rebuilt store trains alike).
-        Rows without a position (written before they had one) come first, in store order."""
+    def view(self, upto: Optional[int], aggregation: str = "weighted", classes: Optional[int] = None) -> "LabelView":
+        """The aggregate of the first ``upto`` rows (labelview.py); the last one is cached, since
+        a prefix of the store never changes."""
+        from triage.lifecycle.labelview import label_view
+
+        upto = self.count() if upto is None else upto
+        key = (upto, aggregation, classes)
+        cached = self._view
+        if cached is None or cached[0] != key:
+            cached = (key, label_view(self.rows(upto), upto, aggregation, classes))
+            self._view = cached
+        return cached[1]
+
+    def forget_view(self) -> None:
+        """Drop the cached view (every row's features): the retrain job keeps none between runs."""
+        self._view = None
+
+    def arrays(self, upto: Optional[int], eval_share: int, aggregation: Optional[str] = None,
+               classes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(X_train, y_train, X_eval, y_eval) from one label per id, edge cases left out, in
+        (partition, offset) order: the order the labels topic holds them, so it does not depend
+        on how an ingest's batches interleaved partitions (a rebuilt store trains alike). Rows
+        without a position (written before they had one) come first, in store order.
+
+        ``aggregation`` None: the latest label per id (latest wins). Otherwise the aggregate over
+        the sample's annotators by that method, held samples left out (``view``)."""
+        from triage.lifecycle.labelview import gc_paused
+
+        with gc_paused():
+            return self._arrays(upto, eval_share, aggregation, classes)
+
+    def _arrays(self, upto: Optional[int], eval_share: int, aggregation: Optional[str],
+                classes: Optional[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        chosen = self.latest(upto) if aggregation is None else self.view(upto, aggregation, classes).training()
         train_X: list[list[float]] = []
         train_y: list[str] = []
         eval_X: list[list[float]] = []
         eval_y: list[str] = []
-        for sid, row in sorted(self.latest(upto).items(), key=lambda item: _position(item[1])):
+        for sid, row in sorted(chosen.items(), key=lambda item: _position(item[1])):
             if row["label"] == EDGE_CASE:
                 continue
             if is_eval_id(sid, eval_share):
@@ -321,6 +366,7 @@ class LabelStore(LabelRows):
 
     def clear(self) -> None:
         """Move labels.jsonl aside as ``labels.jsonl.replaced-<epoch s>`` (kept, never deleted)."""
+        self._view = None
         if self.path.exists():
             os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{int(time.time())}"))
 

@@ -22,7 +22,7 @@ from triage.errors import TriageError
 from triage.lifecycle.labelstore import LabelRows
 from triage.lifecycle.loading import registered_classifier
 from triage.lifecycle.registry import Registry
-from triage.settings import PolicySettings, RetrainSettings
+from triage.settings import PolicySettings, QualitySettings, RetrainSettings
 from triage.lifecycle.bundles import cross_fitted_base
 from triage.lifecycle.preparation import ModelFlags, prepare_bundle
 from triage.lifecycle.training import class_counts, evaluate, train_model
@@ -47,6 +47,7 @@ class RetrainOutcome:
     current: dict[str, Any] = field(default_factory=dict)
     folded: int = 0
     rejected: int = 0
+    quality: dict[str, Any] = field(default_factory=dict)  # labelview.LabelView.summary (with quality)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ def retrain_once(
     outlier_quantile: float,
     progress: Callable[[str], None] = _log_progress,
     pending: Callable[[int], None] = _ignore,
+    quality: Optional[QualitySettings] = None,
 ) -> RetrainOutcome:
     """Train, evaluate and promote or reject one candidate from the labels already in ``store``.
 
@@ -207,6 +209,9 @@ def retrain_once(
     marked ``rejected`` with the reason. Errors propagate (the caller counts failed runs).
     ``pending`` receives the number of labels not yet in CURRENT (e.g. a gauge's ``set``),
     before anything is trained, so a failing run still reports its backlog.
+    With ``quality`` (the retrain job) each sample's labels are aggregated over its annotators
+    (``quality.aggregation``) and held samples are left out (labelview.py); without it the
+    latest label per sample wins.
     """
     current = current_version(registry)
     total = store.count()  # read once: the candidate is trained on exactly this prefix
@@ -218,7 +223,13 @@ def retrain_once(
 
     base_X, base_y = load_npz(_data_file(registry, "base.npz"))
     hold_X, hold_y = load_npz(_data_file(registry, "holdout.npz"))
-    lab_X, lab_y, ev_X, ev_y = store.arrays(total, retrain.eval_label_share)
+    classes = list(registry.manifest(current).get("classes", []))
+    aggregation = quality.aggregation if quality is not None else None
+    lab_X, lab_y, ev_X, ev_y = store.arrays(total, retrain.eval_label_share, aggregation, classes=len(classes) or None)
+    summary_q = store.view(total, aggregation, len(classes) or None).summary(since=total - new) if aggregation else {}
+    if summary_q:
+        progress(f"labels aggregated ({aggregation}): {summary_q['samples']} samples, {summary_q['multi_annotator']} with "
+                 f"more than one annotator, {summary_q['contested']} contested, {summary_q['held']} held for relabel")
     X = np.vstack([base_X, lab_X]) if len(lab_X) else base_X
     y = np.concatenate([base_y, lab_y])
     progress(f"training candidate ({retrain.model_family}) on {len(X)} samples "
@@ -257,6 +268,7 @@ def retrain_once(
         "labels": "data/labels.jsonl", "labels_upto": total, "labels_trained": int(len(lab_X)),
         "labels_eval": int(len(ev_X)), "class_counts": class_counts(y),
         "label_offsets": label_offsets(store, total),
+        **({"quality": summary_q} if summary_q else {}),
     }
     metrics = {**cand["holdout"], "eval_labels": cand["eval_labels"], "combined": cand["combined"],
                "current_at_evaluation": {"version": current, **cur["holdout"]}}
@@ -270,7 +282,7 @@ def retrain_once(
     if not verdict.promote:
         registry.set_status(version, "rejected", verdict.reason)
         progress(f"{summary} -> rejected: {verdict.reason}")
-        return RetrainOutcome("rejected", version, verdict.reason, cand, cur)
+        return RetrainOutcome("rejected", version, verdict.reason, cand, cur, quality=summary_q)
     registry.promote(version, expect=current)  # judged against `current`: refused if CURRENT moved
     progress(f"{summary} -> promoted")
-    return RetrainOutcome("promoted", version, "", cand, cur)
+    return RetrainOutcome("promoted", version, "", cand, cur, quality=summary_q)

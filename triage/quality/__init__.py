@@ -13,5 +13,5 @@ module per step, as river's ``active`` package has one per strategy:
   to pick the ones to send back for review with reason ``relabel``.
 
 The maintained libraries (crowd-kit, cleanlab, krippendorff, pandas) are imported inside the
-functions: they come with the ``train`` extra and nothing on the serving path loads them.
+functions: they come with the ``quality`` extra and nothing on the serving path loads them.
 """

@@ -80,7 +80,7 @@ def agreement(annotations: Sequence[Annotation]) -> Optional[float]:
     values = sorted({a.label for a in rows})
     if len(samples) < 2 or len(values) < 2:
         return None
-    require_extra("train", "inter-annotator agreement")
+    require_extra("quality", "inter-annotator agreement")
     import krippendorff
     import numpy as np
 

@@ -65,7 +65,7 @@ def out_of_fold_probs(X: np.ndarray, y: np.ndarray, classes: Sequence[str], *,
 def label_issues(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], *,
                  limit: Optional[int] = None) -> np.ndarray:
     """Positions of the labels cleanlab flags, most likely wrong first, at most ``limit``."""
-    require_extra("train", "label issue detection")
+    require_extra("quality", "label issue detection")
     from cleanlab.filter import find_label_issues
 
     col = {c: i for i, c in enumerate(classes)}
