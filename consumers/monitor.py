@@ -1,11 +1,14 @@
 """``triage monitor``: one process that reads every scorer replica's outputs and watches the
 model without waiting for labels (docs/guide/monitoring.md).
 
-It reads ``triage.predictions`` (plain and provisional) and ``triage.review`` (skipping audit
-copies, which are accepted predictions already counted) in its own consumer group. Per model
-version it keeps the label-free accuracy estimate and the drift detectors
-(``triage.monitoring``), exports them, and publishes a retrain request on a drift alarm or when
-the estimate's upper end falls below ``--accuracy-floor``.
+It reads ``triage.predictions`` (plain and provisional) and ``triage.review`` (audit copies,
+accepted predictions already counted, are kept aside until labelled) in its own consumer group,
+and ``triage.labels``: a label joined to an audit copy corrects its version's estimate
+(``triage.monitoring.estimate.correction``). Per model version it keeps the accuracy estimate
+and the drift detectors (``triage.monitoring``), exports them, and publishes a retrain request
+on a drift alarm or when the estimate's upper end falls below ``--accuracy-floor``. Labels skip
+the reorder (their order does not matter and they lag the outputs by hours): each one is folded
+in, and its offset covered, as it is read.
 
 Checkpoint (``triage.monitoring.checkpoint``): the state and the offsets it covers are written
 together every ``--monitor-checkpoint-s``, and only then committed; records below the covered
@@ -19,14 +22,15 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from consumers.loop import Abandoned, GuardedLoop, Step
-from triage.contracts import decode_prediction, decode_review, encode
+from triage.contracts import decode_label, decode_prediction, decode_review, encode
 from triage.contracts.retrain_request import RetrainRequest
 from triage.errors import InputError, TriageError
+from triage.lifecycle.labelstore import EDGE_CASE, UNDO
 from triage.metrics import MonitorMetrics
 from triage.monitoring import checkpoint
 from triage.monitoring.merge import Reorder
@@ -42,7 +46,16 @@ log = logging.getLogger("triage.monitor")
 def config_of(settings: Settings) -> MonitorConfig:
     m = settings.monitor
     return MonitorConfig(window=m.monitor_window, ert=m.drift_ert_samples, reference=m.drift_reference_samples,
-                         k=m.drift_k, level=m.estimate_level)
+                         k=m.drift_k, level=m.estimate_level, recent_labels=settings.policy.audit_recent_labels)
+
+
+class AuditCopy(NamedTuple):
+    """An audited prediction (reason ``audit`` on the review topic), kept until its label."""
+
+    sample_id: str
+    version: str
+    confidence: float
+    predicted: str
 
 
 class MonitorConsumer:
@@ -72,15 +85,21 @@ class MonitorConsumer:
     def handle(self, batch: RecordBatch) -> list[OutRecord]:
         reorder, covered = self.reorder, self.state.covered
         arrived = time.monotonic() * 1000
+        labels_topic = self.settings.topics.labels_topic
         for i in range(len(batch)):
             tp, offset = (batch.topics[i], batch.partitions[i]), batch.offsets[i]
             if offset < covered.get(tp, 0):
                 self.metrics.records.labels(kind="replayed").inc()
                 continue
+            if tp[0] == labels_topic:
+                self._label(batch.values[i])
+                covered[tp] = offset + 1
+                continue
             if offset < reorder.read_to.get(tp, 0):
                 continue  # pushed already: a held batch handled again
             reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]), arrived)
-        assigned = self.loop.consumer.assigned() if self.loop is not None else ()
+        # the labels' partitions hold no outputs back: they are not ordered with them
+        assigned = [tp for tp in self.loop.consumer.assigned() if tp[0] != labels_topic] if self.loop is not None else ()
         self._fold(reorder.release(reorder.watermark(assigned), self.rng))
         if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
             self.save()
@@ -104,9 +123,20 @@ class MonitorConsumer:
         except (OSError, TriageError) as exc:  # retried with the next batch, where the loop holds it
             log.warning("monitor: checkpoint or request on an idle poll failed (%s); retrying", exc)
 
-    def _parse(self, topic: str, value: Optional[bytes]) -> Optional[tuple[str, float, float, Optional[float], str, bool]]:
-        """(version, confidence, margin, outlier, label, accepted), or None for a record that is
-        not a scored sample (invalid, or an audit copy of a prediction already counted)."""
+    def _label(self, value: Optional[bytes]) -> None:
+        try:
+            label = decode_label(value, self.settings.serving.max_message_bytes)
+        except InputError as exc:
+            self.metrics.records.labels(kind="invalid").inc()
+            log.debug("monitor: skipped an invalid label: %s", exc)
+            return
+        self.metrics.records.labels(kind="label").inc()
+        if label.label not in (UNDO, EDGE_CASE):  # neither says what the sample is
+            self.state.add_label(label.id, label.label)
+
+    def _parse(self, topic: str, value: Optional[bytes]) -> Any:
+        """(version, confidence, margin, outlier, label, accepted) of a scored sample, an
+        ``AuditCopy`` (a prediction already counted, to join to its label), or None (invalid)."""
         t, max_bytes = self.settings.topics, self.settings.serving.max_message_bytes
         try:
             if topic == t.predictions_topic:
@@ -120,7 +150,7 @@ class MonitorConsumer:
             return None
         if r.reason == "audit":
             self.metrics.records.labels(kind="audit_copy").inc()
-            return None
+            return AuditCopy(r.id, r.model_version, r.confidence, r.predicted)
         self.metrics.records.labels(kind="review").inc()
         return r.model_version, r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False
 
@@ -131,7 +161,9 @@ class MonitorConsumer:
         obs: dict[str, Observations] = defaultdict(Observations)
         for tp, offset, item in released:
             self.state.covered[tp] = max(self.state.covered.get(tp, 0), offset + 1)
-            if item is not None:
+            if isinstance(item, AuditCopy):
+                self.state.add_audit(*item)
+            elif item is not None:
                 obs[item[0]].add(*item[1:])
         now_ms = int(self._clock() * 1000)
         # the version with the most records last: it is the most recently updated (checkpoint.KEEP_VERSIONS)
@@ -202,6 +234,9 @@ class MonitorConsumer:
             m.lower.labels(model_version=version).set(est.lower)
             m.upper.labels(model_version=version).set(est.upper)
         m.samples.labels(model_version=version).set(est.samples)
+        fix = vm.correction()
+        m.correction.labels(model_version=version).set(fix.shift if fix is not None else 0.0)
+        m.correction_labels.labels(model_version=version).set(len(vm.residuals.filled()))
         acc = vm.estimate_accepted()
         if acc.samples:
             m.accepted.labels(model_version=version).set(acc.accuracy)
@@ -221,7 +256,8 @@ class MonitorConsumer:
     # --- the loop --------------------------------------------------------------------------
     def run(self, *, idle_exit_s: Optional[float] = None) -> None:
         s = self.settings
-        consumer = self._consumer or make_consumer(s, [s.topics.predictions_topic, s.topics.review_topic],
+        consumer = self._consumer or make_consumer(s, [s.topics.predictions_topic, s.topics.review_topic,
+                                                       s.topics.labels_topic],
                                                    group_id=s.monitor.monitor_group_id)
         producer = self._producer or make_producer(s)
         self.loop = GuardedLoop("monitor", consumer, self.handle, producer=producer, commit=False,
