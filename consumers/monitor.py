@@ -76,6 +76,7 @@ class MonitorConsumer:
         m = settings.monitor
         self.reorder = Reorder(m.monitor_max_hold_s * 1000, m.monitor_bucket_ms, int(m.monitor_idle_grace_s * 1000))
         self.newest: Optional[str] = None
+        self._corrected: set[str] = set()  # versions whose correction took a label since the last export
         if settings.monitor.accuracy_floor is not None:
             self.metrics.floor.set(settings.monitor.accuracy_floor)
         for version in self.state.versions:
@@ -92,7 +93,8 @@ class MonitorConsumer:
                 self.metrics.records.labels(kind="replayed").inc()
                 continue
             if tp[0] == labels_topic:
-                self._label(batch.values[i])
+                if (version := self._label(batch.values[i])) is not None:
+                    self._corrected.add(version)
                 covered[tp] = offset + 1
                 continue
             if offset < reorder.read_to.get(tp, 0):
@@ -100,7 +102,7 @@ class MonitorConsumer:
             reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]), arrived)
         # the labels' partitions hold no outputs back: they are not ordered with them
         assigned = [tp for tp in self.loop.consumer.assigned() if tp[0] != labels_topic] if self.loop is not None else ()
-        self._fold(reorder.release(reorder.watermark(assigned), self.rng))
+        self._fold(reorder.release(reorder.watermark(assigned), self.rng), labelled=True)
         if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
             self.save()
         failpoints.hit("monitor.batch")  # folded (maybe checkpointed), not yet committed
@@ -123,16 +125,18 @@ class MonitorConsumer:
         except (OSError, TriageError) as exc:  # retried with the next batch, where the loop holds it
             log.warning("monitor: checkpoint or request on an idle poll failed (%s); retrying", exc)
 
-    def _label(self, value: Optional[bytes]) -> None:
+    def _label(self, value: Optional[bytes]) -> Optional[str]:
+        """Fold a label in; returns the version whose correction it changed."""
         try:
             label = decode_label(value, self.settings.serving.max_message_bytes)
         except InputError as exc:
             self.metrics.records.labels(kind="invalid").inc()
             log.debug("monitor: skipped an invalid label: %s", exc)
-            return
+            return None
         self.metrics.records.labels(kind="label").inc()
-        if label.label not in (UNDO, EDGE_CASE):  # neither says what the sample is
-            self.state.add_label(label.id, label.label)
+        if label.label in (UNDO, EDGE_CASE):  # neither says what the sample is
+            return None
+        return self.state.add_label(label.id, label.label)
 
     def _parse(self, topic: str, value: Optional[bytes]) -> Any:
         """(version, confidence, margin, outlier, label, accepted) of a scored sample, an
@@ -154,15 +158,17 @@ class MonitorConsumer:
         self.metrics.records.labels(kind="review").inc()
         return r.model_version, r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False
 
-    def _fold(self, released: list[tuple[tuple[str, int], int, Any]]) -> None:
-        """Released entries, in scored order, into the state; offsets become covered."""
-        if not released:
+    def _fold(self, released: list[tuple[tuple[str, int], int, Any]], labelled: bool = False) -> None:
+        """Released entries, in scored order, into the state; offsets become covered. ``labelled``:
+        labels were folded in just before (``_corrected``), so versions may need exporting."""
+        if not released and not (labelled and self._corrected):
             return
         obs: dict[str, Observations] = defaultdict(Observations)
         for tp, offset, item in released:
             self.state.covered[tp] = max(self.state.covered.get(tp, 0), offset + 1)
             if isinstance(item, AuditCopy):
-                self.state.add_audit(*item)
+                if (joined := self.state.add_audit(*item)) is not None:
+                    self._corrected.add(joined)
             elif item is not None:
                 obs[item[0]].add(*item[1:])
         now_ms = int(self._clock() * 1000)
@@ -177,12 +183,20 @@ class MonitorConsumer:
                     log.warning("drift %s on %s: threshold %.2f crossed after %d monitored samples (alarm %d)",
                                 version, signal, det.h, det.seen, det.alarms)
                 self._request(version, "drift", signal, det.alarm_statistic, det.h, now_ms)
-            floor = self.settings.monitor.accuracy_floor
-            est = vm.estimate()
-            if floor is not None and vm.calibrated and est.samples >= self.state.config.window and est.upper < floor:
-                self._request(version, "estimated_accuracy", "estimated_accuracy", est.upper, floor, now_ms)
-            self._export(version)
+            self._check_floor(version, now_ms)
+            self._corrected.discard(version)
+        for version in self._corrected & set(self.state.versions):  # labels only: the estimate moved
+            self._check_floor(version, now_ms)
+        self._corrected.clear()
         self.state.rng = self.rng.bit_generator.state
+
+    def _check_floor(self, version: str, now_ms: int) -> None:
+        """Request a retrain when the estimate's upper end is below the floor; export the version."""
+        vm, floor = self.state.versions[version], self.settings.monitor.accuracy_floor
+        est = vm.estimate()
+        if floor is not None and vm.calibrated and est.samples >= self.state.config.window and est.upper < floor:
+            self._request(version, "estimated_accuracy", "estimated_accuracy", est.upper, floor, now_ms)
+        self._export(version)
 
     def _requests(self) -> list[OutRecord]:
         topic = self.settings.topics.retrain_requests_topic

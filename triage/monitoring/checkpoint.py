@@ -37,28 +37,32 @@ class MonitorState:
     audits: dict[str, list[Any]] = field(default_factory=dict)  # sample id -> [version, confidence, predicted]
     labels: dict[str, str] = field(default_factory=dict)  # sample id -> label, its audit copy not yet seen
 
-    def add_audit(self, sample_id: str, version: str, confidence: float, predicted: str) -> None:
+    def add_audit(self, sample_id: str, version: str, confidence: float, predicted: str) -> Optional[str]:
+        """An audit copy; returns the version it corrected, if its label was already read."""
         label = self.labels.pop(sample_id, None)
         if label is not None:
-            self._join(version, confidence, predicted, label)
-            return
+            return self._join(version, confidence, predicted, label)
         self.audits[sample_id] = [version, confidence, predicted]
         _trim(self.audits, MAX_AUDITS)
+        return None
 
-    def add_label(self, sample_id: str, label: str) -> None:
-        """A human label: joined to its audit copy (the version's correction), or kept a while
-        in case the copy is still on its way; the first label of a sample counts."""
+    def add_label(self, sample_id: str, label: str) -> Optional[str]:
+        """A human label: joined to its audit copy (returns the version it corrected), or kept a
+        while in case the copy is still on its way; the first label of a sample counts."""
         audit = self.audits.pop(sample_id, None)
         if audit is not None:
-            self._join(audit[0], audit[1], audit[2], label)
-        elif sample_id not in self.labels:
+            return self._join(audit[0], audit[1], audit[2], label)
+        if sample_id not in self.labels:
             self.labels[sample_id] = label
             _trim(self.labels, MAX_LABELS)
+        return None
 
-    def _join(self, version: str, confidence: float, predicted: str, label: str) -> None:
+    def _join(self, version: str, confidence: float, predicted: str, label: str) -> Optional[str]:
         vm = self.versions.get(version)  # a label never brings a version's state (back) in
-        if vm is not None:
-            vm.add_label(confidence, predicted == label)
+        if vm is None:
+            return None
+        vm.add_label(confidence, predicted == label)
+        return version
 
     def version(self, name: str) -> VersionMonitor:
         """The version's state, now the most recently updated. Least recently updated ones are
