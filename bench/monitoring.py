@@ -21,7 +21,14 @@ today, as written below, labels them ``triage_plain`` and ``triage``.
     $B compare $O --shift-at 6000 --fa-samples 0 --only alibi_cvm --out /tmp/delay-alibi.json
     $B compare $O --shift-at 200000 --after 60000 --fa-samples 0 --only audit --shifts concept \
         --out /tmp/audit-long.json
-    $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --only triage nannyml_cbpe --out /tmp/estimate.json
+    $B compare $O --shift-at 30000 --fa-samples 0 --only triage nannyml_cbpe --out /tmp/estimate-30k.json
+    $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json \
+        /tmp/estimate.json /tmp/estimate-30k.json
+
+The last two (about 1 CPU-min) measured the audit-corrected estimate (``--estimate-audit-rate``,
+1% by default) after the rest; listed last, their ``triage`` and ``nannyml_cbpe`` rows replace
+the earlier ones (the same delays, now with the corrected estimate beside the label-free one).
 
 ``compare`` imports only triage's pure core (numpy, scipy) and writes
 bench/results/monitoring.json. Like with like:
@@ -30,7 +37,10 @@ bench/results/monitoring.json. Like with like:
   triage and alibi, and CBPE is fitted on the same samples (with their labels, which triage
   does not get);
 - estimation error on the same windows: ``--window`` samples, aligned so that every window
-  starts at or after the end of the reference (CBPE's chunks = triage's windows);
+  starts at or after the end of the reference (CBPE's chunks = triage's windows); triage's
+  estimate is corrected by ``--estimate-audit-rate`` audit labels (joined at once), and the
+  label-free one it had before is measured on the same windows (``label_free``), both with
+  their band's coverage;
 - detection at the same ERT (expected in-distribution samples between false alarms):
   triage over all its detectors together (confidence, margin, class mix), ``triage-conf``
   one triage CUSUM on the confidence alone (the same information as alibi), alibi's

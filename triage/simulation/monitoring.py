@@ -182,7 +182,7 @@ def score_outputs(split: Any, settings: Any, root: Any) -> Outputs:
 def monitor_config(settings: Any) -> MonitorConfig:
     m = settings.monitor
     return MonitorConfig(window=m.monitor_window, ert=m.drift_ert_samples, reference=m.drift_reference_samples,
-                         k=m.drift_k, level=m.estimate_level)
+                         k=m.drift_k, level=m.estimate_level, recent_labels=settings.policy.audit_recent_labels)
 
 
 def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
