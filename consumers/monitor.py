@@ -110,10 +110,15 @@ class MonitorConsumer:
 
     def after_poll(self, batch: Optional[RecordBatch]) -> None:
         """An empty poll: every partition is read to its end, so what arrived a grace ago can leave."""
-        if self.loop is None or (batch is not None and len(batch)) or not len(self.reorder):
+        if self.loop is None or (batch is not None and len(batch)):
+            return
+        labels_topic = self.settings.topics.labels_topic
+        labelled = any(tp[0] == labels_topic and o != self._saved_offsets.get(tp)
+                       for tp, o in self.state.covered.items())
+        if not len(self.reorder) and not labelled:  # labels read since the checkpoint: saved now, not a batch later
             return
         released = self.reorder.release_idle(time.monotonic() * 1000, self.rng)
-        if not released and not self.state.pending:
+        if not released and not self.state.pending and not labelled:
             return
         self._fold(released)
         try:

@@ -16,12 +16,13 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from consumers.monitor import MonitorConsumer
+from consumers.monitor import MonitorConsumer, config_of
 from tests.fixtures import decoded, produce, read_all, registry_v1
 from tests.helpers import wait_until
 from tests.integration.test_hotswap import start_inprocess, stop_inprocess
 from triage.contracts import encode
 from triage.contracts.retrain_request import decode_retrain_request
+from triage.monitoring import checkpoint
 from triage.settings import Settings
 
 REFERENCE, WINDOW = 1_000, 1_000
@@ -244,6 +245,9 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
         audit.run(idle_exit_s=3.0)
         wait_until(lambda: _value(monitor, "triage_estimated_accuracy_correction_labels", model_version="v1")
                    >= s.policy.audit_recent_labels, "the monitor to join the audit labels")
+        wait_until(lambda: len(checkpoint.load(s.monitor.monitor_state_dir, config_of(s)).versions["v1"].residuals
+                               .filled()) >= s.policy.audit_recent_labels,
+                   "the labels in a checkpoint written while idle (not only at the stop)")
     finally:
         monitor.stop_event.set()
         thread.join(60)
@@ -271,3 +275,5 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
     assert -0.45 < correction < -0.2  # a third of the labels now disagree
     assert estimate < accepted - 0.15
     assert _value(monitor, "triage_estimated_accuracy_lower", model_version="v1") <= realized
+    again = MonitorConsumer(s)  # a restart keeps the correction
+    assert again.state.versions["v1"].correction() == monitor.state.versions["v1"].correction() is not None
