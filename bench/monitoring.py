@@ -172,7 +172,8 @@ class _PlainThreshold:
 
 
 def _coverage(bands: Sequence[tuple[int, int, float, float]], correct: np.ndarray, shift_at: int) -> dict[str, Any]:
-    """Share of (lo, hi, lower, upper) windows wholly before / after the shift whose realized accuracy is in the band."""
+    """Share of (lo, hi, lower, upper) windows wholly before / after the shift whose realized
+    accuracy is in the band."""
     inside: dict[str, list[bool]] = {"before": [], "after": []}
     for lo, hi, lower, upper in bands:
         phase = "before" if hi <= shift_at else "after" if lo >= shift_at else None
@@ -481,10 +482,11 @@ def summarize(args: argparse.Namespace) -> None:
             for phase in ("before", "after"):
                 agg[f"{who}_mae_{phase}"] = _t_interval([r[who][f"mae_{phase}"] for r in rs])
                 if who == "triage" and "label_free" in rs[0][who]:
-                    agg[f"triage_label_free_mae_{phase}"] = _t_interval([r[who]["label_free"][f"mae_{phase}"] for r in rs])
-                    for name, src in (("triage", lambda r: r["triage"]), ("triage_label_free", lambda r: r["triage"]["label_free"])):
-                        agg[f"{name}_covered_{phase}"] = _mean([src(r)[f"covered_{phase}"] for r in rs
-                                                                if src(r)[f"covered_{phase}"] is not None])
+                    free = [r[who]["label_free"] for r in rs]
+                    agg[f"triage_label_free_mae_{phase}"] = _t_interval([f[f"mae_{phase}"] for f in free])
+                    for name, src in (("triage", [r[who] for r in rs]), ("triage_label_free", free)):
+                        agg[f"{name}_covered_{phase}"] = _mean([x[f"covered_{phase}"] for x in src
+                                                                if x[f"covered_{phase}"] is not None])
         for who in DETECTORS + tuple(w for w in rs[0] if w.startswith(("triage_k=", "triage_refaware", "triage_plain"))):
             if who not in rs[0]:
                 continue
@@ -517,14 +519,15 @@ def markdown(shifts: dict[str, Any], false_alarms: list[dict[str, Any]]) -> str:
     def share(x: Optional[float]) -> str:
         return "-" if x is None else f"{x:.2f}"
 
-    lines = ["| stream | phase | triage (audit-corrected) | triage label-free | CBPE | band coverage corrected / label-free |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| stream | phase | triage (audit-corrected) | triage label-free | CBPE | "
+             "band coverage corrected / label-free |", "|---|---|---|---|---|---|"]
     for name, a in shifts.items():
-        for phase in ("before", "after"):
-            if f"triage_mae_{phase}" in a:
-                lines.append(f"| {name} | {phase} | {mae(a[f'triage_mae_{phase}'])} | "
-                             f"{mae(a.get(f'triage_label_free_mae_{phase}'))} | {mae(a.get(f'nannyml_cbpe_mae_{phase}'))} | "
-                             f"{share(a.get(f'triage_covered_{phase}'))} / {share(a.get(f'triage_label_free_covered_{phase}'))} |")
+        for p in ("before", "after"):
+            if f"triage_mae_{p}" in a:
+                lines.append(f"| {name} | {p} | {mae(a[f'triage_mae_{p}'])} | "
+                             f"{mae(a.get(f'triage_label_free_mae_{p}'))} | "
+                             f"{mae(a.get(f'nannyml_cbpe_mae_{p}'))} | {share(a.get(f'triage_covered_{p}'))} / "
+                             f"{share(a.get(f'triage_label_free_covered_{p}'))} |")
     whos = sorted({k[:-6] for a in shifts.values() for k in a if k.endswith("_delay")})
     lines += ["", "| stream | " + " | ".join(whos) + " |", "|---|" + "---|" * len(whos)]
     for name, a in shifts.items():

@@ -101,7 +101,8 @@ class MonitorConsumer:
                 continue  # pushed already: a held batch handled again
             reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]), arrived)
         # the labels' partitions hold no outputs back: they are not ordered with them
-        assigned = [tp for tp in self.loop.consumer.assigned() if tp[0] != labels_topic] if self.loop is not None else ()
+        owned = self.loop.consumer.assigned() if self.loop is not None else ()
+        assigned = [tp for tp in owned if tp[0] != labels_topic]
         self._fold(reorder.release(reorder.watermark(assigned), self.rng), labelled=True)
         if time.monotonic() - self.saved_at >= self.settings.monitor.monitor_checkpoint_s:
             self.save()
