@@ -484,6 +484,10 @@ def summarize(args: argparse.Namespace) -> None:
                 if who == "triage" and "label_free" in rs[0][who]:
                     free = [r[who]["label_free"] for r in rs]
                     agg[f"triage_label_free_mae_{phase}"] = _t_interval([f[f"mae_{phase}"] for f in free])
+                    if "nannyml_cbpe" in rs[0]:  # paired on the same streams: tighter than the intervals apart
+                        agg[f"triage_minus_cbpe_mae_{phase}"] = _t_interval(
+                            [r[who][f"mae_{phase}"] - r["nannyml_cbpe"][f"mae_{phase}"] for r in rs
+                             if r[who][f"mae_{phase}"] is not None and r["nannyml_cbpe"][f"mae_{phase}"] is not None])
                     for name, src in (("triage", [r[who] for r in rs]), ("triage_label_free", free)):
                         agg[f"{name}_covered_{phase}"] = _mean([x[f"covered_{phase}"] for x in src
                                                                 if x[f"covered_{phase}"] is not None])
