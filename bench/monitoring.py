@@ -21,7 +21,14 @@ today, as written below, labels them ``triage_plain`` and ``triage``.
     $B compare $O --shift-at 6000 --fa-samples 0 --only alibi_cvm --out /tmp/delay-alibi.json
     $B compare $O --shift-at 200000 --after 60000 --fa-samples 0 --only audit --shifts concept \
         --out /tmp/audit-long.json
-    $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --only triage nannyml_cbpe --out /tmp/estimate.json
+    $B compare $O --shift-at 30000 --fa-samples 0 --only triage nannyml_cbpe --out /tmp/estimate-30k.json
+    $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json \
+        /tmp/estimate.json /tmp/estimate-30k.json
+
+The last two (about 1 CPU-min) measured the audit-corrected estimate (``--estimate-audit-rate``,
+1% by default) after the rest; listed last, their ``triage`` and ``nannyml_cbpe`` rows replace
+the earlier ones (the same delays, now with the corrected estimate beside the label-free one).
 
 ``compare`` imports only triage's pure core (numpy, scipy) and writes
 bench/results/monitoring.json. Like with like:
@@ -30,7 +37,10 @@ bench/results/monitoring.json. Like with like:
   triage and alibi, and CBPE is fitted on the same samples (with their labels, which triage
   does not get);
 - estimation error on the same windows: ``--window`` samples, aligned so that every window
-  starts at or after the end of the reference (CBPE's chunks = triage's windows);
+  starts at or after the end of the reference (CBPE's chunks = triage's windows); triage's
+  estimate is corrected by ``--estimate-audit-rate`` audit labels (joined at once), and the
+  label-free one it had before is measured on the same windows (``label_free``), both with
+  their band's coverage;
 - detection at the same ERT (expected in-distribution samples between false alarms):
   triage over all its detectors together (confidence, margin, class mix), ``triage-conf``
   one triage CUSUM on the confidence alone (the same information as alibi), alibi's
@@ -66,6 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from triage.monitoring.drift import detectors  # noqa: E402
+from triage.monitoring.estimate import accuracy_estimate  # noqa: E402
 from triage.monitoring.state import MonitorConfig  # noqa: E402
 from triage.simulation.monitoring import SHIFTS, Outputs, Stream, replay, shifted_stream  # noqa: E402
 
@@ -160,19 +171,37 @@ class _PlainThreshold:
         state.detectors = self.saved
 
 
+def _coverage(bands: Sequence[tuple[int, int, float, float]], correct: np.ndarray, shift_at: int) -> dict[str, Any]:
+    """Share of (lo, hi, lower, upper) windows wholly before / after the shift whose realized
+    accuracy is in the band."""
+    inside: dict[str, list[bool]] = {"before": [], "after": []}
+    for lo, hi, lower, upper in bands:
+        phase = "before" if hi <= shift_at else "after" if lo >= shift_at else None
+        if phase:
+            inside[phase].append(lower <= float(correct[lo:hi].mean()) <= upper)
+    return {f"covered_{p}": _mean([float(x) for x in v]) for p, v in inside.items()}
+
+
 def triage_full(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str,
                 k: Optional[float] = None) -> dict[str, Any]:
+    """The shipped monitor core (its estimate corrected by ``--estimate-audit-rate``'s audit
+    labels) and, on the same windows, the label-free estimate it had before (``label_free``)."""
     config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference,
                            **({"k": k} if k is not None else {}))
-    report = replay(out, stream, config, shift=shift, seed=seed, batch=args.batch)
+    report = replay(out, stream, config, shift=shift, seed=seed, batch=args.batch, audit_rate=args.estimate_audit_rate)
     start = _first_window(args)
-    windows = [(w.end - args.window, w.end, w.estimate) for w in report.windows
-               if w.end - args.window >= start and w.end % args.window == 0]
+    ws = [w for w in report.windows if w.end - args.window >= start and w.end % args.window == 0]
+    correct = _correct(out, stream)
+    conf = out.confidence[stream.rows].astype(np.float64)
+    free = [(w.end - args.window, w.end, accuracy_estimate(conf[w.end - args.window:w.end], config.level)) for w in ws]
     alarms = sorted({at for at, _ in report.alarms})
     first = [(at, s) for at, s in report.alarms if at > stream.shift_at]
-    return _errors(windows, _correct(out, stream), stream.shift_at) | _alarm_summary(alarms, stream.shift_at,
-                                                                                      args.reference) | {
-        "first_signal": first[0][1] if first else None}
+    return (_errors([(w.end - args.window, w.end, w.estimate) for w in ws], correct, stream.shift_at)
+            | _coverage([(w.end - args.window, w.end, w.lower, w.upper) for w in ws], correct, stream.shift_at)
+            | _alarm_summary(alarms, stream.shift_at, args.reference)
+            | {"first_signal": first[0][1] if first else None,
+               "label_free": _errors([(lo, hi, e.accuracy) for lo, hi, e in free], correct, stream.shift_at)
+               | _coverage([(lo, hi, e.lower, e.upper) for lo, hi, e in free], correct, stream.shift_at)})
 
 
 def triage_confidence(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, ert: float,
@@ -452,6 +481,16 @@ def summarize(args: argparse.Namespace) -> None:
                 continue
             for phase in ("before", "after"):
                 agg[f"{who}_mae_{phase}"] = _t_interval([r[who][f"mae_{phase}"] for r in rs])
+                if who == "triage" and "label_free" in rs[0][who]:
+                    free = [r[who]["label_free"] for r in rs]
+                    agg[f"triage_label_free_mae_{phase}"] = _t_interval([f[f"mae_{phase}"] for f in free])
+                    if "nannyml_cbpe" in rs[0]:  # paired on the same streams: tighter than the intervals apart
+                        agg[f"triage_minus_cbpe_mae_{phase}"] = _t_interval(
+                            [r[who][f"mae_{phase}"] - r["nannyml_cbpe"][f"mae_{phase}"] for r in rs
+                             if r[who][f"mae_{phase}"] is not None and r["nannyml_cbpe"][f"mae_{phase}"] is not None])
+                    for name, src in (("triage", [r[who] for r in rs]), ("triage_label_free", free)):
+                        agg[f"{name}_covered_{phase}"] = _mean([x[f"covered_{phase}"] for x in src
+                                                                if x[f"covered_{phase}"] is not None])
         for who in DETECTORS + tuple(w for w in rs[0] if w.startswith(("triage_k=", "triage_refaware", "triage_plain"))):
             if who not in rs[0]:
                 continue
@@ -481,11 +520,18 @@ def markdown(shifts: dict[str, Any], false_alarms: list[dict[str, Any]]) -> str:
         iv = "" if not c["interval"] else " [" + ", ".join("never" if x is None else f"{x:,.0f}" for x in c["interval"]) + "]"
         return f"{med}{iv} ({c['detected']}/{c['n']})"
 
-    lines = ["| stream | triage MAE before | CBPE MAE before | triage MAE after | CBPE MAE after |", "|---|---|---|---|---|"]
+    def share(x: Optional[float]) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    lines = ["| stream | phase | triage (audit-corrected) | triage label-free | CBPE | "
+             "band coverage corrected / label-free |", "|---|---|---|---|---|---|"]
     for name, a in shifts.items():
-        if "triage_mae_before" in a:
-            lines.append(f"| {name} | {mae(a['triage_mae_before'])} | {mae(a.get('nannyml_cbpe_mae_before'))} | "
-                         f"{mae(a['triage_mae_after'])} | {mae(a.get('nannyml_cbpe_mae_after'))} |")
+        for p in ("before", "after"):
+            if f"triage_mae_{p}" in a:
+                lines.append(f"| {name} | {p} | {mae(a[f'triage_mae_{p}'])} | "
+                             f"{mae(a.get(f'triage_label_free_mae_{p}'))} | "
+                             f"{mae(a.get(f'nannyml_cbpe_mae_{p}'))} | {share(a.get(f'triage_covered_{p}'))} / "
+                             f"{share(a.get(f'triage_label_free_covered_{p}'))} |")
     whos = sorted({k[:-6] for a in shifts.values() for k in a if k.endswith("_delay")})
     lines += ["", "| stream | " + " | ".join(whos) + " |", "|---|" + "---|" * len(whos)]
     for name, a in shifts.items():
@@ -521,6 +567,8 @@ def main() -> None:
                    help="triage also with the threshold it had before the reference-aware one")
     c.add_argument("--audit-rates", type=float, nargs="+", default=[0.01, 0.05])
     c.add_argument("--audit-last", type=int, default=200, help="the windowed audit lever: its last N labels")
+    c.add_argument("--estimate-audit-rate", type=float, default=0.01, help="audited share whose labels correct "
+                   "triage's estimate (labels at once; 0: the label-free estimate)")
     c.add_argument("--fa-references", type=int, nargs="+", default=[1_000, 5_000])
     c.add_argument("--fa-erts", type=float, nargs="+", default=[10_000.0, 100_000.0, 1_000_000.0])
     c.add_argument("--fa-samples", type=int, default=2_000_000, help="per seed, triage")

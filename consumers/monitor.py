@@ -1,11 +1,14 @@
 """``triage monitor``: one process that reads every scorer replica's outputs and watches the
 model without waiting for labels (docs/guide/monitoring.md).
 
-It reads ``triage.predictions`` (plain and provisional) and ``triage.review`` (skipping audit
-copies, which are accepted predictions already counted) in its own consumer group. Per model
-version it keeps the label-free accuracy estimate and the drift detectors
-(``triage.monitoring``), exports them, and publishes a retrain request on a drift alarm or when
-the estimate's upper end falls below ``--accuracy-floor``.
+It reads ``triage.predictions`` (plain and provisional) and ``triage.review`` (audit copies,
+accepted predictions already counted, are kept aside until labelled) in its own consumer group,
+and ``triage.labels``: a label joined to an audit copy corrects its version's estimate
+(``triage.monitoring.estimate.correction``). Per model version it keeps the accuracy estimate
+and the drift detectors (``triage.monitoring``), exports them, and publishes a retrain request
+on a drift alarm or when the estimate's upper end falls below ``--accuracy-floor``. Labels skip
+the reorder (their order does not matter and they lag the outputs by hours): each one is folded
+in, and its offset covered, as it is read.
 
 Checkpoint (``triage.monitoring.checkpoint``): the state and the offsets it covers are written
 together every ``--monitor-checkpoint-s``, and only then committed; records below the covered
@@ -19,14 +22,15 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from consumers.loop import Abandoned, GuardedLoop, Step
-from triage.contracts import decode_prediction, decode_review, encode
+from triage.contracts import decode_label, decode_prediction, decode_review, encode
 from triage.contracts.retrain_request import RetrainRequest
 from triage.errors import InputError, TriageError
+from triage.lifecycle.labelstore import RESERVED
 from triage.metrics import MonitorMetrics
 from triage.monitoring import checkpoint
 from triage.monitoring.merge import Reorder
@@ -50,7 +54,16 @@ def _ranges(batch: RecordBatch) -> dict[tuple[str, int], tuple[int, int]]:
 def config_of(settings: Settings) -> MonitorConfig:
     m = settings.monitor
     return MonitorConfig(window=m.monitor_window, ert=m.drift_ert_samples, reference=m.drift_reference_samples,
-                         k=m.drift_k, level=m.estimate_level)
+                         k=m.drift_k, level=m.estimate_level, recent_labels=settings.policy.audit_recent_labels)
+
+
+class AuditCopy(NamedTuple):
+    """An audited prediction (reason ``audit`` on the review topic), kept until its label."""
+
+    sample_id: str
+    version: str
+    confidence: float
+    predicted: str
 
 
 class MonitorConsumer:
@@ -71,6 +84,7 @@ class MonitorConsumer:
         m = settings.monitor
         self.reorder = Reorder(m.monitor_max_hold_s * 1000, m.monitor_bucket_ms, int(m.monitor_idle_grace_s * 1000))
         self.newest: Optional[str] = None
+        self._corrected: set[str] = set()  # versions whose correction took a label since the last export
         if settings.monitor.accuracy_floor is not None:
             self.metrics.floor.set(settings.monitor.accuracy_floor)
         for version in self.state.versions:
@@ -80,16 +94,24 @@ class MonitorConsumer:
     def handle(self, batch: RecordBatch) -> list[OutRecord]:
         reorder, covered = self.reorder, self.state.covered
         arrived = time.monotonic() * 1000
+        labels_topic = self.settings.topics.labels_topic
         for i in range(len(batch)):
             tp, offset = (batch.topics[i], batch.partitions[i]), batch.offsets[i]
             if offset < covered.get(tp, 0):
                 self.metrics.records.labels(kind="replayed").inc()
                 continue
+            if tp[0] == labels_topic:
+                if (version := self._label(batch.values[i])) is not None:
+                    self._corrected.add(version)
+                covered[tp] = offset + 1
+                continue
             if offset < reorder.read_to.get(tp, 0):
                 continue  # pushed already: a held batch handled again
             reorder.push(tp, batch.timestamps_ms[i], offset, self._parse(batch.topics[i], batch.values[i]), arrived)
-        assigned = self.loop.consumer.assigned() if self.loop is not None else ()
-        self._fold(reorder.release(reorder.watermark(assigned), self.rng))
+        # the labels' partitions hold no outputs back: they are not ordered with them
+        owned = self.loop.consumer.assigned() if self.loop is not None else ()
+        assigned = [tp for tp in owned if tp[0] != labels_topic]
+        self._fold(reorder.release(reorder.watermark(assigned), self.rng), labelled=True)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("monitor: batch %s; assigned %s; covered %s; held %d", _ranges(batch), sorted(assigned),
                       sorted(covered.items()), len(reorder))
@@ -100,8 +122,9 @@ class MonitorConsumer:
 
     def after_poll(self, batch: Optional[RecordBatch]) -> None:
         """An empty poll: every partition is read to its end, so what arrived a grace ago can
-        leave; and what was folded since the last checkpoint is checkpointed once it is due (an
-        idle stream must not leave the checkpoint and the committed offsets behind for good)."""
+        leave; and what was folded since the last checkpoint (outputs or labels) is checkpointed
+        once it is due (an idle stream must not leave the checkpoint and the committed offsets
+        behind for good)."""
         if self.loop is None or (batch is not None and len(batch)):
             return
         released = self.reorder.release_idle(time.monotonic() * 1000, self.rng) if len(self.reorder) else []
@@ -119,9 +142,22 @@ class MonitorConsumer:
         except (OSError, TriageError) as exc:  # retried with the next batch, where the loop holds it
             log.warning("monitor: checkpoint or request on an idle poll failed (%s); retrying", exc)
 
-    def _parse(self, topic: str, value: Optional[bytes]) -> Optional[tuple[str, float, float, Optional[float], str, bool]]:
-        """(version, confidence, margin, outlier, label, accepted), or None for a record that is
-        not a scored sample (invalid, or an audit copy of a prediction already counted)."""
+    def _label(self, value: Optional[bytes]) -> Optional[str]:
+        """Fold a label in; returns the version whose correction it changed."""
+        try:
+            label = decode_label(value, self.settings.serving.max_message_bytes)
+        except InputError as exc:
+            self.metrics.records.labels(kind="invalid").inc()
+            log.debug("monitor: skipped an invalid label: %s", exc)
+            return None
+        self.metrics.records.labels(kind="label").inc()
+        if label.label in RESERVED:  # undo, edge case, the retrain job's markers: none says what the sample is
+            return None
+        return self.state.add_label(label.id, label.label)
+
+    def _parse(self, topic: str, value: Optional[bytes]) -> Any:
+        """(version, confidence, margin, outlier, label, accepted) of a scored sample, an
+        ``AuditCopy`` (a prediction already counted, to join to its label), or None (invalid)."""
         t, max_bytes = self.settings.topics, self.settings.serving.max_message_bytes
         try:
             if topic == t.predictions_topic:
@@ -135,18 +171,22 @@ class MonitorConsumer:
             return None
         if r.reason == "audit":
             self.metrics.records.labels(kind="audit_copy").inc()
-            return None
+            return AuditCopy(r.id, r.model_version, r.confidence, r.predicted)
         self.metrics.records.labels(kind="review").inc()
         return r.model_version, r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False
 
-    def _fold(self, released: list[tuple[tuple[str, int], int, Any]]) -> None:
-        """Released entries, in scored order, into the state; offsets become covered."""
-        if not released:
+    def _fold(self, released: list[tuple[tuple[str, int], int, Any]], labelled: bool = False) -> None:
+        """Released entries, in scored order, into the state; offsets become covered. ``labelled``:
+        labels were folded in just before (``_corrected``), so versions may need exporting."""
+        if not released and not (labelled and self._corrected):
             return
         obs: dict[str, Observations] = defaultdict(Observations)
         for tp, offset, item in released:
             self.state.covered[tp] = max(self.state.covered.get(tp, 0), offset + 1)
-            if item is not None:
+            if isinstance(item, AuditCopy):
+                if (joined := self.state.add_audit(*item)) is not None:
+                    self._corrected.add(joined)
+            elif item is not None:
                 obs[item[0]].add(*item[1:])
         now_ms = int(self._clock() * 1000)
         # the version with the most records last: it is the most recently updated (checkpoint.KEEP_VERSIONS)
@@ -160,12 +200,20 @@ class MonitorConsumer:
                     log.warning("drift %s on %s: threshold %.2f crossed after %d monitored samples (alarm %d)",
                                 version, signal, det.h, det.seen, det.alarms)
                 self._request(version, "drift", signal, det.alarm_statistic, det.h, now_ms)
-            floor = self.settings.monitor.accuracy_floor
-            est = vm.estimate()
-            if floor is not None and vm.calibrated and est.samples >= self.state.config.window and est.upper < floor:
-                self._request(version, "estimated_accuracy", "estimated_accuracy", est.upper, floor, now_ms)
-            self._export(version)
+            self._check_floor(version, now_ms)
+            self._corrected.discard(version)
+        for version in self._corrected & set(self.state.versions):  # labels only: the estimate moved
+            self._check_floor(version, now_ms)
+        self._corrected.clear()
         self.state.rng = self.rng.bit_generator.state
+
+    def _check_floor(self, version: str, now_ms: int) -> None:
+        """Request a retrain when the estimate's upper end is below the floor; export the version."""
+        vm, floor = self.state.versions[version], self.settings.monitor.accuracy_floor
+        est = vm.estimate()
+        if floor is not None and vm.calibrated and est.samples >= self.state.config.window and est.upper < floor:
+            self._request(version, "estimated_accuracy", "estimated_accuracy", est.upper, floor, now_ms)
+        self._export(version)
 
     def _requests(self) -> list[OutRecord]:
         topic = self.settings.topics.retrain_requests_topic
@@ -217,6 +265,9 @@ class MonitorConsumer:
             m.lower.labels(model_version=version).set(est.lower)
             m.upper.labels(model_version=version).set(est.upper)
         m.samples.labels(model_version=version).set(est.samples)
+        fix = vm.correction()
+        m.correction.labels(model_version=version).set(fix.shift if fix is not None else 0.0)
+        m.correction_labels.labels(model_version=version).set(len(vm.residuals.filled()))
         acc = vm.estimate_accepted()
         if acc.samples:
             m.accepted.labels(model_version=version).set(acc.accuracy)
@@ -236,7 +287,8 @@ class MonitorConsumer:
     # --- the loop --------------------------------------------------------------------------
     def run(self, *, idle_exit_s: Optional[float] = None) -> None:
         s = self.settings
-        consumer = self._consumer or make_consumer(s, [s.topics.predictions_topic, s.topics.review_topic],
+        consumer = self._consumer or make_consumer(s, [s.topics.predictions_topic, s.topics.review_topic,
+                                                       s.topics.labels_topic],
                                                    group_id=s.monitor.monitor_group_id)
         producer = self._producer or make_producer(s)
         self.loop = GuardedLoop("monitor", consumer, self.handle, producer=producer, commit=False,

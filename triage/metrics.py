@@ -285,15 +285,17 @@ class AuditMetrics:
 class MonitorMetrics:
     """``triage monitor``: label-free accuracy estimate per version, drift detectors, requests."""
 
-    RECORD_KINDS = ("prediction", "review", "audit_copy", "invalid", "replayed")
+    RECORD_KINDS = ("prediction", "review", "audit_copy", "label", "invalid", "replayed")
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
         self.loop = LoopMetrics(r)
-        self.estimate = Gauge("triage_estimated_accuracy", "Accuracy estimated without labels from the calibrated confidence of the version's last --monitor-window samples.", ["model_version"], registry=r)
-        self.lower = Gauge("triage_estimated_accuracy_lower", "Lower end of the estimate's sampling-error band (--estimate-level).", ["model_version"], registry=r)
+        self.estimate = Gauge("triage_estimated_accuracy", "Accuracy estimated from the calibrated confidence of the version's last --monitor-window samples, the auto-accepted ones corrected by triage_estimated_accuracy_correction.", ["model_version"], registry=r)
+        self.lower = Gauge("triage_estimated_accuracy_lower", "Lower end of the estimate's band (--estimate-level): its sampling error and the correction's.", ["model_version"], registry=r)
         self.upper = Gauge("triage_estimated_accuracy_upper", "Upper end of the estimate's sampling-error band.", ["model_version"], registry=r)
         self.samples = Gauge("triage_estimated_accuracy_samples", "Samples in the window behind triage_estimated_accuracy.", ["model_version"], registry=r)
+        self.correction = Gauge("triage_estimated_accuracy_correction", "Shift applied to the estimate's auto-accepted samples: the bias of their confidence on the version's last --audit-recent-labels labelled audit samples, shrunk (0 below 100 labels).", ["model_version"], registry=r)
+        self.correction_labels = Gauge("triage_estimated_accuracy_correction_labels", "Labelled audit samples behind triage_estimated_accuracy_correction.", ["model_version"], registry=r)
         self.floor = Gauge("triage_accuracy_floor", "The acceptable accuracy (--accuracy-floor), when set.", registry=r)
         self.accepted = Gauge("triage_estimated_accepted_accuracy", "Label-free accuracy estimate of the auto-accepted predictions alone (what the audit slice measures with labels).", ["model_version"], registry=r)
         self.accepted_lower = Gauge("triage_estimated_accepted_accuracy_lower", "Lower end of triage_estimated_accepted_accuracy's band.", ["model_version"], registry=r)
@@ -302,7 +304,7 @@ class MonitorMetrics:
         self.threshold = Gauge("triage_drift_threshold", "Threshold of a drift detector, from --drift-ert-samples.", ["signal"], registry=r)
         self.alarms = Counter("triage_drift_alarms", "Drift alarms, by signal (confidence, margin, outlier, class:<label>).", ["signal"], registry=r)
         self.reference = Gauge("triage_drift_reference_samples", "Samples of the version's drift reference collected so far (detectors run once it holds --drift-reference-samples).", ["model_version"], registry=r)
-        self.records = Counter("triage_monitor_records", "Records read by the monitor, by kind (prediction|review|audit_copy|invalid|replayed).", ["kind"], registry=r)
+        self.records = Counter("triage_monitor_records", "Records read by the monitor, by kind (prediction|review|audit_copy|label|invalid|replayed).", ["kind"], registry=r)
         self.requests = Counter("triage_retrain_requests", "Retrain requests published, by reason (drift|estimated_accuracy).", ["reason"], registry=r)
         self.checkpoint_age = Gauge("triage_monitor_checkpoint_age_seconds", "Seconds since the monitor's last checkpoint was written.", registry=r)
         for kind in self.RECORD_KINDS:

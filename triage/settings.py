@@ -242,7 +242,8 @@ class PolicySettings(Section):
     """Random fraction of auto-accepted samples also sent to review with reason audit."""
     audit_recent_labels: int = Field(200, ge=20, le=100_000)
     """Labelled audit samples per version behind the audit consumer's recent accuracy interval (what
-    TriageEstimateDisagreesWithAudit compares): a concept shift on a long-serving version shows there first."""
+    TriageEstimateDisagreesWithAudit compares): a concept shift on a long-serving version shows there first.
+    Also the labels behind ``triage monitor``'s estimate correction."""
     seed: int = 0
     """Seed of every random routing decision (audit sampling)."""
 

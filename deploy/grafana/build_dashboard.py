@@ -169,8 +169,10 @@ ts("Estimated accuracy with its band vs realized (audit)", [
     tgt("max by (model_version) (triage_estimated_accuracy)", "estimate, all scored {{model_version}}", "E"),
     tgt("max(triage_accuracy_floor)", "floor (--accuracy-floor)", "F"),
   ], 0, y, w=12, unit="percentunit",
-   desc="From calibrated probabilities alone, per version, over the last --monitor-window samples. Realized "
-        "(audit) below the accepted band: concept drift or calibration decay (TriageEstimateDisagreesWithAudit).")
+   desc="From calibrated probabilities, per version, over the last --monitor-window samples; all scored: its "
+        "accepted samples corrected by the bias of the last --audit-recent-labels audit labels "
+        "(triage_estimated_accuracy_correction), accepted: label-free. Realized (audit) below the accepted band: "
+        "concept drift or calibration decay (TriageEstimateDisagreesWithAudit).")
 ts("Drift statistics against their thresholds", [
     tgt("max by (signal) (triage_drift_statistic)", "{{signal}}"),
     tgt("max(triage_drift_threshold)", "threshold", "B"),

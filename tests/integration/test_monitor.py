@@ -16,12 +16,13 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from consumers.monitor import MonitorConsumer
+from consumers.monitor import MonitorConsumer, config_of
 from tests.fixtures import decoded, produce, read_all, registry_v1
 from tests.helpers import wait_until
 from tests.integration.test_hotswap import start_inprocess, stop_inprocess
 from triage.contracts import encode
 from triage.contracts.retrain_request import decode_retrain_request
+from triage.monitoring import checkpoint
 from triage.settings import Settings
 
 REFERENCE, WINDOW = 1_000, 1_000
@@ -232,7 +233,10 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
     """Concept drift: the inputs stay in distribution (so the label-free estimate stays high and no
     drift alarm fires) but the humans' labels of the audit slice now disagree with the model on a
     third of the samples. The audit consumer's interval and the monitor's accepted band, both
-    computed by the shipped processes, meet TriageEstimateDisagreesWithAudit's condition."""
+    computed by the shipped processes, meet TriageEstimateDisagreesWithAudit's condition. The
+    monitor reads the same labels: joined to their audit copies, they pull its estimate down by
+    about the third that is now wrong, while the accepted estimate the alert compares stays
+    label-free."""
     from prometheus_client import CollectorRegistry
 
     from consumers.audit import AuditConsumer
@@ -262,6 +266,11 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
         produce(s, s.topics.labels_topic, labels)
         audit = AuditConsumer(s, metrics=AuditMetrics(CollectorRegistry()))
         audit.run(idle_exit_s=3.0)
+        wait_until(lambda: _value(monitor, "triage_estimated_accuracy_correction_labels", model_version="v1")
+                   >= s.policy.audit_recent_labels, "the monitor to join the audit labels")
+        wait_until(lambda: len(checkpoint.load(s.monitor.monitor_state_dir, config_of(s)).versions["v1"].residuals
+                               .filled()) >= s.policy.audit_recent_labels,
+                   "the labels in a checkpoint written while idle (not only at the stop)")
     finally:
         monitor.stop_event.set()
         thread.join(60)
@@ -280,3 +289,14 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
           f"{band_lower:.3f}; drift alarms {alarms}; {len(outs)} outputs")
     assert alarms == 0, "the inputs did not move: no drift alarm"
     assert samples >= 100 and realized_upper < band_lower  # TriageEstimateDisagreesWithAudit's condition
+    correction = _value(monitor, "triage_estimated_accuracy_correction", model_version="v1")
+    estimate = _value(monitor, "triage_estimated_accuracy", model_version="v1")
+    accepted = _value(monitor, "triage_estimated_accepted_accuracy", model_version="v1")
+    realized = audit_value("triage_accepted_accuracy_estimate")
+    print(f"monitor: correction {correction:.3f}, estimate {estimate:.3f}, accepted (label-free) {accepted:.3f}; "
+          f"audit accuracy {realized:.3f}")
+    assert -0.45 < correction < -0.2  # a third of the labels now disagree
+    assert estimate < accepted - 0.15
+    assert _value(monitor, "triage_estimated_accuracy_lower", model_version="v1") <= realized
+    again = MonitorConsumer(s)  # a restart keeps the correction
+    assert again.state.versions["v1"].correction() == monitor.state.versions["v1"].correction() is not None

@@ -178,3 +178,96 @@ def test_records_naming_unknown_versions_do_not_push_out_the_served_one() -> Non
             state.version(f"junk-{i}-{j}")
     assert state.versions["v3"].seen == 500
     assert len(state.versions) == checkpoint.KEEP_VERSIONS
+
+
+def _overconfident(rng: np.random.Generator, n: int, by: float) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences that overstate the chance of being right by ``by``, and whether each was right."""
+    conf = rng.uniform(0.7, 1.0, size=n)
+    return conf, rng.random(n) < np.clip(conf - by, 0, 1)
+
+
+def test_audit_labels_correct_a_biased_estimate_and_its_band_keeps_its_coverage() -> None:
+    """Probabilities 0.06 too confident: the label-free band misses the realized accuracy of
+    most windows; corrected by the version's last 200 audit labels (whose own standard error
+    is about 0.03), the error is less than half and the band (widened by the correction's standard
+    error) covers at least its level over 300 windows. Below 100 labels nothing is corrected."""
+    rng = np.random.default_rng(3)
+    config = MonitorConfig(window=2_000, reference=100)
+    inside = {"raw": 0, "fixed": 0}
+    errors: dict[str, list[float]] = {"raw": [], "fixed": []}
+    for _ in range(300):
+        vm = MonitorState(config).version("v1")
+        obs = Observations()
+        conf, right = _overconfident(rng, 2_000, 0.06)
+        for c in conf:
+            obs.add(float(c), 0.5, None, "a", True)
+        vm.observe(obs, rng)
+        raw = vm.estimate()
+        audit_conf, audit_right = _overconfident(rng, 200, 0.06)
+        for c, ok in zip(audit_conf[:99], audit_right[:99]):
+            vm.add_label(float(c), bool(ok))
+        assert vm.correction() is None and vm.estimate() == raw
+        for c, ok in zip(audit_conf[99:], audit_right[99:]):
+            vm.add_label(float(c), bool(ok))
+        fixed = vm.estimate()
+        realized = float(right.mean())
+        for name, est in (("raw", raw), ("fixed", fixed)):
+            inside[name] += est.lower <= realized <= est.upper
+            errors[name].append(abs(est.accuracy - realized))
+    assert inside["raw"] < 30  # the bias is ten sampling errors wide
+    assert inside["fixed"] >= beta_dist.ppf(0.001, 0.95 * 300, 0.05 * 300 + 1) * 300, inside
+    assert np.mean(errors["fixed"]) < 0.5 * np.mean(errors["raw"])
+
+
+def test_only_accepted_samples_are_corrected_and_calibrated_ones_barely_move() -> None:
+    from triage.monitoring.estimate import accuracy_estimate, correction
+
+    rng = np.random.default_rng(4)
+    conf = rng.uniform(0.6, 1.0, size=2_000)
+    fix = correction(np.full(200, -0.1) + rng.normal(0, 0.01, 200))
+    assert fix is not None and fix.weight > 0.9
+    half = accuracy_estimate(conf, corrected=np.arange(2_000) % 2 == 0, fix=fix)
+    assert half.accuracy == pytest.approx(conf.mean() + 0.5 * fix.shift)
+    right = rng.random(5_000) < (c := rng.uniform(0.6, 1.0, size=5_000))
+    calibrated = correction((right - c)[:200])
+    assert calibrated is not None and abs(calibrated.shift) < 2 * calibrated.se  # noise is shrunk, not applied
+
+
+def test_labels_join_their_audit_copies_in_either_order_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    config = MonitorConfig(window=50, reference=100, min_labels=2)
+    state = MonitorState(config)
+    vm = state.version("v1")
+    state.add_audit("s1", "v1", 0.9, "a")
+    state.add_label("s2", "b")  # before its audit copy
+    checkpoint.save(tmp_path, state)
+    again = checkpoint.load(tmp_path, config)
+    again.add_label("s1", "b")  # wrong: 0 - 0.9
+    again.add_audit("s2", "v1", 0.8, "b")  # right: 1 - 0.8
+    again.add_label("s1", "a")  # a second label of a joined sample counts nothing
+    again.add_audit("s3", "gone", 0.9, "a")
+    again.add_label("s3", "a")  # a version no longer kept: dropped, not brought back
+    got = again.versions["v1"].residuals.filled()
+    assert sorted(got.round(6).tolist()) == [-0.9, 0.2] and "gone" not in again.versions
+    assert again.versions["v1"].correction() is not None and vm.correction() is None
+    checkpoint.save(tmp_path, again)
+    assert checkpoint.load(tmp_path, config).versions["v1"].correction() == again.versions["v1"].correction()
+
+
+def test_a_checkpoint_from_before_the_correction_loads_uncorrected(tmp_path: Path) -> None:
+    config = MonitorConfig(window=50, reference=100, min_labels=2)
+    state = MonitorState(config)
+    vm = state.version("v1")
+    obs = Observations()
+    for c in np.linspace(0.7, 0.95, 30):
+        obs.add(float(c), 0.5, None, "a", True)
+    vm.observe(obs, np.random.default_rng(0))
+    doc = json.loads(state.to_json())
+    for v in doc["versions"]:
+        del v["window_accepted"], v["residuals"]
+    for key in ("audits", "labels"):
+        del doc[key]
+    (tmp_path / checkpoint.FILE).write_text(json.dumps(doc))
+    old = checkpoint.load(tmp_path, config).versions["v1"]
+    for _ in range(5):
+        old.add_label(0.9, False)
+    assert old.correction() is not None and old.estimate().accuracy == pytest.approx(vm.estimate().accuracy)

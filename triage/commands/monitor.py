@@ -12,11 +12,11 @@ from triage.transport import check_broker, ensure_topics
 log = logging.getLogger("triage.monitor")
 
 SECTIONS = ("connection", "topics", "monitor", "operations")
-FIELDS = ("batch_size", "poll_timeout_ms", "max_message_bytes")
+FIELDS = ("batch_size", "poll_timeout_ms", "max_message_bytes", "audit_recent_labels")
 
 
-@subcommand("monitor", "Watch every scorer's outputs without labels: estimate accuracy per model version "
-            "(triage_estimated_accuracy with its band), run drift detectors whose false-alarm rate is set by "
+@subcommand("monitor", "Watch every scorer's outputs between labels: estimate accuracy per model version "
+            "(triage_estimated_accuracy with its band, corrected by the audit slice's labels), run drift detectors whose false-alarm rate is set by "
             "--drift-ert-samples (triage_drift_statistic/_threshold/_alarms_total), and publish a retrain "
             "request on a drift alarm or an estimate below --accuracy-floor. Run one replica.",
             SECTIONS, fields=FIELDS)

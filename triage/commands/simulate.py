@@ -172,7 +172,8 @@ def _shifted(settings: Settings, args: argparse.Namespace, X: Any, y: Any, repor
         with tempfile.TemporaryDirectory(prefix="triage-shift-") as root:
             outputs = score_outputs(parts, settings.replace(seed=seed), Path(root))
         stream = shifted_stream(outputs, parts.X_test, args.shift, args.shift_at, length, np.random.default_rng(seed))
-        runs.append(to_json(replay(outputs, stream, config, shift=args.shift, seed=seed)))
+        runs.append(to_json(replay(outputs, stream, config, shift=args.shift, seed=seed,
+                                   audit_rate=settings.policy.audit_rate)))
     agg = aggregate([r["summary"] for r in runs])
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "monitoring.json").write_text(json.dumps({"aggregate": agg, "runs": runs}, indent=1))

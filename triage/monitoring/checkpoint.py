@@ -22,6 +22,8 @@ from triage.monitoring.state import MonitorConfig, VersionMonitor
 FORMAT = 1
 FILE = "checkpoint.json"
 KEEP_VERSIONS = 4  # versions whose state is kept: the ones updated most recently
+MAX_AUDITS = 20_000  # audited samples waiting for their label (oldest forgotten): days of a 1% slice
+MAX_LABELS = 2_000  # labels read before their audit copy left the reorder (most are review labels: never joined)
 
 
 @dataclass
@@ -32,6 +34,35 @@ class MonitorState:
     rng: Optional[dict[str, Any]] = None  # numpy bit generator state (tie-breaking draws)
     pending: list[dict[str, Any]] = field(default_factory=list)  # retrain requests not yet acknowledged
     requested_ms: dict[str, int] = field(default_factory=dict)  # version -> last request
+    audits: dict[str, list[Any]] = field(default_factory=dict)  # sample id -> [version, confidence, predicted]
+    labels: dict[str, str] = field(default_factory=dict)  # sample id -> label, its audit copy not yet seen
+
+    def add_audit(self, sample_id: str, version: str, confidence: float, predicted: str) -> Optional[str]:
+        """An audit copy; returns the version it corrected, if its label was already read."""
+        label = self.labels.pop(sample_id, None)
+        if label is not None:
+            return self._join(version, confidence, predicted, label)
+        self.audits[sample_id] = [version, confidence, predicted]
+        _trim(self.audits, MAX_AUDITS)
+        return None
+
+    def add_label(self, sample_id: str, label: str) -> Optional[str]:
+        """A human label: joined to its audit copy (returns the version it corrected), or kept a
+        while in case the copy is still on its way; the first label of a sample counts."""
+        audit = self.audits.pop(sample_id, None)
+        if audit is not None:
+            return self._join(audit[0], audit[1], audit[2], label)
+        if sample_id not in self.labels:
+            self.labels[sample_id] = label
+            _trim(self.labels, MAX_LABELS)
+        return None
+
+    def _join(self, version: str, confidence: float, predicted: str, label: str) -> Optional[str]:
+        vm = self.versions.get(version)  # a label never brings a version's state (back) in
+        if vm is None:
+            return None
+        vm.add_label(confidence, predicted == label)
+        return version
 
     def version(self, name: str) -> VersionMonitor:
         """The version's state, now the most recently updated. Least recently updated ones are
@@ -49,6 +80,7 @@ class MonitorState:
             "versions": [v.state() for v in self.versions.values()],
             "covered": [[t, p, o] for (t, p), o in sorted(self.covered.items())],
             "rng": self.rng, "pending": self.pending, "requested_ms": self.requested_ms,
+            "audits": self.audits, "labels": self.labels,
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -58,7 +90,8 @@ class MonitorState:
             raise ConfigError(f"monitor checkpoint format {doc.get('format')!r} is not {FORMAT}")
         saved = MonitorConfig(**doc["config"])
         state = cls(config, covered={(t, int(p)): int(o) for t, p, o in doc["covered"]}, rng=doc.get("rng"),
-                    pending=list(doc.get("pending", [])), requested_ms=dict(doc.get("requested_ms", {})))
+                    pending=list(doc.get("pending", [])), requested_ms=dict(doc.get("requested_ms", {})),
+                    audits=dict(doc.get("audits", {})), labels=dict(doc.get("labels", {})))
         # A changed window or ERT applies from now on; detectors keep the thresholds they were built with
         # unless the ERT or k changed, in which case each version starts a new reference.
         rebuild = (saved.ert, saved.k, saved.reference) != (config.ert, config.k, config.reference)
@@ -68,6 +101,11 @@ class MonitorState:
                 vm = VersionMonitor(vm.version, config)
             state.versions[vm.version] = vm
         return state
+
+
+def _trim(d: dict[str, Any], size: int) -> None:
+    while len(d) > size:
+        del d[next(iter(d))]
 
 
 def load(directory: Path, config: MonitorConfig) -> MonitorState:

@@ -9,6 +9,15 @@ approximation, clipped to [0, 1]); a realized accuracy from audit labels outside
 the probabilities are no longer calibrated for today's traffic (concept drift or calibration
 decay), which estimation alone cannot see.
 
+Calibration drifts, and a window's estimate inherits the bias: ``correction`` measures it where
+labels are unbiased, on the version's last audited samples (a uniformly random slice of its
+accepted predictions, so the mean of ``correct - confidence`` over them estimates the accepted
+stratum's bias without a design weight). The bias is shrunk toward 0 (positive-part
+James-Stein: weight ``1 - se^2 / bias^2``), so a bias that its labels cannot tell from noise
+moves nothing, and the band widens by the bias's whole standard error, not the shrunk one,
+since the weight is estimated too (bench/monitoring.py measured the coverage). Fewer than
+``MIN_LABELS`` labels: no correction, the raw estimate.
+
 Macro-F1 uses the expected confusion counts: for class ``k``, E[TP] is the sum of ``P(k)`` over
 samples predicted ``k``, E[FP] the sum of ``1 - P(k)`` over them, E[FN] the sum of ``P(k)`` over
 the others (NannyML's CBPE does the same per chunk).
@@ -21,6 +30,34 @@ from typing import Optional
 
 import numpy as np
 from scipy.stats import norm
+
+
+MIN_LABELS = 100  # audit labels before a correction applies (below it one misled more than it helped)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The bias of a version's confidence on its labelled audit samples."""
+
+    labels: int
+    bias: float  # mean(correct - confidence)
+    se: float  # its standard error
+    weight: float  # shrinkage in [0, 1]
+
+    @property
+    def shift(self) -> float:
+        return self.weight * self.bias
+
+
+def correction(residuals: np.ndarray, min_labels: int = MIN_LABELS) -> Optional[Correction]:
+    """The shrunk bias from ``correct - confidence`` of audited samples (None below ``min_labels``)."""
+    r = np.asarray(residuals, dtype=np.float64)
+    n = len(r)
+    if n < max(min_labels, 2):
+        return None
+    bias, se2 = float(r.mean()), float(r.var(ddof=1) / n)
+    weight = max(0.0, 1.0 - se2 / bias ** 2) if bias else 0.0
+    return Correction(n, bias, float(np.sqrt(se2)), weight)
 
 
 @dataclass(frozen=True)
@@ -39,15 +76,21 @@ def estimate(probs: np.ndarray, level: float = 0.95) -> Estimate:
     return est if est.samples == 0 else Estimate(est.samples, est.accuracy, est.lower, est.upper, _macro_f1(probs))
 
 
-def accuracy_estimate(top: np.ndarray, level: float = 0.95) -> Estimate:
+def accuracy_estimate(top: np.ndarray, level: float = 0.95, corrected: Optional[np.ndarray] = None,
+                      fix: Optional[Correction] = None) -> Estimate:
     """The accuracy estimate from the predicted classes' probabilities alone (what the scorer's
-    outputs carry as ``confidence``); no macro-F1."""
+    outputs carry as ``confidence``); no macro-F1. With ``fix``, the rows where ``corrected`` is
+    true (the stratum the audit samples: accepted predictions) are shifted by its bias."""
     top = np.asarray(top, dtype=np.float64)
     n = len(top)
     if n == 0:
         return Estimate(0, float("nan"), float("nan"), float("nan"), None)
-    acc = float(top.mean())
-    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(np.sum(top * (1 - top))) / n)
+    acc, var = float(top.mean()), float(np.sum(top * (1 - top))) / n ** 2
+    if fix is not None:
+        share = 1.0 if corrected is None else float(np.mean(corrected))
+        acc = min(1.0, max(0.0, acc + share * fix.shift))
+        var += (share * fix.se) ** 2
+    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(var))
     return Estimate(n, acc, max(0.0, acc - half), min(1.0, acc + half), None)
 
 

@@ -5,7 +5,11 @@ An observation is one scored sample as the scorer published it: its calibrated c
 (the top-class probability), margin, outlier score (NaN when outlier detection is off) and
 predicted label. Per version the monitor keeps
 
-- a sliding window of confidences: the label-free accuracy estimate (``estimate``);
+- a sliding window of confidences: the label-free accuracy estimate (``estimate``), with
+  whether each sample was auto-accepted;
+- ``correct - confidence`` of its last ``recent_labels`` labelled audit samples: the
+  estimate's bias correction (``estimate.correction``; the accepted estimate, which the audit
+  comparison checks against those labels, stays label-free);
 - drift detectors (``drift``) on confidence, margin, outlier score and the predicted-class mix.
   The first ``reference`` observations of a version are its reference (the version's own
   traffic when it started serving); the detectors are built when it is full, calibrated to the
@@ -20,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from triage.monitoring.drift import K_DEFAULT, Detector, detectors
-from triage.monitoring.estimate import Estimate, accuracy_estimate
+from triage.monitoring.estimate import MIN_LABELS, Correction, Estimate, accuracy_estimate, correction
 
 SIGNALS = ("confidence", "margin", "outlier")
 
@@ -32,6 +36,8 @@ class MonitorConfig:
     reference: int = 5_000
     k: float = K_DEFAULT
     level: float = 0.95
+    recent_labels: int = 200  # audit labels behind the estimate's correction (--audit-recent-labels)
+    min_labels: int = MIN_LABELS
 
 
 @dataclass
@@ -88,6 +94,8 @@ class VersionMonitor:
     def __init__(self, version: str, config: MonitorConfig) -> None:
         self.version, self.config = version, config
         self.window, self.accepted = Ring(config.window), Ring(config.window)
+        self.window_accepted = Ring(config.window)  # 1.0 where the window's sample was auto-accepted
+        self.residuals = Ring(config.recent_labels)  # correct - confidence of labelled audit samples
         self.seen = 0
         self.reference: dict[str, list[float]] = {s: [] for s in SIGNALS}
         self.reference_labels: list[str] = []
@@ -97,8 +105,10 @@ class VersionMonitor:
     def observe(self, obs: Observations, rng: np.random.Generator) -> list[str]:
         """Fold a batch in; returns the signals that raised an alarm."""
         conf = np.asarray(obs.confidence, dtype=np.float64)
+        accepted = np.asarray(obs.accepted, dtype=bool)
         self.window.add(conf)
-        self.accepted.add(conf[np.asarray(obs.accepted, dtype=bool)])
+        self.window_accepted.add(accepted.astype(np.float64))
+        self.accepted.add(conf[accepted])
         self.seen += len(conf)
         values = {"confidence": conf, "margin": np.asarray(obs.margin, dtype=np.float64),
                   "outlier": np.asarray(obs.outlier, dtype=np.float64)}
@@ -138,23 +148,34 @@ class VersionMonitor:
         self.reference = {s: [] for s in SIGNALS}  # now held by the detectors
         self.reference_labels = []
 
+    def add_label(self, confidence: float, correct: bool) -> None:
+        """A labelled audit sample of this version (its scored confidence, and whether it was right)."""
+        self.residuals.add(np.array([float(correct) - confidence]))
+
     # --- reading ---------------------------------------------------------------------------
     @property
     def calibrated(self) -> bool:
         """The detectors are built (the reference phase is over)."""
         return bool(self.detectors)
 
+    def correction(self) -> Optional[Correction]:
+        return correction(self.residuals.filled(), self.config.min_labels)
+
     def estimate(self) -> Estimate:
-        """Accuracy of everything the version scored (its last ``window`` samples)."""
-        return accuracy_estimate(self.window.filled(), self.config.level)
+        """Accuracy of everything the version scored (its last ``window`` samples), its accepted
+        samples corrected by the audit labels' bias when there are enough of them."""
+        return accuracy_estimate(self.window.filled(), self.config.level, self.window_accepted.filled(),
+                                 self.correction())
 
     def estimate_accepted(self) -> Estimate:
-        """Accuracy of what it auto-accepted: what the audit slice measures with labels."""
+        """Accuracy of what it auto-accepted, without labels: the audit comparison checks this
+        against the audit slice, so no audit label goes into it."""
         return accuracy_estimate(self.accepted.filled(), self.config.level)
 
     # --- checkpoint ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "window": self.window.state(), "accepted": self.accepted.state(),
+                "window_accepted": self.window_accepted.state(), "residuals": self.residuals.state(),
                 "seen": self.seen, "reference": self.reference,
                 "reference_labels": self.reference_labels,
                 "detectors": {n: d.state() for n, d in self.detectors.items()}}
@@ -164,6 +185,12 @@ class VersionMonitor:
         m = cls(state["version"], config)
         m.window = Ring.from_state(state["window"], config.window)
         m.accepted = Ring.from_state(state["accepted"], config.window)
+        if "window_accepted" in state:
+            m.window_accepted = Ring.from_state(state["window_accepted"], config.window)
+        else:  # a checkpoint from before the correction: its samples count as uncorrected
+            m.window_accepted.add(np.zeros(len(m.window.filled())))
+        if "residuals" in state:
+            m.residuals = Ring.from_state(state["residuals"], config.recent_labels)
         m.seen = int(state["seen"])
         m.reference = {s: list(state["reference"].get(s, [])) for s in SIGNALS}
         m.reference_labels = list(state["reference_labels"])

@@ -15,7 +15,10 @@ replacement, in-distribution (uniform) before ``shift_at`` and shifted after:
 
 The stream goes through ``VersionMonitor`` in batches of ``batch`` samples, as ``triage
 monitor`` folds its buckets in: the first ``reference`` samples are the drift reference,
-then the detectors run. Per window of ``window`` samples: the estimate and its band against
+then the detectors run. With ``audit_rate``, that share of the samples is audited as the scorer
+audits accepted predictions (every sample here is accepted), and its true label joins at once
+(no annotation lag: the best case), correcting the estimate as ``triage monitor`` does. Per
+window of ``window`` samples: the estimate and its band against
 the realized accuracy on the rows' true labels. Overall: the estimate's mean absolute error
 before and after the shift (windows straddling it left out), the detection delay (samples
 from ``shift_at`` to the end of the batch that raised the first alarm after it) and false
@@ -136,10 +139,11 @@ def shifted_stream(outputs: Outputs, X: np.ndarray, shift: str, shift_at: int, l
 
 
 def replay(outputs: Outputs, stream: Stream, config: MonitorConfig, *, shift: str, seed: int,
-           batch: int = 100) -> ShiftReport:
+           batch: int = 100, audit_rate: float = 0.0) -> ShiftReport:
     """Feed the stream to the monitor's ``VersionMonitor`` batch by batch (module docstring)."""
     monitor = VersionMonitor("v1", config)
     rng = np.random.default_rng(seed)
+    audited = np.random.default_rng(20_000 + seed).random(len(stream.rows)) < audit_rate
     report = ShiftReport(shift, seed, stream.shift_at, len(stream.rows), config.ert, reference=config.reference)
     rows, truth = stream.rows, stream.truth
     correct = outputs.predicted[rows] == truth
@@ -150,6 +154,8 @@ def replay(outputs: Outputs, stream: Stream, config: MonitorConfig, *, shift: st
                            accepted=[True] * len(r))
         end = start + len(r)
         report.alarms.extend((end, signal) for signal in monitor.observe(obs, rng))
+        for i in np.flatnonzero(audited[start:end]) + start:
+            monitor.add_label(float(outputs.confidence[rows[i]]), bool(correct[i]))
         if end % config.window == 0 or end == len(rows):
             est = monitor.estimate()
             lo = max(0, end - config.window)
@@ -176,7 +182,7 @@ def score_outputs(split: Any, settings: Any, root: Any) -> Outputs:
 def monitor_config(settings: Any) -> MonitorConfig:
     m = settings.monitor
     return MonitorConfig(window=m.monitor_window, ert=m.drift_ert_samples, reference=m.drift_reference_samples,
-                         k=m.drift_k, level=m.estimate_level)
+                         k=m.drift_k, level=m.estimate_level, recent_labels=settings.policy.audit_recent_labels)
 
 
 def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
