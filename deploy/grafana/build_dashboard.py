@@ -201,7 +201,7 @@ ts("Model swaps and refusals", [
   ], 0, y, w=8, unit="short")
 ts("Retrain runs by outcome", [
     tgt(f"sum by (outcome) (increase(triage_retrain_runs_total[{RI}]))", "{{outcome}}"),
-    tgt(f"histogram_quantile(0.9, sum by (le) (rate(triage_retrain_duration_seconds_bucket[1h])))", "duration p90", "B"),
+    tgt("histogram_quantile(0.9, sum by (le) (rate(triage_retrain_duration_seconds_bucket[1h])))", "duration p90", "B"),
   ], 8, y, w=8, unit="short")
 ts("Holdout accuracy: candidate vs current", [tgt("max by (model) (triage_eval_accuracy)", "{{model}}")],
    16, y, w=8, unit="percentunit")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pytest
 
 from consumers.monitor import MonitorConsumer, config_of
 from tests.fixtures import decoded, produce, read_all, registry_v1
