@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 
 import msgspec
 
-from triage.contracts._base import TEXT_MAX_CHARS, check_struct, decode_with
+from triage.contracts._base import TEXT_MAX_CHARS, EpochMs, check_struct, decode_with
 from triage.contracts.models import Version
 
 REASONS = ("drift", "estimated_accuracy")
@@ -26,7 +26,7 @@ class RetrainRequest(msgspec.Struct):
     signal: Annotated[str, msgspec.Meta(min_length=1, max_length=TEXT_MAX_CHARS, extra={"text": True})]
     statistic: float  # the detector's statistic, or the estimate's upper end
     threshold: float  # what it crossed: the detector's threshold, or the accuracy floor
-    ts: Annotated[int, msgspec.Meta(ge=0)]  # epoch ms when the monitor saw it
+    ts: EpochMs  # epoch ms when the monitor saw it (year 9999 at most, as every ts)
 
 
 _decoder = msgspec.json.Decoder(RetrainRequest)
