@@ -79,6 +79,7 @@ def settings_factory(broker: EmbeddedBroker, kafka_client: str, tmp_path: Path) 
             labels_topic=f"labels-{tag}",
             models_topic=f"models-{tag}",
             dlq_topic=f"dlq-{tag}",
+            retrain_requests_topic=f"retrain-requests-{tag}",
             metrics_port=0,
             metrics_host="127.0.0.1",
         )
