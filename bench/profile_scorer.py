@@ -80,11 +80,14 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         stack, _, n = line.rpartition(" ")
         if "run (consumers/loop.py" not in stack:  # the scorer thread only
             continue
-        stages[stage_of(stack)] += int(n)
-        functions[stack.split(";")[-1].split(" (")[0]] += int(n)
-    total = sum(stages.values())
+        stage = stage_of(stack)
+        stages[stage] += int(n)
+        if not stage.startswith("waiting"):
+            functions[stack.split(";")[-1].split(" (")[0]] += int(n)
+    waiting = stages.pop("waiting (no CPU)", 0)
+    total = sum(stages.values())  # the thread's busy samples: shares are of those
     return {"samples_per_s": result["samples_per_s"], "cpu_s_per_1k": result["cpu_s_per_1k"],
-            "loadavg": os.getloadavg(), "profile_samples": total,
+            "loadavg": os.getloadavg(), "profile_samples": total, "waiting_samples": waiting,
             "stages_pct": {k: round(100 * v / total, 1) for k, v in stages.most_common()},
             "top_self_pct": {k: round(100 * v / total, 1) for k, v in functions.most_common(15)}}
 
