@@ -9,6 +9,8 @@ freshly preloaded 4-partition topic of the same samples as bench/throughput.py:
   passthrough  bench.worker --kind passthrough: consume -> produce the same bytes -> commit
   scorer-1     `triage serve` (the real command, one process)
   scorer-2     `triage serve --workers 2`
+  base-N       `triage serve --workers N` run from the --baseline checkout (e.g. main): the
+               same harness and rounds for a before/after of the scorer's code
   quix         bench/quix_app.py: decode, one ONNX call per message, outlier distance, route,
                produce, at-least-once (its own venv: quixstreams pins an older confluent-kafka)
 samples/s comes from the output records' timestamps (set when each was produced): the first
@@ -41,6 +43,7 @@ from triage.settings import Settings, env_var
 from triage.transport import ensure_topics, make_consumer
 
 KINDS = ("passthrough", "scorer-1", "scorer-2", "quix")
+BASE_KINDS = ("base-1", "base-2")  # `triage serve` from --baseline (another checkout): before/after in one run
 QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 
 
@@ -101,6 +104,8 @@ class Run:
                     batch_size=self.args.batch_size, metrics_port=0, metrics_host="127.0.0.1",
                     create_topics=False, session_timeout_ms=6000, workers=int(kind.split("-")[1]))
         env.update({env_var(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in flat.items()})
+        if kind.startswith("base"):
+            env["PYTHONPATH"] = self.args.baseline
         return [sys.executable, "-m", "triage", "serve"], env
 
     def first_outputs(self, pid: int, timeout_s: float) -> tuple[dict[bytes, int], list[float]]:
@@ -129,11 +134,12 @@ class Run:
         cmd, env = self.command(kind)
         cpu0, load = _cpu_children(), os.getloadavg()
         log = open(Path(self.args.logs) / f"{kind}-{self.group}.log", "wb")
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        cwd = self.args.baseline if kind.startswith("base") else ROOT
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
             first, steady_cpu = self.first_outputs(proc.pid, timeout_s=self.args.timeout_s)
         finally:
-            if proc.poll() is None and kind.startswith("scorer"):
+            if proc.poll() is None and kind.startswith(("scorer", "base")):
                 proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(120)
@@ -157,7 +163,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
     ratios = {f"{a}/{b}": per_round(a, b) for a, b in (
         ("scorer-1", "passthrough"), ("scorer-2", "passthrough"), ("scorer-1", "quix"), ("scorer-2", "quix"),
-        ("scorer-2", "scorer-1"))}
+        ("scorer-2", "scorer-1"), ("base-1", "passthrough"), ("base-2", "passthrough"), ("scorer-1", "base-1"),
+        ("scorer-2", "base-2"))}
     out: dict[str, Any] = {"ratios_median": {k: statistics.median(v) for k, v in ratios.items() if v},
                            "ratios_per_round": ratios}
     out["samples_per_s_median"] = {k: statistics.median(r[k]["samples_per_s"] for r in rounds) for k in rounds[0]}
@@ -173,13 +180,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--samples", type=int, default=50_000)
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS + BASE_KINDS)
+    ap.add_argument("--baseline", default="", help="a checkout whose `triage serve` runs as base-1/base-2")
     ap.add_argument("--timeout-s", type=float, default=600.0)
     ap.add_argument("--logs", default="/tmp/triage-bench-workers")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "workers.json"))
     args = ap.parse_args(argv)
     if "quix" in args.kinds and not QUIX_PYTHON.exists():
         ap.error(f"{QUIX_PYTHON} is missing: python -m venv .venv-quix && .venv-quix/bin/pip install quixstreams onnxruntime numpy")
+    if any(k in BASE_KINDS for k in args.kinds) and not args.baseline:
+        ap.error("base-1/base-2 need --baseline (a checkout, e.g. /work/main)")
     Path(args.logs).mkdir(parents=True, exist_ok=True)
     samples = Samples()
     rounds: list[dict[str, dict[str, Any]]] = []
