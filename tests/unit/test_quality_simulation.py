@@ -117,6 +117,7 @@ def test_a_live_arm_stores_raw_labels_and_answers_the_retrain_jobs_relabels_firs
         view = r.store.view(None, r.quality.aggregation, 10)
         assert {a.sample for a in answered} <= {rel.sample for rel in view.releases}  # the answer released it
         assert r.counts["relabel_answered"] == len(answered)
+        assert r.counts["flagged"] == r.counts["relabel_asked"] >= len(asked)
     finally:
         r.close()
 

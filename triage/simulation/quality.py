@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from triage.contracts.output import RELABEL
+from triage.contracts.output import RELABEL as RELABEL_REASON
 from triage.lifecycle import askagain
 from triage.lifecycle.labelstore import UNDO
 from triage.lifecycle.labelview import CHANGED
@@ -375,7 +375,7 @@ class LiveReplay(NoisyReplay):
             truth = self.split.y_pool
             for a in asks:
                 self.counts[f"{a.reason}_asked"] += 1
-                if a.reason == RELABEL:
+                if a.reason == RELABEL_REASON:
                     self.counts["flagged"] += 1
                     self.counts["flagged_wrong"] += int(view.labels[a.sample] != truth[self._row(a.sample)])
             self._append([(a.sample, askagain.MARK[a.reason], askagain.ASKER) for a in asks])
