@@ -37,7 +37,8 @@ from triage.contracts import ReviewRequest, dead_letter_from_batch, decode_label
 from triage.errors import InputError, TransportError
 from triage.annotation.labelstudio.changes import Invalid, LabelEvent, Ledger, annotator_of, confirm, reconcile
 from triage.annotation.labelstudio.client import LabelStudio, LabelStudioError
-from triage.annotation.labelstudio.tasks import TO_IMAGE, has_image, label_config, target_overlap, task_for
+from triage.annotation.labelstudio.tasks import (TO_IMAGE, has_image, label_config, open_tasks, target_overlap,
+                                                 task_for)
 from triage.annotation.labelstudio.webhook import (
     ANNOTATION_ACTIONS, DELETION_ACTIONS, TASK_DELETION_ACTIONS, Webhook, WebhookRefused, decode_webhook,
 )
@@ -90,6 +91,7 @@ class Bridge:
         self.stop = threading.Event()
         self.ledger = Ledger()
         self.tasks: dict[str, int] = {}  # sample id -> task id
+        self.overlaps: dict[str, int] = {}  # sample id -> its task's overlap, as last listed or set
         self.project_id = 0
         self.events: "queue.Queue[Webhook]" = queue.Queue()
         self.reconciled_at = time.monotonic()
@@ -194,6 +196,12 @@ class Bridge:
                 sample = (task.get("data") or {}).get("sample_id")
                 if isinstance(sample, str):
                     self.tasks.setdefault(sample, int(task["id"]))
+                    self._note_overlap(sample, task)
+
+    def _note_overlap(self, sample: str, task: dict[str, Any]) -> None:
+        """The overlap a listing shows for the sample's indexed task (the lock held)."""
+        if self.tasks.get(sample) == int(task.get("id") or 0):
+            self.overlaps[sample] = int(task.get("overlap") or 1)
 
     # --- review requests -> tasks ----------------------------------------------------------
     def handle_reviews(self, batch: RecordBatch) -> list[OutRecord]:
@@ -245,6 +253,8 @@ class Bridge:
             self._learn_users([a.get("completed_by") for a in done])
             people = {annotator_of(a, self.users) for a in done} - {None}
             target, overlap = target_overlap(review.annotators, review.labelled_by, people), int(task.get("overlap") or 1)
+            with self._lock:
+                self._note_overlap(review.id, task)
         if target <= overlap:
             return
         try:
@@ -254,6 +264,8 @@ class Bridge:
                 raise
             log.warning("task %d of sample %s was deleted before its overlap was raised", task_id, review.id)
             return
+        with self._lock:
+            self.overlaps[review.id] = target
         self.metrics.overlap_raised.inc()
 
     def _create_tasks(self, reviews: list[Any]) -> set[str]:
@@ -394,8 +406,11 @@ class Bridge:
         self.reconciled_at = time.monotonic()
         self.metrics.reconcile_calls.labels(kind=kind).inc(self.client.requests - calls)
         with self._lock:
-            labelled = self.ledger.labelled_samples()
-            self.metrics.open_tasks.set(sum(1 for s in self.tasks if s not in labelled))
+            for task in tasks:
+                sample = (task.get("data") or {}).get("sample_id")
+                if isinstance(sample, str):
+                    self._note_overlap(sample, task)
+            self.metrics.open_tasks.set(open_tasks(self.tasks, self.overlaps, self.ledger.annotations_per_sample()))
         return published
 
     def _tasks_went_missing(self) -> bool:

@@ -283,18 +283,9 @@ class Trainer:
         m.agreement.set(annotatorstats.agreement(view))
 
     def _asks(self, view: LabelView, classes: list[str], new_labels: int) -> list[askagain.Ask]:
-        q = self.settings.quality
-        asks = askagain.tiebreaks(view, q.consensus_max_annotators) if q.consensus_tiebreak else []
-        limit = int(q.relabel_share * new_labels)
-        if limit > 0:
-            base = self.registry.data_file("base.npz")
-            try:
-                asks += askagain.relabels(view, classes, limit, max_annotators=q.consensus_max_annotators,
-                                          trusted=load_npz(base) if base is not None else None,
-                                          seed=self.settings.policy.seed, skip=frozenset(a.sample for a in asks))
-            except Exception:  # advisory: a failed check must not stop the retrain, and is never silent
-                log.exception("label issue check failed; no relabel requests this retrain")
-        return asks
+        base = self.registry.data_file("base.npz")
+        return askagain.asks_for(view, classes, new_labels, self.settings.quality,
+                                 trusted=load_npz(base) if base is not None else None, seed=self.settings.policy.seed)
 
     def _publish(self, asks: list[askagain.Ask], current: str) -> None:
         """Review requests first, then the markers: a crash in between asks again, never holds unasked."""

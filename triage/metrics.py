@@ -328,7 +328,7 @@ class LabelStudioMetrics:
                                       "to) was raised for a request asking for more than one annotator, or one more.", registry=r)
         self.labels = Counter("triage_labelstudio_labels_published", "Labels published to the labels topic, by source "
                               "(webhook|reconcile) and kind (label|undo).", ["source", "kind"], registry=r)
-        self.open_tasks = Gauge("triage_labelstudio_open_tasks", "Tasks created by the bridge with no published label.", registry=r)
+        self.open_tasks = Gauge("triage_labelstudio_open_tasks", "Tasks created by the bridge with fewer published annotations than their overlap (still waiting for someone).", registry=r)
         self.reconcile_lag = Gauge("triage_labelstudio_reconcile_lag_seconds", "Seconds since the last completed reconcile.", registry=r)
         self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
         self.invalid = Counter("triage_labelstudio_invalid", "Inputs the bridge could not use, by reason.", ["reason"], registry=r)

@@ -59,6 +59,17 @@ def _labels(settings: Settings, expect: int) -> list[dict[str, Any]]:
     return [json.loads(r["value"]) for r in read_all(settings, [settings.topics.labels_topic], expect=expect)]
 
 
+def open_tasks(bridge: TriageProcess, expect: int) -> None:
+    """The open-tasks gauge once a reconcile that started after now has set it: the reconcile
+    counter moves at the end of each one, just before the gauge, so three moves pass one whole
+    reconcile that began after the call."""
+    calls = "triage_labelstudio_reconcile_requests_total"
+    for _ in range(3):
+        before = bridge.metric(calls)
+        wait_until(lambda: bridge.metric(calls) > before, "a reconcile", every_s=0.2, alive=bridge.dead)
+    assert bridge.metric("triage_labelstudio_open_tasks") == expect
+
+
 def test_a_request_for_two_annotators_gets_two_labels_from_two_people_and_a_relabel_raises_the_overlap(
         setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess],
         digits: tuple[np.ndarray, np.ndarray]) -> None:
@@ -83,6 +94,11 @@ def test_a_request_for_two_annotators_gets_two_labels_from_two_people_and_a_rela
     status, _ = label_studio.api("POST", f"/api/tasks/{pair}/annotations/", {"result": _choice("3")}, token=ann_token)
     assert status == 201
     assert not client.task(pair)["is_labeled"], "one of two annotations: still open"
+    # the bridge counts it open too: pair has 1 of its 2 annotations, solo none (the gauge counted
+    # every task with one annotation as done)
+    wait_until(lambda: bridge.metric("triage_labelstudio_labels_published_total") >= 1, "the first label",
+               every_s=0.5, alive=bridge.dead)
+    open_tasks(bridge, 2)
     # the stream never serves the first annotator the task again; it serves the second one
     after = _next(label_studio, project, ann_token)
     assert after is None or after["id"] != pair
@@ -94,12 +110,14 @@ def test_a_request_for_two_annotators_gets_two_labels_from_two_people_and_a_rela
                         every_s=0.5, alive=bridge.dead)
     assert {(l["id"], l["annotator"], l["label"]) for l in labels} == {("pair", ann, "3"), ("pair", bob, "8")}
     assert len(labels) == 2
+    open_tasks(bridge, 1)  # pair is done, solo is not
 
     # the retrain job asks for one more opinion: the existing task's overlap goes to 3, no new task
     produce(s, s.topics.review_topic, [_request("pair", X[0], 0.95, 3, (ann, bob), reason="tiebreak")])
     wait_until(lambda: client.task(pair)["overlap"] == 3, "overlap raised to 3", every_s=0.5, alive=bridge.dead)
     task = client.task(pair)
     assert not task["is_labeled"] and len(_tasks(client, project)) == 2
+    open_tasks(bridge, 2)  # pair wants a third person now
     (carol, carol_token) = _user(label_studio)
     assert _next(label_studio, project, carol_token)["id"] == pair
     assert all(t is None or t["id"] != pair for t in (_next(label_studio, project, ann_token),

@@ -1,5 +1,6 @@
-"""The label-quality replay: raw labels and aggregates in the label store, flagged labels held
-out of training until reviewed again, the same budget of human actions for every arm."""
+"""The label-quality replay: the stand-in (raw labels and aggregate rows, for latest_wins and the
+doubt step) and the live arms (raw labels, the retrain job's asks and markers, retrain_once with
+the quality settings), the same budget of human actions for every arm."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from triage.lifecycle.labelstore import UNDO
+from triage.lifecycle import askagain
+from triage.lifecycle.labelstore import RELABEL_MARK, TIEBREAK_MARK, UNDO
 from triage.quality.aggregate import aggregate
 from triage.settings import Settings
 from triage.simulation.annotators import AnnotatorPanel
 from triage.simulation.datasets import load_labelled, split
-from triage.simulation.quality import ARMS, LATEST_WINS, NoisyReplay, arm_from_settings, one_step, parse_arms
+from triage.simulation.quality import ARMS, LATEST_WINS, LiveReplay, NoisyReplay, arm_from_settings, one_step, parse_arms
 from triage.simulation.quality_report import POLICY, interval
 from triage.simulation.replay import ReplayConfig
 
@@ -85,3 +87,56 @@ def test_arms_parse_with_latest_wins_first_and_shipped_last_and_intervals_cover_
     lo, hi = interval([0.1, 0.2, 0.3, 0.4])
     assert lo < 0.25 < hi and interval([0.5]) == [0.5, 0.5]
     assert np.isfinite(lo)
+
+
+def live(**quality: object) -> LiveReplay:
+    arm = arm_from_settings("test", one_step(**quality))
+    assert arm.live
+    return LiveReplay(split(X, Y, 0, 0.25), POLICY, 0, CFG, Settings(), arm, PANEL)
+
+
+def test_a_live_arm_stores_raw_labels_and_answers_the_retrain_jobs_relabels_first() -> None:
+    """The shipped path: the retrain job's asks (askagain) as marker rows, the samples held out
+    of what retrain_once trains on, then answered by someone else at the start of the next step."""
+    r = live(relabel_share=0.5)
+    try:
+        r.step()
+        asked = {a.sample: a for a in r.waiting}
+        assert asked and all(a.reason == "relabel" for a in asked.values())
+        rows = [row for _, row in r.store.rows()]
+        assert {row["annotator"] for row in rows} <= set(PANEL.names) | {askagain.ASKER}  # raw rows, no aggregate rows
+        assert {row["id"] for row in rows if row["label"] == RELABEL_MARK} == set(asked)
+        view = r.store.view(None, r.quality.aggregation, 10)
+        assert not set(asked) & set(view.training()), "held samples are out of training"
+        v2 = r.registry.manifest(r.registry.versions()[-1])
+        assert v2["data"]["quality"]["held"] == len(asked)  # retrain_once ran with the quality settings
+        spent = r.spent
+        r.step()
+        answered = [a for a in r.raw[-(r.spent - spent):] if a.sample in asked]
+        assert answered and all(a.annotator not in asked[a.sample].labelled_by for a in answered)
+        view = r.store.view(None, r.quality.aggregation, 10)
+        assert {a.sample for a in answered} <= {rel.sample for rel in view.releases}  # the answer released it
+        assert r.counts["relabel_answered"] == len(answered)
+        assert r.counts["flagged"] == r.counts["relabel_asked"] >= len(asked)
+    finally:
+        r.close()
+
+
+def test_a_live_consensus_arm_asks_tiebreaks_only_through_the_retrain_job() -> None:
+    r = live(consensus_share=0.5)
+    try:
+        while not r.done:
+            r.step()
+        raw = defaultdict(list)
+        for a in r.raw:
+            raw[a.sample].append(a.annotator)
+        assert any(len(v) > 1 for v in raw.values())
+        assert all(len(set(v)) == len(v) for v in raw.values())  # nobody saw a sample twice
+        assert r.counts["tiebreak_asked"] > 0 and r.counts["relabel_asked"] == 0
+        marks = [row["id"] for _, row in r.store.rows() if row["label"] == TIEBREAK_MARK]
+        assert len(marks) == r.counts["tiebreak_asked"]
+        assert r.spent == CFG.budget and len(r.raw) == r.spent - CFG.initial_labels
+        result = r.quality_result()
+        assert result.multi_labelled > 0 and 0.0 <= result.label_error_rate < 0.5
+    finally:
+        r.close()

@@ -16,10 +16,10 @@ from sklearn.datasets import load_digits
 
 from triage.lifecycle.bundles import import_model, train_initial
 from triage.errors import ConfigError, ModelLoadError, TriageError
-from triage.lifecycle.labelstore import LabelStore
+from triage.lifecycle.labelstore import RELABEL_MARK, TIEBREAK_MARK, UNDO, LabelStore
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.retraining import RetrainOutcome, Verdict, promotion_verdict, retrain_once
-from triage.settings import PolicySettings, RetrainSettings, ServingSettings
+from triage.settings import PolicySettings, QualitySettings, RetrainSettings, ServingSettings
 
 NAN = float("nan")
 QUANTILE = 0.995
@@ -121,6 +121,25 @@ def test_too_few_new_labels_is_skipped_and_registers_nothing(
     assert outcome == RetrainOutcome("skipped", reason="5 new labels < min_new_labels 20")
     assert pending == [5]
     assert registry.versions() == ["v1"] and registry.current() == "v1"
+
+
+@pytest.mark.parametrize("quality", [None, QualitySettings()], ids=["latest-wins", "aggregated"])
+def test_markers_and_undos_are_not_new_labels(registry: Registry, digits: tuple[np.ndarray, np.ndarray],
+                                              quality: QualitySettings | None) -> None:
+    """The retrain job's __relabel__/__tiebreak__ markers (and undos) are not human labels: they
+    neither reach min_new_labels nor count in triage_labels_pending."""
+    store = add_labels(registry, digits, 300, 305)
+    X = digits[0]
+    store.append([{"id": f"d{300 + i % 5}", "label": mark, "features": X[300 + i % 5].tolist(),
+                   "annotator": "triage-retrain", "partition": 0, "offset": 1000 + i}
+                  for i, mark in enumerate([RELABEL_MARK, TIEBREAK_MARK] * 10 + [UNDO])])
+    assert store.count() == 26
+    pending: list[int] = []
+    outcome = retrain_once(registry, store, retrain=RetrainSettings(min_new_labels=20), policy=PolicySettings(),
+                           outlier_quantile=QUANTILE, pending=pending.append, quality=quality)
+    assert outcome == RetrainOutcome("skipped", reason="5 new labels < min_new_labels 20")
+    assert pending == [5]
+    assert registry.versions() == ["v1"]
 
 
 def test_good_labels_promote_the_candidate(registry: Registry, digits: tuple[np.ndarray, np.ndarray]) -> None:

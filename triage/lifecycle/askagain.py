@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from triage.contracts.output import RELABEL, TIEBREAK
 from triage.lifecycle.labelstore import EDGE_CASE, RELABEL_MARK, TIEBREAK_MARK
 from triage.lifecycle.labelview import ANONYMOUS, LabelView
 from triage.quality.consensus import has_majority
+
+if TYPE_CHECKING:
+    from triage.settings import QualitySettings
 
 log = logging.getLogger("triage.retrain")
 ASKER = "triage-retrain"  # the annotator named on the markers
@@ -94,6 +97,22 @@ def relabels(view: LabelView, classes: Sequence[str], limit: int, *, max_annotat
         if len(out) >= limit:
             break
     return out
+
+
+def asks_for(view: LabelView, classes: Sequence[str], new_labels: int, quality: "QualitySettings", *,
+             trusted: Optional[tuple[np.ndarray, np.ndarray]] = None, seed: int = 0) -> list[Ask]:
+    """What the retrain job asks at a retrain after ``new_labels`` human labels: the tiebreaks
+    (with ``consensus_tiebreak``), then up to ``relabel_share`` x ``new_labels`` relabels
+    (``triage simulate`` runs this too, so its arms measure what the job asks)."""
+    asks = tiebreaks(view, quality.consensus_max_annotators) if quality.consensus_tiebreak else []
+    limit = int(quality.relabel_share * new_labels)
+    if limit > 0:
+        try:
+            asks += relabels(view, classes, limit, max_annotators=quality.consensus_max_annotators, trusted=trusted,
+                             seed=seed, skip=frozenset(a.sample for a in asks))
+        except Exception:  # advisory: a failed check must not stop the retrain, and is never silent
+            log.exception("label issue check failed; no relabel requests this retrain")
+    return asks
 
 
 def review_request(ask: Ask, model_version: str) -> bytes:

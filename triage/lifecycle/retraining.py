@@ -19,7 +19,7 @@ import numpy as np
 
 from triage.scoring.calibration import apply_temperature
 from triage.errors import TriageError
-from triage.lifecycle.labelstore import LabelRows
+from triage.lifecycle.labelstore import MARKERS, UNDO, LabelRows
 from triage.lifecycle.loading import registered_classifier
 from triage.lifecycle.registry import Registry
 from triage.settings import PolicySettings, QualitySettings, RetrainSettings
@@ -29,6 +29,7 @@ from triage.lifecycle.training import class_counts, evaluate, train_model
 from triage.policies.fit import MIN_LABELLED, label_positions, routing_split
 
 log = logging.getLogger("triage.retrain")
+RESERVED_NOT_LABELS = (UNDO, *MARKERS)  # rows that are not human labels
 
 # Splits a candidate must not be worse on. The reserved labels alone are too few (and absent
 # on the first runs) to decide; they count through "combined".
@@ -191,6 +192,19 @@ def gate_rows(hold_y: np.ndarray, classes: list[str], policy: PolicySettings) ->
     return np.setdiff1d(np.arange(len(hold_y)), certifying)
 
 
+def human_labels_since(store: LabelRows, since: int, upto: int, aggregation: Optional[str] = None,
+                       classes: Optional[int] = None) -> int:
+    """Human labels among store rows ``since`` to ``upto``: the retrain job's ``__relabel__`` and
+    ``__tiebreak__`` markers and undos are not new labels (for ``min_new_labels`` and
+    ``triage_labels_pending``). With ``aggregation`` the store's cached view counts them."""
+    if aggregation is not None:
+        from bisect import bisect_left
+
+        human = store.view(upto, aggregation, classes).human_rows
+        return len(human) - bisect_left(human, since)
+    return sum(1 for n, row in store.rows(upto) if n >= since and row["label"] not in RESERVED_NOT_LABELS)
+
+
 def retrain_once(
     registry: Registry,
     store: LabelRows,
@@ -215,18 +229,19 @@ def retrain_once(
     """
     current = current_version(registry)
     total = store.count()  # read once: the candidate is trained on exactly this prefix
-    new = total - _labels_upto(registry, current)
-    pending(max(new, 0))
+    upto = _labels_upto(registry, current)
+    classes = list(registry.manifest(current).get("classes", []))
+    aggregation = quality.aggregation if quality is not None else None
+    new = human_labels_since(store, upto, total, aggregation, len(classes) or None)
+    pending(new)
     progress(f"{new} new labels since {current}")
     if new < retrain.min_new_labels:
         return RetrainOutcome("skipped", reason=f"{new} new labels < min_new_labels {retrain.min_new_labels}")
 
     base_X, base_y = load_npz(_data_file(registry, "base.npz"))
     hold_X, hold_y = load_npz(_data_file(registry, "holdout.npz"))
-    classes = list(registry.manifest(current).get("classes", []))
-    aggregation = quality.aggregation if quality is not None else None
     lab_X, lab_y, ev_X, ev_y = store.arrays(total, retrain.eval_label_share, aggregation, classes=len(classes) or None)
-    summary_q = store.view(total, aggregation, len(classes) or None).summary(since=total - new) if aggregation else {}
+    summary_q = store.view(total, aggregation, len(classes) or None).summary(since=upto) if aggregation else {}
     if summary_q:
         progress(f"labels aggregated ({aggregation}): {summary_q['samples']} samples, {summary_q['multi_annotator']} with "
                  f"more than one annotator, {summary_q['contested']} contested, {summary_q['held']} held for relabel")

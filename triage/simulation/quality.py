@@ -33,13 +33,16 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from triage.contracts.output import RELABEL as RELABEL_REASON
+from triage.lifecycle import askagain
 from triage.lifecycle.labelstore import UNDO
+from triage.lifecycle.labelview import CHANGED
 from triage.quality.aggregate import aggregate
 from triage.quality.annotators import agreement, estimate_accuracy
 from triage.quality.base import Annotation
 from triage.quality.consensus import ConsensusPolicy, collect
 from triage.quality.issues import label_issues, out_of_fold_probs
-from triage.lifecycle.retraining import load_npz
+from triage.lifecycle.retraining import RetrainOutcome, load_npz, retrain_once
 from triage.settings import QualitySettings, Settings
 from triage.simulation.annotators import AnnotatorPanel
 from triage.simulation.datasets import Split
@@ -57,6 +60,7 @@ class QualityArm:
     aggregation: str = "latest"  # latest | majority | weighted | dawid-skene
     relabel_share: float = 0.0
     description: str = ""
+    live: bool = False  # run through the shipped code (LiveReplay) rather than the simulator's stand-in
 
     def settings(self) -> dict[str, Any]:
         c = self.consensus
@@ -68,7 +72,8 @@ class QualityArm:
 def arm_from_settings(name: str, q: QualitySettings, description: str = "") -> QualityArm:
     policy = ConsensusPolicy(q.consensus_share, q.consensus_size, q.consensus_tiebreak, q.consensus_max_annotators,
                              q.consensus_doubt_below)
-    return QualityArm(name, policy, q.aggregation, q.relabel_share, description)
+    # the live loop has no second opinions for doubtful annotators: that step stays a stand-in
+    return QualityArm(name, policy, q.aggregation, q.relabel_share, description, live=q.consensus_doubt_below == 0)
 
 
 def one_step(**changes: Any) -> QualitySettings:
@@ -137,6 +142,9 @@ class QualityRun:
     annotator_accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     agreement: Optional[float] = None
     seconds: float = 0.0
+    tiebreaks_asked: int = 0  # by the retrain job (live arms)
+    tiebreaks_answered: int = 0
+    held: int = 0  # held for relabel at the end, out of training (live arms)
 
     @property
     def final_accuracy(self) -> float:
@@ -299,13 +307,117 @@ class NoisyReplay(Replay):
             agreement([a for a in self.raw if a.sample not in self.reviewed]), time.monotonic() - self.started)
 
 
+class LiveReplay(NoisyReplay):
+    """What ships, with the panel as the people: raw labels in the label store (one row per
+    annotator), the first round as the scorer plans it (``consensus_size`` annotators for the
+    most uncertain ``consensus_share``, no tiebreak yet); at each retrain what the retrain job
+    does (``askagain.asks_for`` on the store's ``label_view``, marker rows as it writes them,
+    then ``retrain_once`` with the quality settings); the asks are answered first in the next
+    step (priority 1.0, by an annotator not in ``labelled_by``), each one action of its budget.
+    Asks left unanswered when the budget runs out stay held, as they would in the service."""
+
+    def __init__(self, split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, base: Settings,
+                 arm: QualityArm, panel: AnnotatorPanel) -> None:
+        super().__init__(split, strategy, seed, cfg, base, arm, panel)
+        self.quality = QualitySettings(**arm.settings())
+        q = self.quality
+        self.first = ConsensusPolicy(q.consensus_share, q.consensus_size, tiebreak=False,
+                                     max_annotators=q.consensus_max_annotators)
+        self.waiting: list[askagain.Ask] = []  # published asks no annotator has answered yet
+
+    def _append(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        X = self.split.X_pool
+        out = []
+        for sample, label, annotator in rows:
+            out.append({"id": sample, "label": label, "features": X[self._row(sample)].tolist(),
+                        "annotator": annotator, "partition": 0, "offset": self.offset})
+            self.offset += 1
+        self.store.append(out)
+
+    def _take(self, got: Sequence[Annotation]) -> None:
+        self.raw.extend(got)
+        self._append([(a.sample, a.label, a.annotator) for a in got])
+
+    def _before_annotating(self, goal: int) -> None:
+        """The retrain job's asks first, oldest first, within the step's budget."""
+        while self.waiting and self.spent < goal:
+            ask = self.waiting.pop(0)
+            got = self._ask(ask.sample, frozenset(ask.labelled_by))
+            if got is None:
+                continue  # nobody left who has not labelled it
+            self._take([got])
+            self.spent += 1
+            self.counts[f"{ask.reason}_answered"] += 1
+
+    def _annotate(self, nominal: int) -> None:
+        Replay._annotate(self, nominal)
+
+    def _label(self, rows: np.ndarray, limit: Optional[int] = None) -> None:
+        got = collect(self.first, [f"s{i}" for i in rows], len(rows) if limit is None else limit, self._ask)
+        self._take(got.annotations)
+        self.labelled[[self._row(x) for x in got.samples]] = True
+        self.spent += got.spent
+
+    def _classes(self) -> list[str]:
+        return list(self.registry.manifest(self.registry.current() or "")["classes"])
+
+    def _retrain(self) -> RetrainOutcome:
+        """As the retrain job's run: the asks (consumers/trainer.py ``_quality_step``), their
+        markers in the store, then ``retrain_once`` with ``quality``."""
+        s, q, classes = self.s, self.quality, self._classes()
+        total = self.store.count()
+        view = self.store.view(total, q.aggregation, len(classes))
+        versions = self.registry.versions()
+        previous = int(self.registry.manifest(versions[-1]).get("data", {}).get("labels_upto", 0)) if versions else 0
+        new_labels = sum(1 for n in view.human_rows if n >= previous)
+        if new_labels >= s.retrain.min_new_labels:
+            asks = askagain.asks_for(view, classes, new_labels, q, trusted=self.trusted, seed=s.policy.seed)
+            truth = self.split.y_pool
+            for a in asks:
+                self.counts[f"{a.reason}_asked"] += 1
+                if a.reason == RELABEL_REASON:
+                    self.counts["flagged"] += 1
+                    self.counts["flagged_wrong"] += int(view.labels[a.sample] != truth[self._row(a.sample)])
+            self._append([(a.sample, askagain.MARK[a.reason], askagain.ASKER) for a in asks])
+            self.waiting += asks
+        try:
+            return retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
+                                outlier_quantile=s.serving.outlier_quantile, progress=lambda _: None, quality=q)
+        finally:
+            self.store.forget_view()
+
+    def quality_result(self) -> QualityRun:
+        classes = self._classes()
+        view = self.store.view(self.store.count(), self.quality.aggregation, len(classes))
+        truth = self.split.y_pool
+        training = view.training()
+        wrong = sum(r["label"] != truth[self._row(sid)] for sid, r in training.items())
+        samples = Counter(a.sample for a in {(a.sample, a.annotator): a for a in self.raw}.values())
+        overlaps = view.overlapped()
+        estimated = {w: q.accuracy for w, q in estimate_accuracy(overlaps).items()}
+        true_acc = self.panel.true_accuracy(list(truth))
+        changed = [r for r in view.releases if r.outcome == CHANGED]
+        return QualityRun(
+            self.arm.name, self.seed, list(self.curve), wrong / max(len(training), 1), len(training),
+            self.spent, len(samples), sum(1 for n in samples.values() if n > 1),
+            len(view.releases), len(changed),
+            sum(view.labels.get(r.sample) == truth[self._row(r.sample)] for r in changed),
+            self.counts["flagged"], self.counts["flagged_wrong"],
+            {name: {"estimated": round(estimated.get(name, float("nan")), 4), "true": round(true_acc[k], 4)}
+             for k, name in enumerate(self.panel.names)},
+            agreement(overlaps), time.monotonic() - self.started,
+            tiebreaks_asked=self.counts["tiebreak_asked"], tiebreaks_answered=self.counts["tiebreak_answered"],
+            held=sum(s.held is not None for s in view.samples.values() if s.votes))
+
+
 def run_arm(split: Split, strategy: Strategy, seed: int, cfg: ReplayConfig, flat: dict[str, Any], arm: QualityArm,
             panel: AnnotatorPanel, tick: Optional[Callable[[str], None]] = None) -> QualityRun:
     """One (arm, seed) run to the budget."""
     from triage.runtime.threads import limit_blas_threads
 
     limit_blas_threads(1)
-    replay = NoisyReplay(split, strategy, seed, cfg, Settings(**flat), arm, panel)
+    cls = LiveReplay if arm.live else NoisyReplay
+    replay = cls(split, strategy, seed, cfg, Settings(**flat), arm, panel)
     try:
         while not replay.done:
             replay.step()

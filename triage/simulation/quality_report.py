@@ -80,8 +80,10 @@ def summarize_quality(dataset: str, full: Sequence[float], runs: Sequence[Qualit
                         "samples_labelled": _figure([r.samples_labelled for r in group]),
                         "multi_labelled": _figure([r.multi_labelled for r in group]),
                         "stored_labels": _figure([r.stored_labels for r in group])},
+            "labels_to_target": {f"{t:.2f}": reach(per_seed_labels_to(curves, t * mean_full)) for t in TARGETS},
             "relabel": {k: int(sum(getattr(r, k) for r in group)) for k in
-                        ("flagged", "flagged_wrong", "relabel_sent", "relabel_changed", "relabel_fixed")},
+                        ("flagged", "flagged_wrong", "relabel_sent", "relabel_changed", "relabel_fixed",
+                         "tiebreaks_asked", "tiebreaks_answered", "held")},
             "agreement": _mean_or_none([r.agreement for r in group]),
             "annotator_accuracy": {name: {
                 "estimated": _mean_or_none([r.annotator_accuracy[name]["estimated"] for r in group]),
@@ -102,6 +104,22 @@ def summarize_quality(dataset: str, full: Sequence[float], runs: Sequence[Qualit
             "strategies": strategies, "label_quality": quality}
 
 
+def reach(per_seed: Sequence[Optional[int]]) -> dict[str, Any]:
+    """Labels spent to reach a target, over seeds: ``reached`` of ``seeds`` got there; mean and
+    95% interval over the seeds that did (None when none did: "not reached")."""
+    got = [float(v) for v in per_seed if v is not None]
+    return {"reached": len(got), "seeds": len(per_seed), "per_seed": list(per_seed),
+            "mean": float(np.mean(got)) if got else None, "interval": interval(got) if got else None}
+
+
+def reach_text(r: dict[str, Any]) -> str:
+    """``370 (350 to 390), 8/8`` or ``not reached``."""
+    if not r["reached"]:
+        return "not reached"
+    lo, hi = r["interval"]
+    return f"{r['mean']:.0f} ({lo:.0f} to {hi:.0f}), {r['reached']}/{r['seeds']}"
+
+
 def _mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
     seen = [v for v in values if v is not None and not np.isnan(v)]
     return float(np.mean(seen)) if seen else None
@@ -120,16 +138,15 @@ def quality_table(summary: dict[str, Any]) -> str:
     q = summary["label_quality"]
     width = max(12, *(len(n) for n in q))
     head = (f"{'arm':<{width}} {'label error %':<20} {'vs latest_wins':<22} {'accuracy %':<20} "
-            f"{'vs latest_wins':<22} {'labels':>6} {'samples':>7} {'to 95%':>7} {'to 98%':>7}  pays")
+            f"{'vs latest_wins':<22} {'labels':>6} {'samples':>7} {'to 95% (seeds)':<24}  {'to 98% (seeds)':<24}  pays")
     lines = [head, "-" * len(head)]
     for name, e in q.items():
         f, vs = e["figures"], e.get("vs_latest_wins")
-        to = {t: summary["strategies"][name]["labels_to_target"][t] for t in ("0.95", "0.98")}
-        reach = " ".join(f"{to[t] if to[t] is not None else '-':>7}" for t in ("0.95", "0.98"))
+        reached = "  ".join(f"{reach_text(e['labels_to_target'][t]):<24}" for t in ("0.95", "0.98"))
         lines.append(
             f"{name:<{width}} {_pm(f['label_error_rate']):<20} {(_pm(vs['label_error_rate'], signed=True) if vs else ''):<22} "
             f"{_pm(f['final_accuracy']):<20} {(_pm(vs['final_accuracy'], signed=True) if vs else ''):<22} "
-            f"{e['labels_spent']:>6} {f['samples_labelled']['mean']:>7.0f} {reach}  "
+            f"{e['labels_spent']:>6} {f['samples_labelled']['mean']:>7.0f} {reached}  "
             f"{'' if 'pays' not in e else ('yes' if e['pays'] else 'no')}")
     noise = summary["annotators"]["noise"]
     lines.append(f"{summary['seeds']} seeds, {summary['dataset']}, annotators "

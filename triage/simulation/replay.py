@@ -45,7 +45,7 @@ from triage.lifecycle.labelstore import LabelStore
 from triage.policies import make_policy, prepare_model
 from triage.policies.stack import PolicyStack
 from triage.lifecycle.registry import Registry
-from triage.lifecycle.retraining import retrain_once
+from triage.lifecycle.retraining import RetrainOutcome, retrain_once
 from triage.scoring.scores import score_batch
 from triage.lifecycle.selection import select
 from triage.scoring.servable import ServingModel
@@ -262,13 +262,18 @@ class Replay:
         else:
             self._annotate(nominal)
         self.full.append(self.spent - before == nominal)
-        result = retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
-                              outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
+        result = self._retrain()
         self.retrains.append(result.outcome)
         if result.outcome == "promoted":
             self.model = _served(self.registry, s)
             self.policy.on_model(self.model)
         self.curve.append((self.spent, accuracy(self.model, self.split.X_test, self.split.y_test, s)))
+
+    def _retrain(self) -> RetrainOutcome:
+        """The step's retrain (latest-wins: the label store as the simulator writes it)."""
+        s = self.s
+        return retrain_once(self.registry, self.store, retrain=s.retrain, policy=s.policy,
+                            outlier_quantile=s.serving.outlier_quantile, progress=_quiet)
 
     def result(self) -> RunResult:
         return RunResult(self.strategy.name, self.seed, list(self.curve), list(self.retrains),

@@ -10,6 +10,7 @@ ledger: a task missing from a listing is only retracted once a direct fetch says
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -93,6 +94,10 @@ class Ledger:
 
     def labelled_samples(self) -> set[str]:
         return {entry.sample_id for entry in self.live.values()}
+
+    def annotations_per_sample(self) -> Counter[str]:
+        """Sample id -> its live annotations (one per person: Label Studio serves a task once each)."""
+        return Counter(entry.sample_id for entry in self.live.values())
 
     def apply(self, event: LabelEvent) -> None:
         if event.deleted is not None:

@@ -15,7 +15,7 @@ import base64
 import math
 import struct
 import zlib
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from xml.sax.saxutils import quoteattr
 
 from triage.contracts import ReviewRequest
@@ -96,3 +96,10 @@ def target_overlap(annotators: int, labelled_by: Sequence[str], people: Iterable
     done = set(labelled_by)
     missing = max(annotators - len(done), 0)
     return len(done & set(people)) + missing
+
+
+def open_tasks(tasks: Mapping[str, int], overlaps: Mapping[str, int], annotations: Mapping[str, int]) -> int:
+    """Tasks still waiting for someone: fewer live annotations than their overlap (a task that
+    asks for two people is open after the first one's label). ``tasks``: sample -> task id;
+    ``overlaps``: sample -> overlap (1 when unknown); ``annotations``: sample -> live annotations."""
+    return sum(1 for sample in tasks if annotations.get(sample, 0) < overlaps.get(sample, 1))
