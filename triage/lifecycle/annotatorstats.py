@@ -54,10 +54,11 @@ class Accuracy:
 
 def accuracies(view: LabelView, names: AnnotatorNames) -> dict[str, Accuracy]:
     """Metric name -> smoothed accuracy against the aggregate on overlapped samples (the
-    annotators outside the named ones pooled as ``other``). Only annotators compared at least once."""
+    annotators outside the named ones pooled as ``other``; relabelled samples left out, as in
+    ``labelview.overlapped``). Only annotators compared at least once."""
     agreed, compared = Counter[str](), Counter[str]()
     for sid, s in view.samples.items():
-        if len(s.votes) < 2 or sid not in view.labels:
+        if len(s.votes) < 2 or s.relabelled or sid not in view.labels:
             continue
         for who, (_, row) in s.votes.items():
             name = names(None if who == ANONYMOUS else who)

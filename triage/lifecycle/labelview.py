@@ -45,6 +45,9 @@ class Sample:
     votes: dict[str, tuple[int, Row]] = field(default_factory=dict)  # annotator -> (row number, their latest label row)
     held: Optional[str] = None  # the label a relabel marker holds (None: not held)
     asked: bool = False  # a marker follows the last human label
+    # sent back by a relabel: picked because its label looked wrong, so its votes would bias
+    # any estimate of the annotators' accuracy (or agreement) downwards
+    relabelled: bool = False
 
     def labels(self) -> list[str]:
         return [r["label"] for _, r in self.votes.values()]
@@ -87,9 +90,9 @@ class LabelView:
         return out
 
     def overlapped(self) -> list[Annotation]:
-        """Every vote of the samples labelled by two or more annotators."""
-        return [Annotation(sid, w, r["label"]) for sid, s in self.samples.items() if len(s.votes) > 1
-                for w, (_, r) in s.votes.items()]
+        """Every vote of the samples labelled by two or more annotators, relabelled ones left
+        out: what annotator accuracy and agreement are estimated from."""
+        return overlapped(self.samples)
 
     def summary(self, since: int = 0) -> dict[str, int | str | bool]:
         """Counts for the version manifest; relabel outcomes among rows ``since`` and later."""
@@ -101,6 +104,13 @@ class LabelView:
                 "held": sum(s.held is not None for s in self.samples.values() if s.votes),
                 "relabel_confirmed": done[CONFIRMED], "relabel_changed": done[CHANGED],
                 "majority_fallback": self.fallback}
+
+
+def overlapped(samples: dict[str, Sample]) -> list[Annotation]:
+    """The votes annotator quality is estimated from: samples with two or more annotators that
+    no relabel picked (those were picked for looking wrong: a biased sample of errors)."""
+    return [Annotation(sid, w, r["label"]) for sid, s in samples.items() if len(s.votes) > 1 and not s.relabelled
+            for w, (_, r) in s.votes.items()]
 
 
 def _first_majority(labels: list[str]) -> str:
@@ -142,8 +152,10 @@ def _scan(rows: Iterable[tuple[int, Row]]) -> tuple[dict[str, Sample], list[Rele
             s = samples[sid] = Sample({})
         if label in MARKERS:
             s.asked = True
-            if label == RELABEL_MARK and s.votes and s.held is None:
-                s.held = _first_majority(s.labels())
+            if label == RELABEL_MARK:
+                s.relabelled = True
+                if s.votes and s.held is None:
+                    s.held = _first_majority(s.labels())
             continue
         s.asked = False
         if label == UNDO:
@@ -209,11 +221,11 @@ def _label_view(rows: Iterable[tuple[int, Row]], upto: int, method: str, classes
     if contested:
         from triage.quality.annotators import estimate_accuracy
 
-        overlapped = [Annotation(sid, w, r["label"]) for sid, s in samples.items() if len(s.votes) > 1
-                      for w, (_, r) in s.votes.items()]
-        accuracy = {w: q.accuracy for w, q in estimate_accuracy(overlapped).items()}
+        compared = overlapped(samples)
+        accuracy = {w: q.accuracy for w, q in estimate_accuracy(compared).items()}
         if classes is None:
-            classes = len(({lab for lab in labels.values() if lab} | {a.label for a in overlapped}) - {EDGE_CASE})
+            votes = {r["label"] for sid in contested for _, r in samples[sid].votes.values()}
+            classes = len(({lab for lab in labels.values() if lab} | votes) - {EDGE_CASE})
         got, fallback = _aggregate_contested(samples, contested, method, accuracy, max(classes, 2))
         labels.update(got)
     return LabelView(upto, method, samples, labels, releases, human, accuracy, fallback)
