@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import msgspec
 
 from consumers.loop import GuardedLoop
+from triage.lifecycle.labelstore import MARKERS
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
@@ -33,7 +34,12 @@ class _Asks(msgspec.Struct):
     labelled_by: list[str] = []
 
 
+class _Answer(msgspec.Struct):
+    label: str = ""
+
+
 _asks = msgspec.json.Decoder(_Asks)
+_answer = msgspec.json.Decoder(_Answer)
 
 
 def labels_asked(value: Optional[bytes]) -> int:
@@ -43,6 +49,15 @@ def labels_asked(value: Optional[bytes]) -> int:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return 1
     return max(asks.annotators - len(asks.labelled_by), 0)
+
+
+def labels_answered(value: Optional[bytes]) -> int:
+    """1 for a label; 0 for the retrain job's markers (a relabel or tiebreak asked, not an
+    answer: counted as one, they would cancel the request they come with)."""
+    try:
+        return 0 if _answer.decode(value or b"").label in MARKERS else 1
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 1
 
 
 class BacklogWatcher:
@@ -74,7 +89,7 @@ class BacklogWatcher:
             if topic == t.review_topic:
                 self.reviews += labels_asked(value)
             elif topic == t.labels_topic:
-                self.labels += 1
+                self.labels += labels_answered(value)
         return []
 
     def poll_once(self, timeout_ms: int = 500) -> int:

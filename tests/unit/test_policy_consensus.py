@@ -155,3 +155,15 @@ def test_the_backlog_counts_the_labels_a_request_asks_for() -> None:
     assert labels_asked(request(3, ["alice", "bob"])) == 1  # a tiebreak: one more label
     assert labels_asked(b'{"id": "old", "features": [1.0]}') == 1  # a request from before the field
     assert labels_asked(b"junk") == 1 and labels_asked(None) == 1
+
+
+def test_the_backlog_does_not_take_the_retrain_jobs_markers_for_answers() -> None:
+    from consumers.backlog import labels_answered
+    from triage.contracts import encode_label
+    from triage.lifecycle.labelstore import RELABEL_MARK, TIEBREAK_MARK, UNDO
+
+    assert labels_answered(encode_label("s", "cat", annotator="alice")) == 1
+    assert labels_answered(encode_label("s", UNDO, annotator="alice")) == 1  # counted as before
+    assert labels_answered(encode_label("s", RELABEL_MARK, annotator="triage-retrain")) == 0
+    assert labels_answered(encode_label("s", TIEBREAK_MARK, annotator="triage-retrain")) == 0
+    assert labels_answered(b"junk") == 1 and labels_answered(None) == 1
