@@ -2,13 +2,13 @@
 # triage: the scorer, retrain job, trainer and sample producer in one slim, non-root image.
 # Dependencies come from pyproject.toml (the project's own metadata): the builder stage
 # resolves them into wheels, the runtime stage installs only those wheels, offline.
-# EXTRAS: the pyproject extras to install. The default, train,s3, is what docker-compose.yml needs
-# (train-init and retrain fit models in this image) plus S3 registries; a scorer-only image needs only the core:
+# EXTRAS: the pyproject extras to install. The default, train,s3,quality, is what docker-compose.yml
+# needs (train-init and retrain fit models in this image; the retrain job runs the shipped label-quality
+# defaults: crowd-kit, cleanlab, krippendorff) plus S3 registries; a scorer-only image needs only the core:
 #   docker build --build-arg EXTRAS= -t triage-scorer .
-# Add quality (crowd-kit, cleanlab, krippendorff; heavy) for the retrain job's full label quality;
-# without it contested labels take a plain majority and no relabels are sent (docs/guide/label-quality.md).
+# Without quality, contested labels take a plain majority and no relabels are sent (docs/guide/label-quality.md).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG EXTRAS=train,s3
+ARG EXTRAS=train,s3,quality
 
 FROM ${PYTHON_IMAGE} AS build
 ARG EXTRAS
