@@ -182,6 +182,49 @@ def _coverage(bands: Sequence[tuple[int, int, float, float]], correct: np.ndarra
     return {f"covered_{p}": _mean([float(x) for x in v]) for p, v in inside.items()}
 
 
+def routed(out: Outputs, stream: Stream, policy: str, batch: int, window: int = 2_000) -> np.ndarray:
+    """Which samples the scorer sends to review (its stack's uncertain and outlier reasons, margin
+    acquisition): ``threshold`` (the default policy: uncertainty 1 - margin above 0.5) or
+    ``rate=R`` (``--policy review-rate``: the uncertainty quantile over the last ``window``
+    samples, the batch included, that sends R of them, outliers counted in). Outliers (score
+    above 1) always go."""
+    u = 1.0 - out.margin[stream.rows].astype(np.float64)
+    forced = np.nan_to_num(out.outlier[stream.rows].astype(np.float64)) > 1.0
+    if policy == "threshold":
+        return forced | (u > 0.5)
+    target, review = float(policy.split("=")[1]), forced.copy()
+    for lo in range(0, len(u), batch):
+        hi = min(lo + batch, len(u))
+        w, f = u[max(0, hi - window):hi], forced[max(0, hi - window):hi]
+        free = w[~f]
+        need = (target * len(w) - f.sum()) / len(free) if len(free) else 0.0
+        thr = np.inf if need <= 0 else -np.inf if need >= 1 else float(np.quantile(free, 1 - need, method="higher"))
+        review[lo:hi] |= u[lo:hi] > thr
+    return review
+
+
+def triage_reviewed(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str) -> dict[str, Any]:
+    """The shipped estimate with the scorer's routing: per ``--review`` policy, the reviewed
+    samples' labels never joined (what the monitor did before) and joined ``--label-delays``
+    samples after scoring (their realized correctness replaces the expected one), with the same
+    audit slice of the accepted samples; on the same windows as ``triage_full``."""
+    config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference)
+    start, correct = _first_window(args), _correct(out, stream)
+    found: dict[str, Any] = {}
+    for policy in args.review:
+        review = routed(out, stream, policy, args.batch)
+        found[f"{policy}:share"] = float(review.mean())
+        for delay in ["never", *args.label_delays]:
+            report = replay(out, stream, config, shift=shift, seed=seed, batch=args.batch,
+                            audit_rate=args.estimate_audit_rate, reviewed=review,
+                            label_delay=len(stream.rows) if delay == "never" else int(delay))
+            ws = [w for w in report.windows if w.end - args.window >= start and w.end % args.window == 0]
+            found[f"{policy}:delay={delay}"] = (
+                _errors([(w.end - args.window, w.end, w.estimate) for w in ws], correct, stream.shift_at)
+                | _coverage([(w.end - args.window, w.end, w.lower, w.upper) for w in ws], correct, stream.shift_at))
+    return found
+
+
 def triage_full(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str,
                 k: Optional[float] = None) -> dict[str, Any]:
     """The shipped monitor core (its estimate corrected by ``--estimate-audit-rate``'s audit
@@ -353,6 +396,7 @@ def compare(args: argparse.Namespace) -> None:
                 cpu, row = {}, {"shift": shift, "seed": seed, "shift_at": args.shift_at}
                 for who, run in (("triage", lambda: triage_full(out, stream, args, seed, shift)),
                                  ("triage_conf", lambda: triage_confidence(out, stream, args, seed, args.ert)),
+                                 ("triage_reviewed", lambda: triage_reviewed(out, stream, args, seed, shift)),
                                  ("nannyml_cbpe", lambda: cbpe(out, stream, args)),
                                  ("alibi_cvm", lambda: cvm(out, stream, args, args.ert, seed, jitter=False)),
                                  ("alibi_cvm_ties_broken", lambda: cvm(out, stream, args, args.ert, seed, jitter=True)),
@@ -569,6 +613,10 @@ def main() -> None:
     c.add_argument("--audit-last", type=int, default=200, help="the windowed audit lever: its last N labels")
     c.add_argument("--estimate-audit-rate", type=float, default=0.01, help="audited share whose labels correct "
                    "triage's estimate (labels at once; 0: the label-free estimate)")
+    c.add_argument("--review", nargs="+", default=["threshold", "rate=0.05"],
+                   help="the scorer's routing for triage_reviewed: threshold (default policy) or rate=R")
+    c.add_argument("--label-delays", type=int, nargs="+", default=[0, 500, 1000],
+                   help="samples between a reviewed sample's scoring and its label (triage_reviewed)")
     c.add_argument("--fa-references", type=int, nargs="+", default=[1_000, 5_000])
     c.add_argument("--fa-erts", type=float, nargs="+", default=[10_000.0, 100_000.0, 1_000_000.0])
     c.add_argument("--fa-samples", type=int, default=2_000_000, help="per seed, triage")
