@@ -263,7 +263,7 @@ def test_a_checkpoint_from_before_the_correction_loads_uncorrected(tmp_path: Pat
     vm.observe(obs, np.random.default_rng(0))
     doc = json.loads(state.to_json())
     for v in doc["versions"]:
-        del v["window_accepted"], v["residuals"]
+        del v["window_accepted"], v["residuals"], v["known"], v["ids"], v["predicted"]
     for key in ("audits", "labels"):
         del doc[key]
     (tmp_path / checkpoint.FILE).write_text(json.dumps(doc))
@@ -271,6 +271,7 @@ def test_a_checkpoint_from_before_the_correction_loads_uncorrected(tmp_path: Pat
     for _ in range(5):
         old.add_label(0.9, False)
     assert old.correction() is not None and old.estimate().accuracy == pytest.approx(vm.estimate().accuracy)
+    assert old.labelled() == 0 and not old.add_review_label("", "a")  # no ids: nothing to join
 
 
 def test_labelled_samples_count_their_realized_correctness_and_the_band_holds() -> None:
