@@ -209,8 +209,8 @@ def routed(out: Outputs, stream: Stream, policy: str, batch: int, window: int = 
 
 def triage_reviewed(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str) -> dict[str, Any]:
     """The shipped estimate with the scorer's routing: per ``--review`` policy, the reviewed
-    samples' labels never joined (what the monitor did before) and joined ``--label-delays``
-    samples after scoring (their realized correctness replaces the expected one), with the same
+    samples' labels never joined (what the monitor did before; the audit labels still join at
+    once) and joined ``--label-delays`` samples after scoring (their realized correctness replaces the expected one), with the same
     audit slice of the accepted samples; on the same windows as ``triage_full``."""
     config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference)
     start, correct = _first_window(args), _correct(out, stream)
@@ -666,8 +666,9 @@ def main() -> None:
                    "triage's estimate (labels at once; 0: the label-free estimate)")
     c.add_argument("--review", nargs="+", default=["threshold", "rate=0.05"],
                    help="the scorer's routing for triage_reviewed: threshold (default policy) or rate=R")
-    c.add_argument("--label-delays", type=int, nargs="+", default=[0, 500, 1000],
-                   help="samples between a reviewed sample's scoring and its label (triage_reviewed)")
+    c.add_argument("--label-delays", type=int, nargs="*", default=[0, 500, 1000],
+                   help="samples between a reviewed sample's scoring and its label (triage_reviewed; audit "
+                   "labels join at once)")
     c.add_argument("--alarm-boost", type=float, nargs=2, default=None, metavar=("RATE", "SAMPLES"),
                    help="triage_reviewed also with every rate=R routing raised to RATE for SAMPLES samples after "
                    "each drift alarm (issue 22 item 4)")

@@ -17,9 +17,9 @@ The stream goes through ``VersionMonitor`` in batches of ``batch`` samples, as `
 monitor`` folds its buckets in: the first ``reference`` samples are the drift reference,
 then the detectors run. With ``reviewed`` (a mask, the scorer's routing), those samples go to
 review, the rest are accepted (without it every sample is accepted); with ``audit_rate``, that
-share of the accepted samples is audited as the scorer audits them. Every reviewed and audited
-sample's true label joins ``label_delay`` samples after it was scored (0: at once, the best
-case), correcting the estimate (audit labels) and replacing the labelled samples' expected
+share of the accepted samples is audited as the scorer audits them. An audited sample's true
+label joins at once (the best case) and a reviewed one's ``label_delay`` samples after it was
+scored, correcting the estimate (audit labels) and replacing the labelled samples' expected
 correctness by their realized one, as ``triage monitor`` does. Per
 window of ``window`` samples: the estimate and its band against
 the realized accuracy on the rows' true labels. Overall: the estimate's mean absolute error
@@ -150,7 +150,9 @@ def replay(outputs: Outputs, stream: Stream, config: MonitorConfig, *, shift: st
     audited = np.random.default_rng(20_000 + seed).random(len(stream.rows)) < audit_rate
     review = np.zeros(len(stream.rows), dtype=bool) if reviewed is None else np.asarray(reviewed, dtype=bool)
     audited &= ~review
-    labelled = np.flatnonzero(audited | review)  # in scoring order: joined label_delay samples later
+    labelled = np.flatnonzero(audited | review)
+    due = labelled + np.where(audited[labelled], 0, label_delay)  # joined once this many samples were scored
+    labelled, due = labelled[np.argsort(due, kind="stable")], np.sort(due, kind="stable")
     joined = 0
     ids = [f"s{i}" for i in range(len(stream.rows))]
     report = ShiftReport(shift, seed, stream.shift_at, len(stream.rows), config.ert, reference=config.reference)
@@ -163,7 +165,7 @@ def replay(outputs: Outputs, stream: Stream, config: MonitorConfig, *, shift: st
                            accepted=(~review[start:start + batch]).tolist(), sample_id=ids[start:start + batch])
         end = start + len(r)
         report.alarms.extend((end, signal) for signal in monitor.observe(obs, rng))
-        while joined < len(labelled) and labelled[joined] + label_delay < end:
+        while joined < len(labelled) and due[joined] < end:
             i = int(labelled[joined])
             if audited[i]:
                 monitor.add_label(float(outputs.confidence[rows[i]]), bool(correct[i]), ids[i])
