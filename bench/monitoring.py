@@ -26,6 +26,14 @@ today, as written below, labels them ``triage_plain`` and ``triage``.
     $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json \
         /tmp/estimate.json /tmp/estimate-30k.json
 
+Then the review labels (``triage_reviewed``; about 25 CPU-min) and the alarm boost (5 seeds),
+merged into the published JSON by stream (the shift-at-6,000 ``triage`` and ``nannyml_cbpe`` rows
+replaced, the 30,000 ones kept):
+
+    $B compare $O --shift-at 6000 --fa-samples 0 --only triage nannyml_cbpe triage_reviewed --out /tmp/r.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --only triage_reviewed --review rate=0.05 --label-delays 0 \
+        --alarm-boost 0.2 2000 --seeds 5 --out /tmp/boost.json
+
 The last two (about 1 CPU-min) measured the audit-corrected estimate (``--estimate-audit-rate``,
 1% by default) after the rest; listed last, their ``triage`` and ``nannyml_cbpe`` rows replace
 the earlier ones (the same delays, now with the corrected estimate beside the label-free one).
