@@ -316,7 +316,7 @@ def test_review_labels_join_samples_in_the_window_in_either_order_and_survive_a_
     assert state.add_label("s3", "a") is None  # its review is still in the reorder: kept
     fold(("s3", 0.9, "a", True), ("s4", 0.8, "a", True))
     vm = state.versions["v1"]
-    assert vm.labelled() == 1 and "s3" not in state.labels
+    assert vm.labelled() == 1
     assert state.add_label("s1", "b") == "v1"  # wrong
     assert state.add_label("s1", "a") == "v1" and vm.labelled() == 2  # a second label counts nothing
     est = vm.estimate()
@@ -330,3 +330,23 @@ def test_review_labels_join_samples_in_the_window_in_either_order_and_survive_a_
     fold(("s5", 0.7, "a", True), ("s6", 0.7, "a", True), ("s7", 0.7, "a", True))  # s1 to s3 leave the window
     assert state.versions["v1"].labelled() == 0 and state.add_label("s2", "b") is None
     assert state.versions["v1"].estimate().accuracy == pytest.approx((0.8 + 3 * 0.7) / 4)
+
+
+def test_a_label_read_before_its_audited_sample_corrects_and_settles_it_in_either_fold_order() -> None:
+    """A label can be read before its sample's outputs leave the reorder (a restart into a backlog):
+    both the audit copy (the correction) and the prediction (settled in the window) still get it."""
+    config = MonitorConfig(window=10, reference=100)
+    for copy_first in (True, False):
+        state = MonitorState(config)
+        state.version("v1")
+        assert state.add_label("s1", "b") is None
+        obs = Observations()
+        obs.add(0.9, 0.5, None, "a", True, "s1")
+        if copy_first:  # the monitor's fold: audit copies first, then the observations
+            assert state.add_audit("s1", "v1", 0.9, "a") == "v1"
+        state.version("v1").observe(obs, np.random.default_rng(0))
+        state.join_waiting("v1", obs.sample_id)
+        if not copy_first:
+            assert state.add_audit("s1", "v1", 0.9, "a") == "v1"
+        vm = state.versions["v1"]
+        assert vm.labelled() == 1 and vm.residuals.filled().round(6).tolist() == [-0.9] and vm.estimate().accuracy == 0

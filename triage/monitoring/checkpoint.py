@@ -41,7 +41,10 @@ class MonitorState:
         """An audit copy; returns the version it corrected, if its label was already read."""
         label = self.labels.pop(sample_id, None)
         if label is not None:
-            return self._join(version, confidence, predicted, label, sample_id)
+            joined = self._join(version, confidence, predicted, label, sample_id)
+            if joined is not None and sample_id not in self.versions[joined].slot:
+                self.labels[sample_id] = label  # its prediction is folded after it: ``join_waiting``
+            return joined
         self.audits[sample_id] = [version, confidence, predicted]
         _trim(self.audits, MAX_AUDITS)
         return None
@@ -69,12 +72,13 @@ class MonitorState:
         return version
 
     def join_waiting(self, version: str, sample_ids: list[str]) -> bool:
-        """Labels read before these samples of ``version`` were folded in; True if one joined."""
+        """Labels read before these samples of ``version`` were folded in; True if one joined. The
+        labels stay: an audit copy of the sample may still be on its way (``add_audit``)."""
         vm, joined = self.versions.get(version), False
         if vm is None or not self.labels:
             return False
         for sid in sample_ids:
-            label = self.labels.pop(sid, None) if sid else None
+            label = self.labels.get(sid) if sid else None
             if label is not None:
                 joined = vm.add_review_label(sid, label) or joined
         return joined
