@@ -26,6 +26,14 @@ today, as written below, labels them ``triage_plain`` and ``triage``.
     $B summarize /tmp/delay.json /tmp/delay-alibi.json /tmp/audit-long.json /tmp/fa.json /tmp/fa-levers.json \
         /tmp/estimate.json /tmp/estimate-30k.json
 
+Then the review labels (``triage_reviewed``; about 25 CPU-min) and the alarm boost (5 seeds),
+merged into the published JSON by stream (the shift-at-6,000 ``triage`` and ``nannyml_cbpe`` rows
+replaced, the 30,000 ones kept):
+
+    $B compare $O --shift-at 6000 --fa-samples 0 --only triage nannyml_cbpe triage_reviewed --out /tmp/r.json
+    $B compare $O --shift-at 6000 --fa-samples 0 --only triage_reviewed --review rate=0.05 --label-delays 0 \
+        --alarm-boost 0.2 2000 --seeds 5 --out /tmp/boost.json
+
 The last two (about 1 CPU-min) measured the audit-corrected estimate (``--estimate-audit-rate``,
 1% by default) after the rest; listed last, their ``triage`` and ``nannyml_cbpe`` rows replace
 the earlier ones (the same delays, now with the corrected estimate beside the label-free one).
@@ -180,6 +188,66 @@ def _coverage(bands: Sequence[tuple[int, int, float, float]], correct: np.ndarra
         if phase:
             inside[phase].append(lower <= float(correct[lo:hi].mean()) <= upper)
     return {f"covered_{p}": _mean([float(x) for x in v]) for p, v in inside.items()}
+
+
+def routed(out: Outputs, stream: Stream, policy: str, batch: int, window: int = 2_000,
+           boost: Optional[tuple[float, np.ndarray]] = None) -> np.ndarray:
+    """Which samples the scorer sends to review (its stack's uncertain and outlier reasons, margin
+    acquisition): ``threshold`` (the default policy: uncertainty 1 - margin above 0.5) or
+    ``rate=R`` (``--policy review-rate``: the uncertainty quantile over the last ``window``
+    samples, the batch included, that sends R of them, outliers counted in). Outliers (score
+    above 1) always go. ``boost``: (rate, mask) the rate on the samples the mask marks (after a
+    drift alarm)."""
+    u = 1.0 - out.margin[stream.rows].astype(np.float64)
+    forced = np.nan_to_num(out.outlier[stream.rows].astype(np.float64)) > 1.0
+    if policy == "threshold":
+        return forced | (u > 0.5)
+    target, review = float(policy.split("=")[1]), forced.copy()
+    for lo in range(0, len(u), batch):
+        hi = min(lo + batch, len(u))
+        w, f = u[max(0, hi - window):hi], forced[max(0, hi - window):hi]
+        free = w[~f]
+        need = (target * len(w) - f.sum()) / len(free) if len(free) else 0.0
+        if boost is not None and boost[1][lo]:
+            need = (boost[0] * len(w) - f.sum()) / len(free) if len(free) else 0.0
+        thr = np.inf if need <= 0 else -np.inf if need >= 1 else float(np.quantile(free, 1 - need, method="higher"))
+        review[lo:hi] |= u[lo:hi] > thr
+    return review
+
+
+def triage_reviewed(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str) -> dict[str, Any]:
+    """The shipped estimate with the scorer's routing: per ``--review`` policy, the reviewed
+    samples' labels never joined (what the monitor did before; the audit labels still join at
+    once) and joined ``--label-delays`` samples after scoring (their realized correctness replaces the expected one), with the same
+    audit slice of the accepted samples; on the same windows as ``triage_full``."""
+    config = MonitorConfig(window=args.window, ert=args.ert, reference=args.reference)
+    start, correct = _first_window(args), _correct(out, stream)
+    found: dict[str, Any] = {}
+    alarms: list[int] = []
+    if args.alarm_boost:
+        alarms = sorted({at for at, _ in replay(out, stream, config, shift=shift, seed=seed, batch=args.batch).alarms})
+    for policy in args.review + [f"{p}+alarm" for p in args.review if p.startswith("rate=") and args.alarm_boost]:
+        boost = None
+        if policy.endswith("+alarm"):  # the rate raised for alarm_boost[1] samples after an alarm, then as
+            mask = np.zeros(len(stream.rows), dtype=bool)  # long a cool-down in which alarms raise nothing
+            length, ready = int(args.alarm_boost[1]), 0
+            for at in alarms:
+                if at >= ready:
+                    mask[at:at + length], ready = True, at + 2 * length
+            boost = (args.alarm_boost[0], mask)
+        review = routed(out, stream, policy.removesuffix("+alarm"), args.batch, boost=boost)
+        found[f"{policy}:share"] = float(review.mean())
+        found[f"{policy}:reviews_before"] = int(review[: stream.shift_at].sum())
+        found[f"{policy}:reviews_after"] = int(review[stream.shift_at:].sum())
+        for delay in ["never", *args.label_delays]:
+            report = replay(out, stream, config, shift=shift, seed=seed, batch=args.batch,
+                            audit_rate=args.estimate_audit_rate, reviewed=review,
+                            label_delay=len(stream.rows) if delay == "never" else int(delay))
+            ws = [w for w in report.windows if w.end - args.window >= start and w.end % args.window == 0]
+            found[f"{policy}:delay={delay}"] = (
+                _errors([(w.end - args.window, w.end, w.estimate) for w in ws], correct, stream.shift_at)
+                | _coverage([(w.end - args.window, w.end, w.lower, w.upper) for w in ws], correct, stream.shift_at))
+    return found
 
 
 def triage_full(out: Outputs, stream: Stream, args: argparse.Namespace, seed: int, shift: str,
@@ -353,6 +421,7 @@ def compare(args: argparse.Namespace) -> None:
                 cpu, row = {}, {"shift": shift, "seed": seed, "shift_at": args.shift_at}
                 for who, run in (("triage", lambda: triage_full(out, stream, args, seed, shift)),
                                  ("triage_conf", lambda: triage_confidence(out, stream, args, seed, args.ert)),
+                                 ("triage_reviewed", lambda: triage_reviewed(out, stream, args, seed, shift)),
                                  ("nannyml_cbpe", lambda: cbpe(out, stream, args)),
                                  ("alibi_cvm", lambda: cvm(out, stream, args, args.ert, seed, jitter=False)),
                                  ("alibi_cvm_ties_broken", lambda: cvm(out, stream, args, args.ert, seed, jitter=True)),
@@ -491,6 +560,8 @@ def summarize(args: argparse.Namespace) -> None:
                     for name, src in (("triage", [r[who] for r in rs]), ("triage_label_free", free)):
                         agg[f"{name}_covered_{phase}"] = _mean([x[f"covered_{phase}"] for x in src
                                                                 if x[f"covered_{phase}"] is not None])
+        if "triage_reviewed" in rs[0]:
+            agg["triage_reviewed"] = _reviewed_summary(rs)
         for who in DETECTORS + tuple(w for w in rs[0] if w.startswith(("triage_k=", "triage_refaware", "triage_plain"))):
             if who not in rs[0]:
                 continue
@@ -507,6 +578,29 @@ def summarize(args: argparse.Namespace) -> None:
                                   "false_alarms": false_alarms, "streams": streams}, indent=1, default=str))
     print(markdown(shifts, false_alarms))
     print(f"wrote {RESULT}")
+
+
+def _reviewed_summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per routing and label delay: MAE [95% t], band coverage, and paired differences on the same
+    streams against CBPE and against the review labels never joined (the monitor before)."""
+    found: dict[str, Any] = {}
+    for name, first in rs[0]["triage_reviewed"].items():
+        if not isinstance(first, dict):
+            found[name] = _mean([r["triage_reviewed"][name] for r in rs])  # the reviewed share, or reviews
+            continue
+        policy = name.split(":")[0]
+        for phase in ("before", "after"):
+            mine = [r["triage_reviewed"][name][f"mae_{phase}"] for r in rs]
+            found[f"{name}:mae_{phase}"] = _t_interval(mine)
+            found[f"{name}:covered_{phase}"] = _mean([r["triage_reviewed"][name][f"covered_{phase}"] for r in rs
+                                                      if r["triage_reviewed"][name][f"covered_{phase}"] is not None])
+            for other, theirs in (("cbpe", [r.get("nannyml_cbpe", {}).get(f"mae_{phase}") for r in rs]),
+                                  ("never", [r["triage_reviewed"][f"{policy}:delay=never"][f"mae_{phase}"] for r in rs]),
+                                  *((("unboosted", [r["triage_reviewed"][name.replace("+alarm", "")][f"mae_{phase}"]
+                                                    for r in rs]),) if "+alarm" in name else ())):
+                found[f"{name}:minus_{other}_mae_{phase}"] = _t_interval(
+                    [a - b for a, b in zip(mine, theirs) if a is not None and b is not None])
+    return found
 
 
 def markdown(shifts: dict[str, Any], false_alarms: list[dict[str, Any]]) -> str:
@@ -532,6 +626,15 @@ def markdown(shifts: dict[str, Any], false_alarms: list[dict[str, Any]]) -> str:
                              f"{mae(a.get(f'triage_label_free_mae_{p}'))} | "
                              f"{mae(a.get(f'nannyml_cbpe_mae_{p}'))} | {share(a.get(f'triage_covered_{p}'))} / "
                              f"{share(a.get(f'triage_label_free_covered_{p}'))} |")
+    lines += ["", "| stream | phase | routing:delay | MAE | coverage | minus CBPE | minus never |",
+              "|---|---|---|---|---|---|---|"]
+    for name, a in shifts.items():
+        rev = a.get("triage_reviewed", {})
+        for p in ("before", "after"):
+            for key in (k[: -len(f":mae_{p}")] for k in rev if k.endswith(f":mae_{p}")):
+                lines.append(f"| {name} | {p} | {key} ({share(rev.get(key.split(':')[0] + ':share'))}) | "
+                             f"{mae(rev[f'{key}:mae_{p}'])} | {share(rev.get(f'{key}:covered_{p}'))} | "
+                             f"{mae(rev.get(f'{key}:minus_cbpe_mae_{p}'))} | {mae(rev.get(f'{key}:minus_never_mae_{p}'))} |")
     whos = sorted({k[:-6] for a in shifts.values() for k in a if k.endswith("_delay")})
     lines += ["", "| stream | " + " | ".join(whos) + " |", "|---|" + "---|" * len(whos)]
     for name, a in shifts.items():
@@ -569,6 +672,14 @@ def main() -> None:
     c.add_argument("--audit-last", type=int, default=200, help="the windowed audit lever: its last N labels")
     c.add_argument("--estimate-audit-rate", type=float, default=0.01, help="audited share whose labels correct "
                    "triage's estimate (labels at once; 0: the label-free estimate)")
+    c.add_argument("--review", nargs="+", default=["threshold", "rate=0.05"],
+                   help="the scorer's routing for triage_reviewed: threshold (default policy) or rate=R")
+    c.add_argument("--label-delays", type=int, nargs="*", default=[0, 500, 1000],
+                   help="samples between a reviewed sample's scoring and its label (triage_reviewed; audit "
+                   "labels join at once)")
+    c.add_argument("--alarm-boost", type=float, nargs=2, default=None, metavar=("RATE", "SAMPLES"),
+                   help="triage_reviewed also with every rate=R routing raised to RATE for SAMPLES samples after "
+                   "each drift alarm (issue 22 item 4)")
     c.add_argument("--fa-references", type=int, nargs="+", default=[1_000, 5_000])
     c.add_argument("--fa-erts", type=float, nargs="+", default=[10_000.0, 100_000.0, 1_000_000.0])
     c.add_argument("--fa-samples", type=int, default=2_000_000, help="per seed, triage")

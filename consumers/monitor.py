@@ -4,7 +4,8 @@ model without waiting for labels (docs/guide/monitoring.md).
 It reads ``triage.predictions`` (plain and provisional) and ``triage.review`` (audit copies,
 accepted predictions already counted, are kept aside until labelled) in its own consumer group,
 and ``triage.labels``: a label joined to an audit copy corrects its version's estimate
-(``triage.monitoring.estimate.correction``). Per model version it keeps the accuracy estimate
+(``triage.monitoring.estimate.correction``), and a label of a sample still in its version's
+window (reviewed or audited) replaces that sample's expected correctness by its realized one. Per model version it keeps the accuracy estimate
 and the drift detectors (``triage.monitoring``), exports them, and publishes a retrain request
 on a drift alarm or when the estimate's upper end falls below ``--accuracy-floor``. Labels skip
 the reorder (their order does not matter and they lag the outputs by hours): each one is folded
@@ -156,14 +157,15 @@ class MonitorConsumer:
         return self.state.add_label(label.id, label.label)
 
     def _parse(self, topic: str, value: Optional[bytes]) -> Any:
-        """(version, confidence, margin, outlier, label, accepted) of a scored sample, an
+        """(version, confidence, margin, outlier, label, accepted, id) of a scored sample, an
         ``AuditCopy`` (a prediction already counted, to join to its label), or None (invalid)."""
         t, max_bytes = self.settings.topics, self.settings.serving.max_message_bytes
         try:
             if topic == t.predictions_topic:
                 p = decode_prediction(value, max_bytes)
                 self.metrics.records.labels(kind="prediction").inc()
-                return p.model_version, p.confidence, p.scores.margin, p.scores.outlier, p.label, not p.provisional
+                return (p.model_version, p.confidence, p.scores.margin, p.scores.outlier, p.label,
+                        not p.provisional, p.id)
             r = decode_review(value, max_bytes)
         except InputError as exc:
             self.metrics.records.labels(kind="invalid").inc()
@@ -173,7 +175,7 @@ class MonitorConsumer:
             self.metrics.records.labels(kind="audit_copy").inc()
             return AuditCopy(r.id, r.model_version, r.confidence, r.predicted)
         self.metrics.records.labels(kind="review").inc()
-        return r.model_version, r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False
+        return r.model_version, r.confidence, r.scores.margin, r.scores.outlier, r.predicted, False, r.id
 
     def _fold(self, released: list[tuple[tuple[str, int], int, Any]], labelled: bool = False) -> None:
         """Released entries, in scored order, into the state; offsets become covered. ``labelled``:
@@ -193,7 +195,9 @@ class MonitorConsumer:
         for version, o in sorted(obs.items(), key=lambda vo: len(vo[1])):
             vm = self.state.version(version)
             self.newest = version
-            for signal in vm.observe(o, self.rng):
+            alarms = vm.observe(o, self.rng)
+            self.state.join_waiting(version, o.sample_id)
+            for signal in alarms:
                 self.metrics.alarms.labels(signal=signal).inc()
                 det = vm.detectors[signal]
                 if det.alarms == 1 or det.alarms % 100 == 0:  # a lasting shift re-alarms every few samples
@@ -265,6 +269,7 @@ class MonitorConsumer:
             m.lower.labels(model_version=version).set(est.lower)
             m.upper.labels(model_version=version).set(est.upper)
         m.samples.labels(model_version=version).set(est.samples)
+        m.labelled.labels(model_version=version).set(vm.labelled())
         fix = vm.correction()
         m.correction.labels(model_version=version).set(fix.shift if fix is not None else 0.0)
         m.correction_labels.labels(model_version=version).set(len(vm.residuals.filled()))

@@ -294,6 +294,7 @@ class MonitorMetrics:
         self.lower = Gauge("triage_estimated_accuracy_lower", "Lower end of the estimate's band (--estimate-level): its sampling error and the correction's.", ["model_version"], registry=r)
         self.upper = Gauge("triage_estimated_accuracy_upper", "Upper end of the estimate's sampling-error band.", ["model_version"], registry=r)
         self.samples = Gauge("triage_estimated_accuracy_samples", "Samples in the window behind triage_estimated_accuracy.", ["model_version"], registry=r)
+        self.labelled = Gauge("triage_estimated_accuracy_labelled", "Samples in that window whose label came in (reviewed or audited): their realized correctness replaces the expected one.", ["model_version"], registry=r)
         self.correction = Gauge("triage_estimated_accuracy_correction", "Shift applied to the estimate's auto-accepted samples: the bias of their confidence on the version's last --audit-recent-labels labelled audit samples, shrunk (0 below 100 labels).", ["model_version"], registry=r)
         self.correction_labels = Gauge("triage_estimated_accuracy_correction_labels", "Labelled audit samples behind triage_estimated_accuracy_correction.", ["model_version"], registry=r)
         self.floor = Gauge("triage_accuracy_floor", "The acceptable accuracy (--accuracy-floor), when set.", registry=r)

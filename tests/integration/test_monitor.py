@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pytest
 
 from consumers.monitor import MonitorConsumer, config_of
 from tests.fixtures import decoded, produce, read_all, registry_v1
@@ -299,3 +300,45 @@ def test_a_concept_shift_shows_as_audit_accuracy_below_the_estimate_band(
     assert _value(monitor, "triage_estimated_accuracy_lower", model_version="v1") <= realized
     again = MonitorConsumer(s)  # a restart keeps the correction
     assert again.state.versions["v1"].correction() == monitor.state.versions["v1"].correction() is not None
+
+
+def test_review_labels_replace_their_samples_expected_correctness_in_the_window(
+    settings_factory: Callable[..., Settings], digits: tuple[np.ndarray, np.ndarray], tmp_path: Path,
+) -> None:
+    """The scorer sends its unsure samples to review; their labels (the truth here) come back on
+    triage.labels while the samples are still in the monitor's window. The estimate then counts
+    their realized correctness instead of their confidence: exactly the mean of the known
+    correctness of the reviewed samples and the confidence of the others, with the band summing
+    p(1-p) over the others only. A restart keeps what was joined."""
+    X, y = digits
+    reg = registry_v1(tmp_path / "registry", X[:700], y[:700])
+    s = settings_factory(registry=reg.root, drift_reference_samples=500, monitor_window=WINDOW,
+                         monitor_state_dir=tmp_path / "monitor", monitor_checkpoint_s=0.5)
+    rng = np.random.default_rng(2)
+    scorer = start_inprocess(s, reg)
+    monitor = MonitorConsumer(s)
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    try:
+        outs = _outputs(s, "r", len(_send(s, X, rng.choice(np.arange(700, len(X)), WINDOW), "r")))
+        wait_until(lambda: _folded(monitor) >= WINDOW, "the monitor to fold every output in")
+        reviewed = [d for d in outs if "reason" in d]
+        assert 0 < len(reviewed) < WINDOW
+        truth = {d["id"]: str(int(y[int(d["id"].split(":")[1])])) for d in reviewed}
+        produce(s, s.topics.labels_topic, [(k.encode(), encode({"id": k, "label": v})) for k, v in truth.items()])
+        wait_until(lambda: _value(monitor, "triage_estimated_accuracy_labelled", model_version="v1") == len(reviewed),
+                   "the monitor to join the review labels")
+    finally:
+        monitor.stop_event.set()
+        thread.join(60)
+        stop_inprocess(*scorer)
+    value = [float(d["predicted"] == truth[d["id"]]) if "reason" in d else d["confidence"] for d in outs]
+    open_ = np.array([d["confidence"] for d in outs if "reason" not in d])
+    est = monitor.state.versions["v1"].estimate()
+    print(f"{len(reviewed)} reviewed of {len(outs)}: estimate {est.accuracy:.4f} (label-free "
+          f"{np.mean([d['confidence'] for d in outs]):.4f}), realized {_accuracy(outs, y):.4f}")
+    assert _value(monitor, "triage_estimated_accuracy", model_version="v1") == pytest.approx(np.mean(value))
+    assert est.upper - est.lower == pytest.approx(2 * 1.959964 * np.sqrt(np.sum(open_ * (1 - open_))) / WINDOW,
+                                                  rel=1e-4)
+    again = MonitorConsumer(s)
+    assert again.state.versions["v1"].labelled() == len(reviewed) and again.state.versions["v1"].estimate() == est

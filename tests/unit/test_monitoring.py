@@ -263,7 +263,7 @@ def test_a_checkpoint_from_before_the_correction_loads_uncorrected(tmp_path: Pat
     vm.observe(obs, np.random.default_rng(0))
     doc = json.loads(state.to_json())
     for v in doc["versions"]:
-        del v["window_accepted"], v["residuals"]
+        del v["window_accepted"], v["residuals"], v["known"], v["ids"], v["predicted"]
     for key in ("audits", "labels"):
         del doc[key]
     (tmp_path / checkpoint.FILE).write_text(json.dumps(doc))
@@ -271,3 +271,82 @@ def test_a_checkpoint_from_before_the_correction_loads_uncorrected(tmp_path: Pat
     for _ in range(5):
         old.add_label(0.9, False)
     assert old.correction() is not None and old.estimate().accuracy == pytest.approx(vm.estimate().accuracy)
+    assert old.labelled() == 0 and not old.add_review_label("", "a")  # no ids: nothing to join
+
+
+def test_labelled_samples_count_their_realized_correctness_and_the_band_holds() -> None:
+    """Calibrated probabilities; the 5% most uncertain samples of each window are labelled (the
+    review queue's order, not at random). Their realized correctness replaces their expected
+    one: the error falls with the band's width (only the sampling error is left to remove here:
+    a few %), and the band, summing p(1-p) over the unlabelled samples only, still covers at
+    least its level over 300 windows."""
+    from triage.monitoring.estimate import accuracy_estimate
+
+    rng = np.random.default_rng(6)
+    inside, errors, widths = {"raw": 0, "labelled": 0}, {"raw": [], "labelled": []}, {"raw": [], "labelled": []}
+    for _ in range(300):
+        conf = rng.beta(8, 1, size=2_000)
+        right = (rng.random(2_000) < conf).astype(np.float64)
+        known = np.where(conf <= np.quantile(conf, 0.05), right, np.nan)
+        realized = float(right.mean())
+        for name, est in (("raw", accuracy_estimate(conf)), ("labelled", accuracy_estimate(conf, known=known))):
+            inside[name] += est.lower <= realized <= est.upper
+            errors[name].append(abs(est.accuracy - realized))
+            widths[name].append(est.upper - est.lower)
+    assert inside["labelled"] >= beta_dist.ppf(0.001, 0.95 * 300, 0.05 * 300 + 1) * 300, inside
+    assert np.mean(errors["labelled"]) < np.mean(errors["raw"]) and np.mean(widths["labelled"]) < 0.97 * np.mean(
+        widths["raw"]), ({k: np.mean(v) for k, v in errors.items()}, {k: np.mean(v) for k, v in widths.items()})
+    every = accuracy_estimate(np.full(4, 0.7), known=np.array([1.0, 0.0, 1.0, 1.0]))
+    assert every.accuracy == every.lower == every.upper == 0.75  # all labelled: nothing left to estimate
+
+
+def test_review_labels_join_samples_in_the_window_in_either_order_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    config = MonitorConfig(window=4, reference=100)
+    state = MonitorState(config)
+    rng = np.random.default_rng(0)
+
+    def fold(*samples: tuple[str, float, str, bool]) -> None:
+        obs = Observations()
+        for sid, c, predicted, accepted in samples:
+            obs.add(c, 0.5, None, predicted, accepted, sid)
+        state.version("v1").observe(obs, rng)
+        state.join_waiting("v1", obs.sample_id)
+
+    fold(("s1", 0.6, "a", False), ("s2", 0.5, "b", False))
+    assert state.add_label("s3", "a") is None  # its review is still in the reorder: kept
+    fold(("s3", 0.9, "a", True), ("s4", 0.8, "a", True))
+    vm = state.versions["v1"]
+    assert vm.labelled() == 1
+    assert state.add_label("s1", "b") == "v1"  # wrong
+    assert state.add_label("s1", "a") == "v1" and vm.labelled() == 2  # a second label counts nothing
+    est = vm.estimate()
+    assert est.accuracy == pytest.approx((0 + 0.5 + 1 + 0.8) / 4)
+    assert est.upper - est.lower == pytest.approx(2 * 1.959964 * np.sqrt(0.25 + 0.16) / 4, rel=1e-5)
+    checkpoint.save(tmp_path, state)
+    again = checkpoint.load(tmp_path, config)
+    assert again.versions["v1"].estimate() == est
+    assert again.add_label("s2", "b") == "v1" and again.versions["v1"].labelled() == 3
+    state = again
+    fold(("s5", 0.7, "a", True), ("s6", 0.7, "a", True), ("s7", 0.7, "a", True))  # s1 to s3 leave the window
+    assert state.versions["v1"].labelled() == 0 and state.add_label("s2", "b") is None
+    assert state.versions["v1"].estimate().accuracy == pytest.approx((0.8 + 3 * 0.7) / 4)
+
+
+def test_a_label_read_before_its_audited_sample_corrects_and_settles_it_in_either_fold_order() -> None:
+    """A label can be read before its sample's outputs leave the reorder (a restart into a backlog):
+    both the audit copy (the correction) and the prediction (settled in the window) still get it."""
+    config = MonitorConfig(window=10, reference=100)
+    for copy_first in (True, False):
+        state = MonitorState(config)
+        state.version("v1")
+        assert state.add_label("s1", "b") is None
+        obs = Observations()
+        obs.add(0.9, 0.5, None, "a", True, "s1")
+        if copy_first:  # the monitor's fold: audit copies first, then the observations
+            assert state.add_audit("s1", "v1", 0.9, "a") == "v1"
+        state.version("v1").observe(obs, np.random.default_rng(0))
+        state.join_waiting("v1", obs.sample_id)
+        if not copy_first:
+            assert state.add_audit("s1", "v1", 0.9, "a") == "v1"
+        vm = state.versions["v1"]
+        assert vm.labelled() == 1 and vm.residuals.filled().round(6).tolist() == [-0.9] and vm.estimate().accuracy == 0

@@ -101,3 +101,16 @@ def test_the_cli_writes_the_report_and_prints_the_table(tmp_path: Path) -> None:
     assert [w["phase"] for w in run["windows"]] == ["before"] * 3 + ["after"] * 3
     assert report["aggregate"]["mae_after"] > report["aggregate"]["mae_before"]
     assert "| concept |" in out.getvalue()
+
+
+def test_review_labels_settle_their_samples_only_once_they_come_back() -> None:
+    """Every sample reviewed: labels at once make every window's estimate its realized accuracy
+    (a zero-width band); labels a window late settle nothing, so the estimate is the label-free one."""
+    outputs, X = _outputs(seed=1)
+    stream = shifted_stream(outputs, X, "covariate", 8000, 12_000, np.random.default_rng(1))
+    everything = np.ones(len(stream.rows), dtype=bool)
+    at_once = replay(outputs, stream, CONFIG, shift="covariate", seed=1, reviewed=everything)
+    late = replay(outputs, stream, CONFIG, shift="covariate", seed=1, reviewed=everything, label_delay=CONFIG.window)
+    free = replay(outputs, stream, CONFIG, shift="covariate", seed=1)
+    assert all(w.estimate == pytest.approx(w.realized) and w.lower == w.upper for w in at_once.windows)
+    assert [w.estimate for w in late.windows] == pytest.approx([w.estimate for w in free.windows])

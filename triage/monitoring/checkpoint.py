@@ -23,7 +23,7 @@ FORMAT = 1
 FILE = "checkpoint.json"
 KEEP_VERSIONS = 4  # versions whose state is kept: the ones updated most recently
 MAX_AUDITS = 20_000  # audited samples waiting for their label (oldest forgotten): days of a 1% slice
-MAX_LABELS = 2_000  # labels read before their audit copy left the reorder (most are review labels: never joined)
+MAX_LABELS = 2_000  # labels read before their sample left the reorder (most came after it left the window: never joined)
 
 
 @dataclass
@@ -41,28 +41,47 @@ class MonitorState:
         """An audit copy; returns the version it corrected, if its label was already read."""
         label = self.labels.pop(sample_id, None)
         if label is not None:
-            return self._join(version, confidence, predicted, label)
+            joined = self._join(version, confidence, predicted, label, sample_id)
+            if joined is not None and sample_id not in self.versions[joined].slot:
+                self.labels[sample_id] = label  # its prediction is folded after it: ``join_waiting``
+            return joined
         self.audits[sample_id] = [version, confidence, predicted]
         _trim(self.audits, MAX_AUDITS)
         return None
 
     def add_label(self, sample_id: str, label: str) -> Optional[str]:
-        """A human label: joined to its audit copy (returns the version it corrected), or kept a
-        while in case the copy is still on its way; the first label of a sample counts."""
+        """A human label: joined to its audit copy, or to its sample in a version's window (a
+        reviewed one); returns the version whose estimate it changed. Otherwise kept a while in
+        case the copy or the sample is still on its way; the first label of a sample counts."""
         audit = self.audits.pop(sample_id, None)
         if audit is not None:
-            return self._join(audit[0], audit[1], audit[2], label)
+            return self._join(audit[0], audit[1], audit[2], label, sample_id)
+        for vm in reversed(self.versions.values()):  # the newest first: a sample re-scored by a new version
+            if vm.add_review_label(sample_id, label):
+                return vm.version
         if sample_id not in self.labels:
             self.labels[sample_id] = label
             _trim(self.labels, MAX_LABELS)
         return None
 
-    def _join(self, version: str, confidence: float, predicted: str, label: str) -> Optional[str]:
+    def _join(self, version: str, confidence: float, predicted: str, label: str, sample_id: str = "") -> Optional[str]:
         vm = self.versions.get(version)  # a label never brings a version's state (back) in
         if vm is None:
             return None
-        vm.add_label(confidence, predicted == label)
+        vm.add_label(confidence, predicted == label, sample_id)
         return version
+
+    def join_waiting(self, version: str, sample_ids: list[str]) -> bool:
+        """Labels read before these samples of ``version`` were folded in; True if one joined. The
+        labels stay: an audit copy of the sample may still be on its way (``add_audit``)."""
+        vm, joined = self.versions.get(version), False
+        if vm is None or not self.labels:
+            return False
+        for sid in sample_ids:
+            label = self.labels.get(sid) if sid else None
+            if label is not None:
+                joined = vm.add_review_label(sid, label) or joined
+        return joined
 
     def version(self, name: str) -> VersionMonitor:
         """The version's state, now the most recently updated. Least recently updated ones are

@@ -18,6 +18,13 @@ moves nothing, and the band widens by the bias's whole standard error, not the s
 since the weight is estimated too (bench/monitoring.py measured the coverage). Fewer than
 ``MIN_LABELS`` labels: no correction, the raw estimate.
 
+A sample whose label came in (a reviewed sample, labelled in the queue's order, or an audited
+one) has a known correctness: the target is the realized accuracy of the served predictions, so
+its expected correctness ``p`` is replaced by its realized one (``known``) and its error is gone,
+whichever samples were labelled and in whatever order (the queue orders by scores, so which are
+labelled says nothing about correctness given ``p``). The band then sums ``p (1 - p)`` over the
+unlabelled samples only, and the correction shifts only the unlabelled accepted ones.
+
 Macro-F1 uses the expected confusion counts: for class ``k``, E[TP] is the sum of ``P(k)`` over
 samples predicted ``k``, E[FP] the sum of ``1 - P(k)`` over them, E[FN] the sum of ``P(k)`` over
 the others (NannyML's CBPE does the same per chunk).
@@ -77,17 +84,21 @@ def estimate(probs: np.ndarray, level: float = 0.95) -> Estimate:
 
 
 def accuracy_estimate(top: np.ndarray, level: float = 0.95, corrected: Optional[np.ndarray] = None,
-                      fix: Optional[Correction] = None) -> Estimate:
+                      fix: Optional[Correction] = None, known: Optional[np.ndarray] = None) -> Estimate:
     """The accuracy estimate from the predicted classes' probabilities alone (what the scorer's
     outputs carry as ``confidence``); no macro-F1. With ``fix``, the rows where ``corrected`` is
-    true (the stratum the audit samples: accepted predictions) are shifted by its bias."""
+    true (the stratum the audit samples: accepted predictions) are shifted by its bias. ``known``:
+    per row, its realized correctness (1.0 / 0.0) where its label came in, NaN elsewhere."""
     top = np.asarray(top, dtype=np.float64)
     n = len(top)
     if n == 0:
         return Estimate(0, float("nan"), float("nan"), float("nan"), None)
-    acc, var = float(top.mean()), float(np.sum(top * (1 - top))) / n ** 2
+    open_ = np.ones(n, dtype=bool) if known is None else np.isnan(np.asarray(known, dtype=np.float64))
+    value = top if known is None else np.where(open_, top, known)
+    acc, var = float(value.mean()), float(np.sum((top * (1 - top))[open_])) / n ** 2
     if fix is not None:
-        share = 1.0 if corrected is None else float(np.mean(corrected))
+        rows = open_ if corrected is None else open_ & np.asarray(corrected, dtype=bool)
+        share = float(np.mean(rows))
         acc = min(1.0, max(0.0, acc + share * fix.shift))
         var += (share * fix.se) ** 2
     half = float(norm.ppf(0.5 + level / 2) * np.sqrt(var))

@@ -6,7 +6,9 @@ An observation is one scored sample as the scorer published it: its calibrated c
 predicted label. Per version the monitor keeps
 
 - a sliding window of confidences: the label-free accuracy estimate (``estimate``), with
-  whether each sample was auto-accepted;
+  whether each sample was auto-accepted, its sample id and predicted label, and its realized
+  correctness once its label comes in (``add_review_label``, ``add_label``): a labelled
+  sample's realized correctness replaces its expected one;
 - ``correct - confidence`` of its last ``recent_labels`` labelled audit samples: the
   estimate's bias correction (``estimate.correction``; the accepted estimate, which the audit
   comparison checks against those labels, stays label-free);
@@ -49,8 +51,11 @@ class Observations:
     outlier: list[float] = field(default_factory=list)
     label: list[str] = field(default_factory=list)
     accepted: list[bool] = field(default_factory=list)  # auto-accepted (a plain prediction)
+    sample_id: list[str] = field(default_factory=list)  # "" when unknown (its label cannot be joined)
 
-    def add(self, confidence: float, margin: float, outlier: Optional[float], label: str, accepted: bool) -> None:
+    def add(self, confidence: float, margin: float, outlier: Optional[float], label: str, accepted: bool,
+            sample_id: str = "") -> None:
+        self.sample_id.append(sample_id)
         self.accepted.append(accepted)
         self.confidence.append(confidence)
         self.margin.append(margin)
@@ -96,6 +101,11 @@ class VersionMonitor:
         self.window, self.accepted = Ring(config.window), Ring(config.window)
         self.window_accepted = Ring(config.window)  # 1.0 where the window's sample was auto-accepted
         self.residuals = Ring(config.recent_labels)  # correct - confidence of labelled audit samples
+        # aligned with ``window``'s slots: realized correctness (NaN: no label yet), id, predicted label
+        self.known = Ring(config.window)
+        self.ids: list[str] = [""] * config.window
+        self.predicted: list[str] = [""] * config.window
+        self.slot: dict[str, int] = {}  # sample id -> its slot in the window
         self.seen = 0
         self.reference: dict[str, list[float]] = {s: [] for s in SIGNALS}
         self.reference_labels: list[str] = []
@@ -106,6 +116,7 @@ class VersionMonitor:
         """Fold a batch in; returns the signals that raised an alarm."""
         conf = np.asarray(obs.confidence, dtype=np.float64)
         accepted = np.asarray(obs.accepted, dtype=bool)
+        self._place(obs)
         self.window.add(conf)
         self.window_accepted.add(accepted.astype(np.float64))
         self.accepted.add(conf[accepted])
@@ -135,6 +146,20 @@ class VersionMonitor:
                 alarms.append(name)
         return alarms
 
+    def _place(self, obs: Observations) -> None:
+        """The batch's ids and predicted labels into the slots ``window.add`` is about to fill."""
+        size, n = len(self.ids), len(obs)
+        ids = obs.sample_id if len(obs.sample_id) == n else [""] * n
+        slots = (self.window.next + np.arange(n)) % size
+        for i in range(max(0, n - size), n):
+            j = int(slots[i])
+            if self.slot.get(self.ids[j]) == j:
+                del self.slot[self.ids[j]]
+            self.ids[j], self.predicted[j] = ids[i], obs.label[i]
+            self.known.values[j] = np.nan
+            if ids[i]:
+                self.slot[ids[i]] = j
+
     def _build(self) -> None:
         labels = np.asarray(self.reference_labels, dtype=object)
         references: dict[str, list[float]] = {}
@@ -148,9 +173,27 @@ class VersionMonitor:
         self.reference = {s: [] for s in SIGNALS}  # now held by the detectors
         self.reference_labels = []
 
-    def add_label(self, confidence: float, correct: bool) -> None:
+    def add_label(self, confidence: float, correct: bool, sample_id: str = "") -> None:
         """A labelled audit sample of this version (its scored confidence, and whether it was right)."""
         self.residuals.add(np.array([float(correct) - confidence]))
+        j = self.slot.get(sample_id) if sample_id else None
+        if j is not None and np.isnan(self.known.values[j]):
+            self.known.values[j] = float(correct)
+
+    def add_review_label(self, sample_id: str, label: str) -> bool:
+        """A label of a sample in the window (a reviewed one, in queue order): its realized
+        correctness replaces its expected one. False when the sample is not in the window; the
+        first label counts."""
+        j = self.slot.get(sample_id)
+        if j is None:
+            return False
+        if np.isnan(self.known.values[j]):
+            self.known.values[j] = float(self.predicted[j] == label)
+        return True
+
+    def labelled(self) -> int:
+        """Samples in the window whose correctness is known."""
+        return int(np.sum(~np.isnan(self.known.values)))
 
     # --- reading ---------------------------------------------------------------------------
     @property
@@ -164,8 +207,9 @@ class VersionMonitor:
     def estimate(self) -> Estimate:
         """Accuracy of everything the version scored (its last ``window`` samples), its accepted
         samples corrected by the audit labels' bias when there are enough of them."""
-        return accuracy_estimate(self.window.filled(), self.config.level, self.window_accepted.filled(),
-                                 self.correction())
+        filled = ~np.isnan(self.window.values)
+        return accuracy_estimate(self.window.values[filled], self.config.level, self.window_accepted.values[filled],
+                                 self.correction(), self.known.values[filled])
 
     def estimate_accepted(self) -> Estimate:
         """Accuracy of what it auto-accepted, without labels: the audit comparison checks this
@@ -176,6 +220,7 @@ class VersionMonitor:
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "window": self.window.state(), "accepted": self.accepted.state(),
                 "window_accepted": self.window_accepted.state(), "residuals": self.residuals.state(),
+                "known": self.known.state(), "ids": self.ids, "predicted": self.predicted,
                 "seen": self.seen, "reference": self.reference,
                 "reference_labels": self.reference_labels,
                 "detectors": {n: d.state() for n, d in self.detectors.items()}}
@@ -191,6 +236,11 @@ class VersionMonitor:
             m.window_accepted.add(np.zeros(len(m.window.filled())))
         if "residuals" in state:
             m.residuals = Ring.from_state(state["residuals"], config.recent_labels)
+        if "ids" in state and len(state["ids"]) == config.window == len(m.window.values):
+            m.known = Ring.from_state(state["known"], config.window)
+            m.ids, m.predicted = list(state["ids"]), list(state["predicted"])
+            m.slot = {sid: j for j, sid in enumerate(m.ids) if sid}
+        # else: a checkpoint from before the labels were joined, or another window size: no label known
         m.seen = int(state["seen"])
         m.reference = {s: list(state["reference"].get(s, [])) for s in SIGNALS}
         m.reference_labels = list(state["reference_labels"])

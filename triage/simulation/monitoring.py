@@ -15,9 +15,12 @@ replacement, in-distribution (uniform) before ``shift_at`` and shifted after:
 
 The stream goes through ``VersionMonitor`` in batches of ``batch`` samples, as ``triage
 monitor`` folds its buckets in: the first ``reference`` samples are the drift reference,
-then the detectors run. With ``audit_rate``, that share of the samples is audited as the scorer
-audits accepted predictions (every sample here is accepted), and its true label joins at once
-(no annotation lag: the best case), correcting the estimate as ``triage monitor`` does. Per
+then the detectors run. With ``reviewed`` (a mask, the scorer's routing), those samples go to
+review, the rest are accepted (without it every sample is accepted); with ``audit_rate``, that
+share of the accepted samples is audited as the scorer audits them. An audited sample's true
+label joins at once (the best case) and a reviewed one's ``label_delay`` samples after it was
+scored, correcting the estimate (audit labels) and replacing the labelled samples' expected
+correctness by their realized one, as ``triage monitor`` does. Per
 window of ``window`` samples: the estimate and its band against
 the realized accuracy on the rows' true labels. Overall: the estimate's mean absolute error
 before and after the shift (windows straddling it left out), the detection delay (samples
@@ -139,11 +142,19 @@ def shifted_stream(outputs: Outputs, X: np.ndarray, shift: str, shift_at: int, l
 
 
 def replay(outputs: Outputs, stream: Stream, config: MonitorConfig, *, shift: str, seed: int,
-           batch: int = 100, audit_rate: float = 0.0) -> ShiftReport:
+           batch: int = 100, audit_rate: float = 0.0, reviewed: Optional[np.ndarray] = None,
+           label_delay: int = 0) -> ShiftReport:
     """Feed the stream to the monitor's ``VersionMonitor`` batch by batch (module docstring)."""
     monitor = VersionMonitor("v1", config)
     rng = np.random.default_rng(seed)
     audited = np.random.default_rng(20_000 + seed).random(len(stream.rows)) < audit_rate
+    review = np.zeros(len(stream.rows), dtype=bool) if reviewed is None else np.asarray(reviewed, dtype=bool)
+    audited &= ~review
+    labelled = np.flatnonzero(audited | review)
+    due = labelled + np.where(audited[labelled], 0, label_delay)  # joined once this many samples were scored
+    labelled, due = labelled[np.argsort(due, kind="stable")], np.sort(due, kind="stable")
+    joined = 0
+    ids = [f"s{i}" for i in range(len(stream.rows))]
     report = ShiftReport(shift, seed, stream.shift_at, len(stream.rows), config.ert, reference=config.reference)
     rows, truth = stream.rows, stream.truth
     correct = outputs.predicted[rows] == truth
@@ -151,11 +162,16 @@ def replay(outputs: Outputs, stream: Stream, config: MonitorConfig, *, shift: st
         r = rows[start:start + batch]
         obs = Observations(confidence=outputs.confidence[r].tolist(), margin=outputs.margin[r].tolist(),
                            outlier=outputs.outlier[r].tolist(), label=outputs.predicted[r].tolist(),
-                           accepted=[True] * len(r))
+                           accepted=(~review[start:start + batch]).tolist(), sample_id=ids[start:start + batch])
         end = start + len(r)
         report.alarms.extend((end, signal) for signal in monitor.observe(obs, rng))
-        for i in np.flatnonzero(audited[start:end]) + start:
-            monitor.add_label(float(outputs.confidence[rows[i]]), bool(correct[i]))
+        while joined < len(labelled) and due[joined] < end:
+            i = int(labelled[joined])
+            if audited[i]:
+                monitor.add_label(float(outputs.confidence[rows[i]]), bool(correct[i]), ids[i])
+            else:
+                monitor.add_review_label(ids[i], str(truth[i]))
+            joined += 1
         if end % config.window == 0 or end == len(rows):
             est = monitor.estimate()
             lo = max(0, end - config.window)
