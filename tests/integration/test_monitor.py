@@ -105,6 +105,9 @@ def test_estimate_tracks_accuracy_and_a_covariate_shift_raises_an_alarm_and_a_re
         requests = read_all(s, [s.topics.retrain_requests_topic], expect=1)
         req = decode_retrain_request(requests[0]["value"], 10_000)
         assert req.model_version == "v1" and req.reason == "drift" and req.statistic > req.threshold
+        # counted once the broker acknowledged it, which the reader above can see first
+        wait_until(lambda: _value(monitor, "triage_retrain_requests_total", reason="drift") >= 1,
+                   "the monitor to count its acknowledged request")
         assert _value(monitor, "triage_retrain_requests_total", reason="drift") == 1
     finally:
         monitor.stop_event.set()
