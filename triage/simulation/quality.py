@@ -187,19 +187,24 @@ class NoisyReplay(Replay):
         return {w: q.accuracy for w, q in estimate_accuracy(overlaps).items()}
 
     # --- the store -------------------------------------------------------------------------
-    def _write(self, rows: list[tuple[str, str, str]]) -> None:
-        """(sample, label, annotator) rows appended to the label store."""
+    def _append(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """(sample, label, annotator) rows appended to the label store, as the ingest writes them."""
         X = self.split.X_pool
         out = []
         for sample, label, annotator in rows:
             out.append({"id": sample, "label": label, "features": X[self._row(sample)].tolist(),
                         "annotator": annotator, "partition": 0, "offset": self.offset})
             self.offset += 1
+        self.store.append(out)
+
+    def _write(self, rows: list[tuple[str, str, str]]) -> None:
+        """Rows appended, and the stand-in's own latest label per sample kept."""
+        self._append(rows)
+        for sample, label, _ in rows:
             if label == UNDO:
                 self.stored.pop(sample, None)
             else:
                 self.stored[sample] = label
-        self.store.append(out)
 
     def _aggregate(self) -> dict[str, str]:
         if self.arm.aggregation == "latest":
@@ -324,15 +329,6 @@ class LiveReplay(NoisyReplay):
         self.first = ConsensusPolicy(q.consensus_share, q.consensus_size, tiebreak=False,
                                      max_annotators=q.consensus_max_annotators)
         self.waiting: list[askagain.Ask] = []  # published asks no annotator has answered yet
-
-    def _append(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        X = self.split.X_pool
-        out = []
-        for sample, label, annotator in rows:
-            out.append({"id": sample, "label": label, "features": X[self._row(sample)].tolist(),
-                        "annotator": annotator, "partition": 0, "offset": self.offset})
-            self.offset += 1
-        self.store.append(out)
 
     def _take(self, got: Sequence[Annotation]) -> None:
         self.raw.extend(got)
