@@ -144,7 +144,7 @@ def start_label_studio(data_dir: Path, log_path: Path, *, timeout_s: float = STA
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     username = "admin@example.com"
-    password = secrets.token_urlsafe(16)
+    password = secrets.token_urlsafe(16)  # may start with "-": passed as --password=..., or argparse takes it for a flag
     token = secrets.token_hex(20)  # 40 hex characters
     env = {
         **os.environ,
@@ -166,7 +166,7 @@ def start_label_studio(data_dir: Path, log_path: Path, *, timeout_s: float = STA
               "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN", "DJANGO_SETTINGS_MODULE"):
         env.pop(k, None)
     cmd = [str(exe), "start", "--no-browser", "--port", str(port), "--internal-host", "127.0.0.1",
-           "--host", url, "--data-dir", str(data_dir), "--username", username, "--password", password,
+           "--host", url, "--data-dir", str(data_dir), "--username", username, f"--password={password}",
            "--user-token", token, "--enable-legacy-api-token", "--log-level", "INFO"]
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
