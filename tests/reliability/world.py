@@ -135,11 +135,14 @@ class RefusingConfluent:
         self._real, self._topics, self._refusing = real, topics, refusing
         self._refused: list[tuple[Any, _Delivered]] = []
 
-    def produce(self, topic: str, value: Any = None, key: Any = None, headers: Any = None, on_delivery: Any = None) -> None:
+    def produce(self, topic: str, value: Any = None, key: Any = None, partition: int = -1, on_delivery: Any = None,
+                timestamp: int = 0, headers: Any = None) -> None:
+        """confluent_kafka's signature, positional order included (the transport passes
+        topic, value, key, partition, on_delivery positionally)."""
         if self._refusing.is_set() and topic in self._topics:
             self._refused.append((on_delivery, _Delivered(topic, key, value)))
             return
-        self._real.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+        self._real.produce(topic, value, key, partition, on_delivery, timestamp, headers=headers)
 
     def _report(self) -> None:
         from confluent_kafka import KafkaError
