@@ -27,6 +27,7 @@ from functools import lru_cache
 from typing import Any, Callable, Optional
 
 import msgspec
+import numpy as np
 from hypothesis import strategies as st
 from msgspec import inspect as mi
 
@@ -34,8 +35,9 @@ from triage.contracts.models import SHA256_PATTERN, VERSION_PATTERN
 from triage.contracts.retrain_request import RetrainRequest, decode_retrain_request
 from triage.contracts import (
     Label, ModelEvent, PredictionRecord, ReviewRequest, Sample, decode_label, decode_model_event, decode_prediction,
-    decode_review, decode_sample,
+    decode_review, decode_sample, decode_samples,
 )
+from triage.errors import InputError
 
 SCHEMAS: dict[str, type] = {
     "sample": Sample, "label": Label, "review": ReviewRequest, "prediction": PredictionRecord,
@@ -512,3 +514,24 @@ def valid_record_bytes(kind: str, feature_count: int = 8) -> st.SearchStrategy[b
 def builtins(value: Any) -> Any:
     """A decoded Struct as plain JSON values, to compare with the document it came from."""
     return msgspec.to_builtins(value)
+
+
+def batch_verdicts(values: list[Any], feature_count: int, max_bytes: int) -> list[tuple[str, Any]]:
+    """decode_samples' verdict per record: ("ok", (id, features, ts, meta)) or (stage, message).
+    The features come from the batch's matrix, so they are checked against the record too."""
+    samples, rows, errors, X = decode_samples(values, feature_count, max_bytes)
+    assert X.shape == (len(samples), feature_count) and X.dtype == np.float64
+    got: dict[int, tuple[str, Any]] = {r: ("ok", (s.id, X[j].tolist(), s.ts, s.meta))
+                                       for j, (s, r) in enumerate(zip(samples, rows))}
+    got.update({i: (e.stage, e.message) for i, e in errors})
+    assert sorted(got) == list(range(len(values))) and rows == sorted(rows)
+    return [got[i] for i in range(len(values))]
+
+
+def single_verdict(value: Any, feature_count: int, max_bytes: int) -> tuple[str, Any]:
+    """decode_sample's verdict, in batch_verdicts' form."""
+    try:
+        s = decode_sample(value, feature_count, max_bytes)
+        return "ok", (s.id, s.features, s.ts, s.meta)
+    except InputError as exc:
+        return exc.stage, exc.message

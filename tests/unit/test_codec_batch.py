@@ -7,9 +7,9 @@ from typing import Optional
 
 from hypothesis import given, settings, strategies as st
 
+from tests.contract_strategies import batch_verdicts, single_verdict
 from tests.profiles import examples
-from triage.contracts import Prediction, ScoreFields, decode_sample, decode_samples, encode
-from triage.errors import InputError
+from triage.contracts import Prediction, ScoreFields, encode
 
 GOOD = b'{"id": "a1", "features": [1, 2.5, -3], "meta": {"src": "x"}, "ts": 1700000000000}'
 BAD = [
@@ -25,19 +25,11 @@ BAD = [
 
 
 def _one(value: Optional[bytes]) -> tuple[str, object]:
-    try:
-        s = decode_sample(value, 3, 1000)
-        return "ok", (s.id, s.features, s.ts, s.meta)
-    except InputError as exc:
-        return exc.stage, exc.message
+    return single_verdict(value, 3, 1000)
 
 
 def _batch(values: list[Optional[bytes]]) -> list[tuple[str, object]]:
-    samples, rows, errors = decode_samples(values, 3, 1000)
-    out: dict[int, tuple[str, object]] = {r: ("ok", (s.id, s.features, s.ts, s.meta)) for s, r in zip(samples, rows)}
-    out.update({i: (e.stage, e.message) for i, e in errors})
-    assert sorted(out) == list(range(len(values)))
-    return [out[i] for i in range(len(values))]
+    return batch_verdicts(values, 3, 1000)
 
 
 def test_batch_verdicts_equal_single_verdicts() -> None:

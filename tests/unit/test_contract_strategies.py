@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.profiles import examples
-from tests.contract_strategies import KINDS, Case, builtins, cases, decoder, record_bytes, valid_record_bytes
-from triage.contracts import decode_sample, decode_samples
+from tests.contract_strategies import (
+    KINDS, Case, batch_verdicts, builtins, cases, decoder, record_bytes, single_verdict, valid_record_bytes,
+)
 from triage.errors import InputError
 
 FC = 8
@@ -55,19 +56,7 @@ def test_valid_records_always_decode(kind: str) -> None:
     run()
 
 
-def _verdict(value: Optional[bytes]) -> tuple[str, object]:
-    try:
-        s = decode_sample(value, FC, MAX)
-        return "ok", builtins(s)
-    except InputError as exc:
-        return exc.stage, exc.message
-
-
 @settings(FAST, max_examples=examples(150))
 @given(st.lists(record_bytes("sample", FC, MAX), max_size=8))
 def test_batch_decoder_gives_the_single_decoders_verdicts(values: list[Optional[bytes]]) -> None:
-    samples, rows, errors = decode_samples(values, FC, MAX)
-    got = {r: ("ok", builtins(s)) for s, r in zip(samples, rows)}
-    got.update({i: (e.stage, e.message) for i, e in errors})
-    assert sorted(got) == list(range(len(values)))
-    assert [got[i] for i in range(len(values))] == [_verdict(v) for v in values]
+    assert batch_verdicts(values, FC, MAX) == [single_verdict(v, FC, MAX) for v in values]

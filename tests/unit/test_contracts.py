@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.contract_strategies import batch_verdicts, single_verdict
 from tests.profiles import examples
 from triage.contracts import (
     DLQ_STAGES, F32_MAX, MAX_EVENT_MS, META_MAX_BYTES, META_MAX_DEPTH, Label, ModelEvent, Prediction,
@@ -180,7 +181,7 @@ def test_ts_1e300_no_longer_crashes_the_scorer() -> None:
     value = b'{"id":"a","features":[1,2],"ts":1e300}'
     with pytest.raises(InvalidRecordError, match="`ts`"):
         decode_sample(value, 2, MAX)
-    samples, rows, errors = decode_samples([value], 2, MAX)
+    samples, rows, errors, _ = decode_samples([value], 2, MAX)
     assert not samples and errors[0][1].stage == "validate"
     assert event_ms(Sample("a", [1.0], ts=1e300), 5) == 5  # built by hand: still fits int64
 
@@ -241,7 +242,7 @@ def test_meta_may_repeat_schema_key_names() -> None:
 def test_duplicate_keys_at_any_level_escaped_or_not(value: bytes, path: str) -> None:
     exc = bad(value)
     assert exc.stage == "validate" and f"duplicate key `{path}`" in exc.message, exc.message
-    samples, _, errors = decode_samples([value], 3, MAX)
+    samples, _, errors, _ = decode_samples([value], 3, MAX)
     assert not samples and errors[0][1].message == exc.message
 
 
@@ -271,19 +272,13 @@ CURATED: list[Any] = [
 
 
 def _verdict(value: Any) -> tuple[str, Any]:
-    try:
-        s = dec(value)
-        return "ok", (s.id, s.features, s.ts, s.meta)
-    except InputError as exc:
-        return exc.stage, exc.message
+    return single_verdict(value, 3, MAX)
 
 
 def test_batch_gives_the_single_decoders_verdict_and_message() -> None:
-    samples, rows, errors = decode_samples(CURATED, 3, MAX)
-    got: dict[int, tuple[str, Any]] = {r: ("ok", (s.id, s.features, s.ts, s.meta)) for s, r in zip(samples, rows)}
-    got.update({i: (e.stage, e.message) for i, e in errors})
-    assert [got[i] for i in range(len(CURATED))] == [_verdict(v) for v in CURATED]
-    assert sum(v[0] == "ok" for v in got.values()) == 9
+    got = batch_verdicts(CURATED, 3, MAX)
+    assert got == [_verdict(v) for v in CURATED]
+    assert sum(v[0] == "ok" for v in got) == 9
 
 
 # --- event time --------------------------------------------------------------------------------
@@ -743,7 +738,7 @@ def _tricky_samples(draw: st.DrawFn) -> bytes:
 @settings(max_examples=examples(400), deadline=None)
 @given(st.lists(_tricky_samples(), min_size=1, max_size=6))
 def test_duplicate_screen_agrees_with_an_exact_parser(values: list[bytes]) -> None:
-    samples, rows, errors = decode_samples(values, 3, MAX)
+    samples, rows, errors, _ = decode_samples(values, 3, MAX)
     verdicts = {r: None for r in rows}
     verdicts.update({i: e.message for i, e in errors})
     for i, raw in enumerate(values):

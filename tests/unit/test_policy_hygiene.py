@@ -53,7 +53,7 @@ def test_duplicates_suppressed_counted_and_published_once() -> None:
         version = "v1"
 
     s = Settings(uncertainty_threshold=0.3)  # type: ignore[call-arg]
-    outs = _encode_outputs(samples, list(range(len(stream))), _uncertain_scores(stream, predicted), d,
+    outs = _encode_outputs(samples, list(range(len(stream))), stream, _uncertain_scores(stream, predicted), d,
                            _Model(), BatchConfig.of(s.serving, s.policy, s.topics))  # type: ignore[arg-type]
     assert len(outs) == len(stream)
     preds = [json.loads(o.value) for o in outs if o.topic == "triage.predictions"]

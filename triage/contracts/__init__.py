@@ -47,14 +47,14 @@ from triage.contracts.output import (
     decode_review,
 )
 from triage.contracts.sample import (
-    Sample, check_features, decode_sample, decode_samples, event_ms, event_ms_column,
+    DecodedSamples, Sample, SampleFields, check_features, decode_sample, decode_samples, event_ms, event_ms_column,
 )
 
 __all__ = [
     "DLQ_STAGES", "F32_MAX", "ID_MAX_CHARS", "MANIFEST_FORMAT", "MANIFEST_STATUSES", "MAX_EVENT_MS",
     "META_MAX_BYTES", "META_MAX_DEPTH", "TEXT_MAX_CHARS",
     "Label", "LabelOrigin", "LabelRow", "ModelEvent", "Prediction", "PredictionRecord", "ProvisionalPrediction", "ReviewRequest",
-    "Sample", "ScoreFields", "TopClass",
+    "DecodedSamples", "Sample", "SampleFields", "ScoreFields", "TopClass",
     "check_features", "check_manifest", "dead_letter", "dead_letter_from_batch", "decode_dlq_headers",
     "decode_label", "decode_label_row", "decode_manifest", "decode_model_event", "decode_prediction",
     "decode_review", "decode_sample", "decode_samples", "encode", "encode_label", "encode_label_row",

@@ -8,7 +8,7 @@ and the same message for every input.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Optional, Protocol, Sequence
+from typing import Annotated, Any, ClassVar, NamedTuple, Optional, Protocol, Sequence
 
 import msgspec
 import numpy as np
@@ -17,6 +17,7 @@ from triage.contracts._base import (
     F32_MAX, INT64_MAX, INT64_MIN, MAX_EVENT_MS, META_SIZE_SCREEN, Float32, Id, MetaDict, Ts, check_struct,
     decode_with, iso_ms,
 )
+from triage.contracts.feature_matrix import parse_feature_rows
 from triage.errors import InputError, InvalidRecordError
 
 
@@ -46,62 +47,97 @@ def decode_sample(value: Optional[bytes], feature_count: int, max_bytes: int) ->
     return sample  # type: ignore[no-any-return]
 
 
-def decode_samples(
-    values: Sequence[Optional[bytes]], feature_count: int, max_bytes: int
-) -> tuple[list[Sample], list[int], list[tuple[int, InputError]]]:
-    """A batch of values -> (samples, their row indices, (row, error) for the rest).
+class _SampleHead(msgspec.Struct):
+    """A Sample whose ``features`` stay raw JSON: the batch decoder parses them all at once."""
 
-    Exactly as strict as ``decode_sample``: the loop takes a record outright only when cheap
-    tests prove every check of ``_check`` passes (feature count, printable id, valid ts, flat
-    meta in a small record, ':' count equal to the keys seen -- plus the ':' in its strings
-    when there are no escapes -- so no key repeats: see _base.check_duplicates). Anything else gets the full checks; a record msgspec refuses is
-    re-decoded by ``decode_sample`` for its message.
+    id: Id
+    features: msgspec.Raw
+    ts: Ts = None
+    meta: Optional[MetaDict] = None
+
+
+_head_decoder = msgspec.json.Decoder(_SampleHead)
+
+
+class SampleFields(Protocol):
+    """What a decoded sample offers besides its features (which are rows of the matrix)."""
+
+    id: str
+    ts: Any
+    meta: Optional[dict[str, Any]]
+
+
+class DecodedSamples(NamedTuple):
+    samples: list[SampleFields]
+    rows: list[int]  # each sample's index in the batch
+    errors: list[tuple[int, InputError]]  # (index, why) for the records refused
+    features: np.ndarray  # float64, one row per sample
+
+
+def decode_samples(values: Sequence[Optional[bytes]], feature_count: int, max_bytes: int) -> DecodedSamples:
+    """A batch of values -> its samples, their features as one matrix, and the refusals.
+
+    Exactly as strict as ``decode_sample``, record by record. A record takes the fast path only
+    when cheap tests prove every check of ``_check`` passes (printable id, valid ts, flat meta in
+    a small record, ':' count equal to the keys seen -- plus the ':' in its strings when there
+    are no escapes -- so no key repeats: see _base.check_duplicates) and its raw features pass
+    feature_matrix's screen and parse. Every other record goes through ``decode_sample``,
+    whose verdict and message it gets.
     """
-    decode = _decoder.decode
-    samples: list[Sample] = []
-    rows: list[int] = []
-    errors: list[tuple[int, InputError]] = []
-    append, append_row = samples.append, rows.append
+    decode = _head_decoder.decode
+    heads: list[_SampleHead] = []
+    head_rows: list[int] = []
+    slow: list[int] = []
     for i, value in enumerate(values):
         if value.__class__ is bytes and len(value) <= max_bytes:
             try:
-                sample = decode(value)
+                head = decode(value)
             except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
-                sample = None
-            if sample is not None:
-                sid, ts, meta = sample.id, sample.ts, sample.meta
-                fast = len(sample.features) == feature_count and sid.isprintable()
-                if fast:
-                    keys = 2 if ts is None else 3
-                    if ts.__class__ is str and iso_ms(ts) is None:
-                        fast = False
-                    if meta is not None:
-                        keys += 1 + len(meta)
-                        if len(value) > META_SIZE_SCREEN:
-                            fast = False
-                        for v in meta.values():
-                            if v.__class__ is dict or v.__class__ is list:
-                                fast = False
-                                break
-                    if fast:
-                        found = value.count(b":")
-                        if found != keys:  # ':' inside strings (ISO ts, URLs), or a repeated key
-                            fast = b"\\" not in value and found == keys + _colons(sid, ts, meta)
-                if not fast:
-                    try:
-                        _check(value, sample, feature_count)
-                    except InputError as exc:
-                        errors.append((i, exc))
-                        continue
-                append(sample)
-                append_row(i)
+                head = None
+            if head is not None and _plain(value, head):
+                heads.append(head)
+                head_rows.append(i)
                 continue
+        slow.append(i)
+    X, parsed = parse_feature_rows([h.features for h in heads], feature_count)
+    if not slow and parsed.all():  # the common case: nothing to merge
+        return DecodedSamples(heads, head_rows, [], X)  # type: ignore[arg-type]
+    slow = sorted(slow + [r for r, ok in zip(head_rows, parsed) if not ok])
+    fast = {r: (h, k) for k, (h, r) in enumerate((h, r) for h, r, ok in zip(heads, head_rows, parsed) if ok)}
+    samples: list[SampleFields] = []
+    rows: list[int] = []
+    errors: list[tuple[int, InputError]] = []
+    slow_rows: dict[int, Sample] = {}
+    for i in slow:
         try:
-            append(decode_sample(value, feature_count, max_bytes))
-            append_row(i)
+            slow_rows[i] = decode_sample(values[i], feature_count, max_bytes)
         except InputError as exc:
             errors.append((i, exc))
-    return samples, rows, errors
+    for i in sorted([*fast, *slow_rows]):
+        samples.append(fast[i][0] if i in fast else slow_rows[i])
+        rows.append(i)
+    matrix = np.empty((len(rows), feature_count))
+    for j, i in enumerate(rows):
+        matrix[j] = X[fast[i][1]] if i in fast else slow_rows[i].features
+    return DecodedSamples(samples, rows, errors, matrix)
+
+
+def _plain(value: bytes, head: _SampleHead) -> bool:
+    """True when cheap tests prove the head passes every check of ``check_struct``."""
+    sid, ts, meta = head.id, head.ts, head.meta
+    if not sid.isprintable() or (ts.__class__ is str and iso_ms(ts) is None):
+        return False
+    keys = 2 if ts is None else 3
+    if meta is not None:
+        keys += 1 + len(meta)
+        if len(value) > META_SIZE_SCREEN:
+            return False
+        for v in meta.values():
+            if v.__class__ is dict or v.__class__ is list:
+                return False
+    found = value.count(b":")
+    # ':' inside strings (ISO ts, URLs), or a repeated key
+    return found == keys or (b"\\" not in value and found == keys + _colons(sid, ts, meta))
 
 
 def _colons(sid: str, ts: Any, meta: Optional[dict[str, Any]]) -> int:

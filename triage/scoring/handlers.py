@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from itertools import chain
 from typing import Optional
 
 import numpy as np
 
 from triage.contracts import (
-    Prediction, ProvisionalPrediction, ReviewRequest, Sample, ScoreFields, TopClass, check_features,
+    Prediction, ProvisionalPrediction, ReviewRequest, SampleFields, ScoreFields, TopClass, check_features,
     dead_letter_from_batch, decode_samples, encode, event_ms_column,
 )
 from triage.errors import InputError, ScoreError
@@ -59,17 +58,13 @@ def process_batch(
 ) -> BatchResult:
     version = model.version
     features = model.feature_count
-    samples, rows, errors = decode_samples(batch.values, features, config.max_message_bytes)
+    samples, rows, errors, X = decode_samples(batch.values, features, config.max_message_bytes)
     outputs: list[OutRecord] = [
         dead_letter_from_batch(batch, i, exc, exc.stage, config.dlq_topic, version) for i, exc in errors
     ]
     if not samples:
         return BatchResult(outputs, version)
 
-    # Every row has exactly `features` values (validated), so one flat fromiter fills X
-    # without numpy's nested-sequence shape discovery.
-    X = np.fromiter(chain.from_iterable([s.features for s in samples]), np.float64,
-                    count=len(samples) * features).reshape(len(samples), features)
     # The decoders already refuse values outside float32; this one reduction (~30 us per batch)
     # keeps that guarantee on the matrix the model sees, whatever path built it.
     bad, problem = check_features(X)
@@ -89,13 +84,13 @@ def process_batch(
         # probability must never become an auto-accepted prediction.
         keep = _dead_letter_rows(~scorable, ScoreError("the model's output is NaN or infinite (features out of "
                                                        "its numeric range?)"), batch, rows, outputs, config.dlq_topic, version)
-        samples, rows = [samples[j] for j in keep], [rows[j] for j in keep]
+        samples, rows, X = [samples[j] for j in keep], [rows[j] for j in keep], X[keep]
         scores = Scores(**{f.name: None if getattr(scores, f.name) is None else getattr(scores, f.name)[keep]
                            for f in fields(scores)})
         if not samples:
             return BatchResult(outputs, version)
     decisions = policy.decide(scores)
-    outputs.extend(_encode_outputs(samples, rows, scores, decisions, model, config))
+    outputs.extend(_encode_outputs(samples, rows, X, scores, decisions, model, config))
     event_ms = np.array(event_ms_column(samples, batch.timestamps_ms, rows), dtype=np.int64)
     return BatchResult(
         outputs, version, scores, decisions, event_ms, inference_seconds
@@ -103,8 +98,9 @@ def process_batch(
 
 
 def _encode_outputs(
-    samples: list[Sample],
+    samples: list[SampleFields],
     rows: list[int],
+    X: np.ndarray,
     scores: Scores,
     decisions: Decisions,
     model: ServingModel,
@@ -155,7 +151,7 @@ def _encode_outputs(
                 continue
             r = AUDIT
         append(OutRecord(review_topic, key, encode(ReviewRequest(
-            sid, sample.features, REASONS[r], label, confidence[j], score_obj, priority[j], version,
+            sid, X[j].tolist(), REASONS[r], label, confidence[j], score_obj, priority[j], version,
             sample.meta, [TopClass(classes[c], p) for c, p in zip(top_idx[j], top_p[j])],
             1 if annotators is None or r == AUDIT else annotators[j],
         )), None, i, REASONS[r]))
