@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from tests.contract_strategies import batch_verdicts, single_verdict
 from tests.profiles import examples
 from triage.contracts import F32_MAX, decode_samples
-from triage.contracts.feature_matrix import parse_feature_rows
+from triage.contracts.feature_matrix import VECTOR_ROWS, _plain_row, _screen_vectorized, parse_feature_rows
 
 F = 4
 MAX = 100_000
@@ -89,3 +89,13 @@ def test_values_past_float32_are_refused_with_the_single_decoders_message() -> N
     v = _doc(b"[1,2,3,3.4028235e38]")
     _, _, errors, X = decode_samples([v], F, MAX)
     assert X.shape == (0, F) and errors[0][1].message == single_verdict(v, F, MAX)[1]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.one_of(feature_arrays(), not_a_number.map(str.encode)), min_size=1, max_size=80))
+def test_the_vectorized_screen_agrees_with_the_per_row_one(raws: list[bytes]) -> None:
+    per_row = [_plain_row(r, F) for r in raws]
+    assert _screen_vectorized(raws, F).tolist() == per_row
+    # and the batch decoder, which takes the vectorized screen from VECTOR_ROWS rows on
+    values = [_doc(r, f"s{i}") for i, r in enumerate(raws * (1 + VECTOR_ROWS // len(raws)))]
+    assert batch_verdicts(values, F, MAX) == [single_verdict(v, F, MAX) for v in values]
