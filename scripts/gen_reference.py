@@ -269,7 +269,7 @@ def render_cli() -> str:
 
 def _processes() -> list[tuple[str, str, Callable[[Any], None]]]:
     """(section title, who exports it, build(registry)) as the processes build their metrics
-    (consumers/scorer.py, trainer.py, audit.py, labelstudio_bridge.py)."""
+    (consumers/scorer.py, trainer.py, audit.py, labelstudio_bridge.py, monitor.py)."""
     from triage import metrics as m
 
     return [
@@ -280,9 +280,10 @@ def _processes() -> list[tuple[str, str, Callable[[Any], None]]]:
         ("Scorer workers", "the parent of `triage serve --workers N` (`WorkerMetrics`), beside its workers' "
          "metrics merged: counters and histograms summed, gauges the largest, `triage_ready` the smallest",
          lambda r: m.WorkerMetrics(r, 1)),
-        ("Retrain", "`triage retrain` (`RetrainMetrics`)", lambda r: m.RetrainMetrics(r)),
+        ("Retrain", "`triage retrain` (`RetrainMetrics`, with `LabelQualityMetrics`)", lambda r: m.RetrainMetrics(r)),
         ("Audit", "`triage audit` (`AuditMetrics`)", lambda r: (m.AuditMetrics(r), m.LoopMetrics(r))),
         ("Label Studio bridge", "`triage label-studio` (`LabelStudioMetrics`)", lambda r: m.LabelStudioMetrics(r)),
+        ("Monitor", "`triage monitor` (`MonitorMetrics`)", lambda r: m.MonitorMetrics(r)),
     ]
 
 

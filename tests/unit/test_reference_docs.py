@@ -52,9 +52,30 @@ def test_every_setting_command_metric_and_alert_is_on_its_page() -> None:
         assert f"## triage {command}\n" in pages["cli.md"], command
     assert "### triage models rollback\n" in pages["cli.md"]
     assert "`triage_samples_total`" in pages["metrics.md"] and "`triage_ready`" in pages["metrics.md"]
+    for name in _metric_names():
+        assert f"`{name}" in pages["metrics.md"], f"{name} is exported but not in docs/reference/metrics.md"
     doc = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text())
     for rule in (r for g in doc["groups"] for r in g["rules"] if "alert" in r):
         assert f"## {rule['alert']}\n" in pages["alerts.md"], rule["alert"]
+
+
+def _metric_names() -> set[str]:
+    """Every metric family any ``*Metrics`` class of triage/metrics.py registers."""
+    import inspect
+
+    from prometheus_client import CollectorRegistry
+
+    from triage import metrics
+
+    names: set[str] = set()
+    for cls_name, cls in inspect.getmembers(metrics, inspect.isclass):
+        if cls_name.endswith("Metrics") and cls.__module__ == metrics.__name__:
+            registry = CollectorRegistry()
+            needs_workers = "workers" in inspect.signature(cls).parameters
+            cls(registry, 1) if needs_workers else cls(registry)
+            names |= {f.name for c in GEN._collectors(registry) for f in c.describe()}
+    assert len(names) > 50
+    return names
 
 
 def test_check_mode_reports_a_stale_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
