@@ -25,7 +25,7 @@ from collections import Counter
 from contextlib import nullcontext
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
-from multiprocessing import Manager
+import multiprocessing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, TextIO
 
@@ -205,7 +205,7 @@ def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds:
         ticked[name] += 1
         bar.advance(1, name)
 
-    with _executor(jobs) as executor, (Manager() if jobs > 1 else nullcontext()) as manager:
+    with _executor(jobs) as executor, (_CONTEXT.Manager() if jobs > 1 else nullcontext()) as manager:
         # Worker processes report their rounds through a managed queue and read the target from
         # a managed dict; --jobs 1 counts directly and has the target before any group starts.
         ticks = manager.Queue() if manager is not None else queue.Queue()
@@ -266,8 +266,15 @@ def run_all(X: np.ndarray, y: np.ndarray, strategies: Sequence[Strategy], seeds:
         return Outcome(full, runs, baselines)
 
 
+# Workers are started by a fork server, never forked from this process: it has threads (the
+# executor's, the manager's; OpenMP's once torch or a BLAS ran here), and a child forked from a
+# threaded parent can inherit a lock held mid-operation. One did: a segfault in numpy's errstate
+# in a forked simulation worker, in a test process that had loaded torch.
+_CONTEXT = multiprocessing.get_context("forkserver")
+
+
 def _executor(jobs: int) -> Executor:
-    return ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else InlineExecutor()
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=_CONTEXT) if jobs > 1 else InlineExecutor()
 
 
 def _drain(ticks: Any, count: Callable[[str], None]) -> None:
