@@ -67,7 +67,8 @@ def test_valid_rows_take_the_fast_path_bit_for_bit(rows: list[list[float]]) -> N
 def test_a_bad_row_falls_back_alone_and_the_batch_keeps_its_order() -> None:
     good = [_doc(b"[1,2,3,4]", "g1"), _doc(b"[5,6,7,8]", "g2")]
     for bad in (b"[1,2,3]", b"[1,[2],3,4]", b'[1,"2",3,4]', b"[1e400,2,3,4]", b"[1e39,2,3,4]", b"null",
-                b"[1,2,3,4,5]", b'{"a":[1,2,3,4]}', b"[18446744073709551616,2,3,4]"):
+                b"[1,2,3,4,5]", b'{"a":[1,2,3,4]}', b"[18446744073709551616,2,3,4]", b"[" * 5000 + b"]" * 5000,
+                b"[1,2,3,4" + b" " * 50_000 + b"]"):
         values = [good[0], _doc(bad, "b"), good[1]]
         samples, rows, errors, X = decode_samples(values, F, MAX)
         if single_verdict(values[1], F, MAX)[0] == "ok":
