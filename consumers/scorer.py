@@ -25,6 +25,7 @@ from triage.records import RecordBatch
 from triage.scoring.routing import RoutingPolicy
 from triage.scoring.servable import ServingModel
 from triage.settings import Settings
+from triage.runtime.allocator import keep_freed_memory
 from triage.runtime.collector import size_young_generation
 from triage.runtime.threads import limit_blas_threads
 from triage.transport import Consumer, Producer, make_consumer, make_producer
@@ -48,6 +49,7 @@ class Scorer:
         self.settings = settings
         limit_blas_threads(settings.serving.blas_threads)
         size_young_generation(settings.serving.batch_size)
+        keep_freed_memory()
         self.metrics = metrics or ScorerMetrics()
         self.policy = policy or make_policy(settings.policy, model, settings.quality)
         self.policy_metrics = PolicyMetrics(self.metrics.registry)
