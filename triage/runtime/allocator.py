@@ -12,8 +12,8 @@ stays in the process (RSS holds the largest batch's working set), as with jemall
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+from functools import lru_cache
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,10 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+@lru_cache(maxsize=1)
 def _glibc() -> Optional[ctypes.CDLL]:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols: libc's among them (find_library would run ldconfig)
         libc.gnu_get_libc_version  # glibc only: musl and macOS have no mallopt thresholds like these
         libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
