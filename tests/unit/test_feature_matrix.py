@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 
+import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from tests.contract_strategies import batch_verdicts, single_verdict
@@ -100,3 +101,12 @@ def test_the_vectorized_screen_agrees_with_the_per_row_one(raws: list[bytes]) ->
     # and the batch decoder, which takes the vectorized screen from VECTOR_ROWS rows on
     values = [_doc(r, f"s{i}") for i, r in enumerate(raws * (1 + VECTOR_ROWS // len(raws)))]
     assert batch_verdicts(values, F, MAX) == [single_verdict(v, F, MAX) for v in values]
+
+
+def test_an_unparseable_row_leaves_the_rest_of_the_batch_on_the_fast_path() -> None:
+    raws = [b"[%d,2,3,4]" % i for i in range(100)]
+    for bad in (b'["x",2,3,4]', b"[true,2,3,4]", b"[1e400,2,3,4]", b"[18446744073709551616,2,3,4]"):
+        rows = raws[:37] + [bad] + raws[37:] + [bad]
+        X, ok = parse_feature_rows(rows, F)
+        assert np.flatnonzero(~ok).tolist() == [37, 101], bad
+        assert X[:, 0].tolist() == list(range(100))
