@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 
 from triage.quality.issues import label_issues, out_of_fold_probs
@@ -36,3 +37,19 @@ def test_clean_labels_raise_few_flags_and_tiny_inputs_none() -> None:
     probs = out_of_fold_probs(X[:400], y[:400], classes, seed=1)
     assert len(label_issues(y[:400], probs, classes)) <= 12
     assert len(label_issues(y[:3], probs[:3], classes)) == 0
+
+
+def test_label_issues_start_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cleanlab's default forks a Pool and ends it with SIGTERM; in the retrain job the workers
+    inherited its stop handler, and a run hung in the pool's join (CI, 2026-12-04)."""
+    import multiprocessing
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("label_issues started a process pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    X, y = load_digits(return_X_y=True)
+    y = y.astype(str)
+    classes = sorted(set(y))
+    probs = out_of_fold_probs(X[:400], y[:400], classes, seed=1)
+    label_issues(y[:400], probs, classes)

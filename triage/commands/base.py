@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -190,7 +191,15 @@ def registry_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 def install_stop_handlers(stop: threading.Event) -> None:
     """SIGTERM/SIGINT set ``stop``: the loops finish their batch, flush, commit and leave."""
 
+    owner = os.getpid()
+
     def handler(signum: int, _frame: Any) -> None:
+        if os.getpid() != owner:
+            # A process a library forked (a worker pool) inherited this handler: a pool ends its
+            # workers with SIGTERM, so they must die as the default action would, not log and wait.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if stop.is_set():  # second signal: the user means it
             raise KeyboardInterrupt
         log.info("received %s: finishing the current batch, then stopping", signal.Signals(signum).name)

@@ -77,6 +77,10 @@ def label_issues(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], *,
     p = p / p.sum(axis=1, keepdims=True)
     with warnings.catch_warnings():  # "may not flag all issues in class k": few labels of k so far, expected
         warnings.filterwarnings("ignore", message="May not flag all label issues", category=UserWarning)
-        found = find_label_issues(labels, p, return_indices_ranked_by="self_confidence")
+        # n_jobs=1: cleanlab's default forks a Pool from this process (threads: the Kafka clients;
+        # a SIGTERM handler) and ends it with SIGTERM. The forked workers ran the retrain job's stop
+        # handler instead of dying, and one run hung in the pool's join for good. Results do not
+        # depend on n_jobs (cleanlab's docs).
+        found = find_label_issues(labels, p, return_indices_ranked_by="self_confidence", n_jobs=1)
     found = np.asarray(found, dtype=np.int64)
     return found if limit is None else found[:max(limit, 0)]
