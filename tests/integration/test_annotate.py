@@ -44,6 +44,37 @@ class Terminal:
         os.write(self.master, key.encode())
 
 
+def pool_consoles(s: Settings, pool: list[str]) -> dict[str, Terminal]:
+    """One `triage annotate --pool` console per annotator, in a fresh annotator group."""
+    import uuid
+
+    env = {**os.environ, **settings_env(s)}
+    group = f"annotators-{uuid.uuid4().hex[:8]}"
+    return {name: Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
+                            "--annotator", name, "--pool", ",".join(pool), "--annotator-group", group], env)
+            for name in pool}
+
+
+def answer_in_consoles(terms: dict[str, Terminal], answers: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Each console must show exactly its requests, in order (rid -> key pressed), then quit
+    cleanly; returns the screens shown, by annotator and request."""
+    screens: dict[str, dict[str, str]] = {}
+    try:
+        for name, term in terms.items():
+            screens[name] = {}
+            for rid, key in answers[name].items():
+                screens[name][rid] = term.expect(f"sample {rid} ")
+                term.press(key)
+            term.expect("waiting for review requests")
+            term.press("q")
+            assert term.proc.wait(30) == 0
+    finally:
+        for term in terms.values():
+            if term.proc.poll() is None:
+                term.proc.kill()
+    return screens
+
+
 def test_console_serves_by_priority_and_publishes_labels(settings_factory: Callable[..., Settings]) -> None:
     s = settings_factory()
     X, _ = load_digits(return_X_y=True)
@@ -90,7 +121,6 @@ def _request(rid: str, features: list[float], priority: float, annotators: int =
 
 def test_a_pool_of_consoles_gives_each_request_the_annotators_it_asks_for(
         settings_factory: Callable[..., Settings]) -> None:
-    import uuid
 
     from triage.annotation.routing import assignees
 
@@ -107,27 +137,11 @@ def test_a_pool_of_consoles_gives_each_request_the_annotators_it_asks_for(
         _request(singles["bob"], X[3].tolist(), 0.4),
         _request("pair", X[0].tolist(), 0.9, annotators=2),  # redelivered: shown once
     ])
-    env = {**os.environ, **settings_env(s)}
-    group = f"annotators-{uuid.uuid4().hex[:8]}"
     shows = {"alice": ["pair", singles["alice"]], "bob": ["pair", "tie", singles["bob"]]}
     keys = {"alice": "1", "bob": "2"}
-    terms = {name: Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
-                             "--annotator", name, "--pool", ",".join(pool), "--annotator-group", group], env)
-             for name in pool}
-    try:
-        for name, term in terms.items():
-            for rid in shows[name]:
-                screen = term.expect(f"sample {rid} ")
-                if rid == "tie":
-                    assert "why: tiebreak" in screen
-                term.press(keys[name])
-            term.expect("waiting for review requests")
-            term.press("q")
-            assert term.proc.wait(30) == 0
-    finally:
-        for term in terms.values():
-            if term.proc.poll() is None:
-                term.proc.kill()
+    screens = answer_in_consoles(pool_consoles(s, pool), {name: {rid: keys[name] for rid in shows[name]}
+                                                           for name in pool})
+    assert "why: tiebreak" in screens["bob"]["tie"]
     out = read_all(s, [s.topics.labels_topic], expect=5)
     got = sorted((e["id"], e["annotator"], e["label"]) for e in (json.loads(r["value"]) for r in out))
     assert got == sorted([("pair", "alice", "1"), ("pair", "bob", "2"), ("tie", "bob", "2"),

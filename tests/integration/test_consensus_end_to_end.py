@@ -5,18 +5,15 @@ annotator metrics on its /metrics page."""
 
 from __future__ import annotations
 
-import os
-import sys
 import urllib.request
-import uuid
 from typing import Callable
 
 import numpy as np
 
 from consumers.trainer import Trainer
 from tests.fixtures import produce, read_all
-from tests.helpers import metric_value, settings_env
-from tests.integration.test_annotate import Terminal, _request
+from tests.helpers import metric_value
+from tests.integration.test_annotate import _request, answer_in_consoles, pool_consoles
 from triage.contracts import decode_review
 from triage.lifecycle.registry import Registry
 from triage.runtime.http import OpsServer
@@ -36,23 +33,8 @@ def test_two_consoles_label_a_pair_and_the_retrain_job_trains_on_the_aggregate(
     pool = ["alice", "bob"]
     answers = {"alice": {"agree": truth["agree"], "split": truth["split"]},
                "bob": {"agree": truth["agree"], "split": other}}
-    env = {**os.environ, **settings_env(s)}
-    group = f"annotators-{uuid.uuid4().hex[:8]}"
-    terms = {name: Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
-                             "--annotator", name, "--pool", ",".join(pool), "--annotator-group", group], env)
-             for name in pool}
-    try:
-        for name, term in terms.items():
-            for rid in ("agree", "split"):  # priority order
-                term.expect(f"sample {rid} ")
-                term.press(answers[name][rid])
-            term.expect("waiting for review requests")
-            term.press("q")
-            assert term.proc.wait(30) == 0
-    finally:
-        for term in terms.values():
-            if term.proc.poll() is None:
-                term.proc.kill()
+    answer_in_consoles(pool_consoles(s, pool), {name: {rid: answers[name][rid] for rid in ("agree", "split")}
+                                                for name in pool})  # priority order
     assert len(read_all(s, [s.topics.labels_topic], expect=4)) == 4
 
     trainer = Trainer(s, registry, progress=lambda m: None)
