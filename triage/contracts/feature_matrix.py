@@ -31,15 +31,12 @@ _PARSE_ERRORS = (ValueError, TypeError, RuntimeError)
 def parse_feature_rows(raws: Sequence[bytes], feature_count: int) -> tuple[np.ndarray, np.ndarray]:
     """(X, ok): X has one row per True in ``ok``, in order; rows with ``ok`` False are left to
     the full decoder. ``raws`` are JSON values (msgspec.Raw or bytes) as msgspec found them."""
-    n = len(raws)
     ok = _screen(raws, feature_count)
     if not ok.all():
         raws = [r for r, good in zip(raws, ok) if good]
     X, parsed = _parse_halves(raws, feature_count)
     if not parsed.all():  # values simdjson cannot take (strings, true, 1e400): the full decoder says why
         ok[np.flatnonzero(ok)[~parsed]] = False
-        if not ok.any():
-            return np.empty((0, feature_count)), np.zeros(n, dtype=bool)
     # The contract's float32 bound (msgspec enforces it while parsing; the message is its own).
     if X.size and not (-F32_MAX <= X.min() and X.max() <= F32_MAX):
         fits = (np.abs(X) <= F32_MAX).all(axis=1)

@@ -103,7 +103,8 @@ def decode_samples(values: Sequence[Optional[bytes]], feature_count: int, max_by
     if not slow and parsed.all():  # the common case: nothing to merge
         return DecodedSamples(heads, head_rows, [], X)  # type: ignore[arg-type]
     slow = sorted(slow + [r for r, ok in zip(head_rows, parsed) if not ok])
-    fast = {r: (h, k) for k, (h, r) in enumerate((h, r) for h, r, ok in zip(heads, head_rows, parsed) if ok)}
+    kept = [(r, h) for h, r, ok in zip(heads, head_rows, parsed) if ok]  # X's rows, in order
+    fast = {r: (h, k) for k, (r, h) in enumerate(kept)}
     samples: list[SampleFields] = []
     rows: list[int] = []
     errors: list[tuple[int, InputError]] = []
