@@ -18,6 +18,9 @@ from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
 from triage.settings import Settings
 
 
+SCREEN_END = "labelled this session"  # the last line of a request's screen (the no-pool notice aside)
+
+
 class Terminal:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.master, slave = pty.openpty()
@@ -25,18 +28,19 @@ class Terminal:
         os.close(slave)
         self.screen = ""
 
-    def expect(self, text: str) -> str:
-        """The screen (since the last clear) once it shows ``text``."""
+    def expect(self, *texts: str) -> str:
+        """The screen (since the last clear) once it shows every one of ``texts``. A screen may
+        reach the pty in pieces, so a test waits for the line it asserts on, or for the last line."""
         def shown() -> Optional[str]:
             ready, _, _ = select.select([self.master], [], [], 0.2)
             if ready:
                 self.screen += os.read(self.master, 65536).decode(errors="replace")
             last = self.screen.rsplit("\x1b[2J", 1)[-1]
-            return last if text in last else None
+            return last if all(text in last for text in texts) else None
 
         exited = lambda: None if self.proc.poll() is None else f"the console exited with {self.proc.returncode}"  # noqa: E731
         try:
-            return wait_until(shown, f"{text!r} on the console", every_s=0, alive=exited)
+            return wait_until(shown, f"{' and '.join(map(repr, texts))} on the console", every_s=0, alive=exited)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nlast screen:\n{self.screen[-2000:]}") from None
 
@@ -63,7 +67,7 @@ def answer_in_consoles(terms: dict[str, Terminal], answers: dict[str, dict[str, 
         for name, term in terms.items():
             screens[name] = {}
             for rid, key in answers[name].items():
-                screens[name][rid] = term.expect(f"sample {rid} ")
+                screens[name][rid] = term.expect(f"sample {rid} ", SCREEN_END)
                 term.press(key)
             term.expect("waiting for review requests")
             term.press("q")
@@ -87,7 +91,7 @@ def test_console_serves_by_priority_and_publishes_labels(settings_factory: Calla
     term = Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
                      "--annotator", "alice"], env)
     try:
-        screen = term.expect("sample r-high")
+        screen = term.expect("sample r-high", SCREEN_END)
         assert "why: uncertain" in screen and "3 40%" in screen and "█" in screen
         term.press("7")
         term.expect("sample r-mid")
@@ -160,7 +164,8 @@ def test_without_a_pool_a_request_for_two_is_shown_once_and_counted_and_a_sample
     term = Terminal([sys.executable, "-m", "triage", "annotate", "--classes", ",".join(map(str, range(10))),
                      "--annotator", "alice"], env)
     try:
-        screen = term.expect("sample pair ")
+        # the notice is the screen's last line
+        screen = term.expect("sample pair ", "to honour them")
         assert "requests asked for more than one annotator: start every console with --pool" in screen
         term.press("4")
         term.expect("waiting for review requests")  # "done" was labelled by alice already: never shown
