@@ -26,7 +26,7 @@ from typing import Any, Optional
 from consumers.loop import GuardedLoop, blocked_reasons, not_blocked
 from triage.contracts import decode_label, decode_review
 from triage.errors import InputError, TriageError
-from triage.lifecycle.labelstore import EDGE_CASE, MARKERS, UNDO
+from triage.lifecycle.labelstore import MARKERS
 from triage.lifecycle.registry import Registry, registry_from
 from triage.metrics import AuditMetrics, LoopMetrics
 from triage.policies.audit import AuditEstimator
@@ -92,7 +92,7 @@ class AuditConsumer:
         self.metrics = metrics or AuditMetrics()
         self.loop_metrics = LoopMetrics(self.metrics.registry)
         self.estimator = estimator or AuditEstimator(recent=settings.policy.audit_recent_labels)
-        self.live = LiveRows()
+        self.live: LiveRows = self.estimator.rows  # one join feeds the accuracy and the certificate
         if registry is None and settings.serving.registry is not None:
             registry = registry_from(settings.serving)
         self.control = LiveControl(settings, registry)
@@ -123,10 +123,9 @@ class AuditConsumer:
                     if review.reason != "audit":
                         kinds.labels(kind="other").inc()
                         continue
-                    est.add_audit(review.id, review.model_version, review.predicted)
                     s = review.scores
                     u = uncertainty_of(acquisition, review.confidence, s.margin, s.entropy)
-                    self.live.add_audit(review.id, review.model_version, u, review.predicted, int(ts_ms))
+                    est.add_audit(review.id, review.model_version, review.predicted, u, int(ts_ms))
                     self.control.load(review.model_version)
                     kinds.labels(kind="audit").inc()
                 elif topic == t.labels_topic:
@@ -134,8 +133,7 @@ class AuditConsumer:
                     if label.label in MARKERS:  # the retrain job asked again: not an answer
                         kinds.labels(kind="other").inc()
                         continue
-                    est.add_label(label.id, label.label)
-                    self.live.add_label(label.id, None if label.label in (UNDO, EDGE_CASE) else label.label)
+                    est.add_label(label.id, label.label, label.annotator)
                     kinds.labels(kind="label").inc()
                 else:
                     kinds.labels(kind="other").inc()

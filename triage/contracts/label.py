@@ -1,8 +1,8 @@
 """Labels (format 1) on the labels topic, and rows of the label store (labels.jsonl, format 1).
 
 Label: written by the annotator console and the simulated annotator, read by the retrain job
-and the audit consumer. ``label`` may be a reserved value (``__edge_case__``, ``__undo__``,
-see triage.lifecycle.labelstore); here it is just a string.
+and the audit consumer. ``label`` may be a reserved value (``EDGE_CASE``, ``UNDO``, the retrain
+job's markers: their meaning is in triage.lifecycle.labelview); here it is just a string.
 
 Label-store row: one JSON object per line, ``json.dumps(row, separators=(",", ":"))`` (ASCII,
 floats by repr), keys in the order id, label, features, annotator, partition, offset; rows
@@ -21,6 +21,15 @@ from triage.contracts._base import (
     check_struct, check_ts, decode_with, describe, encode,
 )
 from triage.errors import InvalidRecordError
+
+EDGE_CASE = "__edge_case__"
+UNDO = "__undo__"  # retracts the annotator's earlier label of the id (the annotator console's undo)
+# Published by the retrain job (labelview.py): one more opinion was asked for the sample's labels;
+# a relabel also holds the sample out of training until a newer human label arrives.
+RELABEL_MARK = "__relabel__"
+TIEBREAK_MARK = "__tiebreak__"
+MARKERS = (RELABEL_MARK, TIEBREAK_MARK)
+RESERVED = (EDGE_CASE, UNDO, *MARKERS)  # label values that are not classes
 
 Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
 

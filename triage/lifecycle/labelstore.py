@@ -68,6 +68,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, O
 import numpy as np
 
 from triage.contracts import decode_label_row, encode_label_row
+from triage.contracts.label import (  # noqa: F401  (the reserved label values, named where they are read)
+    EDGE_CASE, MARKERS, RELABEL_MARK, RESERVED, TIEBREAK_MARK, UNDO,
+)
 from triage.errors import InputError
 
 try:  # advisory locking between appenders/repairers; not available on every platform
@@ -75,14 +78,6 @@ try:  # advisory locking between appenders/repairers; not available on every pla
 except ImportError:  # pragma: no cover - non-POSIX
     fcntl = None  # type: ignore[assignment]
 
-EDGE_CASE = "__edge_case__"
-UNDO = "__undo__"  # retracts the id's earlier label (the annotator console's undo)
-# Published by the retrain job (labelview.py): one more opinion was asked for the sample's labels;
-# a relabel also holds the sample out of training until a newer human label arrives.
-RELABEL_MARK = "__relabel__"
-TIEBREAK_MARK = "__tiebreak__"
-MARKERS = (RELABEL_MARK, TIEBREAK_MARK)
-RESERVED = (EDGE_CASE, UNDO, *MARKERS)  # label values that are not classes
 TORN_TAIL = "torn_tail"
 CORRUPT_LINE = "corrupt_line"
 

@@ -5,19 +5,22 @@
 Audit samples are a uniformly random share of the *accepted* predictions, copied to review
 with reason ``audit``. Joining their human labels to the audited prediction gives an
 unbiased estimate of the accuracy of what went downstream, per model version, with an exact
-(Clopper-Pearson) or Wilson interval. Pure: records in, numbers out. Memory is bounded: at most
-``max_pending`` unmatched audits and labels are kept (oldest forgotten first, counted).
+(Clopper-Pearson) or Wilson interval. The join is the live certificate's (``LiveRows``): a
+redelivered audit or label counts once, and an undo or an edge case is not a model error.
+Pure: records in, numbers out. Memory is bounded: at most ``max_pending`` unmatched audits and
+labels are kept (oldest forgotten first, counted).
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from itertools import islice
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
 
+from triage.policies.live_risk import LiveRows
 from triage.policies.risk import clopper_pearson_interval
 
 Interval = Literal["clopper-pearson", "wilson"]
@@ -60,57 +63,42 @@ class AccuracyEstimate:
 
 
 class AuditEstimator:
+    """Accuracy per model version over its joined audit rows (``LiveRows``: one row per sample,
+    its label as the annotators' answers stand), over all of them and over the last ``recent``
+    joined. Pass ``rows`` to read rows another consumer feeds (the live certificate's)."""
+
     def __init__(self, *, confidence: float = 0.95, interval: Interval = "clopper-pearson",
-                 max_pending: int = 100_000, recent: int = 200) -> None:
+                 max_pending: int = 100_000, recent: int = 200, rows: Optional[LiveRows] = None) -> None:
         self.confidence = confidence
         self.interval = interval
-        self.max_pending = max_pending
         # The last ``recent`` outcomes per version: a version that served well for long hides a
         # concept shift in its cumulative count (its last labels show it ~6x sooner: bench/monitoring.py).
-        self._recent: dict[str, deque[int]] = {}
         self.recent = recent
-        self._audits: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (version, predicted)
-        self._labels: OrderedDict[str, str] = OrderedDict()  # labels seen before their audit
-        self._counts: dict[str, list[int]] = {}  # version -> [n, correct]
-        self.forgotten = 0
+        self.rows = LiveRows(max_pending) if rows is None else rows
 
-    def add_audit(self, sample_id: str, model_version: str, predicted: str) -> None:
-        label = self._labels.pop(sample_id, None)
-        if label is not None:
-            self._join(model_version, predicted, label)
-            return
-        self._audits[sample_id] = (model_version, predicted)
-        self._trim(self._audits)
+    @property
+    def forgotten(self) -> int:
+        return self.rows.forgotten
 
-    def add_label(self, sample_id: str, label: str) -> Optional[str]:
-        """Feed a human label; returns the model version it was scored against, if joined."""
-        audit = self._audits.pop(sample_id, None)
-        if audit is None:
-            self._labels[sample_id] = label  # the audit record may still be on its way
-            self._trim(self._labels)
-            return None
-        self._join(audit[0], audit[1], label)
-        return audit[0]
+    def add_audit(self, sample_id: str, model_version: str, predicted: str, u: float = 0.0, ts_ms: int = 0) -> None:
+        self.rows.add_audit(sample_id, model_version, u, predicted, ts_ms)
 
-    def _join(self, version: str, predicted: str, label: str) -> None:
-        n_correct = self._counts.setdefault(version, [0, 0])
-        n_correct[0] += 1
-        n_correct[1] += int(predicted == label)
-        self._recent.setdefault(version, deque(maxlen=self.recent)).append(int(predicted == label))
-
-    def _trim(self, d: OrderedDict) -> None:  # type: ignore[type-arg]
-        while len(d) > self.max_pending:
-            d.popitem(last=False)
-            self.forgotten += 1
+    def add_label(self, sample_id: str, label: Optional[str], annotator: Optional[str] = None) -> Optional[str]:
+        """Feed a human label (``LiveRows.add_label``); returns the model version it was scored against, if joined."""
+        return self.rows.add_label(sample_id, label, annotator)
 
     def estimate(self, model_version: str) -> Optional[AccuracyEstimate]:
-        n, correct = self._counts.get(model_version, (0, 0))
-        return self._interval(model_version, n, correct)
+        wrong = self._wrong(model_version)
+        return self._interval(model_version, len(wrong), len(wrong) - sum(wrong.values()))
 
     def estimate_recent(self, model_version: str) -> Optional[AccuracyEstimate]:
-        """The same over the version's last ``recent`` labelled audits."""
-        outcomes = self._recent.get(model_version, ())
-        return self._interval(model_version, len(outcomes), sum(outcomes))
+        """The same over the version's last ``recent`` joined rows."""
+        last = list(islice(reversed(self._wrong(model_version).values()), self.recent))
+        return self._interval(model_version, len(last), len(last) - sum(last))
+
+    def _wrong(self, model_version: str) -> dict[str, bool]:
+        rows = self.rows.versions.get(model_version)
+        return {} if rows is None else rows.wrong
 
     def _interval(self, model_version: str, n: int, correct: int) -> Optional[AccuracyEstimate]:
         if not n:
@@ -119,4 +107,4 @@ class AuditEstimator:
         return AccuracyEstimate(model_version, n, correct, correct / n, bounds[0], bounds[1])
 
     def estimates(self) -> list[AccuracyEstimate]:
-        return [e for v in self._counts if (e := self.estimate(v)) is not None]
+        return [e for v in self.rows.versions if (e := self.estimate(v)) is not None]

@@ -37,6 +37,7 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
+from triage.contracts.label import EDGE_CASE, UNDO
 from triage.policies.risk import NEVER, certify, clopper_pearson_upper, min_accepted
 from triage.settings import Acquisition
 
@@ -109,15 +110,19 @@ class _Audit:
 
 class LiveRows:
     """Joins audit review requests and labels by sample id, per model version. Duplicates (an
-    at-least-once redelivery, a label published twice) count once; a later label replaces an
-    earlier one, and ``None`` (an undo, an edge case) withdraws the row. Memory is bounded by
+    at-least-once redelivery, a label published twice) count once. Per sample, each annotator
+    holds one answer, as in training (``triage.lifecycle.labelview``): their later label replaces
+    their earlier one, their undo (or ``None``) withdraws it, and an undo with no annotator
+    withdraws every answer. The row's label is the latest class answer standing; an edge case
+    is an answer with no class. With none standing, the row is withdrawn. Memory is bounded by
     ``max_pending`` unjoined audits and labels (oldest forgotten first, counted)."""
 
     def __init__(self, max_pending: int = 100_000) -> None:
         self.max_pending = max_pending
         self._audits: dict[str, _Audit] = {}  # every audit seen (joined or not): a label may change
         self._unlabelled: OrderedDict[str, None] = OrderedDict()
-        self._labels: OrderedDict[str, Optional[str]] = OrderedDict()  # labels before their audit
+        self._answers: dict[str, dict[str, str]] = {}  # id -> annotator -> answer, in answer order
+        self._early: OrderedDict[str, None] = OrderedDict()  # ids answered before their audit came
         self.versions: dict[str, VersionRows] = {}
         self.forgotten = 0
 
@@ -125,39 +130,56 @@ class LiveRows:
         if sample_id in self._audits:
             return  # redelivered: the first copy holds
         self._audits[sample_id] = audit = _Audit(version, u, predicted, ts_ms)
-        if sample_id in self._labels:
-            self._join(sample_id, audit, self._labels.pop(sample_id))
+        if sample_id in self._early:
+            del self._early[sample_id]
+            self._join(sample_id, audit, self._label(sample_id))
         else:
             self._unlabelled[sample_id] = None
             self._trim(self._unlabelled, forget_audit=True)
 
-    def add_label(self, sample_id: str, label: Optional[str]) -> Optional[str]:
-        """Feed a label (None withdraws it); returns the audited version it joined, if any."""
+    def add_label(self, sample_id: str, label: Optional[str], annotator: Optional[str] = None) -> Optional[str]:
+        """Feed a label: a class, ``EDGE_CASE``, or ``UNDO`` / ``None`` (the annotator withdraws
+        theirs); returns the audited version it joined, if any."""
+        answers = self._answers.setdefault(sample_id, {})
+        who = annotator or ""
+        if label == UNDO and not who:
+            answers.clear()
+        else:
+            answers.pop(who, None)
+            if label is not None and label != UNDO:
+                answers[who] = label
         audit = self._audits.get(sample_id)
         if audit is None:
-            self._labels[sample_id] = label
-            self._labels.move_to_end(sample_id)
-            self._trim(self._labels)
+            self._early[sample_id] = None
+            self._early.move_to_end(sample_id)
+            self._trim(self._early, forget_answers=True)
             return None
         self._unlabelled.pop(sample_id, None)
-        self._join(sample_id, audit, label)
+        self._join(sample_id, audit, self._label(sample_id))
         return audit.version
+
+    def _label(self, sample_id: str) -> Optional[str]:
+        """The latest class answer standing for the sample (None: none stands)."""
+        answers = self._answers.get(sample_id, {})
+        return next((a for a in reversed(answers.values()) if a != EDGE_CASE), None)
 
     def _join(self, sample_id: str, audit: _Audit, label: Optional[str]) -> None:
         rows = self.versions.setdefault(audit.version, VersionRows())
         rows.changes += 1
-        if label is None:
-            for column in (rows.u, rows.wrong, rows.ts_ms):
-                column.pop(sample_id, None)
-            return
-        rows.u[sample_id], rows.ts_ms[sample_id] = audit.u, audit.ts_ms
-        rows.wrong[sample_id] = audit.predicted != label
+        for column in (rows.u, rows.wrong, rows.ts_ms):  # a changed row moves last: the latest joined
+            column.pop(sample_id, None)
+        if label is not None:
+            rows.u[sample_id], rows.ts_ms[sample_id] = audit.u, audit.ts_ms
+            rows.wrong[sample_id] = audit.predicted != label
 
-    def _trim(self, pending: OrderedDict, *, forget_audit: bool = False) -> None:  # type: ignore[type-arg]
+    def _trim(self, pending: OrderedDict, *, forget_audit: bool = False,  # type: ignore[type-arg]
+              forget_answers: bool = False) -> None:
         while len(pending) > self.max_pending:
             sample_id, _ = pending.popitem(last=False)
             if forget_audit:
                 self._audits.pop(sample_id, None)
+            if forget_answers:
+                self._answers.pop(sample_id, None)
             self.forgotten += 1
 
 

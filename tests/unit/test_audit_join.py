@@ -1,0 +1,88 @@
+"""The audit join (``LiveRows``, behind the accepted-accuracy estimate and the live certificate)
+on generated audits and labels: every sample counts once, with the label its annotators'
+answers give as training reads them (``triage.lifecycle.labelview``), whatever order the two
+topics are read in."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.profiles import examples
+from triage.lifecycle.labelstore import EDGE_CASE, UNDO
+from triage.lifecycle.labelview import _scan
+from triage.policies.audit import AuditEstimator
+
+IDS = [f"s{i}" for i in range(6)]
+CLASSES = ["3", "5"]
+
+audits = st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(["v1", "v2"]), st.sampled_from(CLASSES)),
+                  max_size=12)  # repeats: redeliveries, and a sample re-scored by another version
+labels = st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from([*CLASSES, EDGE_CASE, UNDO]),
+                            st.sampled_from(["alice", "bob", None])), max_size=20)
+
+
+def expected(audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]]
+             ) -> dict[str, tuple[int, int]]:
+    """version -> (samples, correct): each audited sample once (its first audit copy), labelled by
+    the latest class vote standing among its annotators as the label store's view keeps them."""
+    first: dict[str, tuple[str, str]] = {}
+    for sid, version, predicted in audit_list:
+        first.setdefault(sid, (version, predicted))
+    samples, _, _ = _scan(enumerate({"id": sid, "label": lab, "annotator": who} for sid, lab, who in label_list))
+    out: dict[str, tuple[int, int]] = {}
+    for sid, (version, predicted) in first.items():
+        votes = sorted(samples[sid].votes.values(), key=lambda v: v[0]) if sid in samples else []
+        standing = [row["label"] for _, row in votes if row["label"] != EDGE_CASE]
+        if standing:
+            n, correct = out.get(version, (0, 0))
+            out[version] = (n + 1, correct + (standing[-1] == predicted))
+    return out
+
+
+def feed(order: list[bool], audit_list: list[tuple[str, str, str]],
+         label_list: list[tuple[str, str, Optional[str]]]) -> dict[str, tuple[int, int]]:
+    """Read the two topics interleaved as ``order`` says (True: the next audit), each in its order."""
+    est = AuditEstimator()
+    a, b = iter(audit_list), iter(label_list)
+    for take_audit in order:
+        if take_audit:
+            sid, version, predicted = next(a)
+            est.add_audit(sid, version, predicted)
+        else:
+            sid, label, who = next(b)
+            est.add_label(sid, label, who)
+    return {e.model_version: (e.n, e.correct) for e in est.estimates()}
+
+
+@settings(max_examples=examples(500))  # pure and cheap
+@given(audit_list=audits, label_list=labels, data=st.data())
+def test_every_audited_sample_counts_once_with_its_standing_label_in_any_read_order(
+        audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]],
+        data: st.DataObject) -> None:
+    merged = data.draw(st.permutations([True] * len(audit_list) + [False] * len(label_list)))
+    want = expected(audit_list, label_list)
+    assert feed(merged, audit_list, label_list) == want
+    assert feed([False] * len(label_list) + [True] * len(audit_list), audit_list, label_list) == want
+    assert feed([True] * len(audit_list) + [False] * len(label_list), audit_list, label_list) == want
+
+
+def test_an_edge_case_or_an_undo_is_no_model_error_and_a_redelivery_counts_once() -> None:
+    est = AuditEstimator()
+    est.add_audit("edge", "v1", "3")
+    est.add_label("edge", EDGE_CASE, "alice")  # "can't tell" says nothing about the model
+    est.add_audit("undone", "v1", "3")
+    est.add_label("undone", "5", "alice")
+    est.add_label("undone", UNDO, "alice")  # a slip, taken back
+    est.add_audit("twice", "v1", "3")
+    est.add_label("twice", "3", "alice")
+    est.add_audit("twice", "v1", "3")  # redelivered after the join
+    est.add_label("twice", "3", "bob")  # and a second opinion
+    e = est.estimate("v1")
+    assert e is not None and (e.n, e.correct) == (1, 1)
+    est.add_label("undone", "3", "alice")  # the answer after the undo
+    est.add_label("twice", UNDO, "bob")  # bob's undo leaves alice's label standing
+    e = est.estimate("v1")
+    assert e is not None and (e.n, e.correct) == (2, 2)
