@@ -179,6 +179,17 @@ def test_no_broker_leaves_the_registry_unchanged(no_broker: dict[str, object]) -
         assert "registry unchanged" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_bad_model_is_named_before_the_broker_is_tried(tmp_path: Path, workers: str) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not a model")
+    done = triage("serve", "--model", str(model), "--workers", workers, "--metrics-port", "0",
+                  "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--connect-timeout-s", "30")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert str(model) in lines[0] and "broker" not in lines[0], lines[0]
+
+
 @pytest.mark.parametrize("client,marker", [("confluent", "rdkafka"), ("kafka-python", "kafka.")])
 def test_client_logs_on_request(client: str, marker: str) -> None:
     model, _ = example_paths()

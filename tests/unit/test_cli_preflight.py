@@ -87,3 +87,31 @@ def test_broker_gone_after_the_check_reports_a_pending_announcement(
     assert rc == 1, err
     assert registry.current() == v2
     assert err.startswith(f"triage models promote: CURRENT = {v2} in the registry") and "pending" in err
+
+
+def test_held_back_logs_wait_for_emit_and_pass_the_handlers_filters() -> None:
+    from triage.runtime.logs import held_back
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(self.format(record))
+
+    root, keep = logging.getLogger(), Keep()
+    keep.addFilter(cli.Redact(["hunter2"]))
+    saved, root.handlers = root.handlers[:], [keep]
+    try:
+        with held_back() as emit:
+            logging.getLogger("triage.model").warning("loaded with %s", "hunter2")
+        assert keep.lines == [] and root.handlers == [keep]
+        emit()
+        emit()  # once only
+        assert keep.lines == ["loaded with **********"]
+        with held_back():
+            logging.getLogger("triage.model").warning("dropped: the command ended first")
+        assert len(keep.lines) == 1
+    finally:
+        root.handlers = saved

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from triage.commands.base import install_stop_handlers, subcommand
 from triage.errors import ConfigError
+from triage.runtime.logs import held_back
 from triage.settings import Settings
 from triage.transport import backend_name, check_broker, ensure_topics
 
@@ -46,31 +47,40 @@ def initial_model(settings: Settings) -> "ServingModel":
     return serving_model_from_file(settings.serving, settings.policy)
 
 
-def build_scorer(settings: Settings) -> "Scorer":
+def build_scorer(settings: Settings, model: Optional["ServingModel"] = None) -> "Scorer":
     from consumers.scorer import Scorer
 
     if settings.connection.create_topics:
         ensure_topics(settings, settings.topics.all())
-    return Scorer(settings, initial_model(settings))
+    return Scorer(settings, model or initial_model(settings))
 
 
 @subcommand("serve", "Score samples from Kafka and route them to predictions, review or the DLQ.", SECTIONS,
             fields=QUALITY_FIELDS)
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    # A bad --model/--registry is named first, at once: fixing the broker would only lead to it
+    # (and with --workers it is one clear error, not N crash loops). What loading it logs waits
+    # for the broker check, so no broker is still one line.
+    with held_back() as emit:
+        model = initial_model(settings)
     check_broker(settings)  # no broker: one line and a non-zero exit within --connect-timeout-s
+    emit()
     if settings.serving.workers > 1:
+        del model  # each worker loads its own
         return serve_workers(settings)
-    return serve_one(settings)
+    return serve_one(settings, model=model)
 
 
-def serve_one(settings: Settings, on_listening: Optional[Callable[["Scorer", int], None]] = None) -> int:
-    """One scorer process; ``on_listening(scorer, port)`` once its endpoint listens."""
+def serve_one(settings: Settings, on_listening: Optional[Callable[["Scorer", int], None]] = None,
+              model: Optional["ServingModel"] = None) -> int:
+    """One scorer process (serving ``model``, or the one the settings name); ``on_listening(scorer,
+    port)`` once its endpoint listens."""
     from consumers.backlog import BacklogWatcher
     from consumers.model_watcher import ModelWatcher
     from triage.lifecycle.registry import registry_from
     from triage.runtime.http import OpsServer
 
-    scorer = build_scorer(settings)
+    scorer = build_scorer(settings, model)
     install_stop_handlers(scorer.stop_event)
     ops = OpsServer(settings.operations.metrics_host, settings.operations.metrics_port, scorer.metrics.registry, scorer.readiness,
                     scorer.readiness_reasons).start()
@@ -114,7 +124,6 @@ def serve_workers(settings: Settings) -> int:
     serving = settings.serving
     if settings.connection.create_topics:
         ensure_topics(settings, settings.topics.all())
-    initial_model(settings)  # a bad --model/--registry is one clear error here, not N crash loops
     stop = threading.Event()
     install_stop_handlers(stop)
     merger = MetricsMerger()

@@ -8,7 +8,9 @@ import re
 import sys
 import threading
 import time
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from logging.handlers import BufferingHandler
+from typing import Callable, Iterator, Sequence
 
 from triage.settings import Settings
 
@@ -101,3 +103,22 @@ def configure_logging(level: str, *, client_logs: bool = False, secrets: Sequenc
 def secrets_of(settings: Settings) -> list[str]:
     conn = settings.connection
     return [s.get_secret_value() for s in (conn.sasl_password, conn.ssl_key_password) if s is not None]
+
+
+@contextmanager
+def held_back() -> Iterator[Callable[[], None]]:
+    """Log records made inside are held back; call the yielded function to emit them (after a
+    check that may still end the command in one line, say). Records not emitted are dropped."""
+    root = logging.getLogger()
+    saved, held = root.handlers[:], BufferingHandler(10_000)
+    root.handlers = [held]
+
+    def emit() -> None:
+        for record in held.buffer:
+            root.handle(record)
+        held.buffer.clear()
+
+    try:
+        yield emit
+    finally:
+        root.handlers = saved
