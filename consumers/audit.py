@@ -151,16 +151,19 @@ class AuditConsumer:
                 self.recertify()
 
     def export(self) -> None:
+        """Every audited version's accuracy. A version whose labels were all taken back shows 0
+        samples and no estimate: an undo must not leave the old estimate on /metrics."""
         m = self.metrics
-        for e in self.estimator.estimates():
-            m.estimate.labels(model_version=e.model_version).set(e.estimate)
-            m.lower.labels(model_version=e.model_version).set(e.lower)
-            m.upper.labels(model_version=e.model_version).set(e.upper)
-            m.samples.labels(model_version=e.model_version).set(e.n)
-            recent = self.estimator.estimate_recent(e.model_version)
-            if recent is not None:
-                m.recent_upper.labels(model_version=e.model_version).set(recent.upper)
-                m.recent_samples.labels(model_version=e.model_version).set(recent.n)
+        for version in self.estimator.versions():
+            e, recent = self.estimator.estimate(version), self.estimator.estimate_recent(version)
+            m.samples.labels(model_version=version).set(0 if e is None else e.n)
+            m.recent_samples.labels(model_version=version).set(0 if recent is None else recent.n)
+            for gauge, value in ((m.estimate, e and e.estimate), (m.lower, e and e.lower), (m.upper, e and e.upper),
+                                 (m.recent_upper, recent and recent.upper)):
+                if value is not None:
+                    gauge.labels(model_version=version).set(value)
+                else:
+                    gauge.remove(version)  # no-op when absent
 
     def recertify(self) -> None:
         """The live certificate of every audited version; act on it once caught up."""

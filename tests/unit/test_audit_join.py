@@ -86,3 +86,22 @@ def test_an_edge_case_or_an_undo_is_no_model_error_and_a_redelivery_counts_once(
     est.add_label("twice", UNDO, "bob")  # bob's undo leaves alice's label standing
     e = est.estimate("v1")
     assert e is not None and (e.n, e.correct) == (2, 2)
+
+
+def test_a_version_whose_labels_are_all_taken_back_shows_no_estimate() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from consumers.audit import AuditConsumer
+    from triage.metrics import AuditMetrics
+    from triage.settings import Settings
+
+    audit = AuditConsumer(Settings(), metrics=AuditMetrics(CollectorRegistry()))
+    value = lambda name: audit.metrics.registry.get_sample_value(name, {"model_version": "v1"})  # noqa: E731
+    audit.estimator.add_audit("a", "v1", "3")
+    audit.estimator.add_label("a", "3", "alice")
+    audit.export()
+    assert (value("triage_accepted_accuracy_samples"), value("triage_accepted_accuracy_estimate")) == (1, 1.0)
+    audit.estimator.add_label("a", UNDO, "alice")
+    audit.export()
+    assert value("triage_accepted_accuracy_samples") == 0 and value("triage_accepted_accuracy_recent_samples") == 0
+    assert [value(f"triage_accepted_accuracy_{g}") for g in ("estimate", "lower", "upper", "recent_upper")] == [None] * 4

@@ -106,5 +106,9 @@ class AuditEstimator:
         bounds = (wilson_interval if self.interval == "wilson" else clopper_pearson_interval)(correct, n, self.confidence)
         return AccuracyEstimate(model_version, n, correct, correct / n, bounds[0], bounds[1])
 
+    def versions(self) -> list[str]:
+        """The versions with an audit joined to a label (now or before: their rows may be withdrawn)."""
+        return list(self.rows.versions)
+
     def estimates(self) -> list[AccuracyEstimate]:
         return [e for v in self.rows.versions if (e := self.estimate(v)) is not None]
