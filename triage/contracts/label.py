@@ -31,6 +31,24 @@ TIEBREAK_MARK = "__tiebreak__"
 MARKERS = (RELABEL_MARK, TIEBREAK_MARK)
 RESERVED = (EDGE_CASE, UNDO, *MARKERS)  # label values that are not classes
 
+
+def answer(answers: dict[str, str], label: Optional[str], annotator: Optional[str]) -> None:
+    """Fold one label into a sample's answers (annotator -> answer, in answer order), as training
+    reads them (triage.lifecycle.labelview): an annotator's label replaces their earlier one,
+    their ``UNDO`` (or ``None``) withdraws it, and an ``UNDO`` with no annotator withdraws all."""
+    who = annotator or ""
+    if label == UNDO and not who:
+        answers.clear()
+        return
+    answers.pop(who, None)
+    if label is not None and label != UNDO:
+        answers[who] = label
+
+
+def standing(answers: Mapping[str, str]) -> Optional[str]:
+    """The sample's label: the latest class answer (an edge case is an answer with no class)."""
+    return next((a for a in reversed(list(answers.values())) if a != EDGE_CASE), None)
+
 Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
 
 

@@ -37,7 +37,7 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
-from triage.contracts.label import EDGE_CASE, UNDO
+from triage.contracts.label import answer, standing
 from triage.policies.risk import NEVER, certify, clopper_pearson_upper, min_accepted
 from triage.settings import Acquisition
 
@@ -140,14 +140,7 @@ class LiveRows:
     def add_label(self, sample_id: str, label: Optional[str], annotator: Optional[str] = None) -> Optional[str]:
         """Feed a label: a class, ``EDGE_CASE``, or ``UNDO`` / ``None`` (the annotator withdraws
         theirs); returns the audited version it joined, if any."""
-        answers = self._answers.setdefault(sample_id, {})
-        who = annotator or ""
-        if label == UNDO and not who:
-            answers.clear()
-        else:
-            answers.pop(who, None)
-            if label is not None and label != UNDO:
-                answers[who] = label
+        answer(self._answers.setdefault(sample_id, {}), label, annotator)
         audit = self._audits.get(sample_id)
         if audit is None:
             self._early[sample_id] = None
@@ -159,9 +152,7 @@ class LiveRows:
         return audit.version
 
     def _label(self, sample_id: str) -> Optional[str]:
-        """The latest class answer standing for the sample (None: none stands)."""
-        answers = self._answers.get(sample_id, {})
-        return next((a for a in reversed(answers.values()) if a != EDGE_CASE), None)
+        return standing(self._answers.get(sample_id, {}))
 
     def _join(self, sample_id: str, audit: _Audit, label: Optional[str]) -> None:
         rows = self.versions.setdefault(audit.version, VersionRows())
