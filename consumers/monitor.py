@@ -31,7 +31,7 @@ from consumers.loop import Abandoned, GuardedLoop, Step
 from triage.contracts import decode_label, decode_prediction, decode_review, encode
 from triage.contracts.retrain_request import RetrainRequest
 from triage.errors import InputError, TriageError
-from triage.lifecycle.labelstore import RESERVED
+from triage.lifecycle.labelstore import MARKERS
 from triage.metrics import MonitorMetrics
 from triage.monitoring import checkpoint
 from triage.monitoring.merge import Reorder
@@ -152,9 +152,9 @@ class MonitorConsumer:
             log.debug("monitor: skipped an invalid label: %s", exc)
             return None
         self.metrics.records.labels(kind="label").inc()
-        if label.label in RESERVED:  # undo, edge case, the retrain job's markers: none says what the sample is
+        if label.label in MARKERS:  # the retrain job asked again: not an answer
             return None
-        return self.state.add_label(label.id, label.label)
+        return self.state.add_label(label.id, label.label, label.annotator)
 
     def _parse(self, topic: str, value: Optional[bytes]) -> Any:
         """(version, confidence, margin, outlier, label, accepted, id) of a scored sample, an

@@ -1,10 +1,13 @@
-"""The audit join (``LiveRows``, behind the accepted-accuracy estimate and the live certificate)
-on generated audits and labels: every sample counts once, with the label its annotators'
-answers give as training reads them (``triage.lifecycle.labelview``), whatever order the two
-topics are read in."""
+"""The audit joins on generated audits and labels: ``LiveRows`` (behind the accepted-accuracy
+estimate and the live certificate) and the monitor's (behind its estimate's correction). Every
+sample counts once, with the label its annotators' answers give as training reads them
+(``triage.lifecycle.labelview``), whatever order the two topics are read in, across a
+checkpoint too."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Optional
 
 from hypothesis import given, settings
@@ -24,21 +27,31 @@ labels = st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from([*CLASSES, EDG
                             st.sampled_from(["alice", "bob", None])), max_size=20)
 
 
-def expected(audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]]
-             ) -> dict[str, tuple[int, int]]:
-    """version -> (samples, correct): each audited sample once (its first audit copy), labelled by
-    the latest class vote standing among its annotators as the label store's view keeps them."""
+def joined(audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]]
+           ) -> list[tuple[str, str, str]]:
+    """(sample, version, correct?) of each audited sample (its first audit copy) that a class
+    answer stands for: the latest class vote among its annotators as the label store's view
+    keeps them."""
     first: dict[str, tuple[str, str]] = {}
     for sid, version, predicted in audit_list:
         first.setdefault(sid, (version, predicted))
     samples, _, _ = _scan(enumerate({"id": sid, "label": lab, "annotator": who} for sid, lab, who in label_list))
-    out: dict[str, tuple[int, int]] = {}
+    out = []
     for sid, (version, predicted) in first.items():
         votes = sorted(samples[sid].votes.values(), key=lambda v: v[0]) if sid in samples else []
         standing = [row["label"] for _, row in votes if row["label"] != EDGE_CASE]
         if standing:
-            n, correct = out.get(version, (0, 0))
-            out[version] = (n + 1, correct + (standing[-1] == predicted))
+            out.append((sid, version, standing[-1] == predicted))
+    return out
+
+
+def expected(audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]]
+             ) -> dict[str, tuple[int, int]]:
+    """version -> (samples, correct) over ``joined``."""
+    out: dict[str, tuple[int, int]] = {}
+    for _, version, correct in joined(audit_list, label_list):
+        n, right = out.get(version, (0, 0))
+        out[version] = (n + 1, right + correct)
     return out
 
 
@@ -105,3 +118,64 @@ def test_a_version_whose_labels_are_all_taken_back_shows_no_estimate() -> None:
     audit.export()
     assert value("triage_accepted_accuracy_samples") == 0 and value("triage_accepted_accuracy_recent_samples") == 0
     assert [value(f"triage_accepted_accuracy_{g}") for g in ("estimate", "lower", "upper", "recent_upper")] == [None] * 4
+
+
+def monitor_residuals(order: list[bool], audit_list: list[tuple[str, str, str]],
+                      label_list: list[tuple[str, str, Optional[str]]], save_at: int, tmp: Path) -> list[float]:
+    """The monitor's residuals (correct - confidence) after reading as ``order`` says, its state
+    saved and loaded after ``save_at`` records (a restart)."""
+    from triage.monitoring import checkpoint
+    from triage.monitoring.checkpoint import MonitorState
+    from triage.monitoring.state import MonitorConfig
+
+    config = MonitorConfig(window=50, reference=100, min_labels=2)
+    state = MonitorState(config)
+    for version in ("v1", "v2"):
+        state.version(version)
+    a, b = iter(audit_list), iter(label_list)
+    for k, take_audit in enumerate(order):
+        if k == save_at:
+            checkpoint.save(tmp, state)
+            state = checkpoint.load(tmp, config)
+        if take_audit:
+            sid, version, predicted = next(a)
+            state.add_audit(sid, version, CONFIDENCE[sid], predicted)
+        else:
+            state.add_label(*next(b))
+    return sorted(round(float(r), 6) for v in ("v1", "v2") for r in state.versions[v].residuals.filled())
+
+
+CONFIDENCE = {sid: 0.5 + 0.05 * i for i, sid in enumerate(IDS)}
+
+
+@settings(max_examples=examples(300))  # pure and cheap
+@given(audit_list=audits, label_list=labels, data=st.data())
+def test_the_monitor_corrects_by_each_audited_sample_once_with_its_standing_label(
+        audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]],
+        data: st.DataObject) -> None:
+    order = data.draw(st.permutations([True] * len(audit_list) + [False] * len(label_list)))
+    save_at = data.draw(st.integers(0, len(order)))
+    want = [round(float(correct) - CONFIDENCE[sid], 6) for sid, _, correct in joined(audit_list, label_list)]
+    with tempfile.TemporaryDirectory() as tmp:
+        assert monitor_residuals(order, audit_list, label_list, save_at, Path(tmp)) == sorted(want)
+
+
+def test_a_monitor_checkpoint_from_before_the_answers_joins_its_waiting_labels(tmp_path: Path) -> None:
+    import json
+
+    from triage.monitoring import checkpoint
+    from triage.monitoring.checkpoint import MonitorState
+    from triage.monitoring.state import MonitorConfig
+
+    config = MonitorConfig(window=50, reference=100, min_labels=2)
+    state = MonitorState(config)
+    state.version("v1")
+    doc = json.loads(state.to_json())
+    del doc["answers"]
+    for v in doc["versions"]:
+        del v["residual_ids"]
+    doc["labels"] = {"s2": "b"}  # the old format: a waiting sample's first label
+    (tmp_path / checkpoint.FILE).write_text(json.dumps(doc))
+    old = checkpoint.load(tmp_path, config)
+    assert old.add_audit("s2", "v1", 0.8, "b") == "v1"
+    assert old.versions["v1"].residuals.filled().round(6).tolist() == [0.2]

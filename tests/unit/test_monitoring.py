@@ -243,7 +243,7 @@ def test_labels_join_their_audit_copies_in_either_order_and_survive_a_checkpoint
     again = checkpoint.load(tmp_path, config)
     again.add_label("s1", "b")  # wrong: 0 - 0.9
     again.add_audit("s2", "v1", 0.8, "b")  # right: 1 - 0.8
-    again.add_label("s1", "a")  # a second label of a joined sample counts nothing
+    again.add_audit("s1", "v1", 0.9, "a")  # redelivered: counts nothing
     again.add_audit("s3", "gone", 0.9, "a")
     again.add_label("s3", "a")  # a version no longer kept: dropped, not brought back
     got = again.versions["v1"].residuals.filled()
@@ -264,7 +264,7 @@ def test_a_checkpoint_from_before_the_correction_loads_uncorrected(tmp_path: Pat
     doc = json.loads(state.to_json())
     for v in doc["versions"]:
         del v["window_accepted"], v["residuals"], v["known"], v["ids"], v["predicted"]
-    for key in ("audits", "labels"):
+    for key in ("audits", "answers"):
         del doc[key]
     (tmp_path / checkpoint.FILE).write_text(json.dumps(doc))
     old = checkpoint.load(tmp_path, config).versions["v1"]
@@ -318,10 +318,10 @@ def test_review_labels_join_samples_in_the_window_in_either_order_and_survive_a_
     vm = state.versions["v1"]
     assert vm.labelled() == 1
     assert state.add_label("s1", "b") == "v1"  # wrong
-    assert state.add_label("s1", "a") == "v1" and vm.labelled() == 2  # a second label counts nothing
+    assert state.add_label("s1", "a") == "v1" and vm.labelled() == 2  # the annotator's correction replaces it
     est = vm.estimate()
-    assert est.accuracy == pytest.approx((0 + 0.5 + 1 + 0.8) / 4)
-    assert est.upper - est.lower == pytest.approx(2 * 1.959964 * np.sqrt(0.25 + 0.16) / 4, rel=1e-5)
+    assert est.accuracy == pytest.approx((1 + 0.5 + 1 + 0.8) / 4)
+    assert est.accuracy - est.lower == pytest.approx(1.959964 * np.sqrt(0.25 + 0.16) / 4, rel=1e-5)  # upper: clipped at 1
     checkpoint.save(tmp_path, state)
     again = checkpoint.load(tmp_path, config)
     assert again.versions["v1"].estimate() == est

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from triage.contracts.label import answer, standing
 from triage.errors import ConfigError
 from triage.monitoring.state import MonitorConfig, VersionMonitor
 
@@ -35,52 +36,77 @@ class MonitorState:
     pending: list[dict[str, Any]] = field(default_factory=list)  # retrain requests not yet acknowledged
     requested_ms: dict[str, int] = field(default_factory=dict)  # version -> last request
     audits: dict[str, list[Any]] = field(default_factory=dict)  # sample id -> [version, confidence, predicted]
-    labels: dict[str, str] = field(default_factory=dict)  # sample id -> label, its audit copy not yet seen
+    # sample id -> annotator -> answer (``triage.contracts.label.answer``): kept for audited samples,
+    # whose label may still change, and for labels read before their audit copy or sample
+    answers: dict[str, dict[str, str]] = field(default_factory=dict)
+    waiting: dict[str, None] = field(default_factory=dict)  # answered, not joined: oldest first
+
+    def __post_init__(self) -> None:
+        self.waiting = {sid: None for sid in self.answers if sid not in self.audits}
 
     def add_audit(self, sample_id: str, version: str, confidence: float, predicted: str) -> Optional[str]:
-        """An audit copy; returns the version it corrected, if its label was already read."""
-        label = self.labels.pop(sample_id, None)
-        if label is not None:
-            joined = self._join(version, confidence, predicted, label, sample_id)
-            if joined is not None and sample_id not in self.versions[joined].slot:
-                self.labels[sample_id] = label  # its prediction is folded after it: ``join_waiting``
-            return joined
+        """An audit copy (a redelivered one changes nothing); returns the version it corrected,
+        if its label was already read."""
+        if sample_id in self.audits:
+            return None
         self.audits[sample_id] = [version, confidence, predicted]
-        _trim(self.audits, MAX_AUDITS)
-        return None
+        while len(self.audits) > MAX_AUDITS:  # the oldest audit goes, with its answers
+            self.answers.pop(self._oldest(self.audits), None)
+        if sample_id not in self.answers:
+            return None
+        self.waiting.pop(sample_id, None)
+        joined = self._join(sample_id)
+        if joined is not None and sample_id not in self.versions[joined].slot:
+            self._wait(sample_id)  # its prediction is folded after it: ``join_waiting``
+        return joined
 
-    def add_label(self, sample_id: str, label: str) -> Optional[str]:
-        """A human label: joined to its audit copy, or to its sample in a version's window (a
-        reviewed one); returns the version whose estimate it changed. Otherwise kept a while in
-        case the copy or the sample is still on its way; the first label of a sample counts."""
-        audit = self.audits.pop(sample_id, None)
-        if audit is not None:
-            return self._join(audit[0], audit[1], audit[2], label, sample_id)
+    def add_label(self, sample_id: str, label: str, annotator: Optional[str] = None) -> Optional[str]:
+        """A human label (a class, an edge case or an undo), folded into the sample's answers:
+        joined to its audit copy, or to its sample in a version's window (a reviewed one);
+        returns the version whose estimate it changed. Otherwise kept a while in case the copy
+        or the sample is still on its way."""
+        answer(self.answers.setdefault(sample_id, {}), label, annotator)
+        if sample_id in self.audits:
+            return self._join(sample_id)
         for vm in reversed(self.versions.values()):  # the newest first: a sample re-scored by a new version
-            if vm.add_review_label(sample_id, label):
+            if vm.add_review_label(sample_id, standing(self.answers[sample_id])):
                 return vm.version
-        if sample_id not in self.labels:
-            self.labels[sample_id] = label
-            _trim(self.labels, MAX_LABELS)
+        self._wait(sample_id)
         return None
 
-    def _join(self, version: str, confidence: float, predicted: str, label: str, sample_id: str = "") -> Optional[str]:
+    def _join(self, sample_id: str) -> Optional[str]:
+        version, confidence, predicted = self.audits[sample_id]
         vm = self.versions.get(version)  # a label never brings a version's state (back) in
         if vm is None:
             return None
-        vm.add_label(confidence, predicted == label, sample_id)
-        return version
+        label = standing(self.answers[sample_id])
+        vm.add_label(confidence, None if label is None else predicted == label, sample_id)
+        return str(version)
+
+    def _wait(self, sample_id: str) -> None:
+        """Keep the answers of a sample not joined yet, the oldest forgotten beyond MAX_LABELS."""
+        self.waiting.pop(sample_id, None)
+        self.waiting[sample_id] = None
+        while len(self.waiting) > MAX_LABELS:
+            sid = self._oldest(self.waiting)
+            if sid not in self.audits:  # an audited sample's answers go with its audit
+                self.answers.pop(sid, None)
+
+    @staticmethod
+    def _oldest(d: dict[str, Any]) -> str:
+        sid = next(iter(d))
+        del d[sid]
+        return sid
 
     def join_waiting(self, version: str, sample_ids: list[str]) -> bool:
         """Labels read before these samples of ``version`` were folded in; True if one joined. The
-        labels stay: an audit copy of the sample may still be on its way (``add_audit``)."""
+        answers stay: an audit copy of the sample may still be on its way (``add_audit``)."""
         vm, joined = self.versions.get(version), False
-        if vm is None or not self.labels:
+        if vm is None or not self.answers:
             return False
         for sid in sample_ids:
-            label = self.labels.get(sid) if sid else None
-            if label is not None:
-                joined = vm.add_review_label(sid, label) or joined
+            if sid and sid in self.answers:
+                joined = vm.add_review_label(sid, standing(self.answers[sid])) or joined
         return joined
 
     def version(self, name: str) -> VersionMonitor:
@@ -99,7 +125,7 @@ class MonitorState:
             "versions": [v.state() for v in self.versions.values()],
             "covered": [[t, p, o] for (t, p), o in sorted(self.covered.items())],
             "rng": self.rng, "pending": self.pending, "requested_ms": self.requested_ms,
-            "audits": self.audits, "labels": self.labels,
+            "audits": self.audits, "answers": self.answers,
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -110,7 +136,7 @@ class MonitorState:
         saved = MonitorConfig(**doc["config"])
         state = cls(config, covered={(t, int(p)): int(o) for t, p, o in doc["covered"]}, rng=doc.get("rng"),
                     pending=list(doc.get("pending", [])), requested_ms=dict(doc.get("requested_ms", {})),
-                    audits=dict(doc.get("audits", {})), labels=dict(doc.get("labels", {})))
+                    audits=dict(doc.get("audits", {})), answers=_answers(doc))
         # A changed window or ERT applies from now on; detectors keep the thresholds they were built with
         # unless the ERT or k changed, in which case each version starts a new reference.
         rebuild = (saved.ert, saved.k, saved.reference) != (config.ert, config.k, config.reference)
@@ -122,9 +148,11 @@ class MonitorState:
         return state
 
 
-def _trim(d: dict[str, Any], size: int) -> None:
-    while len(d) > size:
-        del d[next(iter(d))]
+def _answers(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The checkpoint's answers; one from before them kept each waiting sample's first label."""
+    if "answers" in doc:
+        return {sid: dict(a) for sid, a in doc["answers"].items()}
+    return {sid: {"": label} for sid, label in doc.get("labels", {}).items()}
 
 
 def load(directory: Path, config: MonitorConfig) -> MonitorState:

@@ -101,6 +101,8 @@ class VersionMonitor:
         self.window, self.accepted = Ring(config.window), Ring(config.window)
         self.window_accepted = Ring(config.window)  # 1.0 where the window's sample was auto-accepted
         self.residuals = Ring(config.recent_labels)  # correct - confidence of labelled audit samples
+        self.residual_ids: list[str] = [""] * config.recent_labels  # aligned with ``residuals``' slots
+        self.residual_slot: dict[str, int] = {}  # sample id -> its slot in ``residuals``
         # aligned with ``window``'s slots: realized correctness (NaN: no label yet), id, predicted label
         self.known = Ring(config.window)
         self.ids: list[str] = [""] * config.window
@@ -173,22 +175,33 @@ class VersionMonitor:
         self.reference = {s: [] for s in SIGNALS}  # now held by the detectors
         self.reference_labels = []
 
-    def add_label(self, confidence: float, correct: bool, sample_id: str = "") -> None:
-        """A labelled audit sample of this version (its scored confidence, and whether it was right)."""
-        self.residuals.add(np.array([float(correct) - confidence]))
+    def add_label(self, confidence: float, correct: Optional[bool], sample_id: str = "") -> None:
+        """A labelled audit sample of this version (its scored confidence, and whether it was
+        right; None: its label was taken back). A sample labelled again replaces its residual."""
+        value = np.nan if correct is None else float(correct) - confidence
+        r = self.residual_slot.get(sample_id) if sample_id else None
+        if r is not None:
+            self.residuals.values[r] = value
+        elif correct is not None:
+            r = self.residuals.next
+            if self.residual_slot.get(self.residual_ids[r]) == r:
+                del self.residual_slot[self.residual_ids[r]]
+            self.residuals.add(np.array([value]))
+            self.residual_ids[r] = sample_id
+            if sample_id:
+                self.residual_slot[sample_id] = r
         j = self.slot.get(sample_id) if sample_id else None
-        if j is not None and np.isnan(self.known.values[j]):
-            self.known.values[j] = float(correct)
+        if j is not None:
+            self.known.values[j] = np.nan if correct is None else float(correct)
 
-    def add_review_label(self, sample_id: str, label: str) -> bool:
-        """A label of a sample in the window (a reviewed one, in queue order): its realized
-        correctness replaces its expected one. False when the sample is not in the window; the
-        first label counts."""
+    def add_review_label(self, sample_id: str, label: Optional[str]) -> bool:
+        """The standing label of a sample in the window (a reviewed one, in queue order; None:
+        taken back): its realized correctness replaces its expected one. False when the sample
+        is not in the window."""
         j = self.slot.get(sample_id)
         if j is None:
             return False
-        if np.isnan(self.known.values[j]):
-            self.known.values[j] = float(self.predicted[j] == label)
+        self.known.values[j] = np.nan if label is None else float(self.predicted[j] == label)
         return True
 
     def labelled(self) -> int:
@@ -220,6 +233,7 @@ class VersionMonitor:
     def state(self) -> dict[str, Any]:
         return {"version": self.version, "window": self.window.state(), "accepted": self.accepted.state(),
                 "window_accepted": self.window_accepted.state(), "residuals": self.residuals.state(),
+                "residual_ids": self.residual_ids,
                 "known": self.known.state(), "ids": self.ids, "predicted": self.predicted,
                 "seen": self.seen, "reference": self.reference,
                 "reference_labels": self.reference_labels,
@@ -236,6 +250,11 @@ class VersionMonitor:
             m.window_accepted.add(np.zeros(len(m.window.filled())))
         if "residuals" in state:
             m.residuals = Ring.from_state(state["residuals"], config.recent_labels)
+            ids = state.get("residual_ids")
+            if ids is not None and len(ids) == config.recent_labels == len(state["residuals"]["values"]):
+                m.residual_ids = list(ids)
+                m.residual_slot = {sid: r for r, sid in enumerate(m.residual_ids) if sid}
+            # else: a checkpoint from before the ids, or another size: its residuals are not relabelled
         if "ids" in state and len(state["ids"]) == config.window == len(m.window.values):
             m.known = Ring.from_state(state["known"], config.window)
             m.ids, m.predicted = list(state["ids"]), list(state["predicted"])
