@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,3 +180,22 @@ def test_a_monitor_checkpoint_from_before_the_answers_joins_its_waiting_labels(t
     old = checkpoint.load(tmp_path, config)
     assert old.add_audit("s2", "v1", 0.8, "b") == "v1"
     assert old.versions["v1"].residuals.filled().round(6).tolist() == [0.2]
+
+
+def test_the_monitor_keeps_a_bounded_number_of_answers() -> None:
+    """Reviewed samples' answers are kept so a later label can change them, but not forever."""
+    from triage.monitoring.checkpoint import MAX_AUDITS, MAX_LABELS, MonitorState
+    from triage.monitoring.state import MonitorConfig, Observations
+
+    n = MAX_LABELS + 1_000
+    state = MonitorState(MonitorConfig(window=n, reference=100))
+    obs = Observations()
+    for i in range(n):
+        obs.add(0.9, 0.5, None, "a", False, f"r{i}")
+    state.version("v1").observe(obs, np.random.default_rng(0))
+    assert all(state.add_label(f"r{i}", "a", "alice") == "v1" for i in range(n))  # each settles its sample
+    for i in range(MAX_AUDITS + 10):
+        state.add_audit(f"x{i}", "v1", 0.9, "a")
+        state.add_label(f"x{i}", "b", "bob")
+    assert len(state.answers) <= MAX_LABELS + MAX_AUDITS and len(state.audits) == MAX_AUDITS
+    assert state.add_label("r0", UNDO, "alice") == "v1"  # forgotten answers: its sample still takes a label

@@ -24,7 +24,9 @@ FORMAT = 1
 FILE = "checkpoint.json"
 KEEP_VERSIONS = 4  # versions whose state is kept: the ones updated most recently
 MAX_AUDITS = 20_000  # audited samples waiting for their label (oldest forgotten): days of a 1% slice
-MAX_LABELS = 2_000  # labels read before their sample left the reorder (most came after it left the window: never joined)
+# answered samples without an audit copy (reviewed ones, and labels read before their copy or their
+# sample) whose answers are kept, the oldest forgotten first: most of those have left the window
+MAX_LABELS = 2_000
 
 
 @dataclass
@@ -39,7 +41,7 @@ class MonitorState:
     # sample id -> annotator -> answer (``triage.contracts.label.answer``): kept for audited samples,
     # whose label may still change, and for labels read before their audit copy or sample
     answers: dict[str, dict[str, str]] = field(default_factory=dict)
-    waiting: dict[str, None] = field(default_factory=dict)  # answered, not joined: oldest first
+    waiting: dict[str, None] = field(default_factory=dict)  # answered samples without an audit copy, oldest first
 
     def __post_init__(self) -> None:
         self.waiting = {sid: None for sid in self.answers if sid not in self.audits}
@@ -68,10 +70,10 @@ class MonitorState:
         answer(self.answers.setdefault(sample_id, {}), label, annotator)
         if sample_id in self.audits:
             return self._join(sample_id)
+        self._wait(sample_id)  # a later label may change it, and its copy or sample may be on its way
         for vm in reversed(self.versions.values()):  # the newest first: a sample re-scored by a new version
             if vm.add_review_label(sample_id, standing(self.answers[sample_id])):
                 return vm.version
-        self._wait(sample_id)
         return None
 
     def _join(self, sample_id: str) -> Optional[str]:
@@ -84,7 +86,7 @@ class MonitorState:
         return str(version)
 
     def _wait(self, sample_id: str) -> None:
-        """Keep the answers of a sample not joined yet, the oldest forgotten beyond MAX_LABELS."""
+        """Keep the answers of a sample without an audit copy, the oldest forgotten beyond MAX_LABELS."""
         self.waiting.pop(sample_id, None)
         self.waiting[sample_id] = None
         while len(self.waiting) > MAX_LABELS:
