@@ -45,9 +45,9 @@ def answer(answers: dict[str, str], label: Optional[str], annotator: Optional[st
         answers[who] = label
 
 
-def standing(answers: Mapping[str, str]) -> Optional[str]:
+def standing(answers: dict[str, str]) -> Optional[str]:
     """The sample's label: the latest class answer (an edge case is an answer with no class)."""
-    return next((a for a in reversed(list(answers.values())) if a != EDGE_CASE), None)
+    return next((a for a in reversed(answers.values()) if a != EDGE_CASE), None)
 
 Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
 

@@ -135,7 +135,7 @@ class LiveRows:
             self._join(sample_id, audit, self._label(sample_id))
         else:
             self._unlabelled[sample_id] = None
-            self._trim(self._unlabelled, forget_audit=True)
+            self._trim(self._unlabelled, self._audits)
 
     def add_label(self, sample_id: str, label: Optional[str], annotator: Optional[str] = None) -> Optional[str]:
         """Feed a label: a class, ``EDGE_CASE``, or ``UNDO`` / ``None`` (the annotator withdraws
@@ -145,7 +145,7 @@ class LiveRows:
         if audit is None:
             self._early[sample_id] = None
             self._early.move_to_end(sample_id)
-            self._trim(self._early, forget_answers=True)
+            self._trim(self._early, self._answers)
             return None
         self._unlabelled.pop(sample_id, None)
         self._join(sample_id, audit, self._label(sample_id))
@@ -163,14 +163,11 @@ class LiveRows:
             rows.u[sample_id], rows.ts_ms[sample_id] = audit.u, audit.ts_ms
             rows.wrong[sample_id] = audit.predicted != label
 
-    def _trim(self, pending: OrderedDict, *, forget_audit: bool = False,  # type: ignore[type-arg]
-              forget_answers: bool = False) -> None:
+    def _trim(self, pending: OrderedDict, held: dict) -> None:  # type: ignore[type-arg]
+        """Forget the oldest ``pending`` ids beyond ``max_pending``, with what ``held`` keeps of them."""
         while len(pending) > self.max_pending:
             sample_id, _ = pending.popitem(last=False)
-            if forget_audit:
-                self._audits.pop(sample_id, None)
-            if forget_answers:
-                self._answers.pop(sample_id, None)
+            held.pop(sample_id, None)
             self.forgotten += 1
 
 
