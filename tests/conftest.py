@@ -53,7 +53,8 @@ BY_PATH = {
     "broker": {"integration/", "fuzz/", "reliability/test_security.py", "deploy/test_readiness.py"},
     "exporters": {"integration/test_compat_matrix.py", "unit/test_compat_adapter.py"},
     "deploytools": {"deploy/test_core_install.py"},
-    "process": {"bench/", "reliability/test_live_risk_registry.py",  # the latter runs mount
+    "process": {"bench/", "reliability/test_live_risk_registry.py",  # these two run mount
+                "reliability/test_s3_server.py",
                 "deploy/test_kustomize_kubectl.py", "unit/test_allocator.py"},  # page faults of fresh processes
     "load": {"reliability/test_process_faults.py", "reliability/test_broker_outage.py"},
     "slow": {"reliability/test_soak.py", "unit/test_risk_validity_seeds.py"},

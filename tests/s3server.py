@@ -62,26 +62,36 @@ class WeedS3:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not self._bucket_ready():
+        while not self._stores_objects():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = (self.dir / "weed.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"weed mini did not serve bucket {self.bucket} within {timeout:.0f}s:\n{tail}")
+                self.stop(grace_s=2)  # it holds on while it waits for a volume: nothing to keep
+                raise RuntimeError(self._why_not_ready(timeout))
             time.sleep(0.3)
         return self
 
-    def _bucket_ready(self) -> bool:
+    def _stores_objects(self) -> bool:
+        """The bucket takes a write: a served bucket with no writable volume answers every PUT
+        with InternalError, so answering HEAD is not enough."""
         import boto3
         from botocore.config import Config
 
         client = boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
             region_name="us-east-1", config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}))
+        probe = f"_probe/{uuid.uuid4().hex}"
         try:
-            client.head_bucket(Bucket=self.bucket)
+            client.put_object(Bucket=self.bucket, Key=probe, Body=b"probe")
+            client.delete_object(Bucket=self.bucket, Key=probe)
             return True
         except Exception:  # noqa: BLE001 - not up yet
             return False
+
+    def _why_not_ready(self, timeout: float) -> str:
+        free_mib = shutil.disk_usage(self.dir).free // 2**20
+        tail = (self.dir / "weed.log").read_text(errors="replace")[-2000:]
+        return (f"weed mini did not store an object in bucket {self.bucket} within {timeout:.0f}s; "
+                f"{free_mib} MiB are free under {self.dir} (SeaweedFS creates no volume when its "
+                f"file system is about 99% full: free some space):\n{tail}")
 
     @contextlib.contextmanager
     def running(self) -> Iterator["WeedS3"]:
@@ -99,11 +109,11 @@ class WeedS3:
                 else:
                     os.environ[k] = v
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 15) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(15)
+                self.process.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
