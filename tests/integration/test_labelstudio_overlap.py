@@ -14,6 +14,7 @@ from tests.helpers import TriageProcess, wait_until
 from tests.integration import test_labelstudio_bridge as base
 from tests.integration.test_labelstudio_bridge import Setup, _bridge_args, _choice, _project, _tasks
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, encode
+from triage.contracts.label import UNDO, answer
 from triage.settings import Settings
 
 setup, bridge_process = base.setup, base.bridge_process  # the fixtures of the bridge's own tests
@@ -107,7 +108,8 @@ def test_a_request_for_two_annotators_gets_two_labels_from_two_people_and_a_rela
     after = _next(label_studio, project, ann_token)
     assert after is None or after["id"] != pair
     assert _next(label_studio, project, bob_token)["id"] == pair
-    status, _ = label_studio.api("POST", f"/api/tasks/{pair}/annotations/", {"result": _choice("8")}, token=bob_token)
+    status, bobs = label_studio.api("POST", f"/api/tasks/{pair}/annotations/", {"result": _choice("8")},
+                                    token=bob_token)
     assert status == 201
     assert client.task(pair)["is_labeled"]
     labels = wait_until(lambda: (lambda ls: ls if len(ls) >= 2 else None)(_labels(s, 2)), "two labels",
@@ -137,6 +139,18 @@ def test_a_request_for_two_annotators_gets_two_labels_from_two_people_and_a_rela
     task = client.task(pair)
     assert task["overlap"] == 3 and task["is_labeled"]
     assert bridge.metric("triage_labelstudio_overlap_raised_total") == 2
+
+    # bob deletes his annotation: his answer is withdrawn, and only his (the bridge republished
+    # carol's label, and training still counted bob's "8")
+    status, _ = label_studio.api("DELETE", f"/api/annotations/{bobs['id']}/", token=bob_token)
+    assert status == 204, status
+    labels = wait_until(lambda: (lambda ls: ls if len(ls) >= 4 else None)(_labels(s, 4)), "the retraction",
+                        every_s=0.5, alive=bridge.dead)
+    assert [(l["label"], l["annotator"]) for l in labels[3:]] == [(UNDO, bob)]
+    answers: dict[str, str] = {}
+    for l in labels:
+        answer(answers, l["label"], l["annotator"])
+    assert answers == {ann: "3", carol: "3"}
     assert bridge.log().count("Traceback") == 0
 
 

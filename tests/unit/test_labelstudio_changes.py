@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import xml.etree.ElementTree as ET
-from typing import Callable
+from typing import Callable, Optional
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from triage.contracts.label import answer
 from triage.contracts import ReviewRequest, ScoreFields, TopClass, decode_label, encode_label
 from triage.lifecycle.labelstore import UNDO
 from tests.profiles import examples
@@ -23,8 +24,9 @@ def _task(task_id: int, sample: str, *anns: dict) -> dict:
     return {"id": task_id, "data": {"sample_id": sample, "features": [0.0, 1.0]}, "annotations": list(anns)}
 
 
-def _ann(ann_id: int, choice: str, *, cancelled: bool = False, who: str = "ann@example.com") -> dict:
-    return {"id": ann_id, "was_cancelled": cancelled, "completed_by": {"id": 3, "email": who},
+def _ann(ann_id: int, choice: str, *, cancelled: bool = False, who: Optional[str] = "ann@example.com") -> dict:
+    """An annotation as Label Studio lists it; ``who`` None: no annotator recorded."""
+    return {"id": ann_id, "was_cancelled": cancelled, "completed_by": {"id": 3, "email": who} if who else None,
             "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [choice]}}]}
 
 
@@ -54,6 +56,57 @@ def test_deleting_one_of_two_annotations_republishes_the_other() -> None:
         ledger.apply(e)
     out = ledger.observe(_task(1, "s1", _ann(11, "1")), CLASSES)
     assert _events(out) == [("s1", "1", 11)] and out[0].deleted == 10
+
+
+def _answers(published: list) -> dict[str, dict[str, str]]:
+    """Sample -> annotator -> answer, as training reads the published labels (one per annotator)."""
+    out: dict[str, dict[str, str]] = {}
+    for e in published:
+        answer(out.setdefault(e.sample_id, {}), e.label, e.annotator)
+    return {sid: a for sid, a in out.items() if a}
+
+
+def _applied(ledger: Ledger, published: list, changes: list) -> None:
+    for e in changes:
+        published.append(e)
+        ledger.apply(e)
+
+
+def test_deleting_one_persons_annotation_withdraws_their_answer_and_no_one_elses() -> None:
+    """It republished the other person's label, so training still counted the deleted answer."""
+    ledger, published = Ledger(), []
+    _applied(ledger, published, ledger.observe(_task(1, "s1", _ann(10, "7", who="a@x"), _ann(11, "1", who="b@x")),
+                                               CLASSES))
+    out = ledger.observe(_task(1, "s1", _ann(11, "1", who="b@x")), CLASSES)
+    assert [(e.label, e.annotator, e.deleted) for e in out] == [(UNDO, "a@x", 10)]
+    _applied(ledger, published, out)
+    assert _answers(published) == {"s1": {"b@x": "1"}}
+    # through the webhook the same
+    ledger, published = Ledger(), []
+    _applied(ledger, published, ledger.observe(_task(1, "s1", _ann(10, "7", who="a@x"), _ann(11, "1", who="b@x")),
+                                               CLASSES))
+    _applied(ledger, published, ledger.observe_deleted([11]))
+    assert _answers(published) == {"s1": {"a@x": "7"}}
+
+
+def test_a_deleted_anonymous_annotation_withdraws_all_then_the_others_stand_again() -> None:
+    """An undo with no annotator withdraws every answer: the remaining ones follow it."""
+    ledger, published = Ledger(), []
+    task = _task(1, "s1", _ann(10, "7", who=None), _ann(11, "1", who="b@x"))
+    _applied(ledger, published, ledger.observe(task, CLASSES))
+    _applied(ledger, published, ledger.observe(_task(1, "s1", _ann(11, "1", who="b@x")), CLASSES))
+    assert _answers(published) == {"s1": {"b@x": "1"}}
+    assert [(e.label, e.annotator, e.deleted) for e in published[2:]] == [(UNDO, None, 10), ("1", "b@x", 10)]
+    assert {a: e.label for a, e in ledger.live.items()} == {11: "1"}
+
+
+def test_a_persons_annotation_deleted_in_one_task_of_a_sample_falls_back_to_theirs_in_another() -> None:
+    ledger, published = Ledger(), []
+    _applied(ledger, published, ledger.observe(_task(1, "s1", _ann(10, "7", who="a@x")), CLASSES))
+    _applied(ledger, published, ledger.observe(_task(2, "s1", _ann(20, "1", who="a@x"), _ann(21, "0", who="b@x")),
+                                               CLASSES))
+    _applied(ledger, published, ledger.observe(_task(2, "s1", _ann(21, "0", who="b@x")), CLASSES))
+    assert _answers(published) == {"s1": {"a@x": "7", "b@x": "0"}}
 
 
 def test_skipped_tasks_and_bad_choices_are_not_labels() -> None:
@@ -129,7 +182,8 @@ def test_webhook_events_are_judged_from_their_own_payload() -> None:
     ledger.apply(second[0])
     assert ledger.observe_annotation(_task(1, "s1"), _ann(11, "1"), CLASSES) == []  # redelivered: nothing
     skipped = ledger.observe_annotation(_task(1, "s1"), _ann(11, "1", cancelled=True), CLASSES)
-    assert _events(skipped) == [("s1", "7", 10)] and skipped[0].deleted == 11  # back to the other label
+    # b's answer withdrawn, a's untouched (it republished a's label, and b's answer stood)
+    assert _events(skipped) == [("s1", UNDO, 11)] and skipped[0].deleted == 11 and skipped[0].annotator == "b@x"
     ledger.apply(skipped[0])
     gone = ledger.observe_deleted([10, 999])
     assert _events(gone) == [("s1", UNDO, 10)]
@@ -195,16 +249,26 @@ def test_tasks_reported_deleted_are_retracted_only_when_a_fetch_says_404() -> No
 
 
 @st.composite
-def _worlds(draw: st.DrawFn) -> list[tuple[dict[int, dict], list[int], bool]]:
+def _worlds(draw: st.DrawFn, people: tuple[Optional[str], ...] = ()) -> list[tuple[dict[int, dict], list[int], bool]]:
     """Rounds of (Label Studio's tasks, the order a listing returned them in, full or not): between
     rounds annotations are added, changed, skipped and deleted, tasks created and deleted; each
-    listing may miss tasks and list some twice, as offset pages do when rows move under them."""
+    listing may miss tasks and list some twice, as offset pages do when rows move under them.
+    With ``people``, each annotation is one of theirs, one per person per task (as Label Studio
+    serves a task); without, one person makes them all."""
     next_ann = [100]
     tasks: dict[int, dict] = {}
 
-    def annotation() -> dict:
+    def annotation(task: Optional[dict] = None) -> Optional[dict]:
+        who: Optional[str] = "ann@example.com"
+        if people:
+            taken = {(a["completed_by"] or {}).get("email") for a in (task or {}).get("annotations", [])}
+            free = [p for p in people if p not in taken]
+            if not free:
+                return None
+            who = draw(st.sampled_from(free))
         next_ann[0] += 1
-        return _ann(next_ann[0], draw(st.sampled_from(CLASSES)), cancelled=draw(st.booleans()) and draw(st.booleans()))
+        return _ann(next_ann[0], draw(st.sampled_from(CLASSES)), cancelled=draw(st.booleans()) and draw(st.booleans()),
+                    who=who)
 
     rounds = []
     for _ in range(draw(st.integers(1, 6))):
@@ -213,15 +277,20 @@ def _worlds(draw: st.DrawFn) -> list[tuple[dict[int, dict], list[int], bool]]:
             ids = sorted(tasks)
             if op == "new_task" or not ids:
                 tid = max(ids, default=0) + 1 + draw(st.integers(0, 2))
-                tasks[tid] = _task(tid, f"s{tid}", *[annotation() for _ in range(draw(st.integers(0, 2)))])
+                tasks[tid] = task = _task(tid, f"s{tid}")
+                for _ in range(draw(st.integers(0, 2))):
+                    new = annotation(task)
+                    task["annotations"] += [new] if new else []
                 continue
             task = tasks[draw(st.sampled_from(ids))]
             anns = task["annotations"]
-            if op == "annotate":
-                anns.append(annotation())
+            new = annotation(task) if op == "annotate" else None
+            if new:
+                anns.append(new)
             elif op == "change" and anns:
                 i = draw(st.integers(0, len(anns) - 1))
-                anns[i] = _ann(anns[i]["id"], draw(st.sampled_from(CLASSES)))
+                anns[i] = _ann(anns[i]["id"], draw(st.sampled_from(CLASSES)),
+                               who=(anns[i]["completed_by"] or {}).get("email"))
             elif op == "delete_ann" and anns:
                 anns.pop(draw(st.integers(0, len(anns) - 1)))
             elif op == "delete_task":
@@ -272,3 +341,24 @@ def test_listings_that_miss_or_repeat_tasks_never_retract_a_label_and_publish_ea
     again: list = []
     reconcile(ledger, list(tasks.values()), CLASSES, publish=again.extend, fetch=tasks.get)
     assert again == []
+
+
+@settings(max_examples=examples(200))
+@given(_worlds(people=("a@x", "b@x", None)))
+def test_after_a_full_listing_the_labels_published_read_as_each_persons_annotation_in_label_studio(
+        rounds: list) -> None:
+    """Training reads one answer per annotator: folded that way, everything the bridge published
+    (partial listings, gaps and repeats included) equals what Label Studio holds once a full
+    listing has run, whoever deleted, skipped or changed what."""
+    ledger, published = Ledger(), []
+    publish = _publishing(ledger, published)
+    for tasks, listed, full in rounds:
+        reconcile(ledger, [tasks[i] for i in listed], CLASSES, publish=publish,
+                  fetch=(lambda i: tasks.get(i)) if full else None)
+    tasks = rounds[-1][0]
+    reconcile(ledger, list(tasks.values()), CLASSES, publish=publish, fetch=tasks.get)
+    truth = {t["data"]["sample_id"]: {(a["completed_by"] or {}).get("email") or "":
+                                      a["result"][0]["value"]["choices"][0]
+                                      for a in t["annotations"] if not a["was_cancelled"]}
+             for t in tasks.values()}
+    assert _answers(published) == {sid: a for sid, a in truth.items() if a}

@@ -159,8 +159,8 @@ class Ledger:
                 ) -> list[Union[LabelEvent, Invalid]]:
         """What changed in ``task`` (its annotations, or ``annotations`` when given) since the
         ledger last saw it. Skipped (cancelled) annotations are not labels; an annotation that
-        disappeared (or became skipped) is retracted: the sample's latest remaining label is
-        published again, or ``UNDO`` when none remains. A state older than the one published is
+        disappeared (or became skipped) is retracted (``_retraction``): its annotator's answer
+        is withdrawn, or replaced by their other annotation of the sample. A state older than the one published is
         ignored (a late webhook). ``now``: the task as Label Studio holds it now (a listing or
         a fetch), where a retracted annotation that is there after all is published again; a
         webhook (``now=False``) may be late and never brings a deleted annotation back."""
@@ -200,18 +200,29 @@ class Ledger:
             if known.get(ann_id) is None or known[ann_id].label != current[ann_id]:
                 out.append(LabelEvent(sample_id, current[ann_id], ann_id, task_id, who[ann_id], features,
                                       updated_at=stamps.get(ann_id)))
-        elsewhere = {a: e for a, e in self.live.items() if e.sample_id == sample_id and e.task_id != task_id}
+        remaining = {a: e for a, e in self.live.items() if e.sample_id == sample_id and e.task_id != task_id}
+        remaining.update((a, Live(sample_id, task_id, current[a], who[a])) for a in current)
         for ann_id in sorted(a for a in known if a not in current):
-            if current:
-                last = max(current)
-                out.append(LabelEvent(sample_id, current[last], last, task_id, who[last], features, deleted=ann_id))
-            elif elsewhere:  # the sample's label from another task of it stands
-                last = max(elsewhere)
-                e = elsewhere[last]
-                out.append(LabelEvent(sample_id, e.label, last, e.task_id, e.annotator, features, deleted=ann_id))
-            else:
-                out.append(LabelEvent(sample_id, UNDO, ann_id, task_id, deleted=ann_id))
+            out.extend(_retraction(ann_id, known[ann_id], remaining, features))
         return out
+
+
+def _retraction(ann_id: int, gone: Live, remaining: Mapping[int, Live],
+                features: Optional[list[float]]) -> list[LabelEvent]:
+    """The events that retract annotation ``ann_id`` (``gone``) as training reads labels, one
+    answer per annotator: the annotator's other annotation of the sample stands in for it, or
+    their answer is withdrawn; other people's answers stand. An undo with no annotator withdraws
+    every answer, so after an anonymous one the sample's remaining annotations follow it again."""
+    def event(a: int, e: Live) -> LabelEvent:
+        return LabelEvent(e.sample_id, e.label, a, e.task_id, e.annotator, features, deleted=ann_id)
+
+    theirs = [a for a, e in remaining.items() if e.annotator == gone.annotator]
+    if theirs:
+        return [event(max(theirs), remaining[max(theirs)])]
+    undo = LabelEvent(gone.sample_id, UNDO, ann_id, gone.task_id, gone.annotator, deleted=ann_id)
+    if gone.annotator is not None:
+        return [undo]
+    return [undo, *(event(a, remaining[a]) for a in sorted(remaining))]
 
 
 Change = Union[LabelEvent, Invalid]
