@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import msgspec
 
 from consumers.loop import GuardedLoop
-from triage.lifecycle.labelstore import MARKERS
+from triage.lifecycle.labelstore import MARKERS, UNDO
 from triage.metrics import LoopMetrics
 from triage.records import OutRecord, RecordBatch
 from triage.settings import Settings
@@ -34,8 +34,13 @@ class _Asks(msgspec.Struct):
     labelled_by: list[str] = []
 
 
+class _Deletion(msgspec.Struct):
+    deleted: Optional[int] = None
+
+
 class _Answer(msgspec.Struct):
     label: str = ""
+    origin: Optional[_Deletion] = None
 
 
 _asks = msgspec.json.Decoder(_Asks)
@@ -52,12 +57,20 @@ def labels_asked(value: Optional[bytes]) -> int:
 
 
 def labels_answered(value: Optional[bytes]) -> int:
-    """1 for a label; 0 for the retrain job's markers (a relabel or tiebreak asked, not an
-    answer: counted as one, they would cancel the request they come with)."""
+    """1 for a label; -1 for an undo (the console shows the sample again, and Label Studio's task
+    wants the deleted annotation again); 0 for the retrain job's markers (a relabel or tiebreak
+    asked, not an answer: counted as one, they would cancel the request they come with) and for
+    a label the Label Studio bridge republishes when it reports a deletion (an answer that
+    already stood)."""
     try:
-        return 0 if _answer.decode(value or b"").label in MARKERS else 1
+        answer = _answer.decode(value or b"")
     except (msgspec.DecodeError, msgspec.ValidationError):
         return 1
+    if answer.label == UNDO:
+        return -1
+    if answer.label in MARKERS or (answer.origin is not None and answer.origin.deleted is not None):
+        return 0
+    return 1
 
 
 class BacklogWatcher:

@@ -163,7 +163,32 @@ def test_the_backlog_does_not_take_the_retrain_jobs_markers_for_answers() -> Non
     from triage.lifecycle.labelstore import RELABEL_MARK, TIEBREAK_MARK, UNDO
 
     assert labels_answered(encode_label("s", "cat", annotator="alice")) == 1
-    assert labels_answered(encode_label("s", UNDO, annotator="alice")) == 1  # counted as before
+    assert labels_answered(encode_label("s", UNDO, annotator="alice")) == -1  # the answer is withdrawn
     assert labels_answered(encode_label("s", RELABEL_MARK, annotator="triage-retrain")) == 0
     assert labels_answered(encode_label("s", TIEBREAK_MARK, annotator="triage-retrain")) == 0
     assert labels_answered(b"junk") == 1 and labels_answered(None) == 1
+
+
+def test_an_undone_or_deleted_answer_is_owed_again_in_the_backlog() -> None:
+    """It counted an undo, and the label the Label Studio bridge republishes on a deletion, as
+    answers: each one hid an open request from the budget controller."""
+    from consumers.backlog import labels_answered, labels_asked
+    from triage.contracts import LabelOrigin, encode_label
+    from triage.lifecycle.labelstore import UNDO
+
+    def backlog(requests: int, labels: list[bytes]) -> int:
+        asked = sum(labels_asked(b'{"annotators": 1}') for _ in range(requests))
+        return max(asked - sum(labels_answered(v) for v in labels), 0)
+
+    # the console: a label, its undo (the sample is shown again), the label again; one more request open
+    console = [encode_label("s1", "cat", annotator="ann"), encode_label("s1", UNDO, annotator="ann"),
+               encode_label("s1", "dog", annotator="ann")]
+    assert backlog(2, console) == 1
+    # Label Studio: three labels asked (s2 by two people) and given, then one of s2's deleted (an
+    # anonymous one: an undo, then the label that remains republished), so s2's task is open again
+    def ls(sample: str, label: str, ann: int, deleted: int | None = None) -> bytes:
+        return encode_label(sample, label, origin=LabelOrigin("label-studio", ann, ann, deleted))
+
+    studio = [ls("s1", "cat", 1), ls("s2", "dog", 2), ls("s2", "cow", 3),
+              ls("s2", UNDO, 2, deleted=2), ls("s2", "cow", 3, deleted=2)]
+    assert backlog(3, studio) == 1
