@@ -55,7 +55,8 @@ def test_deleting_one_of_two_annotations_republishes_the_other() -> None:
     for e in ledger.observe(_task(1, "s1", _ann(10, "7"), _ann(11, "1")), CLASSES):
         ledger.apply(e)
     out = ledger.observe(_task(1, "s1", _ann(11, "1")), CLASSES)
-    assert _events(out) == [("s1", "1", 11)] and out[0].deleted == 10
+    # one person's two annotations: their answer is withdrawn, and the one that stands published again
+    assert _events(out) == [("s1", UNDO, 10), ("s1", "1", 11)] and {e.deleted for e in out} == {10}
 
 
 def _answers(published: list) -> dict[str, dict[str, str]]:
@@ -109,6 +110,44 @@ def test_a_persons_annotation_deleted_in_one_task_of_a_sample_falls_back_to_thei
     assert _answers(published) == {"s1": {"a@x": "7", "b@x": "0"}}
 
 
+def test_one_webhook_that_deletes_several_annotations_lets_none_stand_in_for_another() -> None:
+    """Label Studio's bulk delete is one webhook: each retraction counted the others as standing."""
+    for tasks, batch in (([_task(1, "s", _ann(10, "7", who=None), _ann(11, "1", who="b@x"))], [11, 10]),
+                         ([_task(1, "s", _ann(10, "7", who="a@x")), _task(2, "s", _ann(20, "1", who="a@x"))], [10, 20])):
+        ledger, published = Ledger(), []
+        for task in tasks:
+            _applied(ledger, published, ledger.observe(task, CLASSES))
+        _applied(ledger, published, ledger.observe_deleted(batch))
+        assert _answers(published) == {} and ledger.live == {}, batch
+
+
+def test_a_crash_between_a_retractions_undo_and_its_republish_is_repaired_by_the_next_listing() -> None:
+    """An anonymous annotation's retraction is an undo of every answer, then the others again: a
+    restart after the undo alone must not lose bob's answer for good."""
+    ledger, published = Ledger(), []
+    _applied(ledger, published, ledger.observe(_task(1, "s", _ann(10, "7", who=None), _ann(11, "1", who="b@x")),
+                                               CLASSES))
+    retraction = ledger.observe(_task(1, "s", _ann(11, "1", who="b@x")), CLASSES)
+    assert [e.label for e in retraction] == [UNDO, "1"]
+    published.append(retraction[0])  # acked; the bridge dies before the second
+    restarted = Ledger()
+    for e in published:
+        restarted.replay(decode_label(encode_label(e.sample_id, e.label, annotator=e.annotator, origin=e.origin),
+                                      10_000))
+    assert _answers(published) == {}
+    _applied(restarted, published, restarted.observe(_task(1, "s", _ann(11, "1", who="b@x")), CLASSES))
+    assert _answers(published) == {"s": {"b@x": "1"}}
+
+
+def test_a_late_skip_does_not_withdraw_a_newer_label() -> None:
+    ledger, published = Ledger(), []
+    _applied(ledger, published, ledger.observe_annotation(
+        _task(1, "s"), dict(_ann(10, "7", who="a@x"), updated_at="2026-11-25T10:00:02Z"), CLASSES))
+    late = dict(_ann(10, "7", who="a@x", cancelled=True), updated_at="2026-11-25T10:00:01Z")
+    assert ledger.observe_annotation(_task(1, "s"), late, CLASSES) == []
+    assert _answers(published) == {"s": {"a@x": "7"}}
+
+
 def test_skipped_tasks_and_bad_choices_are_not_labels() -> None:
     ledger = Ledger()
     assert ledger.observe(_task(1, "s1", _ann(10, "7", cancelled=True)), CLASSES) == []
@@ -149,7 +188,7 @@ def test_late_webhooks_and_duplicate_tasks_do_not_flip_labels() -> None:
     for e in ledger.observe(_task(2, "s1", _ann(20, "0")), CLASSES):
         ledger.apply(e)
     back = ledger.observe(_task(2, "s1"), CLASSES)
-    assert _events(back) == [("s1", "1", 10)] and back[0].deleted == 20
+    assert _events(back) == [("s1", UNDO, 20), ("s1", "1", 10)] and {e.deleted for e in back} == {20}
 
 
 def test_review_becomes_a_task_with_the_models_guess() -> None:
@@ -253,15 +292,19 @@ def _worlds(draw: st.DrawFn, people: tuple[Optional[str], ...] = ()) -> list[tup
     """Rounds of (Label Studio's tasks, the order a listing returned them in, full or not): between
     rounds annotations are added, changed, skipped and deleted, tasks created and deleted; each
     listing may miss tasks and list some twice, as offset pages do when rows move under them.
-    With ``people``, each annotation is one of theirs, one per person per task (as Label Studio
-    serves a task); without, one person makes them all."""
+    With ``people``, each annotation is one of theirs, one per person per sample (Label Studio
+    serves a task once to each person), and a new task may be a second task of an existing
+    sample (a duplicate import); without, one person makes them all, one task per sample."""
     next_ann = [100]
     tasks: dict[int, dict] = {}
 
     def annotation(task: Optional[dict] = None) -> Optional[dict]:
         who: Optional[str] = "ann@example.com"
         if people:
-            taken = {(a["completed_by"] or {}).get("email") for a in (task or {}).get("annotations", [])}
+            sample = (task or {}).get("data", {}).get("sample_id")
+            taken = {(a["completed_by"] or {}).get("email") for t in tasks.values() if t["data"]["sample_id"] == sample
+                     for a in t["annotations"]} | {(a["completed_by"] or {}).get("email")
+                                                    for a in (task or {}).get("annotations", [])}
             free = [p for p in people if p not in taken]
             if not free:
                 return None
@@ -277,7 +320,9 @@ def _worlds(draw: st.DrawFn, people: tuple[Optional[str], ...] = ()) -> list[tup
             ids = sorted(tasks)
             if op == "new_task" or not ids:
                 tid = max(ids, default=0) + 1 + draw(st.integers(0, 2))
-                tasks[tid] = task = _task(tid, f"s{tid}")
+                shared = people and ids and draw(st.booleans())
+                sample = tasks[draw(st.sampled_from(ids))]["data"]["sample_id"] if shared else f"s{tid}"
+                tasks[tid] = task = _task(tid, sample)
                 for _ in range(draw(st.integers(0, 2))):
                     new = annotation(task)
                     task["annotations"] += [new] if new else []
@@ -343,22 +388,46 @@ def test_listings_that_miss_or_repeat_tasks_never_retract_a_label_and_publish_ea
     assert again == []
 
 
+class _Crash(Exception):
+    pass
+
+
 @settings(max_examples=examples(200))
-@given(_worlds(people=("a@x", "b@x", None)))
+@given(_worlds(people=("a@x", "b@x", None)), st.lists(st.integers(0, 6), max_size=6))
 def test_after_a_full_listing_the_labels_published_read_as_each_persons_annotation_in_label_studio(
-        rounds: list) -> None:
+        rounds: list, crashes: list[int]) -> None:
     """Training reads one answer per annotator: folded that way, everything the bridge published
-    (partial listings, gaps and repeats included) equals what Label Studio holds once a full
-    listing has run, whoever deleted, skipped or changed what."""
+    (partial listings, gaps and repeats, and crashes that cut a retraction's events short, after
+    which the bridge rebuilds its ledger from the topic) equals what Label Studio holds once a
+    full listing has run, whoever deleted, skipped or changed what."""
     ledger, published = Ledger(), []
-    publish = _publishing(ledger, published)
-    for tasks, listed, full in rounds:
-        reconcile(ledger, [tasks[i] for i in listed], CLASSES, publish=publish,
-                  fetch=(lambda i: tasks.get(i)) if full else None)
+    for n, (tasks, listed, full) in enumerate(rounds):
+        crash_after = crashes[n] if n < len(crashes) else None
+        sent: list = []
+
+        def publish(changes: list) -> None:
+            for e in changes:
+                if isinstance(e, LabelEvent):
+                    if len(sent) == crash_after:
+                        raise _Crash
+                    sent.append(e)
+                    ledger.apply(e)
+
+        try:
+            reconcile(ledger, [tasks[i] for i in listed], CLASSES, publish=publish,
+                      fetch=(lambda i: tasks.get(i)) if full else None)
+        except _Crash:  # a restart: the ledger is what the topic holds
+            ledger = Ledger()
+            for e in published + sent:
+                ledger.replay(decode_label(encode_label(e.sample_id, e.label, annotator=e.annotator,
+                                                        origin=e.origin), 10_000))
+        published += sent
     tasks = rounds[-1][0]
-    reconcile(ledger, list(tasks.values()), CLASSES, publish=publish, fetch=tasks.get)
-    truth = {t["data"]["sample_id"]: {(a["completed_by"] or {}).get("email") or "":
-                                      a["result"][0]["value"]["choices"][0]
-                                      for a in t["annotations"] if not a["was_cancelled"]}
-             for t in tasks.values()}
-    assert _answers(published) == {sid: a for sid, a in truth.items() if a}
+    reconcile(ledger, list(tasks.values()), CLASSES, publish=_publishing(ledger, published), fetch=tasks.get)
+    truth: dict[str, dict[str, str]] = {}
+    for t in tasks.values():
+        for a in t["annotations"]:
+            if not a["was_cancelled"]:
+                who = (a["completed_by"] or {}).get("email") or ""
+                truth.setdefault(t["data"]["sample_id"], {})[who] = a["result"][0]["value"]["choices"][0]
+    assert _answers(published) == truth

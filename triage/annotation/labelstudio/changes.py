@@ -91,6 +91,7 @@ class Ledger:
     live: dict[int, Live] = field(default_factory=dict)
     deleted: set[int] = field(default_factory=set)  # Label Studio never reuses an annotation id
     seen_at: dict[int, str] = field(default_factory=dict)  # updated_at of the state last published
+    _by_sample: dict[str, set[int]] = field(default_factory=dict)  # sample id -> its ids in ``live``
 
     def labelled_samples(self) -> set[str]:
         return {entry.sample_id for entry in self.live.values()}
@@ -101,13 +102,30 @@ class Ledger:
 
     def apply(self, event: LabelEvent) -> None:
         if event.deleted is not None:
-            self.live.pop(event.deleted, None)
+            self._drop(event.deleted)
             self.deleted.add(event.deleted)
         if event.updated_at:
             self.seen_at[event.annotation_id] = event.updated_at
-        if event.label != UNDO:
+        if event.label == UNDO:
+            # what the undo withdraws from training leaves the ledger too (not deleted, only no
+            # longer published): an annotation of it that stands is published again, by the
+            # events that follow it or, if they were lost to a crash, by the next listing
+            for ann_id in [a for a in self._by_sample.get(event.sample_id, ())
+                           if event.annotator is None or self.live[a].annotator == event.annotator]:
+                self._drop(ann_id)
+        else:
             self.deleted.discard(event.annotation_id)  # published again: it is live (it reappeared)
+            self._drop(event.annotation_id)
             self.live[event.annotation_id] = Live(event.sample_id, event.task_id, event.label, event.annotator)
+            self._by_sample.setdefault(event.sample_id, set()).add(event.annotation_id)
+
+    def _drop(self, ann_id: int) -> None:
+        gone = self.live.pop(ann_id, None)
+        if gone is not None:
+            same = self._by_sample[gone.sample_id]
+            same.discard(ann_id)
+            if not same:
+                del self._by_sample[gone.sample_id]
 
     def unlisted(self, listed: Iterable[int]) -> dict[int, str]:
         """Task id -> sample id of every task with a live annotation that is not in ``listed``."""
@@ -141,29 +159,31 @@ class Ledger:
         return self.observe(task, classes, others + [annotation], users, now=False)
 
     def observe_deleted(self, annotation_ids: Sequence[int]) -> list[Union[LabelEvent, Invalid]]:
-        """Annotations a webhook reports deleted: retract each one the ledger holds."""
+        """Annotations a webhook reports deleted (one webhook may carry several, a bulk delete):
+        retract each one the ledger holds; none of them stands in for another."""
         out: list[Union[LabelEvent, Invalid]] = []
-        for ann_id in annotation_ids:
-            gone = self.live.get(ann_id)
-            if gone is None:
-                continue
-            others = [e.as_annotation(a) for a, e in self.live.items() if e.task_id == gone.task_id and a != ann_id]
+        batch = frozenset(a for a in annotation_ids if a in self.live)
+        classes = [e.label for e in self.live.values()]
+        for ann_id in dict.fromkeys(a for a in annotation_ids if a in batch):
+            gone = self.live[ann_id]
+            others = [e.as_annotation(a) for a, e in self.live.items() if e.task_id == gone.task_id and a not in batch]
             task = {"id": gone.task_id, "data": {"sample_id": gone.sample_id}}
-            out.extend(e for e in self.observe(task, [e.label for e in self.live.values()], others)
+            out.extend(e for e in self.observe(task, classes, others, without=batch)
                        if isinstance(e, LabelEvent) and e.deleted == ann_id)
         return out
 
     def observe(self, task: Mapping[str, Any], classes: Sequence[str],
                 annotations: Optional[Sequence[Mapping[str, Any]]] = None,
-                users: Optional[Mapping[int, str]] = None, *, now: bool = True
-                ) -> list[Union[LabelEvent, Invalid]]:
+                users: Optional[Mapping[int, str]] = None, *, now: bool = True,
+                without: frozenset[int] = frozenset()) -> list[Union[LabelEvent, Invalid]]:
         """What changed in ``task`` (its annotations, or ``annotations`` when given) since the
         ledger last saw it. Skipped (cancelled) annotations are not labels; an annotation that
         disappeared (or became skipped) is retracted (``_retraction``): its annotator's answer
         is withdrawn, or replaced by their other annotation of the sample. A state older than the one published is
         ignored (a late webhook). ``now``: the task as Label Studio holds it now (a listing or
         a fetch), where a retracted annotation that is there after all is published again; a
-        webhook (``now=False``) may be late and never brings a deleted annotation back."""
+        webhook (``now=False``) may be late and never brings a deleted annotation back.
+        ``without``: annotations of the sample deleted too, so none of them stands in."""
         data = task.get("data") or {}
         sample_id = data.get("sample_id")
         task_id = int(task.get("id") or 0)
@@ -177,13 +197,15 @@ class Ledger:
         stamps: dict[int, str] = {}
         for ann in anns:
             ann_id = int(ann.get("id") or 0)
-            if ann.get("was_cancelled") or (ann_id in self.deleted and not now):
+            if ann_id in self.deleted and not now:
                 continue
             updated = ann.get("updated_at")
             if isinstance(updated, str) and updated < self.seen_at.get(ann_id, ""):
                 if ann_id in self.live:
                     current[ann_id], who[ann_id] = self.live[ann_id].label, self.live[ann_id].annotator
-                continue  # an older state than the one already published
+                continue  # an older state than the one already published (a late skip too)
+            if ann.get("was_cancelled"):
+                continue
             choice = _choice(ann)
             if choice is None:
                 continue  # an empty draft: nothing chosen yet
@@ -200,29 +222,30 @@ class Ledger:
             if known.get(ann_id) is None or known[ann_id].label != current[ann_id]:
                 out.append(LabelEvent(sample_id, current[ann_id], ann_id, task_id, who[ann_id], features,
                                       updated_at=stamps.get(ann_id)))
-        remaining = {a: e for a, e in self.live.items() if e.sample_id == sample_id and e.task_id != task_id}
+        remaining = self._elsewhere(sample_id, task_id, without)
         remaining.update((a, Live(sample_id, task_id, current[a], who[a])) for a in current)
         for ann_id in sorted(a for a in known if a not in current):
-            out.extend(_retraction(ann_id, known[ann_id], remaining, features))
+            gone = known[ann_id]  # of another sample only if the task's sample id changed
+            rest = remaining if gone.sample_id == sample_id else self._elsewhere(gone.sample_id, task_id, without)
+            out.extend(_retraction(ann_id, gone, rest, features))
         return out
+
+    def _elsewhere(self, sample_id: str, task_id: int, without: frozenset[int]) -> dict[int, Live]:
+        """The live annotations of ``sample_id`` in its other tasks."""
+        return {a: self.live[a] for a in self._by_sample.get(sample_id, ())
+                if self.live[a].task_id != task_id and a not in without}
 
 
 def _retraction(ann_id: int, gone: Live, remaining: Mapping[int, Live],
                 features: Optional[list[float]]) -> list[LabelEvent]:
     """The events that retract annotation ``ann_id`` (``gone``) as training reads labels, one
-    answer per annotator: the annotator's other annotation of the sample stands in for it, or
-    their answer is withdrawn; other people's answers stand. An undo with no annotator withdraws
-    every answer, so after an anonymous one the sample's remaining annotations follow it again."""
-    def event(a: int, e: Live) -> LabelEvent:
-        return LabelEvent(e.sample_id, e.label, a, e.task_id, e.annotator, features, deleted=ann_id)
-
-    theirs = [a for a, e in remaining.items() if e.annotator == gone.annotator]
-    if theirs:
-        return [event(max(theirs), remaining[max(theirs)])]
+    answer per annotator: an undo of its annotator's answer, other people's answers untouched,
+    then their other annotations of the sample, which stand, published again. An undo with no
+    annotator withdraws every answer, so after an anonymous one every remaining annotation is."""
     undo = LabelEvent(gone.sample_id, UNDO, ann_id, gone.task_id, gone.annotator, deleted=ann_id)
-    if gone.annotator is not None:
-        return [undo]
-    return [undo, *(event(a, remaining[a]) for a in sorted(remaining))]
+    again = sorted(a for a, e in remaining.items() if gone.annotator is None or e.annotator == gone.annotator)
+    return [undo, *(LabelEvent(gone.sample_id, remaining[a].label, a, remaining[a].task_id, remaining[a].annotator,
+                               features, deleted=ann_id) for a in again)]
 
 
 Change = Union[LabelEvent, Invalid]
