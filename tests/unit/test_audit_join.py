@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,7 +185,7 @@ def test_a_monitor_checkpoint_from_before_the_answers_joins_its_waiting_labels(t
 
 def test_the_monitor_keeps_a_bounded_number_of_answers() -> None:
     """Reviewed samples' answers are kept so a later label can change them, but not forever."""
-    from triage.monitoring.checkpoint import MAX_AUDITS, MAX_LABELS, MonitorState
+    from triage.monitoring.checkpoint import MAX_ANSWERED, MAX_AUDITS, MAX_LABELS, MonitorState
     from triage.monitoring.state import MonitorConfig, Observations
 
     n = MAX_LABELS + 1_000
@@ -197,5 +198,40 @@ def test_the_monitor_keeps_a_bounded_number_of_answers() -> None:
     for i in range(MAX_AUDITS + 10):
         state.add_audit(f"x{i}", "v1", 0.9, "a")
         state.add_label(f"x{i}", "b", "bob")
-    assert len(state.answers) <= MAX_LABELS + MAX_AUDITS and len(state.audits) == MAX_AUDITS
+    for i in range(MAX_AUDITS + 10):
+        state.add_audit(f"y{i}", "v1", 0.9, "a")
+    assert len(state.answers) <= MAX_ANSWERED + 2 * MAX_LABELS
+    assert len(state.audits) == MAX_AUDITS + MAX_ANSWERED
     assert state.add_label("r0", UNDO, "alice") == "v1"  # forgotten answers: its sample still takes a label
+
+
+def test_labels_of_one_kind_never_push_out_what_the_monitor_keeps_for_another(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """The join kept reviewed samples' answers and labelled audits in the queues meant for labels
+    waiting for their audit copy and for audits waiting for their label: a burst of the first
+    made the monitor forget the second, which the join before it did not."""
+    from triage.monitoring import checkpoint
+    from triage.monitoring.checkpoint import MonitorState
+    from triage.monitoring.state import MonitorConfig, Observations
+
+    monkeypatch.setattr(checkpoint, "MAX_LABELS", 100)
+    monkeypatch.setattr(checkpoint, "MAX_AUDITS", 100)
+    monkeypatch.setattr(checkpoint, "MAX_ANSWERED", 100)
+    state = MonitorState(MonitorConfig(window=500, reference=10))
+    obs = Observations()
+    for i in range(200):
+        obs.add(0.9, 0.5, None, "cat", False, f"r{i}")
+    state.version("v1").observe(obs, np.random.default_rng(0))
+    state.add_label("early", "dog")  # its audit copy is still on its way
+    state.add_audit("slow", "v1", 0.9, "cat")  # its label takes a while
+    for i in range(200):  # reviewed samples' labels settle the window
+        assert state.add_label(f"r{i}", "cat") == "v1"
+    for i in range(150):  # audits labelled at once
+        state.add_audit(f"a{i}", "v1", 0.9, "cat")
+        state.add_label(f"a{i}", "cat")
+    assert state.add_audit("early", "v1", 0.9, "cat") == "v1"
+    assert state.add_label("slow", "dog") == "v1"
+    # and a checkpoint keeps each queue's order
+    loaded = MonitorState.from_json(state.to_json(), state.config)
+    assert (list(loaded.answered), list(loaded.waiting), list(loaded.settled), list(loaded.unanswered)) == \
+        (list(state.answered), list(state.waiting), list(state.settled), list(state.unanswered))

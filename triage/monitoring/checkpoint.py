@@ -23,9 +23,13 @@ from triage.monitoring.state import MonitorConfig, VersionMonitor
 FORMAT = 1
 FILE = "checkpoint.json"
 KEEP_VERSIONS = 4  # versions whose state is kept: the ones updated most recently
-MAX_AUDITS = 20_000  # audited samples waiting for their label (oldest forgotten): days of a 1% slice
-# answered samples without an audit copy (reviewed ones, and labels read before their copy or their
-# sample) whose answers are kept, the oldest forgotten first: most of those have left the window
+MAX_AUDITS = 20_000  # audited samples waiting for their first label (oldest forgotten): days of a 1% slice
+# audited samples already labelled, kept while a later label (a correction, an undo) may still
+# change them: the least recently labelled forgotten first; they never push out an unlabelled one
+MAX_ANSWERED = 20_000
+# answered samples without an audit copy, each kind bounded apart so one never pushes out the
+# other: those whose copy or sample is not read yet (``waiting``), and reviewed ones settled in
+# a window (``settled``), kept while a later label may change them; least recently labelled first
 MAX_LABELS = 2_000
 
 
@@ -41,10 +45,11 @@ class MonitorState:
     # sample id -> annotator -> answer (``triage.contracts.label.answer``): kept for audited samples,
     # whose label may still change, and for labels read before their audit copy or sample
     answers: dict[str, dict[str, str]] = field(default_factory=dict)
-    waiting: dict[str, None] = field(default_factory=dict)  # answered samples without an audit copy, oldest first
-
-    def __post_init__(self) -> None:
-        self.waiting = {sid: None for sid in self.answers if sid not in self.audits}
+    # the three bounded queues of answered samples (keys in order, the least recently labelled first)
+    answered: dict[str, None] = field(default_factory=dict)  # audited
+    waiting: dict[str, None] = field(default_factory=dict)  # no audit copy, not in a window
+    settled: dict[str, None] = field(default_factory=dict)  # no audit copy, settled in a window
+    unanswered: dict[str, None] = field(default_factory=dict)  # audited, no label yet (oldest first)
 
     def add_audit(self, sample_id: str, version: str, confidence: float, predicted: str) -> Optional[str]:
         """An audit copy (a redelivered one changes nothing); returns the version it corrected,
@@ -52,14 +57,17 @@ class MonitorState:
         if sample_id in self.audits:
             return None
         self.audits[sample_id] = [version, confidence, predicted]
-        while len(self.audits) > MAX_AUDITS:  # the oldest audit goes, with its answers
-            self.answers.pop(self._oldest(self.audits), None)
         if sample_id not in self.answers:
+            self.unanswered[sample_id] = None
+            while len(self.unanswered) > MAX_AUDITS:  # the oldest goes
+                del self.audits[self._oldest(self.unanswered)]
             return None
         self.waiting.pop(sample_id, None)
+        self.settled.pop(sample_id, None)
+        self._keep(self.answered, sample_id, MAX_ANSWERED)
         joined = self._join(sample_id)
         if joined is not None and sample_id not in self.versions[joined].slot:
-            self._wait(sample_id)  # its prediction is folded after it: ``join_waiting``
+            self._keep(self.waiting, sample_id, MAX_LABELS)  # its prediction is folded after it: ``join_waiting``
         return joined
 
     def add_label(self, sample_id: str, label: str, annotator: Optional[str] = None) -> Optional[str]:
@@ -69,12 +77,35 @@ class MonitorState:
         or the sample is still on its way."""
         answer(self.answers.setdefault(sample_id, {}), label, annotator)
         if sample_id in self.audits:
+            self.unanswered.pop(sample_id, None)
+            self._keep(self.answered, sample_id, MAX_ANSWERED)
             return self._join(sample_id)
-        self._wait(sample_id)  # a later label may change it, and its copy or sample may be on its way
         for vm in reversed(self.versions.values()):  # the newest first: a sample re-scored by a new version
             if vm.add_review_label(sample_id, standing(self.answers[sample_id])):
+                self.waiting.pop(sample_id, None)
+                self._keep(self.settled, sample_id, MAX_LABELS)  # a later label may change it
                 return vm.version
+        self.settled.pop(sample_id, None)
+        self._keep(self.waiting, sample_id, MAX_LABELS)  # its copy or sample may be on its way
         return None
+
+    def _keep(self, queue: dict[str, None], sample_id: str, bound: int) -> None:
+        """``sample_id`` to the newest end of ``queue``; beyond ``bound`` the oldest is forgotten
+        (an audited one with its audit)."""
+        queue.pop(sample_id, None)
+        queue[sample_id] = None
+        while len(queue) > bound:
+            sid = self._oldest(queue)
+            if queue is self.answered:
+                self.audits.pop(sid, None)
+            if sid not in self.audits:
+                self.answers.pop(sid, None)
+
+    @staticmethod
+    def _oldest(d: dict[str, Any]) -> str:
+        sid = next(iter(d))
+        del d[sid]
+        return sid
 
     def _join(self, sample_id: str) -> Optional[str]:
         version, confidence, predicted = self.audits[sample_id]
@@ -85,21 +116,6 @@ class MonitorState:
         vm.add_label(confidence, None if label is None else predicted == label, sample_id)
         return str(version)
 
-    def _wait(self, sample_id: str) -> None:
-        """Keep the answers of a sample without an audit copy, the oldest forgotten beyond MAX_LABELS."""
-        self.waiting.pop(sample_id, None)
-        self.waiting[sample_id] = None
-        while len(self.waiting) > MAX_LABELS:
-            sid = self._oldest(self.waiting)
-            if sid not in self.audits:  # an audited sample's answers go with its audit
-                self.answers.pop(sid, None)
-
-    @staticmethod
-    def _oldest(d: dict[str, Any]) -> str:
-        sid = next(iter(d))
-        del d[sid]
-        return sid
-
     def join_waiting(self, version: str, sample_ids: list[str]) -> bool:
         """Labels read before these samples of ``version`` were folded in; True if one joined. The
         answers stay: an audit copy of the sample may still be on its way (``add_audit``)."""
@@ -107,8 +123,11 @@ class MonitorState:
         if vm is None or not self.answers:
             return False
         for sid in sample_ids:
-            if sid and sid in self.answers:
-                joined = vm.add_review_label(sid, standing(self.answers[sid])) or joined
+            if sid and sid in self.answers and vm.add_review_label(sid, standing(self.answers[sid])):
+                joined = True
+                if sid in self.waiting:
+                    del self.waiting[sid]
+                    self._keep(self.settled, sid, MAX_LABELS)
         return joined
 
     def version(self, name: str) -> VersionMonitor:
@@ -128,6 +147,7 @@ class MonitorState:
             "covered": [[t, p, o] for (t, p), o in sorted(self.covered.items())],
             "rng": self.rng, "pending": self.pending, "requested_ms": self.requested_ms,
             "audits": self.audits, "answers": self.answers,
+            "answered": list(self.answered), "waiting": list(self.waiting), "settled": list(self.settled),
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -139,6 +159,8 @@ class MonitorState:
         state = cls(config, covered={(t, int(p)): int(o) for t, p, o in doc["covered"]}, rng=doc.get("rng"),
                     pending=list(doc.get("pending", [])), requested_ms=dict(doc.get("requested_ms", {})),
                     audits=dict(doc.get("audits", {})), answers=_answers(doc))
+        state.answered, state.waiting, state.settled = _queues(doc, state)
+        state.unanswered = dict.fromkeys(sid for sid in state.audits if sid not in state.answers)
         # A changed window or ERT applies from now on; detectors keep the thresholds they were built with
         # unless the ERT or k changed, in which case each version starts a new reference.
         rebuild = (saved.ert, saved.k, saved.reference) != (config.ert, config.k, config.reference)
@@ -155,6 +177,14 @@ def _answers(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
     if "answers" in doc:
         return {sid: dict(a) for sid, a in doc["answers"].items()}
     return {sid: {"": label} for sid, label in doc.get("labels", {}).items()}
+
+
+def _queues(doc: dict[str, Any], state: MonitorState) -> tuple[dict[str, None], ...]:
+    """The answered samples' queues; a checkpoint from before them: by first answer."""
+    if "answered" in doc:
+        return tuple(dict.fromkeys(doc[k]) for k in ("answered", "waiting", "settled"))
+    return (dict.fromkeys(sid for sid in state.answers if sid in state.audits),
+            dict.fromkeys(sid for sid in state.answers if sid not in state.audits), {})
 
 
 def load(directory: Path, config: MonitorConfig) -> MonitorState:
