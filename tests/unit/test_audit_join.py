@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.profiles import examples
 from triage.lifecycle.labelstore import EDGE_CASE, UNDO
-from triage.lifecycle.labelview import _scan
+from triage.lifecycle.labelview import label_view
 from triage.policies.audit import AuditEstimator
 
 IDS = [f"s{i}" for i in range(6)]
@@ -31,19 +31,18 @@ labels = st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from([*CLASSES, EDG
 
 def joined(audit_list: list[tuple[str, str, str]], label_list: list[tuple[str, str, Optional[str]]]
            ) -> list[tuple[str, str, str]]:
-    """(sample, version, correct?) of each audited sample (its first audit copy) that a class
-    answer stands for: the latest class vote among its annotators as the label store's view
-    keeps them."""
+    """(sample, version, correct?) of each audited sample (its first audit copy) that has a
+    class label in training's own view of the labels, aggregated by majority."""
     first: dict[str, tuple[str, str]] = {}
     for sid, version, predicted in audit_list:
         first.setdefault(sid, (version, predicted))
-    samples, _, _ = _scan(enumerate({"id": sid, "label": lab, "annotator": who} for sid, lab, who in label_list))
+    rows = [{"id": sid, "label": lab, "annotator": who} for sid, lab, who in label_list]
+    trained = label_view(enumerate(rows), len(rows), "majority").training()
     out = []
     for sid, (version, predicted) in first.items():
-        votes = sorted(samples[sid].votes.values(), key=lambda v: v[0]) if sid in samples else []
-        standing = [row["label"] for _, row in votes if row["label"] != EDGE_CASE]
-        if standing:
-            out.append((sid, version, standing[-1] == predicted))
+        label = trained[sid]["label"] if sid in trained else EDGE_CASE
+        if label != EDGE_CASE:
+            out.append((sid, version, label == predicted))
     return out
 
 

@@ -12,6 +12,7 @@ written before annotator/partition/offset existed are still read.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Annotated, Any, ClassVar, Mapping, Optional, Union
 
 import msgspec
@@ -46,8 +47,15 @@ def answer(answers: dict[str, str], label: Optional[str], annotator: Optional[st
 
 
 def standing(answers: dict[str, str]) -> Optional[str]:
-    """The sample's label: the latest class answer (an edge case is an answer with no class)."""
-    return next((a for a in reversed(answers.values()) if a != EDGE_CASE), None)
+    """The sample's label as training's majority aggregation reads it (labelview): the most
+    frequent answer, a tie going to the one given first (``answers`` in the order each annotator
+    last answered); None when that is an edge case, or when none stands."""
+    if not answers:
+        return None
+    counts = Counter(answers.values())
+    best = max(counts.values())
+    label = next(a for a in answers.values() if counts[a] == best)
+    return None if label == EDGE_CASE else label
 
 Name = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_CHARS, extra={"text": True})]  # may be ""
 

@@ -113,8 +113,8 @@ class LiveRows:
     at-least-once redelivery, a label published twice) count once. Per sample, each annotator
     holds one answer, as in training (``triage.lifecycle.labelview``): their later label replaces
     their earlier one, their undo (or ``None``) withdraws it, and an undo with no annotator
-    withdraws every answer. The row's label is the latest class answer standing; an edge case
-    is an answer with no class. With none standing, the row is withdrawn. Memory is bounded by
+    withdraws every answer. The row's label is their majority, as training's majority
+    aggregation reads it (``standing``); with none, or an edge case, the row is withdrawn. Memory is bounded by
     ``max_pending`` unjoined audits and labels (oldest forgotten first, counted)."""
 
     def __init__(self, max_pending: int = 100_000) -> None:
