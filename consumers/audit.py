@@ -17,6 +17,7 @@ resets the state nor repeats a change.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -163,7 +164,8 @@ class AuditConsumer:
                 if value is not None:
                     gauge.labels(model_version=version).set(value)
                 else:
-                    gauge.remove(version)  # no-op when absent
+                    with contextlib.suppress(KeyError):  # absent: prometheus-client < 0.22 raises
+                        gauge.remove(version)
 
     def recertify(self) -> None:
         """The live certificate of every audited version; act on it once caught up."""

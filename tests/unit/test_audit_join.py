@@ -102,8 +102,18 @@ def test_an_edge_case_or_an_undo_is_no_model_error_and_a_redelivery_counts_once(
     assert e is not None and (e.n, e.correct) == (2, 2)
 
 
-def test_a_version_whose_labels_are_all_taken_back_shows_no_estimate() -> None:
+def test_a_version_whose_labels_are_all_taken_back_shows_no_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics import MetricWrapperBase
+
+    real = MetricWrapperBase.remove
+
+    def remove_as_before_0_22(self: MetricWrapperBase, *values: str) -> None:  # pyproject allows >=0.20
+        if tuple(values) not in self._metrics:
+            raise KeyError(values)
+        real(self, *values)
+
+    monkeypatch.setattr(MetricWrapperBase, "remove", remove_as_before_0_22)
 
     from consumers.audit import AuditConsumer
     from triage.metrics import AuditMetrics
@@ -119,6 +129,8 @@ def test_a_version_whose_labels_are_all_taken_back_shows_no_estimate() -> None:
     audit.export()
     assert value("triage_accepted_accuracy_samples") == 0 and value("triage_accepted_accuracy_recent_samples") == 0
     assert [value(f"triage_accepted_accuracy_{g}") for g in ("estimate", "lower", "upper", "recent_upper")] == [None] * 4
+    audit.export()  # the series are absent now: removing them again is no error
+    assert value("triage_accepted_accuracy_samples") == 0
 
 
 def monitor_residuals(order: list[bool], audit_list: list[tuple[str, str, str]],
