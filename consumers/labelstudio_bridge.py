@@ -183,6 +183,11 @@ class Bridge:
         finally:
             reader.close()
         log.info("ledger: %d live annotations from earlier runs", len(self.ledger.live))
+        repairs = self.ledger.repairs()
+        if repairs:
+            log.warning("ledger: %d deleted annotations still voted (retracted by an earlier version of the bridge); "
+                        "withdrawing their answers", len({e.deleted for e in repairs}))
+            self.publish(repairs, "repair")
 
     def _index_tasks(self) -> None:
         tasks, _ = retrying(lambda: self.client.list_tasks(self.project_id), what="tasks", metrics=self.metrics,

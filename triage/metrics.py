@@ -328,7 +328,8 @@ class LabelStudioMetrics:
         self.overlap_raised = Counter("triage_labelstudio_overlap_raised", "Tasks whose overlap (people Label Studio serves them "
                                       "to) was raised for a request asking for more than one annotator, or one more.", registry=r)
         self.labels = Counter("triage_labelstudio_labels_published", "Labels published to the labels topic, by source "
-                              "(webhook|reconcile) and kind (label|undo).", ["source", "kind"], registry=r)
+                              "(webhook|reconcile|repair: at start-up, answers of deleted annotations that an earlier "
+                              "version left standing) and kind (label|undo).", ["source", "kind"], registry=r)
         self.open_tasks = Gauge("triage_labelstudio_open_tasks", "Tasks created by the bridge with fewer published annotations than their overlap (still waiting for someone).", registry=r)
         self.reconcile_lag = Gauge("triage_labelstudio_reconcile_lag_seconds", "Seconds since the last completed reconcile.", registry=r)
         self.errors = Counter("triage_labelstudio_errors", "Failed Label Studio calls, by operation.", ["operation"], registry=r)
@@ -347,7 +348,7 @@ class LabelStudioMetrics:
             self.reconcile_calls.labels(kind=kind)
         for outcome in ("deleted", "present"):
             self.tasks_confirmed.labels(outcome=outcome)
-        for source in ("webhook", "reconcile"):
+        for source in ("webhook", "reconcile", "repair"):
             for kind in ("label", "undo"):
                 self.labels.labels(source=source, kind=kind)
         for reason in self.INVALID_REASONS:

@@ -25,6 +25,7 @@ from tests.helpers import REPO, TriageProcess, settings_env, wait_until
 from triage.runtime.broker import free_port
 from triage.lifecycle.labelstore import UNDO
 from triage.annotation.labelstudio.client import LabelStudio
+from triage.contracts import LabelOrigin, encode_label
 from triage.settings import Settings
 
 
@@ -149,6 +150,22 @@ def test_reviews_become_tasks_and_annotations_become_labels_exactly_once(
     assert second.metric("triage_labelstudio_labels_published_total", kind="label", source="reconcile") >= 2
     assert second.metric("triage_labelstudio_tasks_existing_total") >= 1
     assert first.log().count("Traceback") == 0 and second.log().count("Traceback") == 0
+
+
+def test_a_deleted_answer_an_earlier_bridge_left_standing_is_withdrawn_at_start_up(
+        setup: Setup, label_studio: Any, bridge_process: Callable[..., TriageProcess]) -> None:
+    """The bridge before per-annotator retractions reported alice's deleted annotation by
+    republishing bob's label: her answer still voted in training. Its successor withdraws it."""
+    s = setup.settings
+    old = [("7", "alice@x", 10, None), ("1", "bob@x", 11, None), ("1", "bob@x", 11, 10)]
+    produce(s, s.topics.labels_topic, [(b"s", encode_label("s", label, annotator=who, origin=LabelOrigin(
+        "label-studio", ann, 1, deleted))) for label, who, ann, deleted in old])
+    bridge = bridge_process(s, *_bridge_args(label_studio, setup.title))
+    labels = wait_until(lambda: (lambda ls: ls if len(ls) >= 4 else None)(_labels(s, 4)), "the repair",
+                        every_s=0.5, alive=bridge.dead)
+    assert (labels[3]["label"], labels[3]["annotator"], labels[3]["origin"]["deleted"]) == (UNDO, "alice@x", 10)
+    assert bridge.metric("triage_labelstudio_labels_published_total", source="repair", kind="undo") == 1
+    assert "1 deleted annotations still voted" in bridge.log()
 
 
 def test_a_webhook_that_never_arrives_is_caught_by_reconcile(

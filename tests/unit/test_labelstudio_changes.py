@@ -139,6 +139,35 @@ def test_a_crash_between_a_retractions_undo_and_its_republish_is_repaired_by_the
     assert _answers(published) == {"s": {"b@x": "1"}}
 
 
+def _wire(events: list) -> list:
+    return [decode_label(encode_label(e.sample_id, e.label, annotator=e.annotator, origin=e.origin), 10_000)
+            for e in events]
+
+
+def test_answers_an_earlier_bridge_left_standing_are_withdrawn_once_after_a_restart() -> None:
+    """The bridge before this one reported alice's deletion by republishing bob's label, so
+    alice's answer stood: a replay finds it and withdraws it, and the next replay finds it paid."""
+    from triage.annotation.labelstudio.changes import LabelEvent as Event
+
+    old = [Event("s", "7", 10, 1, "a@x"), Event("s", "1", 11, 1, "b@x"),
+           Event("s", "1", 11, 1, "b@x", deleted=10),  # the old retraction of alice's 10
+           Event("t", "7", 20, 2, "a@x"), Event("t", "0", 21, 3, "a@x"),
+           Event("t", "0", 21, 3, "a@x", deleted=20)]  # alice's own other annotation: nothing owed
+    ledger = Ledger()
+    for label in _wire(old):
+        ledger.replay(label)
+    repairs = ledger.repairs()
+    assert [(e.sample_id, e.label, e.annotator, e.deleted) for e in repairs] == [("s", UNDO, "a@x", 10)]
+    published = old + repairs
+    for e in repairs:
+        ledger.apply(e)
+    assert _answers(published) == {"s": {"b@x": "1"}, "t": {"a@x": "0"}}
+    again = Ledger()
+    for label in _wire(published):
+        again.replay(label)
+    assert again.repairs() == [] and again.live == ledger.live
+
+
 def test_a_late_skip_does_not_withdraw_a_newer_label() -> None:
     ledger, published = Ledger(), []
     _applied(ledger, published, ledger.observe_annotation(
@@ -418,9 +447,9 @@ def test_after_a_full_listing_the_labels_published_read_as_each_persons_annotati
                       fetch=(lambda i: tasks.get(i)) if full else None)
         except _Crash:  # a restart: the ledger is what the topic holds
             ledger = Ledger()
-            for e in published + sent:
-                ledger.replay(decode_label(encode_label(e.sample_id, e.label, annotator=e.annotator,
-                                                        origin=e.origin), 10_000))
+            for label in _wire(published + sent):
+                ledger.replay(label)
+            assert ledger.repairs() == []  # what this bridge publishes never leaves an answer standing
         published += sent
     tasks = rounds[-1][0]
     reconcile(ledger, list(tasks.values()), CLASSES, publish=_publishing(ledger, published), fetch=tasks.get)

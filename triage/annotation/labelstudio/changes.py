@@ -92,6 +92,9 @@ class Ledger:
     deleted: set[int] = field(default_factory=set)  # Label Studio never reuses an annotation id
     seen_at: dict[int, str] = field(default_factory=dict)  # updated_at of the state last published
     _by_sample: dict[str, set[int]] = field(default_factory=dict)  # sample id -> its ids in ``live``
+    # deleted annotations whose answer still stands: the bridge before per-annotator retractions
+    # reported a deletion by republishing another person's label (``replay`` finds them)
+    owed: dict[int, Live] = field(default_factory=dict)
 
     def labelled_samples(self) -> set[str]:
         return {entry.sample_id for entry in self.live.values()}
@@ -144,9 +147,25 @@ class Ledger:
     def replay(self, label: Label) -> None:
         """Replay one record of the labels topic (only the bridge's own records count)."""
         origin = label.origin
-        if isinstance(origin, LabelOrigin) and origin.tool == SOURCE:
-            self.apply(LabelEvent(label.id, label.label, origin.annotation, origin.task, label.annotator,
-                                  deleted=origin.deleted))
+        if not (isinstance(origin, LabelOrigin) and origin.tool == SOURCE):
+            return
+        gone = self.live.get(origin.deleted) if origin.deleted is not None else None
+        if label.label == UNDO:
+            self.owed = {a: e for a, e in self.owed.items()
+                         if e.sample_id != label.id or (label.annotator is not None and e.annotator != label.annotator)}
+        elif gone is not None and gone.annotator != label.annotator:
+            self.owed[origin.deleted] = gone  # type: ignore[index]
+        self.apply(LabelEvent(label.id, label.label, origin.annotation, origin.task, label.annotator,
+                              deleted=origin.deleted))
+
+    def repairs(self) -> list[LabelEvent]:
+        """After a replay: the retractions ``owed``, as this bridge makes them (then forgotten)."""
+        out: list[LabelEvent] = []
+        for ann_id, gone in sorted(self.owed.items()):
+            rest = {a: self.live[a] for a in self._by_sample.get(gone.sample_id, ())}
+            out.extend(_retraction(ann_id, gone, rest, None))
+        self.owed = {}
+        return out
 
     def observe_annotation(self, task: Mapping[str, Any], annotation: Mapping[str, Any],
                            classes: Sequence[str], users: Optional[Mapping[int, str]] = None
