@@ -330,7 +330,11 @@ class Bridge:
         records = [OutRecord(self.settings.topics.labels_topic, e.sample_id.encode(),
                              encode_label(e.sample_id, e.label, annotator=e.annotator, features=e.features,
                                           ts=int(time.time() * 1000), origin=e.origin)) for e in events]
-        send_until_acked(self.producer, records, stop=self.stop)
+        if len({e.sample_id for e in events}) == len(events):
+            send_until_acked(self.producer, records, stop=self.stop)
+        else:  # a sample's labels in order (an undo before what it republishes): a retried one must not pass another
+            for record in records:
+                send_until_acked(self.producer, [record], stop=self.stop)
         failpoints.hit("bridge.after_publish")  # the labels are on the topic, not yet in the ledger
         with self._lock:
             for e in events:

@@ -242,6 +242,18 @@ def test_labels_of_one_kind_never_push_out_what_the_monitor_keeps_for_another(mo
         state.add_label(f"a{i}", "cat")
     assert state.add_audit("early", "v1", 0.9, "cat") == "v1"
     assert state.add_label("slow", "dog") == "v1"
+    # audited samples whose prediction is folded after their label keep their answers among the
+    # audits, not in the places of unaudited labels still waiting for their sample
+    state.add_label("reviewed", "dog")
+    for i in range(150):
+        state.add_label(f"b{i}", "cat")
+        state.add_audit(f"b{i}", "v1", 0.9, "cat")
+    later = Observations()
+    later.add(0.6, 0.5, None, "dog", False, "reviewed")
+    later.add(0.9, 0.5, None, "cat", False, "b149")
+    state.versions["v1"].observe(later, np.random.default_rng(0))
+    labelled = state.versions["v1"].labelled()
+    assert state.join_waiting("v1", later.sample_id) and state.versions["v1"].labelled() == labelled + 2
     # and a checkpoint keeps each queue's order
     loaded = MonitorState.from_json(state.to_json(), state.config)
     assert (list(loaded.answered), list(loaded.waiting), list(loaded.settled), list(loaded.unanswered)) == \

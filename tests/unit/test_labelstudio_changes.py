@@ -166,6 +166,21 @@ def test_answers_an_earlier_bridge_left_standing_are_withdrawn_once_after_a_rest
     for label in _wire(published):
         again.replay(label)
     assert again.repairs() == [] and again.live == ledger.live
+    # an annotation the old bridge retracted so, then published again (un-skipped): nothing owed
+    back = Ledger()
+    for label in _wire(old[:3] + [Event("s", "7", 10, 1, "a@x")]):
+        back.replay(label)
+    assert back.repairs() == [] and sorted(back.live) == [10, 11]
+
+
+def test_a_task_whose_sample_id_changed_moves_its_answers_to_the_new_sample() -> None:
+    ledger, published = Ledger(), []
+    _applied(ledger, published, ledger.observe(_task(1, "s1", _ann(10, "0", who="a@x"), _ann(11, "1", who="b@x")),
+                                               CLASSES))
+    _applied(ledger, published, ledger.observe(_task(1, "s2", _ann(10, "0", who="a@x"), _ann(11, "1", who="b@x")),
+                                               CLASSES))
+    assert _answers(published) == {"s2": {"a@x": "0", "b@x": "1"}}
+    assert ledger.observe(_task(1, "s2", _ann(10, "0", who="a@x"), _ann(11, "1", who="b@x")), CLASSES) == []
 
 
 def test_a_late_skip_does_not_withdraw_a_newer_label() -> None:

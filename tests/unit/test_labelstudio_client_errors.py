@@ -119,3 +119,46 @@ def test_an_import_whose_answer_was_lost_is_not_repeated() -> None:
     bridge._create_tasks(reviews)
     assert client.imports == 1 and len(client.made) == 5
     assert bridge.tasks == {f"s{i}": i + 1 for i in range(5)}
+
+
+class _DropsFirstOnce:
+    """A producer whose first send loses its first record (retriable), as a broker may while the
+    rest of the batch, already in flight, is written: the topic's order is what got acked."""
+
+    def __init__(self) -> None:
+        self.topic: list[bytes] = []
+        self.sends = 0
+
+    def send_all(self, records: list, timeout_s: float, stop: Any = None) -> list:
+        from triage.errors import TransportError
+
+        self.sends += 1
+        errors: list = []
+        for i, r in enumerate(records):
+            if self.sends == 1 and i == 0:
+                errors.append(TransportError("request timed out", retriable=True))
+            else:
+                self.topic.append(r.value)
+                errors.append(None)
+        return errors
+
+
+def test_a_retractions_undo_retried_still_lands_before_what_it_republishes() -> None:
+    """An anonymous annotation's retraction is an undo of every answer, then bob's again: sent as
+    one batch, a retried undo landed after bob's label and withdrew it for good."""
+    import json
+
+    from consumers import labelstudio_bridge
+    from triage.annotation.labelstudio.changes import LabelEvent
+    from triage.contracts.label import UNDO, answer
+    from triage.settings import Settings
+
+    bridge = labelstudio_bridge.Bridge(Settings(), ["0", "1"], LosesAnswers())  # type: ignore[arg-type]
+    bridge.producer = producer = _DropsFirstOnce()  # type: ignore[assignment]
+    bridge.publish([LabelEvent("s", UNDO, 10, 1, None, deleted=10), LabelEvent("s", "1", 11, 1, "b@x", deleted=10)],
+                   "reconcile")
+    answers: dict[str, str] = {}
+    for value in producer.topic:
+        label = json.loads(value)
+        answer(answers, label["label"], label["annotator"])
+    assert answers == {"b@x": "1"}

@@ -64,11 +64,8 @@ class MonitorState:
             return None
         self.waiting.pop(sample_id, None)
         self.settled.pop(sample_id, None)
-        self._keep(self.answered, sample_id, MAX_ANSWERED)
-        joined = self._join(sample_id)
-        if joined is not None and sample_id not in self.versions[joined].slot:
-            self._keep(self.waiting, sample_id, MAX_LABELS)  # its prediction is folded after it: ``join_waiting``
-        return joined
+        self._keep(self.answered, sample_id, MAX_ANSWERED)  # its prediction, if folded later, finds them
+        return self._join(sample_id)
 
     def add_label(self, sample_id: str, label: str, annotator: Optional[str] = None) -> Optional[str]:
         """A human label (a class, an edge case or an undo), folded into the sample's answers:

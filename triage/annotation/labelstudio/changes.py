@@ -155,6 +155,8 @@ class Ledger:
                          if e.sample_id != label.id or (label.annotator is not None and e.annotator != label.annotator)}
         elif gone is not None and gone.annotator != label.annotator:
             self.owed[origin.deleted] = gone  # type: ignore[index]
+        elif origin.deleted is None:
+            self.owed.pop(origin.annotation, None)  # published again (it reappeared): its answer is due
         self.apply(LabelEvent(label.id, label.label, origin.annotation, origin.task, label.annotator,
                               deleted=origin.deleted))
 
@@ -162,6 +164,8 @@ class Ledger:
         """After a replay: the retractions ``owed``, as this bridge makes them (then forgotten)."""
         out: list[LabelEvent] = []
         for ann_id, gone in sorted(self.owed.items()):
+            if ann_id in self.live:
+                continue
             rest = {a: self.live[a] for a in self._by_sample.get(gone.sample_id, ())}
             out.extend(_retraction(ann_id, gone, rest, None))
         self.owed = {}
@@ -237,16 +241,18 @@ class Ledger:
             if isinstance(updated, str):
                 stamps[ann_id] = updated
         known = {a: e for a, e in self.live.items() if e.task_id == task_id}
+        # the task's sample id changed (its data was edited): its answers leave the old sample first
+        moved = {a: e for a, e in known.items() if e.sample_id != sample_id}
+        for ann_id, gone in sorted(moved.items()):
+            out.extend(_retraction(ann_id, gone, self._elsewhere(gone.sample_id, task_id, without), None))
         for ann_id in sorted(current):
-            if known.get(ann_id) is None or known[ann_id].label != current[ann_id]:
+            if ann_id in moved or known.get(ann_id) is None or known[ann_id].label != current[ann_id]:
                 out.append(LabelEvent(sample_id, current[ann_id], ann_id, task_id, who[ann_id], features,
                                       updated_at=stamps.get(ann_id)))
         remaining = self._elsewhere(sample_id, task_id, without)
         remaining.update((a, Live(sample_id, task_id, current[a], who[a])) for a in current)
-        for ann_id in sorted(a for a in known if a not in current):
-            gone = known[ann_id]  # of another sample only if the task's sample id changed
-            rest = remaining if gone.sample_id == sample_id else self._elsewhere(gone.sample_id, task_id, without)
-            out.extend(_retraction(ann_id, gone, rest, features))
+        for ann_id in sorted(a for a in known if a not in current and a not in moved):
+            out.extend(_retraction(ann_id, known[ann_id], remaining, features))
         return out
 
     def _elsewhere(self, sample_id: str, task_id: int, without: frozenset[int]) -> dict[int, Live]:
