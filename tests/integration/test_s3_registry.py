@@ -157,6 +157,40 @@ def test_in_flight_promotes_race_on_the_conditional_write(s3_v1: Registry, tmp_p
     assert s3_v1.current() == won[0] and s3_v1.history() == ["v1", won[0]]
 
 
+class _AnswerLost:
+    """The real S3 client, except that a conditional PUT is sent twice, as botocore retries one
+    whose answer was lost (a read timeout, a 5xx from a proxy) after it landed: the caller sees
+    the retry's answer, the server's 412."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if "IfMatch" in kwargs or "IfNoneMatch" in kwargs:
+            self.real.put_object(**kwargs)
+        return self.real.put_object(**kwargs)
+
+
+def test_a_conditional_write_retried_after_it_landed_is_its_own_success(s3_v1: Registry, tmp_path: Path) -> None:
+    """It was read as another writer's win: the label store wrote the rows again under the next
+    segment, and a promote that had moved CURRENT said nothing changed."""
+    reg = open_registry(s3_v1.location, cache_dir=tmp_path / "cache")
+    reg.store._s3 = _AnswerLost(reg.store._s3)  # type: ignore[attr-defined]
+    store = reg.label_store()
+    rows = [{"id": f"s{i}", "label": "3", "features": [0.0] * 64, "annotator": "a", "partition": 0, "offset": i}
+            for i in range(3)]
+    assert store.append(rows) == 3
+    fresh = open_registry(s3_v1.location, cache_dir=tmp_path / "fresh").label_store()
+    assert fresh.count() == 3 and [r["offset"] for _, r in fresh.rows()] == [0, 1, 2]
+    v2 = same_bytes_bundle(s3_v1)
+    assert reg.promote(v2)["version"] == v2
+    assert s3_v1.current() == v2 and s3_v1.history() == ["v1", v2]
+    assert s3_v1.manifest(v2)["status"] == "current" and s3_v1.manifest("v1")["status"] == "previous"
+
+
 def test_scorer_with_no_cache_serves_current_and_hot_swaps_without_loss(
         s3_v1: Registry, settings_factory: Callable[..., Settings], scorer_process: Callable[..., Any],
         tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:

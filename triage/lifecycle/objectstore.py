@@ -135,13 +135,16 @@ class ObjectStore:
         return self._conditional(relative, data, IfMatch=etag)
 
     def _conditional(self, relative: str, data: bytes, **condition: str) -> bool:
+        """False only when the object holds other bytes: the client retries a PUT whose answer
+        was lost (a timeout, a 5xx), and the retry of one that landed fails its own condition."""
         try:
             self._s3.put_object(Bucket=self.location.bucket, Key=self.location.key(relative), Body=data, **condition)
             return True
         except Exception as exc:  # noqa: BLE001
-            if self._code(exc) in _CONFLICT:
-                return False
-            raise self._fail(exc, f"cannot write {relative}") from None
+            if self._code(exc) not in _CONFLICT:
+                raise self._fail(exc, f"cannot write {relative}") from None
+        found = self.get(relative)
+        return found is not None and found[0] == data
 
     def keys(self, relative_prefix: str) -> Iterator[str]:
         """Relative keys under ``relative_prefix``, in lexicographic order."""
