@@ -29,7 +29,6 @@ from triage.transport.base import read_to_end
 
 log = logging.getLogger("triage.labels")
 READ_LIMIT_S = 600.0
-CHUNK = 5000  # rows per append (one segment each on object storage)
 
 
 @dataclass
@@ -102,8 +101,9 @@ def rebuild_label_store(settings: Settings, registry: Registry, *, replace: bool
             report.skipped[exc.reason_code if isinstance(exc, LabelError) else "invalid"] += 1
     if existing:
         store.clear()
-    for i in range(0, len(rows), CHUNK):
-        report.rows += store.append(rows[i:i + CHUNK])
+    # one append (one write and fsync, or one segment): a rebuild killed halfway leaves the store
+    # empty or whole, never a part that a restart would take for the store
+    report.rows = store.append(rows)
     progress(f"rebuilt {registry.location}'s label store: {report.rows} rows from {len(labels)} labels"
              + (f"; not stored: {dict(report.skipped)}" if report.skipped else ""))
     return report
