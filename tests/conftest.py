@@ -54,7 +54,7 @@ BY_PATH = {
     "exporters": {"integration/test_compat_matrix.py", "unit/test_compat_adapter.py"},
     "deploytools": {"deploy/test_core_install.py"},
     "process": {"bench/", "reliability/test_live_risk_registry.py",  # these two run mount
-                "reliability/test_s3_server.py",
+                "reliability/test_s3_server.py", "reliability/test_registry_faults.py",
                 "deploy/test_kustomize_kubectl.py", "unit/test_allocator.py"},  # page faults of fresh processes
     "load": {"reliability/test_process_faults.py", "reliability/test_broker_outage.py"},
     "slow": {"reliability/test_soak.py", "unit/test_risk_validity_seeds.py"},

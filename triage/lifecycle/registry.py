@@ -13,8 +13,11 @@ layout and semantics). ``open_registry`` picks by the location.
 The registry, not a Kafka event, is the source of truth for model bytes. No Kafka here.
 
 Model bytes are immutable once written; a promote or rollback replaces CURRENT and HISTORY
-only if CURRENT is still what it read (under an exclusive lock here, a conditional write on
+only if both are still what it read (under an exclusive lock here, a conditional write on
 object storage), so of two concurrent promotes exactly one wins and the other fails saying so.
+Here the two files are one commit: the new history goes to HISTORY.next (naming the CURRENT it
+belongs to) first, then CURRENT is replaced (the commit point), then HISTORY; a process killed
+in between leaves a HISTORY.next that readers take if CURRENT names it, and ignore if not.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from triage.contracts import decode_manifest, encode_manifest
 from triage.errors import IntegrityError, RegistryError
 from triage.model import sha256_of
+from triage.runtime import failpoints
 
 if TYPE_CHECKING:
     from triage.lifecycle.labelstore import LabelRows, RepairCallback
@@ -259,25 +263,36 @@ class Registry:
         return value or None
 
     def history(self) -> list[str]:
-        path = self.root / "HISTORY"
-        return path.read_text().split() if path.exists() else []
+        return self._pointer()[1]
 
     def _pointer(self) -> tuple[Optional[str], list[str], Any]:
-        """(CURRENT, HISTORY, a token that ``_swap_pointer`` compares)."""
+        """(CURRENT, HISTORY, a token that ``_swap_pointer`` compares: both of them)."""
         current = self.current()
-        return current, self.history(), current
+        try:
+            pending = json.loads((self.root / "HISTORY.next").read_text())
+        except (FileNotFoundError, ValueError):
+            pending = None
+        if isinstance(pending, dict) and pending.get("current") == current and current is not None:
+            history = [str(v) for v in pending.get("history", [])]  # committed; HISTORY not yet replaced
+        else:
+            path = self.root / "HISTORY"
+            history = path.read_text().split() if path.exists() else []
+        return current, history, (current, tuple(history))
 
     def _swap_pointer(self, current: str, history: list[str], token: Any) -> bool:
-        """Replace CURRENT and HISTORY unless CURRENT moved since ``_pointer`` gave ``token``."""
+        """Replace CURRENT and HISTORY unless either moved since ``_pointer`` gave ``token``."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
-            if self.current() != token:
+            if self._pointer()[2] != token:
                 return False
+            _atomic_write(self.root / "HISTORY.next", json.dumps({"current": current, "history": history}).encode())
             _atomic_write(self.root / "CURRENT", f"{current}\n".encode())
+            failpoints.hit("registry.after_current")
             _atomic_write(self.root / "HISTORY", ("\n".join(history) + "\n").encode())
+            os.unlink(self.root / "HISTORY.next")
             return True
         finally:
             os.close(fd)
