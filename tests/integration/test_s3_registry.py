@@ -191,6 +191,23 @@ def test_a_conditional_write_retried_after_it_landed_is_its_own_success(s3_v1: R
     assert s3_v1.manifest(v2)["status"] == "current" and s3_v1.manifest("v1")["status"] == "previous"
 
 
+def test_a_process_that_read_the_label_store_reads_it_anew_after_a_rebuild_replaced_it(
+        s3_v1: Registry, tmp_path: Path) -> None:
+    """Segments were cached by key, but a rebuild deletes them and numbers its own from 1 again:
+    a running retrain job kept training on the rows it had read."""
+    def rows(label: str, n: int) -> list[dict[str, Any]]:
+        return [{"id": f"s{i}", "label": label, "features": [0.0] * 64, "annotator": "a", "partition": 0,
+                 "offset": i} for i in range(n)]
+
+    job = open_registry(s3_v1.location, cache_dir=tmp_path / "job").label_store()
+    job.append(rows("3", 2))
+    assert [r["label"] for _, r in job.rows()] == ["3", "3"]
+    operator = open_registry(s3_v1.location, cache_dir=tmp_path / "cli").label_store()
+    operator.clear()
+    operator.append(rows("5", 3))
+    assert job.count() == 3 and [r["label"] for _, r in job.rows()] == ["5", "5", "5"]
+
+
 def test_scorer_with_no_cache_serves_current_and_hot_swaps_without_loss(
         s3_v1: Registry, settings_factory: Callable[..., Settings], scorer_process: Callable[..., Any],
         tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:

@@ -5,9 +5,10 @@ A segment holds the lines one append of ``labelstore.LabelStore`` would write (s
 same checksums), and the store reads as the segments' lines in segment order: row numbers and
 ``upto`` mean what they mean for ``labels.jsonl``, so manifests stay valid either way. A segment
 is created with ``If-None-Match: *`` under the next free number, so two appenders never
-overwrite each other (the loser takes the next number). Segments never change once written,
-so each is fetched once per process; there is no torn tail to repair. The retrain job keeps
-no label state on disk.
+overwrite each other (the loser takes the next number). A segment never changes once
+written, but ``labels rebuild --replace`` deletes them all and numbers its own from 1 again:
+each is fetched once per process and ETag, so a process that read the old store reads the new
+one. There is no torn tail to repair. The retrain job keeps no label state on disk.
 """
 
 from __future__ import annotations
@@ -37,20 +38,28 @@ class SegmentLabelStore(LabelRows):
         self.on_repair = on_repair
         self.path = f"{store.location}/{PREFIX}"  # for messages, like LabelStore.path
         self.repairs: Counter[str] = Counter()
-        self._lines: dict[str, list[bytes]] = {}  # segment key -> its lines (immutable)
+        self._lines: dict[tuple[str, str], list[bytes]] = {}  # (segment key, ETag) -> its lines
         self._corrupt: set[int] = set()
 
     def segments(self) -> list[str]:
-        return sorted(k for k in self.store.keys(PREFIX) if k.endswith(".jsonl"))
+        return [key for key, _ in self._listed()]
 
-    def _segment_lines(self, key: str) -> list[bytes]:
-        lines = self._lines.get(key)
+    def _listed(self) -> list[tuple[str, str]]:
+        listed = sorted((k, tag) for k, tag in self.store.listing(PREFIX) if k.endswith(".jsonl"))
+        names = set(listed)
+        if any(seen not in names for seen in self._lines):  # replaced: forget what no listing names
+            self._lines = {seen: lines for seen, lines in self._lines.items() if seen in names}
+            self._corrupt.clear()
+        return listed
+
+    def _segment_lines(self, key: str, etag: str) -> list[bytes]:
+        lines = self._lines.get((key, etag))
         if lines is None:
             got = self.store.get(key)
             if got is None:
                 raise RegistryError(f"label segment {key} disappeared while being read")
             lines = got[0].splitlines(keepends=True)
-            self._lines[key] = lines
+            self._lines[(key, etag)] = lines  # as listed: a GET of other bytes is re-read next time
         return lines
 
     def append(self, rows: Iterable[Row]) -> int:
@@ -62,7 +71,6 @@ class SegmentLabelStore(LabelRows):
             existing = self.segments()
             n = int(existing[-1][len(PREFIX):-len(".jsonl")]) + 1 if existing else 1
             if self.store.create(segment_key(n), payload):
-                self._lines[segment_key(n)] = payload.splitlines(keepends=True)
                 return len(data)
         raise RegistryError(f"{self.path}: could not take a segment number (too many concurrent appenders)")
 
@@ -74,12 +82,12 @@ class SegmentLabelStore(LabelRows):
         self._view = None
 
     def count(self) -> int:
-        return sum(len(self._segment_lines(k)) for k in self.segments())
+        return sum(len(self._segment_lines(k, tag)) for k, tag in self._listed())
 
     def rows(self, upto: Optional[int] = None) -> Iterator[tuple[int, Row]]:
         n = 0
-        for key in self.segments():
-            for line in self._segment_lines(key):
+        for key, tag in self._listed():
+            for line in self._segment_lines(key, tag):
                 if upto is not None and n >= upto:
                     return
                 row = decode_line(line if line.endswith(b"\n") else line + b"\n")

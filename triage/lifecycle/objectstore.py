@@ -148,13 +148,17 @@ class ObjectStore:
 
     def keys(self, relative_prefix: str) -> Iterator[str]:
         """Relative keys under ``relative_prefix``, in lexicographic order."""
+        return (key for key, _ in self.listing(relative_prefix))
+
+    def listing(self, relative_prefix: str) -> Iterator[tuple[str, str]]:
+        """(relative key, ETag) of each object under ``relative_prefix``, in lexicographic order."""
         base = self.location.key("")
         try:
             pages = self._s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.location.bucket, Prefix=self.location.key(relative_prefix))
             for page in pages:
                 for obj in page.get("Contents", ()):
-                    yield str(obj["Key"])[len(base):]
+                    yield str(obj["Key"])[len(base):], str(obj.get("ETag", ""))
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, f"cannot list {relative_prefix or '/'}") from None
 
