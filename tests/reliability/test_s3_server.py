@@ -21,6 +21,9 @@ def test_on_a_nearly_full_disk_the_s3_server_refuses_to_start_and_says_why(tmp_p
         finally:
             os.close(fd)
         server = WeedS3(fs.path / "weed")
-        with pytest.raises(RuntimeError, match=r"did not store an object .* [0-4] MiB are free"):
-            server.start(timeout=15)
-        assert server.process is None  # stopped, not left running
+        try:
+            with pytest.raises(RuntimeError, match=r"did not store an object .* [0-4] MiB are free"):
+                server.start(timeout=15)
+            assert server.process is None  # stopped, not left running
+        finally:
+            server.stop(grace_s=2)
