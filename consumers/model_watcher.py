@@ -21,7 +21,8 @@ from consumers.loop import GuardedLoop
 from consumers.scorer import Scorer
 from triage.contracts import ModelEvent, decode_model_event
 from triage.errors import (
-    IncompatibleModelError, InputError, IntegrityError, ModelError, ModelRunError, RegistryError, TriageError,
+    WORLD, IncompatibleModelError, InputError, IntegrityError, ModelError, ModelRunError, RegistryError, TriageError,
+    blame,
 )
 from triage.policies import prepare_model
 from triage.records import OutRecord, RecordBatch
@@ -40,7 +41,7 @@ def refusal_reason(exc: Exception) -> str:
         return "sha256"
     if isinstance(exc, IncompatibleModelError):
         return "incompatible"
-    if isinstance(exc, RegistryError):
+    if isinstance(exc, (RegistryError, OSError)):  # the registry, or the disk under its cache
         return "registry"
     if isinstance(exc, ModelRunError):
         return "runtime"
@@ -171,8 +172,8 @@ class ModelWatcher:
             model = prepare_model(self.settings.policy, serving_model_from_registry(
                 self.registry, version, self.settings.serving, running=running))
         except Exception as exc:  # noqa: BLE001 - whatever a candidate raises refuses it, never the watcher
-            if not (isinstance(exc, TriageError) and exc.retriable):
-                self._refused.add((version, sha))  # the world's faults (store unreachable) are retried next sync
+            if blame(exc) != WORLD:  # the world's faults (store unreachable, a full disk) are retried next sync
+                self._refused.add((version, sha))
             self._refuse(refusal_reason(exc), version, exc)
             return None
         self.scorer.offer_model(model)

@@ -328,6 +328,31 @@ def test_s3_stopped_mid_operation_is_the_worlds_fault(tmp_path: Path, digits: tu
         assert reg.current() == "v1"
 
 
+def test_a_watcher_retries_a_version_its_full_cache_disk_could_not_take(
+        s3_v1: Registry, tmp_path: Path, settings_factory: Callable[..., Settings]) -> None:
+    """ENOSPC writing the scorer's cache (a full emptyDir) is the world's fault: it refused the
+    version until the scorer restarted."""
+    from consumers.model_watcher import ModelWatcher
+    from consumers.scorer import Scorer
+    from tests.reliability.world import small_fs
+    from triage.lifecycle.loading import serving_model_from_registry
+
+    s = settings_factory(registry=s3_v1.location)
+    cache = tmp_path / "scorer-cache"
+    cache.mkdir()
+    scorer_reg = open_registry(s3_v1.location, cache_dir=cache)
+    scorer = Scorer(s, serving_model_from_registry(scorer_reg, "v1", s.serving))
+    watcher = ModelWatcher(s, scorer_reg, scorer)
+    v2 = same_bytes_bundle(s3_v1)
+    s3_v1.promote(v2)
+    with small_fs(cache, size="64k") as fs:
+        fs.fill()
+        assert watcher.sync() is None and scorer.pending_version is None
+        assert scorer.metrics.refusals.labels(reason="registry")._value.get() == 1
+        fs.free()
+        assert watcher.sync() is not None and scorer.pending_version == v2
+
+
 def test_a_watcher_retries_a_version_it_could_not_fetch_while_s3_was_down(
         tmp_path: Path, settings_factory: Callable[..., Settings], digits: tuple[np.ndarray, np.ndarray]) -> None:
     from consumers.model_watcher import ModelWatcher
