@@ -57,6 +57,7 @@ class ModelWatcher:
         self.registry = registry
         self.scorer = scorer
         self._refused: set[tuple[str, str]] = set()
+        self._unreadable: dict[str, str] = {}  # version -> why its manifest could not be read (re-read each sync)
         self._consumer: Optional[Consumer] = None
         self._next_check = 0.0
         self._lock = threading.Lock()  # sync() runs from the loop and from tests
@@ -163,16 +164,21 @@ class ModelWatcher:
             return None
         try:
             sha = str(self.registry.manifest(version).get("sha256", ""))
-        except TriageError as exc:
-            self._refuse("registry", version, exc)
+        except TriageError as exc:  # read again at every sync, refused (logged, counted) once per cause
+            if self._unreadable.get(version) != exc.message:
+                self._unreadable[version] = exc.message
+                self._refuse("registry", version, exc)
             return None
+        self._unreadable.pop(version, None)
         if (version, sha) in self._refused:
             return None
         try:
             model = prepare_model(self.settings.policy, serving_model_from_registry(
                 self.registry, version, self.settings.serving, running=running))
         except Exception as exc:  # noqa: BLE001 - whatever a candidate raises refuses it, never the watcher
-            if blame(exc) != WORLD:  # the world's faults (store unreachable, a full disk) are retried next sync
+            # the world's faults (store unreachable, a full disk) are retried next sync; a model's
+            # own never (ModelRunError is retriable for the rows it failed, not for the model)
+            if isinstance(exc, ModelError) or blame(exc) != WORLD:
                 self._refused.add((version, sha))
             self._refuse(refusal_reason(exc), version, exc)
             return None

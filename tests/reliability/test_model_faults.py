@@ -146,7 +146,10 @@ def test_scorer_keeps_serving_the_last_good_model(
         wait_until(lambda: scorer.metrics.refusals.labels(reason=reason)._value.get() >= 1, f"refusal ({reason})")
         produce(s, s.topics.samples_topic, samples(X, 0, 200))
         out = read_all(s, s.topics.outputs(), expect=200)
+        refused = scorer.metrics.refusals.labels(reason=reason)._value.get()
         watcher.sync()  # the refused version is not tried again, and nothing escapes the watcher
+        watcher.sync()
+        assert scorer.metrics.refusals.labels(reason=reason)._value.get() == refused
         assert watcher.is_alive() and worker.is_alive()
     finally:
         scorer.stop_event.set()
