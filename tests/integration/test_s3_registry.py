@@ -191,6 +191,60 @@ def test_a_conditional_write_retried_after_it_landed_is_its_own_success(s3_v1: R
     assert s3_v1.manifest(v2)["status"] == "current" and s3_v1.manifest("v1")["status"] == "previous"
 
 
+def test_two_writers_of_identical_bytes_each_know_whose_write_landed(s3_v1: Registry, tmp_path: Path) -> None:
+    """Comparing bytes could not tell them apart: a second import of the same model took the
+    first one's version number, wrote its canary over the first one's, then failed."""
+    a = open_registry(s3_v1.location, cache_dir=tmp_path / "a")
+    b = open_registry(s3_v1.location, cache_dir=tmp_path / "b")
+    assert a.store.create("probe", b"same") and not b.store.create("probe", b"same")  # type: ignore[attr-defined]
+    stale = iter(["v2"])  # b picked its number before a's bundle was written
+    real_next = b.next_version
+    b.next_version = lambda: next(stale, None) or real_next()  # type: ignore[method-assign]
+    va = same_bytes_bundle(a)
+    vb = same_bytes_bundle(b)
+    assert (va, vb) == ("v2", "v3")
+    assert s3_v1.verify("v2")["version"] == "v2" and s3_v1.verify("v3")["version"] == "v3"
+
+
+class _FirstTryLate(_AnswerLost):
+    """The first conditional PUT is still in flight when its retry arrives: the retry gets 409
+    (ConditionalRequestConflict), and the first lands before the next listing."""
+
+    in_flight: Any = None
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if "IfNoneMatch" not in kwargs or hasattr(self, "sent"):
+            return self.real.put_object(**kwargs)
+        import botocore.exceptions
+
+        self.sent = self.in_flight = kwargs
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "ConditionalRequestConflict", "Message": "in flight"},
+             "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+
+    def get_paginator(self, name: str) -> Any:
+        if self.in_flight is not None:
+            late, self.in_flight = self.in_flight, None
+            try:
+                self.real.put_object(**late)
+            except Exception:  # noqa: BLE001 - the key was written meanwhile: the late try fails its condition
+                pass
+        return self.real.get_paginator(name)
+
+
+def test_a_409_is_sent_again_and_a_first_try_that_lands_late_is_this_write(s3_v1: Registry, tmp_path: Path) -> None:
+    """It was taken as lost: the rows went again under the next segment, and the late first
+    try landed too."""
+    reg = open_registry(s3_v1.location, cache_dir=tmp_path / "cache")
+    reg.store._s3 = proxy = _FirstTryLate(reg.store._s3)  # type: ignore[attr-defined]
+    store = reg.label_store()
+    rows = [{"id": f"s{i}", "label": "3", "features": [0.0] * 64, "annotator": "a", "partition": 0, "offset": i}
+            for i in range(3)]
+    assert store.append(rows) == 3
+    assert len(store.segments()) == 1 and store.count() == 3
+    assert proxy.in_flight is None  # it did land (or fail its condition) before that listing
+
+
 def test_a_process_that_read_the_label_store_reads_it_anew_after_a_rebuild_replaced_it(
         s3_v1: Registry, tmp_path: Path) -> None:
     """Segments were cached by key, but a rebuild deletes them and numbers its own from 1 again:

@@ -14,6 +14,8 @@ is ``ObjectStoreUnavailableError``, retriable (the world's fault: ``errors.blame
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -26,6 +28,8 @@ _S3 = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
                       "RequestTimeTooSkewed"}
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
+_CONFLICT_RETRIES = 4  # 409s sent again, 0.1 s to 0.8 s apart
+WRITE_ID = "triage-write-id"  # user metadata: which conditional write put the object
 
 
 @dataclass(frozen=True)
@@ -135,16 +139,34 @@ class ObjectStore:
         return self._conditional(relative, data, IfMatch=etag)
 
     def _conditional(self, relative: str, data: bytes, **condition: str) -> bool:
-        """False only when the object holds other bytes: the client retries a PUT whose answer
-        was lost (a timeout, a 5xx), and the retry of one that landed fails its own condition."""
+        """False when another write holds the object. The client retries a PUT whose answer was
+        lost (a timeout, a 5xx), and the retry of one that landed fails its own condition: so
+        each write carries its own id (user metadata), and a failed condition whose object
+        carries ours was this write. A 409 (another conditional write to the key in flight,
+        maybe this one's first try) is sent again, as S3 advises, before anything is judged."""
+        mine = uuid.uuid4().hex
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            try:
+                self._s3.put_object(Bucket=self.location.bucket, Key=self.location.key(relative), Body=data,
+                                    Metadata={WRITE_ID: mine}, **condition)
+                return True
+            except Exception as exc:  # noqa: BLE001
+                code = self._code(exc)
+                if code not in _CONFLICT:
+                    raise self._fail(exc, f"cannot write {relative}") from None
+                if code != "ConditionalRequestConflict" or attempt == _CONFLICT_RETRIES:
+                    break
+                time.sleep(0.1 * 2 ** attempt)
+        return self._written_by(relative, mine)
+
+    def _written_by(self, relative: str, write_id: str) -> bool:
         try:
-            self._s3.put_object(Bucket=self.location.bucket, Key=self.location.key(relative), Body=data, **condition)
-            return True
+            head = self._s3.head_object(Bucket=self.location.bucket, Key=self.location.key(relative))
         except Exception as exc:  # noqa: BLE001
-            if self._code(exc) not in _CONFLICT:
-                raise self._fail(exc, f"cannot write {relative}") from None
-        found = self.get(relative)
-        return found is not None and found[0] == data
+            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise self._fail(exc, f"cannot read {relative}") from None
+        return bool(head.get("Metadata", {}).get(WRITE_ID) == write_id)
 
     def keys(self, relative_prefix: str) -> Iterator[str]:
         """Relative keys under ``relative_prefix``, in lexicographic order."""
