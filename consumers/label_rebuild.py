@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from triage.contracts import decode_label, decode_review
-from triage.errors import ConfigError, InputError, LabelError, TransportError
+from triage.errors import ConfigError, InputError, LabelError
 from triage.lifecycle.labeljoin import label_row
+from triage.lifecycle.labelstore import LabelRows
 from triage.lifecycle.registry import Registry
 from triage.lifecycle.retraining import current_version
 from triage.records import RecordBatch
+from triage.runtime import failpoints
 from triage.settings import Settings
 from triage.transport import make_consumer
-from triage.transport.base import read_to_end
+from triage.transport.base import batches_to_end
 
 log = logging.getLogger("triage.labels")
 READ_LIMIT_S = 600.0
@@ -41,21 +42,17 @@ def read_topic(settings: Settings, topic: str, handle: Callable[[RecordBatch], N
                stop: Optional[threading.Event] = None, limit_s: float = READ_LIMIT_S) -> None:
     """Every record of ``topic`` up to the end offsets it has now, or a TransportError."""
     reader = make_consumer(settings, [topic], group_id=None)
-    deadline = time.monotonic() + limit_s
     try:
-        ends = reader.watermarks()
-        read: dict[tuple[str, int], int] = {}
-        while ends and not read_to_end(ends, read):
-            if stop is not None and stop.is_set():
-                raise TransportError("stopped while reading " + topic, retriable=True)
-            if time.monotonic() > deadline:
-                raise TransportError(f"could not read {topic} to its end within {limit_s:.0f} s", retriable=True)
-            batch = reader.poll_batch(1000, 300)
-            for tp in zip(batch.topics, batch.partitions, batch.offsets):
-                read[tp[:2]] = max(read.get(tp[:2], 0), tp[2] + 1)
+        for batch in batches_to_end(reader, topic, limit_s=limit_s, stop=stop):
             handle(batch)
     finally:
         reader.close()
+
+
+def store_lost(store: LabelRows, labels_upto: int) -> bool:
+    """The label store must be rebuilt from the topic: a rebuild was cut short, or it is empty
+    while CURRENT was trained on stored labels (lost, not never written)."""
+    return store.rebuilding() or (store.count() == 0 and labels_upto > 0)
 
 
 def rebuild_label_store(settings: Settings, registry: Registry, *, replace: bool = False,
@@ -64,7 +61,7 @@ def rebuild_label_store(settings: Settings, registry: Registry, *, replace: bool
     """Rebuild ``registry``'s label store from the labels topic (see the module doc)."""
     store = registry.label_store()
     existing = store.count()
-    if existing and not replace:
+    if existing and not replace and not store.rebuilding():  # a rebuild cut short left them: not the store
         raise ConfigError(f"the label store of {registry.location} holds {existing} rows; rebuilding would "
                           "replace them: pass --replace")
     manifest = registry.manifest(current_version(registry))
@@ -99,11 +96,14 @@ def rebuild_label_store(settings: Settings, registry: Registry, *, replace: bool
                                   accept_new_classes=settings.retrain.accept_new_classes))
         except InputError as exc:
             report.skipped[exc.reason_code if isinstance(exc, LabelError) else "invalid"] += 1
+    # marked until the rows are all in: a rebuild that a full disk or SIGKILL cuts short leaves
+    # the mark, and the retrain job's next start rebuilds (``store_lost``) instead of taking a part
+    store.mark_rebuilding(True)
     if existing:
         store.clear()
-    # one append (one write and fsync, or one segment): a rebuild killed halfway leaves the store
-    # empty or whole, never a part that a restart would take for the store
-    report.rows = store.append(rows)
+    failpoints.hit("labels.rebuild_append")
+    report.rows = store.append(rows)  # one write and fsync, or one segment
+    store.mark_rebuilding(False)
     progress(f"rebuilt {registry.location}'s label store: {report.rows} rows from {len(labels)} labels"
              + (f"; not stored: {dict(report.skipped)}" if report.skipped else ""))
     return report

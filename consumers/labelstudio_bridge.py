@@ -48,7 +48,7 @@ from triage.settings import Settings
 from triage.runtime import failpoints
 from triage.runtime.threads import Supervised
 from triage.transport import Consumer, Producer, make_consumer, make_producer, send_until_acked
-from triage.transport.base import read_to_end
+from triage.transport.base import batches_to_end
 from triage.transport.retention import check_history
 
 log = logging.getLogger("triage.labelstudio")
@@ -75,7 +75,7 @@ def retrying(call: Callable[[], Any], *, what: str, metrics: LabelStudioMetrics,
             if attempt == 0 or attempt % 20 == 0:
                 log.warning("label studio: %s failed (%s); retrying", what, exc.message)
             if stop.wait(RETRY_S[min(attempt, len(RETRY_S) - 1)]):
-                raise TransportError(f"stopped while Label Studio was unreachable ({what})") from exc
+                raise TransportError(f"stopped while Label Studio was unreachable ({what})", retriable=True) from exc
             attempt += 1
 
 
@@ -118,7 +118,7 @@ class Bridge:
         self._replay_ledger()
         self._index_tasks()
         if self.stop.is_set():
-            raise TransportError("stopped while starting")
+            raise TransportError("stopped while starting", retriable=True)
         self.server = self._serve_webhooks()
         self._register_webhook()
         self.consumer = make_consumer(self.settings, [self.settings.topics.review_topic],
@@ -161,19 +161,9 @@ class Bridge:
         check_history(self.settings, [self.settings.topics.labels_topic], self.metrics.loop, process="the bridge")
         reader = make_consumer(self.settings, [self.settings.topics.labels_topic], group_id=None)
         limit = self.settings.serving.max_message_bytes
-        deadline = time.monotonic() + REPLAY_LIMIT_S
-        try:
-            ends = reader.watermarks()
-            read: dict[tuple[str, int], int] = {}
-            while not read_to_end(ends, read):
-                if self.stop.is_set():
-                    raise TransportError("stopped while reading the labels topic")
-                if time.monotonic() > deadline:
-                    raise TransportError(f"could not read {self.settings.topics.labels_topic} to its end within "
-                                         f"{REPLAY_LIMIT_S:.0f} s; not starting with a partial ledger")
-                batch = reader.poll_batch(1000, 300)
-                for tp in zip(batch.topics, batch.partitions, batch.offsets):
-                    read[tp[:2]] = max(read.get(tp[:2], 0), tp[2] + 1)
+        try:  # an unfinished read raises: carrying on with a partial ledger would publish twice
+            for batch in batches_to_end(reader, self.settings.topics.labels_topic, limit_s=REPLAY_LIMIT_S,
+                                        stop=self.stop):
                 for value in batch.values:
                     try:
                         label = decode_label(value, limit)
@@ -296,7 +286,7 @@ class Bridge:
             self.metrics.errors.labels(operation="create_tasks").inc()
             if exc.status in (401, 403, 404) or exc.status == 201:
                 self.fail(exc)
-                raise TransportError(f"Label Studio refused the bridge: {exc.message}") from exc
+                raise TransportError(f"Label Studio refused the bridge: {exc.message}", retriable=False) from exc
             self._import_unsure = exc.retriable
             raise  # retriable: the loop holds the batch; else about a record: it is isolated, dead-lettered
         failpoints.hit("bridge.after_import")  # Label Studio made the tasks; the bridge has not noted them

@@ -199,14 +199,14 @@ class Trainer:
         return outcome
 
     def _restore_store(self, manifest: Mapping[str, Any]) -> None:
-        """Rebuild a lost label store from the topic: safe only when the store is empty while
-        CURRENT was trained on stored labels (then it was lost, not never written)."""
-        if self.store.count() == 0 and int(manifest.get("data", {}).get("labels_upto", 0)) > 0:
-            from consumers.label_rebuild import rebuild_label_store
+        """Rebuild a lost label store from the topic (``label_rebuild.store_lost``)."""
+        from consumers.label_rebuild import rebuild_label_store, store_lost
 
-            self.progress(f"the label store is empty but {manifest['version']} was trained on "
-                          f"{manifest['data']['labels_upto']} stored labels: rebuilding it from {self.settings.topics.labels_topic}")
-            rebuild_label_store(self.settings, self.registry, progress=self.progress, stop=self.stop)
+        if store_lost(self.store, int(manifest.get("data", {}).get("labels_upto", 0))):
+            why = ("a rebuild of it was cut short" if self.store.rebuilding() else
+                   f"it is empty but {manifest['version']} was trained on {manifest['data']['labels_upto']} stored labels")
+            self.progress(f"the label store is lost ({why}): rebuilding it from {self.settings.topics.labels_topic}")
+            rebuild_label_store(self.settings, self.registry, replace=True, progress=self.progress, stop=self.stop)
         self._stored = self.store.positions()
         self.names.seed(r.get("annotator") for _, r in self.store.rows() if r["label"] not in (UNDO, *MARKERS))
 

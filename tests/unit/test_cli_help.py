@@ -151,3 +151,16 @@ def test_building_the_parser_imports_no_heavy_library_and_commands_never_import_
             if parent in sys.modules:
                 setattr(sys.modules[parent], child, module)
     assert refuse.tried == []
+
+
+@pytest.mark.parametrize("words", [w for w, p in TREE if len(w) == 2 and "--registry" in p._option_string_actions],
+                         ids=[" ".join(w) for w, p in TREE if len(w) == 2 and "--registry" in p._option_string_actions])
+def test_the_registry_goes_before_or_after_every_action(words: list[str]) -> None:
+    """`triage labels rebuild --registry R` (as the docs write it) was refused: --registry was
+    required of the command's parser and of the action's, so either place failed the other."""
+    parser = build_parser()
+    extra = ["v1"] if words[1] in ("show", "promote") else []
+    extra += ["--model", "m.onnx"] if words[1] == "import" else []
+    after = parser.parse_args([*words, *extra, "--registry", "R"])
+    before = parser.parse_args([words[0], "--registry", "R", words[1], *extra])
+    assert str(after.registry) == str(before.registry) == "R"

@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from triage.commands.base import Action, registry_arg, subcommand
+from triage.errors import ConfigError
 from triage.settings import Settings
 from triage.transport import check_broker
 
 
 def _group_args(p: argparse.ArgumentParser) -> None:
-    registry_arg(p)
+    registry_arg(p, required=False)  # given before or after the action: required of neither parser
 
 
 def _rebuild_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.label_rebuild import rebuild_label_store
     from triage.lifecycle.registry import registry_from
 
+    if settings.serving.registry is None:
+        raise ConfigError("needs the registry: --registry DIR|s3://BUCKET/PREFIX (before or after the action) "
+                          "or TRIAGE_REGISTRY")
     registry = registry_from(settings.serving)
     registry.check_readable()
     check_broker(settings)

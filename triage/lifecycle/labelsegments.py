@@ -25,6 +25,7 @@ from triage.lifecycle.objectstore import ObjectStore
 
 log = logging.getLogger("triage.labelstore")
 PREFIX = "data/labels/"
+REBUILDING = "data/labels.rebuilding"  # outside PREFIX: a marker, not a segment
 _DIGITS = 10
 
 
@@ -73,6 +74,15 @@ class SegmentLabelStore(LabelRows):
             if self.store.create(segment_key(n), payload):
                 return len(data)
         raise RegistryError(f"{self.path}: could not take a segment number (too many concurrent appenders)")
+
+    def rebuilding(self) -> bool:
+        return self.store.get(REBUILDING) is not None
+
+    def mark_rebuilding(self, on: bool) -> None:
+        if on:
+            self.store.put(REBUILDING, b"")
+        else:
+            self.store.delete(REBUILDING)
 
     def clear(self) -> None:
         """Delete every segment (the store is rebuilt from the labels topic right after)."""

@@ -209,6 +209,13 @@ class LabelRows:
         """Set the rows aside (``triage labels rebuild --replace``)."""
         raise NotImplementedError
 
+    def rebuilding(self) -> bool:
+        """A rebuild began and did not finish: the rows are not the store (labels_rebuild.py)."""
+        raise NotImplementedError
+
+    def mark_rebuilding(self, on: bool) -> None:
+        raise NotImplementedError
+
     def positions(self) -> dict[tuple[int, int], str]:
         """(partition, offset) -> id of every stored row that has a position."""
         return {(r["partition"], r["offset"]): r["id"] for _, r in self.rows()
@@ -358,6 +365,22 @@ class LabelStore(LabelRows):
         if created:
             _fsync_dir(self.path.parent)
         return len(data)
+
+    def rebuilding(self) -> bool:
+        return self._marker.exists()
+
+    def mark_rebuilding(self, on: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if on:
+            with open(self._marker, "wb") as fh:
+                os.fsync(fh.fileno())
+        elif self._marker.exists():
+            self._marker.unlink()
+        _fsync_dir(self.path.parent)
+
+    @property
+    def _marker(self) -> Path:
+        return self.path.with_name(self.path.name + ".rebuilding")
 
     def clear(self) -> None:
         """Move labels.jsonl aside as ``labels.jsonl.replaced-<epoch s>`` (kept, never deleted)."""

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 from triage.errors import WORLD, TransportError, blame
 from triage.records import OutRecord, RecordBatch
@@ -82,6 +82,34 @@ def read_to_end(watermarks: dict[tuple[str, int], tuple[int, int]], next_offsets
     ``lag()``, a partition whose records simply have not arrived yet is never read."""
     return bool(watermarks) and all(
         first >= end or next_offsets.get(tp, first) >= end for tp, (first, end) in watermarks.items())
+
+
+TAIL_POLLS = 5  # polls past the end offsets, until one is empty (see ``batches_to_end``)
+
+
+def batches_to_end(reader: "Consumer", what: str, *, limit_s: float,
+                   stop: Optional[threading.Event] = None) -> Iterator[RecordBatch]:
+    """The batches of ``reader`` (no group, from the beginning) up to the end offsets its
+    partitions have now, then until a poll comes back empty (at most TAIL_POLLS more): Tansu
+    reports an end offset short of what a partition holds (up to its last batch), so the end
+    offsets alone stopped a reader short. A TransportError (retriable) past ``limit_s`` or on
+    ``stop``, naming ``what``."""
+    deadline = time.monotonic() + limit_s
+    ends = reader.watermarks()
+    read: dict[tuple[str, int], int] = {}
+    tail = 0 if ends else TAIL_POLLS
+    while tail < TAIL_POLLS:
+        if stop is not None and stop.is_set():
+            raise TransportError(f"stopped while reading {what}", retriable=True)
+        if time.monotonic() > deadline:
+            raise TransportError(f"could not read {what} to its end within {limit_s:.0f} s", retriable=True)
+        batch = reader.poll_batch(1000, 300)
+        for tp in zip(batch.topics, batch.partitions, batch.offsets):
+            read[tp[:2]] = max(read.get(tp[:2], 0), tp[2] + 1)
+        if len(batch):
+            yield batch
+        if tail or read_to_end(ends, read):
+            tail = TAIL_POLLS if tail and not len(batch) else tail + 1
 
 
 def log_assigned(tps: Iterable[Any]) -> None:
