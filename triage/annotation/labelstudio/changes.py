@@ -202,8 +202,8 @@ class Ledger:
         """What changed in ``task`` (its annotations, or ``annotations`` when given) since the
         ledger last saw it. Skipped (cancelled) annotations are not labels; an annotation that
         disappeared (or became skipped) is retracted (``_retraction``): its annotator's answer
-        is withdrawn, or replaced by their other annotation of the sample. A state older than the one published is
-        ignored (a late webhook). ``now``: the task as Label Studio holds it now (a listing or
+        is withdrawn, then their other annotations of the sample published again. A state
+        older than the one published is ignored (a late webhook, a late skip too). ``now``: the task as Label Studio holds it now (a listing or
         a fetch), where a retracted annotation that is there after all is published again; a
         webhook (``now=False``) may be late and never brings a deleted annotation back.
         ``without``: annotations of the sample deleted too, so none of them stands in."""
