@@ -105,6 +105,7 @@ class AuditConsumer:
         self._refused: set[tuple[str, float, int]] = set()
         self._unwritten = False  # a change the registry refused: retried at every idle poll too
         self._decided: dict[str, tuple[int, int]] = {}  # version -> (row changes, history length) decided on
+        self._exported: dict[str, int] = {}  # version -> row changes its accuracy series show
         self._clock = clock
         self._consumer = consumer
         self.stop_event = threading.Event()
@@ -155,7 +156,10 @@ class AuditConsumer:
         """Every audited version's accuracy. A version whose labels were all taken back shows 0
         samples and no estimate: an undo must not leave the old estimate on /metrics."""
         m = self.metrics
-        for version in self.estimator.versions():
+        for version, rows in self.live.versions.items():
+            if self._exported.get(version) == rows.changes:
+                continue  # unchanged: each estimate costs O(rows), and export runs every batch
+            self._exported[version] = rows.changes
             e, recent = self.estimator.estimate(version), self.estimator.estimate_recent(version)
             m.samples.labels(model_version=version).set(0 if e is None else e.n)
             m.recent_samples.labels(model_version=version).set(0 if recent is None else recent.n)

@@ -83,7 +83,8 @@ def ceiling_at(ts_ms: int, base: float, history: Sequence[Change], settle_ms: in
 
 @dataclass
 class VersionRows:
-    """The joined audit rows of one model version (one per sample id: the latest label wins)."""
+    """The joined audit rows of one model version (one per sample id, labelled by its answers'
+    ``standing`` label)."""
 
     u: dict[str, float] = field(default_factory=dict)
     wrong: dict[str, bool] = field(default_factory=dict)
